@@ -1,0 +1,127 @@
+//! Counters: the per-CPU stats layouts, verdict actions and named packet reasons.
+
+/// Packets and bytes (whole frame, Ethernet header included).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Counter {
+    pub fn add(&mut self, other: &Counter) {
+        self.packets = self.packets.wrapping_add(other.packets);
+        self.bytes = self.bytes.wrapping_add(other.bytes);
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), two u64, no padding, any bit pattern valid.
+unsafe impl aya::Pod for Counter {}
+
+/// The XDP verdict a VIP packet got. The per-VIP stats array has one row per
+/// VIP and one column per action: index `vip_id * Action::COUNT + action`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Pass = 0,
+    Drop = 1,
+    Tx = 2,
+    Redirect = 3,
+}
+
+impl Action {
+    pub const COUNT: u32 = 4;
+    pub const ALL: [Action; 4] = [Action::Pass, Action::Drop, Action::Tx, Action::Redirect];
+
+    /// The `action` label in metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+            Action::Tx => "tx",
+            Action::Redirect => "redirect",
+        }
+    }
+
+    pub const fn vip_stats_index(self, vip_id: u32) -> u32 {
+        vip_id * Action::COUNT + self as u32
+    }
+}
+
+/// Why a packet got its verdict. Every packet the program sees is counted
+/// under exactly one reason (index into the reason stats array).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketReason {
+    /// Not IPv4/IPv6 (ARP, LLDP, …): passed.
+    NotIp = 0,
+    /// IP, but no VIP matches (address, port, protocol): passed untouched.
+    NotVip = 1,
+    /// For a VIP whose forwarding mode is `local`: passed to the local stack.
+    VipLocal = 2,
+    /// Frame shorter than an Ethernet header: passed (the stack drops it).
+    TruncatedEthernet = 3,
+    /// 802.1Q tag cut short: passed.
+    TruncatedVlan = 4,
+    /// More than one VLAN tag (QinQ): not parsed, passed.
+    StackedVlan = 5,
+    /// Shorter than its IPv4 header or total length: passed.
+    TruncatedIpv4 = 6,
+    /// IP header with a version that does not match its EtherType, an IPv4 IHL < 5, or an
+    /// IPv4 total length below its header length: passed.
+    BadIpHeader = 7,
+    /// Shorter than the 40-byte IPv6 header or its payload length: passed.
+    TruncatedIpv6 = 8,
+    /// TCP or UDP header cut short: passed.
+    TruncatedL4 = 9,
+    /// IPv4 fragment (no ports to match in later fragments): passed.
+    Fragment = 10,
+    /// IPv6 with an extension header first (fragment, routing, …): passed.
+    Ipv6ExtensionHeader = 11,
+    /// Neither TCP nor UDP (ICMP, …): passed.
+    OtherL4 = 12,
+}
+
+impl PacketReason {
+    pub const COUNT: u32 = 13;
+    pub const ALL: [PacketReason; 13] = [
+        PacketReason::NotIp,
+        PacketReason::NotVip,
+        PacketReason::VipLocal,
+        PacketReason::TruncatedEthernet,
+        PacketReason::TruncatedVlan,
+        PacketReason::StackedVlan,
+        PacketReason::TruncatedIpv4,
+        PacketReason::BadIpHeader,
+        PacketReason::TruncatedIpv6,
+        PacketReason::TruncatedL4,
+        PacketReason::Fragment,
+        PacketReason::Ipv6ExtensionHeader,
+        PacketReason::OtherL4,
+    ];
+
+    /// The `reason` label in metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            PacketReason::NotIp => "not_ip",
+            PacketReason::NotVip => "not_vip",
+            PacketReason::VipLocal => "vip_local",
+            PacketReason::TruncatedEthernet => "truncated_ethernet",
+            PacketReason::TruncatedVlan => "truncated_vlan",
+            PacketReason::StackedVlan => "stacked_vlan",
+            PacketReason::TruncatedIpv4 => "truncated_ipv4",
+            PacketReason::BadIpHeader => "bad_ip_header",
+            PacketReason::TruncatedIpv6 => "truncated_ipv6",
+            PacketReason::TruncatedL4 => "truncated_l4",
+            PacketReason::Fragment => "fragment",
+            PacketReason::Ipv6ExtensionHeader => "ipv6_extension_header",
+            PacketReason::OtherL4 => "other_l4",
+        }
+    }
+}
+
+const _: () = assert!(PacketReason::ALL.len() as u32 == PacketReason::COUNT);
+const _: () = assert!(Action::ALL.len() as u32 == Action::COUNT);

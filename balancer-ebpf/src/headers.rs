@@ -1,0 +1,86 @@
+//! Wire layouts of the headers the programs read. Multi-byte fields are byte
+//! arrays in network order, so no field is ever read with the wrong endianness
+//! or alignment by accident.
+
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+
+#[repr(C)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub ether_type_be: [u8; 2],
+}
+
+/// The 802.1Q tag after the source MAC: TCI, then the inner EtherType.
+#[repr(C)]
+pub struct VlanHdr {
+    pub tci_be: [u8; 2],
+    pub ether_type_be: [u8; 2],
+}
+
+#[repr(C)]
+pub struct Ipv4Hdr {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub total_len_be: [u8; 2],
+    pub id_be: [u8; 2],
+    pub frag_off_be: [u8; 2],
+    pub ttl: u8,
+    pub protocol: u8,
+    pub check_be: [u8; 2],
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+}
+
+/// IPv4 flags+offset: "more fragments" bit and the 13-bit offset (RFC 791 §3.1).
+pub const IPV4_MF_AND_OFFSET: u16 = 0x3fff;
+
+#[repr(C)]
+pub struct Ipv6Hdr {
+    pub version_class_flow: [u8; 4],
+    pub payload_len_be: [u8; 2],
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// The fixed part of a TCP header (RFC 9293 §3.1).
+#[repr(C)]
+pub struct TcpHdr {
+    pub source_be: [u8; 2],
+    pub dest_be: [u8; 2],
+    pub seq_be: [u8; 4],
+    pub ack_seq_be: [u8; 4],
+    pub doff_flags_be: [u8; 2],
+    pub window_be: [u8; 2],
+    pub check_be: [u8; 2],
+    pub urg_ptr_be: [u8; 2],
+}
+
+#[repr(C)]
+pub struct UdpHdr {
+    pub source_be: [u8; 2],
+    pub dest_be: [u8; 2],
+    pub len_be: [u8; 2],
+    pub check_be: [u8; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<EthHdr>() == 14);
+const _: () = assert!(core::mem::size_of::<VlanHdr>() == 4);
+const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == 20);
+const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == 40);
+const _: () = assert!(core::mem::size_of::<TcpHdr>() == 20);
+const _: () = assert!(core::mem::size_of::<UdpHdr>() == 8);
+
+/// IPv6 next-header values that are extension headers (RFC 8200 §4, IANA registry).
+#[inline(always)]
+pub fn is_ipv6_extension(next_header: u8) -> bool {
+    matches!(
+        next_header,
+        0 | 43 | 44 | 51 | 60 | 135 | 139 | 140 | 253 | 254
+    )
+}

@@ -1,0 +1,116 @@
+//! The admin listener: metrics, state and health for operators and outer balancers.
+//! Loopback by default; the API has no authentication of its own yet.
+
+mod metrics;
+mod state;
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::dataplane::{AttachedMode, StatsReader};
+
+/// What the admin endpoints report on.
+pub struct AdminContext {
+    pub xdp: Option<XdpView>,
+    pub started: std::time::SystemTime,
+}
+
+pub struct XdpView {
+    pub interface: String,
+    pub mode: AttachedMode,
+    pub stats: StatsReader,
+}
+
+/// Binds the admin listener now (so a port conflict fails startup) and serves
+/// it until `shutdown` turns true.
+pub async fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(listen).await
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    context: Arc<AdminContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!("admin accept failed: {err}");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let context = context.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let context = context.clone();
+                async move { Ok::<_, Infallible>(respond(&context, &request)) }
+            });
+            if let Err(err) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("admin connection ended with an error: {err}");
+            }
+        });
+    }
+}
+
+/// Routes one admin request. Pure apart from reading the counters.
+fn respond(context: &AdminContext, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    let allowed = match path {
+        "/metrics" | "/api/state" | "/healthz" => "GET, HEAD",
+        _ => return text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+        return response;
+    }
+    match path {
+        "/metrics" => match metrics::render(context) {
+            Ok(body) => with_type(StatusCode::OK, body, metrics::CONTENT_TYPE),
+            Err(err) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("reading counters failed: {err}\n"),
+            ),
+        },
+        "/api/state" => match state::render(context) {
+            Ok(body) => with_type(StatusCode::OK, body, "application/json"),
+            Err(err) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("reading counters failed: {err}\n"),
+            ),
+        },
+        _ => text(StatusCode::OK, "ok\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    with_type(status, body.to_string(), "text/plain; charset=utf-8")
+}
+
+fn with_type(
+    status: StatusCode,
+    body: String,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}

@@ -1,0 +1,10 @@
+//! `balancer`: an eBPF/XDP-accelerated L4+L7 edge load balancer.
+//!
+//! The library holds every concern of the binary so tests can reach them:
+//! `config` (parse and validate), `dataplane` (the XDP program and its maps),
+//! `admin` (metrics, state, health), and `run` (wiring them together).
+
+pub mod admin;
+pub mod config;
+pub mod dataplane;
+pub mod run;

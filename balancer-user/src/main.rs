@@ -1,0 +1,83 @@
+//! The `balancer` command line.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use balancer::config::Config;
+use clap::{Parser, Subcommand};
+
+/// eBPF/XDP-accelerated L4+L7 edge load balancer.
+///
+/// An XDP program on the NIC matches packets to virtual services (VIPs) and
+/// counts them; the admin listener exports the counters (`GET /metrics`,
+/// `GET /api/state`, `GET /healthz`). One binary, one TOML config file.
+#[derive(Parser)]
+#[command(name = "balancer", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the config, attach XDP to `xdp.interface`, serve the admin API until SIGINT/SIGTERM.
+    ///
+    /// Needs root (or CAP_BPF + CAP_NET_ADMIN) when the config has an [xdp] section.
+    /// Log verbosity follows RUST_LOG (default: info); `balancer_ebpf=debug` also
+    /// turns on the XDP program's own records of malformed packets.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file without touching the kernel: exit 0, or print the
+    /// error with its file, line and key and exit 1.
+    CheckConfig {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(parsed) => {
+                println!("{}: ok ({} VIPs)", config.display(), parsed.vips.len());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            init_tracing();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("cannot start the async runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(balancer::run::run(&config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!("{err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    // `init` also bridges the `log` facade (which aya-log speaks) into tracing.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -1,0 +1,64 @@
+//! `balancer run`: start every configured part, serve until SIGINT/SIGTERM, then
+//! shut down in order (stop admin, detach XDP).
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::Context;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+
+use crate::{
+    admin::{self, AdminContext, XdpView},
+    config::Config,
+    dataplane::Dataplane,
+};
+
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let admin_listener = admin::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
+
+    let mut dataplane = None;
+    let mut xdp_view = None;
+    if let Some(xdp) = &config.xdp {
+        let (plane, stats) = Dataplane::start(xdp, &config.vips)?;
+        xdp_view = Some(XdpView {
+            interface: plane.interface().to_string(),
+            mode: plane.mode(),
+            stats,
+        });
+        dataplane = Some(plane);
+    } else {
+        tracing::info!("no [xdp] section: the XDP data plane is not loaded");
+    }
+
+    let context = Arc::new(AdminContext {
+        xdp: xdp_view,
+        started: std::time::SystemTime::now(),
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tracing::info!(listen = %config.admin.listen, "admin API listening");
+    let admin_task = tokio::spawn(admin::serve(admin_listener, context, shutdown_rx));
+
+    let signal_name = wait_for_shutdown_signal().await?;
+    tracing::info!("{signal_name} received: shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = admin_task.await;
+    if let Some(mut plane) = dataplane {
+        plane.detach()?;
+    }
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    })
+}
