@@ -1,1 +1,14 @@
+//! Test and demo harness: network-namespace topologies owned by RAII guards,
+//! `balancer` processes started inside them, and helpers to run code and
+//! commands in a namespace. Used by the integration tests and by `cargo xtask demo`.
+//!
+//! Everything created here is also recorded in a process-wide registry so an
+//! interrupt (Ctrl-C) can tear it down: see [`cleanup_everything`].
 
+pub mod netns;
+pub mod process;
+pub mod topology;
+
+pub use netns::{Netns, cleanup_everything, in_netns, unique_suffix};
+pub use process::{BalancerProcess, balancer_binary, http_get, run_in};
+pub use topology::{ClientBalancer, Family};

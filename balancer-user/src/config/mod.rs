@@ -1,8 +1,12 @@
 //! The configuration file: TOML in the shape of DESIGN.md, parsed and validated
 //! without any I/O beyond reading the file. Every error names the key and the line.
 
+mod de;
 mod error;
 mod validate;
+
+#[cfg(test)]
+mod tests;
 
 use std::{net::IpAddr, net::SocketAddr, path::Path};
 
@@ -24,10 +28,14 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+// `expecting` so that `admin = 1` says "expected a table", not a Rust type name.
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct AdminConfig {
     /// Address of the admin API and metrics (loopback by default: it is not authenticated).
-    #[serde(default = "AdminConfig::default_listen")]
+    #[serde(
+        default = "AdminConfig::default_listen",
+        deserialize_with = "de::socket_addr"
+    )]
     pub listen: SocketAddr,
 }
 
@@ -46,14 +54,18 @@ impl Default for AdminConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct XdpConfig {
     /// The interface the edge program attaches to.
     pub interface: Spanned<String>,
     #[serde(default)]
     pub mode: XdpAttachMode,
-    /// Capacity of the VIP map (and rows of the per-VIP counters).
-    #[serde(default = "XdpConfig::default_max_vips")]
+    /// Capacity of the VIP map (and rows of the per-VIP counters); 1 to `MAX_VIPS_LIMIT`
+    /// (checked while parsing).
+    #[serde(
+        default = "XdpConfig::default_max_vips",
+        deserialize_with = "de::max_vips"
+    )]
     pub max_vips: Spanned<u32>,
 }
 
@@ -74,10 +86,13 @@ pub enum XdpAttachMode {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct VipConfig {
     pub name: Spanned<String>,
+    #[serde(deserialize_with = "de::ip_addr")]
     pub address: Spanned<IpAddr>,
+    /// 1 to 65535 (checked while parsing).
+    #[serde(deserialize_with = "de::port")]
     pub port: Spanned<u16>,
     pub protocol: Protocol,
     pub forward: Spanned<ForwardMode>,

@@ -11,7 +11,7 @@ use aya::{
 use aya_log::EbpfLogger;
 use balancer_common::{
     Action, FORWARD_IPIP, FORWARD_L2_DSR, FORWARD_LOCAL, MAP_REASON_STATS, MAP_VIP_STATS, MAP_VIPS,
-    PROGRAM_LB, VipKey, VipMeta,
+    PROGRAM_LB, PROGRAM_PASS, VipKey, VipMeta,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -281,4 +281,30 @@ fn spawn_log_reader(ebpf: &mut Ebpf) -> Result<tokio::task::JoinHandle<()>, Data
             guard.clear_ready();
         }
     }))
+}
+
+/// The trivial `XDP_PASS` program attached to an interface, for as long as this value lives.
+/// Veth peers need one so that frames sent back with `XDP_TX` are delivered.
+pub struct PassProgram {
+    _ebpf: Ebpf,
+}
+
+impl PassProgram {
+    pub fn attach(interface: &str) -> Result<PassProgram, DataplaneError> {
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_PASS)
+            .ok_or(DataplaneError::Missing(PROGRAM_PASS))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                name: PROGRAM_PASS,
+                source,
+            })?;
+        program.load().map_err(|source| DataplaneError::Program {
+            name: PROGRAM_PASS,
+            source,
+        })?;
+        attach(program, interface, XdpAttachMode::Auto)?;
+        Ok(PassProgram { _ebpf: ebpf })
+    }
 }

@@ -4,7 +4,7 @@
 mod loader;
 mod stats;
 
-pub use loader::{AttachedMode, Dataplane, DataplaneError};
+pub use loader::{AttachedMode, Dataplane, DataplaneError, PassProgram};
 pub use stats::{StatsReader, VipInfo, VipStats, XdpStats};
 
 /// The eBPF object built by `cargo xtask build`, embedded so the binary is the one file to deploy.

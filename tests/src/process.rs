@@ -1,0 +1,176 @@
+//! Processes inside namespaces: the `balancer` binary under test, and commands such as curl.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use crate::netns::{LIVE_CHILDREN, Netns};
+
+/// The `balancer` binary to test: `$BALANCER_BIN` (set by `cargo xtask test`),
+/// else the workspace's debug build.
+pub fn balancer_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("BALANCER_BIN") {
+        return PathBuf::from(path);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/balancer")
+}
+
+/// A `balancer run` process inside a namespace; stopped with SIGTERM on drop.
+pub struct BalancerProcess {
+    child: Option<Child>,
+    log_path: PathBuf,
+    netns_path: String,
+    admin: String,
+}
+
+impl BalancerProcess {
+    /// Starts `balancer run --config CONFIG` in `netns` and waits until its admin
+    /// listener (`admin`, e.g. "127.0.0.1:9100") answers `/healthz`.
+    pub fn start(netns: &Netns, config: &Path, admin: &str) -> anyhow::Result<BalancerProcess> {
+        let binary = balancer_binary();
+        if !binary.is_file() {
+            bail!(
+                "{} does not exist: run through `cargo xtask test`, which builds it",
+                binary.display()
+            );
+        }
+        let log_path = config.with_extension("log");
+        let log = fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        // nsenter, not `ip netns exec`: the latter remounts /sys and would hide bpffs.
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", netns.path()))
+            .arg(&binary)
+            .args(["run", "--config"])
+            .arg(config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting balancer under nsenter (package util-linux)")?;
+        LIVE_CHILDREN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
+        let mut process = BalancerProcess {
+            child: Some(child),
+            log_path,
+            netns_path: netns.path(),
+            admin: admin.to_string(),
+        };
+        process.wait_ready(Duration::from_secs(20))?;
+        Ok(process)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        let url = format!("http://{}/healthz", self.admin);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "balancer exited during startup ({status}); its log:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok((200, _)) = http_get(&self.netns_path, &url) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "balancer did not answer {url} within {limit:?}; its log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// GET on the admin listener, from inside the namespace, with curl.
+    pub fn admin_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        http_get(&self.netns_path, &format!("http://{}{path}", self.admin))
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait up to 10 s (SIGKILL after that). Returns the exit status.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("already stopped")
+        };
+        let pid = child.id();
+        // SAFETY: kill(2) on our own child. nsenter execs the binary, so the pid is balancer's.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait()?;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        LIVE_CHILDREN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != pid);
+        Ok(status)
+    }
+}
+
+impl Drop for BalancerProcess {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// Runs a command inside a namespace (via nsenter) and returns its stdout; fails with stderr.
+pub fn run_in(netns_path: &str, program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("nsenter")
+        .arg(format!("--net={netns_path}"))
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {program} in {netns_path}"))?;
+    if !output.status.success() {
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// GET with curl from inside a namespace: (status, body).
+pub fn http_get(netns_path: &str, url: &str) -> anyhow::Result<(u16, String)> {
+    let out = run_in(
+        netns_path,
+        "curl",
+        &["-sS", "--max-time", "5", "-w", "\n%{http_code}", url],
+    )?;
+    let (body, code) = out.rsplit_once('\n').context("curl printed no status")?;
+    Ok((
+        code.trim().parse().context("curl status code")?,
+        body.to_string(),
+    ))
+}
