@@ -8,6 +8,7 @@
 pub mod netns;
 pub mod process;
 pub mod topology;
+pub mod traffic;
 
 pub use netns::{Netns, cleanup_everything, in_netns, unique_suffix};
 pub use process::{BalancerProcess, balancer_binary, http_get, run_in};

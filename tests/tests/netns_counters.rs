@@ -4,13 +4,15 @@
 //! counted leaving it.
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, UdpSocket},
     time::Duration,
 };
 
 use balancer::dataplane::PassProgram;
-use balancer_tests::{BalancerProcess, ClientBalancer, run_in};
+use balancer_tests::{
+    BalancerProcess, ClientBalancer, run_in,
+    traffic::{socket_addr, spawn_echo_server, tcp_ping_pong},
+};
 
 const VIP4: &str = "198.18.0.10";
 const VIP6: &str = "2001:2::10";
@@ -52,19 +54,6 @@ const VIPS: [Vip; 4] = [
         port: UDP_PORT,
     },
 ];
-
-fn socket_addr(address: &str, port: u16) -> SocketAddr {
-    format!(
-        "{}:{port}",
-        if address.contains(':') {
-            format!("[{address}]")
-        } else {
-            address.to_string()
-        }
-    )
-    .parse()
-    .expect("valid address")
-}
 
 fn write_config(dir: &std::path::Path, interface: &str) -> std::path::PathBuf {
     let mut config = format!(
@@ -134,37 +123,6 @@ fn read_client_counters(client: &str) -> Vec<(u64, u64)> {
     counters
 }
 
-/// Ping-pong over one connection: each message waits for its echo, so every
-/// segment is below the MSS and no offload merges them.
-fn tcp_exchange(stream: &mut TcpStream, messages: usize) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    for i in 0..messages {
-        let message = format!("message {i:04}");
-        stream.write_all(message.as_bytes()).expect("send");
-        let mut echo = vec![0; message.len()];
-        stream.read_exact(&mut echo).expect("echo");
-        assert_eq!(echo, message.as_bytes());
-    }
-}
-
-fn spawn_echo_server(listener: TcpListener) {
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
-
 #[test]
 fn counters_match_real_tcp_and_udp_traffic() {
     let topology = ClientBalancer::new("cnt", &[VIP4, VIP6]).expect("topology");
@@ -220,12 +178,8 @@ fn counters_match_real_tcp_and_udp_traffic() {
         .run(|| {
             for address in [VIP4, VIP6] {
                 for _ in 0..3 {
-                    let mut stream = TcpStream::connect_timeout(
-                        &socket_addr(address, TCP_PORT),
-                        Duration::from_secs(5),
-                    )
-                    .expect("connect to TCP VIP");
-                    tcp_exchange(&mut stream, 20);
+                    tcp_ping_pong(socket_addr(address, TCP_PORT), 20)
+                        .expect("TCP ping-pong through the VIP");
                 }
                 let bind = if address.contains(':') {
                     "[::]:0"

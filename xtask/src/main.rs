@@ -1,1 +1,83 @@
-fn main() {}
+//! `cargo xtask …`: setup, build, build-and-load, demo, test.
+
+mod build;
+mod demo;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Project tasks for balancer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what this machine lacks (nightly rust-src, bpf-linker, Debian packages, bpffs). Idempotent.
+    Setup,
+    /// Build the eBPF object and the `balancer` binary that embeds it.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build everything, then run `balancer run --config FILE` (XDP attached to the config's or the given interface).
+    BuildAndLoad {
+        #[arg(long)]
+        config: PathBuf,
+        /// Attach to this interface instead of the config's `xdp.interface`.
+        #[arg(long)]
+        iface: Option<String>,
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, create a namespace topology, run balancer with a built-in config, send traffic, print what it saw.
+    Demo,
+    /// Every test: lints, unit, BPF packet fixtures, netns integration.
+    Test,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::Build { release } => setup::run().and_then(|()| build::all(release).map(|_| ())),
+        Command::BuildAndLoad {
+            config,
+            iface,
+            release,
+        } => setup::run().and_then(|()| build::build_and_load(&config, iface.as_deref(), release)),
+        Command::Demo => setup::run().and_then(|()| demo::run()),
+        Command::Test => setup::run().and_then(|()| test::run()),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command, echoing it first; fails if it fails.
+fn run_step(command: &mut std::process::Command) -> anyhow::Result<()> {
+    let shown = format!("{command:?}").replace('"', "");
+    eprintln!("xtask: $ {shown}");
+    let status = command
+        .status()
+        .map_err(|e| anyhow::anyhow!("{shown}: cannot start: {e}"))?;
+    anyhow::ensure!(status.success(), "{shown}: {status}");
+    Ok(())
+}

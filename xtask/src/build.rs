@@ -1,0 +1,136 @@
+//! Building: the eBPF object (nightly, bpfel-unknown-none, bpf-linker) and the binary embedding it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::Context;
+
+use crate::{run_step, setup, workspace_root};
+
+/// Builds the eBPF object; returns its path.
+pub fn ebpf() -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    let linker_dir = setup::bpf_linker()?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![linker_dir];
+    paths.extend(std::env::split_paths(&path));
+    // Arguments for rustc, separated by 0x1f as CARGO_ENCODED_RUSTFLAGS wants; BTF for aya.
+    let rustflags = [
+        "--cfg=bpf_target_arch=\"x86_64\"",
+        "-Cdebuginfo=2",
+        "-Clink-arg=--btf",
+    ]
+    .join("\x1f");
+    let mut command = Command::new("rustup");
+    command
+        .args(["run", "nightly", "cargo", "build", "--release", "--locked"])
+        .args([
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "--target-dir",
+        ])
+        .arg(root.join("target/ebpf"))
+        .current_dir(root.join("balancer-ebpf"))
+        .env("PATH", std::env::join_paths(paths)?)
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
+    // Cargo sets these for xtask itself; they would pin the stable toolchain or our flags.
+    for var in [
+        "RUSTC",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
+        command.env_remove(var);
+    }
+    run_step(&mut command).context("building the eBPF object")?;
+    Ok(ebpf_object())
+}
+
+pub fn ebpf_object() -> PathBuf {
+    workspace_root().join("target/ebpf/bpfel-unknown-none/release/balancer")
+}
+
+/// A cargo command on the workspace with the eBPF object's location set.
+pub fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new("cargo");
+    command
+        .args(args)
+        .current_dir(workspace_root())
+        .env("BALANCER_EBPF_OBJECT", ebpf_object());
+    command
+}
+
+/// Builds the eBPF object and the binary; returns the binary's path.
+pub fn all(release: bool) -> anyhow::Result<PathBuf> {
+    ebpf()?;
+    let mut args = vec![
+        "build",
+        "--locked",
+        "--package",
+        "balancer-user",
+        "--bin",
+        "balancer",
+    ];
+    if release {
+        args.push("--release");
+    }
+    run_step(&mut cargo(&args)).context("building the balancer binary")?;
+    let binary = workspace_root().join(if release {
+        "target/release/balancer"
+    } else {
+        "target/debug/balancer"
+    });
+    eprintln!("xtask: built {}", binary.display());
+    Ok(binary)
+}
+
+pub fn build_and_load(config: &Path, iface: Option<&str>, release: bool) -> anyhow::Result<()> {
+    let binary = all(release)?;
+    let config = match iface {
+        None => config.to_path_buf(),
+        Some(iface) => with_interface(config, iface)?,
+    };
+    run_step(
+        Command::new(&binary)
+            .args(["check-config", "--config"])
+            .arg(&config),
+    )?;
+    run_step(Command::new(&binary).args(["run", "--config"]).arg(&config))
+}
+
+/// A copy of the config with `xdp.interface` replaced, next to the build output.
+fn with_interface(config: &Path, iface: &str) -> anyhow::Result<PathBuf> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let mut replaced = false;
+    let mut in_xdp = false;
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            in_xdp = trimmed.starts_with("[xdp]");
+        }
+        if in_xdp && trimmed.starts_with("interface") && trimmed[9..].trim_start().starts_with('=')
+        {
+            lines.push(format!("interface = {iface:?}"));
+            replaced = true;
+        } else {
+            lines.push(line.to_string());
+        }
+    }
+    anyhow::ensure!(
+        replaced,
+        "--iface given but {} has no xdp.interface line to replace",
+        config.display()
+    );
+    let out = workspace_root().join("target/build-and-load.toml");
+    std::fs::write(&out, lines.join("\n") + "\n")?;
+    eprintln!("xtask: using {} (xdp.interface = {iface:?})", out.display());
+    Ok(out)
+}

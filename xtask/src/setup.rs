@@ -1,0 +1,243 @@
+//! `cargo xtask setup`: make a fresh machine able to build and test the project.
+//! Every step checks first, so a second run only checks.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail};
+
+use crate::run_step;
+
+/// Debian packages the build, tests and demo use, with the command that proves each is there.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip"),
+    ("util-linux", "nsenter"),
+    ("nftables", "nft"),
+    ("curl", "curl"),
+    ("bpftool", "bpftool"),
+];
+
+pub fn run() -> anyhow::Result<()> {
+    step(
+        "rust components (clippy, rustfmt on stable; rust-src on nightly)",
+        rust_components,
+    )?;
+    step(
+        "bpf-linker built against the nightly toolchain's LLVM",
+        || bpf_linker().map(|_| ()),
+    )?;
+    step("Debian packages", debian_packages)?;
+    step("bpffs mounted at /sys/fs/bpf", bpffs)?;
+    Ok(())
+}
+
+fn step(what: &str, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    eprintln!("setup: {what}");
+    f().with_context(|| format!("setup step failed: {what}"))
+}
+
+/// Where project tools live: outside the work tree so fresh clones reuse them.
+pub fn tools_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BALANCER_TOOLS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/balancer/tools")
+}
+
+fn rust_components() -> anyhow::Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is required (the Rust toolchain manager)")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        eprintln!("setup:   installing the nightly toolchain (the eBPF crate needs -Z build-std)");
+        run_step(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    for (toolchain, component) in [
+        ("nightly", "rust-src"),
+        ("stable", "clippy"),
+        ("stable", "rustfmt"),
+    ] {
+        let installed = output(Command::new("rustup").args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            toolchain,
+        ]))?;
+        if installed.lines().any(|l| l.starts_with(component)) {
+            eprintln!("setup:   {component} ({toolchain}) present");
+        } else {
+            eprintln!("setup:   installing {component} for {toolchain}");
+            run_step(Command::new("rustup").args([
+                "component",
+                "add",
+                component,
+                "--toolchain",
+                toolchain,
+            ]))?;
+        }
+    }
+    Ok(())
+}
+
+/// Returns the directory holding `bpf-linker`, building it if needed.
+pub fn bpf_linker() -> anyhow::Result<PathBuf> {
+    let tools = tools_dir();
+    let bin = tools.join("bin");
+    let linker = bin.join("bpf-linker");
+    let llvm = nightly_libllvm()?;
+    let llvm_lib = tools.join("llvm/lib");
+    // bpf-linker records an rpath to this directory: it must keep pointing at the nightly libLLVM.
+    std::fs::create_dir_all(&llvm_lib)?;
+    for name in [
+        PathBuf::from("libLLVM.so"),
+        PathBuf::from(llvm.file_name().expect("file name")),
+    ] {
+        let link = llvm_lib.join(name);
+        if std::fs::read_link(&link).ok().as_deref() != Some(llvm.as_path()) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&llvm, &link)
+                .with_context(|| format!("symlink {}", link.display()))?;
+        }
+    }
+    if linker.is_file()
+        && Command::new(&linker)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("setup:   {} present", linker.display());
+        return Ok(bin);
+    }
+    eprintln!(
+        "setup:   building bpf-linker 0.13 against {} (takes a few minutes)",
+        llvm.display()
+    );
+    run_step(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                "^0.13",
+                "--locked",
+                "--no-default-features",
+            ])
+            .args(["--features", "llvm-22", "--root"])
+            .arg(&tools)
+            .env("LLVM_PREFIX", tools.join("llvm"))
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO_TARGET_DIR"),
+    )?;
+    if !Command::new(&linker)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        bail!(
+            "bpf-linker was built but does not run: {}",
+            linker.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The nightly toolchain ships its own shared libLLVM; bpf-linker must use the same LLVM major.
+fn nightly_libllvm() -> anyhow::Result<PathBuf> {
+    let sysroot =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let found = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        });
+    found.with_context(|| {
+        format!(
+            "no libLLVM.so.* in {} (nightly toolchain incomplete?)",
+            lib.display()
+        )
+    })
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(_, command)| !on_path(command))
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        eprintln!(
+            "setup:   all present ({})",
+            DEBIAN_PACKAGES
+                .iter()
+                .map(|p| p.0)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(());
+    }
+    eprintln!("setup:   installing {}", missing.join(", "));
+    run_step(Command::new("apt-get").arg("update").arg("-q"))?;
+    run_step(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    for (package, command) in DEBIAN_PACKAGES {
+        if !on_path(command) {
+            bail!("{command} is still missing after installing {package}");
+        }
+    }
+    Ok(())
+}
+
+fn on_path(command: &str) -> bool {
+    [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+    ]
+    .iter()
+    .any(|dir| Path::new(dir).join(command).is_file())
+}
+
+fn bpffs() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    if mounts.lines().any(|l| {
+        l.split_whitespace().nth(1) == Some("/sys/fs/bpf")
+            && l.split_whitespace().nth(2) == Some("bpf")
+    }) {
+        eprintln!("setup:   present");
+        return Ok(());
+    }
+    run_step(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+        .context("mounting bpffs needs root")
+}
+
+pub fn output(command: &mut Command) -> anyhow::Result<String> {
+    let shown = format!("{command:?}");
+    let out = command
+        .output()
+        .with_context(|| format!("{shown}: cannot start"))?;
+    if !out.status.success() {
+        bail!("{shown}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,61 @@
+//! `cargo xtask test`: lints, then every test of the workspace, then one summary line.
+
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
+
+use crate::{build, run_step, workspace_root};
+
+pub fn run() -> anyhow::Result<()> {
+    let binary = build::all(false)?;
+    run_step(&mut build::cargo(&["fmt", "--all", "--", "--check"]))
+        .context("cargo fmt: run `cargo fmt --all`")?;
+    run_step(
+        Command::new("rustup")
+            .args(["run", "nightly", "cargo", "fmt", "--", "--check"])
+            .current_dir(workspace_root().join("balancer-ebpf"))
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    )
+    .context("cargo fmt in balancer-ebpf")?;
+    run_step(&mut build::cargo(&[
+        "clippy",
+        "--locked",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+
+    let mut command = build::cargo(&["test", "--locked", "--workspace", "--no-fail-fast"]);
+    command.env("BALANCER_BIN", &binary).stdout(Stdio::piped());
+    eprintln!("xtask: $ cargo test --locked --workspace --no-fail-fast");
+    let mut child = command.spawn().context("starting cargo test")?;
+    let stdout = child.stdout.take().expect("piped");
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, " passed");
+            failed += count(rest, " failed");
+            ignored += count(rest, " ignored");
+        }
+    }
+    let status = child.wait()?;
+    println!("\nxtask test summary: {passed} passed, {failed} failed, {ignored} ignored");
+    println!("{passed} passed, {failed} failed");
+    anyhow::ensure!(status.success() && failed == 0, "tests failed");
+    anyhow::ensure!(passed > 0, "no test ran");
+    Ok(())
+}
+
+/// The number before `label` in a `test result:` line, e.g. "ok. 12 passed; 0 failed; …".
+fn count(result: &str, label: &str) -> u64 {
+    result
+        .split(';')
+        .find(|part| part.contains(label))
+        .and_then(|part| part.split_whitespace().rev().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
