@@ -1,14 +1,16 @@
-//! Field deserializers whose errors speak the config's terms: the allowed range of a number or
-//! the form of an address, and the value that was written, instead of a Rust type ("expected
-//! u16") or a bare "invalid IP address syntax".
+//! Field deserializers whose errors speak the config's terms: the allowed range of a number, the
+//! form of an address, the allowed keywords, and the value that was written, instead of a Rust
+//! type ("expected u16"), a bare "invalid IP address syntax" or toml's "wanted string or table".
 
 use std::{fmt, marker::PhantomData, net::IpAddr, net::SocketAddr, str::FromStr};
 
 use serde::{
     Deserialize, Deserializer,
-    de::{Error, Unexpected, Visitor},
+    de::{DeserializeOwned, Error, IntoDeserializer, SeqAccess, Unexpected, Visitor},
 };
 use toml::Spanned;
+
+use super::{ForwardMode, Protocol, VipConfig, XdpAttachMode};
 
 /// A VIP port: 0 is refused because no client can connect to it.
 pub(super) fn port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Spanned<u16>, D::Error> {
@@ -34,6 +36,88 @@ pub(super) fn socket_addr<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<SocketAddr, D::Error> {
     Parsed::<SocketAddr>::deserialize(deserializer).map(|parsed| parsed.0)
+}
+
+/// The `[[vip]]` array. Only its `expecting` differs from `Vec`'s: a single `[vip]` table (a
+/// likely slip) then reads "expected an array of tables ..." rather than "expected a sequence".
+pub(super) fn vips<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<VipConfig>, D::Error> {
+    deserializer.deserialize_seq(VipsVisitor)
+}
+
+struct VipsVisitor;
+
+impl<'de> Visitor<'de> for VipsVisitor {
+    type Value = Vec<VipConfig>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of tables, each VIP starting with [[vip]]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut vips = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(vip) = seq.next_element()? {
+            vips.push(vip);
+        }
+        Ok(vips)
+    }
+}
+
+/// A keyword (`protocol`, `forward`, `xdp.mode`). toml refuses a non-string for an enum with
+/// "wanted string or table" before serde can say which words are allowed; reading a string
+/// first makes `protocol = 6` say "expected `tcp` or `udp`".
+pub(super) fn keyword<'de, D: Deserializer<'de>, T: Keyword>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    deserializer.deserialize_str(KeywordVisitor(PhantomData))
+}
+
+pub(super) fn spanned_keyword<'de, D: Deserializer<'de>, T: Keyword>(
+    deserializer: D,
+) -> Result<Spanned<T>, D::Error> {
+    let value = Spanned::<AsKeyword<T>>::deserialize(deserializer)?;
+    Ok(Spanned::new(value.span(), value.into_inner().0))
+}
+
+/// An enum of unit variants written as a string.
+pub(super) trait Keyword: DeserializeOwned {
+    /// The allowed words, as serde's "unknown variant" message lists them.
+    const ONE_OF: &'static str;
+}
+
+impl Keyword for Protocol {
+    const ONE_OF: &'static str = "`tcp` or `udp`";
+}
+
+impl Keyword for ForwardMode {
+    const ONE_OF: &'static str = "one of `ipip`, `l2-dsr`, `local`";
+}
+
+impl Keyword for XdpAttachMode {
+    const ONE_OF: &'static str = "one of `auto`, `driver`, `skb`";
+}
+
+struct AsKeyword<T>(T);
+
+impl<'de, T: Keyword> Deserialize<'de> for AsKeyword<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        keyword(deserializer).map(AsKeyword)
+    }
+}
+
+struct KeywordVisitor<T>(PhantomData<T>);
+
+impl<T: Keyword> Visitor<'_> for KeywordVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(T::ONE_OF)
+    }
+
+    // The enum's own Deserialize keeps serde's "unknown variant `x`, expected ..." for a
+    // string that is not one of the words.
+    fn visit_str<E: Error>(self, text: &str) -> Result<T, E> {
+        T::deserialize(text.into_deserializer())
+    }
 }
 
 /// An integer in `MIN..=MAX` of type `T` (`MAX` must fit in `T`).

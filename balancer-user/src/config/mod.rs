@@ -23,7 +23,7 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Without it the XDP data plane is not loaded.
     pub xdp: Option<XdpConfig>,
-    #[serde(default, rename = "vip")]
+    #[serde(default, rename = "vip", deserialize_with = "de::vips")]
     pub vips: Vec<VipConfig>,
 }
 
@@ -58,7 +58,7 @@ impl Default for AdminConfig {
 pub struct XdpConfig {
     /// The interface the edge program attaches to.
     pub interface: Spanned<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de::keyword")]
     pub mode: XdpAttachMode,
     /// Capacity of the VIP map (and rows of the per-VIP counters); 1 to `MAX_VIPS_LIMIT`
     /// (checked while parsing).
@@ -94,7 +94,9 @@ pub struct VipConfig {
     /// 1 to 65535 (checked while parsing).
     #[serde(deserialize_with = "de::port")]
     pub port: Spanned<u16>,
+    #[serde(deserialize_with = "de::keyword")]
     pub protocol: Protocol,
+    #[serde(deserialize_with = "de::spanned_keyword")]
     pub forward: Spanned<ForwardMode>,
 }
 

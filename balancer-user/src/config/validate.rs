@@ -3,28 +3,21 @@
 use std::collections::HashMap;
 
 use super::{Config, ForwardMode, error::Invalid};
-use balancer_common::MAX_VIPS_LIMIT;
 
 pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
     if let Some(xdp) = &config.xdp {
         let interface = xdp.interface.get_ref();
-        if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+        if !is_valid_interface_name(interface) {
             return Err(Invalid::at(
                 "xdp.interface",
                 &xdp.interface,
                 format!(
-                    "\"{interface}\" is not a valid interface name (1 to 15 characters, no '/' or spaces)"
+                    "{interface:?} is not a valid interface name (1 to 15 characters, not \".\" or \"..\", no '/', ':' or whitespace)"
                 ),
             ));
         }
+        // The range of max_vips is checked while parsing (`de::max_vips`).
         let max_vips = *xdp.max_vips.get_ref();
-        if max_vips == 0 || max_vips > MAX_VIPS_LIMIT {
-            return Err(Invalid::at(
-                "xdp.max_vips",
-                &xdp.max_vips,
-                format!("must be between 1 and {MAX_VIPS_LIMIT}, not {max_vips}"),
-            ));
-        }
         if config.vips.len() > max_vips as usize {
             let last = &config.vips[max_vips as usize];
             return Err(Invalid::at(
@@ -57,7 +50,7 @@ pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
                 format!("vip[{index}].name"),
                 &vip.name,
                 format!(
-                    "\"{name}\" must be non-empty and use only letters, digits, '-', '_' and '.'"
+                    "{name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
                 ),
             ));
         }
@@ -65,7 +58,7 @@ pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
             return Err(Invalid::at(
                 format!("vip[{index}].name"),
                 &vip.name,
-                format!("\"{name}\" is already the name of vip[{first}]"),
+                format!("{name:?} is already the name of vip[{first}]"),
             ));
         }
         let address = *vip.address.get_ref();
@@ -76,21 +69,16 @@ pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
                 format!("{address} cannot be a VIP (unspecified or multicast)"),
             ));
         }
+        // Port 0 is refused while parsing (`de::port`).
         let port = *vip.port.get_ref();
-        if port == 0 {
-            return Err(Invalid::at(
-                format!("vip[{index}].port"),
-                &vip.port,
-                "port 0 cannot be a VIP port",
-            ));
-        }
         if let Some(first) = services.insert((address, port, vip.protocol), index) {
             return Err(Invalid::at(
                 format!("vip[{index}].address"),
                 &vip.address,
                 format!(
-                    "{address} port {port} {} is already vip[{first}]",
-                    vip.protocol.as_str()
+                    "{address} port {port} {} is already vip[{first}] ({:?})",
+                    vip.protocol.as_str(),
+                    config.vips[first].name.get_ref()
                 ),
             ));
         }
@@ -107,4 +95,17 @@ pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+/// The kernel's rule (`dev_valid_name` in net/core/dev.c): shorter than IFNAMSIZ (16, with the
+/// NUL), not "." or "..", and no '/', ':' or whitespace. Checked here so that a typo is reported
+/// with its line rather than as a netlink error when the program is attached.
+fn is_valid_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
