@@ -77,6 +77,8 @@ const _: () = assert!(core::mem::size_of::<TcpHdr>() == 20);
 const _: () = assert!(core::mem::size_of::<UdpHdr>() == 8);
 
 /// IPv6 next-header values that are extension headers (RFC 8200 §4, IANA registry).
+/// ESP (50) is left out on purpose: everything after it is encrypted, so it is
+/// counted as an upper-layer protocol (`other_l4`), not a header we could skip.
 #[inline(always)]
 pub fn is_ipv6_extension(next_header: u8) -> bool {
     matches!(

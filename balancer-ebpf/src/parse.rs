@@ -72,7 +72,7 @@ fn ipv4_key(ctx: &XdpContext, l3_offset: usize) -> Result<VipKey, PacketReason> 
         return Err(PacketReason::Fragment);
     }
     let protocol = unsafe { (*ip).protocol };
-    let port = dest_port(ctx, l3_offset + header_len, protocol)?;
+    let port = dest_port(ctx, l3_offset + header_len, l3_offset + total_len, protocol)?;
     Ok(VipKey::v4(unsafe { (*ip).daddr }, port, protocol))
 }
 
@@ -90,20 +90,39 @@ fn ipv6_key(ctx: &XdpContext, l3_offset: usize) -> Result<VipKey, PacketReason> 
     if is_ipv6_extension(next_header) {
         return Err(PacketReason::Ipv6ExtensionHeader);
     }
-    let port = dest_port(ctx, l3_offset + size_of::<Ipv6Hdr>(), next_header)?;
+    let l4_offset = l3_offset + size_of::<Ipv6Hdr>();
+    let port = dest_port(ctx, l4_offset, l4_offset + payload_len, next_header)?;
     Ok(VipKey::v6(unsafe { (*ip).daddr }, port, next_header))
 }
 
-/// Destination port (host order) of a TCP or UDP header at `l4_offset`.
+/// Destination port (host order) of a TCP or UDP header at `l4_offset`. The
+/// header must end within the IP datagram (`l4_end`, from the IP length field),
+/// not just within the frame: bytes after the datagram (Ethernet padding,
+/// trailing junk) are not part of the packet the stack will see.
+///
+/// The packet bounds check must come first: checked after the `l4_end` test,
+/// LLVM proves it redundant (`l4_end` is within the frame) and drops it, and
+/// the verifier, which cannot follow that reasoning, rejects the read.
 #[inline(always)]
-fn dest_port(ctx: &XdpContext, l4_offset: usize, protocol: u8) -> Result<u16, PacketReason> {
+fn dest_port(
+    ctx: &XdpContext,
+    l4_offset: usize,
+    l4_end: usize,
+    protocol: u8,
+) -> Result<u16, PacketReason> {
     match protocol {
         IPPROTO_TCP => {
             let tcp = header_at::<TcpHdr>(ctx, l4_offset).ok_or(PacketReason::TruncatedL4)?;
+            if l4_offset + size_of::<TcpHdr>() > l4_end {
+                return Err(PacketReason::TruncatedL4);
+            }
             Ok(be16(unsafe { (*tcp).dest_be }))
         }
         IPPROTO_UDP => {
             let udp = header_at::<UdpHdr>(ctx, l4_offset).ok_or(PacketReason::TruncatedL4)?;
+            if l4_offset + size_of::<UdpHdr>() > l4_end {
+                return Err(PacketReason::TruncatedL4);
+            }
             Ok(be16(unsafe { (*udp).dest_be }))
         }
         _ => Err(PacketReason::OtherL4),
