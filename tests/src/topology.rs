@@ -106,6 +106,16 @@ impl ClientBalancer {
         Ok(())
     }
 
+    /// Whether an XDP program is attached to the balancer's veth (per `ip -d link`).
+    pub fn balancer_has_xdp(&self) -> anyhow::Result<bool> {
+        let link = crate::run_in(
+            &self.balancer_path(),
+            "ip",
+            &["-d", "link", "show", &self.balancer_if],
+        )?;
+        Ok(link.contains("prog/xdp"))
+    }
+
     pub fn client_path(&self) -> String {
         self.client.path()
     }

@@ -104,14 +104,7 @@ impl Dataplane {
         );
 
         let interface = xdp.interface.get_ref().clone();
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_LB)
-            .ok_or(DataplaneError::Missing(PROGRAM_LB))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program {
-                name: PROGRAM_LB,
-                source,
-            })?;
+        let program = xdp_program(&mut ebpf, PROGRAM_LB)?;
         program.load().map_err(|source| DataplaneError::Program {
             name: PROGRAM_LB,
             source,
@@ -141,15 +134,7 @@ impl Dataplane {
         let Some(link) = self.link.take() else {
             return Ok(());
         };
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM_LB)
-            .ok_or(DataplaneError::Missing(PROGRAM_LB))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program {
-                name: PROGRAM_LB,
-                source,
-            })?;
+        let program = xdp_program(&mut self.ebpf, PROGRAM_LB)?;
         program
             .detach(link)
             .map_err(|source| DataplaneError::Program {
@@ -194,6 +179,14 @@ fn attach(
             attach_in(program, AttachedMode::Skb)
         }),
     }
+}
+
+/// The named XDP program of the loaded object.
+fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
+    ebpf.program_mut(name)
+        .ok_or(DataplaneError::Missing(name))?
+        .try_into()
+        .map_err(|source| DataplaneError::Program { name, source })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DataplaneError> {
@@ -292,14 +285,7 @@ pub struct PassProgram {
 impl PassProgram {
     pub fn attach(interface: &str) -> Result<PassProgram, DataplaneError> {
         let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_PASS)
-            .ok_or(DataplaneError::Missing(PROGRAM_PASS))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program {
-                name: PROGRAM_PASS,
-                source,
-            })?;
+        let program = xdp_program(&mut ebpf, PROGRAM_PASS)?;
         program.load().map_err(|source| DataplaneError::Program {
             name: PROGRAM_PASS,
             source,
