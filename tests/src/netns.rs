@@ -126,11 +126,30 @@ fn run_ip(args: &[&str]) -> anyhow::Result<()> {
 pub fn cleanup_everything() {
     let children: Vec<u32> =
         std::mem::take(&mut *LIVE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()));
-    for pid in children {
+    for &pid in &children {
         // SAFETY: plain kill(2) on a pid we spawned.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Reap them (SIGTERM lets balancer detach XDP); whatever is still running after 5 s is killed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for pid in children {
+        loop {
+            // SAFETY: waitpid(2) on our own child, non-blocking.
+            let reaped = unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+            if reaped != 0 {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                    libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+                }
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
     let namespaces: Vec<String> =
         std::mem::take(&mut *LIVE_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()));
     for name in namespaces {
