@@ -21,7 +21,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 
 pub fn run() -> anyhow::Result<()> {
     step(
-        "rust components (clippy, rustfmt on stable; rust-src on nightly)",
+        "rust components (clippy, rustfmt on stable; rust-src, rustfmt on nightly)",
         rust_components,
     )?;
     step(
@@ -62,6 +62,7 @@ fn rust_components() -> anyhow::Result<()> {
     }
     for (toolchain, component) in [
         ("nightly", "rust-src"),
+        ("nightly", "rustfmt"),
         ("stable", "clippy"),
         ("stable", "rustfmt"),
     ] {
