@@ -57,8 +57,17 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    Ok(tokio::select! {
-        _ = interrupt.recv() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
-    })
+    // SIGHUP's default action would kill the process; an operator sending it
+    // expects a reload, which this version cannot do yet: say so and keep serving.
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return Ok("SIGINT"),
+            _ = terminate.recv() => return Ok("SIGTERM"),
+            _ = hangup.recv() => tracing::warn!(
+                "SIGHUP received: config reload is not supported by this version; \
+                 still serving the config loaded at start (restart to apply a new one)"
+            ),
+        }
+    }
 }
