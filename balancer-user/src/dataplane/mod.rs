@@ -2,6 +2,7 @@
 //! into its maps, and reading its counters back.
 
 mod loader;
+pub mod maglev;
 mod stats;
 
 pub use loader::{AttachedMode, Dataplane, DataplaneError, PassProgram};
