@@ -17,7 +17,7 @@ use crate::{
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let admin_listener = admin::bind(config.admin.listen)
+    let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
 

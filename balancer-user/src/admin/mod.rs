@@ -4,7 +4,7 @@
 mod metrics;
 mod state;
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -26,12 +26,7 @@ pub struct XdpView {
     pub stats: StatsReader,
 }
 
-/// Binds the admin listener now (so a port conflict fails startup) and serves
-/// it until `shutdown` turns true.
-pub async fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(listen).await
-}
-
+/// Serves admin requests on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     context: Arc<AdminContext>,

@@ -10,23 +10,20 @@ pub fn render(context: &AdminContext) -> Result<String, aya::maps::MapError> {
         None => serde_json::Value::Null,
         Some(xdp) => {
             let stats = xdp.stats.read()?;
-            let vips: Vec<_> = stats
+            // One serialization of the counters; each VIP then gets its totals over all verdicts.
+            let mut value = serde_json::to_value(&stats).expect("plain data serializes");
+            for (vip, entry) in stats
                 .vips
                 .iter()
-                .map(|vip| {
-                    let total = vip.total();
-                    let mut value = serde_json::to_value(vip).expect("plain data serializes");
-                    value["packets"] = json!(total.packets);
-                    value["bytes"] = json!(total.bytes);
-                    value
-                })
-                .collect();
-            json!({
-                "interface": xdp.interface,
-                "mode": xdp.mode,
-                "vips": vips,
-                "by_reason": serde_json::to_value(&stats).expect("plain data serializes")["by_reason"],
-            })
+                .zip(value["vips"].as_array_mut().expect("vips array"))
+            {
+                let total = vip.total();
+                entry["packets"] = json!(total.packets);
+                entry["bytes"] = json!(total.bytes);
+            }
+            value["interface"] = json!(xdp.interface);
+            value["mode"] = json!(xdp.mode);
+            value
         }
     };
     let state = json!({

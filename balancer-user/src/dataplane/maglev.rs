@@ -144,19 +144,25 @@ mod tests {
         counts
     }
 
+    /// Each backend's share of slots is within 1% of its weighted share.
+    fn assert_weighted_shares(weights: &[u32]) {
+        let ids = identities(weights.len());
+        let table = build_table(&backends(&ids, weights), DEFAULT_TABLE_SIZE).unwrap();
+        let total: u32 = weights.iter().sum();
+        for (i, count) in shares(&table, weights.len()).into_iter().enumerate() {
+            let expected = f64::from(DEFAULT_TABLE_SIZE) * f64::from(weights[i]) / f64::from(total);
+            let error = (count as f64 - expected).abs() / expected;
+            assert!(
+                error <= 0.01,
+                "weights {weights:?}: backend {i} owns {count} slots, expected {expected:.1} (±1%)"
+            );
+        }
+    }
+
     #[test]
     fn equal_weights_share_within_one_percent() {
         for n in [2, 3, 10, 100] {
-            let ids = identities(n);
-            let table = build_table(&backends(&ids, &vec![1; n]), DEFAULT_TABLE_SIZE).unwrap();
-            let expected = f64::from(DEFAULT_TABLE_SIZE) / n as f64;
-            for (i, count) in shares(&table, n).into_iter().enumerate() {
-                let error = (count as f64 - expected).abs() / expected;
-                assert!(
-                    error <= 0.01,
-                    "N={n}: backend {i} owns {count} slots, expected {expected:.1} (±1%)"
-                );
-            }
+            assert_weighted_shares(&vec![1; n]);
         }
     }
 
@@ -167,18 +173,7 @@ mod tests {
             vec![1, 2, 3],
             vec![5, 1, 1, 1, 2, 10, 3, 1, 1, 7],
         ] {
-            let ids = identities(weights.len());
-            let table = build_table(&backends(&ids, &weights), DEFAULT_TABLE_SIZE).unwrap();
-            let total: u32 = weights.iter().sum();
-            for (i, count) in shares(&table, weights.len()).into_iter().enumerate() {
-                let expected =
-                    f64::from(DEFAULT_TABLE_SIZE) * f64::from(weights[i]) / f64::from(total);
-                let error = (count as f64 - expected).abs() / expected;
-                assert!(
-                    error <= 0.01,
-                    "weights {weights:?}: backend {i} owns {count}, expected {expected:.1} (±1%)"
-                );
-            }
+            assert_weighted_shares(&weights);
         }
     }
 
