@@ -9,4 +9,4 @@ pub mod maps;
 pub mod stats;
 
 pub use maps::*;
-pub use stats::{Action, Counter, PacketReason};
+pub use stats::{Action, Counter, DecapReason, FlowEvent, PacketReason};

@@ -83,11 +83,25 @@ pub enum PacketReason {
     Ipv6ExtensionHeader = 11,
     /// Neither TCP nor UDP (ICMP, …): passed.
     OtherL4 = 12,
+    /// For an `ipip` / `l2-dsr` VIP: sent to a backend (`XDP_TX` or `XDP_REDIRECT`).
+    VipForwarded = 13,
+    /// Source denied by a VIP or global ACL: dropped.
+    AclDenied = 14,
+    /// The VIP has no backend up: dropped.
+    NoBackend = 15,
+    /// Too big to encapsulate: an ICMP "fragmentation needed" / "packet too big" went back.
+    TooBigIcmpSent = 16,
+    /// Too big to encapsulate and no ICMP possible (IPv4 without DF, IPv4 options): dropped.
+    TooBigDropped = 17,
+    /// The backend's next hop (MAC, interface) is not resolved yet: dropped.
+    NextHopUnresolved = 18,
+    /// The kernel refused to grow or shrink the packet: dropped.
+    AdjustFailed = 19,
 }
 
 impl PacketReason {
-    pub const COUNT: u32 = 13;
-    pub const ALL: [PacketReason; 13] = [
+    pub const COUNT: u32 = 20;
+    pub const ALL: [PacketReason; 20] = [
         PacketReason::NotIp,
         PacketReason::NotVip,
         PacketReason::VipLocal,
@@ -101,6 +115,13 @@ impl PacketReason {
         PacketReason::Fragment,
         PacketReason::Ipv6ExtensionHeader,
         PacketReason::OtherL4,
+        PacketReason::VipForwarded,
+        PacketReason::AclDenied,
+        PacketReason::NoBackend,
+        PacketReason::TooBigIcmpSent,
+        PacketReason::TooBigDropped,
+        PacketReason::NextHopUnresolved,
+        PacketReason::AdjustFailed,
     ];
 
     /// The `reason` label in metrics.
@@ -119,9 +140,89 @@ impl PacketReason {
             PacketReason::Fragment => "fragment",
             PacketReason::Ipv6ExtensionHeader => "ipv6_extension_header",
             PacketReason::OtherL4 => "other_l4",
+            PacketReason::VipForwarded => "vip_forwarded",
+            PacketReason::AclDenied => "acl_denied",
+            PacketReason::NoBackend => "no_backend",
+            PacketReason::TooBigIcmpSent => "too_big_icmp_sent",
+            PacketReason::TooBigDropped => "too_big_dropped",
+            PacketReason::NextHopUnresolved => "next_hop_unresolved",
+            PacketReason::AdjustFailed => "adjust_failed",
+        }
+    }
+}
+
+/// How a forwarded VIP packet found its backend (index into the flow stats array).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowEvent {
+    /// Connection-table hit on an up or draining backend.
+    TableHit = 0,
+    /// No entry: a new flow, picked from the Maglev table.
+    TableMiss = 1,
+    /// A TCP SYN for a tuple already in the table (port reuse): re-picked.
+    SynRepick = 2,
+    /// The table's backend is down: re-picked at once.
+    DownRepick = 3,
+}
+
+impl FlowEvent {
+    pub const COUNT: u32 = 4;
+    pub const ALL: [FlowEvent; 4] = [
+        FlowEvent::TableHit,
+        FlowEvent::TableMiss,
+        FlowEvent::SynRepick,
+        FlowEvent::DownRepick,
+    ];
+
+    /// The `event` label in metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            FlowEvent::TableHit => "hit",
+            FlowEvent::TableMiss => "miss",
+            FlowEvent::SynRepick => "syn_repick",
+            FlowEvent::DownRepick => "down_repick",
+        }
+    }
+}
+
+/// What `balancer_decap` did with a packet (index into its stats array).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapReason {
+    /// Not IPIP / IP6IP6 (or not IP at all): passed untouched.
+    NotEncapsulated = 0,
+    /// Encapsulated, outer destination is ours: outer header stripped, inner passed.
+    Decapsulated = 1,
+    /// Encapsulated but addressed to another host: passed untouched.
+    NotLocal = 2,
+    /// Cut short or malformed: passed untouched.
+    Malformed = 3,
+    /// The kernel refused to move the packet head: dropped.
+    AdjustFailed = 4,
+}
+
+impl DecapReason {
+    pub const COUNT: u32 = 5;
+    pub const ALL: [DecapReason; 5] = [
+        DecapReason::NotEncapsulated,
+        DecapReason::Decapsulated,
+        DecapReason::NotLocal,
+        DecapReason::Malformed,
+        DecapReason::AdjustFailed,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            DecapReason::NotEncapsulated => "not_encapsulated",
+            DecapReason::Decapsulated => "decapsulated",
+            DecapReason::NotLocal => "not_local",
+            DecapReason::Malformed => "malformed",
+            DecapReason::AdjustFailed => "adjust_failed",
         }
     }
 }
 
 const _: () = assert!(PacketReason::ALL.len() as u32 == PacketReason::COUNT);
 const _: () = assert!(Action::ALL.len() as u32 == Action::COUNT);
+const _: () = assert!(FlowEvent::ALL.len() as u32 == FlowEvent::COUNT);
+const _: () = assert!(DecapReason::ALL.len() as u32 == DecapReason::COUNT);

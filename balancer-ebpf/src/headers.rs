@@ -37,6 +37,28 @@ pub struct Ipv4Hdr {
 
 /// IPv4 flags+offset: "more fragments" bit and the 13-bit offset (RFC 791 §3.1).
 pub const IPV4_MF_AND_OFFSET: u16 = 0x3fff;
+/// IPv4 "don't fragment" flag.
+pub const IPV4_DF: u16 = 0x4000;
+
+/// TCP flag bits in the low byte of `doff_flags_be`.
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
+/// ICMP "destination unreachable / fragmentation needed" (RFC 792, RFC 1191).
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+/// ICMPv6 "packet too big" (RFC 4443 §3.2).
+pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+
+/// The first 8 bytes of an ICMP / ICMPv6 message; `rest_be` carries the MTU for
+/// "fragmentation needed" (low 16 bits) and "packet too big" (all 32 bits).
+#[repr(C)]
+pub struct IcmpHdr {
+    pub kind: u8,
+    pub code: u8,
+    pub check_be: [u8; 2],
+    pub rest_be: [u8; 4],
+}
 
 #[repr(C)]
 pub struct Ipv6Hdr {
@@ -75,6 +97,7 @@ const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == 20);
 const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == 40);
 const _: () = assert!(core::mem::size_of::<TcpHdr>() == 20);
 const _: () = assert!(core::mem::size_of::<UdpHdr>() == 8);
+const _: () = assert!(core::mem::size_of::<IcmpHdr>() == 8);
 
 /// IPv6 next-header values that are extension headers (RFC 8200 §4, IANA registry).
 /// ESP (50) is left out on purpose: everything after it is encrypted, so it is

@@ -1,24 +1,71 @@
-//! The maps the edge program owns. Sizes here are defaults: userspace sets the
-//! real capacities from the config at load time.
+//! The maps the programs own. Sizes here are defaults: userspace sets the real
+//! capacities from the config at load time, and pins them when `xdp.pin_path` is set.
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
-use balancer_common::{Action, Counter, DEFAULT_MAX_VIPS, PacketReason, VipKey, VipMeta};
+use balancer_common::{
+    Action, AclKeyV4, AclKeyV6, AddrKey, BackendInfo, Counter, DEFAULT_BACKENDS_PER_VIP,
+    DEFAULT_MAX_ACL_RULES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE,
+    DecapReason, FlowEvent, FlowKey, FlowValue, MAX_DECAP_ADDRS, MAX_TX_PORTS, PacketReason,
+    VipKey, VipMeta,
+};
 
-/// VIP (address, port, protocol) → id and forwarding mode. Written by
-/// userspace on start and reload; read per packet.
+/// VIP (address, port, protocol) → id, forwarding mode, flags, active table.
+/// Written by userspace on start and reload; read per packet.
 #[map]
 pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
 
-/// Per-CPU packet/byte counters, one row per VIP id and one column per
-/// `Action`. Written per packet; summed over CPUs by userspace for metrics.
+/// Backends, `max_backends` slots per VIP id (`backend_index`): address, next hop, state.
+#[map]
+pub static BACKENDS: Array<BackendInfo> =
+    Array::with_max_entries(DEFAULT_MAX_VIPS * DEFAULT_BACKENDS_PER_VIP, 0);
+
+/// Two Maglev tables per VIP (`maglev_table_base`), each `TABLE_SIZE` backend indexes.
+#[map]
+pub static MAGLEV: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE, 0);
+
+/// The connection table: client tuple → backend, shared by all CPUs so a flow
+/// keeps its backend whichever queue its packets arrive on.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_CONNECTIONS, 0);
+
+/// ACL rules: (scope, source prefix) → `ACL_ALLOW` / `ACL_DENY`, longest prefix wins.
+#[map]
+pub static ACL_V4: LpmTrie<AclKeyV4, u8> = LpmTrie::with_max_entries(DEFAULT_MAX_ACL_RULES, 0);
+#[map]
+pub static ACL_V6: LpmTrie<AclKeyV6, u8> = LpmTrie::with_max_entries(DEFAULT_MAX_ACL_RULES, 0);
+
+/// Egress interfaces other than the receiving one, for `XDP_REDIRECT`, keyed by ifindex.
+#[map]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);
+
+/// Per-CPU packet/byte counters, one row per VIP id and one column per `Action`.
 #[map]
 pub static VIP_STATS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS * Action::COUNT, 0);
 
-/// Per-CPU packet/byte counters per `PacketReason`. Written per packet; summed by userspace.
+/// Per-CPU packet/byte counters per `PacketReason`.
 #[map]
 pub static REASON_STATS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(PacketReason::COUNT, 0);
+
+/// Per-CPU packet/byte counters per backend slot (same index as `BACKENDS`).
+#[map]
+pub static BACKEND_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS * DEFAULT_BACKENDS_PER_VIP, 0);
+
+/// Per-CPU packet counts per `FlowEvent` (connection-table hits, misses, re-picks).
+#[map]
+pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FlowEvent::COUNT, 0);
+
+/// `balancer_decap`: the outer destination addresses it strips (this host's own).
+#[map]
+pub static DECAP_ADDRS: HashMap<AddrKey, u8> = HashMap::with_max_entries(MAX_DECAP_ADDRS, 0);
+
+/// `balancer_decap`: per-CPU packet/byte counters per `DecapReason`.
+#[map]
+pub static DECAP_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(DecapReason::COUNT, 0);

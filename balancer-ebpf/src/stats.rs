@@ -1,12 +1,14 @@
-//! Counting: every packet once under its reason, VIP packets also per VIP and verdict.
+//! Counting: every packet once under its reason, VIP packets also per VIP and
+//! verdict, forwarded packets per backend and per connection-table event.
 
-use balancer_common::{Action, PacketReason};
+use aya_ebpf::maps::PerCpuArray;
+use balancer_common::{Action, Counter, DecapReason, FlowEvent, PacketReason};
 
-use crate::maps::{REASON_STATS, VIP_STATS};
+use crate::maps::{BACKEND_STATS, DECAP_STATS, FLOW_STATS, REASON_STATS, VIP_STATS};
 
 #[inline(always)]
-pub fn count_reason(reason: PacketReason, frame_len: u64) {
-    if let Some(counter) = REASON_STATS.get_ptr_mut(reason as u32) {
+fn add(map: &PerCpuArray<Counter>, index: u32, frame_len: u64) {
+    if let Some(counter) = map.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, so no other writer runs concurrently.
         unsafe {
             (*counter).packets += 1;
@@ -16,12 +18,29 @@ pub fn count_reason(reason: PacketReason, frame_len: u64) {
 }
 
 #[inline(always)]
+pub fn count_reason(reason: PacketReason, frame_len: u64) {
+    add(&REASON_STATS, reason as u32, frame_len);
+}
+
+#[inline(always)]
 pub fn count_vip(vip_id: u32, action: Action, frame_len: u64) {
-    if let Some(counter) = VIP_STATS.get_ptr_mut(action.vip_stats_index(vip_id)) {
+    add(&VIP_STATS, action.vip_stats_index(vip_id), frame_len);
+}
+
+#[inline(always)]
+pub fn count_backend(backend: u32, frame_len: u64) {
+    add(&BACKEND_STATS, backend, frame_len);
+}
+
+#[inline(always)]
+pub fn count_decap(reason: DecapReason, frame_len: u64) {
+    add(&DECAP_STATS, reason as u32, frame_len);
+}
+
+#[inline(always)]
+pub fn count_flow_event(event: FlowEvent) {
+    if let Some(counter) = FLOW_STATS.get_ptr_mut(event as u32) {
         // SAFETY: per-CPU slot, so no other writer runs concurrently.
-        unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += frame_len;
-        }
+        unsafe { *counter += 1 };
     }
 }

@@ -8,8 +8,11 @@ use clap::{Parser, Subcommand};
 /// eBPF/XDP-accelerated L4+L7 edge load balancer.
 ///
 /// An XDP program on the NIC matches packets to virtual services (VIPs) and
-/// counts them; the admin listener exports the counters (`GET /metrics`,
-/// `GET /api/state`, `GET /healthz`). One binary, one TOML config file.
+/// forwards them to backends (IPIP or L2 direct server return; Maglev
+/// hashing, a connection table, health checks), or passes them to the local
+/// stack. The admin listener exports state and counters (`GET /metrics`,
+/// `GET /api/state`, `GET /healthz`, `POST /api/vips/...`). One binary, one
+/// TOML config file.
 #[derive(Parser)]
 #[command(name = "balancer", version, about, long_about)]
 struct Cli {
@@ -36,6 +39,29 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// On a backend of `ipip` VIPs: attach `balancer_decap` to an interface. It
+    /// strips the outer IPIP / IPv6-in-IPv6 header of packets addressed to this
+    /// host, so the inner packet (to a VIP on `lo`) reaches the local stack.
+    /// Runs until SIGINT/SIGTERM, then detaches and prints its counters.
+    Decap {
+        /// The interface encapsulated packets arrive on.
+        #[arg(long)]
+        iface: String,
+        /// Outer destination addresses to accept (default: every address of the interface).
+        #[arg(long = "address")]
+        addresses: Vec<std::net::IpAddr>,
+        /// XDP attach mode: auto, driver or skb.
+        #[arg(long, default_value = "auto")]
+        mode: String,
+    },
+    /// Remove what `xdp.pin_path` holds: the pinned XDP link (detaching the
+    /// program) and the pinned maps (dropping established flows). `balancer run`
+    /// with a pin_path leaves them in place on exit so a restart keeps flows.
+    Unload {
+        /// The TOML config file (for `xdp.pin_path`).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,22 +77,39 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
+        Command::Run { config } => run_async(balancer::run::run(&config)),
+        Command::Decap {
+            iface,
+            addresses,
+            mode,
+        } => run_async(balancer::run::decap(iface, addresses, mode)),
+        Command::Unload { config } => {
             init_tracing();
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    eprintln!("cannot start the async runtime: {err}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(balancer::run::run(&config)) {
+            match balancer::run::unload(&config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!("{err:#}");
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn run_async(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -11,8 +11,8 @@ use tokio::{
 
 use crate::{
     admin::{self, AdminContext, XdpView},
-    config::Config,
-    dataplane::Dataplane,
+    config::{Config, XdpAttachMode},
+    dataplane::{Dataplane, DecapProgram, supervise},
 };
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
@@ -21,14 +21,19 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
 
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut dataplane = None;
     let mut xdp_view = None;
+    let mut supervisors = None;
     if let Some(xdp) = &config.xdp {
-        let (plane, stats) = Dataplane::start(xdp, &config.vips)?;
+        let (plane, control, stats) = Dataplane::start(xdp, &config.vips)?;
+        let control = Arc::new(std::sync::Mutex::new(control));
+        supervisors = Some(supervise::spawn(control.clone(), shutdown_rx.clone()));
         xdp_view = Some(XdpView {
             interface: plane.interface().to_string(),
             mode: plane.mode(),
             stats,
+            control,
         });
         dataplane = Some(plane);
     } else {
@@ -39,7 +44,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         xdp: xdp_view,
         started: std::time::SystemTime::now(),
     });
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tracing::info!(listen = %config.admin.listen, "admin API listening");
     let admin_task = tokio::spawn(admin::serve(admin_listener, context, shutdown_rx));
 
@@ -47,8 +51,67 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     tracing::info!("{signal_name} received: shutting down");
     let _ = shutdown_tx.send(true);
     let _ = admin_task.await;
+    if let Some(mut tasks) = supervisors {
+        tasks.abort_all();
+    }
     if let Some(mut plane) = dataplane {
-        plane.detach()?;
+        plane.shut_down()?;
+    }
+    Ok(())
+}
+
+/// `balancer decap`: attach the decapsulation program until told to stop.
+pub async fn decap(
+    interface: String,
+    addresses: Vec<std::net::IpAddr>,
+    mode: String,
+) -> anyhow::Result<()> {
+    let mode = match mode.as_str() {
+        "auto" => XdpAttachMode::Auto,
+        "driver" => XdpAttachMode::Driver,
+        "skb" => XdpAttachMode::Skb,
+        other => anyhow::bail!("--mode {other:?}: use auto, driver or skb"),
+    };
+    let addresses = if addresses.is_empty() {
+        crate::dataplane::nexthop::interface_addresses(&interface)
+            .with_context(|| format!("reading the addresses of {interface}"))?
+    } else {
+        addresses
+    };
+    anyhow::ensure!(
+        !addresses.is_empty(),
+        "{interface} has no address to accept encapsulated packets for; give --address"
+    );
+    let mut program = DecapProgram::attach(&interface, mode, &addresses)?;
+    let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    tracing::info!(%interface, mode = program.mode.as_str(), addresses = %list.join(", "), "balancer_decap attached");
+    let signal_name = wait_for_shutdown_signal().await?;
+    tracing::info!("{signal_name} received: detaching");
+    for (reason, counter) in program.counters()? {
+        tracing::info!(reason = reason.label(), packets = counter.packets, bytes = counter.bytes, "decap counters");
+    }
+    program.detach()?;
+    Ok(())
+}
+
+/// `balancer unload`: remove the pinned link and maps of `xdp.pin_path`.
+pub fn unload(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let Some(xdp) = &config.xdp else {
+        anyhow::bail!("{}: no [xdp] section, nothing to unload", config_path.display());
+    };
+    let Some(dir) = &xdp.pin_path else {
+        anyhow::bail!(
+            "{}: xdp.pin_path is not set: without it `balancer run` detaches on exit and pins nothing",
+            config_path.display()
+        );
+    };
+    let removed = crate::dataplane::unload(dir, xdp)?;
+    if removed.is_empty() {
+        tracing::info!(path = %dir.display(), "nothing pinned");
+    }
+    for path in removed {
+        tracing::info!(path = %path.display(), "removed");
     }
     Ok(())
 }

@@ -5,11 +5,13 @@
 //! Everything created here is also recorded in a process-wide registry so an
 //! interrupt (Ctrl-C) can tear it down: see [`cleanup_everything`].
 
+pub mod l4topology;
 pub mod netns;
 pub mod process;
 pub mod topology;
 pub mod traffic;
 
+pub use l4topology::{L4Topology, LongLived};
 pub use netns::{Netns, cleanup_everything, in_netns, unique_suffix};
 pub use process::{BalancerProcess, balancer_binary, http_get, run_in};
 pub use topology::{ClientBalancer, Family};

@@ -16,7 +16,7 @@ pub fn render(context: &AdminContext) -> Result<String, aya::maps::MapError> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(BuildInfo));
     if let Some(xdp) = &context.xdp {
-        let stats = xdp.stats.read()?;
+        let stats = xdp.read()?;
         registry.register_collector(Box::new(XdpCollector {
             interface: xdp.interface.clone(),
             mode: xdp.mode.as_str(),
@@ -100,6 +100,63 @@ impl Collector for XdpCollector {
                 let value = pick(&self.stats.by_reason[reason as usize]);
                 ConstCounter::new(value)
                     .encode(family.encode_family(&[("reason", reason.label())])?)?;
+            }
+        }
+        for (name, help, pick) in [
+            (
+                "balancer_xdp_backend_packets",
+                "Packets forwarded to each VIP backend",
+                PACKETS,
+            ),
+            (
+                "balancer_xdp_backend_bytes",
+                "Bytes forwarded to each VIP backend (frames as received)",
+                BYTES,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for vip in &self.stats.vips {
+                for backend in &vip.backends {
+                    let address = backend.backend.address.to_string();
+                    let labels = [("vip", vip.vip.name.as_str()), ("backend", address.as_str())];
+                    let value = pick(&balancer_common::Counter {
+                        packets: backend.packets,
+                        bytes: backend.bytes,
+                    });
+                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "balancer_xdp_backend_up",
+                "1 when the VIP backend takes new flows, 0 when draining or down",
+                None,
+                MetricType::Gauge,
+            )?;
+            for vip in &self.stats.vips {
+                for backend in &vip.backends {
+                    let address = backend.backend.address.to_string();
+                    let labels = [
+                        ("vip", vip.vip.name.as_str()),
+                        ("backend", address.as_str()),
+                        ("state", backend.backend.state),
+                    ];
+                    let up = i64::from(backend.backend.state == "up");
+                    ConstGauge::new(up).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "balancer_xdp_flow_events",
+                "Connection-table lookups of forwarded packets by outcome",
+                None,
+                MetricType::Counter,
+            )?;
+            for event in balancer_common::FlowEvent::ALL {
+                ConstCounter::new(self.stats.flow_events[event as usize])
+                    .encode(family.encode_family(&[("event", event.label())])?)?;
             }
         }
         Ok(())

@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, servi
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::dataplane::{AttachedMode, StatsReader};
+use crate::dataplane::{AdminError, AdminState, AttachedMode, SharedControl, StatsReader, XdpStats};
 
 /// What the admin endpoints report on.
 pub struct AdminContext {
@@ -24,6 +24,20 @@ pub struct XdpView {
     pub interface: String,
     pub mode: AttachedMode,
     pub stats: StatsReader,
+    pub control: SharedControl,
+}
+
+impl XdpView {
+    /// Every counter, with the backends' current states.
+    pub fn read(&self) -> Result<XdpStats, aya::maps::MapError> {
+        let vips = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .vips()
+            .to_vec();
+        self.stats.read(&vips)
+    }
 }
 
 /// Serves admin requests on `listener` until `shutdown` turns true.
@@ -59,19 +73,18 @@ pub async fn serve(
     }
 }
 
-/// Routes one admin request. Pure apart from reading the counters.
+/// Routes one admin request.
 fn respond(context: &AdminContext, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path();
+    if let Some(rest) = path.strip_prefix("/api/vips/") {
+        return vip_backend_action(context, request, rest);
+    }
     let allowed = match path {
         "/metrics" | "/api/state" | "/healthz" => "GET, HEAD",
         _ => return text(StatusCode::NOT_FOUND, "not found\n"),
     };
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        response
-            .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
-        return response;
+        return method_not_allowed(allowed);
     }
     match path {
         "/metrics" => match metrics::render(context) {
@@ -89,6 +102,59 @@ fn respond(context: &AdminContext, request: &Request<Incoming>) -> Response<Full
             ),
         },
         _ => text(StatusCode::OK, "ok\n"),
+    }
+}
+
+fn method_not_allowed(allowed: &'static str) -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+    response
+}
+
+/// `POST /api/vips/{vip}/backends/{address}/{drain|enable|disable}`.
+fn vip_backend_action(
+    context: &AdminContext,
+    request: &Request<Incoming>,
+    rest: &str,
+) -> Response<Full<Bytes>> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [vip, "backends", address, action] = parts.as_slice() else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let Some(admin) = AdminState::parse_action(action) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            &format!("unknown action {action:?}: use drain, enable or disable\n"),
+        );
+    };
+    if request.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    let Ok(address) = address.parse::<std::net::IpAddr>() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            &format!("{address:?} is not an IP address\n"),
+        );
+    };
+    let Some(xdp) = &context.xdp else {
+        return text(StatusCode::NOT_FOUND, "the XDP data plane is not configured\n");
+    };
+    let result = xdp
+        .control
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .set_admin(vip, address, admin);
+    match result {
+        Ok(()) => {
+            tracing::info!(vip = %vip, backend = %address, "admin: backend set to {admin:?} by API request");
+            text(StatusCode::OK, &format!("{vip} {address}: {action} done\n"))
+        }
+        Err(err @ (AdminError::NoVip(_) | AdminError::NoBackend { .. })) => {
+            text(StatusCode::NOT_FOUND, &format!("{err}\n"))
+        }
+        Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err}\n")),
     }
 }
 

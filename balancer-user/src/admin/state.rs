@@ -9,7 +9,7 @@ pub fn render(context: &AdminContext) -> Result<String, aya::maps::MapError> {
     let xdp = match &context.xdp {
         None => serde_json::Value::Null,
         Some(xdp) => {
-            let stats = xdp.stats.read()?;
+            let stats = xdp.read()?;
             // One serialization of the counters; each VIP then gets its totals over all verdicts.
             let mut value = serde_json::to_value(&stats).expect("plain data serializes");
             for (vip, entry) in stats

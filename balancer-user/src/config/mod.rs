@@ -1,5 +1,9 @@
 //! The configuration file: TOML in the shape of DESIGN.md, parsed and validated
 //! without any I/O beyond reading the file. Every error names the key and the line.
+//!
+//! Parsing happens in two steps: `de` reads the file into tables that keep the position of every
+//! value, and `validate` checks the rules between values and builds the types below, which hold
+//! plain values (except the few older fields that are `Spanned`).
 
 mod de;
 mod error;
@@ -8,26 +12,40 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-use std::{net::IpAddr, net::SocketAddr, path::Path};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
 pub use error::ConfigError;
 
+/// Smallest `xdp.table_size` (a prime): below it Maglev spreads flows too unevenly.
+pub const TABLE_SIZE_MIN: u32 = 251;
+/// Largest `xdp.table_size`: the largest prime below 2^20.
+pub const TABLE_SIZE_MAX: u32 = 1_048_573;
+/// Limit of the Maglev array, `max_vips × table_size × 2` slots (1 GiB of `u32`).
+pub const MAGLEV_SLOTS_LIMIT: u64 = 268_435_456;
+/// Bounds of `xdp.max_connections` (entries of the connection table).
+pub const MAX_CONNECTIONS_MIN: u32 = 1_024;
+pub const MAX_CONNECTIONS_LIMIT: u32 = 16_777_216;
+/// Upper bound of `xdp.max_acl_rules` (entries of each ACL trie).
+pub const MAX_ACL_RULES_LIMIT: u32 = 1_048_576;
+
 /// The whole validated configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    #[serde(default)]
     pub admin: AdminConfig,
-    /// Without it the XDP data plane is not loaded.
+    /// Without it the XDP data plane is not loaded (and there are no VIPs).
     pub xdp: Option<XdpConfig>,
-    #[serde(default, rename = "vip", deserialize_with = "de::vips")]
     pub vips: Vec<VipConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 // `expecting` so that `admin = 1` says "expected a table", not a Rust type name.
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub struct AdminConfig {
@@ -53,25 +71,43 @@ impl Default for AdminConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+/// `[xdp]`: the data plane's interface and the sizes of its maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XdpConfig {
     /// The interface the edge program attaches to.
     pub interface: Spanned<String>,
-    #[serde(default, deserialize_with = "de::keyword")]
     pub mode: XdpAttachMode,
-    /// Capacity of the VIP map (and rows of the per-VIP counters); 1 to `MAX_VIPS_LIMIT`
-    /// (checked while parsing).
-    #[serde(
-        default = "XdpConfig::default_max_vips",
-        deserialize_with = "de::max_vips"
-    )]
+    /// Capacity of the VIP map (and rows of the per-VIP counters); 1 to `MAX_VIPS_LIMIT`.
+    /// The span is empty (0..0) when the default was taken.
     pub max_vips: Spanned<u32>,
+    /// Where the maps are pinned, a directory below `/sys/fs/bpf/` (normalized: no trailing
+    /// '/', no "." or empty components). `None`: the maps are not pinned.
+    pub pin_path: Option<PathBuf>,
+    /// Maglev slots per VIP table: a prime in `TABLE_SIZE_MIN..=TABLE_SIZE_MAX`, and
+    /// `max_vips × table_size × 2 <= MAGLEV_SLOTS_LIMIT`.
+    pub table_size: u32,
+    /// Backend slots per VIP: 1 to `MAX_BACKENDS_PER_VIP_LIMIT`; no VIP has more backends.
+    pub max_backends: u32,
+    /// Entries of the connection table: `MAX_CONNECTIONS_MIN..=MAX_CONNECTIONS_LIMIT`.
+    pub max_connections: u32,
+    /// Entries of each ACL trie (one per family): 1 to `MAX_ACL_RULES_LIMIT`. The rules of a
+    /// family in `acl` and in every VIP's `acl` together fit in it.
+    pub max_acl_rules: u32,
+    /// Rules for every VIP's traffic.
+    pub acl: AclConfig,
 }
 
 impl XdpConfig {
-    fn default_max_vips() -> Spanned<u32> {
-        Spanned::new(0..0, balancer_common::DEFAULT_MAX_VIPS)
+    pub fn max_vips(&self) -> u32 {
+        *self.max_vips.get_ref()
+    }
+
+    /// Slots of the Maglev array: two tables of `table_size` per VIP (at most
+    /// `MAGLEV_SLOTS_LIMIT` in a validated config, so it fits a `u32`).
+    pub fn maglev_slots(&self) -> u32 {
+        self.max_vips()
+            .saturating_mul(self.table_size)
+            .saturating_mul(2)
     }
 }
 
@@ -85,19 +121,143 @@ pub enum XdpAttachMode {
     Skb,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+/// Allow and deny CIDR lists (`xdp.acl` or a VIP's `acl`). Written either as a network
+/// ("198.18.0.0/24", host bits clear) or a single address (a /32 or /128). No CIDR is in both
+/// lists, and no list holds one twice. The longest matching prefix decides; when a scope has
+/// allow rules, a source that matches none of its rules is denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AclConfig {
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+}
+
+impl AclConfig {
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VipConfig {
     pub name: Spanned<String>,
-    #[serde(deserialize_with = "de::ip_addr")]
     pub address: Spanned<IpAddr>,
-    /// 1 to 65535 (checked while parsing).
-    #[serde(deserialize_with = "de::port")]
+    /// 1 to 65535.
     pub port: Spanned<u16>,
-    #[serde(deserialize_with = "de::keyword")]
     pub protocol: Protocol,
-    #[serde(deserialize_with = "de::spanned_keyword")]
     pub forward: Spanned<ForwardMode>,
+    /// Non-empty for `ipip` and `l2-dsr` (at most `xdp.max_backends`, each address of the VIP's
+    /// family and listed once, at least one weight above 0); empty for `local`.
+    pub backends: Vec<BackendConfig>,
+    /// `FiveTuple` unless `protocol` is UDP and the config says `udp_hash = "source"`.
+    pub udp_hash: UdpHash,
+    /// Backend health checks; always `None` for `local`.
+    pub health: Option<HealthCheckConfig>,
+    /// Rules for this VIP only, all of the VIP's family.
+    pub acl: AclConfig,
+}
+
+impl VipConfig {
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
+    }
+
+    pub fn address(&self) -> IpAddr {
+        *self.address.get_ref()
+    }
+
+    pub fn port(&self) -> u16 {
+        *self.port.get_ref()
+    }
+
+    pub fn forward(&self) -> ForwardMode {
+        *self.forward.get_ref()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendConfig {
+    /// Same family as the VIP; not unspecified, loopback, multicast or broadcast, and not the
+    /// VIP's own address.
+    pub address: IpAddr,
+    /// 0 to 65535 (default 1). 0: configured but gets no new flows.
+    pub weight: u32,
+}
+
+/// What a UDP VIP hashes to pick a backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+pub enum UdpHash {
+    /// Addresses, ports and protocol: every flow of a client may go to another backend.
+    #[default]
+    #[serde(rename = "5-tuple")]
+    FiveTuple,
+    /// The source address only: all of a client's flows go to one backend.
+    #[serde(rename = "source")]
+    Source,
+}
+
+impl UdpHash {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UdpHash::FiveTuple => "5-tuple",
+            UdpHash::Source => "source",
+        }
+    }
+}
+
+/// An active health check of a backend (a VIP's backend, or later a pool's server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    /// The port to check; `None`: the service's own port (a VIP's `port`).
+    pub port: Option<u16>,
+    /// Time between two checks of a backend: `MIN_INTERVAL..=MAX_INTERVAL` (default 2s).
+    pub interval: Duration,
+    /// How long a check may take: above zero and at most `interval` (default 1s, or the
+    /// interval when that is shorter).
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down backend up (1 to 100, default 2).
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down (1 to 100, default 3).
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// A TCP connection is accepted.
+    Tcp,
+    /// An HTTP/1.1 `GET path` with `Host: host` answers with an accepted status.
+    Http {
+        /// Starts with '/', no whitespace or control characters (default "/").
+        path: String,
+        /// A host name or IP address, optionally with ":port"; `None`: the backend's address.
+        host: Option<String>,
+        /// Accepted status codes (100 to 599, each once); empty: any 2xx or 3xx.
+        expect: Vec<u16>,
+    },
+}
+
+impl HealthCheckConfig {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const DEFAULT_RISE: u32 = 2;
+    pub const DEFAULT_FALL: u32 = 3;
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+    pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+    pub const DEFAULT_PATH: &str = "/";
+
+    /// Whether an HTTP check's answer with `status` counts as healthy: a status in `expect`, or
+    /// any 2xx or 3xx when `expect` is empty (and for a TCP check, which has no status).
+    pub fn accepts_status(&self, status: u16) -> bool {
+        match &self.kind {
+            HealthCheckKind::Http { expect, .. } if !expect.is_empty() => expect.contains(&status),
+            _ => (200..=399).contains(&status),
+        }
+    }
+
+    /// The port to check when the service listens on `service_port`.
+    pub fn port_or(&self, service_port: u16) -> u16 {
+        self.port.unwrap_or(service_port)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
@@ -148,10 +308,9 @@ impl Config {
     /// (usually the file path) in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(deserializer)
+        let file: de::ConfigFile = serde_path_to_error::deserialize(deserializer)
             .map_err(|err| ConfigError::from_toml(err, text, origin))?;
-        validate::validate(&config).map_err(|err| err.located(text, origin))?;
-        Ok(config)
+        validate::validate(file).map_err(|err| err.located(text, origin))
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -7,8 +7,9 @@ use serde::de::{IntoDeserializer, value::StrDeserializer};
 use toml::Spanned;
 
 use super::{
-    Config, ForwardMode, Protocol, XdpAttachMode,
-    de::Keyword,
+    AclConfig, BackendConfig, Config, ForwardMode, HealthCheckConfig, HealthCheckKind, Protocol,
+    UdpHash, VipConfig, XdpAttachMode,
+    de::{HealthCheck, Keyword},
     error::{Invalid, Location},
 };
 
@@ -180,6 +181,16 @@ fn xdp_section_defaults() {
     assert_eq!(xdp.interface.get_ref(), "eth0");
     assert_eq!(xdp.mode, XdpAttachMode::Auto);
     assert_eq!(*xdp.max_vips.get_ref(), balancer_common::DEFAULT_MAX_VIPS);
+    assert_eq!(xdp.max_vips(), 64);
+    assert_eq!(xdp.pin_path, None);
+    assert_eq!(xdp.table_size, balancer_common::DEFAULT_TABLE_SIZE);
+    assert_eq!(xdp.table_size, 65_537);
+    assert_eq!(xdp.max_backends, balancer_common::DEFAULT_BACKENDS_PER_VIP);
+    assert_eq!(xdp.max_connections, balancer_common::DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(xdp.max_acl_rules, balancer_common::DEFAULT_MAX_ACL_RULES);
+    assert_eq!(xdp.acl, AclConfig::default());
+    assert!(xdp.acl.is_empty());
+    assert_eq!(xdp.maglev_slots(), 64 * 65_537 * 2);
 }
 
 #[test]
@@ -217,8 +228,9 @@ fn limits_are_inclusive() {
     assert_eq!(*config.vips[0].port.get_ref(), 1);
     assert_eq!(*config.vips[1].port.get_ref(), 65535);
 
+    // The most VIPs fit only with a small table (65536 × 2039 × 2 slots is below the limit).
     let limit = balancer_common::MAX_VIPS_LIMIT;
-    let config = parse(&format!("{XDP}max_vips = {limit}\n"));
+    let config = parse(&format!("{XDP}max_vips = {limit}\ntable_size = 2039\n"));
     assert_eq!(
         *config.xdp.expect("[xdp] is present").max_vips.get_ref(),
         limit
@@ -271,23 +283,24 @@ fn unknown_key_in_admin() {
 
 #[test]
 fn unknown_key_in_xdp() {
-    // DESIGN.md shows pin_path, but this version has no such key: it must not be ignored.
+    // A plausible name for table_size: it must not be ignored.
     assert_error(
-        &format!("{XDP}pin_path = \"/sys/fs/bpf/balancer\"\n"),
-        "test.toml:3:1: xdp.pin_path: unknown field `pin_path`, expected one of `interface`, `mode`, `max_vips`",
+        &format!("{XDP}maglev_size = 65537\n"),
+        "test.toml:3:1: xdp.maglev_size: unknown field `maglev_size`, expected one of `interface`, `mode`, `max_vips`, `pin_path`, `table_size`, `max_backends`, `max_connections`, `max_acl_rules`, `acl`",
     );
 }
 
 #[test]
 fn unknown_key_in_vip() {
+    // A backend's key written on the VIP.
     let text = format!(
-        "{XDP}{}{}backends = []\n",
+        "{XDP}{}{}weight = 2\n",
         local_vip("a", "198.18.0.10"),
         local_vip("b", "198.18.0.11")
     );
     assert_error(
         &text,
-        "test.toml:15:1: vip[1].backends: unknown field `backends`, expected one of `name`, `address`, `port`, `protocol`, `forward`",
+        "test.toml:15:1: vip[1].weight: unknown field `weight`, expected one of `name`, `address`, `port`, `protocol`, `forward`, `backends`, `udp_hash`, `health`, `acl`",
     );
 }
 
@@ -298,7 +311,7 @@ fn unknown_key_in_inline_vip_points_at_the_key() {
     );
     assert_error(
         &text,
-        "test.toml:2:90: vip[0].weight: unknown field `weight`, expected one of `name`, `address`, `port`, `protocol`, `forward`",
+        "test.toml:2:90: vip[0].weight: unknown field `weight`, expected one of `name`, `address`, `port`, `protocol`, `forward`, `backends`, `udp_hash`, `health`, `acl`",
     );
 }
 
@@ -311,7 +324,7 @@ fn key_after_xdp_belongs_to_xdp() {
     );
     assert_error(
         &text,
-        "test.toml:3:1: xdp.vip: unknown field `vip`, expected one of `interface`, `mode`, `max_vips`",
+        "test.toml:3:1: xdp.vip: unknown field `vip`, expected one of `interface`, `mode`, `max_vips`, `pin_path`, `table_size`, `max_backends`, `max_connections`, `max_acl_rules`, `acl`",
     );
 }
 
@@ -460,10 +473,10 @@ fn more_vips_than_the_default_max_vips() {
             &format!("198.18.{hi}.{lo}"),
         ));
     }
-    // vip[512] starts on line 3 + 512 × 6; its name is the line after.
+    // vip[64] starts on line 3 + 64 × 6; its name is the line after.
     assert_error(
         &text,
-        "test.toml:3076:8: vip[512]: 513 VIPs are configured but xdp.max_vips is 512",
+        "test.toml:388:8: vip[64]: 65 VIPs are configured but xdp.max_vips is 64",
     );
 }
 
@@ -695,24 +708,26 @@ fn vip_protocol_as_a_number() {
 }
 
 #[test]
-fn vip_forward_ipip_is_refused_in_this_version() {
+fn vip_forward_ipip_needs_backends() {
+    // Points at `forward`: the mode is what needs backends.
     assert_error(
         &format!(
             "{XDP}{}",
             vip("\"web\"", "\"198.18.0.10\"", "80", "\"tcp\"", "\"ipip\"")
         ),
-        "test.toml:8:11: vip[0].forward: \"ipip\" forwarding is not available in this version; use \"local\"",
+        "test.toml:8:11: vip[0]: \"ipip\" forwarding needs at least one backend in backends",
     );
 }
 
 #[test]
-fn vip_forward_l2_dsr_is_refused_in_this_version() {
+fn vip_forward_l2_dsr_needs_backends() {
+    // An empty list is no better than none.
     assert_error(
         &format!(
-            "{XDP}{}",
+            "{XDP}{}backends = []\n",
             vip("\"web\"", "\"198.18.0.10\"", "80", "\"tcp\"", "\"l2-dsr\"")
         ),
-        "test.toml:8:11: vip[0].forward: \"l2-dsr\" forwarding is not available in this version; use \"local\"",
+        "test.toml:8:11: vip[0]: \"l2-dsr\" forwarding needs at least one backend in backends",
     );
 }
 
@@ -756,6 +771,8 @@ fn keyword_lists_match_the_enums() {
             unknown_word_message::<XdpAttachMode>(),
             XdpAttachMode::ONE_OF,
         ),
+        (unknown_word_message::<UdpHash>(), UdpHash::ONE_OF),
+        (unknown_word_message::<HealthCheck>(), HealthCheck::ONE_OF),
     ] {
         assert_eq!(
             message,
@@ -885,7 +902,7 @@ vip = [
     // The inline array sits under [xdp], so it is an unknown key there, on line 12.
     assert_error(
         text,
-        "test.toml:12:1: xdp.vip: unknown field `vip`, expected one of `interface`, `mode`, `max_vips`",
+        "test.toml:12:1: xdp.vip: unknown field `vip`, expected one of `interface`, `mode`, `max_vips`, `pin_path`, `table_size`, `max_backends`, `max_connections`, `max_acl_rules`, `acl`",
     );
 
     let text = r#"# The balancer's config.
@@ -913,7 +930,7 @@ forward   =   "ipip"
 "#;
     assert_error(
         text,
-        "test.toml:22:15: vip[1].forward: \"ipip\" forwarding is not available in this version; use \"local\"",
+        "test.toml:22:15: vip[1]: \"ipip\" forwarding needs at least one backend in backends",
     );
 }
 

@@ -1,45 +1,47 @@
-//! Rules a config must follow beyond its types.
+//! Rules a config must follow beyond its types, and the typed config they produce.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::{Component, Path, PathBuf},
+    time::Duration,
+};
 
-use super::{Config, ForwardMode, error::Invalid};
+use ipnet::IpNet;
+use toml::Spanned;
 
-pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
-    if let Some(xdp) = &config.xdp {
-        let interface = xdp.interface.get_ref();
-        if !is_valid_interface_name(interface) {
+use super::{
+    AclConfig, BackendConfig, Config, ForwardMode, HealthCheckConfig, HealthCheckKind,
+    MAGLEV_SLOTS_LIMIT, Protocol, UdpHash, VipConfig, XdpConfig,
+    de::{AclTable, BackendTable, Cidr, ConfigFile, HealthCheck, HealthTable, VipTable, XdpTable},
+    error::Invalid,
+};
+
+/// The directory bpffs is mounted on; `xdp.pin_path` must be below it.
+const BPF_FS: &str = "/sys/fs/bpf";
+
+pub(super) fn validate(file: ConfigFile) -> Result<Config, Invalid> {
+    let ConfigFile { admin, xdp, vips } = file;
+    let Some(xdp_table) = xdp else {
+        if let Some(vip) = vips.first() {
             return Err(Invalid::at(
-                "xdp.interface",
-                &xdp.interface,
-                format!(
-                    "{interface:?} is not a valid interface name (1 to 15 characters, not \".\" or \"..\", no '/', ':' or whitespace)"
-                ),
+                "vip[0]",
+                &vip.name,
+                "VIPs need the XDP data plane: add an [xdp] section with the interface",
             ));
         }
-        // The range of max_vips is checked while parsing (`de::max_vips`).
-        let max_vips = *xdp.max_vips.get_ref();
-        if config.vips.len() > max_vips as usize {
-            let last = &config.vips[max_vips as usize];
-            return Err(Invalid::at(
-                format!("vip[{max_vips}]"),
-                &last.name,
-                format!(
-                    "{} VIPs are configured but xdp.max_vips is {max_vips}",
-                    config.vips.len()
-                ),
-            ));
-        }
-    } else if let Some(vip) = config.vips.first() {
-        return Err(Invalid::at(
-            "vip[0]",
-            &vip.name,
-            "VIPs need the XDP data plane: add an [xdp] section with the interface",
-        ));
-    }
+        return Ok(Config {
+            admin,
+            xdp: None,
+            vips: Vec::new(),
+        });
+    };
+    let xdp = xdp_config(&xdp_table, &vips)?;
 
     let mut names = HashMap::new();
     let mut services = HashMap::new();
-    for (index, vip) in config.vips.iter().enumerate() {
+    let mut vip_configs = Vec::with_capacity(vips.len());
+    for (index, vip) in vips.iter().enumerate() {
         let name = vip.name.get_ref();
         if name.is_empty()
             || !name
@@ -78,23 +80,512 @@ pub(super) fn validate(config: &Config) -> Result<(), Invalid> {
                 format!(
                     "{address} port {port} {} is already vip[{first}] ({:?})",
                     vip.protocol.as_str(),
-                    config.vips[first].name.get_ref()
+                    vips[first].name.get_ref()
                 ),
             ));
         }
-        let forward = *vip.forward.get_ref();
-        if forward != ForwardMode::Local {
+        vip_configs.push(vip_config(index, vip, &xdp)?);
+    }
+    acl_capacity(&xdp_table, &vips)?;
+
+    Ok(Config {
+        admin,
+        xdp: Some(xdp),
+        vips: vip_configs,
+    })
+}
+
+/// `[xdp]` on its own, and the number of VIPs it has room for.
+fn xdp_config(table: &XdpTable, vips: &[VipTable]) -> Result<XdpConfig, Invalid> {
+    let interface = table.interface.get_ref();
+    if !is_valid_interface_name(interface) {
+        return Err(Invalid::at(
+            "xdp.interface",
+            &table.interface,
+            format!(
+                "{interface:?} is not a valid interface name (1 to 15 characters, not \".\" or \"..\", no '/', ':' or whitespace)"
+            ),
+        ));
+    }
+    let pin_path = table.pin_path.as_ref().map(pin_path).transpose()?;
+
+    // The ranges of max_vips and table_size (and that it is prime) are checked while parsing.
+    let max_vips = *table.max_vips.get_ref();
+    let table_size = *table.table_size.get_ref();
+    let slots = u64::from(max_vips) * u64::from(table_size) * 2;
+    if slots > MAGLEV_SLOTS_LIMIT {
+        // Point at table_size unless it is the default (then max_vips was written).
+        let (key, at) = if table.table_size.span().is_empty() {
+            ("xdp.max_vips", &table.max_vips)
+        } else {
+            ("xdp.table_size", &table.table_size)
+        };
+        return Err(Invalid::at(
+            key,
+            at,
+            format!(
+                "max_vips = {max_vips} and table_size = {table_size} need {max_vips} * {table_size} * 2 = {slots} Maglev slots (two tables per VIP), more than the limit of {MAGLEV_SLOTS_LIMIT}; lower one of them"
+            ),
+        ));
+    }
+
+    if vips.len() > max_vips as usize {
+        let last = &vips[max_vips as usize];
+        return Err(Invalid::at(
+            format!("vip[{max_vips}]"),
+            &last.name,
+            format!(
+                "{} VIPs are configured but xdp.max_vips is {max_vips}",
+                vips.len()
+            ),
+        ));
+    }
+
+    Ok(XdpConfig {
+        interface: table.interface.clone(),
+        mode: table.mode,
+        max_vips: table.max_vips.clone(),
+        pin_path,
+        table_size,
+        max_backends: table.max_backends,
+        max_connections: table.max_connections,
+        max_acl_rules: table.max_acl_rules,
+        acl: acl_config(&table.acl, "xdp.acl", None)?,
+    })
+}
+
+/// The maps are pinned in a directory of their own below the bpffs mount: pinning anywhere
+/// else fails at start, and the mount's root is shared with every other BPF user.
+fn pin_path(value: &Spanned<String>) -> Result<PathBuf, Invalid> {
+    let text = value.get_ref();
+    let path = Path::new(text);
+    if !path.is_absolute() {
+        return Err(Invalid::at(
+            "xdp.pin_path",
+            value,
+            format!("{text:?} must be an absolute path, such as \"{BPF_FS}/balancer\""),
+        ));
+    }
+    // `components` drops repeated and trailing '/' and "." (but not "..", which would lead
+    // out of the mount).
+    let normal: PathBuf = path.components().collect();
+    let below = normal.strip_prefix(BPF_FS).is_ok_and(|rest| {
+        rest.components().next().is_some()
+            && rest
+                .components()
+                .all(|part| matches!(part, Component::Normal(_)))
+    });
+    if !below {
+        return Err(Invalid::at(
+            "xdp.pin_path",
+            value,
+            format!(
+                "{text:?} must be a directory below {BPF_FS}/ (the BPF file system), such as \"{BPF_FS}/balancer\""
+            ),
+        ));
+    }
+    Ok(normal)
+}
+
+/// One `[[vip]]` beyond its name, address and service (checked by the caller).
+fn vip_config(index: usize, vip: &VipTable, xdp: &XdpConfig) -> Result<VipConfig, Invalid> {
+    let backends = backends(index, vip, xdp.max_backends)?;
+
+    let udp_hash = match &vip.udp_hash {
+        Some(udp_hash) if vip.protocol != Protocol::Udp => {
             return Err(Invalid::at(
-                format!("vip[{index}].forward"),
-                &vip.forward,
+                format!("vip[{index}].udp_hash"),
+                udp_hash,
                 format!(
-                    "\"{}\" forwarding is not available in this version; use \"local\"",
-                    forward.as_str()
+                    "only allowed when protocol = \"udp\" (a {} VIP hashes the 5-tuple)",
+                    vip.protocol.as_str()
+                ),
+            ));
+        }
+        Some(udp_hash) => *udp_hash.get_ref(),
+        None => UdpHash::default(),
+    };
+
+    let health = match &vip.health {
+        None => None,
+        Some(health) if *vip.forward.get_ref() == ForwardMode::Local => {
+            return Err(Invalid::at(
+                format!("vip[{index}].health"),
+                health,
+                "a local VIP has no backends to check (the local proxy checks its pools' servers); remove health",
+            ));
+        }
+        Some(health) => Some(health_check(
+            health.get_ref(),
+            &format!("vip[{index}].health"),
+        )?),
+    };
+
+    let acl = acl_config(
+        &vip.acl,
+        &format!("vip[{index}].acl"),
+        Some(*vip.address.get_ref()),
+    )?;
+
+    Ok(VipConfig {
+        name: vip.name.clone(),
+        address: vip.address.clone(),
+        port: vip.port.clone(),
+        protocol: vip.protocol,
+        forward: vip.forward.clone(),
+        backends,
+        udp_hash,
+        health,
+        acl,
+    })
+}
+
+fn backends(
+    index: usize,
+    vip: &VipTable,
+    max_backends: u32,
+) -> Result<Vec<BackendConfig>, Invalid> {
+    let forward = *vip.forward.get_ref();
+    if forward == ForwardMode::Local {
+        if let Some(first) = vip.backends.first() {
+            return Err(Invalid::at(
+                format!("vip[{index}].backends"),
+                &first.address,
+                "a local VIP has no backends: the local proxy serves it (remove backends, or forward with \"ipip\" or \"l2-dsr\")",
+            ));
+        }
+        return Ok(Vec::new());
+    }
+    let Some(first) = vip.backends.first() else {
+        // Points at `forward`: the mode is what needs backends.
+        return Err(Invalid::at(
+            format!("vip[{index}]"),
+            &vip.forward,
+            format!(
+                "\"{}\" forwarding needs at least one backend in backends",
+                forward.as_str()
+            ),
+        ));
+    };
+    let max = max_backends as usize;
+    if vip.backends.len() > max {
+        return Err(Invalid::at(
+            format!("vip[{index}].backends[{max}]"),
+            &vip.backends[max].address,
+            format!(
+                "{} backends are configured but xdp.max_backends is {max}",
+                vip.backends.len()
+            ),
+        ));
+    }
+
+    let vip_address = *vip.address.get_ref();
+    let mut seen = HashMap::new();
+    for (position, BackendTable { address, .. }) in vip.backends.iter().enumerate() {
+        let key = format!("vip[{index}].backends[{position}].address");
+        let backend = *address.get_ref();
+        let broadcast = matches!(backend, IpAddr::V4(v4) if v4.is_broadcast());
+        if backend.is_unspecified() || backend.is_loopback() || backend.is_multicast() || broadcast
+        {
+            return Err(Invalid::at(
+                key,
+                address,
+                format!(
+                    "{backend} cannot be a backend (unspecified, loopback, multicast or broadcast)"
+                ),
+            ));
+        }
+        if backend.is_ipv4() != vip_address.is_ipv4() {
+            return Err(Invalid::at(
+                key,
+                address,
+                format!(
+                    "{backend} is {} but the VIP's address {vip_address} is {}",
+                    family(backend),
+                    family(vip_address)
+                ),
+            ));
+        }
+        if backend == vip_address {
+            return Err(Invalid::at(
+                key,
+                address,
+                format!("{backend} is the VIP's own address"),
+            ));
+        }
+        if let Some(earlier) = seen.insert(backend, position) {
+            return Err(Invalid::at(
+                key,
+                address,
+                format!("{backend} is already backends[{earlier}]"),
+            ));
+        }
+    }
+    if vip.backends.iter().all(|backend| backend.weight == 0) {
+        return Err(Invalid::at(
+            format!("vip[{index}].backends"),
+            &first.address,
+            "every backend has weight 0, so new flows have nowhere to go; give at least one a weight above 0",
+        ));
+    }
+
+    Ok(vip
+        .backends
+        .iter()
+        .map(|backend| BackendConfig {
+            address: *backend.address.get_ref(),
+            weight: backend.weight,
+        })
+        .collect())
+}
+
+/// A health check table under `key` (such as `vip[0].health`). Ranges of the integers are
+/// checked while parsing.
+fn health_check(table: &HealthTable, key: &str) -> Result<HealthCheckConfig, Invalid> {
+    let interval = match &table.interval {
+        Some(written) => {
+            let interval = *written.get_ref();
+            let range = HealthCheckConfig::MIN_INTERVAL..=HealthCheckConfig::MAX_INTERVAL;
+            if !range.contains(&interval) {
+                return Err(Invalid::at(
+                    format!("{key}.interval"),
+                    written,
+                    format!(
+                        "must be between {} and {}, not {}",
+                        show(*range.start()),
+                        show(*range.end()),
+                        show(interval)
+                    ),
+                ));
+            }
+            interval
+        }
+        None => HealthCheckConfig::DEFAULT_INTERVAL,
+    };
+    let timeout = match &table.timeout {
+        Some(written) => {
+            let timeout = *written.get_ref();
+            if timeout.is_zero() || timeout > interval {
+                let default = if table.interval.is_none() {
+                    ", the default"
+                } else {
+                    ""
+                };
+                return Err(Invalid::at(
+                    format!("{key}.timeout"),
+                    written,
+                    format!(
+                        "must be above 0 and at most the interval ({}{default}), not {}",
+                        show(interval),
+                        show(timeout)
+                    ),
+                ));
+            }
+            timeout
+        }
+        // A short interval shortens the default timeout rather than making it an error.
+        None => HealthCheckConfig::DEFAULT_TIMEOUT.min(interval),
+    };
+
+    let kind = match table.check {
+        HealthCheck::Tcp => {
+            let http_only = [
+                ("path", table.path.as_ref().map(Spanned::span)),
+                ("host", table.host.as_ref().map(Spanned::span)),
+                ("expect", table.expect.as_ref().map(Spanned::span)),
+            ];
+            if let Some((name, Some(span))) = http_only.into_iter().find(|(_, span)| span.is_some())
+            {
+                return Err(Invalid {
+                    key: format!("{key}.{name}"),
+                    span,
+                    what: "only allowed with check = \"http\", not \"tcp\"".to_string(),
+                });
+            }
+            HealthCheckKind::Tcp
+        }
+        HealthCheck::Http => HealthCheckKind::Http {
+            path: http_path(table, key)?,
+            host: http_host(table, key)?,
+            expect: http_expect(table, key)?,
+        },
+    };
+
+    Ok(HealthCheckConfig {
+        kind,
+        port: table.port,
+        interval,
+        timeout,
+        rise: table.rise,
+        fall: table.fall,
+    })
+}
+
+fn http_path(table: &HealthTable, key: &str) -> Result<String, Invalid> {
+    let Some(written) = &table.path else {
+        return Ok(HealthCheckConfig::DEFAULT_PATH.to_string());
+    };
+    let path = written.get_ref();
+    // It goes into the request line as written.
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Invalid::at(
+            format!("{key}.path"),
+            written,
+            format!("{path:?} must start with '/' and contain no whitespace or control characters"),
+        ));
+    }
+    Ok(path.clone())
+}
+
+fn http_host(table: &HealthTable, key: &str) -> Result<Option<String>, Invalid> {
+    let Some(written) = &table.host else {
+        return Ok(None);
+    };
+    let host = written.get_ref();
+    if !is_valid_host_header(host) {
+        return Err(Invalid::at(
+            format!("{key}.host"),
+            written,
+            format!(
+                "{host:?} is not a valid Host header value (a host name or IP address, optionally with :port)"
+            ),
+        ));
+    }
+    Ok(Some(host.clone()))
+}
+
+fn http_expect(table: &HealthTable, key: &str) -> Result<Vec<u16>, Invalid> {
+    let Some(written) = &table.expect else {
+        return Ok(Vec::new());
+    };
+    let mut seen = HashMap::new();
+    let mut expect = Vec::with_capacity(written.get_ref().0.len());
+    for (position, status) in written.get_ref().0.iter().enumerate() {
+        let code = *status.0.get_ref();
+        if let Some(earlier) = seen.insert(code, position) {
+            return Err(Invalid::at(
+                format!("{key}.expect[{position}]"),
+                &status.0,
+                format!("{code} is already expect[{earlier}]"),
+            ));
+        }
+        expect.push(code);
+    }
+    Ok(expect)
+}
+
+/// An ACL under `key` (`xdp.acl` or `vip[N].acl`); a VIP's rules are of its `family`.
+fn acl_config(table: &AclTable, key: &str, vip: Option<IpAddr>) -> Result<AclConfig, Invalid> {
+    let mut allowed = HashMap::new();
+    for (position, cidr) in table.allow.iter().enumerate() {
+        let net = cidr.get_ref().0;
+        let entry = format!("{key}.allow[{position}]");
+        check_family(&entry, cidr, vip)?;
+        if let Some(earlier) = allowed.insert(net, position) {
+            return Err(Invalid::at(
+                entry,
+                cidr,
+                format!("{net} is already allow[{earlier}]"),
+            ));
+        }
+    }
+    let mut denied = HashMap::new();
+    for (position, cidr) in table.deny.iter().enumerate() {
+        let net = cidr.get_ref().0;
+        let entry = format!("{key}.deny[{position}]");
+        check_family(&entry, cidr, vip)?;
+        if let Some(earlier) = denied.insert(net, position) {
+            return Err(Invalid::at(
+                entry,
+                cidr,
+                format!("{net} is already deny[{earlier}]"),
+            ));
+        }
+        if let Some(allowed) = allowed.get(&net) {
+            return Err(Invalid::at(
+                entry,
+                cidr,
+                format!(
+                    "{net} is also allow[{allowed}]: a source cannot be both allowed and denied"
+                ),
+            ));
+        }
+    }
+    Ok(AclConfig {
+        allow: table.allow.iter().map(|cidr| cidr.get_ref().0).collect(),
+        deny: table.deny.iter().map(|cidr| cidr.get_ref().0).collect(),
+    })
+}
+
+fn check_family(key: &str, cidr: &Spanned<Cidr>, vip: Option<IpAddr>) -> Result<(), Invalid> {
+    let net = cidr.get_ref().0;
+    match vip {
+        Some(vip) if net_family(net) != family(vip) => Err(Invalid::at(
+            key,
+            cidr,
+            format!(
+                "{net} is {} but the VIP's address {vip} is {}; put it in xdp.acl or in a VIP of its family",
+                net_family(net),
+                family(vip)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The global rules and every VIP's rules of one family share that family's trie.
+fn acl_capacity(xdp: &XdpTable, vips: &[VipTable]) -> Result<(), Invalid> {
+    let max = xdp.max_acl_rules as usize;
+    let scopes = std::iter::once((None, &xdp.acl)).chain(
+        vips.iter()
+            .enumerate()
+            .map(|(index, vip)| (Some(index), &vip.acl)),
+    );
+    // Every rule in the order of the file: (VIP index or None for xdp.acl, list, position, CIDR).
+    let mut rules = Vec::new();
+    for (vip, acl) in scopes {
+        for (list, cidrs) in [("allow", &acl.allow), ("deny", &acl.deny)] {
+            for (position, cidr) in cidrs.iter().enumerate() {
+                rules.push((vip, list, position, cidr));
+            }
+        }
+    }
+    for name in ["IPv4", "IPv6"] {
+        let of_family = || {
+            rules
+                .iter()
+                .filter(|(_, _, _, cidr)| net_family(cidr.get_ref().0) == name)
+        };
+        let total = of_family().count();
+        // Points at the first rule that does not fit.
+        if let Some(&(vip, list, position, cidr)) = of_family().nth(max) {
+            let scope = match vip {
+                None => "xdp.acl".to_string(),
+                Some(index) => format!("vip[{index}].acl"),
+            };
+            return Err(Invalid::at(
+                format!("{scope}.{list}[{position}]"),
+                cidr,
+                format!(
+                    "{total} {name} ACL rules are configured (xdp.acl and every VIP's acl together) but xdp.max_acl_rules is {max}"
                 ),
             ));
         }
     }
     Ok(())
+}
+
+fn family(address: IpAddr) -> &'static str {
+    if address.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+fn net_family(net: IpNet) -> &'static str {
+    family(net.addr())
+}
+
+/// A duration as the config writes it: "500ms", "2s", "1h", "1m 30s".
+fn show(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
 }
 
 /// The kernel's rule (`dev_valid_name` in net/core/dev.c): shorter than IFNAMSIZ (16, with the
@@ -108,4 +599,51 @@ fn is_valid_interface_name(name: &str) -> bool {
         && !name
             .chars()
             .any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+/// A `Host` header value (RFC 9110 §7.2): a DNS name, an IPv4 address or a bracketed IPv6
+/// address, optionally followed by ":port" (1 to 65535).
+pub(super) fn is_valid_host_header(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if inside.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => (None, Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match value.split_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(value), None),
+        }
+    };
+    let port_ok = port.is_none_or(|port| {
+        !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|port| port != 0)
+    });
+    port_ok && host.is_none_or(is_valid_host_name)
+}
+
+/// A DNS name (letters, digits, '-' and '_' in labels of 1 to 63 characters that neither start
+/// nor end with '-', 253 characters at most) or an IPv4 address.
+fn is_valid_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }

@@ -1,22 +1,35 @@
 //! Loads the edge program with map sizes from the config, attaches it, and
 //! keeps aya-log's records flowing into `tracing`.
 
-use std::net::IpAddr;
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray},
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    maps::MapError,
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use aya_log::EbpfLogger;
 use balancer_common::{
-    Action, FORWARD_IPIP, FORWARD_L2_DSR, FORWARD_LOCAL, MAP_REASON_STATS, MAP_VIP_STATS, MAP_VIPS,
-    PROGRAM_LB, PROGRAM_PASS, VipKey, VipMeta,
+    Action, AddrKey, DecapReason, FAMILY_IPV4, FAMILY_IPV6, FlowEvent, GLOBAL_ACL_FLAGS,
+    GLOBAL_TABLE_SIZE, MAP_ACL_V4, MAP_ACL_V6, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_DECAP_ADDRS,
+    MAP_DECAP_STATS, MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS, MAP_TX_PORTS,
+    MAP_VIP_STATS, MAP_VIPS, MAX_TX_PORTS, PROGRAM_DECAP, PROGRAM_LB, PROGRAM_PASS, PacketReason,
+    VipKey,
 };
 use tokio::io::unix::AsyncFd;
 
-use super::{EBPF_OBJECT, StatsReader, VipInfo};
-use crate::config::{ForwardMode, VipConfig, XdpAttachMode, XdpConfig};
+use super::{
+    EBPF_OBJECT, StatsReader,
+    control::{Control, ControlMaps},
+};
+use crate::config::{VipConfig, XdpAttachMode, XdpConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -42,6 +55,12 @@ pub enum DataplaneError {
     },
     #[error("routing eBPF log records failed: {0}")]
     Log(String),
+    #[error("xdp.pin_path: {path}: {message}")]
+    Pin { path: PathBuf, message: String },
+    #[error("interface {0:?} does not exist")]
+    NoInterface(String),
+    #[error(transparent)]
+    Control(#[from] super::control::ControlError),
 }
 
 /// The mode the kernel accepted.
@@ -61,64 +80,122 @@ impl AttachedMode {
     }
 }
 
-/// A loaded and attached edge program. Dropping it detaches the program.
+/// How the edge program is attached.
+enum Attachment {
+    /// Owned by this process: detached when it exits.
+    Owned(XdpLinkId),
+    /// A bpf_link pinned under `xdp.pin_path`: stays attached (and keeps
+    /// forwarding with the pinned maps) while the process restarts.
+    Pinned {
+        // Held for the process's lifetime; the pin, not this handle, keeps the link.
+        _link: PinnedLink,
+    },
+    Detached,
+}
+
+/// A loaded and attached edge program.
 pub struct Dataplane {
     ebpf: Ebpf,
-    link: Option<XdpLinkId>,
+    attachment: Attachment,
     interface: String,
     mode: AttachedMode,
     log_task: tokio::task::JoinHandle<()>,
 }
 
+/// The maps of the edge program, the names they are pinned under, and the
+/// size each gets from the config.
+fn map_sizes(xdp: &XdpConfig) -> Vec<(&'static str, u32)> {
+    let max_vips = *xdp.max_vips.get_ref();
+    vec![
+        (MAP_VIPS, max_vips),
+        (MAP_VIP_STATS, max_vips * Action::COUNT),
+        (MAP_REASON_STATS, PacketReason::COUNT),
+        (MAP_BACKENDS, max_vips * xdp.max_backends),
+        (MAP_BACKEND_STATS, max_vips * xdp.max_backends),
+        (MAP_MAGLEV, max_vips * 2 * xdp.table_size),
+        (MAP_FLOWS, xdp.max_connections),
+        (MAP_FLOW_STATS, FlowEvent::COUNT),
+        (MAP_ACL_V4, xdp.max_acl_rules),
+        (MAP_ACL_V6, xdp.max_acl_rules),
+        (MAP_TX_PORTS, MAX_TX_PORTS),
+    ]
+}
+
+/// File name of the pinned bpf_link of the edge program.
+const PINNED_LINK: &str = "link";
+
 impl Dataplane {
-    /// Loads the program, writes the VIPs and attaches to `xdp.interface`.
-    /// Must run inside a tokio runtime (eBPF log records are read by a task).
+    /// Loads the program (reusing pinned maps when `xdp.pin_path` has them),
+    /// writes the VIPs, backends and tables, and attaches to `xdp.interface`
+    /// (replacing a pinned program atomically). Must run inside a tokio
+    /// runtime (eBPF log records are read by a task).
     pub fn start(
         xdp: &XdpConfig,
         vips: &[VipConfig],
-    ) -> Result<(Dataplane, StatsReader), DataplaneError> {
-        let max_vips = *xdp.max_vips.get_ref();
+    ) -> Result<(Dataplane, Control, StatsReader), DataplaneError> {
+        let interface = xdp.interface.get_ref().clone();
+        let ifindex = if_index(&interface)?;
+        let sizes = map_sizes(xdp);
+        let pin_paths: Vec<(&'static str, PathBuf)> = match &xdp.pin_path {
+            Some(dir) => {
+                prepare_pin_dir(dir, &sizes)?;
+                sizes.iter().map(|(name, _)| (*name, dir.join(name))).collect()
+            }
+            None => Vec::new(),
+        };
         let log_level = ebpf_log_level();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(MAP_VIPS, max_vips)
-            .map_max_entries(MAP_VIP_STATS, max_vips * Action::COUNT)
+        let acl_global = super::control::acl_flags(&xdp.acl);
+        let mut loader = EbpfLoader::new();
+        for (name, size) in &sizes {
+            loader.map_max_entries(name, *size);
+        }
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .override_global(aya_log::LEVEL, &log_level, true)
+            .override_global(GLOBAL_TABLE_SIZE, &xdp.table_size, true)
+            .override_global(GLOBAL_ACL_FLAGS, &acl_global, true)
             .load(EBPF_OBJECT)?;
         let log_task = spawn_log_reader(&mut ebpf)?;
 
-        let vip_infos = write_vips(&mut ebpf, vips)?;
+        let maps = ControlMaps {
+            vips: typed(&mut ebpf, MAP_VIPS)?,
+            backends: typed(&mut ebpf, MAP_BACKENDS)?,
+            maglev: typed(&mut ebpf, MAP_MAGLEV)?,
+            acl_v4: typed(&mut ebpf, MAP_ACL_V4)?,
+            acl_v6: typed(&mut ebpf, MAP_ACL_V6)?,
+            tx_ports: typed(&mut ebpf, MAP_TX_PORTS)?,
+        };
+        let control = Control::new(maps, xdp, vips, ifindex)?;
         let stats = StatsReader::new(
-            PerCpuArray::try_from(take_map(&mut ebpf, MAP_VIP_STATS)?).map_err(|source| {
-                DataplaneError::Map {
-                    name: MAP_VIP_STATS,
-                    source,
-                }
-            })?,
-            PerCpuArray::try_from(take_map(&mut ebpf, MAP_REASON_STATS)?).map_err(|source| {
-                DataplaneError::Map {
-                    name: MAP_REASON_STATS,
-                    source,
-                }
-            })?,
-            vip_infos,
+            typed(&mut ebpf, MAP_VIP_STATS)?,
+            typed(&mut ebpf, MAP_REASON_STATS)?,
+            typed(&mut ebpf, MAP_BACKEND_STATS)?,
+            typed(&mut ebpf, MAP_FLOW_STATS)?,
         );
 
-        let interface = xdp.interface.get_ref().clone();
         let program = xdp_program(&mut ebpf, PROGRAM_LB)?;
         program.load().map_err(|source| DataplaneError::Program {
             name: PROGRAM_LB,
             source,
         })?;
-        let (link, mode) = attach(program, &interface, xdp.mode)?;
+        let (attachment, mode) = match &xdp.pin_path {
+            Some(dir) => attach_pinned(program, &interface, xdp.mode, &dir.join(PINNED_LINK))?,
+            None => {
+                let (link, mode) = attach(program, &interface, xdp.mode)?;
+                (Attachment::Owned(link), mode)
+            }
+        };
         tracing::info!(%interface, mode = mode.as_str(), vips = vips.len(), "XDP program {PROGRAM_LB} attached");
         let dataplane = Dataplane {
             ebpf,
-            link: Some(link),
+            attachment,
             interface,
             mode,
             log_task,
         };
-        Ok((dataplane, stats))
+        Ok((dataplane, control, stats))
     }
 
     pub fn interface(&self) -> &str {
@@ -129,19 +206,31 @@ impl Dataplane {
         self.mode
     }
 
-    /// Detaches the program from the interface now (dropping does the same, silently).
-    pub fn detach(&mut self) -> Result<(), DataplaneError> {
-        let Some(link) = self.link.take() else {
-            return Ok(());
-        };
-        let program = xdp_program(&mut self.ebpf, PROGRAM_LB)?;
-        program
-            .detach(link)
-            .map_err(|source| DataplaneError::Program {
-                name: PROGRAM_LB,
-                source,
-            })?;
-        tracing::info!(interface = %self.interface, "XDP program {PROGRAM_LB} detached");
+    pub fn is_pinned(&self) -> bool {
+        matches!(self.attachment, Attachment::Pinned { .. })
+    }
+
+    /// Stops this process's part: an owned program is detached; a pinned one
+    /// stays attached with its maps so forwarding goes on until the next
+    /// `balancer run` takes over (or `balancer unload` removes it).
+    pub fn shut_down(&mut self) -> Result<(), DataplaneError> {
+        match std::mem::replace(&mut self.attachment, Attachment::Detached) {
+            Attachment::Owned(link) => {
+                let program = xdp_program(&mut self.ebpf, PROGRAM_LB)?;
+                program
+                    .detach(link)
+                    .map_err(|source| DataplaneError::Program {
+                        name: PROGRAM_LB,
+                        source,
+                    })?;
+                tracing::info!(interface = %self.interface, "XDP program {PROGRAM_LB} detached");
+            }
+            Attachment::Pinned { .. } => tracing::info!(
+                interface = %self.interface,
+                "XDP program {PROGRAM_LB} stays attached (pinned): flows keep forwarding until the next start or `balancer unload`"
+            ),
+            Attachment::Detached => {}
+        }
         Ok(())
     }
 }
@@ -150,6 +239,125 @@ impl Drop for Dataplane {
     fn drop(&mut self) {
         self.log_task.abort();
     }
+}
+
+/// Refuses pinned maps whose sizes differ from what the config asks: aya would
+/// reuse them as they are, and slot arithmetic would go wrong.
+fn prepare_pin_dir(dir: &Path, sizes: &[(&'static str, u32)]) -> Result<(), DataplaneError> {
+    std::fs::create_dir_all(dir).map_err(|err| DataplaneError::Pin {
+        path: dir.to_path_buf(),
+        message: err.to_string(),
+    })?;
+    for (name, size) in sizes {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&path).map_err(|err| DataplaneError::Pin {
+            path: path.clone(),
+            message: err.to_string(),
+        })?;
+        if info.max_entries() != *size {
+            return Err(DataplaneError::Pin {
+                path,
+                message: format!(
+                    "the pinned map has {} entries but the config asks for {size}; restore the \
+                     sizes in [xdp] or run `balancer unload` first (that drops established flows)",
+                    info.max_entries()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Takes over the pinned bpf_link if there is one (atomic program replacement:
+/// no packet sees no program), else attaches and pins a new link.
+fn attach_pinned(
+    program: &mut Xdp,
+    interface: &str,
+    mode: XdpAttachMode,
+    link_path: &Path,
+) -> Result<(Attachment, AttachedMode), DataplaneError> {
+    let pin_err = |message: String| DataplaneError::Pin {
+        path: link_path.to_path_buf(),
+        message,
+    };
+    if link_path.exists() {
+        let pinned = PinnedLink::from_pin(link_path).map_err(|err| pin_err(err.to_string()))?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|err| pin_err(err.to_string()))?;
+        let id = program
+            .attach_to_link(link)
+            .map_err(|source| DataplaneError::Program {
+                name: PROGRAM_LB,
+                source,
+            })?;
+        let link = program.take_link(id).map_err(|source| DataplaneError::Program {
+            name: PROGRAM_LB,
+            source,
+        })?;
+        let fd_link = FdLink::try_from(link).map_err(|err| pin_err(err.to_string()))?;
+        // Still pinned at the same path; keep a handle without re-pinning.
+        drop(fd_link);
+        let pinned = PinnedLink::from_pin(link_path).map_err(|err| pin_err(err.to_string()))?;
+        tracing::info!(path = %link_path.display(), "took over the pinned XDP link (program replaced atomically)");
+        // The mode of an existing link cannot change; report what was asked.
+        let mode = match mode {
+            XdpAttachMode::Skb => AttachedMode::Skb,
+            _ => AttachedMode::Driver,
+        };
+        return Ok((Attachment::Pinned { _link: pinned }, mode));
+    }
+    let (id, mode) = attach(program, interface, mode)?;
+    let link = program.take_link(id).map_err(|source| DataplaneError::Program {
+        name: PROGRAM_LB,
+        source,
+    })?;
+    let fd_link = FdLink::try_from(link).map_err(|err| {
+        pin_err(format!("the kernel attached without a bpf_link, which cannot be pinned: {err}"))
+    })?;
+    let pinned = fd_link.pin(link_path).map_err(|err| pin_err(err.to_string()))?;
+    Ok((Attachment::Pinned { _link: pinned }, mode))
+}
+
+/// Removes what `xdp.pin_path` holds (the link, which detaches the program,
+/// and the maps, which drops the connection table). Returns what was removed.
+pub fn unload(dir: &Path, xdp: &XdpConfig) -> Result<Vec<PathBuf>, DataplaneError> {
+    let mut removed = Vec::new();
+    let names = std::iter::once(PINNED_LINK).chain(map_sizes(xdp).into_iter().map(|(name, _)| name));
+    for name in names {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(DataplaneError::Pin {
+                    path,
+                    message: err.to_string(),
+                });
+            }
+        }
+    }
+    // Only our own files were there: an empty directory goes too.
+    let _ = std::fs::remove_dir(dir);
+    Ok(removed)
+}
+
+fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    T::try_from(take_map(ebpf, name)?).map_err(|source| DataplaneError::Map { name, source })
+}
+
+pub fn if_index(interface: &str) -> Result<u32, DataplaneError> {
+    let name = std::ffi::CString::new(interface).map_err(|_| DataplaneError::NoInterface(interface.to_string()))?;
+    // SAFETY: a NUL-terminated string that lives across the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(DataplaneError::NoInterface(interface.to_string()));
+    }
+    Ok(index)
 }
 
 fn attach(
@@ -193,55 +401,12 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Datap
     ebpf.take_map(name).ok_or(DataplaneError::Missing(name))
 }
 
-/// Fills the VIP map; VIP ids are their positions in the config.
-fn write_vips(ebpf: &mut Ebpf, vips: &[VipConfig]) -> Result<Vec<VipInfo>, DataplaneError> {
-    let map_err = |source| DataplaneError::Map {
-        name: MAP_VIPS,
-        source,
-    };
-    let mut map: HashMap<&mut MapData, VipKey, VipMeta> = HashMap::try_from(
-        ebpf.map_mut(MAP_VIPS)
-            .ok_or(DataplaneError::Missing(MAP_VIPS))?,
-    )
-    .map_err(map_err)?;
-    let mut infos = Vec::with_capacity(vips.len());
-    for (id, vip) in vips.iter().enumerate() {
-        let id = u32::try_from(id).expect("VIP count is bounded by max_vips");
-        map.insert(
-            vip_key(vip),
-            VipMeta {
-                id,
-                forward: forward_code(*vip.forward.get_ref()),
-            },
-            0,
-        )
-        .map_err(map_err)?;
-        infos.push(VipInfo {
-            id,
-            name: vip.name.get_ref().clone(),
-            address: *vip.address.get_ref(),
-            port: *vip.port.get_ref(),
-            protocol: vip.protocol,
-            forward: *vip.forward.get_ref(),
-        });
-    }
-    Ok(infos)
-}
-
 pub fn vip_key(vip: &VipConfig) -> VipKey {
     let port = *vip.port.get_ref();
     let protocol = vip.protocol.ip_protocol();
     match *vip.address.get_ref() {
         IpAddr::V4(v4) => VipKey::v4(v4.octets(), port, protocol),
         IpAddr::V6(v6) => VipKey::v6(v6.octets(), port, protocol),
-    }
-}
-
-const fn forward_code(mode: ForwardMode) -> u32 {
-    match mode {
-        ForwardMode::Local => FORWARD_LOCAL,
-        ForwardMode::Ipip => FORWARD_IPIP,
-        ForwardMode::L2Dsr => FORWARD_L2_DSR,
     }
 }
 
@@ -293,4 +458,104 @@ impl PassProgram {
         attach(program, interface, XdpAttachMode::Auto)?;
         Ok(PassProgram { _ebpf: ebpf })
     }
+}
+
+/// `balancer_decap` on a backend's interface, with the addresses it accepts as
+/// outer destinations. Detached when dropped.
+pub struct DecapProgram {
+    ebpf: Ebpf,
+    link: Option<XdpLinkId>,
+    pub mode: AttachedMode,
+}
+
+impl DecapProgram {
+    pub fn attach(
+        interface: &str,
+        mode: XdpAttachMode,
+        addresses: &[IpAddr],
+    ) -> Result<DecapProgram, DataplaneError> {
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+        {
+            let map_err = |source| DataplaneError::Map {
+                name: MAP_DECAP_ADDRS,
+                source,
+            };
+            let mut map: aya::maps::HashMap<&mut aya::maps::MapData, AddrKey, u8> =
+                aya::maps::HashMap::try_from(
+                    ebpf.map_mut(MAP_DECAP_ADDRS)
+                        .ok_or(DataplaneError::Missing(MAP_DECAP_ADDRS))?,
+                )
+                .map_err(map_err)?;
+            for address in addresses {
+                map.insert(addr_key(*address), 1, 0).map_err(map_err)?;
+            }
+        }
+        let program = xdp_program(&mut ebpf, PROGRAM_DECAP)?;
+        program.load().map_err(|source| DataplaneError::Program {
+            name: PROGRAM_DECAP,
+            source,
+        })?;
+        let (link, mode) = attach(program, interface, mode)?;
+        Ok(DecapProgram {
+            ebpf,
+            link: Some(link),
+            mode,
+        })
+    }
+
+    /// Packets and bytes per `DecapReason`, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(DecapReason, balancer_common::Counter)>, DataplaneError> {
+        let map: aya::maps::PerCpuArray<&aya::maps::MapData, balancer_common::Counter> =
+            aya::maps::PerCpuArray::try_from(
+                self.ebpf
+                    .map(MAP_DECAP_STATS)
+                    .ok_or(DataplaneError::Missing(MAP_DECAP_STATS))?,
+            )
+            .map_err(|source| DataplaneError::Map {
+                name: MAP_DECAP_STATS,
+                source,
+            })?;
+        DecapReason::ALL
+            .iter()
+            .map(|reason| {
+                let mut total = balancer_common::Counter::default();
+                map.get(&(*reason as u32), 0)
+                    .map_err(|source| DataplaneError::Map {
+                        name: MAP_DECAP_STATS,
+                        source,
+                    })?
+                    .iter()
+                    .for_each(|c| total.add(c));
+                Ok((*reason, total))
+            })
+            .collect()
+    }
+
+    pub fn detach(&mut self) -> Result<(), DataplaneError> {
+        if let Some(link) = self.link.take() {
+            xdp_program(&mut self.ebpf, PROGRAM_DECAP)?
+                .detach(link)
+                .map_err(|source| DataplaneError::Program {
+                    name: PROGRAM_DECAP,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+fn addr_key(address: IpAddr) -> AddrKey {
+    let mut key = AddrKey {
+        addr: [0; 16],
+        family: FAMILY_IPV4,
+        _pad: [0; 3],
+    };
+    match address {
+        IpAddr::V4(v4) => key.addr[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => {
+            key.addr = v6.octets();
+            key.family = FAMILY_IPV6;
+        }
+    }
+    key
 }

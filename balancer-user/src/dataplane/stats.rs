@@ -3,9 +3,10 @@
 use std::net::IpAddr;
 
 use aya::maps::{MapData, PerCpuArray};
-use balancer_common::{Action, Counter, PacketReason};
+use balancer_common::{Action, Counter, FlowEvent, PacketReason};
 use serde::Serialize;
 
+use super::control::{BackendModel, VipModel};
 use crate::config::{ForwardMode, Protocol};
 
 /// What the control plane knows of a VIP it wrote into the map.
@@ -26,6 +27,16 @@ pub struct VipStats {
     /// Counters per XDP verdict, in `Action::ALL` order.
     #[serde(serialize_with = "serialize_by_action")]
     pub by_action: [Counter; Action::COUNT as usize],
+    /// Forwarding VIPs: each backend with its state and forwarded packets.
+    pub backends: Vec<BackendStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStats {
+    #[serde(flatten)]
+    pub backend: BackendModel,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 impl VipStats {
@@ -42,50 +53,75 @@ pub struct XdpStats {
     pub vips: Vec<VipStats>,
     #[serde(serialize_with = "serialize_by_reason")]
     pub by_reason: [Counter; PacketReason::COUNT as usize],
+    /// Connection-table events, in `FlowEvent::ALL` order.
+    #[serde(serialize_with = "serialize_flow_events")]
+    pub flow_events: [u64; FlowEvent::COUNT as usize],
 }
 
 /// Owns the stats maps (taken out of the loaded object) so readers need no lock on the program.
 pub struct StatsReader {
     vip_stats: PerCpuArray<MapData, Counter>,
     reason_stats: PerCpuArray<MapData, Counter>,
-    vips: Vec<VipInfo>,
+    backend_stats: PerCpuArray<MapData, Counter>,
+    flow_stats: PerCpuArray<MapData, u64>,
 }
 
 impl StatsReader {
     pub(super) fn new(
         vip_stats: PerCpuArray<MapData, Counter>,
         reason_stats: PerCpuArray<MapData, Counter>,
-        vips: Vec<VipInfo>,
+        backend_stats: PerCpuArray<MapData, Counter>,
+        flow_stats: PerCpuArray<MapData, u64>,
     ) -> Self {
         Self {
             vip_stats,
             reason_stats,
-            vips,
+            backend_stats,
+            flow_stats,
         }
     }
 
-    pub fn vips(&self) -> &[VipInfo] {
-        &self.vips
-    }
-
-    pub fn read(&self) -> Result<XdpStats, aya::maps::MapError> {
-        let mut vips = Vec::with_capacity(self.vips.len());
-        for vip in &self.vips {
+    /// Reads the counters of the given VIPs (a snapshot of the control model).
+    pub fn read(&self, vips: &[VipModel]) -> Result<XdpStats, aya::maps::MapError> {
+        let mut out = Vec::with_capacity(vips.len());
+        for vip in vips {
             let mut by_action = [Counter::default(); Action::COUNT as usize];
             for action in Action::ALL {
                 by_action[action as usize] =
-                    sum_cpus(&self.vip_stats, action.vip_stats_index(vip.id))?;
+                    sum_cpus(&self.vip_stats, action.vip_stats_index(vip.info.id))?;
             }
-            vips.push(VipStats {
-                vip: vip.clone(),
+            let mut backends = Vec::with_capacity(vip.backends.len());
+            for backend in &vip.backends {
+                let counter = sum_cpus(&self.backend_stats, backend.slot)?;
+                backends.push(BackendStats {
+                    backend: backend.clone(),
+                    packets: counter.packets,
+                    bytes: counter.bytes,
+                });
+            }
+            out.push(VipStats {
+                vip: vip.info.clone(),
                 by_action,
+                backends,
             });
         }
         let mut by_reason = [Counter::default(); PacketReason::COUNT as usize];
         for reason in PacketReason::ALL {
             by_reason[reason as usize] = sum_cpus(&self.reason_stats, reason as u32)?;
         }
-        Ok(XdpStats { vips, by_reason })
+        let mut flow_events = [0u64; FlowEvent::COUNT as usize];
+        for event in FlowEvent::ALL {
+            flow_events[event as usize] = self
+                .flow_stats
+                .get(&(event as u32), 0)?
+                .iter()
+                .fold(0u64, |sum, v| sum.wrapping_add(*v));
+        }
+        Ok(XdpStats {
+            vips: out,
+            by_reason,
+            flow_events,
+        })
     }
 }
 
@@ -145,4 +181,16 @@ fn serialize_by_reason<S: serde::Serializer>(
             .iter()
             .map(|r| (r.label(), counters[*r as usize])),
     )
+}
+
+fn serialize_flow_events<S: serde::Serializer>(
+    counts: &[u64; FlowEvent::COUNT as usize],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(counts.len()))?;
+    for event in FlowEvent::ALL {
+        map.serialize_entry(event.label(), &counts[event as usize])?;
+    }
+    map.end()
 }

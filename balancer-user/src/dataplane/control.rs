@@ -1,0 +1,587 @@
+//! The data plane's state in userspace and the one writer of its maps: VIPs,
+//! backends (address, next hop, health and operator state) and each VIP's
+//! pair of Maglev tables.
+//!
+//! Write order keeps the XDP program from ever reading a table that sends new
+//! flows to a backend that is not up: a backend coming up is marked up before
+//! the table that lists it is activated; a backend going draining or down
+//! leaves the active table first and is marked after.
+
+use std::net::IpAddr;
+
+use aya::maps::{Array, HashMap, MapData, MapError, lpm_trie::{Key, LpmTrie}, DevMapHash};
+use balancer_common::{
+    ACL_ALLOW, ACL_DENY, AclKeyV4, AclKeyV6, BACKEND_DOWN, BACKEND_FLAG_HEALTHY,
+    BACKEND_FLAG_RESOLVED, BACKEND_UP, BackendInfo, FAMILY_IPV4, FAMILY_IPV6, VIP_FLAG_ACL_ALLOW_LIST,
+    VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta, acl_key_v4, acl_key_v6,
+    backend_index, maglev_table_base,
+};
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::{
+    VipInfo,
+    layout::{self, AdminState, LayoutError, TableMember},
+    loader::vip_key,
+    nexthop::NextHop,
+};
+use crate::config::{AclConfig, ForwardMode, HealthCheckConfig, UdpHash, VipConfig, XdpConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("BPF map {name}: {source}")]
+    Map { name: &'static str, source: MapError },
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("BPF map TX_PORTS: {0}")]
+    Devmap(String),
+}
+
+/// Why an admin request on a VIP backend was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no VIP named {0:?}")]
+    NoVip(String),
+    #[error("VIP {vip:?} has no backend {address}")]
+    NoBackend { vip: String, address: IpAddr },
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> ControlError {
+    move |source| ControlError::Map { name, source }
+}
+
+/// One backend of one VIP, as userspace tracks it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendModel {
+    pub address: IpAddr,
+    pub weight: u32,
+    /// Index in `BACKENDS` (and in the backend counters).
+    pub slot: u32,
+    pub healthy: bool,
+    /// The last health-check verdict, or why the backend is assumed healthy.
+    pub health_reason: String,
+    pub admin: AdminState,
+    /// What the data plane sees: "up", "draining" or "down".
+    pub state: &'static str,
+    #[serde(skip)]
+    pub state_code: u8,
+    pub next_hop: Option<NextHopView>,
+    pub next_hop_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NextHopView {
+    pub interface: String,
+    pub ifindex: u32,
+    pub mac: String,
+    pub source: IpAddr,
+    pub mtu: u16,
+    pub gateway: Option<IpAddr>,
+    #[serde(skip)]
+    pub src_mac: [u8; 6],
+    #[serde(skip)]
+    pub dst_mac: [u8; 6],
+}
+
+impl From<&NextHop> for NextHopView {
+    fn from(hop: &NextHop) -> Self {
+        let mac = hop.dst_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        NextHopView {
+            interface: hop.interface.clone(),
+            ifindex: hop.ifindex,
+            mac,
+            source: hop.src_addr,
+            mtu: hop.mtu,
+            gateway: hop.via_gateway,
+            src_mac: hop.src_mac,
+            dst_mac: hop.dst_mac,
+        }
+    }
+}
+
+/// One VIP with its backends.
+#[derive(Debug, Clone, Serialize)]
+pub struct VipModel {
+    #[serde(flatten)]
+    pub info: VipInfo,
+    pub backends: Vec<BackendModel>,
+    #[serde(skip)]
+    pub health: Option<HealthCheckConfig>,
+    #[serde(skip)]
+    meta: VipMeta,
+    #[serde(skip)]
+    key: VipKey,
+    /// What each of the two tables in `MAGLEV` holds, when known.
+    #[serde(skip)]
+    halves: [Option<Vec<u32>>; 2],
+}
+
+impl VipModel {
+    pub fn forwards(&self) -> bool {
+        self.info.forward != ForwardMode::Local
+    }
+}
+
+/// The maps userspace writes, and the model behind them.
+pub struct Control {
+    vips_map: HashMap<MapData, VipKey, VipMeta>,
+    backends_map: Array<MapData, BackendInfo>,
+    maglev_map: Array<MapData, u32>,
+    tx_ports: DevMapHash<MapData>,
+    table_size: u32,
+    backends_per_vip: u32,
+    xdp_ifindex: u32,
+    vips: Vec<VipModel>,
+}
+
+/// The maps `Control` owns, taken out of the loaded object.
+pub struct ControlMaps {
+    pub vips: HashMap<MapData, VipKey, VipMeta>,
+    pub backends: Array<MapData, BackendInfo>,
+    pub maglev: Array<MapData, u32>,
+    pub acl_v4: LpmTrie<MapData, AclKeyV4, u8>,
+    pub acl_v6: LpmTrie<MapData, AclKeyV6, u8>,
+    pub tx_ports: DevMapHash<MapData>,
+}
+
+impl Control {
+    /// Takes over the maps (fresh, or pinned by an earlier run), reuses the
+    /// ids and slots found in them, and writes the configured VIPs.
+    pub fn new(
+        maps: ControlMaps,
+        xdp: &XdpConfig,
+        configs: &[VipConfig],
+        xdp_ifindex: u32,
+    ) -> Result<Control, ControlError> {
+        let ControlMaps {
+            vips: mut vips_map,
+            backends: backends_map,
+            maglev: maglev_map,
+            mut acl_v4,
+            mut acl_v6,
+            tx_ports,
+        } = maps;
+        let max_vips = *xdp.max_vips.get_ref();
+        let existing: Vec<(VipKey, VipMeta)> = vips_map
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("VIPS"))?;
+        let keys: Vec<VipKey> = configs.iter().map(vip_key).collect();
+        let existing_ids: Vec<(VipKey, u32)> = existing.iter().map(|(k, m)| (*k, m.id)).collect();
+        let ids = layout::assign_ids(&keys, &existing_ids, max_vips).map_err(|wanted| {
+            LayoutError::TooManyVips {
+                wanted,
+                max: max_vips,
+            }
+        })?;
+        // VIPs no longer configured stop matching first.
+        for (key, _) in &existing {
+            if !keys.contains(key) {
+                vips_map.remove(key).map_err(map_err("VIPS"))?;
+            }
+        }
+        rewrite_acls(&mut acl_v4, &mut acl_v6, &xdp.acl, configs, &ids)?;
+
+        let mut control = Control {
+            vips_map,
+            backends_map,
+            maglev_map,
+            tx_ports,
+            table_size: xdp.table_size,
+            backends_per_vip: xdp.max_backends,
+            xdp_ifindex,
+            vips: Vec::with_capacity(configs.len()),
+        };
+        for ((config, key), (id, existed)) in configs.iter().zip(keys).zip(ids) {
+            let old_meta = existing.iter().find(|(k, _)| *k == key).map(|(_, m)| *m);
+            let model = control.vip_model(config, key, id, existed.then_some(old_meta).flatten())?;
+            control.vips.push(model);
+        }
+        for index in 0..control.vips.len() {
+            control.apply(index)?;
+        }
+        Ok(control)
+    }
+
+    fn vip_model(
+        &mut self,
+        config: &VipConfig,
+        key: VipKey,
+        id: u32,
+        old_meta: Option<VipMeta>,
+    ) -> Result<VipModel, ControlError> {
+        let per_vip = self.backends_per_vip;
+        // What the pinned map holds for this VIP id: reused when the address matches.
+        let mut present: Vec<(IpAddr, u32, BackendInfo)> = Vec::new();
+        if old_meta.is_some() {
+            for local in 0..per_vip {
+                let slot = backend_index(id, local, per_vip);
+                let info = self.backends_map.get(&slot, 0).map_err(map_err("BACKENDS"))?;
+                if let Some(address) = info_address(&info) {
+                    present.push((address, local, info));
+                }
+            }
+        }
+        let wanted: Vec<IpAddr> = config.backends.iter().map(|b| b.address).collect();
+        let present_ids: Vec<(IpAddr, u32)> = present.iter().map(|(a, l, _)| (*a, *l)).collect();
+        let locals = layout::assign_ids(&wanted, &present_ids, per_vip).map_err(|wanted| {
+            LayoutError::TooManyBackends {
+                wanted,
+                max: per_vip,
+            }
+        })?;
+        let backends = config
+            .backends
+            .iter()
+            .zip(locals)
+            .map(|(backend, (local, _))| {
+                let previous = present
+                    .iter()
+                    .find(|(address, _, _)| *address == backend.address)
+                    .map(|(_, _, info)| *info);
+                // Without health checks a backend is up; with them it starts
+                // down until its first check passes, unless a previous run (pinned
+                // maps) already knew it healthy: established flows keep going.
+                let (healthy, reason) = match (&config.health, previous) {
+                    (None, _) => (true, "no health check configured".to_string()),
+                    (Some(_), Some(info)) if info.flags & BACKEND_FLAG_HEALTHY != 0 => {
+                        (true, "healthy in the previous run; re-checking".to_string())
+                    }
+                    (Some(_), _) => (false, "waiting for the first health check".to_string()),
+                };
+                let admin = previous
+                    .map(|info| AdminState::from_code(info.admin))
+                    .unwrap_or_default();
+                let state_code = layout::effective_state(healthy, admin);
+                BackendModel {
+                    address: backend.address,
+                    weight: backend.weight,
+                    slot: backend_index(id, local, per_vip),
+                    healthy,
+                    health_reason: reason,
+                    admin,
+                    state: layout::state_label(state_code),
+                    state_code,
+                    next_hop: None,
+                    next_hop_error: Some("not resolved yet".to_string()),
+                }
+            })
+            .collect();
+        // Stale slots of this VIP (backends removed from the config) are cleared.
+        for (address, local, _) in &present {
+            if !wanted.contains(address) {
+                let slot = backend_index(id, *local, per_vip);
+                self.write_slot_raw(slot, &empty_info())?;
+            }
+        }
+        let mut flags = 0;
+        if config.udp_hash == UdpHash::Source {
+            flags |= VIP_FLAG_UDP_HASH_SOURCE;
+        }
+        flags |= acl_flags(&config.acl);
+        let meta = VipMeta {
+            id,
+            forward: forward_code(*config.forward.get_ref()),
+            flags,
+            table_half: old_meta.map_or(0, |m| m.table_half),
+            _pad: 0,
+        };
+        Ok(VipModel {
+            info: VipInfo {
+                id,
+                name: config.name.get_ref().clone(),
+                address: *config.address.get_ref(),
+                port: *config.port.get_ref(),
+                protocol: config.protocol,
+                forward: *config.forward.get_ref(),
+            },
+            backends,
+            health: config.health.clone(),
+            meta,
+            key,
+            // Unknown: a fresh map is zeros, a pinned one holds the last run's tables.
+            halves: [None, None],
+        })
+    }
+
+    pub fn vips(&self) -> &[VipModel] {
+        &self.vips
+    }
+
+    /// Records a health verdict; rewrites the VIP when the state changes.
+    pub fn set_health(
+        &mut self,
+        vip: usize,
+        backend: usize,
+        healthy: bool,
+        reason: String,
+    ) -> Result<(), ControlError> {
+        let model = &mut self.vips[vip].backends[backend];
+        model.health_reason = reason;
+        if model.healthy == healthy {
+            return Ok(());
+        }
+        model.healthy = healthy;
+        self.apply(vip)
+    }
+
+    /// Operator request: drain, enable or disable a VIP backend.
+    pub fn set_admin(
+        &mut self,
+        vip_name: &str,
+        address: IpAddr,
+        admin: AdminState,
+    ) -> Result<(), AdminError> {
+        let vip = self
+            .vips
+            .iter()
+            .position(|v| v.info.name == vip_name)
+            .ok_or_else(|| AdminError::NoVip(vip_name.to_string()))?;
+        let backend = self.vips[vip]
+            .backends
+            .iter()
+            .position(|b| b.address == address)
+            .ok_or_else(|| AdminError::NoBackend {
+                vip: vip_name.to_string(),
+                address,
+            })?;
+        self.vips[vip].backends[backend].admin = admin;
+        self.apply(vip)?;
+        Ok(())
+    }
+
+    /// Records where packets for a backend go (or why that is unknown).
+    pub fn set_next_hop(
+        &mut self,
+        vip: usize,
+        backend: usize,
+        hop: Result<&NextHop, String>,
+    ) -> Result<(), ControlError> {
+        let l2 = self.vips[vip].info.forward == ForwardMode::L2Dsr;
+        let (view, error) = match hop {
+            Ok(hop) if l2 && hop.via_gateway.is_some() => (
+                None,
+                Some(format!(
+                    "l2-dsr needs the backend on-link, but the route goes via {}",
+                    hop.via_gateway.expect("checked")
+                )),
+            ),
+            Ok(hop) => (Some(NextHopView::from(hop)), None),
+            Err(error) => (None, Some(error)),
+        };
+        let model = &mut self.vips[vip].backends[backend];
+        if model.next_hop == view && model.next_hop_error == error {
+            return Ok(());
+        }
+        model.next_hop = view;
+        model.next_hop_error = error;
+        if let Some(hop) = &self.vips[vip].backends[backend].next_hop {
+            if hop.ifindex != self.xdp_ifindex {
+                // Another interface: reachable through the devmap with XDP_REDIRECT.
+                self.tx_ports
+                    .insert(hop.ifindex, hop.ifindex, None, 0)
+                    .map_err(|err| ControlError::Devmap(err.to_string()))?;
+            }
+        }
+        let info = self.backend_info(vip, backend);
+        let slot = self.vips[vip].backends[backend].slot;
+        self.write_slot_raw(slot, &info)
+    }
+
+    /// Recomputes a VIP's backend states and table and writes what changed.
+    fn apply(&mut self, vip: usize) -> Result<(), ControlError> {
+        for backend in &mut self.vips[vip].backends {
+            backend.state_code = layout::effective_state(backend.healthy, backend.admin);
+            backend.state = layout::state_label(backend.state_code);
+        }
+        if !self.vips[vip].forwards() {
+            return self.write_meta(vip);
+        }
+        // Up first: nothing may pick a backend the table lists before it is up.
+        for backend in 0..self.vips[vip].backends.len() {
+            if self.vips[vip].backends[backend].state_code == BACKEND_UP {
+                self.write_backend(vip, backend)?;
+            }
+        }
+        self.write_table(vip)?;
+        for backend in 0..self.vips[vip].backends.len() {
+            if self.vips[vip].backends[backend].state_code != BACKEND_UP {
+                self.write_backend(vip, backend)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the new table into the inactive half (only the slots that
+    /// differ from what it holds), then flips the VIP to it.
+    fn write_table(&mut self, vip: usize) -> Result<(), ControlError> {
+        let members: Vec<TableMember> = self.vips[vip]
+            .backends
+            .iter()
+            .map(|b| TableMember {
+                address: b.address,
+                weight: b.weight,
+                slot: b.slot,
+                state: b.state_code,
+            })
+            .collect();
+        let table = layout::build_vip_table(&members, self.table_size)?;
+        let model = &self.vips[vip];
+        let active = model.meta.table_half as usize;
+        if model.halves[active].as_deref() == Some(table.as_slice()) {
+            return self.write_meta(vip);
+        }
+        let target = 1 - active;
+        let base = maglev_table_base(model.meta.id, target as u8, self.table_size);
+        let mut written = 0usize;
+        for (index, value) in layout::changed_slots(model.halves[target].as_deref(), &table) {
+            self.maglev_map
+                .set(base + index, value, 0)
+                .map_err(map_err("MAGLEV"))?;
+            written += 1;
+        }
+        let model = &mut self.vips[vip];
+        model.halves[target] = Some(table);
+        model.meta.table_half = target as u8;
+        tracing::debug!(vip = %model.info.name, half = target, written, "Maglev table written");
+        self.write_meta(vip)
+    }
+
+    fn write_meta(&mut self, vip: usize) -> Result<(), ControlError> {
+        let model = &self.vips[vip];
+        self.vips_map
+            .insert(model.key, model.meta, 0)
+            .map_err(map_err("VIPS"))
+    }
+
+    fn write_backend(&mut self, vip: usize, backend: usize) -> Result<(), ControlError> {
+        let info = self.backend_info(vip, backend);
+        let slot = self.vips[vip].backends[backend].slot;
+        self.write_slot_raw(slot, &info)
+    }
+
+    fn write_slot_raw(&mut self, slot: u32, info: &BackendInfo) -> Result<(), ControlError> {
+        self.backends_map
+            .set(slot, *info, 0)
+            .map_err(map_err("BACKENDS"))
+    }
+
+    fn backend_info(&self, vip: usize, backend: usize) -> BackendInfo {
+        let model = &self.vips[vip].backends[backend];
+        let mut info = empty_info();
+        match model.address {
+            IpAddr::V4(v4) => {
+                info.addr[..4].copy_from_slice(&v4.octets());
+                info.family = FAMILY_IPV4;
+            }
+            IpAddr::V6(v6) => {
+                info.addr = v6.octets();
+                info.family = FAMILY_IPV6;
+            }
+        }
+        info.state = model.state_code;
+        info.admin = model.admin.code();
+        if model.healthy {
+            info.flags |= BACKEND_FLAG_HEALTHY;
+        }
+        if let Some(hop) = &model.next_hop {
+            info.flags |= BACKEND_FLAG_RESOLVED;
+            info.dst_mac = hop.dst_mac;
+            info.src_mac = hop.src_mac;
+            info.ifindex = hop.ifindex;
+            info.mtu = hop.mtu;
+            match hop.source {
+                IpAddr::V4(v4) => info.outer_src[..4].copy_from_slice(&v4.octets()),
+                IpAddr::V6(v6) => info.outer_src = v6.octets(),
+            }
+        }
+        info
+    }
+}
+
+fn empty_info() -> BackendInfo {
+    BackendInfo {
+        addr: [0; 16],
+        outer_src: [0; 16],
+        dst_mac: [0; 6],
+        src_mac: [0; 6],
+        ifindex: 0,
+        mtu: 0,
+        family: 0,
+        state: BACKEND_DOWN,
+        flags: 0,
+        admin: 0,
+        _pad: [0; 2],
+    }
+}
+
+/// The backend address a slot holds, if it is in use.
+fn info_address(info: &BackendInfo) -> Option<IpAddr> {
+    match info.family {
+        FAMILY_IPV4 => Some(IpAddr::from([info.addr[0], info.addr[1], info.addr[2], info.addr[3]])),
+        FAMILY_IPV6 => Some(IpAddr::from(info.addr)),
+        _ => None,
+    }
+}
+
+pub const fn forward_code(mode: ForwardMode) -> u8 {
+    match mode {
+        ForwardMode::Local => balancer_common::FORWARD_LOCAL,
+        ForwardMode::Ipip => balancer_common::FORWARD_IPIP,
+        ForwardMode::L2Dsr => balancer_common::FORWARD_L2_DSR,
+    }
+}
+
+/// `VIP_FLAG_ACL_*` bits for a scope's rules (the global scope's go into a global).
+pub fn acl_flags(acl: &AclConfig) -> u8 {
+    let mut flags = 0;
+    if !acl.allow.is_empty() || !acl.deny.is_empty() {
+        flags |= VIP_FLAG_ACL_RULES;
+    }
+    if !acl.allow.is_empty() {
+        flags |= VIP_FLAG_ACL_ALLOW_LIST;
+    }
+    flags
+}
+
+/// Replaces every ACL rule: the tries are small, and a pinned trie may hold
+/// rules of VIPs that no longer exist.
+fn rewrite_acls(
+    v4: &mut LpmTrie<MapData, AclKeyV4, u8>,
+    v6: &mut LpmTrie<MapData, AclKeyV6, u8>,
+    global: &AclConfig,
+    configs: &[VipConfig],
+    ids: &[(u32, bool)],
+) -> Result<(), ControlError> {
+    let old_v4: Vec<Key<AclKeyV4>> = v4.keys().collect::<Result<_, _>>().map_err(map_err("ACL_V4"))?;
+    for key in old_v4 {
+        v4.remove(&key).map_err(map_err("ACL_V4"))?;
+    }
+    let old_v6: Vec<Key<AclKeyV6>> = v6.keys().collect::<Result<_, _>>().map_err(map_err("ACL_V6"))?;
+    for key in old_v6 {
+        v6.remove(&key).map_err(map_err("ACL_V6"))?;
+    }
+    let scopes = std::iter::once((balancer_common::ACL_SCOPE_GLOBAL, global))
+        .chain(ids.iter().zip(configs).map(|((id, _), c)| (*id, &c.acl)));
+    for (scope, acl) in scopes {
+        let rules = acl
+            .deny
+            .iter()
+            .map(|net| (net, ACL_DENY))
+            .chain(acl.allow.iter().map(|net| (net, ACL_ALLOW)));
+        for (net, verdict) in rules {
+            let prefix = 32 + u32::from(net.prefix_len());
+            match net {
+                IpNet::V4(net) => v4
+                    .insert(&Key::new(prefix, acl_key_v4(scope, net.network().octets())), verdict, 0)
+                    .map_err(map_err("ACL_V4"))?,
+                IpNet::V6(net) => v6
+                    .insert(&Key::new(prefix, acl_key_v6(scope, net.network().octets())), verdict, 0)
+                    .map_err(map_err("ACL_V6"))?,
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! One health probe against one target: a TCP connect or an HTTP/1.1 GET.
+
+use std::error::Error as _;
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::header::{CONNECTION, HOST, USER_AGENT};
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// The `User-Agent` of HTTP probes.
+pub const USER_AGENT_VALUE: &str = concat!("balancer-health-check/", env!("CARGO_PKG_VERSION"));
+
+/// Decides whether an HTTP status code counts as healthy.
+pub type AcceptStatus = Arc<dyn Fn(u16) -> bool + Send + Sync>;
+
+/// What a check does.
+#[derive(Clone)]
+pub enum Probe {
+    /// Passes when a TCP connection can be opened.
+    Tcp,
+    /// Passes when `GET path` answers with a status `accepts` returns true for.
+    Http {
+        /// Origin-form request target, starting with `/` (may carry a query).
+        path: String,
+        /// The `Host` header; `None` sends the target's `ip:port`.
+        host: Option<String>,
+        accepts: AcceptStatus,
+    },
+}
+
+impl Probe {
+    /// An HTTP probe accepting 2xx and 3xx answers.
+    pub fn http(path: impl Into<String>, host: Option<String>) -> Probe {
+        Probe::Http {
+            path: path.into(),
+            host,
+            accepts: Arc::new(accepts_2xx_3xx),
+        }
+    }
+}
+
+/// The default acceptance of HTTP probes: 200–399.
+pub fn accepts_2xx_3xx(status: u16) -> bool {
+    (200..400).contains(&status)
+}
+
+impl fmt::Debug for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Probe::Tcp => f.write_str("Tcp"),
+            Probe::Http { path, host, .. } => f
+                .debug_struct("Http")
+                .field("path", path)
+                .field("host", host)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The result of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    Passed,
+    /// Why, e.g. `connect refused`, `timeout after 500ms (connecting)`, `status 503`.
+    Failed(String),
+}
+
+impl CheckOutcome {
+    pub fn passed(&self) -> bool {
+        matches!(self, CheckOutcome::Passed)
+    }
+}
+
+impl fmt::Display for CheckOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckOutcome::Passed => f.write_str("passed"),
+            CheckOutcome::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Runs one probe; `timeout` bounds the whole probe (connect, request and
+/// response head). HTTP probes send `Connection: close` and do not read the body.
+pub async fn probe_once(target: SocketAddr, probe: &Probe, timeout: Duration) -> CheckOutcome {
+    let mut phase = "connecting";
+    let attempt = async {
+        let stream = TcpStream::connect(target).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                "connect refused".to_owned()
+            } else {
+                format!("connect failed: {e}")
+            }
+        })?;
+        match probe {
+            Probe::Tcp => Ok(()),
+            Probe::Http {
+                path,
+                host,
+                accepts,
+            } => {
+                phase = "waiting for the response";
+                let host = host.clone().unwrap_or_else(|| default_host(target));
+                let status = http_get(stream, path, &host).await?;
+                if accepts(status) {
+                    Ok(())
+                } else {
+                    Err(format!("status {status}"))
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(())) => CheckOutcome::Passed,
+        Ok(Err(why)) => CheckOutcome::Failed(why),
+        Err(_) => CheckOutcome::Failed(format!("timeout after {timeout:?} ({phase})")),
+    }
+}
+
+/// `ip:port`, with brackets for IPv6 and without a scope id.
+fn default_host(target: SocketAddr) -> String {
+    match target {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+/// Sends `GET path` and returns the response status.
+async fn http_get(stream: TcpStream, path: &str, host: &str) -> Result<u16, String> {
+    if !path.starts_with('/') {
+        return Err(format!("invalid path {path:?}: must start with '/'"));
+    }
+    let uri: Uri = path
+        .parse()
+        .map_err(|e| format!("invalid path {path:?}: {e}"))?;
+    let request = Request::get(uri)
+        .header(HOST, host)
+        .header(USER_AGENT, USER_AGENT_VALUE)
+        .header(CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("invalid request (host {host:?}): {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("http error: {}", chain(&e)))?;
+    // Drive the connection and the request together in this task, so nothing
+    // outlives the probe.
+    let mut conn = pin!(conn);
+    let mut response = pin!(sender.send_request(request));
+    let response = tokio::select! {
+        biased;
+        r = &mut response => r,
+        c = &mut conn => match c {
+            Err(e) => return Err(format!("no HTTP response: {}", chain(&e))),
+            Ok(()) => response.await,
+        },
+    };
+    match response {
+        Ok(response) => Ok(response.status().as_u16()),
+        Err(e) => Err(format!("no HTTP response: {}", chain(&e))),
+    }
+}
+
+/// An error with its sources, `outer: inner: ...`.
+fn chain(e: &hyper::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::convert::Infallible;
+
+    use http_body_util::Full;
+    use hyper::{Response, service::service_fn};
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    /// What the test server saw in one request.
+    #[derive(Debug)]
+    struct Seen {
+        path: String,
+        host: Option<String>,
+        user_agent: Option<String>,
+        connection: Option<String>,
+    }
+
+    /// A tiny HTTP/1.1 server: `/ok` → 200, `/fail` → 503, `/moved` → 302, else 404.
+    async fn http_server() -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let header = |name| {
+                            req.headers()
+                                .get(name)
+                                .map(|v: &hyper::header::HeaderValue| {
+                                    v.to_str().unwrap().to_owned()
+                                })
+                        };
+                        let _ = tx.send(Seen {
+                            path: req.uri().to_string(),
+                            host: header(HOST),
+                            user_agent: header(USER_AGENT),
+                            connection: header(CONNECTION),
+                        });
+                        let status = match req.uri().path() {
+                            "/ok" => 200,
+                            "/fail" => 503,
+                            "/moved" => 302,
+                            _ => 404,
+                        };
+                        async move {
+                            Ok::<_, Infallible>(
+                                Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from_static(b"body")))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn tcp_connect_passes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(probe_once(addr, &Probe::Tcp, T).await, CheckOutcome::Passed);
+    }
+
+    #[tokio::test]
+    async fn closed_port_is_refused() {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        for probe in [Probe::Tcp, Probe::http("/ok", None)] {
+            match probe_once(addr, &probe, T).await {
+                CheckOutcome::Failed(why) => assert!(why.contains("refused"), "{why}"),
+                other => panic!("{probe:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn http_200_passes_with_default_host() {
+        let (addr, mut seen) = http_server().await;
+        assert_eq!(
+            probe_once(addr, &Probe::http("/ok", None), T).await,
+            CheckOutcome::Passed
+        );
+        let seen = seen.recv().await.unwrap();
+        assert_eq!(seen.path, "/ok");
+        assert_eq!(seen.host, Some(addr.to_string()));
+        assert_eq!(seen.user_agent.as_deref(), Some(USER_AGENT_VALUE));
+        assert!(USER_AGENT_VALUE.starts_with("balancer-health-check/"));
+        assert_eq!(seen.connection.as_deref(), Some("close"));
+    }
+
+    #[tokio::test]
+    async fn http_sends_configured_host_and_query() {
+        let (addr, mut seen) = http_server().await;
+        let probe = Probe::http("/ok?full=1", Some("www.example.test".into()));
+        assert_eq!(probe_once(addr, &probe, T).await, CheckOutcome::Passed);
+        let seen = seen.recv().await.unwrap();
+        assert_eq!(seen.path, "/ok?full=1");
+        assert_eq!(seen.host.as_deref(), Some("www.example.test"));
+    }
+
+    #[tokio::test]
+    async fn http_503_fails_with_status() {
+        let (addr, _seen) = http_server().await;
+        assert_eq!(
+            probe_once(addr, &Probe::http("/fail", None), T).await,
+            CheckOutcome::Failed("status 503".into())
+        );
+        assert_eq!(
+            probe_once(addr, &Probe::http("/nope", None), T).await,
+            CheckOutcome::Failed("status 404".into())
+        );
+        assert_eq!(
+            probe_once(addr, &Probe::http("/moved", None), T).await,
+            CheckOutcome::Passed
+        );
+    }
+
+    #[tokio::test]
+    async fn http_custom_accepts() {
+        let (addr, _seen) = http_server().await;
+        let only_503 = Probe::Http {
+            path: "/fail".into(),
+            host: None,
+            accepts: Arc::new(|status| status == 503),
+        };
+        assert_eq!(probe_once(addr, &only_503, T).await, CheckOutcome::Passed);
+        let only_200 = Probe::Http {
+            path: "/moved".into(),
+            host: None,
+            accepts: Arc::new(|status| status == 200),
+        };
+        assert_eq!(
+            probe_once(addr, &only_200, T).await,
+            CheckOutcome::Failed("status 302".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accept and hold connections without ever answering.
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                held.push(listener.accept().await.unwrap().0);
+            }
+        });
+        let timeout = Duration::from_millis(200);
+        let started = tokio::time::Instant::now();
+        match probe_once(addr, &Probe::http("/ok", None), timeout).await {
+            CheckOutcome::Failed(why) => {
+                assert!(why.contains("timeout after 200ms"), "{why}");
+                assert!(why.contains("waiting for the response"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() >= timeout);
+        assert!(started.elapsed() < T);
+        holder.abort();
+    }
+
+    #[tokio::test]
+    async fn server_closing_without_answer_fails() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                drop(listener.accept().await.unwrap());
+            }
+        });
+        match probe_once(addr, &Probe::http("/ok", None), T).await {
+            CheckOutcome::Failed(why) => assert!(why.starts_with("no HTTP response"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_path_fails_without_panicking() {
+        let (addr, _seen) = http_server().await;
+        match probe_once(addr, &Probe::http("healthz", None), T).await {
+            CheckOutcome::Failed(why) => assert!(why.contains("invalid path"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_host_forms() {
+        assert_eq!(
+            default_host("198.18.1.2:8000".parse().unwrap()),
+            "198.18.1.2:8000"
+        );
+        assert_eq!(
+            default_host("[2001:2::5]:80".parse().unwrap()),
+            "[2001:2::5]:80"
+        );
+        assert_eq!(
+            default_host("[fe80::1%2]:80".parse().unwrap()),
+            "[fe80::1]:80"
+        );
+    }
+
+    #[test]
+    fn outcome_display_and_debug() {
+        assert_eq!(CheckOutcome::Passed.to_string(), "passed");
+        assert_eq!(
+            CheckOutcome::Failed("status 503".into()).to_string(),
+            "status 503"
+        );
+        assert_eq!(
+            format!("{:?}", Probe::http("/h", None)),
+            r#"Http { path: "/h", host: None, .. }"#
+        );
+        assert!(accepts_2xx_3xx(200) && accepts_2xx_3xx(399));
+        assert!(!accepts_2xx_3xx(199) && !accepts_2xx_3xx(400));
+    }
+}
