@@ -88,7 +88,12 @@ pub async fn decap(
     let signal_name = wait_for_shutdown_signal().await?;
     tracing::info!("{signal_name} received: detaching");
     for (reason, counter) in program.counters()? {
-        tracing::info!(reason = reason.label(), packets = counter.packets, bytes = counter.bytes, "decap counters");
+        tracing::info!(
+            reason = reason.label(),
+            packets = counter.packets,
+            bytes = counter.bytes,
+            "decap counters"
+        );
     }
     program.detach()?;
     Ok(())
@@ -98,7 +103,10 @@ pub async fn decap(
 pub fn unload(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let Some(xdp) = &config.xdp else {
-        anyhow::bail!("{}: no [xdp] section, nothing to unload", config_path.display());
+        anyhow::bail!(
+            "{}: no [xdp] section, nothing to unload",
+            config_path.display()
+        );
     };
     let Some(dir) = &xdp.pin_path else {
         anyhow::bail!(

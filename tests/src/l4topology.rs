@@ -20,7 +20,7 @@
 //! a frame that an XDP program sends back with `XDP_TX` loses the skb's "checksum to be
 //! completed" state, so a partial checksum would reach the backend as a bad one.
 //!
-//! Everything (processes, the pass program, namespaces) is removed on drop, also on panic,
+//! Everything (processes, XDP programs, namespaces) is removed on drop, also on panic,
 //! and is recorded for [`crate::cleanup_everything`].
 
 use std::{
@@ -75,7 +75,7 @@ pub fn name_server_binary() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/name_server")
 }
 
-/// The eBPF object (for its pass program): `$BALANCER_EBPF_OBJECT` (set by `cargo xtask`),
+/// The eBPF object (for its pass and decap programs): `$BALANCER_EBPF_OBJECT` (set by `cargo xtask`),
 /// else where `cargo xtask build` puts it.
 pub fn ebpf_object() -> PathBuf {
     if let Some(path) = std::env::var_os("BALANCER_EBPF_OBJECT") {
@@ -86,11 +86,11 @@ pub fn ebpf_object() -> PathBuf {
 
 /// Client, balancer host, bridge and backends; see the module documentation.
 pub struct L4Topology {
-    // Dropped explicitly first (see Drop): servers, then the pass program; then the
+    // Dropped explicitly first (see Drop): servers, then the XDP programs; then the
     // namespaces as fields, in this order.
     servers: Vec<Option<NameServer>>,
     server_port: Option<u16>,
-    pass: Mutex<Option<aya::Ebpf>>,
+    xdp: Mutex<Vec<AttachedXdp>>,
     client: Netns,
     lb: Netns,
     backends: Vec<Netns>,
@@ -121,7 +121,7 @@ impl L4Topology {
         let topology = L4Topology {
             servers: (0..backend_count).map(|_| None).collect(),
             server_port: None,
-            pass: Mutex::new(None),
+            xdp: Mutex::new(Vec::new()),
             client,
             lb,
             backends,
@@ -261,8 +261,20 @@ impl L4Topology {
     /// namespace (`p-lb`), in driver mode: without it, frames the balancer sends back with
     /// `XDP_TX` are never delivered. Kept until the topology drops; calling again is a no-op.
     pub fn attach_pass_on_lb_peer(&self) -> anyhow::Result<()> {
-        let mut slot = self.pass.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_some() {
+        self.attach_xdp(&self.bridge, LB_PEER, balancer_common::PROGRAM_PASS)
+    }
+
+    /// Loads the eBPF object ([`ebpf_object`]) and attaches its XDP program `program`
+    /// (e.g. `balancer_common::PROGRAM_DECAP` on a backend's `veth0`) to `interface` in
+    /// `netns`, in driver mode, with the object's maps as created at load. Kept until the
+    /// topology drops; attaching the same program to the same interface again is a no-op.
+    pub fn attach_xdp(&self, netns: &Netns, interface: &str, program: &str) -> anyhow::Result<()> {
+        let mut attached = self.xdp.lock().unwrap_or_else(|e| e.into_inner());
+        let path = netns.path();
+        if attached
+            .iter()
+            .any(|a| a.netns_path == path && a.interface == interface && a.program == program)
+        {
             return Ok(());
         }
         let object = ebpf_object();
@@ -272,23 +284,30 @@ impl L4Topology {
              (or set BALANCER_EBPF_OBJECT)",
             object.display()
         );
-        let ebpf = self.bridge.run(move || -> anyhow::Result<aya::Ebpf> {
-            use aya::programs::{Xdp, XdpMode};
-            let mut ebpf = aya::Ebpf::load_file(&object)
-                .with_context(|| format!("loading {}", object.display()))?;
-            let name = balancer_common::PROGRAM_PASS;
-            let program: &mut Xdp = ebpf
-                .program_mut(name)
-                .with_context(|| format!("{} has no program {name}", object.display()))?
-                .try_into()
-                .with_context(|| format!("{name} is not an XDP program"))?;
-            program.load().with_context(|| format!("loading {name}"))?;
-            program
-                .attach(LB_PEER, XdpMode::Driver)
-                .with_context(|| format!("attaching {name} to {LB_PEER} (driver mode)"))?;
-            Ok(ebpf)
-        })??;
-        *slot = Some(ebpf);
+        let (name, iface) = (program.to_string(), interface.to_string());
+        let ebpf = netns
+            .run(move || -> anyhow::Result<aya::Ebpf> {
+                use aya::programs::{Xdp, XdpMode};
+                let mut ebpf = aya::Ebpf::load_file(&object)
+                    .with_context(|| format!("loading {}", object.display()))?;
+                let program: &mut Xdp = ebpf
+                    .program_mut(&name)
+                    .with_context(|| format!("{} has no program {name}", object.display()))?
+                    .try_into()
+                    .with_context(|| format!("{name} is not an XDP program"))?;
+                program.load().with_context(|| format!("loading {name}"))?;
+                program
+                    .attach(&iface, XdpMode::Driver)
+                    .with_context(|| format!("attaching {name} to {iface} (driver mode)"))?;
+                Ok(ebpf)
+            })?
+            .with_context(|| format!("in {}", netns.name()))?;
+        attached.push(AttachedXdp {
+            netns_path: path,
+            interface: interface.to_string(),
+            program: program.to_string(),
+            ebpf,
+        });
         Ok(())
     }
 
@@ -351,6 +370,13 @@ impl L4Topology {
 
     pub fn lb_addr_v6(&self) -> Ipv6Addr {
         Self::LB_V6
+    }
+
+    pub fn client_addr(&self, family: Family) -> IpAddr {
+        match family {
+            Family::V4 => Self::CLIENT_V4.into(),
+            Family::V6 => Self::CLIENT_V6.into(),
+        }
     }
 
     pub fn lb_addr(&self, family: Family) -> IpAddr {
@@ -513,18 +539,25 @@ impl Drop for L4Topology {
         for server in servers {
             let _ = server.stop();
         }
-        // Detach inside the bridge namespace (a netlink-attached program would be detached
-        // by ifindex in the calling thread's namespace).
-        let pass = self
-            .pass
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(ebpf) = pass {
-            let _ = self.bridge.run(move || drop(ebpf));
+        // Detach inside each program's namespace (a netlink-attached program would be
+        // detached by ifindex in the calling thread's namespace).
+        let attached = std::mem::take(self.xdp.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for AttachedXdp {
+            netns_path, ebpf, ..
+        } in attached
+        {
+            let _ = crate::in_netns(&netns_path, move || drop(ebpf));
         }
         // The namespaces (and with them every veth and the bridge) go with the fields.
     }
+}
+
+/// An XDP program attached by [`L4Topology::attach_xdp`]; detached when `ebpf` drops.
+struct AttachedXdp {
+    netns_path: String,
+    interface: String,
+    program: String,
+    ebpf: aya::Ebpf,
 }
 
 /// A TCP connection to a VIP from the client, kept open.

@@ -32,6 +32,40 @@ impl BalancerProcess {
     /// Starts `balancer run --config CONFIG` in `netns` and waits until its admin
     /// listener (`admin`, e.g. "127.0.0.1:9100") answers `/healthz`.
     pub fn start(netns: &Netns, config: &Path, admin: &str) -> anyhow::Result<BalancerProcess> {
+        let config_arg = config.to_string_lossy().into_owned();
+        let mut process = Self::spawn(
+            netns,
+            &["run", "--config", &config_arg],
+            &config.with_extension("log"),
+        )?;
+        process.admin = admin.to_string();
+        process.wait_ready(Duration::from_secs(20))?;
+        Ok(process)
+    }
+
+    /// Starts `balancer decap --iface IFACE` in `netns` (a backend of `ipip`
+    /// VIPs) and waits until it says the program is attached.
+    pub fn start_decap(
+        netns: &Netns,
+        interface: &str,
+        log_path: &Path,
+    ) -> anyhow::Result<BalancerProcess> {
+        let process = Self::spawn(netns, &["decap", "--iface", interface], log_path)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !process.log().contains("balancer_decap attached") {
+            if Instant::now() > deadline {
+                bail!(
+                    "balancer decap did not attach within 20 s; its log:\n{}",
+                    process.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(process)
+    }
+
+    /// Starts the balancer binary with `args` in `netns`, output to `log_path`.
+    fn spawn(netns: &Netns, args: &[&str], log_path: &Path) -> anyhow::Result<BalancerProcess> {
         let binary = balancer_binary();
         if !binary.is_file() {
             bail!(
@@ -39,15 +73,14 @@ impl BalancerProcess {
                 binary.display()
             );
         }
-        let log_path = config.with_extension("log");
+        let log_path = log_path.to_path_buf();
         let log = fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         // nsenter, not `ip netns exec`: the latter remounts /sys and would hide bpffs.
         let child = Command::new("nsenter")
             .arg(format!("--net={}", netns.path()))
             .arg(&binary)
-            .args(["run", "--config"])
-            .arg(config)
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -61,14 +94,12 @@ impl BalancerProcess {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(child.id());
-        let mut process = BalancerProcess {
+        Ok(BalancerProcess {
             child: Some(child),
             log_path,
             netns_path: netns.path(),
-            admin: admin.to_string(),
-        };
-        process.wait_ready(Duration::from_secs(20))?;
-        Ok(process)
+            admin: String::new(),
+        })
     }
 
     fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
@@ -101,6 +132,22 @@ impl BalancerProcess {
     /// GET on the admin listener, from inside the namespace, with curl.
     pub fn admin_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
         http_get(&self.netns_path, &format!("http://{}{path}", self.admin))
+    }
+
+    /// POST (empty body) on the admin listener, from inside the namespace, with curl.
+    pub fn admin_post(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        http_request(
+            &self.netns_path,
+            "POST",
+            &format!("http://{}{path}", self.admin),
+        )
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn log(&self) -> String {
@@ -163,10 +210,24 @@ pub fn run_in(netns_path: &str, program: &str, args: &[&str]) -> anyhow::Result<
 
 /// GET with curl from inside a namespace: (status, body).
 pub fn http_get(netns_path: &str, url: &str) -> anyhow::Result<(u16, String)> {
+    http_request(netns_path, "GET", url)
+}
+
+/// One HTTP request with curl inside a namespace: (status, body).
+pub fn http_request(netns_path: &str, method: &str, url: &str) -> anyhow::Result<(u16, String)> {
     let out = run_in(
         netns_path,
         "curl",
-        &["-sS", "--max-time", "5", "-w", "\n%{http_code}", url],
+        &[
+            "-sS",
+            "-X",
+            method,
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            url,
+        ],
     )?;
     let (body, code) = out.rsplit_once('\n').context("curl printed no status")?;
     Ok((

@@ -143,7 +143,8 @@ fn l4_topology_serves_and_cleans_up_without_a_balancer() {
     // Stopping b1's server: an open connection dies, new ones are refused.
     let mut long = topology.open_long_lived(vip(VIP4)).expect("long-lived");
     long.ping().expect("ping before stop");
-    topology.stop_name_server(1).expect("stop b1");
+    let status = topology.stop_name_server(1).expect("stop b1");
+    assert!(status.success(), "name_server exits 0 on SIGTERM: {status}");
     assert!(!topology.name_server_running(1));
     assert!(long.ping().is_err(), "connection survived its server");
     for address in [VIP4, VIP6] {

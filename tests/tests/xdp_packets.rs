@@ -34,8 +34,8 @@ use aya::{
 };
 use balancer::dataplane::EBPF_OBJECT;
 use balancer_common::{
-    Action, Counter, IPPROTO_TCP, IPPROTO_UDP, MAP_REASON_STATS, MAP_VIP_STATS, MAP_VIPS,
-    PROGRAM_LB, PacketReason, VipKey, VipMeta,
+    Action, Counter, FORWARD_LOCAL, IPPROTO_TCP, IPPROTO_UDP, MAP_REASON_STATS, MAP_VIP_STATS,
+    MAP_VIPS, PROGRAM_LB, PacketReason, VipKey, VipMeta,
 };
 
 /// `XDP_PASS` from `enum xdp_action`.
@@ -89,7 +89,13 @@ const ID_V6_TCP: u32 = 3;
 const ID_V6_UDP: u32 = 6;
 
 fn vips() -> [(VipKey, VipMeta); 4] {
-    let meta = |id| VipMeta { id, forward: 0 };
+    let meta = |id| VipMeta {
+        id,
+        forward: FORWARD_LOCAL,
+        flags: 0,
+        table_half: 0,
+        _pad: 0,
+    };
     [
         (VipKey::v4(VIP4, V4_TCP_PORT, IPPROTO_TCP), meta(ID_V4_TCP)),
         (VipKey::v4(VIP4, V4_UDP_PORT, IPPROTO_UDP), meta(ID_V4_UDP)),

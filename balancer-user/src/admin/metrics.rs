@@ -118,7 +118,10 @@ impl Collector for XdpCollector {
             for vip in &self.stats.vips {
                 for backend in &vip.backends {
                     let address = backend.backend.address.to_string();
-                    let labels = [("vip", vip.vip.name.as_str()), ("backend", address.as_str())];
+                    let labels = [
+                        ("vip", vip.vip.name.as_str()),
+                        ("backend", address.as_str()),
+                    ];
                     let value = pick(&balancer_common::Counter {
                         packets: backend.packets,
                         bytes: backend.bytes,

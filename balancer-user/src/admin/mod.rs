@@ -12,7 +12,9 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, servi
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::dataplane::{AdminError, AdminState, AttachedMode, SharedControl, StatsReader, XdpStats};
+use crate::dataplane::{
+    AdminError, AdminState, AttachedMode, SharedControl, StatsReader, XdpStats,
+};
 
 /// What the admin endpoints report on.
 pub struct AdminContext {
@@ -139,7 +141,10 @@ fn vip_backend_action(
         );
     };
     let Some(xdp) = &context.xdp else {
-        return text(StatusCode::NOT_FOUND, "the XDP data plane is not configured\n");
+        return text(
+            StatusCode::NOT_FOUND,
+            "the XDP data plane is not configured\n",
+        );
     };
     let result = xdp
         .control

@@ -4,13 +4,17 @@
 //! type ("expected u16"), a bare "invalid IP address syntax" or toml's "wanted string or table".
 
 use std::{
-    fmt, marker::PhantomData, net::IpAddr, net::SocketAddr, str::FromStr, time::Duration,
+    fmt, marker::PhantomData, net::IpAddr, net::SocketAddr, ops::Deref, str::FromStr,
+    time::Duration,
 };
 
 use ipnet::IpNet;
 use serde::{
     Deserialize, Deserializer,
-    de::{DeserializeOwned, Error, IntoDeserializer, SeqAccess, Unexpected, Visitor},
+    de::{
+        DeserializeOwned, Error, IntoDeserializer, MapAccess, SeqAccess, Unexpected, Visitor,
+        value::MapAccessDeserializer,
+    },
 };
 use toml::Spanned;
 
@@ -22,19 +26,20 @@ use super::{
 // ---- The tables of the file --------------------------------------------------------------------
 //
 // Field order is the order serde lists them in "unknown field `x`, expected one of ...".
+// Every table inside the file is read through `Table`, which accepts nothing but a table.
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ConfigFile {
     #[serde(default)]
-    pub admin: AdminConfig,
-    pub xdp: Option<XdpTable>,
+    pub admin: Table<AdminConfig>,
+    pub xdp: Option<Table<XdpTable>>,
     #[serde(default, rename = "vip", deserialize_with = "array")]
-    pub vips: Vec<VipTable>,
+    pub vips: Vec<Table<VipTable>>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(deny_unknown_fields)]
 pub(super) struct XdpTable {
     pub interface: Spanned<String>,
     #[serde(default, deserialize_with = "keyword")]
@@ -48,12 +53,15 @@ pub(super) struct XdpTable {
     pub table_size: Spanned<u32>,
     #[serde(default = "default_max_backends", deserialize_with = "max_backends")]
     pub max_backends: u32,
-    #[serde(default = "default_max_connections", deserialize_with = "max_connections")]
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "max_connections"
+    )]
     pub max_connections: u32,
     #[serde(default = "default_max_acl_rules", deserialize_with = "max_acl_rules")]
     pub max_acl_rules: u32,
     #[serde(default)]
-    pub acl: AclTable,
+    pub acl: Table<AclTable>,
 }
 
 fn default_max_vips() -> Spanned<u32> {
@@ -77,7 +85,7 @@ fn default_max_acl_rules() -> u32 {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(deny_unknown_fields)]
 pub(super) struct VipTable {
     pub name: Spanned<String>,
     #[serde(deserialize_with = "ip_addr")]
@@ -89,20 +97,17 @@ pub(super) struct VipTable {
     pub protocol: Protocol,
     #[serde(deserialize_with = "spanned_keyword")]
     pub forward: Spanned<ForwardMode>,
-    #[serde(default, deserialize_with = "array")]
-    pub backends: Vec<BackendTable>,
+    /// `None` when the key is absent (a local VIP must not have it, even empty).
+    pub backends: Option<Spanned<Array<Table<BackendTable>>>>,
     #[serde(default, deserialize_with = "optional_spanned_keyword")]
     pub udp_hash: Option<Spanned<UdpHash>>,
-    pub health: Option<Spanned<HealthTable>>,
+    pub health: Option<Spanned<Table<HealthTable>>>,
     #[serde(default)]
-    pub acl: AclTable,
+    pub acl: Table<AclTable>,
 }
 
 #[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a table such as { address = \"198.18.0.11\", weight = 1 }"
-)]
+#[serde(deny_unknown_fields)]
 pub(super) struct BackendTable {
     #[serde(deserialize_with = "ip_addr")]
     pub address: Spanned<IpAddr>,
@@ -117,7 +122,7 @@ fn default_weight() -> u32 {
 /// A health check table. `check` decides which other keys are allowed; that is a rule between
 /// keys, so it is checked in `validate`, where each key's position is known.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(deny_unknown_fields)]
 pub(super) struct HealthTable {
     #[serde(deserialize_with = "keyword")]
     pub check: HealthCheck,
@@ -161,12 +166,70 @@ impl<'de> Deserialize<'de> for Status {
 }
 
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(deny_unknown_fields)]
 pub(super) struct AclTable {
     #[serde(default, deserialize_with = "array")]
     pub allow: Vec<Spanned<Cidr>>,
     #[serde(default, deserialize_with = "array")]
     pub deny: Vec<Spanned<Cidr>>,
+}
+
+// ---- Tables ------------------------------------------------------------------------------------
+
+/// A TOML table read as `T`. serde's derived struct visitors also accept an array and take the
+/// fields by position: `acl = ["198.18.0.0/24"]` would read as `allow = "198.18.0.0/24"`, and
+/// `backends = [["198.18.0.11", 2]]` as a backend of weight 2. A table of this config is only
+/// ever written as a table.
+pub(super) struct Table<T>(pub T);
+
+/// A struct read from a TOML table.
+pub(super) trait TableOf: DeserializeOwned {
+    /// Completes "invalid type: ..., expected ..." when something else is written.
+    const EXPECTING: &'static str = "a table";
+}
+
+impl TableOf for AdminConfig {}
+impl TableOf for XdpTable {}
+impl TableOf for VipTable {}
+impl TableOf for HealthTable {}
+impl TableOf for AclTable {}
+
+impl TableOf for BackendTable {
+    const EXPECTING: &'static str = "a table such as { address = \"198.18.0.11\", weight = 1 }";
+}
+
+impl<T> Deref for Table<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Default> Default for Table<T> {
+    fn default() -> Self {
+        Table(T::default())
+    }
+}
+
+impl<'de, T: TableOf> Deserialize<'de> for Table<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TableVisitor(PhantomData))
+    }
+}
+
+struct TableVisitor<T>(PhantomData<T>);
+
+impl<'de, T: TableOf> Visitor<'de> for TableVisitor<T> {
+    type Value = Table<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(T::EXPECTING)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(Table)
+    }
 }
 
 // ---- Numbers -----------------------------------------------------------------------------------
@@ -280,14 +343,14 @@ pub(super) fn is_prime(n: u32) -> bool {
     if n < 4 {
         return n >= 2;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return false;
     }
     let n = u64::from(n);
     (3..)
         .step_by(2)
         .take_while(|d| d * d <= n)
-        .all(|d| n % d != 0)
+        .all(|d| !n.is_multiple_of(d))
 }
 
 /// An integer in `MIN..=MAX` of type `T` (`MAX` must fit in `T`).
@@ -354,12 +417,12 @@ pub(super) trait Element: DeserializeOwned {
     const ARRAY: &'static str;
 }
 
-impl Element for VipTable {
+impl Element for Table<VipTable> {
     // A single `[vip]` table (a likely slip) then reads "expected an array of tables ...".
     const ARRAY: &'static str = "an array of tables, each VIP starting with [[vip]]";
 }
 
-impl Element for BackendTable {
+impl Element for Table<BackendTable> {
     const ARRAY: &'static str =
         "an array of backends, such as [{ address = \"198.18.0.11\", weight = 1 }]";
 }

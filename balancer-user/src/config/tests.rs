@@ -1,7 +1,13 @@
 //! Parsing and validation of the config file, and the exact text of every error: an operator
 //! reads these to find the line to fix, so they are pinned word for word.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use ipnet::IpNet;
 
 use serde::de::{IntoDeserializer, value::StrDeserializer};
 use toml::Spanned;
@@ -186,7 +192,10 @@ fn xdp_section_defaults() {
     assert_eq!(xdp.table_size, balancer_common::DEFAULT_TABLE_SIZE);
     assert_eq!(xdp.table_size, 65_537);
     assert_eq!(xdp.max_backends, balancer_common::DEFAULT_BACKENDS_PER_VIP);
-    assert_eq!(xdp.max_connections, balancer_common::DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(
+        xdp.max_connections,
+        balancer_common::DEFAULT_MAX_CONNECTIONS
+    );
     assert_eq!(xdp.max_acl_rules, balancer_common::DEFAULT_MAX_ACL_RULES);
     assert_eq!(xdp.acl, AclConfig::default());
     assert!(xdp.acl.is_empty());
@@ -721,13 +730,20 @@ fn vip_forward_ipip_needs_backends() {
 
 #[test]
 fn vip_forward_l2_dsr_needs_backends() {
-    // An empty list is no better than none.
+    assert_error(
+        &format!(
+            "{XDP}{}",
+            vip("\"web\"", "\"198.18.0.10\"", "80", "\"tcp\"", "\"l2-dsr\"")
+        ),
+        "test.toml:8:11: vip[0]: \"l2-dsr\" forwarding needs at least one backend in backends",
+    );
+    // An empty list is no better than none; then the list is what is pointed at.
     assert_error(
         &format!(
             "{XDP}{}backends = []\n",
             vip("\"web\"", "\"198.18.0.10\"", "80", "\"tcp\"", "\"l2-dsr\"")
         ),
-        "test.toml:8:11: vip[0]: \"l2-dsr\" forwarding needs at least one backend in backends",
+        "test.toml:9:12: vip[0].backends: \"l2-dsr\" forwarding needs at least one backend",
     );
 }
 
@@ -779,6 +795,1294 @@ fn keyword_lists_match_the_enums() {
             format!("unknown variant `no-such-word`, expected {one_of}"),
         );
     }
+}
+
+// ---- L4 data plane: good configs ---------------------------------------------------------------
+
+/// An `ipip` VIP "web" on TCP port 80 of `address` (lines 1-6 of its table, as in `vip`),
+/// followed by `rest`; after `XDP` its table starts on line 3 and `rest` on line 9.
+fn ipip_vip(address: &str, rest: &str) -> String {
+    l4_vip(address, "tcp", "ipip", rest)
+}
+
+fn l4_vip(address: &str, protocol: &str, forward: &str, rest: &str) -> String {
+    format!(
+        "{}{rest}",
+        vip(
+            "\"web\"",
+            &format!("\"{address}\""),
+            "80",
+            &format!("\"{protocol}\""),
+            &format!("\"{forward}\"")
+        )
+    )
+}
+
+/// One backend for a VIP of 198.18.100.1.
+const BACKENDS: &str = "backends = [{ address = \"198.18.0.11\" }]\n";
+
+fn net(text: &str) -> IpNet {
+    text.parse().expect("a valid CIDR")
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("a valid address")
+}
+
+fn backend(address: &str, weight: u32) -> BackendConfig {
+    BackendConfig {
+        address: ip(address),
+        weight,
+    }
+}
+
+#[test]
+fn full_l4_config_parses_every_field() {
+    let text = r#"
+[xdp]
+interface = "veth0"
+mode = "skb"
+max_vips = 16
+pin_path = "/sys/fs/bpf/balancer"
+table_size = 65537
+max_backends = 32
+max_connections = 1048576
+max_acl_rules = 1024
+acl = { allow = ["198.18.0.0/24", "2001:2::/48"], deny = ["198.18.0.66/32", "2001:2::/64"] }
+
+[[vip]]
+name = "web"
+address = "198.18.100.1"
+port = 80
+protocol = "tcp"
+forward = "ipip"
+backends = [ { address = "198.18.0.11", weight = 1 }, { address = "198.18.0.12", weight = 2 } ]
+health = { check = "tcp", port = 8080, interval = "1s", timeout = "500ms", rise = 2, fall = 3 }
+acl = { deny = ["198.18.0.99"] }
+
+[[vip]]
+name = "dns"
+address = "2001:2::53"
+port = 53
+protocol = "udp"
+forward = "l2-dsr"
+udp_hash = "source"
+backends = [ { address = "2001:2::1:53", weight = 0 }, { address = "2001:2::2:53" } ]
+health = { check = "http", port = 8080, path = "/healthz", host = "www.example.test", expect = [200, 204], interval = "2m", rise = 1, fall = 100 }
+acl = { allow = ["2001:2::/56"] }
+"#;
+    let config = parse(text);
+
+    let xdp = config.xdp.as_ref().expect("[xdp] is present");
+    assert_eq!(xdp.interface.get_ref(), "veth0");
+    assert_eq!(xdp.mode, XdpAttachMode::Skb);
+    assert_eq!(xdp.max_vips(), 16);
+    assert_eq!(xdp.pin_path, Some(PathBuf::from("/sys/fs/bpf/balancer")));
+    assert_eq!(xdp.table_size, 65_537);
+    assert_eq!(xdp.max_backends, 32);
+    assert_eq!(xdp.max_connections, 1_048_576);
+    assert_eq!(xdp.max_acl_rules, 1_024);
+    assert_eq!(xdp.maglev_slots(), 16 * 65_537 * 2);
+    assert_eq!(
+        xdp.acl,
+        AclConfig {
+            allow: vec![net("198.18.0.0/24"), net("2001:2::/48")],
+            deny: vec![net("198.18.0.66/32"), net("2001:2::/64")],
+        }
+    );
+
+    // Spanned fields compare by value only, so the expected VIPs need no real spans.
+    let web = VipConfig {
+        name: Spanned::new(0..0, "web".to_string()),
+        address: Spanned::new(0..0, ip("198.18.100.1")),
+        port: Spanned::new(0..0, 80),
+        protocol: Protocol::Tcp,
+        forward: Spanned::new(0..0, ForwardMode::Ipip),
+        backends: vec![backend("198.18.0.11", 1), backend("198.18.0.12", 2)],
+        udp_hash: UdpHash::FiveTuple,
+        health: Some(HealthCheckConfig {
+            kind: HealthCheckKind::Tcp,
+            port: Some(8080),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 3,
+        }),
+        acl: AclConfig {
+            allow: vec![],
+            deny: vec![net("198.18.0.99/32")],
+        },
+    };
+    let dns = VipConfig {
+        name: Spanned::new(0..0, "dns".to_string()),
+        address: Spanned::new(0..0, ip("2001:2::53")),
+        port: Spanned::new(0..0, 53),
+        protocol: Protocol::Udp,
+        forward: Spanned::new(0..0, ForwardMode::L2Dsr),
+        backends: vec![backend("2001:2::1:53", 0), backend("2001:2::2:53", 1)],
+        udp_hash: UdpHash::Source,
+        health: Some(HealthCheckConfig {
+            kind: HealthCheckKind::Http {
+                path: "/healthz".to_string(),
+                host: Some("www.example.test".to_string()),
+                expect: vec![200, 204],
+            },
+            port: Some(8080),
+            interval: Duration::from_secs(120),
+            timeout: Duration::from_secs(1),
+            rise: 1,
+            fall: 100,
+        }),
+        acl: AclConfig {
+            allow: vec![net("2001:2::/56")],
+            deny: vec![],
+        },
+    };
+    assert_eq!(config.vips, [web, dns]);
+    assert_eq!(config.vips[1].name(), "dns");
+    assert_eq!(config.vips[1].address(), ip("2001:2::53"));
+    assert_eq!(config.vips[1].port(), 53);
+    assert_eq!(config.vips[1].forward(), ForwardMode::L2Dsr);
+    assert_eq!(UdpHash::Source.as_str(), "source");
+    assert_eq!(UdpHash::FiveTuple.as_str(), "5-tuple");
+}
+
+#[test]
+fn ipip_vip_defaults() {
+    let config = parse(&format!("{XDP}{}", ipip_vip("198.18.100.1", BACKENDS)));
+    let vip = &config.vips[0];
+    assert_eq!(vip.forward(), ForwardMode::Ipip);
+    assert_eq!(
+        vip.backends,
+        [backend("198.18.0.11", 1)],
+        "weight 1 by default"
+    );
+    assert_eq!(vip.udp_hash, UdpHash::FiveTuple);
+    assert_eq!(vip.health, None);
+    assert!(vip.acl.is_empty());
+}
+
+#[test]
+fn local_vip_has_no_backends() {
+    let config = parse(&format!("{XDP}{}", local_vip("web", "198.18.0.10")));
+    assert!(config.vips[0].backends.is_empty());
+}
+
+#[test]
+fn backends_as_an_array_of_tables() {
+    let text = format!(
+        "{XDP}{}[[vip.backends]]\naddress = \"198.18.0.11\"\n[[vip.backends]]\naddress = \"198.18.0.12\"\nweight = 3\n",
+        ipip_vip("198.18.100.1", "")
+    );
+    let config = parse(&text);
+    assert_eq!(
+        config.vips[0].backends,
+        [backend("198.18.0.11", 1), backend("198.18.0.12", 3)]
+    );
+}
+
+#[test]
+fn udp_hash_on_udp_vips() {
+    for (word, hash) in [("5-tuple", UdpHash::FiveTuple), ("source", UdpHash::Source)] {
+        let text = format!(
+            "{XDP}{}",
+            l4_vip(
+                "198.18.100.1",
+                "udp",
+                "ipip",
+                &format!("{BACKENDS}udp_hash = \"{word}\"\n")
+            )
+        );
+        assert_eq!(parse(&text).vips[0].udp_hash, hash, "udp_hash = {word:?}");
+    }
+    // A local UDP VIP may say it too.
+    let text = format!(
+        "{XDP}{}",
+        l4_vip("198.18.100.1", "udp", "local", "udp_hash = \"source\"\n")
+    );
+    assert_eq!(parse(&text).vips[0].udp_hash, UdpHash::Source);
+}
+
+#[test]
+fn health_check_defaults() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip(
+            "198.18.100.1",
+            &format!("{BACKENDS}health = {{ check = \"tcp\" }}\n")
+        )
+    );
+    let health = parse(&text).vips[0].health.clone().expect("health is set");
+    assert_eq!(
+        health,
+        HealthCheckConfig {
+            kind: HealthCheckKind::Tcp,
+            port: None,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    );
+    assert_eq!(health.interval, HealthCheckConfig::DEFAULT_INTERVAL);
+    assert_eq!(health.timeout, HealthCheckConfig::DEFAULT_TIMEOUT);
+    // No port: the VIP's.
+    assert_eq!(health.port_or(80), 80);
+
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip(
+            "198.18.100.1",
+            &format!("{BACKENDS}health = {{ check = \"http\", port = 8080 }}\n")
+        )
+    );
+    let health = parse(&text).vips[0].health.clone().expect("health is set");
+    assert_eq!(
+        health.kind,
+        HealthCheckKind::Http {
+            path: "/".to_string(),
+            host: None,
+            expect: vec![],
+        }
+    );
+    assert_eq!(health.port_or(80), 8080);
+}
+
+#[test]
+fn health_check_as_a_sub_table() {
+    let text = format!(
+        "{XDP}{}[vip.health]\ncheck = \"http\"\npath = \"/status?full=1\"\nhost = \"[2001:2::1]:8443\"\n",
+        ipip_vip("198.18.100.1", BACKENDS)
+    );
+    let health = parse(&text).vips[0].health.clone().expect("health is set");
+    assert_eq!(
+        health.kind,
+        HealthCheckKind::Http {
+            path: "/status?full=1".to_string(),
+            host: Some("[2001:2::1]:8443".to_string()),
+            expect: vec![],
+        }
+    );
+}
+
+#[test]
+fn short_interval_shortens_the_default_timeout() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip(
+            "198.18.100.1",
+            &format!("{BACKENDS}health = {{ check = \"tcp\", interval = \"500ms\" }}\n")
+        )
+    );
+    let health = parse(&text).vips[0].health.clone().expect("health is set");
+    assert_eq!(health.interval, Duration::from_millis(500));
+    assert_eq!(health.timeout, Duration::from_millis(500));
+}
+
+#[test]
+fn health_durations_at_their_limits() {
+    for (interval, timeout, expected) in [
+        (
+            "100ms",
+            "100ms",
+            (Duration::from_millis(100), Duration::from_millis(100)),
+        ),
+        (
+            "1h",
+            "1h",
+            (Duration::from_secs(3600), Duration::from_secs(3600)),
+        ),
+        (
+            "1m 30s",
+            "1ms",
+            (Duration::from_secs(90), Duration::from_millis(1)),
+        ),
+    ] {
+        let text = format!(
+            "{XDP}{}",
+            ipip_vip(
+                "198.18.100.1",
+                &format!(
+                    "{BACKENDS}health = {{ check = \"tcp\", interval = \"{interval}\", timeout = \"{timeout}\" }}\n"
+                )
+            )
+        );
+        let health = parse(&text).vips[0].health.clone().expect("health is set");
+        assert_eq!(
+            (health.interval, health.timeout),
+            expected,
+            "{interval} / {timeout}"
+        );
+    }
+}
+
+#[test]
+fn accepts_status_without_expect_is_any_2xx_or_3xx() {
+    let mut health = HealthCheckConfig {
+        kind: HealthCheckKind::Http {
+            path: "/".to_string(),
+            host: None,
+            expect: vec![],
+        },
+        port: None,
+        interval: HealthCheckConfig::DEFAULT_INTERVAL,
+        timeout: HealthCheckConfig::DEFAULT_TIMEOUT,
+        rise: HealthCheckConfig::DEFAULT_RISE,
+        fall: HealthCheckConfig::DEFAULT_FALL,
+    };
+    for kind in [health.kind.clone(), HealthCheckKind::Tcp] {
+        health.kind = kind;
+        for (status, accepted) in [
+            (100, false),
+            (199, false),
+            (200, true),
+            (204, true),
+            (302, true),
+            (399, true),
+            (400, false),
+            (404, false),
+            (500, false),
+            (503, false),
+        ] {
+            assert_eq!(health.accepts_status(status), accepted, "status {status}");
+        }
+    }
+}
+
+#[test]
+fn accepts_status_with_expect_is_only_those() {
+    let health = HealthCheckConfig {
+        kind: HealthCheckKind::Http {
+            path: "/".to_string(),
+            host: None,
+            expect: vec![200, 204, 503],
+        },
+        port: None,
+        interval: HealthCheckConfig::DEFAULT_INTERVAL,
+        timeout: HealthCheckConfig::DEFAULT_TIMEOUT,
+        rise: 2,
+        fall: 3,
+    };
+    for (status, accepted) in [
+        (200, true),
+        (201, false),
+        (204, true),
+        (301, false),
+        (503, true),
+        (500, false),
+    ] {
+        assert_eq!(health.accepts_status(status), accepted, "status {status}");
+    }
+}
+
+#[test]
+fn acl_bare_addresses_are_host_rules() {
+    let text = format!("{XDP}acl = {{ deny = [\"198.18.0.66\", \"2001:2::1\", \"0.0.0.0/0\"] }}\n");
+    let acl = parse(&text).xdp.expect("[xdp] is present").acl;
+    assert_eq!(
+        acl.deny,
+        [
+            net("198.18.0.66/32"),
+            net("2001:2::1/128"),
+            net("0.0.0.0/0")
+        ]
+    );
+    assert!(acl.allow.is_empty());
+}
+
+#[test]
+fn acl_overlapping_rules_are_accepted() {
+    // The longest prefix decides: an allowed network with a denied address in it is fine.
+    let text = format!(
+        "{XDP}acl = {{ allow = [\"198.18.0.0/24\"], deny = [\"198.18.0.66/32\", \"198.18.0.0/25\"] }}\n"
+    );
+    let acl = parse(&text).xdp.expect("[xdp] is present").acl;
+    assert_eq!(acl.allow, [net("198.18.0.0/24")]);
+    assert_eq!(acl.deny, [net("198.18.0.66/32"), net("198.18.0.0/25")]);
+}
+
+#[test]
+fn xdp_sizes_at_their_limits() {
+    for (line, check) in [
+        (
+            "table_size = 251",
+            (|xdp| xdp.table_size == 251) as fn(&super::XdpConfig) -> bool,
+        ),
+        ("table_size = 1048573", |xdp| xdp.table_size == 1_048_573),
+        ("max_backends = 1", |xdp| xdp.max_backends == 1),
+        ("max_backends = 4096", |xdp| xdp.max_backends == 4_096),
+        ("max_connections = 1024", |xdp| xdp.max_connections == 1_024),
+        ("max_connections = 16777216", |xdp| {
+            xdp.max_connections == 16_777_216
+        }),
+        ("max_acl_rules = 1", |xdp| xdp.max_acl_rules == 1),
+        ("max_acl_rules = 1048576", |xdp| {
+            xdp.max_acl_rules == 1_048_576
+        }),
+    ] {
+        let config = parse(&format!("{XDP}{line}\n"));
+        assert!(check(&config.xdp.expect("[xdp] is present")), "{line}");
+    }
+    // Just below the Maglev array's limit: 256 × 524287 × 2 = 268434944 slots.
+    let config = parse(&format!("{XDP}max_vips = 256\ntable_size = 524287\n"));
+    assert_eq!(
+        config.xdp.expect("[xdp] is present").maglev_slots(),
+        268_434_944
+    );
+}
+
+#[test]
+fn pin_path_is_normalized() {
+    for written in [
+        "/sys/fs/bpf/balancer",
+        "/sys/fs/bpf/balancer/",
+        "/sys/fs/bpf//balancer",
+        "/sys/fs/bpf/./balancer",
+    ] {
+        let config = parse(&format!("{XDP}pin_path = \"{written}\"\n"));
+        assert_eq!(
+            config.xdp.expect("[xdp] is present").pin_path,
+            Some(PathBuf::from("/sys/fs/bpf/balancer")),
+            "pin_path = {written:?}"
+        );
+    }
+    let config = parse(&format!("{XDP}pin_path = \"/sys/fs/bpf/lb/edge-1\"\n"));
+    assert_eq!(
+        config.xdp.expect("[xdp] is present").pin_path,
+        Some(PathBuf::from("/sys/fs/bpf/lb/edge-1"))
+    );
+}
+
+#[test]
+fn backends_up_to_max_backends_with_any_weights() {
+    let text = format!(
+        "[xdp]\ninterface = \"eth0\"\nmax_backends = 3\n{}",
+        ipip_vip(
+            "198.18.100.1",
+            "backends = [{ address = \"198.18.0.11\", weight = 0 }, { address = \"198.18.0.12\", weight = 65535 }, { address = \"198.18.0.13\", weight = 0 }]\n"
+        )
+    );
+    assert_eq!(
+        parse(&text).vips[0].backends,
+        [
+            backend("198.18.0.11", 0),
+            backend("198.18.0.12", 65_535),
+            backend("198.18.0.13", 0)
+        ]
+    );
+}
+
+#[test]
+fn acl_rules_up_to_max_acl_rules_per_family() {
+    // Two IPv4 and two IPv6 rules fit a limit of two: the families have separate tables.
+    let text = format!(
+        "[xdp]\ninterface = \"eth0\"\nmax_acl_rules = 2\nacl = {{ allow = [\"198.18.0.0/24\", \"2001:2::/64\"] }}\n{}{}",
+        ipip_vip(
+            "198.18.100.1",
+            &format!("{BACKENDS}acl = {{ deny = [\"198.18.0.66\"] }}\n")
+        ),
+        vip("\"web6\"", "\"2001:2::100\"", "80", "\"tcp\"", "\"local\"")
+            + "acl = { deny = [\"2001:2::66\"] }\n"
+    );
+    let config = parse(&text);
+    assert_eq!(config.vips[0].acl.deny, [net("198.18.0.66/32")]);
+    assert_eq!(config.vips[1].acl.deny, [net("2001:2::66/128")]);
+}
+
+#[test]
+fn host_header_values() {
+    use super::validate::is_valid_host_header;
+    for good in [
+        "www.example.test",
+        "www.example.test:8080",
+        "localhost",
+        "198.18.0.11",
+        "198.18.0.11:80",
+        "[2001:2::1]",
+        "[2001:2::1]:443",
+        "my_app.internal",
+        "a-b.c",
+    ] {
+        assert!(is_valid_host_header(good), "{good:?} is a valid Host");
+    }
+    for bad in [
+        "",
+        "www.example.test/",
+        "http://www.example.test",
+        "user@www.example.test",
+        "www.example.test:",
+        "www.example.test:0",
+        "www.example.test:65536",
+        "www.example.test:http",
+        "2001:2::1",
+        "[2001:2::1",
+        "[2001:2::1]x",
+        "[www.example.test]",
+        "www..example.test",
+        "-www.example.test",
+        "www.example.test-",
+        "www example.test",
+        ".example.test",
+    ] {
+        assert!(!is_valid_host_header(bad), "{bad:?} is not a valid Host");
+    }
+}
+
+#[test]
+fn table_sizes_are_checked_for_primality() {
+    use super::de::is_prime;
+    let primes: Vec<u32> = (0..30).filter(|&n| is_prime(n)).collect();
+    assert_eq!(primes, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
+    for prime in [251, 65_521, 65_537, 524_287, 1_048_573] {
+        assert!(is_prime(prime), "{prime} is prime");
+    }
+    for composite in [253, 65_535, 65_536, 1_048_575, 4_294_967_295] {
+        assert!(!is_prime(composite), "{composite} is not prime");
+    }
+}
+
+// ---- Bad configs: [xdp] sizes, pin_path and acl ------------------------------------------------
+
+#[test]
+fn pin_path_relative() {
+    assert_error(
+        &format!("{XDP}pin_path = \"balancer\"\n"),
+        "test.toml:3:12: xdp.pin_path: \"balancer\" must be an absolute path, such as \"/sys/fs/bpf/balancer\"",
+    );
+}
+
+#[test]
+fn pin_path_outside_the_bpf_file_system() {
+    for path in [
+        "/tmp/balancer",
+        "/sys/fs/bpfx/balancer",
+        "/sys/fs/bpf",
+        "/sys/fs/bpf/",
+        "/sys/fs/bpf/../balancer",
+        "/sys/fs/bpf/balancer/../../x",
+    ] {
+        assert_error(
+            &format!("{XDP}pin_path = \"{path}\"\n"),
+            &format!(
+                "test.toml:3:12: xdp.pin_path: \"{path}\" must be a directory below /sys/fs/bpf/ (the BPF file system), such as \"/sys/fs/bpf/balancer\""
+            ),
+        );
+    }
+}
+
+#[test]
+fn pin_path_not_a_string() {
+    assert_error(
+        &format!("{XDP}pin_path = true\n"),
+        "test.toml:3:12: xdp.pin_path: invalid type: boolean `true`, expected a string",
+    );
+}
+
+#[test]
+fn table_size_not_prime() {
+    assert_error(
+        &format!("{XDP}table_size = 65536\n"),
+        "test.toml:3:14: xdp.table_size: must be a prime number between 251 and 1048573, not 65536 (the nearest primes are 65521 and 65537)",
+    );
+    assert_error(
+        &format!("{XDP}table_size = 1048572\n"),
+        "test.toml:3:14: xdp.table_size: must be a prime number between 251 and 1048573, not 1048572 (the nearest primes are 1048571 and 1048573)",
+    );
+}
+
+#[test]
+fn table_size_out_of_range() {
+    for value in ["250", "2", "1048583", "-65537", "4294967311"] {
+        assert_error(
+            &format!("{XDP}table_size = {value}\n"),
+            &format!(
+                "test.toml:3:14: xdp.table_size: must be a prime number between 251 and 1048573, not {value}"
+            ),
+        );
+    }
+}
+
+#[test]
+fn table_size_not_an_integer() {
+    assert_error(
+        &format!("{XDP}table_size = \"65537\"\n"),
+        "test.toml:3:14: xdp.table_size: invalid type: string \"65537\", expected a prime number between 251 and 1048573",
+    );
+}
+
+#[test]
+fn maglev_array_too_large() {
+    // Both written: points at table_size.
+    assert_error(
+        &format!("{XDP}max_vips = 4096\ntable_size = 65537\n"),
+        "test.toml:4:14: xdp.table_size: max_vips = 4096 and table_size = 65537 need 4096 * 65537 * 2 = 536879104 Maglev slots (two tables per VIP), more than the limit of 268435456; lower one of them",
+    );
+    // The default table size: points at max_vips, the value that was written.
+    assert_error(
+        &format!("{XDP}max_vips = 2048\n"),
+        "test.toml:3:12: xdp.max_vips: max_vips = 2048 and table_size = 65537 need 2048 * 65537 * 2 = 268439552 Maglev slots (two tables per VIP), more than the limit of 268435456; lower one of them",
+    );
+}
+
+#[test]
+fn max_backends_out_of_range() {
+    for value in ["0", "4097", "-1"] {
+        assert_error(
+            &format!("{XDP}max_backends = {value}\n"),
+            &format!("test.toml:3:16: xdp.max_backends: must be between 1 and 4096, not {value}"),
+        );
+    }
+}
+
+#[test]
+fn max_connections_out_of_range() {
+    for value in ["1023", "16777217", "0"] {
+        assert_error(
+            &format!("{XDP}max_connections = {value}\n"),
+            &format!(
+                "test.toml:3:19: xdp.max_connections: must be between 1024 and 16777216, not {value}"
+            ),
+        );
+    }
+}
+
+#[test]
+fn max_acl_rules_out_of_range() {
+    for value in ["0", "1048577"] {
+        assert_error(
+            &format!("{XDP}max_acl_rules = {value}\n"),
+            &format!(
+                "test.toml:3:17: xdp.max_acl_rules: must be between 1 and 1048576, not {value}"
+            ),
+        );
+    }
+}
+
+#[test]
+fn acl_not_a_cidr() {
+    for (cidr, column) in [
+        ("198.18.0.0/33", 18),
+        ("198.18.0", 18),
+        ("2001:2::/129", 18),
+        ("198.18.0.0/", 18),
+        ("any", 18),
+    ] {
+        assert_error(
+            &format!("{XDP}acl = {{ allow = [\"{cidr}\"] }}\n"),
+            &format!(
+                "test.toml:3:{column}: xdp.acl.allow[0]: invalid value: string \"{cidr}\", expected a CIDR such as \"198.18.0.0/24\" or \"2001:2::/48\", or a single address"
+            ),
+        );
+    }
+}
+
+#[test]
+fn acl_entry_not_a_string() {
+    assert_error(
+        &format!("{XDP}acl = {{ deny = [\"198.18.0.0/24\", 3323068416] }}\n"),
+        "test.toml:3:34: xdp.acl.deny[1]: invalid type: integer `3323068416`, expected a string with a CIDR such as \"198.18.0.0/24\" or \"2001:2::/48\", or a single address",
+    );
+}
+
+#[test]
+fn acl_host_bits_set() {
+    assert_error(
+        &format!("{XDP}acl = {{ allow = [\"198.18.0.0/24\", \"198.18.1.1/24\"] }}\n"),
+        "test.toml:3:35: xdp.acl.allow[1]: \"198.18.1.1/24\" has host bits set: did you mean 198.18.1.0/24?",
+    );
+    assert_error(
+        &format!("{XDP}acl = {{ deny = [\"2001:2::1/48\"] }}\n"),
+        "test.toml:3:17: xdp.acl.deny[0]: \"2001:2::1/48\" has host bits set: did you mean 2001:2::/48?",
+    );
+}
+
+#[test]
+fn acl_cidr_both_allowed_and_denied() {
+    // Compared as networks, not as text.
+    assert_error(
+        &format!(
+            "{XDP}acl = {{ allow = [\"198.18.0.0/24\", \"2001:2::/64\"], deny = [\"198.18.0.66\", \"2001:2:0::/64\"] }}\n"
+        ),
+        "test.toml:3:74: xdp.acl.deny[1]: 2001:2::/64 is also allow[1]: a source cannot be both allowed and denied",
+    );
+}
+
+#[test]
+fn acl_cidr_twice_in_one_list() {
+    assert_error(
+        &format!("{XDP}acl = {{ deny = [\"198.18.0.66\", \"198.18.0.66/32\"] }}\n"),
+        "test.toml:3:32: xdp.acl.deny[1]: 198.18.0.66/32 is already deny[0]",
+    );
+}
+
+#[test]
+fn acl_unknown_key() {
+    assert_error(
+        &format!("{XDP}acl = {{ permit = [\"198.18.0.0/24\"] }}\n"),
+        "test.toml:3:9: xdp.acl.permit: unknown field `permit`, expected `allow` or `deny`",
+    );
+}
+
+#[test]
+fn acl_list_not_an_array() {
+    assert_error(
+        &format!("{XDP}acl = {{ allow = \"198.18.0.0/24\" }}\n"),
+        "test.toml:3:17: xdp.acl.allow: invalid type: string \"198.18.0.0/24\", expected an array of CIDRs, such as [\"198.18.0.0/24\", \"2001:2::/48\"]",
+    );
+    assert_error(
+        &format!("{XDP}acl = [\"198.18.0.0/24\"]\n"),
+        "test.toml:3:7: xdp.acl: invalid type: sequence, expected a table",
+    );
+}
+
+#[test]
+fn acl_rules_beyond_max_acl_rules() {
+    // xdp.acl holds two IPv4 rules; the VIP's second deny is the third.
+    let text = format!(
+        "[xdp]\ninterface = \"eth0\"\nmax_acl_rules = 2\nacl = {{ allow = [\"198.18.0.0/24\", \"2001:2::/64\"], deny = [\"198.18.0.66\"] }}\n{}",
+        ipip_vip(
+            "198.18.100.1",
+            &format!("{BACKENDS}acl = {{ deny = [\"198.18.0.67\", \"198.18.0.68\"] }}\n")
+        )
+    );
+    assert_error(
+        &text,
+        "test.toml:12:17: vip[0].acl.deny[0]: 4 IPv4 ACL rules are configured (xdp.acl and every VIP's acl together) but xdp.max_acl_rules is 2",
+    );
+}
+
+#[test]
+fn vip_acl_of_the_other_family() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip(
+            "198.18.100.1",
+            &format!("{BACKENDS}acl = {{ allow = [\"198.18.0.0/24\", \"2001:2::/64\"] }}\n")
+        )
+    );
+    assert_error(
+        &text,
+        "test.toml:10:35: vip[0].acl.allow[1]: 2001:2::/64 is IPv6 but the VIP's address 198.18.100.1 is IPv4; put it in xdp.acl or in a VIP of its family",
+    );
+}
+
+#[test]
+fn vip_acl_cidr_both_allowed_and_denied() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip(
+            "198.18.100.1",
+            &format!(
+                "{BACKENDS}acl = {{ allow = [\"198.18.0.66\"], deny = [\"198.18.0.66/32\"] }}\n"
+            )
+        )
+    );
+    assert_error(
+        &text,
+        "test.toml:10:42: vip[0].acl.deny[0]: 198.18.0.66/32 is also allow[0]: a source cannot be both allowed and denied",
+    );
+}
+
+#[test]
+fn tables_written_as_arrays() {
+    // serde would take a struct's fields by position from an array; a table must be a table.
+    assert_error(
+        "xdp = [\"eth0\"]\n",
+        "test.toml:1:7: xdp: invalid type: sequence, expected a table",
+    );
+    assert_error(
+        &format!(
+            "{XDP}{}",
+            ipip_vip("198.18.100.1", "backends = [[\"198.18.0.11\", 2]]\n")
+        ),
+        "test.toml:9:13: vip[0].backends[0]: invalid type: sequence, expected a table such as { address = \"198.18.0.11\", weight = 1 }",
+    );
+    assert_error(
+        &format!(
+            "{XDP}{}",
+            ipip_vip(
+                "198.18.100.1",
+                &format!("{BACKENDS}health = [\"tcp\", 80]\n")
+            )
+        ),
+        "test.toml:10:10: vip[0].health: invalid type: sequence, expected a table",
+    );
+    assert_error(
+        "admin = [\"127.0.0.1:9100\"]\n",
+        "test.toml:1:9: admin: invalid type: sequence, expected a table",
+    );
+}
+
+// ---- Bad configs: backends ---------------------------------------------------------------------
+
+#[test]
+fn local_vip_with_backends() {
+    // Even an empty list: the key has no meaning for a local VIP.
+    for backends in [BACKENDS, "backends = []\n"] {
+        let text = format!("{XDP}{}{backends}", local_vip("web", "198.18.0.10"));
+        assert_error(
+            &text,
+            "test.toml:9:12: vip[0].backends: a local VIP has no backends: the local proxy serves it (remove backends, or forward with \"ipip\" or \"l2-dsr\")",
+        );
+    }
+}
+
+#[test]
+fn backend_unknown_key() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip(
+            "198.18.100.1",
+            "backends = [{ address = \"198.18.0.11\", port = 8080 }]\n"
+        )
+    );
+    assert_error(
+        &text,
+        "test.toml:9:40: vip[0].backends[0].port: unknown field `port`, expected `address` or `weight`",
+    );
+}
+
+#[test]
+fn backend_without_address() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip("198.18.100.1", "backends = [{ weight = 1 }]\n")
+    );
+    // Points at the backend's table: the key is absent.
+    assert_error(
+        &text,
+        "test.toml:9:13: vip[0].backends[0]: missing field `address`",
+    );
+}
+
+#[test]
+fn backend_written_as_an_address() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip("198.18.100.1", "backends = [\"198.18.0.11\"]\n")
+    );
+    assert_error(
+        &text,
+        "test.toml:9:13: vip[0].backends[0]: invalid type: string \"198.18.0.11\", expected a table such as { address = \"198.18.0.11\", weight = 1 }",
+    );
+}
+
+#[test]
+fn backends_not_an_array() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip("198.18.100.1", "backends = { address = \"198.18.0.11\" }\n")
+    );
+    assert_error(
+        &text,
+        "test.toml:9:12: vip[0].backends: invalid type: map, expected an array of backends, such as [{ address = \"198.18.0.11\", weight = 1 }]",
+    );
+}
+
+#[test]
+fn backend_address_not_an_address() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip("198.18.100.1", "backends = [{ address = \"backend-1\" }]\n")
+    );
+    assert_error(
+        &text,
+        "test.toml:9:25: vip[0].backends[0].address: invalid value: string \"backend-1\", expected an IPv4 or IPv6 address",
+    );
+}
+
+#[test]
+fn backend_address_of_the_other_family() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip(
+            "198.18.100.1",
+            "backends = [{ address = \"2001:2::11\" }]\n"
+        )
+    );
+    assert_error(
+        &text,
+        "test.toml:9:25: vip[0].backends[0].address: 2001:2::11 is IPv6 but the VIP's address 198.18.100.1 is IPv4",
+    );
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip(
+            "2001:2::100",
+            "backends = [{ address = \"198.18.0.11\" }]\n"
+        )
+    );
+    assert_error(
+        &text,
+        "test.toml:9:25: vip[0].backends[0].address: 198.18.0.11 is IPv4 but the VIP's address 2001:2::100 is IPv6",
+    );
+}
+
+#[test]
+fn backend_address_that_cannot_be_a_backend() {
+    for address in [
+        "0.0.0.0",
+        "127.0.0.1",
+        "224.0.0.5",
+        "255.255.255.255",
+        "::",
+        "::1",
+        "ff02::1",
+    ] {
+        let vip_address = if address.contains(':') {
+            "2001:2::100"
+        } else {
+            "198.18.100.1"
+        };
+        let text = format!(
+            "{XDP}{}",
+            ipip_vip(
+                vip_address,
+                &format!("backends = [{{ address = \"{address}\" }}]\n")
+            )
+        );
+        assert_error(
+            &text,
+            &format!(
+                "test.toml:9:25: vip[0].backends[0].address: {address} cannot be a backend (unspecified, loopback, multicast or broadcast)"
+            ),
+        );
+    }
+}
+
+#[test]
+fn backend_is_the_vip_itself() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip(
+            "198.18.100.1",
+            "backends = [{ address = \"198.18.100.1\" }]\n"
+        )
+    );
+    assert_error(
+        &text,
+        "test.toml:9:25: vip[0].backends[0].address: 198.18.100.1 is the VIP's own address",
+    );
+}
+
+#[test]
+fn duplicate_backend() {
+    // Compared as addresses, not as text.
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip(
+            "2001:2::100",
+            "backends = [\n  { address = \"2001:2::11\" },\n  { address = \"2001:2::12\" },\n  { address = \"2001:2:0:0::11\", weight = 5 },\n]\n"
+        )
+    );
+    assert_error(
+        &text,
+        "test.toml:12:15: vip[0].backends[2].address: 2001:2::11 is already backends[0]",
+    );
+}
+
+#[test]
+fn backend_weight_out_of_range() {
+    for weight in ["65536", "-1"] {
+        let text = format!(
+            "{XDP}{}",
+            ipip_vip(
+                "198.18.100.1",
+                &format!("backends = [{{ address = \"198.18.0.11\", weight = {weight} }}]\n")
+            )
+        );
+        assert_error(
+            &text,
+            &format!(
+                "test.toml:9:49: vip[0].backends[0].weight: must be between 0 and 65535, not {weight}"
+            ),
+        );
+    }
+}
+
+#[test]
+fn every_backend_weight_zero() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip(
+            "198.18.100.1",
+            "backends = [{ address = \"198.18.0.11\", weight = 0 }, { address = \"198.18.0.12\", weight = 0 }]\n"
+        )
+    );
+    assert_error(
+        &text,
+        "test.toml:9:12: vip[0].backends: every backend has weight 0, so new flows have nowhere to go; give at least one a weight above 0",
+    );
+}
+
+#[test]
+fn more_backends_than_max_backends() {
+    let text = format!(
+        "[xdp]\ninterface = \"eth0\"\nmax_backends = 2\n{}",
+        ipip_vip(
+            "198.18.100.1",
+            "backends = [\n  { address = \"198.18.0.11\" },\n  { address = \"198.18.0.12\" },\n  { address = \"198.18.0.13\" },\n]\n"
+        )
+    );
+    // Points at the first backend that does not fit.
+    assert_error(
+        &text,
+        "test.toml:13:15: vip[0].backends[2]: 3 backends are configured but xdp.max_backends is 2",
+    );
+}
+
+#[test]
+fn more_backends_than_the_default_max_backends() {
+    let count = balancer_common::DEFAULT_BACKENDS_PER_VIP + 1;
+    let mut backends = "backends = [\n".to_string();
+    for index in 0..count {
+        backends.push_str(&format!("  {{ address = \"198.18.1.{index}\" }},\n"));
+    }
+    backends.push_str("]\n");
+    let text = format!("{XDP}{}", ipip_vip("198.18.100.1", &backends));
+    // backends[128] is on line 10 + 128.
+    assert_error(
+        &text,
+        "test.toml:138:15: vip[0].backends[128]: 129 backends are configured but xdp.max_backends is 128",
+    );
+}
+
+// ---- Bad configs: udp_hash ---------------------------------------------------------------------
+
+#[test]
+fn udp_hash_on_a_tcp_vip() {
+    let text = format!(
+        "{XDP}{}",
+        ipip_vip(
+            "198.18.100.1",
+            &format!("{BACKENDS}udp_hash = \"5-tuple\"\n")
+        )
+    );
+    assert_error(
+        &text,
+        "test.toml:10:12: vip[0].udp_hash: only allowed when protocol = \"udp\" (a tcp VIP hashes the 5-tuple)",
+    );
+}
+
+#[test]
+fn udp_hash_unknown() {
+    let text = format!(
+        "{XDP}{}",
+        l4_vip(
+            "198.18.100.1",
+            "udp",
+            "ipip",
+            &format!("{BACKENDS}udp_hash = \"src\"\n")
+        )
+    );
+    assert_error(
+        &text,
+        "test.toml:10:12: vip[0].udp_hash: unknown variant `src`, expected `5-tuple` or `source`",
+    );
+}
+
+// ---- Bad configs: health -----------------------------------------------------------------------
+
+/// An ipip VIP with one backend and `health = { <fields> }` on line 10, where the table's
+/// first field starts at column 12.
+fn with_health(fields: &str) -> String {
+    format!(
+        "{XDP}{}",
+        ipip_vip(
+            "198.18.100.1",
+            &format!("{BACKENDS}health = {{ {fields} }}\n")
+        )
+    )
+}
+
+#[test]
+fn health_on_a_local_vip() {
+    let text = format!(
+        "{XDP}{}health = {{ check = \"tcp\" }}\n",
+        local_vip("web", "198.18.0.10")
+    );
+    assert_error(
+        &text,
+        "test.toml:9:10: vip[0].health: a local VIP has no backends to check (the local proxy checks its pools' servers); remove health",
+    );
+}
+
+#[test]
+fn health_without_check() {
+    assert_error(
+        &with_health("interval = \"1s\""),
+        "test.toml:10:10: vip[0].health: missing field `check`",
+    );
+}
+
+#[test]
+fn health_check_unknown() {
+    assert_error(
+        &with_health("check = \"icmp\""),
+        "test.toml:10:20: vip[0].health.check: unknown variant `icmp`, expected `tcp` or `http`",
+    );
+}
+
+#[test]
+fn health_unknown_key() {
+    assert_error(
+        &with_health("check = \"http\", method = \"HEAD\""),
+        "test.toml:10:28: vip[0].health.method: unknown field `method`, expected one of `check`, `port`, `interval`, `timeout`, `rise`, `fall`, `path`, `host`, `expect`",
+    );
+}
+
+#[test]
+fn health_http_keys_with_a_tcp_check() {
+    for (field, column) in [
+        ("path = \"/healthz\"", 45),
+        ("host = \"www.example.test\"", 45),
+        ("expect = [200]", 47),
+    ] {
+        let name = field.split(' ').next().expect("a key");
+        assert_error(
+            &with_health(&format!("check = \"tcp\", port = 80, {field}")),
+            &format!(
+                "test.toml:10:{column}: vip[0].health.{name}: only allowed with check = \"http\", not \"tcp\""
+            ),
+        );
+    }
+}
+
+#[test]
+fn health_interval_without_a_unit() {
+    assert_error(
+        &with_health("check = \"tcp\", interval = \"2\""),
+        "test.toml:10:38: vip[0].health.interval: invalid value: string \"2\", expected a duration with a unit, such as \"500ms\", \"2s\" or \"1m\"",
+    );
+    assert_error(
+        &with_health("check = \"tcp\", interval = 2"),
+        "test.toml:10:38: vip[0].health.interval: invalid type: integer `2`, expected a string with a duration with a unit, such as \"500ms\", \"2s\" or \"1m\"",
+    );
+}
+
+#[test]
+fn health_interval_out_of_range() {
+    for interval in ["99ms", "1h 1s", "0s"] {
+        assert_error(
+            &with_health(&format!("check = \"tcp\", interval = \"{interval}\"")),
+            &format!(
+                "test.toml:10:38: vip[0].health.interval: must be between 100ms and 1h, not {interval}"
+            ),
+        );
+    }
+}
+
+#[test]
+fn health_timeout_zero() {
+    assert_error(
+        &with_health("check = \"tcp\", interval = \"1s\", timeout = \"0ms\""),
+        "test.toml:10:54: vip[0].health.timeout: must be above 0 and at most the interval (1s), not 0s",
+    );
+}
+
+#[test]
+fn health_timeout_longer_than_the_interval() {
+    assert_error(
+        &with_health("check = \"tcp\", interval = \"1s\", timeout = \"1500ms\""),
+        "test.toml:10:54: vip[0].health.timeout: must be above 0 and at most the interval (1s), not 1s 500ms",
+    );
+    // The default interval is 2s, and the message says it is the default.
+    assert_error(
+        &with_health("check = \"tcp\", timeout = \"3s\""),
+        "test.toml:10:37: vip[0].health.timeout: must be above 0 and at most the interval (2s, the default), not 3s",
+    );
+}
+
+#[test]
+fn health_rise_and_fall_out_of_range() {
+    assert_error(
+        &with_health("check = \"tcp\", rise = 0"),
+        "test.toml:10:34: vip[0].health.rise: must be between 1 and 100, not 0",
+    );
+    assert_error(
+        &with_health("check = \"tcp\", fall = 101"),
+        "test.toml:10:34: vip[0].health.fall: must be between 1 and 100, not 101",
+    );
+}
+
+#[test]
+fn health_port_zero() {
+    assert_error(
+        &with_health("check = \"tcp\", port = 0"),
+        "test.toml:10:34: vip[0].health.port: must be between 1 and 65535, not 0",
+    );
+}
+
+#[test]
+fn health_path_not_absolute() {
+    for (path, shown) in [
+        ("healthz", "healthz"),
+        ("", ""),
+        ("/health z", "/health z"),
+        ("/health\\n", "/health\\n"),
+    ] {
+        assert_error(
+            &with_health(&format!("check = \"http\", path = \"{path}\"")),
+            &format!(
+                "test.toml:10:35: vip[0].health.path: \"{shown}\" must start with '/' and contain no whitespace or control characters"
+            ),
+        );
+    }
+}
+
+#[test]
+fn health_host_invalid() {
+    for host in [
+        "www.example.test/",
+        "http://www.example.test",
+        "2001:2::1",
+        "www.example.test:0",
+    ] {
+        assert_error(
+            &with_health(&format!("check = \"http\", host = \"{host}\"")),
+            &format!(
+                "test.toml:10:35: vip[0].health.host: \"{host}\" is not a valid Host header value (a host name or IP address, optionally with :port)"
+            ),
+        );
+    }
+}
+
+#[test]
+fn health_expect_out_of_range() {
+    assert_error(
+        &with_health("check = \"http\", expect = [200, 99]"),
+        "test.toml:10:43: vip[0].health.expect[1]: must be between 100 and 599, not 99",
+    );
+    assert_error(
+        &with_health("check = \"http\", expect = [600]"),
+        "test.toml:10:38: vip[0].health.expect[0]: must be between 100 and 599, not 600",
+    );
+}
+
+#[test]
+fn health_expect_twice_the_same_code() {
+    assert_error(
+        &with_health("check = \"http\", expect = [200, 204, 200]"),
+        "test.toml:10:48: vip[0].health.expect[2]: 200 is already expect[0]",
+    );
+}
+
+#[test]
+fn health_expect_not_an_array() {
+    assert_error(
+        &with_health("check = \"http\", expect = 200"),
+        "test.toml:10:37: vip[0].health.expect: invalid type: integer `200`, expected an array of HTTP status codes, such as [200, 204]",
+    );
+}
+
+#[test]
+fn health_not_a_table() {
+    assert_error(
+        &format!(
+            "{XDP}{}",
+            ipip_vip("198.18.100.1", &format!("{BACKENDS}health = \"tcp\"\n"))
+        ),
+        "test.toml:10:10: vip[0].health: invalid type: string \"tcp\", expected a table",
+    );
 }
 
 // ---- Bad configs: not TOML ---------------------------------------------------------------------

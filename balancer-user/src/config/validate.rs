@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::{
     AclConfig, BackendConfig, Config, ForwardMode, HealthCheckConfig, HealthCheckKind,
     MAGLEV_SLOTS_LIMIT, Protocol, UdpHash, VipConfig, XdpConfig,
-    de::{AclTable, BackendTable, Cidr, ConfigFile, HealthCheck, HealthTable, VipTable, XdpTable},
+    de::{AclTable, Cidr, ConfigFile, HealthCheck, HealthTable, Table, VipTable, XdpTable},
     error::Invalid,
 };
 
@@ -22,6 +22,7 @@ const BPF_FS: &str = "/sys/fs/bpf";
 
 pub(super) fn validate(file: ConfigFile) -> Result<Config, Invalid> {
     let ConfigFile { admin, xdp, vips } = file;
+    let admin = admin.0;
     let Some(xdp_table) = xdp else {
         if let Some(vip) = vips.first() {
             return Err(Invalid::at(
@@ -96,7 +97,7 @@ pub(super) fn validate(file: ConfigFile) -> Result<Config, Invalid> {
 }
 
 /// `[xdp]` on its own, and the number of VIPs it has room for.
-fn xdp_config(table: &XdpTable, vips: &[VipTable]) -> Result<XdpConfig, Invalid> {
+fn xdp_config(table: &XdpTable, vips: &[Table<VipTable>]) -> Result<XdpConfig, Invalid> {
     let interface = table.interface.get_ref();
     if !is_valid_interface_name(interface) {
         return Err(Invalid::at(
@@ -246,17 +247,11 @@ fn backends(
     max_backends: u32,
 ) -> Result<Vec<BackendConfig>, Invalid> {
     let forward = *vip.forward.get_ref();
-    if forward == ForwardMode::Local {
-        if let Some(first) = vip.backends.first() {
-            return Err(Invalid::at(
-                format!("vip[{index}].backends"),
-                &first.address,
-                "a local VIP has no backends: the local proxy serves it (remove backends, or forward with \"ipip\" or \"l2-dsr\")",
-            ));
+    let key = format!("vip[{index}].backends");
+    let Some(written) = &vip.backends else {
+        if forward == ForwardMode::Local {
+            return Ok(Vec::new());
         }
-        return Ok(Vec::new());
-    }
-    let Some(first) = vip.backends.first() else {
         // Points at `forward`: the mode is what needs backends.
         return Err(Invalid::at(
             format!("vip[{index}]"),
@@ -267,28 +262,46 @@ fn backends(
             ),
         ));
     };
-    let max = max_backends as usize;
-    if vip.backends.len() > max {
+    let list = &written.get_ref().0;
+    if forward == ForwardMode::Local {
         return Err(Invalid::at(
-            format!("vip[{index}].backends[{max}]"),
-            &vip.backends[max].address,
+            key,
+            written,
+            "a local VIP has no backends: the local proxy serves it (remove backends, or forward with \"ipip\" or \"l2-dsr\")",
+        ));
+    }
+    if list.is_empty() {
+        return Err(Invalid::at(
+            key,
+            written,
+            format!(
+                "\"{}\" forwarding needs at least one backend",
+                forward.as_str()
+            ),
+        ));
+    }
+    let max = max_backends as usize;
+    if list.len() > max {
+        return Err(Invalid::at(
+            format!("{key}[{max}]"),
+            &list[max].address,
             format!(
                 "{} backends are configured but xdp.max_backends is {max}",
-                vip.backends.len()
+                list.len()
             ),
         ));
     }
 
     let vip_address = *vip.address.get_ref();
     let mut seen = HashMap::new();
-    for (position, BackendTable { address, .. }) in vip.backends.iter().enumerate() {
-        let key = format!("vip[{index}].backends[{position}].address");
+    for (position, address) in list.iter().map(|backend| &backend.address).enumerate() {
+        let entry = format!("vip[{index}].backends[{position}].address");
         let backend = *address.get_ref();
         let broadcast = matches!(backend, IpAddr::V4(v4) if v4.is_broadcast());
         if backend.is_unspecified() || backend.is_loopback() || backend.is_multicast() || broadcast
         {
             return Err(Invalid::at(
-                key,
+                entry,
                 address,
                 format!(
                     "{backend} cannot be a backend (unspecified, loopback, multicast or broadcast)"
@@ -297,7 +310,7 @@ fn backends(
         }
         if backend.is_ipv4() != vip_address.is_ipv4() {
             return Err(Invalid::at(
-                key,
+                entry,
                 address,
                 format!(
                     "{backend} is {} but the VIP's address {vip_address} is {}",
@@ -308,29 +321,28 @@ fn backends(
         }
         if backend == vip_address {
             return Err(Invalid::at(
-                key,
+                entry,
                 address,
                 format!("{backend} is the VIP's own address"),
             ));
         }
         if let Some(earlier) = seen.insert(backend, position) {
             return Err(Invalid::at(
-                key,
+                entry,
                 address,
                 format!("{backend} is already backends[{earlier}]"),
             ));
         }
     }
-    if vip.backends.iter().all(|backend| backend.weight == 0) {
+    if list.iter().all(|backend| backend.weight == 0) {
         return Err(Invalid::at(
-            format!("vip[{index}].backends"),
-            &first.address,
+            key,
+            written,
             "every backend has weight 0, so new flows have nowhere to go; give at least one a weight above 0",
         ));
     }
 
-    Ok(vip
-        .backends
+    Ok(list
         .iter()
         .map(|backend| BackendConfig {
             address: *backend.address.get_ref(),
@@ -534,7 +546,7 @@ fn check_family(key: &str, cidr: &Spanned<Cidr>, vip: Option<IpAddr>) -> Result<
 }
 
 /// The global rules and every VIP's rules of one family share that family's trie.
-fn acl_capacity(xdp: &XdpTable, vips: &[VipTable]) -> Result<(), Invalid> {
+fn acl_capacity(xdp: &XdpTable, vips: &[Table<VipTable>]) -> Result<(), Invalid> {
     let max = xdp.max_acl_rules as usize;
     let scopes = std::iter::once((None, &xdp.acl)).chain(
         vips.iter()

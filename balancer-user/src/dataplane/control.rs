@@ -9,12 +9,15 @@
 
 use std::net::IpAddr;
 
-use aya::maps::{Array, HashMap, MapData, MapError, lpm_trie::{Key, LpmTrie}, DevMapHash};
+use aya::maps::{
+    Array, DevMapHash, HashMap, MapData, MapError,
+    lpm_trie::{Key, LpmTrie},
+};
 use balancer_common::{
     ACL_ALLOW, ACL_DENY, AclKeyV4, AclKeyV6, BACKEND_DOWN, BACKEND_FLAG_HEALTHY,
-    BACKEND_FLAG_RESOLVED, BACKEND_UP, BackendInfo, FAMILY_IPV4, FAMILY_IPV6, VIP_FLAG_ACL_ALLOW_LIST,
-    VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta, acl_key_v4, acl_key_v6,
-    backend_index, maglev_table_base,
+    BACKEND_FLAG_RESOLVED, BACKEND_UP, BackendInfo, FAMILY_IPV4, FAMILY_IPV6,
+    VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta,
+    acl_key_v4, acl_key_v6, backend_index, maglev_table_base,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -30,7 +33,10 @@ use crate::config::{AclConfig, ForwardMode, HealthCheckConfig, UdpHash, VipConfi
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("BPF map {name}: {source}")]
-    Map { name: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
     #[error(transparent)]
     Layout(#[from] LayoutError),
     #[error("BPF map TX_PORTS: {0}")]
@@ -87,7 +93,12 @@ pub struct NextHopView {
 
 impl From<&NextHop> for NextHopView {
     fn from(hop: &NextHop) -> Self {
-        let mac = hop.dst_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        let mac = hop
+            .dst_mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
         NextHopView {
             interface: hop.interface.clone(),
             ifindex: hop.ifindex,
@@ -130,6 +141,10 @@ pub struct Control {
     backends_map: Array<MapData, BackendInfo>,
     maglev_map: Array<MapData, u32>,
     tx_ports: DevMapHash<MapData>,
+    // Held so the program's references to them stay valid until it is loaded
+    // (and for rewriting rules later).
+    _acl_v4: LpmTrie<MapData, AclKeyV4, u8>,
+    _acl_v6: LpmTrie<MapData, AclKeyV6, u8>,
     table_size: u32,
     backends_per_vip: u32,
     xdp_ifindex: u32,
@@ -189,6 +204,8 @@ impl Control {
             backends_map,
             maglev_map,
             tx_ports,
+            _acl_v4: acl_v4,
+            _acl_v6: acl_v6,
             table_size: xdp.table_size,
             backends_per_vip: xdp.max_backends,
             xdp_ifindex,
@@ -196,7 +213,8 @@ impl Control {
         };
         for ((config, key), (id, existed)) in configs.iter().zip(keys).zip(ids) {
             let old_meta = existing.iter().find(|(k, _)| *k == key).map(|(_, m)| *m);
-            let model = control.vip_model(config, key, id, existed.then_some(old_meta).flatten())?;
+            let model =
+                control.vip_model(config, key, id, existed.then_some(old_meta).flatten())?;
             control.vips.push(model);
         }
         for index in 0..control.vips.len() {
@@ -218,7 +236,10 @@ impl Control {
         if old_meta.is_some() {
             for local in 0..per_vip {
                 let slot = backend_index(id, local, per_vip);
-                let info = self.backends_map.get(&slot, 0).map_err(map_err("BACKENDS"))?;
+                let info = self
+                    .backends_map
+                    .get(&slot, 0)
+                    .map_err(map_err("BACKENDS"))?;
                 if let Some(address) = info_address(&info) {
                     present.push((address, local, info));
                 }
@@ -520,7 +541,12 @@ fn empty_info() -> BackendInfo {
 /// The backend address a slot holds, if it is in use.
 fn info_address(info: &BackendInfo) -> Option<IpAddr> {
     match info.family {
-        FAMILY_IPV4 => Some(IpAddr::from([info.addr[0], info.addr[1], info.addr[2], info.addr[3]])),
+        FAMILY_IPV4 => Some(IpAddr::from([
+            info.addr[0],
+            info.addr[1],
+            info.addr[2],
+            info.addr[3],
+        ])),
         FAMILY_IPV6 => Some(IpAddr::from(info.addr)),
         _ => None,
     }
@@ -555,11 +581,17 @@ fn rewrite_acls(
     configs: &[VipConfig],
     ids: &[(u32, bool)],
 ) -> Result<(), ControlError> {
-    let old_v4: Vec<Key<AclKeyV4>> = v4.keys().collect::<Result<_, _>>().map_err(map_err("ACL_V4"))?;
+    let old_v4: Vec<Key<AclKeyV4>> = v4
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(map_err("ACL_V4"))?;
     for key in old_v4 {
         v4.remove(&key).map_err(map_err("ACL_V4"))?;
     }
-    let old_v6: Vec<Key<AclKeyV6>> = v6.keys().collect::<Result<_, _>>().map_err(map_err("ACL_V6"))?;
+    let old_v6: Vec<Key<AclKeyV6>> = v6
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(map_err("ACL_V6"))?;
     for key in old_v6 {
         v6.remove(&key).map_err(map_err("ACL_V6"))?;
     }
@@ -575,10 +607,18 @@ fn rewrite_acls(
             let prefix = 32 + u32::from(net.prefix_len());
             match net {
                 IpNet::V4(net) => v4
-                    .insert(&Key::new(prefix, acl_key_v4(scope, net.network().octets())), verdict, 0)
+                    .insert(
+                        &Key::new(prefix, acl_key_v4(scope, net.network().octets())),
+                        verdict,
+                        0,
+                    )
                     .map_err(map_err("ACL_V4"))?,
                 IpNet::V6(net) => v6
-                    .insert(&Key::new(prefix, acl_key_v6(scope, net.network().octets())), verdict, 0)
+                    .insert(
+                        &Key::new(prefix, acl_key_v6(scope, net.network().octets())),
+                        verdict,
+                        0,
+                    )
                     .map_err(map_err("ACL_V6"))?,
             }
         }

@@ -49,7 +49,10 @@ pub fn assign_ids<K: PartialEq>(
     for slot in result.iter_mut().filter(|slot| slot.is_none()) {
         *slot = Some((free.next().ok_or(wanted.len())?, false));
     }
-    Ok(result.into_iter().map(|slot| slot.expect("filled")).collect())
+    Ok(result
+        .into_iter()
+        .map(|slot| slot.expect("filled"))
+        .collect())
 }
 
 /// What an operator asked for a backend (`POST …/drain|enable|disable`).

@@ -139,7 +139,10 @@ impl Dataplane {
         let pin_paths: Vec<(&'static str, PathBuf)> = match &xdp.pin_path {
             Some(dir) => {
                 prepare_pin_dir(dir, &sizes)?;
-                sizes.iter().map(|(name, _)| (*name, dir.join(name))).collect()
+                sizes
+                    .iter()
+                    .map(|(name, _)| (*name, dir.join(name)))
+                    .collect()
             }
             None => Vec::new(),
         };
@@ -285,17 +288,20 @@ fn attach_pinned(
     };
     if link_path.exists() {
         let pinned = PinnedLink::from_pin(link_path).map_err(|err| pin_err(err.to_string()))?;
-        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|err| pin_err(err.to_string()))?;
+        let link =
+            XdpLink::try_from(FdLink::from(pinned)).map_err(|err| pin_err(err.to_string()))?;
         let id = program
             .attach_to_link(link)
             .map_err(|source| DataplaneError::Program {
                 name: PROGRAM_LB,
                 source,
             })?;
-        let link = program.take_link(id).map_err(|source| DataplaneError::Program {
-            name: PROGRAM_LB,
-            source,
-        })?;
+        let link = program
+            .take_link(id)
+            .map_err(|source| DataplaneError::Program {
+                name: PROGRAM_LB,
+                source,
+            })?;
         let fd_link = FdLink::try_from(link).map_err(|err| pin_err(err.to_string()))?;
         // Still pinned at the same path; keep a handle without re-pinning.
         drop(fd_link);
@@ -309,14 +315,20 @@ fn attach_pinned(
         return Ok((Attachment::Pinned { _link: pinned }, mode));
     }
     let (id, mode) = attach(program, interface, mode)?;
-    let link = program.take_link(id).map_err(|source| DataplaneError::Program {
-        name: PROGRAM_LB,
-        source,
-    })?;
+    let link = program
+        .take_link(id)
+        .map_err(|source| DataplaneError::Program {
+            name: PROGRAM_LB,
+            source,
+        })?;
     let fd_link = FdLink::try_from(link).map_err(|err| {
-        pin_err(format!("the kernel attached without a bpf_link, which cannot be pinned: {err}"))
+        pin_err(format!(
+            "the kernel attached without a bpf_link, which cannot be pinned: {err}"
+        ))
     })?;
-    let pinned = fd_link.pin(link_path).map_err(|err| pin_err(err.to_string()))?;
+    let pinned = fd_link
+        .pin(link_path)
+        .map_err(|err| pin_err(err.to_string()))?;
     Ok((Attachment::Pinned { _link: pinned }, mode))
 }
 
@@ -324,7 +336,8 @@ fn attach_pinned(
 /// and the maps, which drops the connection table). Returns what was removed.
 pub fn unload(dir: &Path, xdp: &XdpConfig) -> Result<Vec<PathBuf>, DataplaneError> {
     let mut removed = Vec::new();
-    let names = std::iter::once(PINNED_LINK).chain(map_sizes(xdp).into_iter().map(|(name, _)| name));
+    let names =
+        std::iter::once(PINNED_LINK).chain(map_sizes(xdp).into_iter().map(|(name, _)| name));
     for name in names {
         let path = dir.join(name);
         match std::fs::remove_file(&path) {
@@ -351,7 +364,8 @@ where
 }
 
 pub fn if_index(interface: &str) -> Result<u32, DataplaneError> {
-    let name = std::ffi::CString::new(interface).map_err(|_| DataplaneError::NoInterface(interface.to_string()))?;
+    let name = std::ffi::CString::new(interface)
+        .map_err(|_| DataplaneError::NoInterface(interface.to_string()))?;
     // SAFETY: a NUL-terminated string that lives across the call.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     if index == 0 {

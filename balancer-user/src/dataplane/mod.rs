@@ -12,7 +12,7 @@ pub mod supervise;
 pub use control::{AdminError, BackendModel, Control, ControlError, VipModel};
 pub use layout::AdminState;
 pub use loader::{
-    AttachedMode, DataplaneError, Dataplane, DecapProgram, PassProgram, if_index, unload,
+    AttachedMode, Dataplane, DataplaneError, DecapProgram, PassProgram, if_index, unload,
 };
 pub use stats::{BackendStats, StatsReader, VipInfo, VipStats, XdpStats};
 pub use supervise::SharedControl;
