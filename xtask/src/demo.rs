@@ -1,5 +1,6 @@
-//! `cargo xtask demo`: the balancer on a namespace topology with real traffic,
-//! and a readable report of what its XDP program counted.
+//! `cargo xtask demo`: the balancer on namespace topologies with real traffic:
+//! local VIPs and what the XDP program counted, then L4 forwarding to three
+//! backends with a drain and a dead server.
 
 use std::{
     collections::BTreeMap,
@@ -14,6 +15,8 @@ use balancer_tests::{
 };
 
 use crate::build;
+
+mod l4;
 
 const CONFIG: &str = include_str!("demo.toml");
 const VIP4: &str = "198.18.0.10";
@@ -109,8 +112,9 @@ pub fn run() -> anyhow::Result<()> {
     let status = balancer.stop()?;
     println!("demo: balancer stopped ({status}); XDP detached; tearing down the namespaces");
     drop(topology);
+    let result = l4::run(&dir);
     let _ = std::fs::remove_dir_all(dir);
-    Ok(())
+    result
 }
 
 /// Three frames the XDP program must count and pass, not choke on.
