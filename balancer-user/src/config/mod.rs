@@ -30,6 +30,8 @@ pub const TABLE_SIZE_MIN: u32 = 251;
 pub const TABLE_SIZE_MAX: u32 = 1_048_573;
 /// Limit of the Maglev array, `max_vips × table_size × 2` slots (1 GiB of `u32`).
 pub const MAGLEV_SLOTS_LIMIT: u64 = 268_435_456;
+/// Upper bound of `max_vips × max_backends` (the backend array and its counters).
+pub const BACKEND_SLOTS_LIMIT: u64 = 8_388_608;
 /// Bounds of `xdp.max_connections` (entries of the connection table).
 pub const MAX_CONNECTIONS_MIN: u32 = 1_024;
 pub const MAX_CONNECTIONS_LIMIT: u32 = 16_777_216;

@@ -2307,3 +2307,14 @@ fn load_of_a_missing_file() {
 fn toml_string(s: &str) -> String {
     toml::Value::from(s).to_string()
 }
+
+#[test]
+fn too_many_backend_slots_are_refused() {
+    let text =
+        "[xdp]\ninterface = \"eth0\"\nmax_vips = 4096\ntable_size = 251\nmax_backends = 4096\n";
+    let err = Config::parse(text, "b.toml").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "b.toml:3:12: xdp.max_vips: max_vips = 4096 and max_backends = 4096 need 16777216 backend slots, more than the limit of 8388608; lower one of them"
+    );
+}

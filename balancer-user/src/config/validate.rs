@@ -11,8 +11,8 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::{
-    AclConfig, BackendConfig, Config, ForwardMode, HealthCheckConfig, HealthCheckKind,
-    MAGLEV_SLOTS_LIMIT, Protocol, UdpHash, VipConfig, XdpConfig,
+    AclConfig, BACKEND_SLOTS_LIMIT, BackendConfig, Config, ForwardMode, HealthCheckConfig,
+    HealthCheckKind, MAGLEV_SLOTS_LIMIT, Protocol, UdpHash, VipConfig, XdpConfig,
     de::{AclTable, Cidr, ConfigFile, HealthCheck, HealthTable, Table, VipTable, XdpTable},
     error::Invalid,
 };
@@ -126,6 +126,18 @@ fn xdp_config(table: &XdpTable, vips: &[Table<VipTable>]) -> Result<XdpConfig, I
             at,
             format!(
                 "max_vips = {max_vips} and table_size = {table_size} need {max_vips} * {table_size} * 2 = {slots} Maglev slots (two tables per VIP), more than the limit of {MAGLEV_SLOTS_LIMIT}; lower one of them"
+            ),
+        ));
+    }
+
+    let backend_slots = u64::from(max_vips) * u64::from(table.max_backends);
+    if backend_slots > BACKEND_SLOTS_LIMIT {
+        return Err(Invalid::at(
+            "xdp.max_vips",
+            &table.max_vips,
+            format!(
+                "max_vips = {max_vips} and max_backends = {} need {backend_slots} backend slots, more than the limit of {BACKEND_SLOTS_LIMIT}; lower one of them",
+                table.max_backends
             ),
         ));
     }

@@ -398,13 +398,25 @@ impl Control {
         }
         model.next_hop = view;
         model.next_hop_error = error;
-        if let Some(hop) = &self.vips[vip].backends[backend].next_hop {
-            if hop.ifindex != self.xdp_ifindex {
-                // Another interface: reachable through the devmap with XDP_REDIRECT.
-                self.tx_ports
-                    .insert(hop.ifindex, hop.ifindex, None, 0)
-                    .map_err(|err| ControlError::Devmap(err.to_string()))?;
+        if let Some(hop) = &self.vips[vip].backends[backend].next_hop
+            && hop.ifindex != self.xdp_ifindex
+        {
+            // Another interface: reachable through the devmap with XDP_REDIRECT.
+            self.tx_ports
+                .insert(hop.ifindex, hop.ifindex, None, 0)
+                .map_err(|err| ControlError::Devmap(err.to_string()))?;
+        }
+        let name = &self.vips[vip].info.name;
+        let model = &self.vips[vip].backends[backend];
+        match (&model.next_hop, &model.next_hop_error) {
+            (Some(hop), _) => tracing::info!(
+                vip = %name, backend = %model.address, interface = %hop.interface,
+                mac = %hop.mac, mtu = hop.mtu, "next hop resolved"
+            ),
+            (None, Some(error)) => {
+                tracing::warn!(vip = %name, backend = %model.address, "next hop unknown: {error}")
             }
+            (None, None) => {}
         }
         let info = self.backend_info(vip, backend);
         let slot = self.vips[vip].backends[backend].slot;
