@@ -66,10 +66,11 @@ fn health_specs(control: &Control) -> Vec<(usize, CheckSpec)> {
         let Some(health) = &vip.health else { continue };
         for (b, backend) in vip.backends.iter().enumerate() {
             let port = health.port.unwrap_or(vip.info.port);
-            specs.push((
-                v * ID_STRIDE + b,
-                check_spec(SocketAddr::new(backend.address, port), health),
-            ));
+            let mut spec = check_spec(SocketAddr::new(backend.address, port), health);
+            // Known healthy from a previous run (pinned maps): only `fall`
+            // failures take it down, so established flows are not moved for nothing.
+            spec.initially_up = backend.healthy;
+            specs.push((v * ID_STRIDE + b, spec));
         }
     }
     specs
@@ -95,6 +96,7 @@ pub fn check_spec(target: SocketAddr, health: &HealthCheckConfig) -> CheckSpec {
         timeout: health.timeout,
         rise: health.rise,
         fall: health.fall,
+        initially_up: false,
     }
 }
 

@@ -35,6 +35,9 @@ pub struct CheckSpec {
     pub rise: u32,
     /// Consecutive failures that bring an up target down (0 counts as 1).
     pub fall: u32,
+    /// Start up rather than down: for a target already known healthy (e.g. from
+    /// a previous run), so only `fall` failures take it down.
+    pub initially_up: bool,
 }
 
 /// An up/down transition of the check the caller numbered `id`.
@@ -116,7 +119,13 @@ pub fn spawn_checks_with_status(
     let board = StatusBoard::default();
     let mut tasks = JoinSet::new();
     for (id, spec) in specs {
-        board.set(id, CheckStatus::initial());
+        board.set(
+            id,
+            CheckStatus {
+                up: spec.initially_up,
+                ..CheckStatus::initial()
+            },
+        );
         tasks.spawn(run_check(
             id,
             spec,
@@ -137,7 +146,7 @@ pub async fn run_check(
     mut shutdown: watch::Receiver<bool>,
     board: StatusBoard,
 ) {
-    let mut state = RiseFall::new(spec.rise, spec.fall);
+    let mut state = RiseFall::starting(spec.rise, spec.fall, spec.initially_up);
     let mut ticker = tokio::time::interval(spec.interval.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -194,6 +203,23 @@ mod tests {
     const INTERVAL: Duration = Duration::from_millis(50);
     const BOUND: Duration = Duration::from_secs(10);
 
+    #[tokio::test]
+    async fn a_target_known_up_goes_down_after_fall_failures() {
+        // A closed port: every probe fails.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let spec = CheckSpec {
+            initially_up: true,
+            ..tcp_spec(addr, 1, 2)
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let _tasks = spawn_checks(vec![(7, spec)], tx, stop_rx);
+        let event = timeout(BOUND, rx.recv()).await.unwrap().unwrap();
+        assert_eq!((event.id, event.up), (7, false), "{event:?}");
+    }
+
     fn tcp_spec(target: SocketAddr, rise: u32, fall: u32) -> CheckSpec {
         CheckSpec {
             target,
@@ -202,6 +228,7 @@ mod tests {
             timeout: Duration::from_millis(500),
             rise,
             fall,
+            initially_up: false,
         }
     }
 

@@ -25,6 +25,14 @@ impl RiseFall {
         }
     }
 
+    /// A machine that starts in the given state.
+    pub fn starting(rise: u32, fall: u32, up: bool) -> RiseFall {
+        RiseFall {
+            up,
+            ..RiseFall::new(rise, fall)
+        }
+    }
+
     /// Records one check result; returns the new state when it changed.
     pub fn record(&mut self, passed: bool) -> Option<bool> {
         if self.streak > 0 && self.last_passed == passed {
