@@ -584,8 +584,9 @@ pub fn acl_flags(acl: &AclConfig) -> u8 {
     flags
 }
 
-/// Replaces every ACL rule: the tries are small, and a pinned trie may hold
-/// rules of VIPs that no longer exist.
+/// Makes the ACL tries hold exactly the configured rules: new rules are
+/// written first and stale ones (e.g. of VIPs no longer configured, in a
+/// pinned trie) removed after, so a running program never sees a gap.
 fn rewrite_acls(
     v4: &mut LpmTrie<MapData, AclKeyV4, u8>,
     v6: &mut LpmTrie<MapData, AclKeyV6, u8>,
@@ -593,22 +594,10 @@ fn rewrite_acls(
     configs: &[VipConfig],
     ids: &[(u32, bool)],
 ) -> Result<(), ControlError> {
-    let old_v4: Vec<Key<AclKeyV4>> = v4
-        .keys()
-        .collect::<Result<_, _>>()
-        .map_err(map_err("ACL_V4"))?;
-    for key in old_v4 {
-        v4.remove(&key).map_err(map_err("ACL_V4"))?;
-    }
-    let old_v6: Vec<Key<AclKeyV6>> = v6
-        .keys()
-        .collect::<Result<_, _>>()
-        .map_err(map_err("ACL_V6"))?;
-    for key in old_v6 {
-        v6.remove(&key).map_err(map_err("ACL_V6"))?;
-    }
     let scopes = std::iter::once((balancer_common::ACL_SCOPE_GLOBAL, global))
         .chain(ids.iter().zip(configs).map(|((id, _), c)| (*id, &c.acl)));
+    let mut wanted_v4: Vec<(u32, AclKeyV4, u8)> = Vec::new();
+    let mut wanted_v6: Vec<(u32, AclKeyV6, u8)> = Vec::new();
     for (scope, acl) in scopes {
         let rules = acl
             .deny
@@ -618,21 +607,36 @@ fn rewrite_acls(
         for (net, verdict) in rules {
             let prefix = 32 + u32::from(net.prefix_len());
             match net {
-                IpNet::V4(net) => v4
-                    .insert(
-                        &Key::new(prefix, acl_key_v4(scope, net.network().octets())),
-                        verdict,
-                        0,
-                    )
-                    .map_err(map_err("ACL_V4"))?,
-                IpNet::V6(net) => v6
-                    .insert(
-                        &Key::new(prefix, acl_key_v6(scope, net.network().octets())),
-                        verdict,
-                        0,
-                    )
-                    .map_err(map_err("ACL_V6"))?,
+                IpNet::V4(net) => {
+                    wanted_v4.push((prefix, acl_key_v4(scope, net.network().octets()), verdict))
+                }
+                IpNet::V6(net) => {
+                    wanted_v6.push((prefix, acl_key_v6(scope, net.network().octets()), verdict))
+                }
             }
+        }
+    }
+    sync_trie(v4, &wanted_v4, "ACL_V4")?;
+    sync_trie(v6, &wanted_v6, "ACL_V6")
+}
+
+fn sync_trie<K: aya::Pod + PartialEq>(
+    trie: &mut LpmTrie<MapData, K, u8>,
+    wanted: &[(u32, K, u8)],
+    name: &'static str,
+) -> Result<(), ControlError> {
+    for (prefix, data, verdict) in wanted {
+        trie.insert(&Key::new(*prefix, *data), *verdict, 0)
+            .map_err(map_err(name))?;
+    }
+    let present: Vec<Key<K>> = trie
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(map_err(name))?;
+    for key in present {
+        let (prefix, data) = (key.prefix_len(), key.data());
+        if !wanted.iter().any(|(p, d, _)| *p == prefix && *d == data) {
+            trie.remove(&key).map_err(map_err(name))?;
         }
     }
     Ok(())
