@@ -224,7 +224,8 @@ fn too_big_v4(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> Result<(), PacketReas
         return Err(PacketReason::TooBigDropped);
     }
     let (client_mac, our_mac) = macs(ctx)?;
-    let grow = size_of::<EthHdr>() + size_of::<Ipv4Hdr>() + size_of::<IcmpHdr>();
+    // The new Ethernet header takes the old one's place: only IP + ICMP are added.
+    let grow = size_of::<Ipv4Hdr>() + size_of::<IcmpHdr>();
     adjust_head(ctx, -(grow as i32))?;
     truncate(ctx, size_of::<FragNeededV4>())?;
     let frame = header_mut::<FragNeededV4>(ctx, 0).ok_or(PacketReason::AdjustFailed)?;
@@ -267,7 +268,7 @@ fn too_big_v6(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> Result<(), PacketReas
         return Err(PacketReason::TooBigDropped);
     }
     let (client_mac, our_mac) = macs(ctx)?;
-    let grow = size_of::<EthHdr>() + size_of::<Ipv6Hdr>() + size_of::<IcmpHdr>();
+    let grow = size_of::<Ipv6Hdr>() + size_of::<IcmpHdr>();
     adjust_head(ctx, -(grow as i32))?;
     truncate(ctx, size_of::<TooBigV6>())?;
     let frame = header_mut::<TooBigV6>(ctx, 0).ok_or(PacketReason::AdjustFailed)?;
