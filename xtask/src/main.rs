@@ -1,5 +1,6 @@
-//! `cargo xtask …`: setup, build, build-and-load, demo, test.
+//! `cargo xtask …`: setup, build, build-and-load, demo, test, bench.
 
+mod bench;
 mod build;
 mod demo;
 mod setup;
@@ -39,6 +40,13 @@ enum Command {
     Demo,
     /// Every test: lints, unit, BPF packet fixtures, netns integration.
     Test,
+    /// Benchmarks side by side with peers (L4: XDP ns/packet vs the floor; end to end vs
+    /// nftables); writes target/bench/report.md.
+    Bench {
+        /// Fewer calls and rounds, shorter runs: a smoke run (under a minute after the build).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +61,7 @@ fn main() -> std::process::ExitCode {
         } => setup::run().and_then(|()| build::build_and_load(&config, iface.as_deref(), release)),
         Command::Demo => setup::run().and_then(|()| demo::run()),
         Command::Test => setup::run().and_then(|()| test::run()),
+        Command::Bench { quick } => setup::run().and_then(|()| bench::run(quick)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

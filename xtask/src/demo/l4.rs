@@ -58,7 +58,11 @@ pub fn run(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut decap = Vec::new();
     for k in 1..=3 {
         let log = dir.join(format!("decap-b{k}.log"));
-        decap.push(BalancerProcess::start_decap(topology.backend(k), "veth0", &log)?);
+        decap.push(BalancerProcess::start_decap(
+            topology.backend(k),
+            "veth0",
+            &log,
+        )?);
     }
     let config_path = dir.join("l4.toml");
     std::fs::write(&config_path, config(&topology))?;
@@ -137,12 +141,19 @@ fn backend_states(balancer: &BalancerProcess) -> anyhow::Result<Vec<(String, Str
 fn wait_states(balancer: &BalancerProcess, want: &[&str]) -> anyhow::Result<()> {
     for _ in 0..200 {
         let states = backend_states(balancer)?;
-        if states.iter().map(|(_, s, _)| s.as_str()).eq(want.iter().copied()) {
+        if states
+            .iter()
+            .map(|(_, s, _)| s.as_str())
+            .eq(want.iter().copied())
+        {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    bail!("backends never reached {want:?}: {:?}", backend_states(balancer)?)
+    bail!(
+        "backends never reached {want:?}: {:?}",
+        backend_states(balancer)?
+    )
 }
 
 fn print_states(balancer: &BalancerProcess, why: &str) -> anyhow::Result<()> {
