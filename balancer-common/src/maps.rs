@@ -204,8 +204,9 @@ pub struct FlowValue {
     /// Index into `BACKENDS`.
     pub backend: u32,
     pub _pad: u32,
-    /// `bpf_ktime_get_ns()` when the flow was last seen (refreshed at most once a second).
-    pub last_seen_ns: u64,
+    /// `bpf_jiffies64()` when the flow was last seen, refreshed at most every
+    /// 256 jiffies (a jiffies read is far cheaper than a clock read per packet).
+    pub last_seen: u64,
 }
 
 /// LPM-trie key data for IPv4 ACL rules: scope (VIP id or `ACL_SCOPE_GLOBAL`, big endian)

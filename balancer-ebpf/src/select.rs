@@ -1,7 +1,7 @@
 //! Who may reach a VIP (ACL) and which backend a flow goes to (connection
 //! table first, then the VIP's Maglev table), with the backend's health state.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use aya_ebpf::{helpers::bpf_jiffies64, maps::lpm_trie::Key};
 use balancer_common::{
     ACL_DENY, ACL_SCOPE_GLOBAL, BACKEND_DOWN, BACKEND_UP, BackendInfo, FAMILY_IPV4, FlowEvent,
     FlowValue, IPPROTO_UDP, NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES,
@@ -21,9 +21,10 @@ static TABLE_SIZE: u32 = balancer_common::DEFAULT_TABLE_SIZE;
 #[unsafe(no_mangle)]
 static ACL_GLOBAL_FLAGS: u8 = 0;
 
-/// A flow's last-seen time is refreshed at most this often: a write per packet
-/// would bounce the entry's cache line between CPUs.
-const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
+/// A flow's last-seen time is refreshed at most this often (0.25 to 2.5 s
+/// depending on the kernel's HZ): a write per packet would bounce the entry's
+/// cache line between CPUs.
+const LAST_SEEN_GRANULARITY_JIFFIES: u64 = 256;
 
 #[inline(always)]
 fn global<T: Copy>(value: &T) -> T {
@@ -71,8 +72,8 @@ pub struct Choice {
 /// from the Maglev table, which only ever lists up backends.
 #[inline(always)]
 pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReason> {
-    // SAFETY: reading the monotonic clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: reading jiffies has no preconditions.
+    let now = unsafe { bpf_jiffies64() };
     let mut event = FlowEvent::TableMiss;
     if let Some(entry) = FLOWS.get_ptr_mut(&pkt.flow) {
         // SAFETY: the pointer is to a live map value; a racing update of
@@ -83,8 +84,8 @@ pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReas
         } else if let Some(backend) = BACKENDS.get(index) {
             if backend.state != BACKEND_DOWN {
                 unsafe {
-                    if now.wrapping_sub((*entry).last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
-                        (*entry).last_seen_ns = now;
+                    if now.wrapping_sub((*entry).last_seen) > LAST_SEEN_GRANULARITY_JIFFIES {
+                        (*entry).last_seen = now;
                     }
                 }
                 return Ok(Choice {
@@ -115,7 +116,7 @@ pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReas
     let value = FlowValue {
         backend: index,
         _pad: 0,
-        last_seen_ns: now,
+        last_seen: now,
     };
     // A full table evicts its least recently used entry; a failed insert only
     // means the next packet picks again, from the same Maglev slot.

@@ -453,19 +453,6 @@ fn addr_key(addr: &[u8]) -> AddrKey {
     key
 }
 
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) },
-        0
-    );
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
-
 // ---------------------------------------------------------------------------
 // The loaded object.
 
@@ -566,7 +553,7 @@ impl Lb {
         let value = FlowValue {
             backend,
             _pad: 0,
-            last_seen_ns: 0,
+            last_seen: 0,
         };
         flows.insert(key, value, 0).expect("writing FLOWS");
     }
@@ -1533,7 +1520,7 @@ fn backend_states_and_connection_table() {
     );
     let entry = lb.flow_entry(key(41_000)).expect("entry kept");
     assert_eq!(entry.backend, b);
-    assert_ne!(entry.last_seen_ns, 0, "a hit refreshes last_seen");
+    assert_ne!(entry.last_seen, 0, "a hit refreshes last_seen");
 
     // A SYN+ACK is not a new connection: a hit too.
     lb.flow(key(41_001), b);
@@ -1585,9 +1572,7 @@ fn backend_states_and_connection_table() {
     // Miss: the table's backend, and an entry is created.
     lb.set_backend(b, b_info);
     assert_eq!(lb.flow_entry(key(41_004)), None);
-    let start = monotonic_ns();
     let (sent, inner) = send(&lb, "miss", 41_004, TCP_ACK);
-    let end = monotonic_ns();
     sent.forwarded(
         XDP_TX,
         &encapsulated(&a_info, None, &inner, &[]),
@@ -1597,11 +1582,8 @@ fn backend_states_and_connection_table() {
     );
     let entry = lb.flow_entry(key(41_004)).expect("a miss creates an entry");
     assert_eq!(entry.backend, a);
-    assert!(
-        (start..=end).contains(&entry.last_seen_ns),
-        "last_seen {} not within the run [{start}, {end}]",
-        entry.last_seen_ns
-    );
+    // Jiffies since boot: never 0 on a running machine.
+    assert_ne!(entry.last_seen, 0, "a new entry records when it was seen");
 
     // SYN for a tuple already in the table (port reuse): re-picked.
     lb.flow(key(41_005), b);

@@ -650,7 +650,7 @@ fn run_case(
         let value = FlowValue {
             backend: backend_index(VIP_TCP_ID, 0, BACKENDS_PER_VIP),
             _pad: 0,
-            last_seen_ns: 0,
+            last_seen: 0,
         };
         loaded
             .flows
