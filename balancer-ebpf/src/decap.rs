@@ -5,9 +5,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use balancer_common::{
-    AddrKey, DecapReason, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_IPIP, IPPROTO_IPV6,
-};
+use balancer_common::{AddrKey, DecapReason, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_IPIP, IPPROTO_IPV6};
 
 use crate::{
     headers::{ETH_P_IPV4, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr},
@@ -54,7 +52,10 @@ pub fn decapsulate(ctx: &XdpContext) -> DecapReason {
 
 /// For an encapsulating IPv4 header: its length, the inner protocol and the outer destination.
 #[inline(always)]
-fn outer_v4(ctx: &XdpContext, l3_offset: usize) -> Result<Option<(usize, u8, AddrKey)>, DecapReason> {
+fn outer_v4(
+    ctx: &XdpContext,
+    l3_offset: usize,
+) -> Result<Option<(usize, u8, AddrKey)>, DecapReason> {
     let ip = header_at::<Ipv4Hdr>(ctx, l3_offset).ok_or(DecapReason::Malformed)?;
     // SAFETY (all derefs): bounds-checked by `header_at`.
     let version_ihl = unsafe { (*ip).version_ihl };
@@ -80,7 +81,10 @@ fn outer_v4(ctx: &XdpContext, l3_offset: usize) -> Result<Option<(usize, u8, Add
 }
 
 #[inline(always)]
-fn outer_v6(ctx: &XdpContext, l3_offset: usize) -> Result<Option<(usize, u8, AddrKey)>, DecapReason> {
+fn outer_v6(
+    ctx: &XdpContext,
+    l3_offset: usize,
+) -> Result<Option<(usize, u8, AddrKey)>, DecapReason> {
     let ip = header_at::<Ipv6Hdr>(ctx, l3_offset).ok_or(DecapReason::Malformed)?;
     // SAFETY (all derefs): bounds-checked by `header_at`.
     let next_header = unsafe { (*ip).next_header };
@@ -101,7 +105,12 @@ fn outer_v6(ctx: &XdpContext, l3_offset: usize) -> Result<Option<(usize, u8, Add
 /// Moves the Ethernet header (and VLAN tag) forward over the outer IP header
 /// and drops the bytes before it.
 #[inline(always)]
-fn strip(ctx: &XdpContext, l3_offset: usize, outer_len: usize, inner_type: u16) -> Result<(), DecapReason> {
+fn strip(
+    ctx: &XdpContext,
+    l3_offset: usize,
+    outer_len: usize,
+    inner_type: u16,
+) -> Result<(), DecapReason> {
     // The header reads come before the length check below: after it, LLVM
     // drops their bounds checks as redundant and the verifier rejects them.
     let eth = header_at::<EthHdr>(ctx, 0).ok_or(DecapReason::Malformed)?;

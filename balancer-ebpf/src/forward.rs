@@ -17,8 +17,8 @@ use balancer_common::{
 use crate::{
     csum,
     headers::{
-        ETH_P_IPV4, ETH_P_IPV6, EthHdr, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED,
-        ICMPV6_PACKET_TOO_BIG, IcmpHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr,
+        ETH_P_IPV4, ETH_P_IPV6, EthHdr, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PACKET_TOO_BIG,
+        IcmpHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr,
     },
     maps::TX_PORTS,
     parse::{Packet, header_at, header_mut},
@@ -148,7 +148,10 @@ fn transmit(ctx: &XdpContext, backend: &BackendInfo) -> Sent {
 
 /// The VLAN tag (TPID, TCI) of a tagged frame, kept on the encapsulated one.
 #[inline(always)]
-fn vlan_tag(ctx: &XdpContext, l3_offset: usize) -> Result<Option<([u8; 2], [u8; 2])>, PacketReason> {
+fn vlan_tag(
+    ctx: &XdpContext,
+    l3_offset: usize,
+) -> Result<Option<([u8; 2], [u8; 2])>, PacketReason> {
     if l3_offset == ETH_LEN {
         return Ok(None);
     }
@@ -299,8 +302,7 @@ fn too_big_v6(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> Result<(), PacketReas
         sum = csum::add_words(sum, &frame.ip.daddr);
         sum += payload_len as u32 + IPPROTO_ICMPV6 as u32;
         sum = csum::add_words(sum, as_bytes::<_, 8>(&frame.icmp));
-        frame.icmp.check_be =
-            csum::finish(csum::add_words(sum, &frame.quoted)).to_be_bytes();
+        frame.icmp.check_be = csum::finish(csum::add_words(sum, &frame.quoted)).to_be_bytes();
     }
     Ok(())
 }

@@ -14,11 +14,11 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use balancer_common::{Action, FORWARD_IPIP, FORWARD_L2_DSR, BACKEND_FLAG_RESOLVED, PacketReason};
+use balancer_common::{Action, BACKEND_FLAG_RESOLVED, FORWARD_IPIP, FORWARD_L2_DSR, PacketReason};
 
 use crate::{
     forward::Sent,
-    headers::{EthHdr, ETH_P_IPV4, ETH_P_IPV6},
+    headers::{ETH_P_IPV4, ETH_P_IPV6, EthHdr},
     parse::header_mut,
 };
 
@@ -37,7 +37,10 @@ pub fn balancer_lb(ctx: XdpContext) -> u32 {
     if is_malformed(sent.reason) {
         // Off unless userspace raises AYA_LOG_LEVEL to debug: a flood of bad
         // packets must not become a flood of log records.
-        debug!(&ctx, "malformed packet passed: reason {}", sent.reason as u32);
+        debug!(
+            &ctx,
+            "malformed packet passed: reason {}", sent.reason as u32
+        );
     }
     sent.xdp
 }

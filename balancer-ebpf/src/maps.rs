@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
-    Action, AclKeyV4, AclKeyV6, AddrKey, BackendInfo, Counter, DEFAULT_BACKENDS_PER_VIP,
+    AclKeyV4, AclKeyV6, Action, AddrKey, BackendInfo, Counter, DEFAULT_BACKENDS_PER_VIP,
     DEFAULT_MAX_ACL_RULES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE,
     DecapReason, FlowEvent, FlowKey, FlowValue, MAX_DECAP_ADDRS, MAX_TX_PORTS, PacketReason,
     VipKey, VipMeta,
@@ -24,7 +24,8 @@ pub static BACKENDS: Array<BackendInfo> =
 
 /// Two Maglev tables per VIP (`maglev_table_base`), each `TABLE_SIZE` backend indexes.
 #[map]
-pub static MAGLEV: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE, 0);
+pub static MAGLEV: Array<u32> =
+    Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE, 0);
 
 /// The connection table: client tuple → backend, shared by all CPUs so a flow
 /// keeps its backend whichever queue its packets arrive on. (Per-CPU LRU lists,
@@ -69,5 +70,4 @@ pub static DECAP_ADDRS: HashMap<AddrKey, u8> = HashMap::with_max_entries(MAX_DEC
 
 /// `balancer_decap`: per-CPU packet/byte counters per `DecapReason`.
 #[map]
-pub static DECAP_STATS: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries(DecapReason::COUNT, 0);
+pub static DECAP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DecapReason::COUNT, 0);

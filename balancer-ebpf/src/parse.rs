@@ -5,7 +5,9 @@
 use core::{mem::size_of, ptr::read_volatile};
 
 use aya_ebpf::programs::XdpContext;
-use balancer_common::{FAMILY_IPV4, FAMILY_IPV6, FlowKey, IPPROTO_TCP, IPPROTO_UDP, PacketReason, VipKey};
+use balancer_common::{
+    FAMILY_IPV4, FAMILY_IPV6, FlowKey, IPPROTO_TCP, IPPROTO_UDP, PacketReason, VipKey,
+};
 
 use crate::headers::{
     ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, EthHdr, IPV4_DF, IPV4_MF_AND_OFFSET,

@@ -52,7 +52,9 @@ fn scope_allows(pkt: &Packet, scope: u32, flags: u8) -> bool {
         addr.copy_from_slice(&pkt.flow.src[..4]);
         ACL_V4.get(Key::new(64, acl_key_v4(scope, addr))).copied()
     } else {
-        ACL_V6.get(Key::new(160, acl_key_v6(scope, pkt.flow.src))).copied()
+        ACL_V6
+            .get(Key::new(160, acl_key_v6(scope, pkt.flow.src)))
+            .copied()
     };
     match verdict {
         Some(action) => action != ACL_DENY,
@@ -138,8 +140,12 @@ fn flow_hash(pkt: &Packet, meta: &VipMeta) -> u32 {
     hash = mix(hash, u32::from_ne_bytes([src[0], src[1], src[2], src[3]]));
     hash = mix(hash, u32::from_ne_bytes([src[4], src[5], src[6], src[7]]));
     hash = mix(hash, u32::from_ne_bytes([src[8], src[9], src[10], src[11]]));
-    hash = mix(hash, u32::from_ne_bytes([src[12], src[13], src[14], src[15]]));
-    let source_only = pkt.flow.protocol == IPPROTO_UDP && meta.flags & VIP_FLAG_UDP_HASH_SOURCE != 0;
+    hash = mix(
+        hash,
+        u32::from_ne_bytes([src[12], src[13], src[14], src[15]]),
+    );
+    let source_only =
+        pkt.flow.protocol == IPPROTO_UDP && meta.flags & VIP_FLAG_UDP_HASH_SOURCE != 0;
     if !source_only {
         hash = mix(
             hash,
@@ -157,7 +163,10 @@ fn mix(hash: u32, word: u32) -> u32 {
         .wrapping_mul(0xcc9e_2d51)
         .rotate_left(15)
         .wrapping_mul(0x1b87_3593);
-    (hash ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    (hash ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 /// MurmurHash3's finalizer: every input bit affects every output bit.
