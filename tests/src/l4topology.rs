@@ -406,6 +406,21 @@ impl L4Topology {
     }
 
     /// Fixed MAC of backend `k`'s veth0: `02:00:c6:12:00:XX`, XX = 10+k in hex.
+    /// The `backends = [ … ]` array of a balancer config: backend K with `weights[K-1]`.
+    pub fn backends_toml(&self, family: Family, weights: &[u32]) -> String {
+        let entries: Vec<String> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, weight)| {
+                format!(
+                    "{{ address = \"{}\", weight = {weight} }}",
+                    self.backend_addr(i + 1, family)
+                )
+            })
+            .collect();
+        format!("[ {} ]", entries.join(", "))
+    }
+
     pub fn backend_mac(&self, k: usize) -> String {
         self.check_backend(k);
         mac(host_byte(k))
@@ -872,7 +887,7 @@ fn host_prefix(address: IpAddr) -> String {
 }
 
 /// Writes `/proc/sys/…` from a thread inside `netns` (net sysctls are per namespace).
-fn set_sysctls(netns: &Netns, settings: &[(&str, &str)]) -> anyhow::Result<()> {
+pub fn set_sysctls(netns: &Netns, settings: &[(&str, &str)]) -> anyhow::Result<()> {
     let settings: Vec<(String, String)> = settings
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

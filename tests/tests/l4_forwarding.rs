@@ -38,18 +38,7 @@ impl Drop for PinDir {
 }
 
 fn config(topology: &L4Topology, forward: &str, pin_dir: &Path) -> String {
-    let backends = |family: Family| {
-        (1..=3)
-            .map(|k| {
-                format!(
-                    "{{ address = \"{}\", weight = {} }}",
-                    topology.backend_addr(k, family),
-                    WEIGHTS[k - 1]
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let backends = |family: Family| topology.backends_toml(family, &WEIGHTS);
     let health =
         "{ check = \"tcp\", interval = \"200ms\", timeout = \"150ms\", rise = 1, fall = 2 }";
     format!(
@@ -70,7 +59,7 @@ address = "{VIP4}"
 port = {PORT}
 protocol = "tcp"
 forward = "{forward}"
-backends = [ {b4} ]
+backends = {b4}
 health = {health}
 
 [[vip]]
@@ -79,7 +68,7 @@ address = "{VIP6}"
 port = {PORT}
 protocol = "tcp"
 forward = "{forward}"
-backends = [ {b6} ]
+backends = {b6}
 health = {health}
 
 [[vip]]
@@ -88,7 +77,7 @@ address = "{UDP_VIP4}"
 port = {PORT}
 protocol = "udp"
 forward = "{forward}"
-backends = [ {b4} ]
+backends = {b4}
 "#,
         iface = topology.lb_interface(),
         pin = pin_dir.display(),

@@ -50,8 +50,8 @@ use balancer_common::{
     PROGRAM_PASS, PacketReason, VipKey, VipMeta, backend_index, maglev_table_base,
 };
 use balancer_tests::{
-    BalancerProcess, L4Topology, Netns, cleanup_everything, l4topology::ebpf_object, run_in,
-    unique_suffix,
+    BalancerProcess, Family, L4Topology, Netns, cleanup_everything, l4topology::ebpf_object,
+    l4topology::set_sysctls, run_in, unique_suffix,
 };
 use serde_json::{Value, json};
 
@@ -770,15 +770,7 @@ fn lb_rules(topology: &L4Topology) -> String {
 }
 
 fn balancer_config(topology: &L4Topology) -> String {
-    let backends = (1..=BACKENDS)
-        .map(|k| {
-            format!(
-                "{{ address = \"{}\", weight = 1 }}",
-                topology.backend_addr_v4(k)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let backends = topology.backends_toml(Family::V4, &[1; BACKENDS]);
     format!(
         r#"[admin]
 listen = "{ADMIN}"
@@ -795,7 +787,7 @@ address = "{VIP}"
 port = {TCP_PORT}
 protocol = "tcp"
 forward = "ipip"
-backends = [ {backends} ]
+backends = {backends}
 health = {{ check = "tcp", interval = "1s", timeout = "500ms", rise = 1, fall = 3 }}
 
 [[vip]]
@@ -804,7 +796,7 @@ address = "{VIP}"
 port = {UDP_PORT}
 protocol = "udp"
 forward = "ipip"
-backends = [ {backends} ]
+backends = {backends}
 "#,
         iface = topology.lb_interface(),
     )
@@ -848,9 +840,9 @@ fn e2e_bench(duration: Duration) -> anyhow::Result<Value> {
         .filter(|key| Path::new(&format!("/proc/sys/{}", key.replace('.', "/"))).exists())
         .map(|key| (*key, "0"))
         .collect();
-    sysctls(topology.bridge(), &present)?;
+    set_sysctls(topology.bridge(), &present)?;
     // Thousands of short connections a second: every port usable, TIME_WAIT ports reusable.
-    sysctls(
+    set_sysctls(
         topology.client(),
         &[
             ("net.ipv4.ip_local_port_range", "1024 65535"),
@@ -914,7 +906,7 @@ fn with_nftables(
     let setup = || -> anyhow::Result<()> {
         // Replies leave the lb by the interface they came in on: no ICMP redirects, or the
         // backends would answer the client directly, around the translation.
-        sysctls(
+        set_sysctls(
             lb,
             &[
                 ("net.ipv4.ip_forward", "1"),
@@ -936,7 +928,7 @@ fn with_nftables(
     };
     let result = setup().and_then(|()| f());
     let _ = run_in(&lb.path(), "nft", &["delete", "table", "ip", "bench_lb"]);
-    let _ = sysctls(lb, &[("net.ipv4.ip_forward", "0")]);
+    let _ = set_sysctls(lb, &[("net.ipv4.ip_forward", "0")]);
     for k in 1..=BACKENDS {
         let _ = topology
             .backend(k)
@@ -1284,23 +1276,6 @@ fn nft_apply(netns: &Netns, dir: &Path, rules: &str) -> anyhow::Result<()> {
     run_in(&netns.path(), "nft", &["-f", &file.to_string_lossy()])
         .with_context(|| format!("nft -f in {}:\n{rules}", netns.name()))?;
     Ok(())
-}
-
-/// Writes `/proc/sys/…` from a thread inside `netns` (net sysctls are per namespace).
-fn sysctls(netns: &Netns, settings: &[(&str, &str)]) -> anyhow::Result<()> {
-    let settings: Vec<(String, String)> = settings
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let name = netns.name().to_string();
-    netns.run(move || -> anyhow::Result<()> {
-        for (key, value) in settings {
-            let path = format!("/proc/sys/{}", key.replace('.', "/"));
-            std::fs::write(&path, &value)
-                .with_context(|| format!("setting {key}={value} in {name}"))?;
-        }
-        Ok(())
-    })?
 }
 
 /// Machine-wide CPU time from `/proc/stat`, in clock ticks (USER_HZ).

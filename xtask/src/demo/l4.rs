@@ -13,16 +13,6 @@ const ADMIN: &str = "127.0.0.1:9100";
 const CONNECTIONS: usize = 300;
 
 fn config(topology: &L4Topology) -> String {
-    let backends: Vec<String> = [1, 1, 2]
-        .iter()
-        .enumerate()
-        .map(|(i, weight)| {
-            format!(
-                "{{ address = \"{}\", weight = {weight} }}",
-                topology.backend_addr(i + 1, Family::V4)
-            )
-        })
-        .collect();
     format!(
         r#"[admin]
 listen = "{ADMIN}"
@@ -37,11 +27,11 @@ address = "{VIP}"
 port = {PORT}
 protocol = "tcp"
 forward = "ipip"
-backends = [ {backends} ]
+backends = {backends}
 health = {{ check = "tcp", interval = "200ms", timeout = "150ms", rise = 1, fall = 2 }}
 "#,
         iface = topology.lb_interface(),
-        backends = backends.join(", ")
+        backends = topology.backends_toml(Family::V4, &[1, 1, 2])
     )
 }
 
