@@ -239,7 +239,8 @@ fn counts(names: &[String]) -> BTreeMap<String, usize> {
     counts
 }
 
-/// Each backend's share is within 10 points of its weighted share.
+/// Each backend's share is within 12 points of its weighted share (over 4 standard
+/// deviations at 300 connections, so the check does not flake).
 fn assert_spread(names: &[String]) {
     let total_weight: u32 = WEIGHTS.iter().sum();
     let counts = counts(names);
@@ -248,7 +249,7 @@ fn assert_spread(names: &[String]) {
             counts.get(&format!("b{}", k + 1)).copied().unwrap_or(0) as f64 / names.len() as f64;
         let want = f64::from(*weight) / f64::from(total_weight);
         assert!(
-            (got - want).abs() < 0.10,
+            (got - want).abs() < 0.12,
             "b{} got {:.1}% of {} connections, weight says {:.1}%: {counts:?}",
             k + 1,
             got * 100.0,

@@ -152,7 +152,11 @@ fn l4_topology_serves_and_cleans_up_without_a_balancer() {
             .connect_many(vip(address), 5, None)
             .expect_err("connect to a stopped server");
         let message = format!("{err:#}");
-        assert!(message.contains("connection 0 of 5"), "{message}");
+        // Four workers connect at once: whichever fails first is reported.
+        assert!(
+            message.contains(" of 5 to ") && message.contains("refused"),
+            "{message}"
+        );
     }
     assert!(topology.stop_name_server(1).is_err(), "stopped twice");
 
