@@ -96,3 +96,16 @@ pub fn send_raw_frames(interface: &str, frames: &[Vec<u8>]) -> anyhow::Result<()
         result
     }
 }
+
+/// RFC 1071 Internet checksum (an odd length is padded with a zero byte): what
+/// packet fixtures compute expected headers with, independently of the eBPF code.
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}

@@ -15,6 +15,7 @@
 //!
 //! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON): the tests fail, never skip.
 
+use balancer_tests::traffic::internet_checksum;
 use std::{collections::BTreeSet, fmt::Write as _};
 
 use aya::{
@@ -101,18 +102,6 @@ const fn ip6(groups: [u16; 8]) -> [u8; 16] {
 
 // ---------------------------------------------------------------------------
 // Frame builders.
-
-/// RFC 1071 Internet checksum (odd lengths padded with a zero byte).
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// An Ethernet header: MACs, an optional 802.1Q tag, then EtherType and payload.
 #[derive(Clone, Copy)]
@@ -213,7 +202,7 @@ impl V4 {
         packet.extend_from_slice(&self.src);
         packet.extend_from_slice(&self.dst);
         packet.extend_from_slice(&self.options);
-        let check = checksum(&packet);
+        let check = internet_checksum(&packet);
         packet[10..12].copy_from_slice(&check.to_be_bytes());
         packet.extend_from_slice(payload);
         packet
@@ -319,7 +308,7 @@ fn icmp(
         summed.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
     }
     summed.extend_from_slice(&message);
-    let check = checksum(&summed);
+    let check = internet_checksum(&summed);
     message[2..4].copy_from_slice(&check.to_be_bytes());
     message
 }
@@ -877,8 +866,16 @@ fn builders_match_known_bytes() {
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7
         ]
     );
-    assert_eq!(checksum(&header[..20]), 0, "a correct header sums to zero");
-    assert_eq!(checksum(&[0x01]), !0x0100, "odd length pads with zero");
+    assert_eq!(
+        internet_checksum(&header[..20]),
+        0,
+        "a correct header sums to zero"
+    );
+    assert_eq!(
+        internet_checksum(&[0x01]),
+        !0x0100,
+        "odd length pads with zero"
+    );
 
     let packet = V6 {
         class: 0xb8,
@@ -906,7 +903,7 @@ fn builders_match_known_bytes() {
     summed.extend_from_slice(&(message.len() as u32).to_be_bytes());
     summed.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
     summed.extend_from_slice(&message);
-    assert_eq!(checksum(&summed), 0);
+    assert_eq!(internet_checksum(&summed), 0);
 }
 
 /// IPv4 VIP, IPv4 backend: new Ethernet header, outer IPv4 header, inner packet unchanged.

@@ -25,6 +25,7 @@
 //! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON) and a kernel with BPF: the
 //! tests fail, never skip, without them.
 
+use balancer_tests::traffic::internet_checksum;
 use std::fmt::Write as _;
 
 use aya::{
@@ -124,18 +125,6 @@ fn ethernet(tags: &[u16], ether_type: u16, payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&ether_type.to_be_bytes());
     frame.extend_from_slice(payload);
     frame
-}
-
-/// RFC 1071 Internet checksum of `bytes` (even length).
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 #[derive(Clone)]

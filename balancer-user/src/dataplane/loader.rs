@@ -179,10 +179,7 @@ impl Dataplane {
         );
 
         let program = xdp_program(&mut ebpf, PROGRAM_LB)?;
-        program.load().map_err(|source| DataplaneError::Program {
-            name: PROGRAM_LB,
-            source,
-        })?;
+        program.load().map_err(lb_error)?;
         let (attachment, mode) = match &xdp.pin_path {
             Some(dir) => attach_pinned(program, &interface, xdp.mode, &dir.join(PINNED_LINK))?,
             None => {
@@ -244,6 +241,13 @@ impl Drop for Dataplane {
     }
 }
 
+fn lb_error(source: ProgramError) -> DataplaneError {
+    DataplaneError::Program {
+        name: PROGRAM_LB,
+        source,
+    }
+}
+
 /// Refuses pinned maps whose sizes differ from what the config asks: aya would
 /// reuse them as they are, and slot arithmetic would go wrong.
 fn prepare_pin_dir(dir: &Path, sizes: &[(&'static str, u32)]) -> Result<(), DataplaneError> {
@@ -290,18 +294,8 @@ fn attach_pinned(
         let pinned = PinnedLink::from_pin(link_path).map_err(|err| pin_err(err.to_string()))?;
         let link =
             XdpLink::try_from(FdLink::from(pinned)).map_err(|err| pin_err(err.to_string()))?;
-        let id = program
-            .attach_to_link(link)
-            .map_err(|source| DataplaneError::Program {
-                name: PROGRAM_LB,
-                source,
-            })?;
-        let link = program
-            .take_link(id)
-            .map_err(|source| DataplaneError::Program {
-                name: PROGRAM_LB,
-                source,
-            })?;
+        let id = program.attach_to_link(link).map_err(lb_error)?;
+        let link = program.take_link(id).map_err(lb_error)?;
         let fd_link = FdLink::try_from(link).map_err(|err| pin_err(err.to_string()))?;
         // Still pinned at the same path; keep a handle without re-pinning.
         drop(fd_link);
@@ -315,12 +309,7 @@ fn attach_pinned(
         return Ok((Attachment::Pinned { _link: pinned }, mode));
     }
     let (id, mode) = attach(program, interface, mode)?;
-    let link = program
-        .take_link(id)
-        .map_err(|source| DataplaneError::Program {
-            name: PROGRAM_LB,
-            source,
-        })?;
+    let link = program.take_link(id).map_err(lb_error)?;
     let fd_link = FdLink::try_from(link).map_err(|err| {
         pin_err(format!(
             "the kernel attached without a bpf_link, which cannot be pinned: {err}"
