@@ -8,4 +8,5 @@ pub mod admin;
 pub mod config;
 pub mod dataplane;
 pub mod health;
+pub mod proxy;
 pub mod run;

@@ -7,6 +7,7 @@
 
 mod de;
 mod error;
+mod l7;
 mod validate;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use error::ConfigError;
+pub use l7::*;
 
 /// Smallest `xdp.table_size` (a prime): below it Maglev spreads flows too unevenly.
 pub const TABLE_SIZE_MIN: u32 = 251;
@@ -45,6 +47,8 @@ pub struct Config {
     /// Without it the XDP data plane is not loaded (and there are no VIPs).
     pub xdp: Option<XdpConfig>,
     pub vips: Vec<VipConfig>,
+    /// The proxy: listeners, routes and pools (empty without `[[listener]]`).
+    pub l7: L7Config,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -35,6 +35,7 @@ pub(super) fn validate(file: ConfigFile) -> Result<Config, Invalid> {
             admin,
             xdp: None,
             vips: Vec::new(),
+            l7: super::L7Config::default(),
         });
     };
     let xdp = xdp_config(&xdp_table, &vips)?;
@@ -93,6 +94,7 @@ pub(super) fn validate(file: ConfigFile) -> Result<Config, Invalid> {
         admin,
         xdp: Some(xdp),
         vips: vip_configs,
+        l7: super::L7Config::default(),
     })
 }
 

@@ -1,0 +1,310 @@
+//! The validated shape of the L7 proxy's config: `[proxy]`, `[[listener]]`, `[[route]]` and
+//! `[pool.NAME]`. Plain values only; `validate` builds them and enforces the rules documented on
+//! each field. File paths are absolute here: relative paths in the file are resolved against the
+//! directory of the config file.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+/// `[proxy]`: settings of the proxy process as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// `access_log = "text" | "json" | "off"` (default "text").
+    pub access_log: AccessLogFormat,
+    /// `shutdown_timeout`: how long SIGTERM waits for in-flight requests (default 30s,
+    /// 0s to 1h).
+    pub shutdown_timeout: Duration,
+}
+
+impl ProxySettings {
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            access_log: AccessLogFormat::Text,
+            shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One combined-log-like line per request.
+    #[default]
+    Text,
+    /// One JSON object per request.
+    Json,
+    Off,
+}
+
+/// `[[listener]]`: one bound socket that accepts client connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Unique among listeners; letters, digits, '-', '_', '.'.
+    pub name: String,
+    /// `bind = "0.0.0.0:443"` or `"[::]:443"`; unique among listeners (and not `admin.listen`).
+    pub bind: SocketAddr,
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// `redirect_https = true` (plain listeners only): every request gets a 301 to
+    /// `https://host[:https_port]/path?query` instead of being routed.
+    pub redirect_https: bool,
+    /// `https_port` (default 443): the port put in the redirect (omitted when 443).
+    pub https_port: u16,
+    /// `header_read_timeout` (default 10s): a client must send a request's whole header
+    /// within it, or the connection is closed (slowloris).
+    pub header_read_timeout: Duration,
+    /// `keepalive_timeout` (default 75s): an idle client connection is closed after it.
+    pub keepalive_timeout: Duration,
+    /// `max_header_bytes` (default 32 KiB, 8 KiB to 1 MiB): larger request headers get 431.
+    pub max_header_bytes: usize,
+    /// `max_headers` (default 100, 1 to 1000): more request header fields get 431.
+    pub max_headers: usize,
+    /// `max_connections` (default 10 000, 1 to 1 000 000): client connections open at once;
+    /// beyond it new connections wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+impl ListenerConfig {
+    pub const DEFAULT_HTTPS_PORT: u16 = 443;
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+    pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+    pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
+    pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024;
+    pub const DEFAULT_MAX_HEADERS: usize = 100;
+    pub const MAX_MAX_HEADERS: usize = 1000;
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+    pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// `tls = { certificates = [ { cert, key }, ... ] }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// At least one. The certificate for a connection is chosen by SNI against each
+    /// certificate's DNS SANs (exact names before wildcards; the first listed wins a tie); the
+    /// first certificate is the default (no SNI, or no match).
+    pub certificates: Vec<CertificatePaths>,
+}
+
+/// PEM files of one certificate chain (leaf first) and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificatePaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[[route]]`: which requests of a listener go where. The most specific match wins: exact
+/// host before `*.suffix` before no host, then the longest path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Index in the file's `[[route]]` list, and the label used in logs and metrics
+    /// (`name` if given, else "route-<index>").
+    pub name: String,
+    /// The listener's name (must exist).
+    pub listener: String,
+    /// `host`: `None` matches every host.
+    pub host: Option<HostPattern>,
+    /// `path` (default "/"): a prefix that starts with '/'. A prefix ending in '/' also
+    /// matches the path without that slash (which is then redirected, see `strip_prefix`).
+    /// Matching is on whole segments: "/app" matches "/app" and "/app/x", not "/apple".
+    pub path: String,
+    /// `strip_prefix` (default false): forward `/prefix/x` as `/x`; a request for exactly the
+    /// prefix without its trailing slash gets a 301 to the prefix with it.
+    pub strip_prefix: bool,
+    pub target: RouteTarget,
+    /// `preserve_host` (default true): forward the client's Host; false: the server's
+    /// `host[:port]` from its URL.
+    pub preserve_host: bool,
+    /// `max_body_size` (default 16 MiB; an integer of bytes or a string like "10MiB", "512KiB"):
+    /// larger request bodies get 413.
+    pub max_body_size: u64,
+    /// `error_pages = { 502 = "errors/502.html" }`: status → file served instead of the default
+    /// body (status 400 to 599). Checked before the pool's.
+    pub error_pages: BTreeMap<u16, PathBuf>,
+}
+
+impl RouteConfig {
+    pub const DEFAULT_MAX_BODY_SIZE: u64 = 16 * 1024 * 1024;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `host = "www.example.test"`, stored lowercase without a trailing dot.
+    Exact(String),
+    /// `host = "*.example.test"`: stored as "example.test"; matches one or more labels before it
+    /// ("a.example.test", "a.b.example.test"), not "example.test" itself.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// `pool = "NAME"` (must exist).
+    Pool(String),
+    /// `static_dir = "DIR"` (must be a directory): files below it, never outside it.
+    Static(PathBuf),
+}
+
+/// `[pool.NAME]`: servers that requests are balanced over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub balance: Balance,
+    /// At least one; each `url` once.
+    pub servers: Vec<ServerConfig>,
+    pub keepalive: KeepaliveConfig,
+    pub retry: RetryConfig,
+    pub timeouts: PoolTimeouts,
+    /// `h2c = true`: speak HTTP/2 without TLS to the servers (prior knowledge).
+    pub h2c: bool,
+    /// Like `RouteConfig::error_pages`, used when the route has none for the status.
+    pub error_pages: BTreeMap<u16, PathBuf>,
+}
+
+/// `balance = "round-robin" | "least-conn" | "p2c" | "hash"`, with `hash_on` for "hash".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round-robin (nginx's).
+    RoundRobin,
+    /// Fewest in-flight requests relative to weight.
+    LeastConn,
+    /// Power of two choices on in-flight requests.
+    P2c,
+    /// Consistent hash of `hash_on`.
+    Hash(HashOn),
+}
+
+/// `hash_on = "client" | "header:NAME" | "cookie:NAME"` (default "client").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    ClientAddress,
+    /// Header name, lowercase.
+    Header(String),
+    Cookie(String),
+}
+
+/// One entry of `servers = [ { url, weight, route } ]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `url = "http://host:port"` (port default 80, no path) or `"unix:/path"` (absolute).
+    pub url: ServerUrl,
+    /// `weight` (default 1, 0 to 1000). 0: configured but gets no requests.
+    pub weight: u32,
+    /// `route`: the sticky-session route id (used by sticky sessions); unique in the pool.
+    pub route: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerUrl {
+    /// `http://host:port`: host is a name or an IP literal (IPv6 without brackets here).
+    Http { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+impl ServerUrl {
+    /// The `Host` header value to send when `preserve_host = false`: "host:port" (":80"
+    /// omitted, IPv6 in brackets); "localhost" for a unix socket.
+    pub fn authority(&self) -> String {
+        match self {
+            ServerUrl::Http { host, port } => {
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                if *port == 80 {
+                    host
+                } else {
+                    format!("{host}:{port}")
+                }
+            }
+            ServerUrl::Unix(_) => "localhost".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ServerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerUrl::Http { host, port } if host.contains(':') => {
+                write!(f, "http://[{host}]:{port}")
+            }
+            ServerUrl::Http { host, port } => write!(f, "http://{host}:{port}"),
+            ServerUrl::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// `keepalive = { reuse, idle_timeout, max_idle }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    /// `reuse` (default true). false: one connection per request (Apache disablereuse=On).
+    pub reuse: bool,
+    /// `idle_timeout` (default 60s): an idle upstream connection is closed after it (Apache ttl).
+    pub idle_timeout: Duration,
+    /// `max_idle` (default 32, 0 to 10 000): idle connections kept per server.
+    pub max_idle: usize,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        Self {
+            reuse: true,
+            idle_timeout: Duration::from_secs(60),
+            max_idle: 32,
+        }
+    }
+}
+
+/// `retry = { after_failure }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// `after_failure` (default 5s, 0s to 1h): a server whose connect failed is skipped this
+    /// long (Apache retry=).
+    pub after_failure: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            after_failure: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `timeouts = { connect, response, websocket_idle }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolTimeouts {
+    /// `connect` (default 3s): TCP/unix connect to a server.
+    pub connect: Duration,
+    /// `response` (default 60s): from the request sent until the response header arrives.
+    pub response: Duration,
+    /// `websocket_idle` (default 300s): an upgraded tunnel with no bytes either way is closed.
+    pub websocket_idle: Duration,
+}
+
+impl Default for PoolTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(3),
+            response: Duration::from_secs(60),
+            websocket_idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The L7 part of the config, as held by `Config`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct L7Config {
+    pub proxy: ProxySettings,
+    pub listeners: Vec<ListenerConfig>,
+    /// In file order.
+    pub routes: Vec<RouteConfig>,
+    /// Sorted by name.
+    pub pools: Vec<PoolConfig>,
+}
