@@ -68,10 +68,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(parsed) => {
-                println!("{}: ok ({} VIPs)", config.display(), parsed.vips.len());
-                ExitCode::SUCCESS
-            }
+            Ok(parsed) => match balancer::proxy::Proxy::check(&parsed.l7) {
+                Ok(()) => {
+                    println!(
+                        "{}: ok ({} VIPs, {} listeners, {} routes, {} pools)",
+                        config.display(),
+                        parsed.vips.len(),
+                        parsed.l7.listeners.len(),
+                        parsed.l7.routes.len(),
+                        parsed.l7.pools.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("{}: {err}", config.display());
+                    ExitCode::FAILURE
+                }
+            },
             Err(err) => {
                 eprintln!("{err}");
                 ExitCode::FAILURE

@@ -1,18 +1,19 @@
-//! `balancer run`: start every configured part, serve until SIGINT/SIGTERM, then
-//! shut down in order (stop admin, detach XDP).
+//! `balancer run`: start every configured part, reload on SIGHUP or `POST /api/reload`, serve
+//! until SIGINT/SIGTERM, then shut down in order (drain the proxy, stop admin, detach XDP).
 
 use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::watch,
+    sync::{mpsc, oneshot, watch},
 };
 
 use crate::{
     admin::{self, AdminContext, XdpView},
     config::{Config, XdpAttachMode},
     dataplane::{Dataplane, DecapProgram, supervise},
+    proxy::{Proxy, metrics::HttpMetrics},
 };
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
@@ -20,6 +21,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
+    let http_metrics = HttpMetrics::default();
+    let mut proxy = Proxy::start(&config.l7, http_metrics.clone())?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut dataplane = None;
@@ -40,15 +43,46 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         tracing::info!("no [xdp] section: the XDP data plane is not loaded");
     }
 
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let context = Arc::new(AdminContext {
         xdp: xdp_view,
         started: std::time::SystemTime::now(),
+        proxy: Some(proxy.shared()),
+        reload: Some(reload_tx),
     });
     tracing::info!(listen = %config.admin.listen, "admin API listening");
     let admin_task = tokio::spawn(admin::serve(admin_listener, context, shutdown_rx));
 
-    let signal_name = wait_for_shutdown_signal().await?;
-    tracing::info!("{signal_name} received: shutting down");
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut current = config;
+    let signal_name = loop {
+        tokio::select! {
+            _ = interrupt.recv() => break "SIGINT",
+            _ = terminate.recv() => break "SIGTERM",
+            _ = hangup.recv() => {
+                match reload(config_path, &mut current, &mut proxy) {
+                    Ok(summary) => tracing::info!("SIGHUP: {summary}"),
+                    Err(err) => tracing::error!("SIGHUP: reload refused, the previous config keeps serving: {err}"),
+                }
+            }
+            Some(request) = reload_rx.recv() => {
+                let result = reload(config_path, &mut current, &mut proxy);
+                match &result {
+                    Ok(summary) => tracing::info!("API: {summary}"),
+                    Err(err) => tracing::error!("API: reload refused, the previous config keeps serving: {err}"),
+                }
+                let _ = request.reply.send(result);
+            }
+        }
+    };
+    tracing::info!(
+        "{signal_name} received: shutting down (waiting up to {:?} for requests in flight)",
+        current.l7.proxy.shutdown_timeout
+    );
+    proxy.shutdown(current.l7.proxy.shutdown_timeout).await;
     let _ = shutdown_tx.send(true);
     let _ = admin_task.await;
     if let Some(mut tasks) = supervisors {
@@ -58,6 +92,37 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         plane.shut_down()?;
     }
     Ok(())
+}
+
+/// A request to reload the config file, answered with a summary or the reason for refusing.
+pub struct ReloadRequest {
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// Reads the config file again and applies it, all or nothing. Parts that cannot change while
+/// running are refused with the reason rather than half applied.
+fn reload(config_path: &Path, current: &mut Config, proxy: &mut Proxy) -> Result<String, String> {
+    let new = Config::load(config_path).map_err(|err| err.to_string())?;
+    if new.admin != current.admin {
+        return Err("admin.listen changed: restart balancer to apply it".into());
+    }
+    if new.xdp != current.xdp || new.vips != current.vips {
+        return Err(
+            "[xdp] or [[vip]] changed: restart balancer to apply (with xdp.pin_path set, \
+             established flows keep their backends across the restart)"
+                .into(),
+        );
+    }
+    proxy.reload(&new.l7)?;
+    let summary = format!(
+        "config reloaded from {}: {} listeners, {} routes, {} pools",
+        config_path.display(),
+        new.l7.listeners.len(),
+        new.l7.routes.len(),
+        new.l7.pools.len()
+    );
+    *current = new;
+    Ok(summary)
 }
 
 /// `balancer decap`: attach the decapsulation program until told to stop.
@@ -128,17 +193,13 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    // SIGHUP's default action would kill the process; an operator sending it
-    // expects a reload, which this version cannot do yet: say so and keep serving.
+    // SIGHUP's default action would kill the process: there is nothing to reload here.
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     loop {
         tokio::select! {
             _ = interrupt.recv() => return Ok("SIGINT"),
             _ = terminate.recv() => return Ok("SIGTERM"),
-            _ = hangup.recv() => tracing::warn!(
-                "SIGHUP received: config reload is not supported by this version; \
-                 still serving the config loaded at start (restart to apply a new one)"
-            ),
+            _ = hangup.recv() => tracing::info!("SIGHUP received: nothing to reload"),
         }
     }
 }

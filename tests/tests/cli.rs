@@ -46,7 +46,7 @@ fn check_config_accepts_a_good_file_and_rejects_a_bad_one_with_its_line() {
     .unwrap();
     let (code, stdout, stderr) = balancer(&["check-config", "--config", good.to_str().unwrap()]);
     assert_eq!(code, 0, "good config refused: {stderr}");
-    assert!(stdout.contains("ok (1 VIPs)"), "{stdout}");
+    assert!(stdout.contains("ok (1 VIPs, 0 listeners"), "{stdout}");
 
     let bad = dir.join("bad.toml");
     std::fs::write(

@@ -15,6 +15,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub fn render(context: &AdminContext) -> Result<String, aya::maps::MapError> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(BuildInfo));
+    if let Some(proxy) = &context.proxy {
+        proxy.metrics.register(&mut registry);
+    }
     if let Some(xdp) = &context.xdp {
         let stats = xdp.read()?;
         registry.register_collector(Box::new(XdpCollector {

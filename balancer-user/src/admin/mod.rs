@@ -20,6 +20,10 @@ use crate::dataplane::{
 pub struct AdminContext {
     pub xdp: Option<XdpView>,
     pub started: std::time::SystemTime,
+    /// The L7 proxy's live state and metrics.
+    pub proxy: Option<Arc<crate::proxy::handler::Shared>>,
+    /// Where `POST /api/reload` sends its request (to the task that owns the config).
+    pub reload: Option<tokio::sync::mpsc::Sender<crate::run::ReloadRequest>>,
 }
 
 pub struct XdpView {
@@ -63,7 +67,12 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let context = context.clone();
-                async move { Ok::<_, Infallible>(respond(&context, &request)) }
+                async move {
+                    if request.uri().path() == "/api/reload" {
+                        return Ok::<_, Infallible>(reload(&context, &request).await);
+                    }
+                    Ok::<_, Infallible>(respond(&context, &request))
+                }
             });
             if let Err(err) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -104,6 +113,29 @@ fn respond(context: &AdminContext, request: &Request<Incoming>) -> Response<Full
             ),
         },
         _ => text(StatusCode::OK, "ok\n"),
+    }
+}
+
+/// `POST /api/reload`: re-reads the config file; 200 with a summary, or 400 with the reason
+/// (the previous config keeps serving).
+async fn reload(context: &AdminContext, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    let Some(sender) = &context.reload else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "reload is not available\n");
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if sender.send(crate::run::ReloadRequest { reply }).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    match answer.await {
+        Ok(Ok(summary)) => text(StatusCode::OK, &format!("{summary}\n")),
+        Ok(Err(reason)) => text(
+            StatusCode::BAD_REQUEST,
+            &format!("reload refused, the previous config keeps serving: {reason}\n"),
+        ),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
     }
 }
 

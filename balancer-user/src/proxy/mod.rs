@@ -1,19 +1,208 @@
 //! The L7 reverse proxy: listeners (plain and TLS), routing, pools of servers, forwarding,
-//! WebSocket tunnels, errors and access logs. A request passes explicit phases (accept → route
-//! → request filters → pick server → forward → response filters → log); header trust, rewriting
-//! and sticky sessions slot in as phases.
+//! WebSocket tunnels, errors and access logs. A request passes explicit phases (see
+//! handler.rs); header trust, rewriting and sticky sessions slot in as phases.
+//!
+//! `Proxy` owns the bound listeners and the current `ProxyState`; a reload builds a new state
+//! (refusing the reload if any file it names is unusable), binds new listeners, then swaps the
+//! state in one step: connections keep running, new requests see the new config.
 
+pub mod access_log;
+pub mod activity;
 pub mod balance;
+pub mod error;
+pub mod handler;
+pub mod listener;
+pub mod metrics;
+pub mod pool;
 pub mod route;
+pub mod state;
 pub mod static_files;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::task::TaskTracker;
+
+use crate::config::L7Config;
+use handler::Shared;
+use listener::AcceptLoop;
+use metrics::HttpMetrics;
+use state::ProxyState;
 
 /// Any error a body or a phase can carry.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type of every request and response the proxy builds or forwards.
 pub type Body = BoxBody<Bytes, BoxError>;
+
+pub struct Proxy {
+    shared: Arc<Shared>,
+    /// By bind address: a reload keeps the socket of an address that stays configured.
+    listeners: HashMap<SocketAddr, RunningListener>,
+    tracker: TaskTracker,
+    shutdown: watch::Sender<bool>,
+}
+
+struct RunningListener {
+    name: Arc<ArcSwap<String>>,
+    limit: Arc<Semaphore>,
+    max_connections: usize,
+    stop: watch::Sender<bool>,
+}
+
+impl Proxy {
+    /// Opens every file `config` names (certificates, keys, error pages, static directories)
+    /// without binding anything: what `check-config` and a reload verify first.
+    pub fn check(config: &L7Config) -> Result<(), String> {
+        ProxyState::build(config, None).map(|_| ())
+    }
+
+    /// Builds the state and binds every listener; nothing is served if one fails.
+    pub fn start(config: &L7Config, metrics: HttpMetrics) -> anyhow::Result<Proxy> {
+        let state = ProxyState::build(config, None).map_err(anyhow::Error::msg)?;
+        let (shutdown, _) = watch::channel(false);
+        let mut proxy = Proxy {
+            shared: Arc::new(Shared {
+                state: ArcSwap::from_pointee(state),
+                metrics,
+            }),
+            listeners: HashMap::new(),
+            tracker: TaskTracker::new(),
+            shutdown,
+        };
+        let bound = bind_all(config, &proxy.listeners).map_err(anyhow::Error::msg)?;
+        proxy.spawn_listeners(bound);
+        Ok(proxy)
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Applies `config`: either all of it or, on any error, none of it.
+    pub fn reload(&mut self, config: &L7Config) -> Result<(), String> {
+        let previous = self.shared.state.load_full();
+        let state = ProxyState::build(config, Some(&previous))?;
+        let bound = bind_all(config, &self.listeners)?;
+        self.shared.state.store(Arc::new(state));
+
+        let wanted: HashMap<SocketAddr, &crate::config::ListenerConfig> = config
+            .listeners
+            .iter()
+            .map(|listener| (listener.bind, listener))
+            .collect();
+        self.listeners.retain(|bind, running| match wanted.get(bind) {
+            Some(listener) => {
+                running.name.store(Arc::new(listener.name.clone()));
+                resize(running, listener.max_connections);
+                true
+            }
+            None => {
+                tracing::info!(%bind, "listener removed: no longer accepting");
+                let _ = running.stop.send(true);
+                false
+            }
+        });
+        self.spawn_listeners(bound);
+        // Pools that were replaced keep serving their in-flight requests; their idle
+        // connections are no longer needed.
+        let current = self.shared.state.load();
+        for (name, pool) in &previous.pools {
+            if !current
+                .pools
+                .get(name)
+                .is_some_and(|kept| Arc::ptr_eq(kept, pool))
+            {
+                pool.close_idle();
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_listeners(&mut self, bound: Vec<(crate::config::ListenerConfig, tokio::net::TcpListener)>) {
+        for (config, socket) in bound {
+            let name = Arc::new(ArcSwap::from_pointee(config.name.clone()));
+            let limit = Arc::new(Semaphore::new(config.max_connections));
+            let (stop, stop_rx) = watch::channel(false);
+            tracing::info!(listener = %config.name, bind = %config.bind, tls = config.is_tls(), "listening");
+            let accept = AcceptLoop {
+                listener: socket,
+                name: name.clone(),
+                limit: limit.clone(),
+                shared: self.shared.clone(),
+                tracker: self.tracker.clone(),
+                stop: stop_rx,
+                shutdown: self.shutdown.subscribe(),
+            };
+            tokio::spawn(accept.run());
+            self.listeners.insert(
+                config.bind,
+                RunningListener {
+                    name,
+                    limit,
+                    max_connections: config.max_connections,
+                    stop,
+                },
+            );
+        }
+    }
+
+    /// Stops accepting, asks every connection to close after its current request, and waits
+    /// up to `timeout` for them.
+    pub async fn shutdown(self, timeout: Duration) {
+        for running in self.listeners.values() {
+            let _ = running.stop.send(true);
+        }
+        let _ = self.shutdown.send(true);
+        self.tracker.close();
+        if tokio::time::timeout(timeout, self.tracker.wait()).await.is_err() {
+            tracing::warn!(
+                connections = self.tracker.len(),
+                "shutdown timeout reached: closing the remaining connections"
+            );
+        }
+    }
+}
+
+/// Binds the listeners of `config` whose address is not bound yet.
+fn bind_all(
+    config: &L7Config,
+    running: &HashMap<SocketAddr, RunningListener>,
+) -> Result<Vec<(crate::config::ListenerConfig, tokio::net::TcpListener)>, String> {
+    let mut bound = Vec::new();
+    for listener in &config.listeners {
+        if running.contains_key(&listener.bind) {
+            continue;
+        }
+        let socket = listener::bind(listener.bind).map_err(|err| {
+            format!("listener {}: cannot listen on {}: {err}", listener.name, listener.bind)
+        })?;
+        bound.push((listener.clone(), socket));
+    }
+    Ok(bound)
+}
+
+/// Applies a changed `max_connections` to a running listener.
+fn resize(running: &mut RunningListener, max_connections: usize) {
+    if max_connections > running.max_connections {
+        running
+            .limit
+            .add_permits(max_connections - running.max_connections);
+    } else if max_connections < running.max_connections {
+        // Permits held by open connections are taken back as those connections close.
+        let excess = running.max_connections - max_connections;
+        let limit = running.limit.clone();
+        tokio::spawn(async move {
+            if let Ok(permits) = limit.acquire_many_owned(u32::try_from(excess).unwrap_or(u32::MAX)).await {
+                permits.forget();
+            }
+        });
+    }
+    running.max_connections = max_connections;
+}

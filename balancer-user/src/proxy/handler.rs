@@ -1,0 +1,575 @@
+//! One request through the proxy, as explicit phases:
+//! accept (listener.rs) → `request_host` → `redirect_phase` → `route_phase` → `body_limit_phase`
+//! → `upstream_request` (headers for the server) → `forward` (pick, connect, retry, send) →
+//! `response_headers` → access log (access_log.rs). Header trust and rewriting, and sticky
+//! sessions, slot in between these phases.
+
+use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::{
+    HeaderMap, Method, Request, Response, StatusCode, Uri, Version,
+    body::Incoming,
+    header::{self, HeaderName, HeaderValue},
+    upgrade::OnUpgrade,
+};
+
+use super::{
+    Body,
+    access_log::{AccessRecord, Completion, LoggedBody},
+    activity::Activity,
+    balance,
+    error::{self, PageSet, ProxyError},
+    metrics::{HttpMetrics, ServerLabels},
+    pool::{Pool, ServerLoad},
+    route::RouteAction,
+    state::{ProxyState, Target},
+    static_files::{self, StaticError},
+    tls, tunnel,
+    upstream::SendError,
+};
+use crate::config::{Balance, ListenerConfig};
+
+/// What every connection shares: the current state (swapped on reload) and the metrics.
+pub struct Shared {
+    pub state: ArcSwap<ProxyState>,
+    pub metrics: HttpMetrics,
+}
+
+/// What is known about the client connection a request arrived on.
+pub struct ConnInfo {
+    pub listener: String,
+    pub peer: SocketAddr,
+    /// The TLS server name the client asked for; `None` on plain connections or without SNI.
+    pub sni: Option<String>,
+    pub tls: bool,
+    pub activity: Arc<Activity>,
+}
+
+/// The service function: never fails; every error becomes a response here.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> Result<Response<LoggedBody>, std::convert::Infallible> {
+    let in_flight = conn.activity.request_started();
+    let state = shared.state.load_full();
+    let mut record = AccessRecord {
+        time: SystemTime::now(),
+        started: std::time::Instant::now(),
+        client: conn.peer,
+        listener: conn.listener.clone(),
+        method: request.method().to_string(),
+        target: request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| request.uri().to_string(), ToString::to_string),
+        version: version_label(request.version()),
+        host: String::new(),
+        route: String::new(),
+        pool: String::new(),
+        upstream: String::new(),
+        status: 0,
+        referer: header_text(request.headers(), &header::REFERER),
+        user_agent: header_text(request.headers(), &header::USER_AGENT),
+    };
+    let mut pages = PageSet::default();
+    let (response, server) = match process(&shared, &state, &conn, request, &mut record, &mut pages).await {
+        Ok(answer) => answer,
+        Err(err) => {
+            if err.side() != error::Side::Downstream {
+                tracing::warn!(route = %record.route, upstream = %record.upstream, "{err}");
+            } else {
+                tracing::debug!("{err}");
+            }
+            (error::respond(&err, &pages), None)
+        }
+    };
+    record.status = response.status().as_u16();
+    let format = state.config.proxy.access_log;
+    Ok(response.map(|body| {
+        LoggedBody::new(
+            body,
+            Completion {
+                record,
+                format,
+                metrics: shared.metrics.clone(),
+                bytes: 0,
+                _in_flight: in_flight,
+                _server: server,
+            },
+        )
+    }))
+}
+
+type Answer = (Response<Body>, Option<ServerLoad>);
+
+async fn process(
+    shared: &Shared,
+    state: &ProxyState,
+    conn: &ConnInfo,
+    request: Request<Incoming>,
+    record: &mut AccessRecord,
+    pages: &mut PageSet,
+) -> Result<Answer, ProxyError> {
+    let listener = state
+        .listeners
+        .get(&conn.listener)
+        .map(|listener| &listener.config)
+        .ok_or(ProxyError::NoRoute)?;
+    let host = request_host(&request)?;
+    record.host.clone_from(&host);
+    if let Some(response) = redirect_phase(listener, &host, request.uri()) {
+        return Ok((response, None));
+    }
+    if let Some(sni) = &conn.sni {
+        if !tls::sni_matches_host(sni, &host) {
+            return Err(ProxyError::MisdirectedRequest {
+                host,
+                sni: sni.clone(),
+            });
+        }
+    }
+
+    let path = request.uri().path().to_string();
+    let found = state
+        .routes
+        .find(&conn.listener, &host, &path)
+        .ok_or(ProxyError::NoRoute)?;
+    let route = found.route;
+    let runtime = &state.route_runtime[found.index];
+    record.route.clone_from(&route.name);
+    pages.0.push(runtime.error_pages.clone());
+    if let Target::Pool(pool) = &runtime.target {
+        record.pool.clone_from(&pool.config.name);
+        pages.0.push(pool.error_pages.clone());
+    }
+    let upstream_path = match found.action {
+        RouteAction::AddSlash { location_path } => {
+            let location = with_query(&location_path, request.uri());
+            return Ok((error::redirect(&location), None));
+        }
+        RouteAction::Forward { upstream_path } => upstream_path,
+    };
+
+    match &runtime.target {
+        Target::Static(dir) => {
+            let response = static_files::serve(
+                dir,
+                &upstream_path,
+                &path,
+                request.method(),
+                request.headers(),
+            )
+            .await
+            .map_err(static_error)?;
+            Ok((response, None))
+        }
+        Target::Pool(pool) => {
+            let request = body_limit_phase(request, route.max_body_size)?;
+            forward(
+                shared,
+                pool,
+                conn,
+                request,
+                &upstream_path,
+                route.preserve_host,
+                &host,
+                record,
+            )
+            .await
+        }
+    }
+}
+
+/// The request's host: the URI authority (HTTP/2 `:authority`, or an absolute-form target)
+/// or the one Host header. HTTP/1.1 without a host, or with several, is refused (RFC 9112 §3.2).
+pub fn request_host<B>(request: &Request<B>) -> Result<String, ProxyError> {
+    if let Some(authority) = request.uri().authority() {
+        return Ok(authority.as_str().to_string());
+    }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(ProxyError::BadRequest("several Host headers")),
+        (Some(value), None) => {
+            let host = value
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("Host is not text"))?;
+            if host.is_empty() || host.contains(|c: char| c.is_ascii_whitespace() || c == '/' || c == '@') {
+                return Err(ProxyError::BadRequest("malformed Host"));
+            }
+            Ok(host.to_string())
+        }
+        (None, _) if request.version() == Version::HTTP_10 => Ok(String::new()),
+        (None, _) => Err(ProxyError::BadRequest("no Host header")),
+    }
+}
+
+/// `redirect_https` listeners answer every request with a 301 to the same URL over https.
+fn redirect_phase(listener: &ListenerConfig, host: &str, uri: &Uri) -> Option<Response<Body>> {
+    if !listener.redirect_https {
+        return None;
+    }
+    if host.is_empty() {
+        return Some(error::respond(
+            &ProxyError::BadRequest("no Host to redirect to"),
+            &PageSet::default(),
+        ));
+    }
+    let name = host_without_port(host);
+    let port = if listener.https_port == 443 {
+        String::new()
+    } else {
+        format!(":{}", listener.https_port)
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Some(error::redirect(&format!("https://{name}{port}{path}")))
+}
+
+/// "host:port" → "host"; "[v6]:port" → "[v6]".
+pub fn host_without_port(host: &str) -> &str {
+    if let Some(end) = host.find(']') {
+        return &host[..=end];
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+fn with_query(path: &str, uri: &Uri) -> String {
+    match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    }
+}
+
+/// Refuses a declared body over the route's limit at once (413) and caps a streamed one: the
+/// limit error surfaces while the body is sent upstream.
+fn body_limit_phase(request: Request<Incoming>, limit: u64) -> Result<Request<Body>, ProxyError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .map(|text| text.parse::<u64>());
+    match declared {
+        Some(Ok(length)) if length > limit => return Err(ProxyError::PayloadTooLarge { limit }),
+        Some(Err(_)) => return Err(ProxyError::BadRequest("malformed Content-Length")),
+        _ => {}
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    Ok(request.map(|body| Limited::new(body, limit).boxed()))
+}
+
+fn static_error(error: StaticError) -> ProxyError {
+    match error {
+        StaticError::NotFound => ProxyError::NotFound,
+        StaticError::Forbidden => ProxyError::Forbidden,
+        StaticError::MethodNotAllowed => ProxyError::MethodNotAllowed { allow: "GET, HEAD" },
+        StaticError::RangeNotSatisfiable { length } => ProxyError::RangeNotSatisfiable { length },
+        StaticError::Io(err) => ProxyError::Internal(format!("static file: {err}")),
+    }
+}
+
+/// Whether the client asks to switch protocols (HTTP/1.1 Upgrade, e.g. WebSocket).
+fn wants_upgrade(request: &Request<Body>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && connection_tokens(request.headers()).any(|token| token.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and so never cross
+/// the proxy: the fixed list and every name the Connection header lists. An upgrade keeps
+/// `Upgrade` and `Connection: upgrade`, which the server needs to accept it.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// The request as the server gets it: origin-form target with the route's path, no hop-by-hop
+/// headers, the Host chosen by `preserve_host`, and HTTP/2 cookie fields joined (RFC 9113
+/// §8.2.3) since the server speaks HTTP/1.1.
+pub fn upstream_request(
+    mut request: Request<Body>,
+    upstream_path: &str,
+    host: &str,
+    upgrade: bool,
+) -> Result<Request<Body>, ProxyError> {
+    let target = with_query(upstream_path, request.uri());
+    *request.uri_mut() = target
+        .parse::<Uri>()
+        .map_err(|_| ProxyError::BadRequest("unusable request target"))?;
+    *request.version_mut() = Version::HTTP_11;
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    let cookies: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if cookies.len() > 1 {
+        let joined = cookies.join(&b"; "[..]);
+        if let Ok(value) = HeaderValue::from_bytes(&joined) {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+    if !host.is_empty() {
+        let value =
+            HeaderValue::from_str(host).map_err(|_| ProxyError::BadRequest("malformed Host"))?;
+        headers.insert(header::HOST, value);
+    }
+    Ok(request)
+}
+
+#[expect(clippy::too_many_arguments, reason = "one call site; the phases' inputs")]
+async fn forward(
+    shared: &Shared,
+    pool: &Arc<Pool>,
+    conn: &ConnInfo,
+    mut request: Request<Body>,
+    upstream_path: &str,
+    preserve_host: bool,
+    client_host: &str,
+    record: &mut AccessRecord,
+) -> Result<Answer, ProxyError> {
+    let upgrade = wants_upgrade(&request);
+    let client_upgrade: Option<OnUpgrade> =
+        upgrade.then(|| hyper::upgrade::on(&mut request));
+    let key = match &pool.config.balance {
+        Balance::Hash(on) => balance::hash_key(on, request.headers(), conn.peer.ip()),
+        _ => None,
+    };
+    let method_is_head = request.method() == Method::HEAD;
+
+    // At most two servers: a failed connect sends nothing, so the request can go elsewhere once.
+    let mut excluded = None;
+    let (load, checkout) = loop {
+        let Some(load) = pool.pick(key.as_deref(), excluded) else {
+            return Err(match excluded {
+                None => ProxyError::NoServer {
+                    pool: pool.config.name.clone(),
+                },
+                Some(_) => ProxyError::Connect {
+                    server: record.upstream.clone(),
+                    reason: "no other server to retry on".into(),
+                },
+            });
+        };
+        let server = load.server();
+        record.upstream.clone_from(&server.label);
+        match server.connections.checkout().await {
+            Ok(checkout) => break (load, checkout),
+            Err(err) => {
+                pool.connect_failed(&load);
+                shared
+                    .metrics
+                    .upstream_connect_failures
+                    .get_or_create(&ServerLabels {
+                        pool: pool.config.name.clone(),
+                        server: server.label.clone(),
+                    })
+                    .inc();
+                tracing::warn!(pool = %pool.config.name, server = %server.label, "connect failed: {err}");
+                if excluded.is_some() {
+                    return Err(ProxyError::Connect {
+                        server: server.label.clone(),
+                        reason: err.to_string(),
+                    });
+                }
+                excluded = Some(Pool::index_of(&load));
+            }
+        }
+    };
+    let server_label = load.server().label.clone();
+    let host = if preserve_host {
+        client_host.to_string()
+    } else {
+        load.server().config.url.authority()
+    };
+    let request = upstream_request(request, upstream_path, &host, upgrade)?;
+    let timeout = pool.config.timeouts.response;
+    let sent = tokio::time::timeout(timeout, checkout.send(request)).await;
+    let mut response = match sent {
+        Err(_) => {
+            return Err(ProxyError::UpstreamTimeout {
+                server: server_label,
+                timeout,
+            });
+        }
+        Ok(Err(err)) => return Err(send_error(err, &server_label)),
+        Ok(Ok(response)) => response,
+    };
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(ProxyError::Upstream {
+                server: server_label,
+                reason: "101 Switching Protocols to a request that asked for no upgrade".into(),
+            });
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let idle = pool.config.timeouts.websocket_idle;
+        // The tunnel holds the server's in-flight count for as long as it lives.
+        tokio::spawn(async move {
+            tunnel::run(client_upgrade, upstream_upgrade, idle).await;
+            drop(load);
+        });
+        let (mut parts, _body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers, true);
+        return Ok((Response::from_parts(parts, error::empty()), None));
+    }
+
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    let body = if method_is_head { error::empty() } else { body };
+    Ok((Response::from_parts(parts, body), Some(load)))
+}
+
+fn send_error(error: SendError, server: &str) -> ProxyError {
+    // A request body over the route's limit surfaces as the upstream send failing.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return ProxyError::PayloadTooLarge { limit: 0 };
+        }
+        source = err.source();
+    }
+    ProxyError::Upstream {
+        server: server.to_string(),
+        reason: error.to_string(),
+    }
+}
+
+fn version_label(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version, headers: &[(&str, &str)], uri: &str) -> Request<Body> {
+        let mut builder = Request::builder().uri(uri).version(version);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(error::empty()).expect("request")
+    }
+
+    #[test]
+    fn the_host_comes_from_the_authority_then_the_one_host_header() {
+        let h2 = request(Version::HTTP_2, &[], "https://www.example.test/a");
+        assert_eq!(request_host(&h2).expect("host"), "www.example.test");
+        let h1 = request(Version::HTTP_11, &[("host", "a.test:8080")], "/a");
+        assert_eq!(request_host(&h1).expect("host"), "a.test:8080");
+        let none = request(Version::HTTP_11, &[], "/a");
+        assert_eq!(request_host(&none).expect_err("no host").status(), 400);
+        let two = request(Version::HTTP_11, &[("host", "a.test"), ("host", "b.test")], "/a");
+        assert_eq!(request_host(&two).expect_err("two hosts").status(), 400);
+        let http10 = request(Version::HTTP_10, &[], "/a");
+        assert_eq!(request_host(&http10).expect("1.0 may omit it"), "");
+        let bad = request(Version::HTTP_11, &[("host", "a.test/evil")], "/a");
+        assert_eq!(request_host(&bad).expect_err("bad host").status(), 400);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("authorization", "Bearer x"),
+            ("cookie", "a=b"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        let mut plain = headers.clone();
+        strip_hop_by_hop(&mut plain, false);
+        let names: Vec<&str> = plain.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["authorization", "cookie"]);
+
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers["upgrade"], "websocket");
+        assert_eq!(headers["connection"], "upgrade");
+        assert!(!headers.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn the_upstream_request_has_the_route_path_the_host_and_joined_cookies() {
+        let mut original = request(
+            Version::HTTP_2,
+            &[("cookie", "a=1"), ("cookie", "b=2"), ("authorization", "Basic eA==")],
+            "https://www.example.test/webapps/x?y=1",
+        );
+        original.headers_mut().append("x_under", HeaderValue::from_static("kept for issue 5"));
+        let upstream = upstream_request(original, "/x", "www.example.test", false).expect("ok");
+        assert_eq!(upstream.uri(), "/x?y=1");
+        assert_eq!(upstream.version(), Version::HTTP_11);
+        assert_eq!(upstream.headers()["host"], "www.example.test");
+        assert_eq!(upstream.headers()["cookie"], "a=1; b=2");
+        assert_eq!(upstream.headers()["authorization"], "Basic eA==");
+    }
+
+    #[test]
+    fn ports_come_off_hosts_but_not_off_ipv6_literals() {
+        assert_eq!(host_without_port("a.test:8443"), "a.test");
+        assert_eq!(host_without_port("a.test"), "a.test");
+        assert_eq!(host_without_port("[2001:2::1]:8443"), "[2001:2::1]");
+        assert_eq!(host_without_port("[2001:2::1]"), "[2001:2::1]");
+    }
+}

@@ -1,0 +1,207 @@
+//! Accepting client connections: bind, the per-listener connection limit, the TLS handshake,
+//! hyper's HTTP/1.1 + HTTP/2 server, our header-read and keep-alive clocks, and graceful close.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+    sync::{Semaphore, watch},
+};
+use tokio_util::task::TaskTracker;
+
+use super::{
+    activity::{Activity, WatchedIo},
+    handler::{self, ConnInfo, Shared},
+    metrics::ListenerLabels,
+};
+use crate::config::ListenerConfig;
+
+/// Connections waiting to be accepted: enough for bursts of new TLS connections.
+const BACKLOG: i32 = 4096;
+
+/// Binds a listening socket. IPv6 sockets are IPv6-only so that `0.0.0.0:443` and `[::]:443`
+/// can both be configured.
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(address);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A bound listener and what its accept loop needs.
+pub struct AcceptLoop {
+    pub listener: TcpListener,
+    /// The listener's current name (a reload may rename the listener of a bind address).
+    pub name: Arc<ArcSwap<String>>,
+    pub limit: Arc<Semaphore>,
+    pub shared: Arc<Shared>,
+    pub tracker: TaskTracker,
+    /// Turns true when the listener is removed or the proxy shuts down: stop accepting.
+    pub stop: watch::Receiver<bool>,
+    /// Turns true when the proxy shuts down: close connections once their requests finish.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AcceptLoop {
+    pub async fn run(mut self) {
+        loop {
+            let permit = tokio::select! {
+                permit = self.limit.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                _ = self.stop.changed() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors or similar: back off instead of spinning.
+                        tracing::warn!("accept failed: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = self.stop.changed() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let name = self.name.load_full();
+            let shared = self.shared.clone();
+            let shutdown = self.shutdown.clone();
+            self.tracker.spawn(async move {
+                serve_connection(shared, &name, stream, peer, shutdown).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    listener_name: &str,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let state = shared.state.load_full();
+    let Some(listener) = state.listeners.get(listener_name) else {
+        return;
+    };
+    let config = listener.config.clone();
+    let tls = listener.tls.clone();
+    drop(state);
+    let labels = ListenerLabels {
+        listener: listener_name.to_string(),
+    };
+    shared.metrics.connections_accepted.get_or_create(&labels).inc();
+    let open = shared.metrics.connections.get_or_create(&labels).clone();
+    open.inc();
+
+    let activity = Activity::new();
+    let io = WatchedIo::new(stream, activity.clone());
+    match tls {
+        None => {
+            let info = ConnInfo {
+                listener: listener_name.to_string(),
+                peer,
+                sni: None,
+                tls: false,
+                activity: activity.clone(),
+            };
+            serve_http(shared, config, info, io, shutdown).await;
+        }
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let handshake =
+                tokio::time::timeout(config.header_read_timeout, acceptor.accept(io)).await;
+            match handshake {
+                Ok(Ok(stream)) => {
+                    let sni = stream.get_ref().1.server_name().map(str::to_ascii_lowercase);
+                    let info = ConnInfo {
+                        listener: listener_name.to_string(),
+                        peer,
+                        sni,
+                        tls: true,
+                        activity: activity.clone(),
+                    };
+                    serve_http(shared, config, info, stream, shutdown).await;
+                }
+                Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+    open.dec();
+}
+
+async fn serve_http<I>(
+    shared: Arc<Shared>,
+    config: ListenerConfig,
+    info: ConnInfo,
+    io: I,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = info.activity.clone();
+    let info = Arc::new(info);
+    let service = service_fn(move |request| handler::handle(shared.clone(), info.clone(), request));
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Our own clocks (activity.rs) replace hyper's header timer, which would also cut
+        // keep-alive waits short.
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(config.max_header_bytes.max(8192))
+        .max_headers(config.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+
+    let mut closing = false;
+    loop {
+        let deadline = activity
+            .deadline(config.header_read_timeout, config.keepalive_timeout)
+            .unwrap_or_else(|| std::time::Instant::now() + config.header_read_timeout);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!("client connection ended: {err}");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                let expired = activity
+                    .deadline(config.header_read_timeout, config.keepalive_timeout)
+                    .is_some_and(|deadline| deadline <= std::time::Instant::now());
+                if expired {
+                    // Nothing is in flight: dropping the connection loses no response.
+                    return;
+                }
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}

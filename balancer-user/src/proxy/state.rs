@@ -1,0 +1,117 @@
+//! Everything a request needs, built from one `L7Config` and swapped whole on reload: routes,
+//! pools, TLS configs, error pages. Building it opens every file the config names (certificates,
+//! keys, error pages, static directories), so a reload with a bad file is refused before anything
+//! changes, and `check-config` reports the same errors.
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
+
+use super::{error::ErrorPages, pool::Pool, route::RouteTable, tls};
+use crate::config::{L7Config, ListenerConfig, PoolConfig, RouteTarget};
+
+pub struct ProxyState {
+    pub config: L7Config,
+    pub routes: RouteTable,
+    /// Per route, in config order.
+    pub route_runtime: Vec<RouteRuntime>,
+    pub listeners: HashMap<String, ListenerRuntime>,
+    pub pools: HashMap<String, Arc<Pool>>,
+}
+
+pub struct RouteRuntime {
+    pub target: Target,
+    pub error_pages: Arc<ErrorPages>,
+}
+
+pub enum Target {
+    Pool(Arc<Pool>),
+    Static(PathBuf),
+}
+
+pub struct ListenerRuntime {
+    pub config: ListenerConfig,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl ProxyState {
+    /// Builds the state for `config`, reusing the pools of `previous` whose config did not
+    /// change (their connections and counters carry over).
+    pub fn build(config: &L7Config, previous: Option<&ProxyState>) -> Result<ProxyState, String> {
+        let mut listeners = HashMap::new();
+        for listener in &config.listeners {
+            let tls = match &listener.tls {
+                Some(tls) => Some(
+                    tls::server_config(tls)
+                        .map_err(|err| format!("listener {}: {err}", listener.name))?,
+                ),
+                None => None,
+            };
+            listeners.insert(
+                listener.name.clone(),
+                ListenerRuntime {
+                    config: listener.clone(),
+                    tls,
+                },
+            );
+        }
+
+        let mut pools = HashMap::new();
+        for pool in &config.pools {
+            let reused = previous
+                .and_then(|state| state.pools.get(&pool.name))
+                .filter(|existing| existing.config == *pool)
+                .cloned();
+            let pool = match reused {
+                Some(existing) => existing,
+                None => Arc::new(new_pool(pool)?),
+            };
+            pools.insert(pool.config.name.clone(), pool);
+        }
+
+        let mut route_runtime = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let error_pages = Arc::new(
+                ErrorPages::load(&route.error_pages)
+                    .map_err(|err| format!("route {}: {err}", route.name))?,
+            );
+            let target = match &route.target {
+                RouteTarget::Pool(name) => Target::Pool(
+                    pools
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| format!("route {}: no pool {name:?}", route.name))?,
+                ),
+                RouteTarget::Static(dir) => {
+                    let metadata = std::fs::metadata(dir).map_err(|err| {
+                        format!("route {}: static_dir {}: {err}", route.name, dir.display())
+                    })?;
+                    if !metadata.is_dir() {
+                        return Err(format!(
+                            "route {}: static_dir {} is not a directory",
+                            route.name,
+                            dir.display()
+                        ));
+                    }
+                    Target::Static(dir.clone())
+                }
+            };
+            route_runtime.push(RouteRuntime {
+                target,
+                error_pages,
+            });
+        }
+
+        Ok(ProxyState {
+            config: config.clone(),
+            routes: RouteTable::new(&config.routes),
+            route_runtime,
+            listeners,
+            pools,
+        })
+    }
+}
+
+fn new_pool(config: &PoolConfig) -> Result<Pool, String> {
+    let error_pages = ErrorPages::load(&config.error_pages)
+        .map_err(|err| format!("pool {}: {err}", config.name))?;
+    Ok(Pool::new(config, Arc::new(error_pages)))
+}
