@@ -24,7 +24,7 @@ use super::{
     error::{self, PageSet, ProxyError},
     metrics::{HttpMetrics, ServerLabels},
     pool::{Pool, ServerLoad},
-    route::RouteAction,
+    route::{self, RouteAction},
     state::{ProxyState, Target},
     static_files::{self, StaticError},
     tls, tunnel,
@@ -133,7 +133,9 @@ async fn process(
         }
     }
 
-    let path = request.uri().path().to_string();
+    let path = route::normalize_path(request.uri().path())
+        .ok_or(ProxyError::BadRequest("the path climbs above the root"))?
+        .into_owned();
     let found = state
         .routes
         .find(&conn.listener, &host, &path)

@@ -3,7 +3,6 @@
 //! idle connections and counters survive.
 
 use std::{
-    hash::Hasher,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, AtomicU64, Ordering},
@@ -42,8 +41,6 @@ pub struct Server {
 impl Server {
     fn new(pool: &PoolConfig, config: &ServerConfig) -> Server {
         let label = config.url.to_string();
-        let mut hasher = siphasher::sip::SipHasher13::new_with_keys(0, 0);
-        hasher.write(label.as_bytes());
         Server {
             connections: ServerConnections::new(
                 config.url.clone(),
@@ -51,7 +48,7 @@ impl Server {
                 pool.timeouts.connect,
                 pool.h2c,
             ),
-            id: hasher.finish(),
+            id: balance::server_id(&config.url),
             label,
             config: config.clone(),
             in_flight: AtomicU32::new(0),

@@ -572,3 +572,71 @@ mod tests {
         );
     }
 }
+
+/// The path with its dot segments resolved (RFC 3986 §5.2.4), so that routes are a real boundary:
+/// `/static/../admin` is `/admin` for routing and for the server. `%2e` counts as a dot, as
+/// servers decode it. `None`: the path climbs above the root (the caller answers 400).
+pub fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    fn is_dot(segment: &str) -> bool {
+        segment == "." || segment.eq_ignore_ascii_case("%2e")
+    }
+    fn is_dot_dot(segment: &str) -> bool {
+        matches!(
+            segment.to_ascii_lowercase().as_str(),
+            ".." | "%2e." | ".%2e" | "%2e%2e"
+        )
+    }
+    let segments = path.split('/').skip(1);
+    if !segments.clone().any(|segment| is_dot(segment) || is_dot_dot(segment)) {
+        return Some(std::borrow::Cow::Borrowed(path));
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in path.split('/').skip(1) {
+        trailing_slash = false;
+        if is_dot(segment) {
+            trailing_slash = true;
+        } else if is_dot_dot(segment) {
+            kept.pop()?;
+            trailing_slash = true;
+        } else {
+            kept.push(segment);
+        }
+    }
+    let mut normalized = String::with_capacity(path.len());
+    for segment in &kept {
+        normalized.push('/');
+        normalized.push_str(segment);
+    }
+    if trailing_slash || normalized.is_empty() {
+        normalized.push('/');
+    }
+    Some(std::borrow::Cow::Owned(normalized))
+}
+
+#[cfg(test)]
+mod normalize_tests {
+    use super::normalize_path;
+
+    #[test]
+    fn dot_segments_are_resolved_and_climbing_above_the_root_is_refused() {
+        let cases = [
+            ("/", Some("/")),
+            ("/a/b", Some("/a/b")),
+            ("/a/./b", Some("/a/b")),
+            ("/static/../admin", Some("/admin")),
+            ("/static/%2e%2e/admin", Some("/admin")),
+            ("/static/%2E./admin", Some("/admin")),
+            ("/a/b/..", Some("/a/")),
+            ("/a/.", Some("/a/")),
+            ("/a/..", Some("/")),
+            ("/..", None),
+            ("/a/../../etc/passwd", None),
+            ("/a/...", Some("/a/...")),
+            ("/a/.b", Some("/a/.b")),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(normalize_path(path).as_deref(), expected, "{path}");
+        }
+    }
+}
