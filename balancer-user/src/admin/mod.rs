@@ -126,7 +126,11 @@ async fn reload(context: &AdminContext, request: &Request<Incoming>) -> Response
         return text(StatusCode::SERVICE_UNAVAILABLE, "reload is not available\n");
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
-    if sender.send(crate::run::ReloadRequest { reply }).await.is_err() {
+    if sender
+        .send(crate::run::ReloadRequest { reply })
+        .await
+        .is_err()
+    {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
     match answer.await {

@@ -202,7 +202,10 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ServerUrl {
     /// `http://host:port`: host is a name or an IP literal (IPv6 without brackets here).
-    Http { host: String, port: u16 },
+    Http {
+        host: String,
+        port: u16,
+    },
     Unix(PathBuf),
 }
 

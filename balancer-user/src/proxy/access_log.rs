@@ -13,7 +13,7 @@ use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{
-    BoxError, Body,
+    Body, BoxError,
     activity::InFlight,
     metrics::{HttpMetrics, RequestLabels, RouteLabels},
     pool::ServerLoad,
@@ -70,8 +70,12 @@ impl Drop for Completion {
             .observe(seconds);
         match self.format {
             AccessLogFormat::Off => {}
-            AccessLogFormat::Text => tracing::info!(target: "access", "{}", text_line(record, self.bytes, seconds)),
-            AccessLogFormat::Json => tracing::info!(target: "access", "{}", json_line(record, self.bytes, seconds)),
+            AccessLogFormat::Text => {
+                tracing::info!(target: "access", "{}", text_line(record, self.bytes, seconds))
+            }
+            AccessLogFormat::Json => {
+                tracing::info!(target: "access", "{}", json_line(record, self.bytes, seconds))
+            }
         }
     }
 }
@@ -151,7 +155,8 @@ impl HttpBody for LoggedBody {
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(completion)) = (frame.data_ref(), this.completion.as_mut()) {
+                if let (Some(data), Some(completion)) = (frame.data_ref(), this.completion.as_mut())
+                {
                     completion.bytes += data.len() as u64;
                 }
             }

@@ -81,7 +81,12 @@ impl Activity {
             first_byte - 1 + ms(header_read)
         } else {
             let idle_since = self.idle_since.load(Ordering::Acquire);
-            idle_since + if served_any { ms(keepalive) } else { ms(header_read) }
+            idle_since
+                + if served_any {
+                    ms(keepalive)
+                } else {
+                    ms(header_read)
+                }
         };
         Some(self.epoch + Duration::from_millis(deadline_ms))
     }

@@ -122,8 +122,8 @@ impl ErrorPages {
                     metadata.len()
                 ));
             }
-            let body =
-                std::fs::read(path).map_err(|err| format!("error page {}: {err}", path.display()))?;
+            let body = std::fs::read(path)
+                .map_err(|err| format!("error page {}: {err}", path.display()))?;
             let mime = mime_guess::from_path(path).first_or(mime_guess::mime::TEXT_HTML);
             let content_type = if mime.type_() == mime_guess::mime::TEXT {
                 format!("{mime}; charset=utf-8")
@@ -201,7 +201,12 @@ pub fn redirect(location: &str) -> Response<Body> {
         Ok(value) => {
             headers.insert(header::LOCATION, value);
         }
-        Err(_) => return respond(&ProxyError::BadRequest("unusable redirect target"), &PageSet::default()),
+        Err(_) => {
+            return respond(
+                &ProxyError::BadRequest("unusable redirect target"),
+                &PageSet::default(),
+            );
+        }
     }
     response
 }
@@ -228,7 +233,12 @@ mod tests {
     use super::*;
 
     async fn body_text(response: Response<Body>) -> String {
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         String::from_utf8(bytes.to_vec()).expect("utf-8")
     }
 
@@ -266,7 +276,10 @@ mod tests {
             assert_eq!(response.status().as_u16(), status, "{error}");
             let body = body_text(response).await;
             assert!(body.contains(&status.to_string()), "{body}");
-            assert!(!body.contains("10.1.2.3") && !body.contains("refused"), "{body}");
+            assert!(
+                !body.contains("10.1.2.3") && !body.contains("refused"),
+                "{body}"
+            );
         }
     }
 
@@ -279,24 +292,35 @@ mod tests {
         std::fs::write(&route_page, "route says 502").expect("write");
         std::fs::write(&pool_page, "pool says so").expect("write");
         let route = ErrorPages::load(&BTreeMap::from([(502, route_page)])).expect("load");
-        let pool =
-            ErrorPages::load(&BTreeMap::from([(502, pool_page.clone()), (503, pool_page)]))
-                .expect("load");
+        let pool = ErrorPages::load(&BTreeMap::from([
+            (502, pool_page.clone()),
+            (503, pool_page),
+        ]))
+        .expect("load");
         let pages = PageSet(vec![Arc::new(route), Arc::new(pool)]);
         let bad_gateway = ProxyError::Upstream {
             server: "s".into(),
             reason: "r".into(),
         };
-        assert_eq!(body_text(respond(&bad_gateway, &pages)).await, "route says 502");
+        assert_eq!(
+            body_text(respond(&bad_gateway, &pages)).await,
+            "route says 502"
+        );
         let unavailable = ProxyError::NoServer { pool: "p".into() };
-        assert_eq!(body_text(respond(&unavailable, &pages)).await, "pool says so");
+        assert_eq!(
+            body_text(respond(&unavailable, &pages)).await,
+            "pool says so"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
     fn a_missing_error_page_is_named() {
-        let error = ErrorPages::load(&BTreeMap::from([(502, PathBuf::from("/nonexistent/502.html"))]))
-            .expect_err("missing file");
+        let error = ErrorPages::load(&BTreeMap::from([(
+            502,
+            PathBuf::from("/nonexistent/502.html"),
+        )]))
+        .expect_err("missing file");
         assert!(error.contains("/nonexistent/502.html"), "{error}");
     }
 }

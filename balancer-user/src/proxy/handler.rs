@@ -7,7 +7,6 @@
 use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::{
     HeaderMap, Method, Request, Response, StatusCode, Uri, Version,
@@ -76,17 +75,18 @@ pub async fn handle(
         user_agent: header_text(request.headers(), &header::USER_AGENT),
     };
     let mut pages = PageSet::default();
-    let (response, server) = match process(&shared, &state, &conn, request, &mut record, &mut pages).await {
-        Ok(answer) => answer,
-        Err(err) => {
-            if err.side() != error::Side::Downstream {
-                tracing::warn!(route = %record.route, upstream = %record.upstream, "{err}");
-            } else {
-                tracing::debug!("{err}");
+    let (response, server) =
+        match process(&shared, &state, &conn, request, &mut record, &mut pages).await {
+            Ok(answer) => answer,
+            Err(err) => {
+                if err.side() != error::Side::Downstream {
+                    tracing::warn!(route = %record.route, upstream = %record.upstream, "{err}");
+                } else {
+                    tracing::debug!("{err}");
+                }
+                (error::respond(&err, &pages), None)
             }
-            (error::respond(&err, &pages), None)
-        }
-    };
+        };
     record.status = response.status().as_u16();
     let format = state.config.proxy.access_log;
     Ok(response.map(|body| {
@@ -124,13 +124,13 @@ async fn process(
     if let Some(response) = redirect_phase(listener, &host, request.uri()) {
         return Ok((response, None));
     }
-    if let Some(sni) = &conn.sni {
-        if !tls::sni_matches_host(sni, &host) {
-            return Err(ProxyError::MisdirectedRequest {
-                host,
-                sni: sni.clone(),
-            });
-        }
+    if let Some(sni) = &conn.sni
+        && !tls::sni_matches_host(sni, &host)
+    {
+        return Err(ProxyError::MisdirectedRequest {
+            host,
+            sni: sni.clone(),
+        });
     }
 
     let path = route::normalize_path(request.uri().path())
@@ -199,7 +199,9 @@ pub fn request_host<B>(request: &Request<B>) -> Result<String, ProxyError> {
             let host = value
                 .to_str()
                 .map_err(|_| ProxyError::BadRequest("Host is not text"))?;
-            if host.is_empty() || host.contains(|c: char| c.is_ascii_whitespace() || c == '/' || c == '@') {
+            if host.is_empty()
+                || host.contains(|c: char| c.is_ascii_whitespace() || c == '/' || c == '@')
+            {
                 return Err(ProxyError::BadRequest("malformed Host"));
             }
             Ok(host.to_string())
@@ -358,7 +360,10 @@ pub fn upstream_request(
     Ok(request)
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; the phases' inputs")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the phases' inputs"
+)]
 async fn forward(
     shared: &Shared,
     pool: &Arc<Pool>,
@@ -370,8 +375,7 @@ async fn forward(
     record: &mut AccessRecord,
 ) -> Result<Answer, ProxyError> {
     let upgrade = wants_upgrade(&request);
-    let client_upgrade: Option<OnUpgrade> =
-        upgrade.then(|| hyper::upgrade::on(&mut request));
+    let client_upgrade: Option<OnUpgrade> = upgrade.then(|| hyper::upgrade::on(&mut request));
     let key = match &pool.config.balance {
         Balance::Hash(on) => balance::hash_key(on, request.headers(), conn.peer.ip()),
         _ => None,
@@ -516,7 +520,11 @@ mod tests {
         assert_eq!(request_host(&h1).expect("host"), "a.test:8080");
         let none = request(Version::HTTP_11, &[], "/a");
         assert_eq!(request_host(&none).expect_err("no host").status(), 400);
-        let two = request(Version::HTTP_11, &[("host", "a.test"), ("host", "b.test")], "/a");
+        let two = request(
+            Version::HTTP_11,
+            &[("host", "a.test"), ("host", "b.test")],
+            "/a",
+        );
         assert_eq!(request_host(&two).expect_err("two hosts").status(), 400);
         let http10 = request(Version::HTTP_10, &[], "/a");
         assert_eq!(request_host(&http10).expect("1.0 may omit it"), "");
@@ -555,10 +563,16 @@ mod tests {
     fn the_upstream_request_has_the_route_path_the_host_and_joined_cookies() {
         let mut original = request(
             Version::HTTP_2,
-            &[("cookie", "a=1"), ("cookie", "b=2"), ("authorization", "Basic eA==")],
+            &[
+                ("cookie", "a=1"),
+                ("cookie", "b=2"),
+                ("authorization", "Basic eA=="),
+            ],
             "https://www.example.test/webapps/x?y=1",
         );
-        original.headers_mut().append("x_under", HeaderValue::from_static("kept for issue 5"));
+        original
+            .headers_mut()
+            .append("x_under", HeaderValue::from_static("kept for issue 5"));
         let upstream = upstream_request(original, "/x", "www.example.test", false).expect("ok");
         assert_eq!(upstream.uri(), "/x?y=1");
         assert_eq!(upstream.version(), Version::HTTP_11);

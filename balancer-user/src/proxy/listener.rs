@@ -106,7 +106,11 @@ async fn serve_connection(
     let labels = ListenerLabels {
         listener: listener_name.to_string(),
     };
-    shared.metrics.connections_accepted.get_or_create(&labels).inc();
+    shared
+        .metrics
+        .connections_accepted
+        .get_or_create(&labels)
+        .inc();
     let open = shared.metrics.connections.get_or_create(&labels).clone();
     open.inc();
 
@@ -129,7 +133,11 @@ async fn serve_connection(
                 tokio::time::timeout(config.header_read_timeout, acceptor.accept(io)).await;
             match handshake {
                 Ok(Ok(stream)) => {
-                    let sni = stream.get_ref().1.server_name().map(str::to_ascii_lowercase);
+                    let sni = stream
+                        .get_ref()
+                        .1
+                        .server_name()
+                        .map(str::to_ascii_lowercase);
                     let info = ConnInfo {
                         listener: listener_name.to_string(),
                         peer,

@@ -97,18 +97,19 @@ impl Proxy {
             .iter()
             .map(|listener| (listener.bind, listener))
             .collect();
-        self.listeners.retain(|bind, running| match wanted.get(bind) {
-            Some(listener) => {
-                running.name.store(Arc::new(listener.name.clone()));
-                resize(running, listener.max_connections);
-                true
-            }
-            None => {
-                tracing::info!(%bind, "listener removed: no longer accepting");
-                let _ = running.stop.send(true);
-                false
-            }
-        });
+        self.listeners
+            .retain(|bind, running| match wanted.get(bind) {
+                Some(listener) => {
+                    running.name.store(Arc::new(listener.name.clone()));
+                    resize(running, listener.max_connections);
+                    true
+                }
+                None => {
+                    tracing::info!(%bind, "listener removed: no longer accepting");
+                    let _ = running.stop.send(true);
+                    false
+                }
+            });
         self.spawn_listeners(bound);
         // Pools that were replaced keep serving their in-flight requests; their idle
         // connections are no longer needed.
@@ -125,7 +126,10 @@ impl Proxy {
         Ok(())
     }
 
-    fn spawn_listeners(&mut self, bound: Vec<(crate::config::ListenerConfig, tokio::net::TcpListener)>) {
+    fn spawn_listeners(
+        &mut self,
+        bound: Vec<(crate::config::ListenerConfig, tokio::net::TcpListener)>,
+    ) {
         for (config, socket) in bound {
             let name = Arc::new(ArcSwap::from_pointee(config.name.clone()));
             let limit = Arc::new(Semaphore::new(config.max_connections));
@@ -161,7 +165,10 @@ impl Proxy {
         }
         let _ = self.shutdown.send(true);
         self.tracker.close();
-        if tokio::time::timeout(timeout, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 connections = self.tracker.len(),
                 "shutdown timeout reached: closing the remaining connections"
@@ -181,7 +188,10 @@ fn bind_all(
             continue;
         }
         let socket = listener::bind(listener.bind).map_err(|err| {
-            format!("listener {}: cannot listen on {}: {err}", listener.name, listener.bind)
+            format!(
+                "listener {}: cannot listen on {}: {err}",
+                listener.name, listener.bind
+            )
         })?;
         bound.push((listener.clone(), socket));
     }
@@ -199,7 +209,10 @@ fn resize(running: &mut RunningListener, max_connections: usize) {
         let excess = running.max_connections - max_connections;
         let limit = running.limit.clone();
         tokio::spawn(async move {
-            if let Ok(permits) = limit.acquire_many_owned(u32::try_from(excess).unwrap_or(u32::MAX)).await {
+            if let Ok(permits) = limit
+                .acquire_many_owned(u32::try_from(excess).unwrap_or(u32::MAX))
+                .await
+            {
                 permits.forget();
             }
         });

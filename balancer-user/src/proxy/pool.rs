@@ -115,7 +115,11 @@ impl Pool {
 
     /// Picks a server for a request with hash `key`, never one in `exclude`, and counts the
     /// request on it. `None`: no server can take it.
-    pub fn pick(self: &Arc<Self>, key: Option<&[u8]>, exclude: Option<usize>) -> Option<ServerLoad> {
+    pub fn pick(
+        self: &Arc<Self>,
+        key: Option<&[u8]>,
+        exclude: Option<usize>,
+    ) -> Option<ServerLoad> {
         let now = Instant::now();
         let candidates: Vec<Candidate> = self
             .servers

@@ -587,7 +587,10 @@ pub fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
         )
     }
     let segments = path.split('/').skip(1);
-    if !segments.clone().any(|segment| is_dot(segment) || is_dot_dot(segment)) {
+    if !segments
+        .clone()
+        .any(|segment| is_dot(segment) || is_dot_dot(segment))
+    {
         return Some(std::borrow::Cow::Borrowed(path));
     }
     let mut kept: Vec<&str> = Vec::new();
