@@ -17,6 +17,13 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("curl", "curl"),
     ("bpftool", "bpftool"),
+    // `cargo xtask bench`, L7 section: load generators and the peers it compares with
+    // (Debian 12's `nginx` package holds the binary; `openssl s_client` checks resumption).
+    ("wrk", "wrk"),
+    ("nghttp2-client", "h2load"),
+    ("nginx", "nginx"),
+    ("haproxy", "haproxy"),
+    ("openssl", "openssl"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
