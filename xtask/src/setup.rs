@@ -17,6 +17,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("curl", "curl"),
     ("bpftool", "bpftool"),
+    // A backend for the L7 proxy's tests (static files, proxying); started per test.
+    ("nginx", "nginx"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
