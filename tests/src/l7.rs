@@ -1658,3 +1658,92 @@ http {{
         self.process.stop()
     }
 }
+
+/// Like [`websocket_echo`], but over HTTP/2 (RFC 8441): TLS with ALPN h2, an extended CONNECT
+/// with `:protocol = websocket` to `https://{authority}{path}`, then WebSocket frames on the
+/// stream. `status` is the CONNECT response's (200 when accepted).
+pub fn websocket_echo_h2(
+    netns: &Netns,
+    addr: &str,
+    authority: &str,
+    path: &str,
+    tls: &TlsOptions,
+    messages: &[&str],
+) -> anyhow::Result<WsEcho> {
+    let addr = addr.to_string();
+    let uri = format!("https://{authority}{path}");
+    let tls = tls.clone().alpn(&["h2"]);
+    let messages: Vec<String> = messages.iter().map(|m| m.to_string()).collect();
+    let what = format!("WebSocket over HTTP/2 to {uri} via {addr}");
+    run_async(&netns.path(), CLIENT_TIMEOUT, async move {
+        let tcp = tokio::net::TcpStream::connect(addr.as_str())
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        let (stream, info) = tls_connect(Box::new(tcp), &tls, &addr).await?;
+        ensure!(
+            info.alpn.as_deref() == Some("h2"),
+            "ALPN gave {:?}, not h2",
+            info.alpn
+        );
+        let (mut sender, connection) =
+            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(stream))
+                .await
+                .context("HTTP/2 handshake")?;
+        tokio::spawn(connection);
+        // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) may not have arrived yet.
+        let mut attempt = 0;
+        let response = loop {
+            sender
+                .ready()
+                .await
+                .context("HTTP/2 connection not ready")?;
+            let mut request = hyper::Request::builder()
+                .method(hyper::Method::CONNECT)
+                .uri(uri.as_str())
+                .header("sec-websocket-version", "13")
+                .body(http_body_util::Empty::<Bytes>::new())?;
+            request
+                .extensions_mut()
+                .insert(hyper::ext::Protocol::from_static("websocket"));
+            match sender.send_request(request).await {
+                Ok(response) => break response,
+                Err(_) if attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => return Err(err).context("extended CONNECT"),
+            }
+        };
+        let status = response.status().as_u16();
+        let headers = header_pairs(response.headers());
+        ensure!(status == 200, "extended CONNECT answered {status}");
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .context("the CONNECT stream")?;
+        let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        let mut echoes = Vec::new();
+        for message in messages {
+            socket
+                .send(Message::text(message.clone()))
+                .await
+                .with_context(|| format!("sending {message:?}"))?;
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => echoes.push(text.to_string()),
+                other => bail!("waiting for {message:?} back, got {other:?}"),
+            }
+        }
+        let _ = socket.close(None).await;
+        Ok(WsEcho {
+            status,
+            headers,
+            echoes,
+        })
+    })
+    .with_context(|| what)
+}
