@@ -90,7 +90,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => run_async(balancer::run::run(&config)),
+        Command::Run { config } => {
+            raise_open_file_limit();
+            run_async(balancer::run::run(&config))
+        }
         Command::Decap {
             iface,
             addresses,
@@ -136,4 +139,22 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// An edge proxy holds two descriptors per proxied connection; the usual soft limit of 1024
+/// would cap it near 500 connections. Raise the soft limit to the hard one, as nginx's
+/// worker_rlimit_nofile lets operators do.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read or write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

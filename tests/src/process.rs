@@ -154,6 +154,73 @@ impl BalancerProcess {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The balancer's pid while it has not been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) without waiting for anything; fails if it has exited.
+    pub fn signal(&mut self, signal: libc::c_int) -> anyhow::Result<()> {
+        let Some(child) = &mut self.child else {
+            bail!("balancer already stopped")
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("balancer has exited ({status}); its log:\n{}", self.log());
+        }
+        // SAFETY: kill(2) on our own child, checked above not to be reaped yet. nsenter execs
+        // the binary, so the pid is balancer's.
+        if unsafe { libc::kill(child.id() as i32, signal) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("kill");
+        }
+        Ok(())
+    }
+
+    /// SIGHUP: asks the balancer to reload its config file. Returns at once; look for the
+    /// effect (or the log) to know it is done.
+    pub fn reload(&mut self) -> anyhow::Result<()> {
+        self.signal(libc::SIGHUP)
+    }
+
+    /// SIGTERM, then waits up to 40 s, longer than the proxy's default `shutdown_timeout`
+    /// (SIGKILL after that, and an error). Returns the exit status.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.signal(libc::SIGTERM)?;
+        self.wait_exit(Duration::from_secs(40))
+    }
+
+    /// Waits for the process to exit by itself (after a signal sent with [`Self::signal`]);
+    /// after `limit` it is killed and this fails. Returns the exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("balancer already stopped")
+        };
+        let pid = child.id();
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(anyhow::anyhow!(
+                    "balancer did not exit within {limit:?} (killed); its log:\n{}",
+                    self.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        LIVE_CHILDREN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != pid);
+        status
+    }
+
     /// SIGTERM, then wait up to 10 s (SIGKILL after that). Returns the exit status.
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let Some(mut child) = self.child.take() else {

@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: the balancer on namespace topologies with real traffic:
 //! local VIPs and what the XDP program counted, then L4 forwarding to three
-//! backends with a drain and a dead server.
+//! backends with a drain and a dead server, then the HTTPS proxy.
 
 use std::{
     collections::BTreeMap,
@@ -17,6 +17,7 @@ use balancer_tests::{
 use crate::build;
 
 mod l4;
+mod l7;
 
 const CONFIG: &str = include_str!("demo.toml");
 const VIP4: &str = "198.18.0.10";
@@ -28,6 +29,15 @@ const NON_VIP_DATAGRAMS: usize = 20;
 
 pub fn run() -> anyhow::Result<()> {
     let binary = build::all(false)?;
+    crate::run_step(&mut build::cargo(&[
+        "build",
+        "--locked",
+        "--package",
+        "balancer-tests",
+        "--bin",
+        "l7_backend",
+    ]))
+    .context("building the demo backend")?;
     // SAFETY-free: on Ctrl-C or SIGTERM, stop children and delete namespaces before exiting.
     ctrlc::set_handler(|| {
         eprintln!("\ndemo: interrupted, tearing down");
@@ -36,7 +46,13 @@ pub fn run() -> anyhow::Result<()> {
     })
     .context("installing the Ctrl-C handler")?;
     // SAFETY: no other thread reads the environment concurrently at this point.
-    unsafe { std::env::set_var("BALANCER_BIN", &binary) };
+    unsafe {
+        std::env::set_var("BALANCER_BIN", &binary);
+        std::env::set_var(
+            "BALANCER_L7_BACKEND",
+            crate::workspace_root().join("target/debug/l7_backend"),
+        );
+    }
 
     println!(
         "demo: building the topology  client (198.18.0.1, 2001:2::1) ── veth ── balancer (VIPs {VIP4}, {VIP6})"
@@ -112,7 +128,7 @@ pub fn run() -> anyhow::Result<()> {
     let status = balancer.stop()?;
     println!("demo: balancer stopped ({status}); XDP detached; tearing down the namespaces");
     drop(topology);
-    let result = l4::run(&dir);
+    let result = l4::run(&dir).and_then(|()| l7::run());
     let _ = std::fs::remove_dir_all(dir);
     result
 }

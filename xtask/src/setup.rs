@@ -17,11 +17,13 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("curl", "curl"),
     ("bpftool", "bpftool"),
-    // `cargo xtask bench`, L7 section: load generators and the peers it compares with
-    // (Debian 12's `nginx` package holds the binary; `openssl s_client` checks resumption).
+    // A backend for the L7 proxy's tests (static files, proxying); started per test. Also a
+    // peer of `cargo xtask bench` (Debian 12's `nginx` package holds the binary).
+    ("nginx", "nginx"),
+    // `cargo xtask bench`, L7 section: the load generators, the other peer, and
+    // `openssl s_client` (checks TLS session resumption).
     ("wrk", "wrk"),
     ("nghttp2-client", "h2load"),
-    ("nginx", "nginx"),
     ("haproxy", "haproxy"),
     ("openssl", "openssl"),
 ];

@@ -3,6 +3,8 @@
 //! form of an address, the allowed keywords, and the value that was written, instead of a Rust
 //! type ("expected u16"), a bare "invalid IP address syntax" or toml's "wanted string or table".
 
+mod l7;
+
 use std::{
     fmt, marker::PhantomData, net::IpAddr, net::SocketAddr, ops::Deref, str::FromStr,
     time::Duration,
@@ -17,6 +19,11 @@ use serde::{
     },
 };
 use toml::Spanned;
+
+pub(super) use l7::{
+    AccessLog, BalanceKind, ErrorPages, ListenerTable, PoolTable, Pools, ProxyTable, RouteTable,
+    TlsTable,
+};
 
 use super::{
     AdminConfig, ForwardMode, MAX_ACL_RULES_LIMIT, MAX_CONNECTIONS_LIMIT, MAX_CONNECTIONS_MIN,
@@ -36,6 +43,14 @@ pub(super) struct ConfigFile {
     pub xdp: Option<Table<XdpTable>>,
     #[serde(default, rename = "vip", deserialize_with = "array")]
     pub vips: Vec<Table<VipTable>>,
+    #[serde(default)]
+    pub proxy: Table<ProxyTable>,
+    #[serde(default, rename = "listener", deserialize_with = "array")]
+    pub listeners: Vec<Table<ListenerTable>>,
+    #[serde(default, rename = "route", deserialize_with = "array")]
+    pub routes: Vec<Spanned<Table<RouteTable>>>,
+    #[serde(default, rename = "pool")]
+    pub pools: Pools,
 }
 
 #[derive(Deserialize)]

@@ -17,6 +17,16 @@ impl ConfigError {
         }
     }
 
+    /// The directory that relative paths in the config are resolved against is unknown (the
+    /// current directory was removed, or cannot be read).
+    pub(super) fn no_base_dir(origin: &str, err: &std::io::Error) -> Self {
+        Self {
+            message: format!(
+                "{origin}: cannot resolve the relative paths of the config: the current directory is unknown: {err}"
+            ),
+        }
+    }
+
     pub(super) fn from_toml(
         err: serde_path_to_error::Error<toml::de::Error>,
         text: &str,

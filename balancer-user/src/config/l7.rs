@@ -50,12 +50,14 @@ pub struct ListenerConfig {
     /// `redirect_https = true` (plain listeners only): every request gets a 301 to
     /// `https://host[:https_port]/path?query` instead of being routed.
     pub redirect_https: bool,
-    /// `https_port` (default 443): the port put in the redirect (omitted when 443).
+    /// `https_port` (default 443; only with `redirect_https = true`): the port put in the
+    /// redirect (omitted when 443).
     pub https_port: u16,
-    /// `header_read_timeout` (default 10s): a client must send a request's whole header
-    /// within it, or the connection is closed (slowloris).
+    /// `header_read_timeout` (default 10s, above 0 and at most 1h): a client must send a
+    /// request's whole header within it, or the connection is closed (slowloris).
     pub header_read_timeout: Duration,
-    /// `keepalive_timeout` (default 75s): an idle client connection is closed after it.
+    /// `keepalive_timeout` (default 75s, above 0 and at most 1h): an idle client connection is
+    /// closed after it.
     pub keepalive_timeout: Duration,
     /// `max_header_bytes` (default 32 KiB, 8 KiB to 1 MiB): larger request headers get 431.
     pub max_header_bytes: usize,
@@ -103,25 +105,29 @@ pub struct CertificatePaths {
 /// host before `*.suffix` before no host, then the longest path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
-    /// Index in the file's `[[route]]` list, and the label used in logs and metrics
-    /// (`name` if given, else "route-<index>").
+    /// The label used in logs and metrics: `name` if given (letters, digits, '-', '_', '.'),
+    /// else "route-<index>" (index in the file's `[[route]]` list). Unique among routes.
     pub name: String,
-    /// The listener's name (must exist).
+    /// The listener's name (must exist, and not redirect every request with `redirect_https`).
     pub listener: String,
     /// `host`: `None` matches every host.
     pub host: Option<HostPattern>,
-    /// `path` (default "/"): a prefix that starts with '/'. A prefix ending in '/' also
+    /// `path` (default "/"): a prefix that starts with '/', without whitespace, control
+    /// characters, '?', '#', or "." and ".." segments. No two routes have the same listener,
+    /// host and path. A prefix ending in '/' also
     /// matches the path without that slash (which is then redirected, see `strip_prefix`).
     /// Matching is on whole segments: "/app" matches "/app" and "/app/x", not "/apple".
     pub path: String,
     /// `strip_prefix` (default false): forward `/prefix/x` as `/x`; a request for exactly the
     /// prefix without its trailing slash gets a 301 to the prefix with it.
     pub strip_prefix: bool,
+    /// `pool` or `static_dir`: exactly one of them.
     pub target: RouteTarget,
     /// `preserve_host` (default true): forward the client's Host; false: the server's
     /// `host[:port]` from its URL.
     pub preserve_host: bool,
-    /// `max_body_size` (default 16 MiB; an integer of bytes or a string like "10MiB", "512KiB"):
+    /// `max_body_size` (default 16 MiB, at least 1 byte; an integer of bytes or a string with a
+    /// unit B, KB, MB, GB, KiB, MiB or GiB, like "10MiB", "512KiB"):
     /// larger request bodies get 413.
     pub max_body_size: u64,
     /// `error_pages = { 502 = "errors/502.html" }`: status → file served instead of the default
@@ -135,7 +141,8 @@ impl RouteConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
-    /// `host = "www.example.test"`, stored lowercase without a trailing dot.
+    /// `host = "www.example.test"`, stored lowercase without a trailing dot; an IPv4 address
+    /// as written, an IPv6 address in brackets in its canonical form ("[2001:db8::1]").
     Exact(String),
     /// `host = "*.example.test"`: stored as "example.test"; matches one or more labels before it
     /// ("a.example.test", "a.b.example.test"), not "example.test" itself.
@@ -146,16 +153,18 @@ pub enum HostPattern {
 pub enum RouteTarget {
     /// `pool = "NAME"` (must exist).
     Pool(String),
-    /// `static_dir = "DIR"` (must be a directory): files below it, never outside it.
+    /// `static_dir = "DIR"`: files below it, never outside it (the proxy checks that it is a
+    /// directory; the config does not look).
     Static(PathBuf),
 }
 
 /// `[pool.NAME]`: servers that requests are balanced over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
+    /// NAME of `[pool.NAME]`: letters, digits, '-', '_', '.'.
     pub name: String,
     pub balance: Balance,
-    /// At least one; each `url` once.
+    /// At least one; each `url` once (compared normalized); at least one weight above 0.
     pub servers: Vec<ServerConfig>,
     pub keepalive: KeepaliveConfig,
     pub retry: RetryConfig,
@@ -183,8 +192,9 @@ pub enum Balance {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashOn {
     ClientAddress,
-    /// Header name, lowercase.
+    /// Header name (an HTTP token), lowercase.
     Header(String),
+    /// Cookie name (an HTTP token), as written.
     Cookie(String),
 }
 
@@ -195,17 +205,17 @@ pub struct ServerConfig {
     pub url: ServerUrl,
     /// `weight` (default 1, 0 to 1000). 0: configured but gets no requests.
     pub weight: u32,
-    /// `route`: the sticky-session route id (used by sticky sessions); unique in the pool.
+    /// `route`: the sticky-session route id (used by sticky sessions): letters, digits, '-' and
+    /// '_'; unique in the pool.
     pub route: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ServerUrl {
-    /// `http://host:port`: host is a name or an IP literal (IPv6 without brackets here).
-    Http {
-        host: String,
-        port: u16,
-    },
+    /// `http://host:port`: host is a name (lowercase) or an IP literal (IPv6 without brackets
+    /// here). "https://" is refused: TLS to servers is not supported yet.
+    Http { host: String, port: u16 },
+    /// `unix:/path`: absolute, without "." components or repeated '/', at most 107 bytes.
     Unix(PathBuf),
 }
 
@@ -248,7 +258,8 @@ impl std::fmt::Display for ServerUrl {
 pub struct KeepaliveConfig {
     /// `reuse` (default true). false: one connection per request (Apache disablereuse=On).
     pub reuse: bool,
-    /// `idle_timeout` (default 60s): an idle upstream connection is closed after it (Apache ttl).
+    /// `idle_timeout` (default 60s, above 0 and at most 1h): an idle upstream connection is
+    /// closed after it (Apache ttl).
     pub idle_timeout: Duration,
     /// `max_idle` (default 32, 0 to 10 000): idle connections kept per server.
     pub max_idle: usize,
@@ -283,11 +294,13 @@ impl Default for RetryConfig {
 /// `timeouts = { connect, response, websocket_idle }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolTimeouts {
-    /// `connect` (default 3s): TCP/unix connect to a server.
+    /// `connect` (default 3s, above 0 and at most 1h): TCP/unix connect to a server.
     pub connect: Duration,
-    /// `response` (default 60s): from the request sent until the response header arrives.
+    /// `response` (default 60s, above 0 and at most 1h): from the request sent until the
+    /// response header arrives.
     pub response: Duration,
-    /// `websocket_idle` (default 300s): an upgraded tunnel with no bytes either way is closed.
+    /// `websocket_idle` (default 300s, above 0 and at most 24h): an upgraded tunnel with no
+    /// bytes either way is closed.
     pub websocket_idle: Duration,
 }
 

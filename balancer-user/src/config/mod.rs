@@ -311,18 +311,34 @@ impl ForwardMode {
 
 impl Config {
     /// Parses and validates a config from TOML text. `origin` names the source
-    /// (usually the file path) in error messages.
+    /// (usually the file path) in error messages. Relative file paths in it are resolved against
+    /// the current directory.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let base_dir =
+            std::env::current_dir().map_err(|err| ConfigError::no_base_dir(origin, &err))?;
+        Config::parse_in(text, origin, &base_dir)
+    }
+
+    /// Like `parse`, with relative file paths (TLS certificates and keys, static directories,
+    /// error pages) resolved against `base_dir`, which should be absolute. No file is opened:
+    /// the proxy opens them, and names them in its own errors.
+    pub fn parse_in(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
         let file: de::ConfigFile = serde_path_to_error::deserialize(deserializer)
             .map_err(|err| ConfigError::from_toml(err, text, origin))?;
-        validate::validate(file).map_err(|err| err.located(text, origin))
+        validate::validate(file, base_dir).map_err(|err| err.located(text, origin))
     }
 
+    /// Reads and parses the config file at `path`; relative file paths in it are resolved
+    /// against the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let text =
             std::fs::read_to_string(path).map_err(|err| ConfigError::unreadable(&origin, &err))?;
-        Config::parse(&text, &origin)
+        // `absolute` does not touch the file system (beyond the current directory).
+        let absolute =
+            std::path::absolute(path).map_err(|err| ConfigError::no_base_dir(&origin, &err))?;
+        let base_dir = absolute.parent().unwrap_or(Path::new("/"));
+        Config::parse_in(&text, &origin, base_dir)
     }
 }

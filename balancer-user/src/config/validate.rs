@@ -1,5 +1,7 @@
 //! Rules a config must follow beyond its types, and the typed config they produce.
 
+mod l7;
+
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -20,42 +22,59 @@ use super::{
 /// The directory bpffs is mounted on; `xdp.pin_path` must be below it.
 const BPF_FS: &str = "/sys/fs/bpf";
 
-pub(super) fn validate(file: ConfigFile) -> Result<Config, Invalid> {
-    let ConfigFile { admin, xdp, vips } = file;
+pub(super) fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, Invalid> {
+    let ConfigFile {
+        admin,
+        xdp,
+        vips,
+        proxy,
+        listeners,
+        routes,
+        pools,
+    } = file;
     let admin = admin.0;
-    let Some(xdp_table) = xdp else {
-        if let Some(vip) = vips.first() {
-            return Err(Invalid::at(
-                "vip[0]",
-                &vip.name,
-                "VIPs need the XDP data plane: add an [xdp] section with the interface",
-            ));
+    let (xdp, vips) = match xdp {
+        Some(xdp_table) => {
+            let (xdp, vips) = l4_config(&xdp_table, &vips)?;
+            (Some(xdp), vips)
         }
-        return Ok(Config {
-            admin,
-            xdp: None,
-            vips: Vec::new(),
-            l7: super::L7Config::default(),
-        });
+        None => {
+            if let Some(vip) = vips.first() {
+                return Err(Invalid::at(
+                    "vip[0]",
+                    &vip.name,
+                    "VIPs need the XDP data plane: add an [xdp] section with the interface",
+                ));
+            }
+            (None, Vec::new())
+        }
     };
-    let xdp = xdp_config(&xdp_table, &vips)?;
+    let l7 = l7::l7_config(&admin, &proxy, &listeners, &routes, &pools, base_dir)?;
+    Ok(Config {
+        admin,
+        xdp,
+        vips,
+        l7,
+    })
+}
+
+/// `[xdp]` and the `[[vip]]`s it serves.
+fn l4_config(
+    xdp_table: &XdpTable,
+    vips: &[Table<VipTable>],
+) -> Result<(XdpConfig, Vec<VipConfig>), Invalid> {
+    let xdp = xdp_config(xdp_table, vips)?;
 
     let mut names = HashMap::new();
     let mut services = HashMap::new();
     let mut vip_configs = Vec::with_capacity(vips.len());
     for (index, vip) in vips.iter().enumerate() {
         let name = vip.name.get_ref();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
+        if !is_valid_name(name) {
             return Err(Invalid::at(
                 format!("vip[{index}].name"),
                 &vip.name,
-                format!(
-                    "{name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
-                ),
+                not_a_name(name),
             ));
         }
         if let Some(first) = names.insert(name.clone(), index) {
@@ -88,14 +107,21 @@ pub(super) fn validate(file: ConfigFile) -> Result<Config, Invalid> {
         }
         vip_configs.push(vip_config(index, vip, &xdp)?);
     }
-    acl_capacity(&xdp_table, &vips)?;
+    acl_capacity(xdp_table, vips)?;
+    Ok((xdp, vip_configs))
+}
 
-    Ok(Config {
-        admin,
-        xdp: Some(xdp),
-        vips: vip_configs,
-        l7: super::L7Config::default(),
-    })
+/// A name of a VIP, listener, route or pool: it shows in logs, metrics labels and the admin
+/// API's paths.
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn not_a_name(name: &str) -> String {
+    format!("{name:?} must be non-empty and use only letters, digits, '-', '_' and '.'")
 }
 
 /// `[xdp]` on its own, and the number of VIPs it has room for.

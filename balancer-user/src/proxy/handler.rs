@@ -277,6 +277,32 @@ fn static_error(error: StaticError) -> ProxyError {
     }
 }
 
+/// An RFC 8441 WebSocket over HTTP/2: extended CONNECT with `:protocol = websocket`.
+fn is_h2_websocket<B>(request: &Request<B>) -> bool {
+    request.method() == Method::CONNECT
+        && request
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Turns an HTTP/2 WebSocket request into the HTTP/1.1 handshake the server expects
+/// (RFC 8441 §5): GET with `Upgrade: websocket` and a fresh `Sec-WebSocket-Key`.
+fn h2_websocket_as_upgrade(request: &mut Request<Body>) {
+    *request.method_mut() = Method::GET;
+    request.extensions_mut().remove::<hyper::ext::Protocol>();
+    let key: [u8; 16] = rand::random();
+    let headers = request.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(value) = HeaderValue::from_str(&base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        key,
+    )) {
+        headers.insert(header::SEC_WEBSOCKET_KEY, value);
+    }
+}
+
 /// Whether the client asks to switch protocols (HTTP/1.1 Upgrade, e.g. WebSocket).
 fn wants_upgrade(request: &Request<Body>) -> bool {
     request.version() == Version::HTTP_11
@@ -374,8 +400,12 @@ async fn forward(
     client_host: &str,
     record: &mut AccessRecord,
 ) -> Result<Answer, ProxyError> {
-    let upgrade = wants_upgrade(&request);
+    let h2_websocket = is_h2_websocket(&request);
+    let upgrade = h2_websocket || wants_upgrade(&request);
     let client_upgrade: Option<OnUpgrade> = upgrade.then(|| hyper::upgrade::on(&mut request));
+    if h2_websocket {
+        h2_websocket_as_upgrade(&mut request);
+    }
     let key = match &pool.config.balance {
         Balance::Hash(on) => balance::hash_key(on, request.headers(), conn.peer.ip()),
         _ => None,
@@ -456,7 +486,14 @@ async fn forward(
             drop(load);
         });
         let (mut parts, _body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers, true);
+        if h2_websocket {
+            // HTTP/2 has no 101: the stream is the tunnel once the server says 200 (RFC 8441 §5).
+            parts.status = StatusCode::OK;
+            strip_hop_by_hop(&mut parts.headers, false);
+            parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+        } else {
+            strip_hop_by_hop(&mut parts.headers, true);
+        }
         return Ok((Response::from_parts(parts, error::empty()), None));
     }
 

@@ -1,0 +1,830 @@
+//! Rules of the proxy's tables: names, binds and the references between listeners, routes and
+//! pools; the forms of hosts, paths and server URLs; the ranges of durations. Nothing here
+//! touches the file system: relative file paths are only resolved against the config's
+//! directory (the proxy opens the files and names them in its own errors).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv6Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use toml::Spanned;
+
+use super::{is_valid_host_name, is_valid_name, not_a_name, show};
+use crate::config::{
+    AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HostPattern, KeepaliveConfig,
+    L7Config, ListenerConfig, PoolConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig,
+    RouteTarget, ServerConfig, ServerUrl, TlsConfig,
+    de::{
+        AccessLog, BalanceKind, ErrorPages, ListenerTable, PoolTable, Pools, ProxyTable,
+        RouteTable, Table, TlsTable,
+    },
+    error::Invalid,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest path of a unix socket: `sun_path` holds 108 bytes with the terminating NUL.
+const UNIX_PATH_MAX: usize = 107;
+
+pub(super) fn l7_config(
+    admin: &AdminConfig,
+    proxy: &ProxyTable,
+    listeners: &[Table<ListenerTable>],
+    routes: &[Spanned<Table<RouteTable>>],
+    pools: &Pools,
+    base_dir: &Path,
+) -> Result<L7Config, Invalid> {
+    let proxy = proxy_settings(proxy)?;
+    let listeners = listener_configs(admin, listeners, base_dir)?;
+    let mut pools = pools
+        .0
+        .iter()
+        .map(|(name, pool)| pool_config(name, pool, base_dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    let routes = route_configs(routes, &listeners, &pools, base_dir)?;
+    Ok(L7Config {
+        proxy,
+        listeners,
+        routes,
+        pools,
+    })
+}
+
+fn proxy_settings(table: &ProxyTable) -> Result<ProxySettings, Invalid> {
+    Ok(ProxySettings {
+        access_log: match table.access_log {
+            AccessLog::Text => AccessLogFormat::Text,
+            AccessLog::Json => AccessLogFormat::Json,
+            AccessLog::Off => AccessLogFormat::Off,
+        },
+        shutdown_timeout: duration(
+            "proxy.shutdown_timeout",
+            table.shutdown_timeout.as_ref(),
+            ProxySettings::DEFAULT_SHUTDOWN_TIMEOUT,
+            Limits::UpTo(HOUR),
+        )?,
+    })
+}
+
+// ---- Listeners ---------------------------------------------------------------------------------
+
+fn listener_configs(
+    admin: &AdminConfig,
+    tables: &[Table<ListenerTable>],
+    base_dir: &Path,
+) -> Result<Vec<ListenerConfig>, Invalid> {
+    let mut names = HashMap::new();
+    let mut binds = HashMap::new();
+    let mut configs = Vec::with_capacity(tables.len());
+    for (index, listener) in tables.iter().enumerate() {
+        let key = format!("listener[{index}]");
+        let name = listener.name.get_ref();
+        if !is_valid_name(name) {
+            return Err(Invalid::at(
+                format!("{key}.name"),
+                &listener.name,
+                not_a_name(name),
+            ));
+        }
+        if let Some(first) = names.insert(name.as_str(), index) {
+            return Err(Invalid::at(
+                format!("{key}.name"),
+                &listener.name,
+                format!("{name:?} is already the name of listener[{first}]"),
+            ));
+        }
+
+        let bind = *listener.bind.get_ref();
+        let bind_error = |what: String| Invalid::at(format!("{key}.bind"), &listener.bind, what);
+        if bind.port() == 0 {
+            return Err(bind_error(format!(
+                "{bind} has port 0: give the port clients connect to"
+            )));
+        }
+        if bind == admin.listen {
+            return Err(bind_error(format!(
+                "{bind} is admin.listen, the admin API's address"
+            )));
+        }
+        if let Some(first) = binds.insert(bind, index) {
+            return Err(bind_error(format!(
+                "{bind} is already the bind of listener[{first}] ({:?})",
+                tables[first].name.get_ref()
+            )));
+        }
+
+        let tls = listener
+            .tls
+            .as_ref()
+            .map(|tls| tls_config(&format!("{key}.tls"), tls.get_ref(), base_dir))
+            .transpose()?;
+        let redirect_https = match &listener.redirect_https {
+            Some(written) if *written.get_ref() && tls.is_some() => {
+                return Err(Invalid::at(
+                    format!("{key}.redirect_https"),
+                    written,
+                    "only allowed on a plain listener: this one has tls, so its clients already use HTTPS",
+                ));
+            }
+            Some(written) => *written.get_ref(),
+            None => false,
+        };
+        let https_port = match &listener.https_port {
+            Some(written) if !redirect_https => {
+                return Err(Invalid::at(
+                    format!("{key}.https_port"),
+                    written,
+                    "only allowed with redirect_https = true (it is the port the redirects name)",
+                ));
+            }
+            Some(written) => *written.get_ref(),
+            None => ListenerConfig::DEFAULT_HTTPS_PORT,
+        };
+
+        configs.push(ListenerConfig {
+            name: name.clone(),
+            bind,
+            tls,
+            redirect_https,
+            https_port,
+            header_read_timeout: duration(
+                &format!("{key}.header_read_timeout"),
+                listener.header_read_timeout.as_ref(),
+                ListenerConfig::DEFAULT_HEADER_READ_TIMEOUT,
+                Limits::AboveZeroUpTo(HOUR),
+            )?,
+            keepalive_timeout: duration(
+                &format!("{key}.keepalive_timeout"),
+                listener.keepalive_timeout.as_ref(),
+                ListenerConfig::DEFAULT_KEEPALIVE_TIMEOUT,
+                Limits::AboveZeroUpTo(HOUR),
+            )?,
+            max_header_bytes: listener.max_header_bytes,
+            max_headers: listener.max_headers,
+            max_connections: listener.max_connections,
+        });
+    }
+    Ok(configs)
+}
+
+fn tls_config(key: &str, tls: &TlsTable, base_dir: &Path) -> Result<TlsConfig, Invalid> {
+    let written = &tls.certificates;
+    let list = &written.get_ref().0;
+    if list.is_empty() {
+        return Err(Invalid::at(
+            format!("{key}.certificates"),
+            written,
+            "needs at least one certificate (the first is the default, for clients without SNI)",
+        ));
+    }
+    let certificates = list
+        .iter()
+        .enumerate()
+        .map(|(position, certificate)| {
+            let entry = format!("{key}.certificates[{position}]");
+            Ok(CertificatePaths {
+                cert: file_path(&format!("{entry}.cert"), &certificate.cert, base_dir)?,
+                key: file_path(&format!("{entry}.key"), &certificate.key, base_dir)?,
+            })
+        })
+        .collect::<Result<_, Invalid>>()?;
+    Ok(TlsConfig { certificates })
+}
+
+// ---- Routes ------------------------------------------------------------------------------------
+
+fn route_configs(
+    routes: &[Spanned<Table<RouteTable>>],
+    listeners: &[ListenerConfig],
+    pools: &[PoolConfig],
+    base_dir: &Path,
+) -> Result<Vec<RouteConfig>, Invalid> {
+    let names = route_names(routes)?;
+    // (listener, host as written in messages, path) → index and name of the route.
+    let mut matches = HashMap::new();
+    let mut configs = Vec::with_capacity(routes.len());
+    for ((index, written), name) in routes.iter().enumerate().zip(names) {
+        let route: &RouteTable = written.get_ref();
+        let key = format!("route[{index}]");
+
+        let listener = route.listener.get_ref();
+        let Some(listener_config) = listeners.iter().find(|l| &l.name == listener) else {
+            let known = listeners.iter().map(|l| l.name.as_str());
+            return Err(Invalid::at(
+                format!("{key}.listener"),
+                &route.listener,
+                format!(
+                    "{listener:?} is not the name of a listener ({})",
+                    known_names("listeners", known, "[[listener]]")
+                ),
+            ));
+        };
+        if listener_config.redirect_https {
+            return Err(Invalid::at(
+                format!("{key}.listener"),
+                &route.listener,
+                format!(
+                    "listener {listener:?} has redirect_https = true: it redirects every request to HTTPS, so no route applies to it"
+                ),
+            ));
+        }
+
+        let host = route
+            .host
+            .as_ref()
+            .map(|host| host_pattern(&format!("{key}.host"), host))
+            .transpose()?;
+        let path = match &route.path {
+            Some(path) => route_path(&format!("{key}.path"), path)?,
+            None => "/".to_string(),
+        };
+
+        let target = match (&route.pool, &route.static_dir) {
+            (Some(_), Some(dir)) => {
+                return Err(Invalid::at(
+                    format!("{key}.static_dir"),
+                    dir,
+                    "a route has either pool or static_dir, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(Invalid::at(
+                    key,
+                    written,
+                    "needs a target: pool = \"NAME\" or static_dir = \"DIR\"",
+                ));
+            }
+            (Some(pool), None) => {
+                let pool_name = pool.get_ref();
+                if !pools.iter().any(|p| &p.name == pool_name) {
+                    let known = pools.iter().map(|p| p.name.as_str());
+                    return Err(Invalid::at(
+                        format!("{key}.pool"),
+                        pool,
+                        format!(
+                            "{pool_name:?} is not the name of a pool ({})",
+                            known_names("pools", known, "[pool.NAME]")
+                        ),
+                    ));
+                }
+                RouteTarget::Pool(pool_name.clone())
+            }
+            (None, Some(dir)) => {
+                RouteTarget::Static(file_path(&format!("{key}.static_dir"), dir, base_dir)?)
+            }
+        };
+
+        let host_text = match &host {
+            Some(host) => format!("host {:?}", host_text(host)),
+            None => "no host".to_string(),
+        };
+        if let Some((earlier, earlier_name)) = matches.insert(
+            (listener.clone(), host_text.clone(), path.clone()),
+            (index, name.clone()),
+        ) {
+            return Err(Invalid::at(
+                key,
+                written,
+                format!(
+                    "{name:?} has the same listener {listener:?}, {host_text} and path {path:?} as route[{earlier}] ({earlier_name:?}); only one of them could be used"
+                ),
+            ));
+        }
+
+        configs.push(RouteConfig {
+            name,
+            listener: listener.clone(),
+            host,
+            path,
+            strip_prefix: route.strip_prefix,
+            target,
+            preserve_host: route.preserve_host,
+            max_body_size: route.max_body_size,
+            error_pages: error_pages(&key, &route.error_pages, base_dir)?,
+        });
+    }
+    Ok(configs)
+}
+
+/// Every route's name: its `name`, or "route-<index>". Checked first, so that a later route's
+/// default name colliding with an earlier route's `name` is found either way round.
+fn route_names(routes: &[Spanned<Table<RouteTable>>]) -> Result<Vec<String>, Invalid> {
+    let mut named = HashMap::new();
+    for (index, route) in routes.iter().enumerate() {
+        let Some(written) = &route.get_ref().name else {
+            continue;
+        };
+        let name = written.get_ref();
+        let key = format!("route[{index}].name");
+        if !is_valid_name(name) {
+            return Err(Invalid::at(key, written, not_a_name(name)));
+        }
+        if let Some((first, _)) = named.insert(name.as_str(), (index, written)) {
+            return Err(Invalid::at(
+                key,
+                written,
+                format!("{name:?} is already the name of route[{first}]"),
+            ));
+        }
+    }
+    routes
+        .iter()
+        .enumerate()
+        .map(|(index, route)| match &route.get_ref().name {
+            Some(written) => Ok(written.get_ref().clone()),
+            None => {
+                let name = format!("route-{index}");
+                match named.get(name.as_str()) {
+                    Some(&(other, written)) => Err(Invalid::at(
+                        format!("route[{other}].name"),
+                        written,
+                        format!(
+                            "{name:?} is also the default name of route[{index}], which has no name; choose another"
+                        ),
+                    )),
+                    None => Ok(name),
+                }
+            }
+        })
+        .collect()
+}
+
+fn known_names<'a>(what: &str, names: impl Iterator<Item = &'a str>, table: &str) -> String {
+    let names: Vec<_> = names.map(|name| format!("{name:?}")).collect();
+    if names.is_empty() {
+        format!("there is no {table}")
+    } else {
+        format!("the {what} are {}", names.join(", "))
+    }
+}
+
+fn host_text(host: &HostPattern) -> String {
+    match host {
+        HostPattern::Exact(host) => host.clone(),
+        HostPattern::Suffix(suffix) => format!("*.{suffix}"),
+    }
+}
+
+/// A route's `host`: a name, an IPv4 address, an IPv6 address in brackets, or "*.suffix".
+/// Matched against the Host header without its port, so it is compared lowercase and without a
+/// trailing dot.
+fn host_pattern(key: &str, written: &Spanned<String>) -> Result<HostPattern, Invalid> {
+    let text = written.get_ref();
+    let error = |what: String| Invalid::at(key, written, what);
+    let lower = text.to_ascii_lowercase();
+    let host = lower.strip_suffix('.').unwrap_or(&lower);
+    if host.is_empty() {
+        return Err(error(format!(
+            "{text:?} is not a host: leave host out to match every host"
+        )));
+    }
+    if host == "*" {
+        return Err(error(format!(
+            "{text:?} is not a pattern (\"*.suffix\" is): leave host out to match every host"
+        )));
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(error(format!(
+            "{text:?} must not contain whitespace or control characters"
+        )));
+    }
+    if host.contains("://") {
+        return Err(error(format!("{text:?} must be a host, not a URL")));
+    }
+    if let Some(inside) = host.strip_prefix('[') {
+        let parsed = inside
+            .split_once(']')
+            .and_then(|(address, after)| Some((address.parse::<Ipv6Addr>().ok()?, after)));
+        let Some((address, after)) = parsed else {
+            return Err(error(format!(
+                "{text:?} is not a valid IPv6 address in brackets"
+            )));
+        };
+        if !after.is_empty() {
+            return Err(error(format!(
+                "{text:?} must not have a port: a route matches the host whatever the port"
+            )));
+        }
+        return Ok(HostPattern::Exact(format!("[{address}]")));
+    }
+    if host.parse::<Ipv6Addr>().is_ok() {
+        return Err(error(format!(
+            "{text:?}: an IPv6 address is written in brackets, as in \"[2001:db8::1]\""
+        )));
+    }
+    if host.contains(':') {
+        return Err(error(format!(
+            "{text:?} must not have a port: a route matches the host whatever the port"
+        )));
+    }
+    let (pattern, name) = match host.strip_prefix("*.") {
+        Some(suffix) => (HostPattern::Suffix(suffix.to_string()), suffix),
+        None => (HostPattern::Exact(host.to_string()), host),
+    };
+    if name.contains('*') {
+        return Err(error(format!(
+            "{text:?}: '*' is only allowed as the whole first label, as in \"*.example.test\""
+        )));
+    }
+    if !is_valid_host_name(name) {
+        return Err(error(format!(
+            "{text:?} is not a valid host (a name such as \"www.example.test\", \"*.example.test\" for its subdomains, or an IP address)"
+        )));
+    }
+    Ok(pattern)
+}
+
+/// A route's `path` prefix, compared with the request's path as is: a form the request's path
+/// cannot take would never match.
+fn route_path(key: &str, written: &Spanned<String>) -> Result<String, Invalid> {
+    let path = written.get_ref();
+    let what = if !path.starts_with('/') {
+        "must start with '/'"
+    } else if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "must not contain whitespace or control characters"
+    } else if path.contains(['?', '#']) {
+        "must not contain '?' or '#': a route matches the path, not the query"
+    } else if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        "must not have \".\" or \"..\" segments"
+    } else {
+        return Ok(path.clone());
+    };
+    Err(Invalid::at(key, written, format!("{path:?} {what}")))
+}
+
+// ---- Pools -------------------------------------------------------------------------------------
+
+fn pool_config(
+    name: &str,
+    written: &Spanned<Table<PoolTable>>,
+    base_dir: &Path,
+) -> Result<PoolConfig, Invalid> {
+    let key = format!("pool.{name}");
+    // The name is in the table's header: point at it.
+    if !is_valid_name(name) {
+        return Err(Invalid::at(key, written, not_a_name(name)));
+    }
+    let pool: &PoolTable = written.get_ref();
+    Ok(PoolConfig {
+        name: name.to_string(),
+        balance: balance(&key, pool)?,
+        servers: servers(&key, pool)?,
+        keepalive: keepalive(&key, pool)?,
+        retry: RetryConfig {
+            after_failure: duration(
+                &format!("{key}.retry.after_failure"),
+                pool.retry.after_failure.as_ref(),
+                RetryConfig::default().after_failure,
+                Limits::UpTo(HOUR),
+            )?,
+        },
+        timeouts: pool_timeouts(&key, pool)?,
+        h2c: pool.h2c,
+        error_pages: error_pages(&key, &pool.error_pages, base_dir)?,
+    })
+}
+
+fn keepalive(key: &str, pool: &PoolTable) -> Result<KeepaliveConfig, Invalid> {
+    Ok(KeepaliveConfig {
+        reuse: pool.keepalive.reuse,
+        idle_timeout: duration(
+            &format!("{key}.keepalive.idle_timeout"),
+            pool.keepalive.idle_timeout.as_ref(),
+            KeepaliveConfig::default().idle_timeout,
+            Limits::AboveZeroUpTo(HOUR),
+        )?,
+        max_idle: pool.keepalive.max_idle,
+    })
+}
+
+fn pool_timeouts(key: &str, pool: &PoolTable) -> Result<PoolTimeouts, Invalid> {
+    let defaults = PoolTimeouts::default();
+    let written = &pool.timeouts;
+    let timeout = |field: &str, value: &Option<Spanned<Duration>>, default, max| {
+        duration(
+            &format!("{key}.timeouts.{field}"),
+            value.as_ref(),
+            default,
+            Limits::AboveZeroUpTo(max),
+        )
+    };
+    Ok(PoolTimeouts {
+        connect: timeout("connect", &written.connect, defaults.connect, HOUR)?,
+        response: timeout("response", &written.response, defaults.response, HOUR)?,
+        // A websocket may stay quiet much longer than a request waits for its answer.
+        websocket_idle: timeout(
+            "websocket_idle",
+            &written.websocket_idle,
+            defaults.websocket_idle,
+            DAY,
+        )?,
+    })
+}
+
+fn balance(key: &str, pool: &PoolTable) -> Result<Balance, Invalid> {
+    if let Some(written) = &pool.hash_on
+        && pool.balance != BalanceKind::Hash
+    {
+        return Err(Invalid::at(
+            format!("{key}.hash_on"),
+            written,
+            format!(
+                "only allowed with balance = \"hash\", not \"{}\"",
+                pool.balance.as_str()
+            ),
+        ));
+    }
+    Ok(match pool.balance {
+        BalanceKind::RoundRobin => Balance::RoundRobin,
+        BalanceKind::LeastConn => Balance::LeastConn,
+        BalanceKind::P2c => Balance::P2c,
+        BalanceKind::Hash => Balance::Hash(match &pool.hash_on {
+            Some(written) => hash_on(&format!("{key}.hash_on"), written)?,
+            None => HashOn::ClientAddress,
+        }),
+    })
+}
+
+fn hash_on(key: &str, written: &Spanned<String>) -> Result<HashOn, Invalid> {
+    let text = written.get_ref();
+    let (what, name, hash_on) = if text == "client" {
+        return Ok(HashOn::ClientAddress);
+    } else if let Some(name) = text.strip_prefix("header:") {
+        // Header names are case-insensitive (RFC 9110 §5.1); cookie names are not.
+        ("header", name, HashOn::Header(name.to_ascii_lowercase()))
+    } else if let Some(name) = text.strip_prefix("cookie:") {
+        ("cookie", name, HashOn::Cookie(name.to_string()))
+    } else {
+        return Err(Invalid::at(
+            key,
+            written,
+            format!("{text:?} must be \"client\", \"header:NAME\" or \"cookie:NAME\""),
+        ));
+    };
+    if !is_token(name) {
+        return Err(Invalid::at(
+            key,
+            written,
+            format!(
+                "{name:?} is not a valid {what} name (one or more letters, digits or !#$%&'*+-.^_`|~)"
+            ),
+        ));
+    }
+    Ok(hash_on)
+}
+
+/// An HTTP token (RFC 9110 §5.6.2): the form of header names, and of cookie names (RFC 6265
+/// §4.1.1).
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn servers(key: &str, pool: &PoolTable) -> Result<Vec<ServerConfig>, Invalid> {
+    let written = &pool.servers;
+    let list = &written.get_ref().0;
+    if list.is_empty() {
+        return Err(Invalid::at(
+            format!("{key}.servers"),
+            written,
+            "needs at least one server",
+        ));
+    }
+    let mut urls = HashMap::new();
+    let mut routes = HashMap::new();
+    let mut servers = Vec::with_capacity(list.len());
+    for (position, server) in list.iter().enumerate() {
+        let entry = format!("{key}.servers[{position}]");
+        let url = server_url(&format!("{entry}.url"), &server.url)?;
+        if let Some(earlier) = urls.insert(url.clone(), position) {
+            return Err(Invalid::at(
+                format!("{entry}.url"),
+                &server.url,
+                format!("{url} is already servers[{earlier}]"),
+            ));
+        }
+        let route = match &server.route {
+            Some(written) => {
+                let id = written.get_ref();
+                if id.is_empty()
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(Invalid::at(
+                        format!("{entry}.route"),
+                        written,
+                        format!(
+                            "{id:?} must be non-empty and use only letters, digits, '-' and '_'"
+                        ),
+                    ));
+                }
+                if let Some(earlier) = routes.insert(id.as_str(), position) {
+                    return Err(Invalid::at(
+                        format!("{entry}.route"),
+                        written,
+                        format!("{id:?} is already the route of servers[{earlier}]"),
+                    ));
+                }
+                Some(id.clone())
+            }
+            None => None,
+        };
+        servers.push(ServerConfig {
+            url,
+            weight: server.weight,
+            route,
+        });
+    }
+    if servers.iter().all(|server| server.weight == 0) {
+        return Err(Invalid::at(
+            format!("{key}.servers"),
+            written,
+            "every server has weight 0, so requests have nowhere to go; give at least one a weight above 0",
+        ));
+    }
+    Ok(servers)
+}
+
+/// `http://host[:port]` (no user, path, query or fragment) or `unix:/absolute/path`.
+fn server_url(key: &str, written: &Spanned<String>) -> Result<ServerUrl, Invalid> {
+    let text = written.get_ref();
+    let error = |what: &str| Invalid::at(key, written, format!("{text:?} {what}"));
+    if let Some(path) = strip_prefix_ignoring_case(text, "unix:") {
+        return unix_url(path).map_err(|what| error(&what));
+    }
+    let Some(rest) = strip_prefix_ignoring_case(text, "http://") else {
+        if strip_prefix_ignoring_case(text, "https://").is_some() {
+            return Err(error(
+                "uses https: TLS to servers is not supported yet; use \"http://\" (clients can still use TLS: give the listener a tls table)",
+            ));
+        }
+        return Err(error(
+            "must be \"http://host[:port]\" or \"unix:/absolute/path\"",
+        ));
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if tail.contains('?') {
+        return Err(error("must not have a query"));
+    }
+    if tail.contains('#') {
+        return Err(error("must not have a fragment"));
+    }
+    if !tail.is_empty() && tail != "/" {
+        return Err(error(
+            "must not have a path: requests are forwarded with their own path (see a route's strip_prefix)",
+        ));
+    }
+    if authority.contains('@') {
+        return Err(error("must not have user information (user@)"));
+    }
+    let (host, port) = if let Some(inside) = authority.strip_prefix('[') {
+        let Some((address, after)) = inside.split_once(']') else {
+            return Err(error("has an IPv6 address without its closing ']'"));
+        };
+        let Ok(address) = address.parse::<Ipv6Addr>() else {
+            return Err(error("has no valid IPv6 address in its brackets"));
+        };
+        let port = match after.strip_prefix(':') {
+            Some(port) => Some(port),
+            None if after.is_empty() => None,
+            None => return Err(error("has text after its IPv6 address's ']'")),
+        };
+        (address.to_string(), port)
+    } else {
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        };
+        if host.contains(':') {
+            return Err(error(
+                "has an IPv6 address without brackets: write it as in \"http://[2001:db8::1]:8080\"",
+            ));
+        }
+        if host.is_empty() {
+            return Err(error("has no host"));
+        }
+        let host = host.to_ascii_lowercase();
+        if !is_valid_host_name(&host) {
+            return Err(error("has no valid host name or IP address"));
+        }
+        (host, port)
+    };
+    let port = match port {
+        None => 80,
+        Some(port) => Some(port)
+            .filter(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|port| port.parse::<u16>().ok())
+            .filter(|&port| port != 0)
+            .ok_or_else(|| error("must have a port between 1 and 65535 after ':'"))?,
+    };
+    Ok(ServerUrl::Http { host, port })
+}
+
+fn unix_url(path: &str) -> Result<ServerUrl, String> {
+    if !path.starts_with('/') {
+        return Err("must have an absolute socket path, as in \"unix:/run/app.sock\"".to_string());
+    }
+    if path.contains('\0') {
+        return Err("has a NUL character in its socket path".to_string());
+    }
+    // `components` drops repeated and trailing '/' and "." components.
+    let normal: PathBuf = Path::new(path).components().collect();
+    if normal == Path::new("/") {
+        return Err("names no socket, only \"/\"".to_string());
+    }
+    let length = normal.as_os_str().len();
+    if length > UNIX_PATH_MAX {
+        return Err(format!(
+            "has a socket path of {length} bytes, more than the {UNIX_PATH_MAX} a unix socket address holds"
+        ));
+    }
+    Ok(ServerUrl::Unix(normal))
+}
+
+fn strip_prefix_ignoring_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+// ---- Shared ------------------------------------------------------------------------------------
+
+fn error_pages(
+    key: &str,
+    pages: &ErrorPages,
+    base_dir: &Path,
+) -> Result<BTreeMap<u16, PathBuf>, Invalid> {
+    pages
+        .0
+        .iter()
+        .map(|(status, file)| {
+            let path = file_path(&format!("{key}.error_pages.{status}"), file, base_dir)?;
+            Ok((*status, path))
+        })
+        .collect()
+}
+
+/// A file or directory named in the config: relative to `base_dir` (the config's directory)
+/// unless absolute. It is not opened here.
+fn file_path(key: &str, written: &Spanned<String>, base_dir: &Path) -> Result<PathBuf, Invalid> {
+    let text = written.get_ref();
+    if text.is_empty() {
+        return Err(Invalid::at(key, written, "must not be empty"));
+    }
+    if text.contains('\0') {
+        return Err(Invalid::at(
+            key,
+            written,
+            format!("{text:?} has a NUL character, which no path can hold"),
+        ));
+    }
+    // `components` drops "." and repeated '/' (but keeps "..", which may cross a symlink).
+    Ok(base_dir.join(text).components().collect())
+}
+
+#[derive(Clone, Copy)]
+enum Limits {
+    /// 0 to the duration.
+    UpTo(Duration),
+    /// Above 0, up to the duration.
+    AboveZeroUpTo(Duration),
+}
+
+/// A duration under `key`: `default` when absent, else within `limits`.
+fn duration(
+    key: &str,
+    written: Option<&Spanned<Duration>>,
+    default: Duration,
+    limits: Limits,
+) -> Result<Duration, Invalid> {
+    let Some(written) = written else {
+        return Ok(default);
+    };
+    let value = *written.get_ref();
+    let what = match limits {
+        Limits::UpTo(max) if value > max => {
+            format!("must be between 0s and {}, not {}", show(max), show(value))
+        }
+        Limits::AboveZeroUpTo(max) if value.is_zero() || value > max => {
+            format!(
+                "must be above 0 and at most {}, not {}",
+                show(max),
+                show(value)
+            )
+        }
+        _ => return Ok(value),
+    };
+    Err(Invalid::at(key, written, what))
+}
