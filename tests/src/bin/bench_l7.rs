@@ -21,7 +21,8 @@
 //!    (one request per connection; direct: plain HTTP, the backend has no TLS).
 //! 4. Memory: the proxy's resident set (`VmRSS` of the process and its children) before and
 //!    after this driver opens N idle keep-alive connections to its plain port (each sends
-//!    one request and keeps the connection).
+//!    one request and keeps the connection), then after closing them and with N again; the
+//!    backend's too, for reference.
 //!
 //! The load cases run in rounds (every case through every target per round, so that a
 //! disturbance from elsewhere on the machine is spread over the targets); each figure is
@@ -359,8 +360,12 @@ fn run(args: &Args) -> anyhow::Result<Value> {
 
     let mut memory = serde_json::Map::new();
     if args.memory {
-        for &target in live.iter().filter(|t| t.is_proxy()) {
-            let process = proxies.get_mut(&target).expect("started");
+        // The backend too, as a reference: hyper alone, without proxying.
+        for &target in &live {
+            let process = match target {
+                Target::Direct => &mut backend,
+                _ => proxies.get_mut(&target).expect("started"),
+            };
             let result =
                 measure_memory(&netns, target, process, idle_connections).unwrap_or_else(|err| {
                     eprintln!("bench_l7:   {}: memory: {err:#}", target.key());
@@ -1412,6 +1417,17 @@ fn measure_memory(
         "{} exited while holding the idle connections",
         target.key()
     );
+    // A second batch as large: whether the memory the first one left behind is reused (an
+    // allocator keeping freed pages) or RSS grows again (memory kept per past connection).
+    let second = netns.run(move || open_idle(port, connections))??;
+    std::thread::sleep(Duration::from_secs(1));
+    let second_rss = rss_kib(process.pid).ok();
+    for stream in &second.streams {
+        let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+    }
+    let second_count = second.streams.len();
+    drop(second.streams);
+    std::thread::sleep(Duration::from_millis(500));
     let per_connection = if count > 0 {
         after.saturating_sub(before) as f64 / count as f64
     } else {
@@ -1419,7 +1435,8 @@ fn measure_memory(
     };
     eprintln!(
         "bench_l7:   {}: {count} idle connections (of {connections}; {} failed, {:?} established \
-         on its side): RSS {before} → {after} KiB, {per_connection:.2} KiB per connection",
+         on its side): RSS {before} → {after} KiB, {per_connection:.2} KiB per connection; \
+         {released:?} KiB after closing them, {second_rss:?} KiB with {second_count} again",
         target.key(),
         opened.failed,
         established,
@@ -1434,6 +1451,8 @@ fn measure_memory(
         "rss_before_kib": before,
         "rss_after_kib": after,
         "rss_after_close_kib": released,
+        "second_batch_connections": second_count,
+        "rss_with_second_batch_kib": second_rss,
         "kib_per_connection": per_connection,
     }))
 }

@@ -380,8 +380,11 @@ fn render_memory(md: &mut String, raw: &Value) {
          Before any load, this driver opens the connections to each proxy's plain port in \
          turn ({} at a time); each sends one `GET /bench`, reads the response and stays open. \
          Resident memory (`VmRSS` of the proxy's processes: nginx's master and worker) is read \
-         before and 1 s after; the connections are then reset. Kernel memory (socket buffers) \
-         is not in RSS.{}\n",
+         before and 1 s after; the connections are then reset, and as many are opened again \
+         (\"second batch\": flat RSS means the first batch's memory was freed and reused; \
+         growth means part of it could not be reused, or is still held). The backend, a bare \
+         hyper server, is measured the same way for reference. Kernel memory (socket \
+         buffers) is not in RSS.{}\n",
         group(used),
         100,
         if used < requested {
@@ -405,10 +408,11 @@ fn render_memory(md: &mut String, raw: &Value) {
     }
     let _ = writeln!(
         md,
-        "| | connections held | RSS before | RSS with them | per connection | RSS after closing |\n\
-         |---|---:|---:|---:|---:|---:|"
+        "| | connections held | RSS before | RSS with them | per connection | RSS after closing \
+         | RSS with a second batch |\n|---|---:|---:|---:|---:|---:|---:|"
     );
-    for (key, label) in PROXIES {
+    let reference = [("direct", "direct: `l7_backend` (hyper alone, reference)")];
+    for (key, label) in PROXIES.into_iter().chain(reference) {
         let row = &memory[key];
         if row.is_null() {
             continue;
@@ -416,7 +420,7 @@ fn render_memory(md: &mut String, raw: &Value) {
         if let Some(err) = row["error"].as_str() {
             let _ = writeln!(
                 md,
-                "| {label} | failed: {} | | | | |",
+                "| {label} | failed: {} | | | | | |",
                 one_line(&Value::from(err))
             );
             continue;
@@ -429,7 +433,7 @@ fn render_memory(md: &mut String, raw: &Value) {
         let failed = row["failed"].as_u64().unwrap_or(0);
         let _ = writeln!(
             md,
-            "| {label} | {}{} | {} | {} | **{:.2} KiB** | {} |",
+            "| {label} | {}{} | {} | {} | **{:.2} KiB** | {} | {} |",
             group(row["connections"].as_u64().unwrap_or(0)),
             if failed > 0 {
                 format!(" ({failed} failed: {})", one_line(&row["first_error"]))
@@ -440,12 +444,13 @@ fn render_memory(md: &mut String, raw: &Value) {
             kib("rss_after_kib"),
             row["kib_per_connection"].as_f64().unwrap_or(0.0),
             kib("rss_after_close_kib"),
+            kib("rss_with_second_batch_kib"),
         );
     }
     for (peer, label) in PEERS {
         let _ = writeln!(
             md,
-            "| **balancer / {label}** | | | | **{}** | |",
+            "| **balancer / {label}** | | | | **{}** | | |",
             ratio(
                 &memory["balancer"]["kib_per_connection"],
                 &memory[peer]["kib_per_connection"]
