@@ -119,6 +119,13 @@ async fn process(
         .get(&conn.listener)
         .map(|listener| &listener.config)
         .ok_or(ProxyError::NoRoute)?;
+    // HTTP/1.1 heads over the limit never get here (hyper answers 431); HTTP/2 ones do.
+    if request.headers().len() > listener.max_headers {
+        return Err(ProxyError::TooManyHeaders {
+            count: request.headers().len(),
+            limit: listener.max_headers,
+        });
+    }
     let host = request_host(&request)?;
     record.host.clone_from(&host);
     if let Some(response) = redirect_phase(listener, &host, request.uri()) {
