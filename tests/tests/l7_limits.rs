@@ -631,25 +631,34 @@ servers = [ {{ url = "http://{B1}" }} ]
         some = some.header(&format!("x-h{i}"), "v");
     }
 
-    let strict = Client::tcp(&net, WEB);
-    let default = Client::tcp(&net, "127.0.0.1:8090");
-    for (client, request, status, why) in [
-        (
-            &strict,
-            &big,
-            431,
-            "a 10 kB header over max_header_bytes 8192",
-        ),
-        (&strict, &many, 431, "21 fields over max_headers 10"),
-        (&strict, &medium, 200, "a 6 kB header under 8192"),
-        (&strict, &some, 200, "9 fields under 10"),
-        (&default, &big, 200, "10 kB under the default 32 KiB"),
-        (&default, &many, 200, "21 fields under the default 100"),
-    ] {
-        let reply = ok(client.send(request), why, &balancer);
-        assert_eq!(reply.status, status, "{why}: {}", reply.text());
-        if status == 200 {
-            assert_eq!(reply.json()["uri"], request.uri, "{why}");
+    // HTTP/1.1, and HTTP/2 (prior knowledge) on the same listeners.
+    for h2 in [false, true] {
+        let client = |addr: &str| {
+            let client = Client::tcp(&net, addr);
+            if h2 { client.h2c() } else { client }
+        };
+        let strict = client(WEB);
+        let default = client("127.0.0.1:8090");
+        for (client, request, status, why) in [
+            (
+                &strict,
+                &big,
+                431,
+                "a 10 kB header over max_header_bytes 8192",
+            ),
+            (&strict, &many, 431, "21 fields over max_headers 10"),
+            (&strict, &medium, 200, "a 6 kB header under 8192"),
+            (&strict, &some, 200, "9 fields under 10"),
+            (&default, &big, 200, "10 kB under the default 32 KiB"),
+            (&default, &many, 200, "21 fields under the default 100"),
+        ] {
+            let why = format!("{why} (HTTP/2: {h2})");
+            let reply = ok(client.send(request), &why, &balancer);
+            assert_eq!(reply.status, status, "{why}: {}", reply.text());
+            assert_eq!(reply.version, if h2 { "HTTP/2.0" } else { "HTTP/1.1" });
+            if status == 200 {
+                assert_eq!(reply.json()["uri"], request.uri, "{why}");
+            }
         }
     }
 }
