@@ -529,6 +529,26 @@ servers = [ {{ url = "http://{B1}" }} ]
         200,
         "another route has the default limit (16 MiB)"
     );
+    // The same over HTTP/2 (prior knowledge).
+    let h2 = Client::tcp(&net, WEB).h2c();
+    for (size, status) in [(2000, 413), (100_000, 413), (1024, 200)] {
+        let body = vec![b'q'; size];
+        let reply = ok(
+            h2.send(&Request::post("/echo", body.clone()).host("body.test")),
+            &format!("HTTP/2 POST /echo with {size} bytes"),
+            &balancer,
+        );
+        assert_eq!(reply.version, "HTTP/2.0");
+        assert_eq!(
+            reply.status,
+            status,
+            "HTTP/2, {size} bytes: {}",
+            reply.text()
+        );
+        if status == 200 {
+            assert!(reply.body == body, "HTTP/2: /echo returns the {size} bytes");
+        }
+    }
 
     // Chunked bodies: no length to check up front; the count stops it.
     let chunk = |size: usize| -> Vec<u8> {
