@@ -435,7 +435,7 @@ pool = "app"
     let tls = Some((certs.ca_path(), "h2.test"));
     // PINGs are no request heads: with the header clock (1s) running on them, the pinging
     // connections would close about 1.3 s after the response.
-    for (label, addr, tls, ping) in [
+    let cases = [
         ("h2c", WEB, None, None),
         (
             "h2c pinging every 300 ms",
@@ -450,12 +450,26 @@ pool = "app"
             tls,
             Some(Duration::from_millis(300)),
         ),
-    ] {
-        let (status, closed) = ok(
-            h2_idle(&net, addr, tls, ping, Duration::from_secs(7)),
-            label,
-            &balancer,
-        );
+    ];
+    // The four connections at once: each takes a few seconds.
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let running: Vec<_> = cases
+            .iter()
+            .map(|&(label, addr, tls, ping)| {
+                let net = &net;
+                (
+                    label,
+                    scope.spawn(move || h2_idle(net, addr, tls, ping, Duration::from_secs(7))),
+                )
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(label, thread)| (label, thread.join().expect("client thread")))
+            .collect()
+    });
+    for (label, outcome) in outcomes {
+        let (status, closed) = ok(outcome, label, &balancer);
         assert_eq!(status, 200, "{label}");
         assert!(
             closed.is_some_and(
