@@ -119,6 +119,13 @@ async fn process(
         .get(&conn.listener)
         .map(|listener| &listener.config)
         .ok_or(ProxyError::NoRoute)?;
+    // HTTP/1.1 heads over the limit never get here (hyper answers 431); HTTP/2 ones do.
+    if request.headers().len() > listener.max_headers {
+        return Err(ProxyError::TooManyHeaders {
+            count: request.headers().len(),
+            limit: listener.max_headers,
+        });
+    }
     let host = request_host(&request)?;
     record.host.clone_from(&host);
     if let Some(response) = redirect_phase(listener, &host, request.uri()) {
@@ -158,7 +165,7 @@ async fn process(
 
     match &runtime.target {
         Target::Static(dir) => {
-            let response = static_files::serve(
+            let mut response = static_files::serve(
                 dir,
                 &upstream_path,
                 &path,
@@ -167,6 +174,21 @@ async fn process(
             )
             .await
             .map_err(static_error)?;
+            // A directory's add-slash redirect keeps the query, like the route's above.
+            if response.status() == StatusCode::MOVED_PERMANENTLY
+                && let Some(query) = request.uri().query()
+            {
+                let location = response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|location| {
+                        HeaderValue::from_str(&format!("{location}?{query}")).ok()
+                    });
+                if let Some(location) = location {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+            }
             Ok((response, None))
         }
         Target::Pool(pool) => {

@@ -133,6 +133,9 @@ async fn serve_connection(
                 tokio::time::timeout(config.header_read_timeout, acceptor.accept(io)).await;
             match handshake {
                 Ok(Ok(stream)) => {
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        activity.set_http2();
+                    }
                     let sni = stream
                         .get_ref()
                         .1
