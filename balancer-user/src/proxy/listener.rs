@@ -49,7 +49,8 @@ pub struct AcceptLoop {
     pub limit: Arc<Semaphore>,
     pub shared: Arc<Shared>,
     pub tracker: TaskTracker,
-    /// Turns true when the listener is removed or the proxy shuts down: stop accepting.
+    /// Turns true when the listener is removed or the proxy shuts down: stop accepting, and
+    /// close its connections once their requests finish.
     pub stop: watch::Receiver<bool>,
     /// Turns true when the proxy shuts down: close connections once their requests finish.
     pub shutdown: watch::Receiver<bool>,
@@ -80,11 +81,31 @@ impl AcceptLoop {
             let _ = stream.set_nodelay(true);
             let name = self.name.load_full();
             let shared = self.shared.clone();
-            let shutdown = self.shutdown.clone();
+            let closing = Closing {
+                shutdown: self.shutdown.clone(),
+                removed: self.stop.clone(),
+            };
             self.tracker.spawn(async move {
-                serve_connection(shared, &name, stream, peer, shutdown).await;
+                serve_connection(shared, &name, stream, peer, closing).await;
                 drop(permit);
             });
+        }
+    }
+}
+
+/// What makes a connection close once its requests in flight are answered: the proxy shutting
+/// down, or a reload removing its listener (whose requests would find no routes any more).
+struct Closing {
+    shutdown: watch::Receiver<bool>,
+    removed: watch::Receiver<bool>,
+}
+
+impl Closing {
+    /// Resolves on either signal (or when a sender is gone, which also means closing).
+    async fn signalled(&mut self) {
+        tokio::select! {
+            _ = self.shutdown.changed() => {}
+            _ = self.removed.changed() => {}
         }
     }
 }
@@ -94,7 +115,7 @@ async fn serve_connection(
     listener_name: &str,
     stream: TcpStream,
     peer: SocketAddr,
-    shutdown: watch::Receiver<bool>,
+    closing: Closing,
 ) {
     let state = shared.state.load_full();
     let Some(listener) = state.listeners.get(listener_name) else {
@@ -125,7 +146,7 @@ async fn serve_connection(
                 tls: false,
                 activity: activity.clone(),
             };
-            serve_http(shared, config, info, io, shutdown).await;
+            serve_http(shared, config, info, io, closing).await;
         }
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -145,7 +166,7 @@ async fn serve_connection(
                         tls: true,
                         activity: activity.clone(),
                     };
-                    serve_http(shared, config, info, stream, shutdown).await;
+                    serve_http(shared, config, info, stream, closing).await;
                 }
                 Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -160,7 +181,7 @@ async fn serve_http<I>(
     config: ListenerConfig,
     info: ConnInfo,
     io: I,
-    mut shutdown: watch::Receiver<bool>,
+    mut signal: Closing,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -206,7 +227,7 @@ async fn serve_http<I>(
                     return;
                 }
             }
-            _ = shutdown.changed(), if !closing => {
+            () = signal.signalled(), if !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }
