@@ -39,7 +39,8 @@ pub struct Shared {
 
 /// What is known about the client connection a request arrived on.
 pub struct ConnInfo {
-    pub listener: String,
+    /// The listener's configured address (see `ProxyState::listener_at`).
+    pub bind: SocketAddr,
     pub peer: SocketAddr,
     /// The TLS server name the client asked for; `None` on plain connections or without SNI.
     pub sni: Option<String>,
@@ -55,11 +56,15 @@ pub async fn handle(
 ) -> Result<Response<LoggedBody>, std::convert::Infallible> {
     let in_flight = conn.activity.request_started();
     let state = shared.state.load_full();
+    let listener_name = state
+        .listener_at(conn.bind)
+        .map(|listener| listener.config.name.clone())
+        .unwrap_or_default();
     let mut record = AccessRecord {
         time: SystemTime::now(),
         started: std::time::Instant::now(),
         client: conn.peer,
-        listener: conn.listener.clone(),
+        listener: listener_name,
         method: request.method().to_string(),
         target: request
             .uri()
@@ -115,8 +120,7 @@ async fn process(
     pages: &mut PageSet,
 ) -> Result<Answer, ProxyError> {
     let listener = state
-        .listeners
-        .get(&conn.listener)
+        .listener_at(conn.bind)
         .map(|listener| &listener.config)
         .ok_or(ProxyError::NoRoute)?;
     let host = request_host(&request)?;
@@ -138,7 +142,7 @@ async fn process(
         .into_owned();
     let found = state
         .routes
-        .find(&conn.listener, &host, &path)
+        .find(&listener.name, &host, &path)
         .ok_or(ProxyError::NoRoute)?;
     let route = found.route;
     let runtime = &state.route_runtime[found.index];

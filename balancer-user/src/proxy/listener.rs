@@ -3,7 +3,6 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -44,8 +43,9 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// A bound listener and what its accept loop needs.
 pub struct AcceptLoop {
     pub listener: TcpListener,
-    /// The listener's current name (a reload may rename the listener of a bind address).
-    pub name: Arc<ArcSwap<String>>,
+    /// The configured address: what identifies the listener in the current state (a reload
+    /// may rename the listener of an address).
+    pub bind: SocketAddr,
     pub limit: Arc<Semaphore>,
     pub shared: Arc<Shared>,
     pub tracker: TaskTracker,
@@ -79,14 +79,14 @@ impl AcceptLoop {
                 _ = self.stop.changed() => return,
             };
             let _ = stream.set_nodelay(true);
-            let name = self.name.load_full();
+            let bind = self.bind;
             let shared = self.shared.clone();
             let closing = Closing {
                 shutdown: self.shutdown.clone(),
                 removed: self.stop.clone(),
             };
             self.tracker.spawn(async move {
-                serve_connection(shared, &name, stream, peer, closing).await;
+                serve_connection(shared, bind, stream, peer, closing).await;
                 drop(permit);
             });
         }
@@ -112,20 +112,20 @@ impl Closing {
 
 async fn serve_connection(
     shared: Arc<Shared>,
-    listener_name: &str,
+    bind: SocketAddr,
     stream: TcpStream,
     peer: SocketAddr,
     closing: Closing,
 ) {
     let state = shared.state.load_full();
-    let Some(listener) = state.listeners.get(listener_name) else {
+    let Some(listener) = state.listener_at(bind) else {
         return;
     };
     let config = listener.config.clone();
     let tls = listener.tls.clone();
     drop(state);
     let labels = ListenerLabels {
-        listener: listener_name.to_string(),
+        listener: config.name.clone(),
     };
     shared
         .metrics
@@ -140,7 +140,7 @@ async fn serve_connection(
     match tls {
         None => {
             let info = ConnInfo {
-                listener: listener_name.to_string(),
+                bind,
                 peer,
                 sni: None,
                 tls: false,
@@ -160,7 +160,7 @@ async fn serve_connection(
                         .server_name()
                         .map(str::to_ascii_lowercase);
                     let info = ConnInfo {
-                        listener: listener_name.to_string(),
+                        bind,
                         peer,
                         sni,
                         tls: true,

@@ -50,7 +50,6 @@ pub struct Proxy {
 }
 
 struct RunningListener {
-    name: Arc<ArcSwap<String>>,
     limit: Arc<Semaphore>,
     max_connections: usize,
     stop: watch::Sender<bool>,
@@ -100,7 +99,6 @@ impl Proxy {
         self.listeners
             .retain(|bind, running| match wanted.get(bind) {
                 Some(listener) => {
-                    running.name.store(Arc::new(listener.name.clone()));
                     resize(running, listener.max_connections);
                     true
                 }
@@ -131,13 +129,12 @@ impl Proxy {
         bound: Vec<(crate::config::ListenerConfig, tokio::net::TcpListener)>,
     ) {
         for (config, socket) in bound {
-            let name = Arc::new(ArcSwap::from_pointee(config.name.clone()));
             let limit = Arc::new(Semaphore::new(config.max_connections));
             let (stop, stop_rx) = watch::channel(false);
             tracing::info!(listener = %config.name, bind = %config.bind, tls = config.is_tls(), "listening");
             let accept = AcceptLoop {
                 listener: socket,
-                name: name.clone(),
+                bind: config.bind,
                 limit: limit.clone(),
                 shared: self.shared.clone(),
                 tracker: self.tracker.clone(),
@@ -148,7 +145,6 @@ impl Proxy {
             self.listeners.insert(
                 config.bind,
                 RunningListener {
-                    name,
                     limit,
                     max_connections: config.max_connections,
                     stop,
