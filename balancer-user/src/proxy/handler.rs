@@ -14,6 +14,7 @@ use hyper::{
     header::{self, HeaderName, HeaderValue},
     upgrade::OnUpgrade,
 };
+use tokio_util::task::TaskTracker;
 
 use super::{
     Body,
@@ -31,10 +32,14 @@ use super::{
 };
 use crate::config::{Balance, ListenerConfig};
 
-/// What every connection shares: the current state (swapped on reload) and the metrics.
+/// What every connection shares: the current state (swapped on reload), the metrics, and the
+/// tracker of the tasks shutdown waits for.
 pub struct Shared {
     pub state: ArcSwap<ProxyState>,
     pub metrics: HttpMetrics,
+    /// Client connections and upgraded tunnels: shutdown waits for them (up to
+    /// `shutdown_timeout`).
+    pub tracker: TaskTracker,
 }
 
 /// What is known about the client connection a request arrived on.
@@ -454,8 +459,10 @@ async fn forward(
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let idle = pool.config.timeouts.websocket_idle;
-        // The tunnel holds the server's in-flight count for as long as it lives.
-        tokio::spawn(async move {
+        // The tunnel holds the server's in-flight count for as long as it lives. It outlives the
+        // client connection's task, so it is tracked on its own: shutdown gives it the same
+        // grace as a request in flight.
+        shared.tracker.spawn(async move {
             tunnel::run(client_upgrade, upstream_upgrade, idle).await;
             drop(load);
         });

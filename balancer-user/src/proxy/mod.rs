@@ -66,13 +66,15 @@ impl Proxy {
     pub fn start(config: &L7Config, metrics: HttpMetrics) -> anyhow::Result<Proxy> {
         let state = ProxyState::build(config, None).map_err(anyhow::Error::msg)?;
         let (shutdown, _) = watch::channel(false);
+        let tracker = TaskTracker::new();
         let mut proxy = Proxy {
             shared: Arc::new(Shared {
                 state: ArcSwap::from_pointee(state),
                 metrics,
+                tracker: tracker.clone(),
             }),
             listeners: HashMap::new(),
-            tracker: TaskTracker::new(),
+            tracker,
             shutdown,
         };
         let bound = bind_all(config, &proxy.listeners).map_err(anyhow::Error::msg)?;
