@@ -182,24 +182,32 @@ fn websocket_idle_timeout_closes_an_idle_tunnel_but_not_an_active_one() {
 fn sigterm_finishes_the_request_in_flight_refuses_new_connections_and_exits_0() {
     let net = L7Net::new("term").expect("namespace");
     let _b1 = Backend::start(&net, "b1", &[B1]).expect("b1");
-    let mut balancer = start(&net, &one_pool_config(&servers(&[(&url(B1), 1)])));
+    let certs = Certs::new().expect("CA");
+    let site = certs.issue("site", &["app.test"]).expect("certificate");
+    let mut balancer = start(&net, &websocket_config(None, Some(&site.toml())));
     let client = Client::tcp(&net, LISTEN);
+    let h2_client =
+        Client::tcp(&net, LISTEN_TLS).tls(TlsOptions::new(certs.ca_path()).sni("app.test"));
 
     // An idle keep-alive client connection must not hold the shutdown up.
     let mut idle = RawConn::connect(&net, LISTEN).expect("keep-alive connection");
     assert_eq!(idle.get("app.test", "/first").expect("first").status, 200);
 
+    // In flight at SIGTERM: one over HTTP/1.1, one over HTTP/2 (TLS).
     let slow = spawn_send(&client, Request::get("/delay/1500").host("app.test"));
-    eventually(Duration::from_secs(3), "the slow request in flight", || {
-        (in_flight(&balancer) == 1).then_some(())
-    });
+    let slow_h2 = spawn_send(&h2_client, Request::get("/delay/1500").host("app.test"));
+    eventually(
+        Duration::from_secs(3),
+        "the slow requests in flight",
+        || (in_flight(&balancer) == 2).then_some(()),
+    );
     balancer.signal(libc::SIGTERM).expect("SIGTERM");
     let signalled = Instant::now();
 
     eventually(
         Duration::from_secs(2),
-        "new connections refused after SIGTERM",
-        || connect_refused(&net, LISTEN).then_some(()),
+        "new connections refused on both listeners after SIGTERM",
+        || (connect_refused(&net, LISTEN) && connect_refused(&net, LISTEN_TLS)).then_some(()),
     );
     assert!(
         idle.closed_within(Duration::from_secs(2)),
@@ -217,6 +225,22 @@ fn sigterm_finishes_the_request_in_flight_refuses_new_connections_and_exits_0() 
         });
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["uri"], "/delay/1500", "the whole body arrived");
+    let reply = slow_h2
+        .join()
+        .expect("slow HTTP/2 request thread")
+        .unwrap_or_else(|err| {
+            panic!(
+                "the HTTP/2 request in flight at SIGTERM should be answered: {err:#}\nlog:\n{}",
+                balancer.log()
+            )
+        });
+    assert_eq!(
+        (reply.status, reply.version.as_str()),
+        (200, "HTTP/2.0"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.json()["uri"], "/delay/1500");
 
     let status = balancer.wait_exit(Duration::from_secs(10)).expect("exit");
     let took = signalled.elapsed();
@@ -251,8 +275,11 @@ fn shutdown_timeout_bounds_how_long_a_slow_request_keeps_the_process_alive() {
         &Client::tcp(&net, LISTEN),
         Request::get("/delay/5000").host("app.test"),
     );
+    // An open WebSocket does not keep it beyond the timeout either.
+    let mut socket = ws_open(&net, LISTEN, "ws://app.test/ws");
+    assert_eq!(ws_echo(&mut socket, "open"), Ok("open".to_string()));
     eventually(Duration::from_secs(3), "the slow request in flight", || {
-        (in_flight(&balancer) == 1).then_some(())
+        (in_flight(&balancer) == 2).then_some(())
     });
     balancer.signal(libc::SIGTERM).expect("SIGTERM");
     let signalled = Instant::now();
@@ -279,6 +306,10 @@ fn shutdown_timeout_bounds_how_long_a_slow_request_keeps_the_process_alive() {
     assert!(
         outcome.is_err(),
         "the cut request cannot have been answered in full: {outcome:?}"
+    );
+    assert!(
+        ws_echo(&mut socket, "after").is_err(),
+        "the WebSocket was cut with the process"
     );
 }
 
@@ -643,4 +674,42 @@ fn a_listener_renamed_by_reload_keeps_serving_its_open_connections() {
             "the open connection after the rename: {err:#}"
         ),
     }
+}
+
+#[test]
+fn a_websocket_open_at_sigterm_keeps_working_until_it_closes_then_the_process_exits() {
+    let net = L7Net::new("wsterm").expect("namespace");
+    let _b1 = Backend::start(&net, "b1", &[B1]).expect("b1");
+    let mut balancer = start(&net, &websocket_config(None, None));
+    let mut socket = ws_open(&net, LISTEN, "ws://app.test/ws");
+    assert_eq!(ws_echo(&mut socket, "before"), Ok("before".to_string()));
+
+    balancer.signal(libc::SIGTERM).expect("SIGTERM");
+    eventually(Duration::from_secs(2), "new connections refused", || {
+        connect_refused(&net, LISTEN).then_some(())
+    });
+    // The tunnel is in flight: it gets the shutdown grace (30 s by default) like a request.
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            ws_echo(&mut socket, &format!("draining {i}")),
+            Ok(format!("draining {i}")),
+            "an open WebSocket should keep working while the balancer drains\nlog:\n{}",
+            balancer.log()
+        );
+    }
+    assert!(balancer.is_running(), "still draining the open WebSocket");
+
+    // The client closes it: nothing is left, the balancer exits.
+    let closed = Instant::now();
+    socket.close(None).expect("close");
+    while socket.read().is_ok() {}
+    drop(socket);
+    let status = balancer.wait_exit(Duration::from_secs(10)).expect("exit");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        closed.elapsed() < Duration::from_secs(8),
+        "the balancer should exit once the last tunnel closed, not at the 30 s timeout: {:?}",
+        closed.elapsed()
+    );
 }

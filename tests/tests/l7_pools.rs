@@ -947,3 +947,150 @@ servers = [ {{ url = "{}", weight = 3 }}, {{ url = "http://127.0.0.1:8099", weig
     assert_eq!(app[0]["url"], url(B1));
     assert_eq!(app[0]["requests"], 10);
 }
+
+#[test]
+fn connections_the_server_closes_are_not_reused() {
+    let net = L7Net::new("ngxka").expect("namespace");
+    // nginx ends a connection after 3 requests (Connection: close on the third) or 1 s idle.
+    let nginx = Nginx::start(
+        &net,
+        "    server {\n        listen 127.0.0.1:8088;\n        root html;\n        \
+         keepalive_requests 3;\n        keepalive_timeout 1s;\n    }",
+    )
+    .unwrap_or_else(|err| panic!("nginx should start (run `cargo xtask setup`): {err:#}"));
+    std::fs::write(nginx.html_dir().join("a.txt"), "a\n").expect("a.txt");
+    let balancer = start(
+        &net,
+        &one_pool_config(&servers(&[("http://127.0.0.1:8088", 1)])),
+    );
+    let server = "http://127.0.0.1:8088";
+    let client = Client::tcp(&net, LISTEN);
+    for i in 0..10 {
+        let reply = client
+            .send(&Request::get("/a.txt").host("app.test"))
+            .unwrap_or_else(|err| panic!("request {i}: {err:#}\nlog:\n{}", balancer.log()));
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (200, "a\n"),
+            "request {i}\nlog:\n{}",
+            balancer.log()
+        );
+    }
+    assert_eq!(
+        server_counter(&balancer, "app", server, "connections_opened"),
+        4,
+        "10 requests, 3 per nginx connection: 4 upstream connections"
+    );
+
+    // The idle connection nginx closed after 1 s is not used for the next request.
+    let opened = server_counter(&balancer, "app", server, "connections_opened");
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..2 {
+        let reply = client
+            .send(&Request::get("/a.txt").host("app.test"))
+            .unwrap_or_else(|err| panic!("after nginx's idle close, request {i}: {err:#}"));
+        assert_eq!(
+            reply.status,
+            200,
+            "{}\nlog:\n{}",
+            reply.text(),
+            balancer.log()
+        );
+    }
+    assert_eq!(
+        server_counter(&balancer, "app", server, "connections_opened"),
+        opened + 1,
+        "one new connection after nginx closed the idle one"
+    );
+    assert_eq!(
+        nginx
+            .access_log()
+            .matches("\"GET /a.txt HTTP/1.1\" 200")
+            .count(),
+        12
+    );
+}
+
+#[test]
+fn no_server_to_answer_gives_502_then_503_and_a_slow_one_504() {
+    const DEAD1: &str = "127.0.0.1:8098";
+    const DEAD2: &str = "127.0.0.1:8099";
+    let net = L7Net::new("errors").expect("namespace");
+    let b1 = Backend::start(&net, "b1", &[B1]).expect("b1");
+    let balancer = start(
+        &net,
+        &format!(
+            r#"
+[[listener]]
+name = "web"
+bind = "{LISTEN}"
+
+[[route]]
+name = "dead"
+listener = "web"
+pool = "dead"
+
+[[route]]
+name = "slow"
+listener = "web"
+path = "/slow"
+strip_prefix = true
+pool = "slow"
+
+[pool.dead]
+servers = [ {{ url = "{}" }}, {{ url = "{}" }} ]
+retry = {{ after_failure = "1s" }}
+
+[pool.slow]
+servers = [ {{ url = "{}" }} ]
+timeouts = {{ response = "1s" }}
+"#,
+            url(DEAD1),
+            url(DEAD2),
+            url(B1)
+        ),
+    );
+    let client = Client::tcp(&net, LISTEN);
+    let get = |path: &str| {
+        client
+            .send(&Request::get(path).host("app.test"))
+            .unwrap_or_else(|err| panic!("GET {path}: {err:#}\nlog:\n{}", balancer.log()))
+    };
+
+    // Both connects fail: 502. Both servers then sit out their window: 503 at once.
+    assert_eq!(get("/").status, 502, "both servers refused the connect");
+    for server in [DEAD1, DEAD2] {
+        assert_eq!(
+            server_counter(&balancer, "dead", &url(server), "connect_failures"),
+            1,
+            "{server} tried once"
+        );
+    }
+    assert_eq!(get("/").status, 503, "no server outside its failure window");
+    // One comes up: after the window it answers.
+    let _up = Backend::start(&net, "up", &[DEAD2]).expect("backend on DEAD2");
+    std::thread::sleep(Duration::from_millis(1200));
+    let reply = get("/");
+    assert_eq!(
+        (reply.status, server_of(&reply).as_str()),
+        (200, "up"),
+        "after the window the server that came up answers"
+    );
+
+    // A server slower than timeouts.response: 504 after about 1 s (bound: 0.9 to 4 s).
+    let started = Instant::now();
+    let reply = get("/slow/delay/3000");
+    let took = started.elapsed();
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "504 after {took:?}"
+    );
+    assert_eq!(b1.stats().expect("stats").requests, 1, "not retried");
+    let reply = get("/slow/fast");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["uri"], "/fast");
+    eventually(Duration::from_secs(3), "nothing in flight", || {
+        (in_flight(&balancer) == 0).then_some(())
+    });
+}
