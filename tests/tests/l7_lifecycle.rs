@@ -713,3 +713,78 @@ fn a_websocket_open_at_sigterm_keeps_working_until_it_closes_then_the_process_ex
         closed.elapsed()
     );
 }
+
+#[test]
+fn reload_changing_a_pool_applies_its_new_servers_and_weights() {
+    let net = L7Net::new("poolchg").expect("namespace");
+    let b1 = Backend::start(&net, "b1", &[B1]).expect("b1");
+    let _b2 = Backend::start(&net, "b2", &[B2]).expect("b2");
+    let _b3 = Backend::start(&net, "b3", &[B3]).expect("b3");
+    let balancer = start(
+        &net,
+        &one_pool_config(&servers(&[(&url(B1), 1), (&url(B2), 1)])),
+    );
+    let names = |n: usize| -> Vec<String> {
+        Client::tcp(&net, LISTEN)
+            .send_all(
+                &(0..n)
+                    .map(|_| Request::get("/p").host("app.test"))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_else(|err| panic!("requests: {err:#}\nlog:\n{}", balancer.log()))
+            .iter()
+            .map(|reply| reply.json()["server"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let count = |names: &[String], name: &str| names.iter().filter(|n| *n == name).count();
+    let first = names(4);
+    assert_eq!(
+        (count(&first, "b1"), count(&first, "b2")),
+        (2, 2),
+        "{first:?}"
+    );
+    assert_eq!(
+        b1.stats().expect("stats").open,
+        1,
+        "an idle upstream connection to b1"
+    );
+
+    // A slow request on the old pool while it is replaced.
+    let slow = spawn_send(
+        &Client::tcp(&net, LISTEN),
+        Request::get("/delay/1000").host("app.test"),
+    );
+    eventually(Duration::from_secs(3), "the slow request in flight", || {
+        (in_flight(&balancer) == 1).then_some(())
+    });
+    net.write_config(&one_pool_config(&servers(&[
+        (&url(B1), 0),
+        (&url(B2), 3),
+        (&url(B3), 1),
+    ])))
+    .expect("config");
+    let (status, body) = reload_api(&balancer);
+    assert_eq!(status, 200, "{body}\nlog:\n{}", balancer.log());
+
+    let after = names(8);
+    assert_eq!(
+        (
+            count(&after, "b1"),
+            count(&after, "b2"),
+            count(&after, "b3")
+        ),
+        (0, 6, 2),
+        "the new weights 0:3:1 apply at once: {after:?}"
+    );
+    let reply = slow
+        .join()
+        .expect("slow thread")
+        .unwrap_or_else(|err| panic!("the request in flight on the replaced pool: {err:#}"));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // The replaced pool's idle connections are closed (b1's, the slow request's when done).
+    eventually(
+        Duration::from_secs(3),
+        "the old pool's idle connections to b1 closed",
+        || (b1.stats().expect("stats").open == 0).then_some(()),
+    );
+}

@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use balancer_tests::{Backend, BalancerProcess, Certs, Client, L7Net, Nginx, Request, curl};
+use balancer_tests::{
+    Backend, BalancerProcess, Certs, Client, L7Net, Nginx, Request, curl, run_in,
+};
 use l7_support::{
     LISTEN, eventually, in_flight, metrics, one_pool_config, sample, server_counter, server_of,
     server_state, servers, spawn_send, start, state,
@@ -1093,4 +1095,130 @@ timeouts = {{ response = "1s" }}
     eventually(Duration::from_secs(3), "nothing in flight", || {
         (in_flight(&balancer) == 0).then_some(())
     });
+}
+
+#[test]
+fn a_connect_that_times_out_is_retried_on_another_server() {
+    const BLACKHOLE: &str = "127.0.0.1:8097";
+    let net = L7Net::new("cto").expect("namespace");
+    // SYNs to the black hole are dropped: its connects never complete.
+    for args in [
+        &["add", "table", "inet", "blackhole"][..],
+        &[
+            "add",
+            "chain",
+            "inet",
+            "blackhole",
+            "input",
+            "{ type filter hook input priority 0 ; }",
+        ],
+        &[
+            "add",
+            "rule",
+            "inet",
+            "blackhole",
+            "input",
+            "tcp",
+            "dport",
+            "8097",
+            "drop",
+        ],
+    ] {
+        run_in(&net.path(), "nft", args).expect("nft rule for the black hole");
+    }
+    let b1 = Backend::start(&net, "b1", &[B1]).expect("b1");
+    let balancer = start(
+        &net,
+        &one_pool_config(&format!(
+            "{}\ntimeouts = {{ connect = \"500ms\" }}",
+            servers(&[(&url(BLACKHOLE), 1), (&url(B1), 1)])
+        )),
+    );
+    let client = Client::tcp(&net, LISTEN);
+    let started = Instant::now();
+    let replies = client
+        .send_all(
+            &(0..6)
+                .map(|_| Request::get("/x").host("app.test"))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or_else(|err| panic!("requests: {err:#}\nlog:\n{}", balancer.log()));
+    let took = started.elapsed();
+    for reply in &replies {
+        assert_eq!(
+            (reply.status, server_of(reply).as_str()),
+            (200, "b1"),
+            "{}",
+            reply.text()
+        );
+    }
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+        "one request waited for the 500 ms connect timeout, then the others went straight to \
+         b1: {took:?}"
+    );
+    assert_eq!(
+        server_counter(&balancer, "app", &url(BLACKHOLE), "connect_failures"),
+        1,
+        "the black hole is tried once, then sits out retry.after_failure"
+    );
+    assert_eq!(b1.stats().expect("stats").requests, 6);
+    assert!(
+        balancer.log().contains("connect timed out"),
+        "the log says why:\n{}",
+        balancer.log()
+    );
+}
+
+#[test]
+fn hash_keys_move_only_off_a_server_that_goes_down_and_come_back_with_it() {
+    let net = L7Net::new("hdown").expect("namespace");
+    let _b1 = Backend::start(&net, "b1", &[B1]).expect("b1");
+    let b2 = Backend::start(&net, "b2", &[B2]).expect("b2");
+    let _b3 = Backend::start(&net, "b3", &[B3]).expect("b3");
+    let balancer = start(
+        &net,
+        &one_pool_config(&format!(
+            "balance = \"hash\"\nhash_on = \"header:X-User-Id\"\n{}\n\
+             retry = {{ after_failure = \"1s\" }}",
+            servers(&[(&url(B1), 1), (&url(B2), 1), (&url(B3), 1)])
+        )),
+    );
+    let client = Client::tcp(&net, LISTEN);
+    let keys: Vec<String> = (0..24).map(|i| format!("user-{i}")).collect();
+    let map = |what: &str| -> Vec<String> {
+        let requests: Vec<Request> = keys
+            .iter()
+            .map(|k| Request::get("/h").host("app.test").header("x-user-id", k))
+            .collect();
+        client
+            .send_all(&requests)
+            .unwrap_or_else(|err| panic!("{what}: {err:#}\nlog:\n{}", balancer.log()))
+            .iter()
+            .map(|reply| {
+                assert_eq!(reply.status, 200, "{what}: {}", reply.text());
+                server_of(reply)
+            })
+            .collect()
+    };
+    let before = map("all up");
+    assert!(before.iter().any(|s| s == "b2"), "{before:?}");
+
+    b2.stop().expect("stop b2");
+    let during = map("b2 down");
+    for ((key, was), now) in keys.iter().zip(&before).zip(&during) {
+        if was == "b2" {
+            assert_ne!(now, "b2", "{key}: b2 is down");
+        } else {
+            assert_eq!(
+                now, was,
+                "{key} was on {was}, a live server: it should stay there"
+            );
+        }
+    }
+
+    // b2 is back: after its window every key is where it was.
+    let _b2 = Backend::start(&net, "b2", &[B2]).expect("b2 again");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(map("b2 back"), before, "keys return to b2 once it is back");
 }
