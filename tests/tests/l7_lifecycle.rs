@@ -447,7 +447,7 @@ fn a_broken_reload_is_refused_with_the_reason_and_the_old_config_keeps_serving()
     let mut conn = RawConn::connect(&net, LISTEN).expect("keep-alive connection");
     let missing = net.dir().join("missing.pem").display().to_string();
 
-    let broken: [(&str, String, &str); 5] = [
+    let broken: [(&str, String, &str); 6] = [
         (
             "TOML syntax",
             format!("{good}\n[pool.bad\n"),
@@ -477,6 +477,11 @@ fn a_broken_reload_is_refused_with_the_reason_and_the_old_config_keeps_serving()
             "a changed admin.listen",
             format!("[admin]\nlisten = \"127.0.0.1:9101\"\n{good}"),
             "admin.listen changed",
+        ),
+        (
+            "an [xdp] section added (the data plane is not reloaded)",
+            format!("[xdp]\ninterface = \"lo\"\n{good}"),
+            "[xdp] or [[vip]] changed",
         ),
     ];
     for (what, config, reason) in &broken {
