@@ -14,6 +14,7 @@ use hyper::{
     header::{self, HeaderName, HeaderValue},
     upgrade::OnUpgrade,
 };
+use tokio_util::task::TaskTracker;
 
 use super::{
     Body,
@@ -31,15 +32,20 @@ use super::{
 };
 use crate::config::{Balance, ListenerConfig};
 
-/// What every connection shares: the current state (swapped on reload) and the metrics.
+/// What every connection shares: the current state (swapped on reload), the metrics, and the
+/// tracker of the tasks shutdown waits for.
 pub struct Shared {
     pub state: ArcSwap<ProxyState>,
     pub metrics: HttpMetrics,
+    /// Client connections and upgraded tunnels: shutdown waits for them (up to
+    /// `shutdown_timeout`).
+    pub tracker: TaskTracker,
 }
 
 /// What is known about the client connection a request arrived on.
 pub struct ConnInfo {
-    pub listener: String,
+    /// The listener's configured address (see `ProxyState::listener_at`).
+    pub bind: SocketAddr,
     pub peer: SocketAddr,
     /// The TLS server name the client asked for; `None` on plain connections or without SNI.
     pub sni: Option<String>,
@@ -55,11 +61,15 @@ pub async fn handle(
 ) -> Result<Response<LoggedBody>, std::convert::Infallible> {
     let in_flight = conn.activity.request_started();
     let state = shared.state.load_full();
+    let listener_name = state
+        .listener_at(conn.bind)
+        .map(|listener| listener.config.name.clone())
+        .unwrap_or_default();
     let mut record = AccessRecord {
         time: SystemTime::now(),
         started: std::time::Instant::now(),
         client: conn.peer,
-        listener: conn.listener.clone(),
+        listener: listener_name,
         method: request.method().to_string(),
         target: request
             .uri()
@@ -115,8 +125,7 @@ async fn process(
     pages: &mut PageSet,
 ) -> Result<Answer, ProxyError> {
     let listener = state
-        .listeners
-        .get(&conn.listener)
+        .listener_at(conn.bind)
         .map(|listener| &listener.config)
         .ok_or(ProxyError::NoRoute)?;
     // HTTP/1.1 heads over the limit never get here (hyper answers 431); HTTP/2 ones do.
@@ -145,7 +154,7 @@ async fn process(
         .into_owned();
     let found = state
         .routes
-        .find(&conn.listener, &host, &path)
+        .find(&listener.name, &host, &path)
         .ok_or(ProxyError::NoRoute)?;
     let route = found.route;
     let runtime = &state.route_runtime[found.index];
@@ -502,8 +511,10 @@ async fn forward(
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let idle = pool.config.timeouts.websocket_idle;
-        // The tunnel holds the server's in-flight count for as long as it lives.
-        tokio::spawn(async move {
+        // The tunnel holds the server's in-flight count for as long as it lives. It outlives the
+        // client connection's task, so it is tracked on its own: shutdown gives it the same
+        // grace as a request in flight.
+        shared.tracker.spawn(async move {
             tunnel::run(client_upgrade, upstream_upgrade, idle).await;
             drop(load);
         });
