@@ -1,9 +1,12 @@
 //! `cargo xtask bench [--quick]`: side-by-side benchmarks in one run, one report section
-//! per layer (L4 now; L7 later), written to `target/bench/report.md` and printed.
+//! per layer (L4, L7), written to `target/bench/report.md` and printed.
 //!
-//! The measuring is done by driver binaries of the test crate (`bench_l4`), built in
-//! release mode and run as children: each prints one JSON document, which becomes its
-//! section's tables and is kept whole under "Raw numbers".
+//! The measuring is done by driver binaries of the test crate (`bench_l4`, `bench_l7`),
+//! built in release mode and run as children: each prints one JSON document, which becomes
+//! its section's tables and is kept whole under "Raw numbers". A driver that fails leaves
+//! its section saying so; the other sections are still reported.
+
+mod l7;
 
 use std::{
     fmt::Write as _,
@@ -47,11 +50,15 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "bench_l4",
         "--bin",
         "name_server",
+        "--bin",
+        "bench_l7",
+        "--bin",
+        "l7_backend",
     ]))
     .context("building the benchmark drivers")?;
     let binaries = Binaries {
         balancer,
-        release_dir: workspace_root().join("target/release"),
+        release_dir: build::target_dir().join("release"),
         ebpf_object: build::ebpf_object(),
     };
     ctrlc::set_handler(|| {
@@ -67,7 +74,10 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     .context("installing the Ctrl-C handler")?;
 
     let header = header(quick);
-    let sections = vec![l4(&binaries, quick)?];
+    let sections = vec![
+        l4(&binaries, quick).unwrap_or_else(|err| failed_section("L4", "L4 (bench_l4)", &err)),
+        l7(&binaries, quick).unwrap_or_else(|err| failed_section("L7", "L7 (bench_l7)", &err)),
+    ];
     let report = render(&header, &sections);
     let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -90,6 +100,10 @@ fn run_driver(binaries: &Binaries, name: &str, args: &[&str]) -> anyhow::Result<
             binaries.release_dir.join("name_server"),
         )
         .env("BALANCER_EBPF_OBJECT", &binaries.ebpf_object)
+        .env(
+            "BALANCER_L7_BACKEND",
+            binaries.release_dir.join("l7_backend"),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -108,6 +122,16 @@ fn run_driver(binaries: &Binaries, name: &str, args: &[&str]) -> anyhow::Result<
         bail!("{name} failed ({}); its messages are above", output.status);
     }
     serde_json::from_slice(&output.stdout).with_context(|| format!("{name} printed no JSON"))
+}
+
+/// The section of a driver that failed: its error instead of tables.
+fn failed_section(title: &str, raw_name: &'static str, err: &anyhow::Error) -> Section {
+    eprintln!("bench: the {title} section failed: {err:#}");
+    Section {
+        markdown: format!("## {title}\n\n**Not measured**: {err:#}\n"),
+        raw_name,
+        raw: Value::Null,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -478,6 +502,21 @@ fn render_end_to_end(md: &mut String, e2e: &Value, test_run: &Value) -> anyhow::
         md.push('\n');
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// L7
+
+fn l7(binaries: &Binaries, quick: bool) -> anyhow::Result<Section> {
+    let args: &[&str] = if quick { &["--quick"] } else { &[] };
+    let raw = run_driver(binaries, "bench_l7", args)?;
+    let mut md = String::from("## L7\n");
+    l7::render(&mut md, &raw)?;
+    Ok(Section {
+        markdown: md,
+        raw_name: "L7 (bench_l7)",
+        raw,
+    })
 }
 
 /// 1234567 → "1 234 567".

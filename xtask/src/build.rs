@@ -56,6 +56,15 @@ pub fn ebpf_object() -> PathBuf {
     workspace_root().join("target/ebpf/bpfel-unknown-none/release/balancer")
 }
 
+/// Where cargo puts the workspace's build output: `$CARGO_TARGET_DIR` (relative to the
+/// workspace root if relative), else `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
+}
+
 /// A cargo command on the workspace with the eBPF object's location set.
 pub fn cargo(args: &[&str]) -> Command {
     let mut command = Command::new("cargo");
@@ -81,10 +90,10 @@ pub fn all(release: bool) -> anyhow::Result<PathBuf> {
         args.push("--release");
     }
     run_step(&mut cargo(&args)).context("building the balancer binary")?;
-    let binary = workspace_root().join(if release {
-        "target/release/balancer"
+    let binary = target_dir().join(if release {
+        "release/balancer"
     } else {
-        "target/debug/balancer"
+        "debug/balancer"
     });
     eprintln!("xtask: built {}", binary.display());
     Ok(binary)

@@ -40,10 +40,11 @@ enum Command {
     Demo,
     /// Every test: lints, unit, BPF packet fixtures, netns integration.
     Test,
-    /// Benchmarks side by side with peers (L4: XDP ns/packet vs the floor; end to end vs
-    /// nftables); writes target/bench/report.md.
+    /// Benchmarks side by side with peers (L4: XDP ns/packet vs the floor, end to end vs
+    /// nftables; L7: HTTP/1.1, h2, TLS and idle-connection memory vs nginx and HAProxy);
+    /// writes target/bench/report.md.
     Bench {
-        /// Fewer calls and rounds, shorter runs: a smoke run (under a minute after the build).
+        /// Fewer calls and rounds, shorter runs: a smoke run (about two minutes after the build).
         #[arg(long)]
         quick: bool,
     },

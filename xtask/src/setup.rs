@@ -17,8 +17,15 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("curl", "curl"),
     ("bpftool", "bpftool"),
-    // A backend for the L7 proxy's tests (static files, proxying); started per test.
+    // A backend for the L7 proxy's tests (static files, proxying); started per test. Also a
+    // peer of `cargo xtask bench` (Debian 12's `nginx` package holds the binary).
     ("nginx", "nginx"),
+    // `cargo xtask bench`, L7 section: the load generators, the other peer, and
+    // `openssl s_client` (checks TLS session resumption).
+    ("wrk", "wrk"),
+    ("nghttp2-client", "h2load"),
+    ("haproxy", "haproxy"),
+    ("openssl", "openssl"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
