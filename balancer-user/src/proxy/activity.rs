@@ -5,13 +5,19 @@
 //!
 //! `WatchedIo` stamps the time of the first byte read while no request is in flight;
 //! `Activity::deadline` says when the connection must be closed.
+//!
+//! On an HTTP/2 connection, bytes that arrive while no stream is open are frames such as PING,
+//! SETTINGS or WINDOW_UPDATE, not the start of a request head: they do not start the header
+//! clock (else a client that pings an idle connection would be cut at `header_read_timeout`
+//! instead of `keepalive_timeout`). Such a connection is closed `keepalive_timeout` after its
+//! last stream ended, whatever control frames it sends meanwhile.
 
 use std::{
     io,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -31,6 +37,8 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// The first byte read since it became idle, plus one (0: none yet).
     first_byte_plus_one: AtomicU64,
+    /// The connection speaks HTTP/2: idle bytes do not start the header clock.
+    http2: AtomicBool,
 }
 
 impl Activity {
@@ -41,7 +49,13 @@ impl Activity {
             started: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
             first_byte_plus_one: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
         })
+    }
+
+    /// The connection speaks HTTP/2 (ALPN "h2", or the prior-knowledge preface).
+    pub fn set_http2(&self) {
+        self.http2.store(true, Ordering::Release);
     }
 
     fn now_ms(&self) -> u64 {
@@ -57,6 +71,7 @@ impl Activity {
 
     fn bytes_read(&self) {
         if self.in_flight.load(Ordering::Acquire) == 0
+            && !self.http2.load(Ordering::Acquire)
             && self.first_byte_plus_one.load(Ordering::Relaxed) == 0
         {
             let _ = self.first_byte_plus_one.compare_exchange(
@@ -118,12 +133,22 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: T,
         activity: Arc<Activity>,
+        // Whether the first bytes were checked for the HTTP/2 preface.
+        sniffed: bool,
     }
 }
 
+/// The start of the HTTP/2 connection preface (RFC 9113 §3.4), as hyper's auto server detects
+/// prior-knowledge HTTP/2.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
 impl<T> WatchedIo<T> {
     pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+        Self {
+            inner,
+            activity,
+            sniffed: false,
+        }
     }
 }
 
@@ -137,6 +162,12 @@ impl<T: AsyncRead> AsyncRead for WatchedIo<T> {
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {
+            if !*this.sniffed {
+                *this.sniffed = true;
+                if buf.filled()[before..].starts_with(H2_PREFACE) {
+                    this.activity.set_http2();
+                }
+            }
             this.activity.bytes_read();
         }
         result
@@ -202,6 +233,17 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         activity.bytes_read();
         assert_eq!(activity.deadline(HEADER, KEEPALIVE), Some(first));
+    }
+
+    #[test]
+    fn idle_bytes_of_an_http2_connection_do_not_start_the_header_clock() {
+        let activity = Activity::new();
+        activity.set_http2();
+        drop(activity.request_started());
+        let idle = activity.deadline(HEADER, KEEPALIVE).expect("idle");
+        activity.bytes_read();
+        assert_eq!(activity.deadline(HEADER, KEEPALIVE), Some(idle));
+        assert!(idle >= activity.epoch + KEEPALIVE);
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub enum ProxyError {
     MethodNotAllowed { allow: &'static str },
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    /// More header fields than the listener's `max_headers`. hyper enforces it for HTTP/1.1
+    /// while parsing; HTTP/2 has no such limit of its own, so the handler checks.
+    #[error("{count} request header fields, more than the {limit} allowed")]
+    TooManyHeaders { count: usize, limit: usize },
     #[error("range not satisfiable (length {length})")]
     RangeNotSatisfiable { length: u64 },
     /// Every server of the pool is excluded (failed recently, or weight 0).
@@ -64,6 +68,7 @@ impl ProxyError {
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -255,6 +260,13 @@ mod tests {
             ),
             (ProxyError::NoRoute, 404),
             (ProxyError::PayloadTooLarge { limit: 1 }, 413),
+            (
+                ProxyError::TooManyHeaders {
+                    count: 11,
+                    limit: 10,
+                },
+                431,
+            ),
             (ProxyError::NoServer { pool: "p".into() }, 503),
             (
                 ProxyError::Connect {

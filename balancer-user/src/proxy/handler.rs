@@ -14,6 +14,7 @@ use hyper::{
     header::{self, HeaderName, HeaderValue},
     upgrade::OnUpgrade,
 };
+use tokio_util::task::TaskTracker;
 
 use super::{
     Body,
@@ -31,15 +32,20 @@ use super::{
 };
 use crate::config::{Balance, ListenerConfig};
 
-/// What every connection shares: the current state (swapped on reload) and the metrics.
+/// What every connection shares: the current state (swapped on reload), the metrics, and the
+/// tracker of the tasks shutdown waits for.
 pub struct Shared {
     pub state: ArcSwap<ProxyState>,
     pub metrics: HttpMetrics,
+    /// Client connections and upgraded tunnels: shutdown waits for them (up to
+    /// `shutdown_timeout`).
+    pub tracker: TaskTracker,
 }
 
 /// What is known about the client connection a request arrived on.
 pub struct ConnInfo {
-    pub listener: String,
+    /// The listener's configured address (see `ProxyState::listener_at`).
+    pub bind: SocketAddr,
     pub peer: SocketAddr,
     /// The TLS server name the client asked for; `None` on plain connections or without SNI.
     pub sni: Option<String>,
@@ -55,11 +61,15 @@ pub async fn handle(
 ) -> Result<Response<LoggedBody>, std::convert::Infallible> {
     let in_flight = conn.activity.request_started();
     let state = shared.state.load_full();
+    let listener_name = state
+        .listener_at(conn.bind)
+        .map(|listener| listener.config.name.clone())
+        .unwrap_or_default();
     let mut record = AccessRecord {
         time: SystemTime::now(),
         started: std::time::Instant::now(),
         client: conn.peer,
-        listener: conn.listener.clone(),
+        listener: listener_name,
         method: request.method().to_string(),
         target: request
             .uri()
@@ -115,10 +125,16 @@ async fn process(
     pages: &mut PageSet,
 ) -> Result<Answer, ProxyError> {
     let listener = state
-        .listeners
-        .get(&conn.listener)
+        .listener_at(conn.bind)
         .map(|listener| &listener.config)
         .ok_or(ProxyError::NoRoute)?;
+    // HTTP/1.1 heads over the limit never get here (hyper answers 431); HTTP/2 ones do.
+    if request.headers().len() > listener.max_headers {
+        return Err(ProxyError::TooManyHeaders {
+            count: request.headers().len(),
+            limit: listener.max_headers,
+        });
+    }
     let host = request_host(&request)?;
     record.host.clone_from(&host);
     if let Some(response) = redirect_phase(listener, &host, request.uri()) {
@@ -138,7 +154,7 @@ async fn process(
         .into_owned();
     let found = state
         .routes
-        .find(&conn.listener, &host, &path)
+        .find(&listener.name, &host, &path)
         .ok_or(ProxyError::NoRoute)?;
     let route = found.route;
     let runtime = &state.route_runtime[found.index];
@@ -158,7 +174,7 @@ async fn process(
 
     match &runtime.target {
         Target::Static(dir) => {
-            let response = static_files::serve(
+            let mut response = static_files::serve(
                 dir,
                 &upstream_path,
                 &path,
@@ -167,6 +183,21 @@ async fn process(
             )
             .await
             .map_err(static_error)?;
+            // A directory's add-slash redirect keeps the query, like the route's above.
+            if response.status() == StatusCode::MOVED_PERMANENTLY
+                && let Some(query) = request.uri().query()
+            {
+                let location = response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|location| {
+                        HeaderValue::from_str(&format!("{location}?{query}")).ok()
+                    });
+                if let Some(location) = location {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+            }
             Ok((response, None))
         }
         Target::Pool(pool) => {
@@ -480,8 +511,10 @@ async fn forward(
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let idle = pool.config.timeouts.websocket_idle;
-        // The tunnel holds the server's in-flight count for as long as it lives.
-        tokio::spawn(async move {
+        // The tunnel holds the server's in-flight count for as long as it lives. It outlives the
+        // client connection's task, so it is tracked on its own: shutdown gives it the same
+        // grace as a request in flight.
+        shared.tracker.spawn(async move {
             tunnel::run(client_upgrade, upstream_upgrade, idle).await;
             drop(load);
         });

@@ -3,7 +3,6 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -44,12 +43,14 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// A bound listener and what its accept loop needs.
 pub struct AcceptLoop {
     pub listener: TcpListener,
-    /// The listener's current name (a reload may rename the listener of a bind address).
-    pub name: Arc<ArcSwap<String>>,
+    /// The configured address: what identifies the listener in the current state (a reload
+    /// may rename the listener of an address).
+    pub bind: SocketAddr,
     pub limit: Arc<Semaphore>,
     pub shared: Arc<Shared>,
     pub tracker: TaskTracker,
-    /// Turns true when the listener is removed or the proxy shuts down: stop accepting.
+    /// Turns true when the listener is removed or the proxy shuts down: stop accepting, and
+    /// close its connections once their requests finish.
     pub stop: watch::Receiver<bool>,
     /// Turns true when the proxy shuts down: close connections once their requests finish.
     pub shutdown: watch::Receiver<bool>,
@@ -78,33 +79,53 @@ impl AcceptLoop {
                 _ = self.stop.changed() => return,
             };
             let _ = stream.set_nodelay(true);
-            let name = self.name.load_full();
+            let bind = self.bind;
             let shared = self.shared.clone();
-            let shutdown = self.shutdown.clone();
+            let closing = Closing {
+                shutdown: self.shutdown.clone(),
+                removed: self.stop.clone(),
+            };
             self.tracker.spawn(async move {
-                serve_connection(shared, &name, stream, peer, shutdown).await;
+                serve_connection(shared, bind, stream, peer, closing).await;
                 drop(permit);
             });
         }
     }
 }
 
+/// What makes a connection close once its requests in flight are answered: the proxy shutting
+/// down, or a reload removing its listener (whose requests would find no routes any more).
+struct Closing {
+    shutdown: watch::Receiver<bool>,
+    removed: watch::Receiver<bool>,
+}
+
+impl Closing {
+    /// Resolves on either signal (or when a sender is gone, which also means closing).
+    async fn signalled(&mut self) {
+        tokio::select! {
+            _ = self.shutdown.changed() => {}
+            _ = self.removed.changed() => {}
+        }
+    }
+}
+
 async fn serve_connection(
     shared: Arc<Shared>,
-    listener_name: &str,
+    bind: SocketAddr,
     stream: TcpStream,
     peer: SocketAddr,
-    shutdown: watch::Receiver<bool>,
+    closing: Closing,
 ) {
     let state = shared.state.load_full();
-    let Some(listener) = state.listeners.get(listener_name) else {
+    let Some(listener) = state.listener_at(bind) else {
         return;
     };
     let config = listener.config.clone();
     let tls = listener.tls.clone();
     drop(state);
     let labels = ListenerLabels {
-        listener: listener_name.to_string(),
+        listener: config.name.clone(),
     };
     shared
         .metrics
@@ -119,13 +140,13 @@ async fn serve_connection(
     match tls {
         None => {
             let info = ConnInfo {
-                listener: listener_name.to_string(),
+                bind,
                 peer,
                 sni: None,
                 tls: false,
                 activity: activity.clone(),
             };
-            serve_http(shared, config, info, io, shutdown).await;
+            serve_http(shared, config, info, io, closing).await;
         }
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -133,19 +154,22 @@ async fn serve_connection(
                 tokio::time::timeout(config.header_read_timeout, acceptor.accept(io)).await;
             match handshake {
                 Ok(Ok(stream)) => {
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        activity.set_http2();
+                    }
                     let sni = stream
                         .get_ref()
                         .1
                         .server_name()
                         .map(str::to_ascii_lowercase);
                     let info = ConnInfo {
-                        listener: listener_name.to_string(),
+                        bind,
                         peer,
                         sni,
                         tls: true,
                         activity: activity.clone(),
                     };
-                    serve_http(shared, config, info, stream, shutdown).await;
+                    serve_http(shared, config, info, stream, closing).await;
                 }
                 Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -160,7 +184,7 @@ async fn serve_http<I>(
     config: ListenerConfig,
     info: ConnInfo,
     io: I,
-    mut shutdown: watch::Receiver<bool>,
+    mut signal: Closing,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -208,7 +232,7 @@ async fn serve_http<I>(
                     return;
                 }
             }
-            _ = shutdown.changed(), if !closing => {
+            () = signal.signalled(), if !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }

@@ -50,7 +50,6 @@ pub struct Proxy {
 }
 
 struct RunningListener {
-    name: Arc<ArcSwap<String>>,
     limit: Arc<Semaphore>,
     max_connections: usize,
     stop: watch::Sender<bool>,
@@ -67,13 +66,15 @@ impl Proxy {
     pub fn start(config: &L7Config, metrics: HttpMetrics) -> anyhow::Result<Proxy> {
         let state = ProxyState::build(config, None).map_err(anyhow::Error::msg)?;
         let (shutdown, _) = watch::channel(false);
+        let tracker = TaskTracker::new();
         let mut proxy = Proxy {
             shared: Arc::new(Shared {
                 state: ArcSwap::from_pointee(state),
                 metrics,
+                tracker: tracker.clone(),
             }),
             listeners: HashMap::new(),
-            tracker: TaskTracker::new(),
+            tracker,
             shutdown,
         };
         let bound = bind_all(config, &proxy.listeners).map_err(anyhow::Error::msg)?;
@@ -100,7 +101,6 @@ impl Proxy {
         self.listeners
             .retain(|bind, running| match wanted.get(bind) {
                 Some(listener) => {
-                    running.name.store(Arc::new(listener.name.clone()));
                     resize(running, listener.max_connections);
                     true
                 }
@@ -131,13 +131,12 @@ impl Proxy {
         bound: Vec<(crate::config::ListenerConfig, tokio::net::TcpListener)>,
     ) {
         for (config, socket) in bound {
-            let name = Arc::new(ArcSwap::from_pointee(config.name.clone()));
             let limit = Arc::new(Semaphore::new(config.max_connections));
             let (stop, stop_rx) = watch::channel(false);
             tracing::info!(listener = %config.name, bind = %config.bind, tls = config.is_tls(), "listening");
             let accept = AcceptLoop {
                 listener: socket,
-                name: name.clone(),
+                bind: config.bind,
                 limit: limit.clone(),
                 shared: self.shared.clone(),
                 tracker: self.tracker.clone(),
@@ -148,7 +147,6 @@ impl Proxy {
             self.listeners.insert(
                 config.bind,
                 RunningListener {
-                    name,
                     limit,
                     max_connections: config.max_connections,
                     stop,

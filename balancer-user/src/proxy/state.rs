@@ -3,7 +3,7 @@
 //! keys, error pages, static directories), so a reload with a bad file is refused before anything
 //! changes, and `check-config` reports the same errors.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use super::{error::ErrorPages, pool::Pool, route::RouteTable, tls};
 use crate::config::{L7Config, ListenerConfig, PoolConfig, RouteTarget};
@@ -33,6 +33,14 @@ pub struct ListenerRuntime {
 }
 
 impl ProxyState {
+    /// The listener bound to `bind`. Connections know their listener by address, not name:
+    /// a reload keeps the socket of an address and may rename its listener.
+    pub fn listener_at(&self, bind: SocketAddr) -> Option<&ListenerRuntime> {
+        self.listeners
+            .values()
+            .find(|listener| listener.config.bind == bind)
+    }
+
     /// Builds the state for `config`, reusing the pools of `previous` whose config did not
     /// change (their connections and counters carry over).
     pub fn build(config: &L7Config, previous: Option<&ProxyState>) -> Result<ProxyState, String> {

@@ -77,9 +77,11 @@ pub enum SendError {
     /// the one retry on a new connection failed): it may be sent to another server.
     #[error("request not sent: {0}")]
     NotSent(ConnectError),
-    /// Failed after (part of) the request may have been written.
+    /// Failed after (part of) the request may have been written. The hyper error is the
+    /// source, so that a caller can find what caused it (e.g. the request body's own error,
+    /// such as the route's body limit, which the handler turns into 413).
     #[error("request failed: {0}")]
-    Failed(hyper::Error),
+    Failed(#[source] hyper::Error),
 }
 
 impl SendError {
