@@ -12,6 +12,8 @@
 //! Timeouts are checked with generous bounds (0.8× to 3× the configured value). Each test has
 //! its own namespace, so the fixed ports never collide.
 
+mod l7_support;
+
 use std::{
     io::{Read, Write},
     net::TcpStream,
@@ -22,25 +24,10 @@ use std::{
 use balancer_tests::{
     Backend, BalancerProcess, Certs, Client, L7Net, Reply, Request, l7::RawOutcome, raw_tcp,
 };
+use l7_support::{ok, start};
 
 const B1: &str = "127.0.0.1:8081";
 const WEB: &str = "127.0.0.1:8080";
-
-/// Unwraps `result`, or panics with `what`, the error and the balancer's log.
-fn ok<T>(result: anyhow::Result<T>, what: &str, balancer: &BalancerProcess) -> T {
-    match result {
-        Ok(value) => value,
-        Err(err) => panic!(
-            "{what}: expected success, got: {err:#}\nbalancer log:\n{}",
-            balancer.log()
-        ),
-    }
-}
-
-fn start(net: &L7Net, toml: &str) -> BalancerProcess {
-    net.start_balancer(toml)
-        .unwrap_or_else(|err| panic!("balancer should start with\n{toml}\nbut: {err:#}"))
-}
 
 /// A plain listener "web" on [`WEB`] with the extra `listener` keys, every request routed to a
 /// pool of the backend at [`B1`].

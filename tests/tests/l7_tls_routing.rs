@@ -12,6 +12,8 @@
 //!
 //! Each test has its own namespace, so the fixed ports never collide.
 
+mod l7_support;
+
 use std::{
     path::Path,
     process::{Command, Stdio},
@@ -28,6 +30,7 @@ use balancer_tests::{
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use l7_support::{ok, start};
 use rustls::{
     ClientConfig, RootCertStore,
     pki_types::{CertificateDer, ServerName, pem::PemObject},
@@ -35,23 +38,6 @@ use rustls::{
 
 const B1: &str = "127.0.0.1:8081";
 const TLS_ADDR: &str = "127.0.0.1:8443";
-
-/// Unwraps `result`, or panics with `what`, the error and the balancer's log.
-fn ok<T>(result: anyhow::Result<T>, what: &str, balancer: &BalancerProcess) -> T {
-    match result {
-        Ok(value) => value,
-        Err(err) => panic!(
-            "{what}: expected success, got: {err:#}\nbalancer log:\n{}",
-            balancer.log()
-        ),
-    }
-}
-
-/// Starts the balancer on `toml`, panicking with the reason if it does not come up.
-fn start(net: &L7Net, toml: &str) -> BalancerProcess {
-    net.start_balancer(toml)
-        .unwrap_or_else(|err| panic!("balancer should start with\n{toml}\nbut: {err:#}"))
-}
 
 /// A TLS listener "tls" on [`TLS_ADDR`] with `certs` (TOML inline tables), one route to a
 /// pool of the backend at [`B1`].

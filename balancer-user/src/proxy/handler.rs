@@ -253,7 +253,7 @@ fn redirect_phase(listener: &ListenerConfig, host: &str, uri: &Uri) -> Option<Re
             &PageSet::default(),
         ));
     }
-    let name = host_without_port(host);
+    let name = route::host_without_port(host);
     let port = if listener.https_port == 443 {
         String::new()
     } else {
@@ -261,17 +261,6 @@ fn redirect_phase(listener: &ListenerConfig, host: &str, uri: &Uri) -> Option<Re
     };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     Some(error::redirect(&format!("https://{name}{port}{path}")))
-}
-
-/// "host:port" → "host"; "[v6]:port" → "[v6]".
-pub fn host_without_port(host: &str) -> &str {
-    if let Some(end) = host.find(']') {
-        return &host[..=end];
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
 }
 
 fn with_query(path: &str, uri: &Uri) -> String {
@@ -653,9 +642,11 @@ mod tests {
 
     #[test]
     fn ports_come_off_hosts_but_not_off_ipv6_literals() {
+        use route::host_without_port;
         assert_eq!(host_without_port("a.test:8443"), "a.test");
         assert_eq!(host_without_port("a.test"), "a.test");
         assert_eq!(host_without_port("[2001:2::1]:8443"), "[2001:2::1]");
         assert_eq!(host_without_port("[2001:2::1]"), "[2001:2::1]");
+        assert_eq!(host_without_port("2001:2::1"), "2001:2::1");
     }
 }

@@ -573,6 +573,19 @@ mod tests {
     }
 }
 
+/// The host of a Host header value: "host:port" → "host", "[v6]:port" → "[v6]" (brackets
+/// kept, as a URL needs them); a bare IPv6 address stays whole.
+pub fn host_without_port(host: &str) -> &str {
+    if let Some(end) = host.find(']') {
+        return &host[..=end];
+    }
+    match host.rsplit_once(':') {
+        Some((name, _)) if name.contains(':') => host,
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
 /// The path with its dot segments resolved (RFC 3986 §5.2.4), so that routes are a real boundary:
 /// `/static/../admin` is `/admin` for routing and for the server. `%2e` counts as a dot, as
 /// servers decode it. `None`: the path climbs above the root (the caller answers 400).

@@ -104,22 +104,13 @@ pub fn certificate_names(tls: &TlsConfig) -> Result<Vec<Vec<String>>, TlsError> 
 /// stripped from `host`. An SNI is never an IP address, so an IP-literal host never matches.
 /// The proxy answers 421 (Misdirected Request) when this is false.
 pub fn sni_matches_host(sni: &str, host: &str) -> bool {
-    let host = host_without_port(host.trim());
+    let host = super::route::host_without_port(host.trim());
+    let host = host
+        .strip_prefix('[')
+        .and_then(|address| address.strip_suffix(']'))
+        .unwrap_or(host);
     let sni = trim_dot(sni.trim());
     !sni.is_empty() && sni.eq_ignore_ascii_case(trim_dot(host))
-}
-
-/// `host` of `host[:port]`, `[v6]` or `[v6]:port` (the address without brackets).
-fn host_without_port(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split_once(']').map_or(rest, |(address, _)| address);
-    }
-    match authority.rsplit_once(':') {
-        // A bare IPv6 address (not valid in Host, but harmless): keep it whole.
-        Some((host, _)) if host.contains(':') => authority,
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    }
 }
 
 fn trim_dot(name: &str) -> &str {

@@ -1,4 +1,5 @@
-//! What the L7 proxy's integration tests (`l7_pools`, `l7_lifecycle`) share: configs, the
+//! What the L7 proxy's integration tests (`l7_pools`, `l7_lifecycle`, `l7_limits`,
+//! `l7_tls_routing`) share: configs, the
 //! balancer's admin views (`/api/state`, `/metrics`), a keep-alive HTTP/1.1 client that holds
 //! its connection across calls ([`RawConn`]), and small waiting helpers.
 
@@ -23,6 +24,17 @@ pub const LISTEN_TLS: &str = "127.0.0.1:8443";
 pub fn start(net: &L7Net, toml: &str) -> BalancerProcess {
     net.start_balancer(toml)
         .unwrap_or_else(|err| panic!("balancer should start with\n{toml}\nbut: {err:#}"))
+}
+
+/// Unwraps `result`, or panics with `what`, the error and the balancer's log.
+pub fn ok<T>(result: anyhow::Result<T>, what: &str, balancer: &BalancerProcess) -> T {
+    match result {
+        Ok(value) => value,
+        Err(err) => panic!(
+            "{what}: expected success, got: {err:#}\nbalancer log:\n{}",
+            balancer.log()
+        ),
+    }
 }
 
 /// `[[listener]]` "web" on [`LISTEN`], one route "main" for every request to pool "app",
