@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod dataplane;
+pub mod headers;
 pub mod health;
 pub mod proxy;
 pub mod run;

@@ -11,6 +11,7 @@ pub mod activity;
 pub mod balance;
 pub mod error;
 pub mod handler;
+pub mod html;
 pub mod listener;
 pub mod metrics;
 pub mod pool;
