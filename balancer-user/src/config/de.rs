@@ -21,8 +21,8 @@ use serde::{
 use toml::Spanned;
 
 pub(super) use l7::{
-    AccessLog, BalanceKind, ErrorPages, ListenerTable, PoolTable, Pools, ProxyTable, RouteTable,
-    TlsTable,
+    AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, PoolTable, Pools,
+    ProxyTable, RouteTable, TlsTable, Underscore,
 };
 
 use super::{

@@ -5,6 +5,10 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
+use ipnet::IpNet;
+
+pub use crate::headers::{TrustedHeader, UnderscorePolicy};
+
 /// `[proxy]`: settings of the proxy process as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
@@ -66,6 +70,29 @@ pub struct ListenerConfig {
     /// `max_connections` (default 10 000, 1 to 1 000 000): client connections open at once;
     /// beyond it new connections wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// `trusted_proxies = ["198.18.5.0/24", "2001:2::/48"]` (CIDRs or single addresses): peers
+    /// whose forwarded headers are read. Requires `trusted_headers`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `trusted_headers = ["X-Forwarded-For", "X-Forwarded-Proto"]`: the one header per group
+    /// (client address, scheme, host, port, prefix) read from trusted proxies; `"Forwarded"`
+    /// stands for `Forwarded:for`, `Forwarded:proto` and `Forwarded:host`. Requires
+    /// `trusted_proxies`. Every other forwarded header is removed from every request.
+    pub trusted_headers: Vec<TrustedHeader>,
+    /// `underscore_headers = "drop" | "reject" | "allow"` (default "drop").
+    pub underscore_headers: UnderscorePolicy,
+    /// `allowed_hosts = ["www.example.test", "*.example.test"]`: requests for other hosts are
+    /// refused with `disallowed_host_status`. Empty (the default, key absent): every host.
+    pub allowed_hosts: Vec<HostPattern>,
+    /// `disallowed_host_status = 421 | 400` (default 421; only with `allowed_hosts`).
+    pub disallowed_host_status: u16,
+    /// `identity_headers` (default `DEFAULT_IDENTITY_HEADERS`): removed from every request,
+    /// trusted peer or not, since apps believe them as the authenticated user. Lowercase.
+    pub identity_headers: Vec<String>,
+    /// `emit_forwarded` (default true): send an RFC 7239 `Forwarded` header to servers beside
+    /// the `X-Forwarded-*` ones.
+    pub emit_forwarded: bool,
+    /// `emit_x_real_ip` (default false): also send `X-Real-IP` with the client address.
+    pub emit_x_real_ip: bool,
 }
 
 impl ListenerConfig {
@@ -79,6 +106,19 @@ impl ListenerConfig {
     pub const MAX_MAX_HEADERS: usize = 1000;
     pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
     pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+    pub const DEFAULT_DISALLOWED_HOST_STATUS: u16 = 421;
+    /// Headers that front-end authentication proxies set for the app (Apache `REMOTE_USER`
+    /// through `RequestHeader`, oauth2-proxy, nginx `auth_request`).
+    pub const DEFAULT_IDENTITY_HEADERS: &[&str] = &[
+        "remote-user",
+        "x-remote-user",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+        "x-auth-request-user",
+        "x-auth-request-email",
+        "x-auth-request-groups",
+    ];
 
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
@@ -133,6 +173,40 @@ pub struct RouteConfig {
     /// `error_pages = { 502 = "errors/502.html" }`: status → file served instead of the default
     /// body (status 400 to 599). Checked before the pool's.
     pub error_pages: BTreeMap<u16, PathBuf>,
+    /// `request_headers = { set = { NAME = "value" }, unset = ["NAME"] }`: applied last to the
+    /// request sent to the server (after the forwarded headers are set, so `set` may override
+    /// them).
+    pub request_headers: HeaderEdits,
+    /// `response_headers = { set = {...}, unset = [...] }`: applied last to the response sent
+    /// to the client.
+    pub response_headers: HeaderEdits,
+    /// `rewrite_location` (default true): `Location`, `Content-Location`, `URI` and `Refresh`
+    /// pointing at the server, or lacking the stripped prefix, are rewritten to the public URL
+    /// (Apache ProxyPassReverse).
+    pub rewrite_location: bool,
+    /// `rewrite_cookie_path` (default true): `Set-Cookie` `Path` gets the stripped prefix and a
+    /// `Domain` naming the server names the public host (ProxyPassReverseCookiePath/Domain).
+    pub rewrite_cookie_path: bool,
+    /// `rewrite_html` (default false): URLs of the server in HTML bodies are rewritten like
+    /// `Location` (mod_proxy_html).
+    pub rewrite_html: bool,
+    /// `debug_headers` (default false): log each request's headers as received and as forwarded
+    /// (target "debug_headers", info level; `Authorization` and cookies redacted).
+    pub debug_headers: bool,
+}
+
+/// `set` and `unset` of `request_headers` / `response_headers`. Names lowercase.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderEdits {
+    /// In the file's order; each replaces every field of its name.
+    pub set: Vec<(String, String)>,
+    pub unset: Vec<String>,
+}
+
+impl HeaderEdits {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.unset.is_empty()
+    }
 }
 
 impl RouteConfig {

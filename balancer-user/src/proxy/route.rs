@@ -287,7 +287,7 @@ fn normalize_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> HostKey<'b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RouteTarget;
+    use crate::config::{HeaderEdits, RouteTarget};
     use std::collections::BTreeMap;
 
     enum Host {
@@ -317,6 +317,12 @@ mod tests {
             preserve_host: true,
             max_body_size: RouteConfig::DEFAULT_MAX_BODY_SIZE,
             error_pages: BTreeMap::new(),
+            request_headers: HeaderEdits::default(),
+            response_headers: HeaderEdits::default(),
+            rewrite_location: true,
+            rewrite_cookie_path: true,
+            rewrite_html: false,
+            debug_headers: false,
         }
     }
 

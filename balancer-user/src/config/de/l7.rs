@@ -11,7 +11,8 @@ use serde::{
 use toml::Spanned;
 
 use super::{
-    Array, Element, Keyword, Parsed, Table, TableOf, in_range, keyword, optional_duration, port,
+    Array, Cidr, Element, Keyword, Parsed, Table, TableOf, array, in_range, keyword,
+    optional_duration, port,
 };
 use crate::config::{KeepaliveConfig, ListenerConfig, RouteConfig};
 
@@ -59,6 +60,27 @@ pub(in crate::config) struct ListenerTable {
         deserialize_with = "listener_max_connections"
     )]
     pub max_connections: usize,
+    #[serde(default, deserialize_with = "array")]
+    pub trusted_proxies: Vec<Spanned<Cidr>>,
+    pub trusted_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default, deserialize_with = "keyword")]
+    pub underscore_headers: Underscore,
+    pub allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub disallowed_host_status: Option<Spanned<u16>>,
+    pub identity_headers: Option<Vec<Spanned<String>>>,
+    #[serde(default = "yes")]
+    pub emit_forwarded: bool,
+    #[serde(default)]
+    pub emit_x_real_ip: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(in crate::config) enum Underscore {
+    #[default]
+    Drop,
+    Reject,
+    Allow,
 }
 
 fn default_max_header_bytes() -> usize {
@@ -103,6 +125,58 @@ pub(in crate::config) struct RouteTable {
     pub max_body_size: u64,
     #[serde(default)]
     pub error_pages: ErrorPages,
+    #[serde(default)]
+    pub request_headers: Table<HeaderEditsTable>,
+    #[serde(default)]
+    pub response_headers: Table<HeaderEditsTable>,
+    #[serde(default = "yes")]
+    pub rewrite_location: bool,
+    #[serde(default = "yes")]
+    pub rewrite_cookie_path: bool,
+    #[serde(default)]
+    pub rewrite_html: bool,
+    #[serde(default)]
+    pub debug_headers: bool,
+}
+
+/// `request_headers` / `response_headers`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct HeaderEditsTable {
+    #[serde(default)]
+    pub set: HeaderValues,
+    #[serde(default)]
+    pub unset: Vec<Spanned<String>>,
+}
+
+/// `set = { "X-Name" = "value" }`, in the order of the file.
+#[derive(Default)]
+pub(in crate::config) struct HeaderValues(pub Vec<(String, Spanned<String>)>);
+
+impl<'de> Deserialize<'de> for HeaderValues {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HeaderValuesVisitor)
+    }
+}
+
+struct HeaderValuesVisitor;
+
+impl<'de> Visitor<'de> for HeaderValuesVisitor {
+    type Value = HeaderValues;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(
+            "a table of header names and values, such as { \"X-Frame-Options\" = \"DENY\" }",
+        )
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HeaderValues, A::Error> {
+        let mut values = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            values.push((name, map.next_value()?));
+        }
+        Ok(HeaderValues(values))
+    }
 }
 
 fn yes() -> bool {
@@ -220,6 +294,7 @@ impl TableOf for PoolTable {}
 impl TableOf for KeepaliveTable {}
 impl TableOf for RetryTable {}
 impl TableOf for TimeoutsTable {}
+impl TableOf for HeaderEditsTable {}
 
 impl TableOf for CertificateTable {
     const EXPECTING: &'static str =
@@ -251,6 +326,10 @@ impl Element for Table<ServerTable> {
 
 impl Keyword for AccessLog {
     const ONE_OF: &'static str = "one of `text`, `json`, `off`";
+}
+
+impl Keyword for Underscore {
+    const ONE_OF: &'static str = "one of `drop`, `reject`, `allow`";
 }
 
 impl Keyword for BalanceKind {

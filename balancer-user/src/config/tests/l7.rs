@@ -12,9 +12,10 @@ use serde::de::{IntoDeserializer, value::StrDeserializer};
 
 use super::{ORIGIN, XDP, assert_error, local_vip, parse};
 use crate::config::{
-    AccessLogFormat, Balance, CertificatePaths, Config, HashOn, HostPattern, KeepaliveConfig,
-    L7Config, ListenerConfig, PoolConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig,
-    RouteTarget, ServerConfig, ServerUrl, TlsConfig,
+    AccessLogFormat, Balance, CertificatePaths, Config, HashOn, HeaderEdits, HostPattern,
+    KeepaliveConfig, L7Config, ListenerConfig, PoolConfig, PoolTimeouts, ProxySettings,
+    RetryConfig, RouteConfig, RouteTarget, ServerConfig, ServerUrl, TlsConfig, TrustedHeader,
+    UnderscorePolicy,
     de::{AccessLog, BalanceKind, Keyword},
 };
 
@@ -168,6 +169,17 @@ servers = [ { url = "http://API.internal" } ]
         max_header_bytes: 32 * 1024,
         max_headers: 100,
         max_connections: 10_000,
+        trusted_proxies: Vec::new(),
+        trusted_headers: Vec::new(),
+        underscore_headers: UnderscorePolicy::Drop,
+        allowed_hosts: Vec::new(),
+        disallowed_host_status: 421,
+        identity_headers: ListenerConfig::DEFAULT_IDENTITY_HEADERS
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        emit_forwarded: true,
+        emit_x_real_ip: false,
     };
     let expected = L7Config {
         proxy: ProxySettings {
@@ -216,6 +228,12 @@ servers = [ { url = "http://API.internal" } ]
                     (502, path("/etc/balancer/errors/502.html")),
                     (503, path("/srv/errors/503.html")),
                 ]),
+                request_headers: HeaderEdits::default(),
+                response_headers: HeaderEdits::default(),
+                rewrite_location: true,
+                rewrite_cookie_path: true,
+                rewrite_html: false,
+                debug_headers: false,
             },
             RouteConfig {
                 name: "route-1".to_string(),
@@ -227,6 +245,12 @@ servers = [ { url = "http://API.internal" } ]
                 preserve_host: true,
                 max_body_size: 16 * 1024 * 1024,
                 error_pages: BTreeMap::new(),
+                request_headers: HeaderEdits::default(),
+                response_headers: HeaderEdits::default(),
+                rewrite_location: true,
+                rewrite_cookie_path: true,
+                rewrite_html: false,
+                debug_headers: false,
             },
             RouteConfig {
                 name: "route-2".to_string(),
@@ -238,6 +262,12 @@ servers = [ { url = "http://API.internal" } ]
                 preserve_host: true,
                 max_body_size: 1024,
                 error_pages: BTreeMap::new(),
+                request_headers: HeaderEdits::default(),
+                response_headers: HeaderEdits::default(),
+                rewrite_location: true,
+                rewrite_cookie_path: true,
+                rewrite_html: false,
+                debug_headers: false,
             },
         ],
         // Sorted by name.
@@ -318,6 +348,17 @@ fn l7_defaults() {
                 max_header_bytes: 32_768,
                 max_headers: 100,
                 max_connections: 10_000,
+                trusted_proxies: Vec::new(),
+                trusted_headers: Vec::new(),
+                underscore_headers: UnderscorePolicy::Drop,
+                allowed_hosts: Vec::new(),
+                disallowed_host_status: 421,
+                identity_headers: ListenerConfig::DEFAULT_IDENTITY_HEADERS
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                emit_forwarded: true,
+                emit_x_real_ip: false,
             }],
             routes: vec![RouteConfig {
                 name: "route-0".to_string(),
@@ -329,6 +370,12 @@ fn l7_defaults() {
                 preserve_host: true,
                 max_body_size: 16 * 1024 * 1024,
                 error_pages: BTreeMap::new(),
+                request_headers: HeaderEdits::default(),
+                response_headers: HeaderEdits::default(),
+                rewrite_location: true,
+                rewrite_cookie_path: true,
+                rewrite_html: false,
+                debug_headers: false,
             }],
             pools: vec![PoolConfig {
                 name: "app".to_string(),
@@ -754,8 +801,8 @@ fn l7_keyword_lists_match_the_enums() {
 
 // ---- Bad configs: unknown keys and table shapes ------------------------------------------------
 
-const LISTENER_KEYS: &str = "`name`, `bind`, `tls`, `redirect_https`, `https_port`, `header_read_timeout`, `keepalive_timeout`, `max_header_bytes`, `max_headers`, `max_connections`";
-const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `error_pages`";
+const LISTENER_KEYS: &str = "`name`, `bind`, `tls`, `redirect_https`, `https_port`, `header_read_timeout`, `keepalive_timeout`, `max_header_bytes`, `max_headers`, `max_connections`, `trusted_proxies`, `trusted_headers`, `underscore_headers`, `allowed_hosts`, `disallowed_host_status`, `identity_headers`, `emit_forwarded`, `emit_x_real_ip`";
+const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`";
 const POOL_KEYS: &str =
     "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, `timeouts`, `h2c`, `error_pages`";
 
@@ -769,14 +816,7 @@ fn unknown_key_in_proxy() {
 
 #[test]
 fn unknown_key_in_listener() {
-    // Keys of later work are not accepted before they do something.
-    for key in [
-        "trusted_proxies",
-        "trusted_headers",
-        "underscore_headers",
-        "allowed_hosts",
-        "port",
-    ] {
+    for key in ["port", "trusted_proxy", "real_ip_header"] {
         assert_error(
             &listener_with(&format!("{key} = []\n")),
             &format!(
@@ -788,13 +828,7 @@ fn unknown_key_in_listener() {
 
 #[test]
 fn unknown_key_in_route() {
-    for key in [
-        "request_headers",
-        "rewrite_location",
-        "rewrite_cookie_path",
-        "rewrite_html",
-        "prefix",
-    ] {
+    for key in ["prefix", "rewrite_locations", "headers"] {
         assert_error(
             &route_with(&format!("{key} = true\n")),
             &format!(
@@ -1776,5 +1810,199 @@ fn h2c_not_a_boolean() {
     assert_error(
         &format!("{POOL}h2c = \"prior-knowledge\"\n"),
         "test.toml:3:7: pool.app.h2c: invalid type: string \"prior-knowledge\", expected a boolean",
+    );
+}
+
+// ---- Forwarded-header trust and rewriting (issue 5) --------------------------------------------
+
+#[test]
+fn trust_hygiene_and_rewrite_keys() {
+    let text = format!(
+        "{LISTENER}trusted_proxies = [\"198.18.5.0/24\", \"2001:2::7\"]
+trusted_headers = [\"x-forwarded-for\", \"Forwarded:proto\", \"X-Forwarded-Prefix\"]
+underscore_headers = \"reject\"
+allowed_hosts = [\"www.example.test\", \"*.example.test\"]
+disallowed_host_status = 400
+identity_headers = [\"X-Auth-User\"]
+emit_forwarded = false
+emit_x_real_ip = true
+{POOL}[[route]]
+listener = \"http\"
+pool = \"app\"
+request_headers = {{ set = {{ \"X-Forwarded-Port\" = \"443\", \"X-Env\" = \" prod \" }}, unset = [\"X-Debug\"] }}
+response_headers = {{ set = {{ \"Strict-Transport-Security\" = \"max-age=63072000\" }} }}
+rewrite_location = false
+rewrite_cookie_path = false
+rewrite_html = true
+debug_headers = true
+"
+    );
+    let config = parse_in(&text).l7;
+    let listener = &config.listeners[0];
+    assert_eq!(
+        listener.trusted_proxies,
+        [
+            "198.18.5.0/24".parse::<ipnet::IpNet>().expect("cidr"),
+            "2001:2::7/128".parse().expect("cidr"),
+        ]
+    );
+    assert_eq!(
+        listener.trusted_headers,
+        [
+            TrustedHeader::XForwardedFor,
+            TrustedHeader::ForwardedProto,
+            TrustedHeader::XForwardedPrefix,
+        ]
+    );
+    assert_eq!(listener.underscore_headers, UnderscorePolicy::Reject);
+    assert_eq!(
+        listener.allowed_hosts,
+        [
+            HostPattern::Exact("www.example.test".to_string()),
+            HostPattern::Suffix("example.test".to_string()),
+        ]
+    );
+    assert_eq!(listener.disallowed_host_status, 400);
+    assert_eq!(listener.identity_headers, ["x-auth-user"]);
+    assert!(!listener.emit_forwarded);
+    assert!(listener.emit_x_real_ip);
+
+    let route = &config.routes[0];
+    assert_eq!(
+        route.request_headers,
+        HeaderEdits {
+            set: vec![
+                ("x-forwarded-port".to_string(), "443".to_string()),
+                ("x-env".to_string(), "prod".to_string()),
+            ],
+            unset: vec!["x-debug".to_string()],
+        }
+    );
+    assert_eq!(
+        route.response_headers.set,
+        [(
+            "strict-transport-security".to_string(),
+            "max-age=63072000".to_string()
+        )]
+    );
+    assert!(!route.rewrite_location && !route.rewrite_cookie_path);
+    assert!(route.rewrite_html && route.debug_headers);
+}
+
+#[test]
+fn trust_defaults() {
+    let config = parse_in(&route_with("")).l7;
+    let listener = &config.listeners[0];
+    assert!(listener.trusted_proxies.is_empty() && listener.trusted_headers.is_empty());
+    assert_eq!(listener.underscore_headers, UnderscorePolicy::Drop);
+    assert!(listener.allowed_hosts.is_empty());
+    assert_eq!(listener.disallowed_host_status, 421);
+    assert!(
+        listener
+            .identity_headers
+            .contains(&"remote-user".to_string())
+    );
+    assert!(
+        listener
+            .identity_headers
+            .contains(&"x-remote-user".to_string())
+    );
+    assert!(listener.emit_forwarded && !listener.emit_x_real_ip);
+    let route = &config.routes[0];
+    assert!(route.request_headers.is_empty() && route.response_headers.is_empty());
+    assert!(route.rewrite_location && route.rewrite_cookie_path);
+    assert!(!route.rewrite_html && !route.debug_headers);
+}
+
+#[test]
+fn forwarded_header_trust_errors() {
+    let with_proxies = |headers: &str| {
+        listener_with(&format!(
+            "trusted_proxies = [\"198.18.5.0/24\"]\ntrusted_headers = {headers}\n"
+        ))
+    };
+    assert_error(
+        &with_proxies("[\"X-Forwarded-For\", \"X-Real-IP\"]"),
+        "test.toml:5:39: listener[0].trusted_headers: \"X-Real-IP\" and \"X-Forwarded-For\" both carry the client address: trust one header per group, so that a proxy and a client cannot disagree through the other",
+    );
+    assert_error(
+        &with_proxies("[\"Forwarded\", \"X-Forwarded-Proto\"]"),
+        "test.toml:5:33: listener[0].trusted_headers: \"X-Forwarded-Proto\" and \"Forwarded\" both carry the scheme: trust one header per group, so that a proxy and a client cannot disagree through the other",
+    );
+    assert_error(
+        &with_proxies("[\"X-Forwarded-Host\", \"x-forwarded-host\"]"),
+        "test.toml:5:40: listener[0].trusted_headers: \"x-forwarded-host\" and \"X-Forwarded-Host\" both carry the host: trust one header per group, so that a proxy and a client cannot disagree through the other",
+    );
+    assert_error(
+        &with_proxies("[\"X-Forwarded-Fro\"]"),
+        "test.toml:5:20: listener[0].trusted_headers: \"X-Forwarded-Fro\" is not a forwarded header this balancer reads; one of \"Forwarded\", \"X-Forwarded-For\", \"X-Real-IP\", \"X-Client-IP\", \"Forwarded:for\", \"X-Forwarded-Proto\", \"X-Forwarded-Scheme\", \"X-Forwarded-SSL\", \"X-Forwarded-HTTPS\", \"X-HTTPS\", \"X-Scheme\", \"Forwarded:proto\", \"X-Forwarded-Host\", \"Forwarded:host\", \"X-Forwarded-Port\", \"X-Forwarded-Prefix\"",
+    );
+    assert_error(
+        &listener_with("trusted_headers = [\"X-Forwarded-For\"]\n"),
+        "test.toml:4:19: listener[0].trusted_headers: trusted_headers needs trusted_proxies: the addresses of the proxies allowed to send them",
+    );
+    assert_error(
+        &listener_with("trusted_proxies = [\"198.18.5.0/24\"]\n"),
+        "test.toml:4:20: listener[0].trusted_proxies: trusted_proxies without trusted_headers trusts nothing: list the headers these proxies set, e.g. trusted_headers = [\"X-Forwarded-For\", \"X-Forwarded-Proto\"]",
+    );
+    assert_error(
+        &listener_with("trusted_proxies = [\"198.18.5.1/24\"]\n"),
+        "test.toml:4:20: listener[0].trusted_proxies[0]: \"198.18.5.1/24\" has host bits set: did you mean 198.18.5.0/24?",
+    );
+    assert_error(
+        &listener_with("underscore_headers = \"keep\"\n"),
+        "test.toml:4:22: listener[0].underscore_headers: unknown variant `keep`, expected one of `drop`, `reject`, `allow`",
+    );
+}
+
+#[test]
+fn allowed_hosts_errors() {
+    assert_error(
+        &listener_with("allowed_hosts = []\n"),
+        "test.toml:4:17: listener[0].allowed_hosts: is empty, which would refuse every request; leave it out to allow every host",
+    );
+    assert_error(
+        &listener_with("allowed_hosts = [\"www.example.test\"]\ndisallowed_host_status = 404\n"),
+        "test.toml:5:26: listener[0].disallowed_host_status: 404 must be 421 (Misdirected Request) or 400 (Bad Request)",
+    );
+    assert_error(
+        &listener_with("disallowed_host_status = 400\n"),
+        "test.toml:4:26: listener[0].disallowed_host_status: only allowed with allowed_hosts",
+    );
+    assert_error(
+        &listener_with("allowed_hosts = [\"www.exa mple.test\"]\n"),
+        "test.toml:4:18: listener[0].allowed_hosts: \"www.exa mple.test\" must not contain whitespace or control characters",
+    );
+    assert_error(
+        &listener_with("identity_headers = [\"Remote User\"]\n"),
+        "test.toml:4:21: listener[0].identity_headers: \"Remote User\" is not a header name (letters, digits and !#$%&'*+-.^_`|~)",
+    );
+}
+
+#[test]
+fn header_edit_errors() {
+    assert_error(
+        &route_with("request_headers = { set = { \"X Bad\" = \"1\" } }\n"),
+        "test.toml:9:39: route[0].request_headers.set: \"X Bad\" is not a header name (letters, digits and !#$%&'*+-.^_`|~)",
+    );
+    assert_error(
+        &route_with("request_headers = { set = { \"X-A\" = \"1\\r\\nX-B: 2\" } }\n"),
+        "test.toml:9:37: route[0].request_headers.set.x-a: a header value cannot hold control characters (line breaks, NUL, ...)",
+    );
+    assert_error(
+        &route_with("request_headers = { set = { \"X-A\" = \"1\", \"x-a\" = \"2\" } }\n"),
+        "test.toml:9:50: route[0].request_headers.set.x-a: is set twice (header names are case-insensitive)",
+    );
+    assert_error(
+        &route_with("request_headers = { unset = [\"Connection\"] }\n"),
+        "test.toml:9:30: route[0].request_headers.unset: \"connection\" is set by the proxy itself and cannot be edited",
+    );
+    assert_error(
+        &route_with("response_headers = { set = { \"Host\" = \"a\" } }\n"),
+        "test.toml:9:39: route[0].response_headers.set: \"host\" is set by the proxy itself and cannot be edited (use preserve_host)",
+    );
+    assert_error(
+        &route_with("request_headers = { add = { \"X-A\" = \"1\" } }\n"),
+        "test.toml:9:21: route[0].request_headers.add: unknown field `add`, expected `set` or `unset`",
     );
 }

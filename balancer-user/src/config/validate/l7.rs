@@ -10,16 +10,20 @@ use std::{
     time::Duration,
 };
 
+use ipnet::IpNet;
 use toml::Spanned;
+
+use crate::headers::HeaderGroup;
 
 use super::{is_valid_host_name, is_valid_name, not_a_name, show};
 use crate::config::{
-    AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HostPattern, KeepaliveConfig,
-    L7Config, ListenerConfig, PoolConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig,
-    RouteTarget, ServerConfig, ServerUrl, TlsConfig,
+    AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HeaderEdits, HostPattern,
+    KeepaliveConfig, L7Config, ListenerConfig, PoolConfig, PoolTimeouts, ProxySettings,
+    RetryConfig, RouteConfig, RouteTarget, ServerConfig, ServerUrl, TlsConfig, TrustedHeader,
+    UnderscorePolicy,
     de::{
-        AccessLog, BalanceKind, ErrorPages, ListenerTable, PoolTable, Pools, ProxyTable,
-        RouteTable, Table, TlsTable,
+        AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, PoolTable, Pools,
+        ProxyTable, RouteTable, Table, TlsTable, Underscore,
     },
     error::Invalid,
 };
@@ -146,6 +150,9 @@ fn listener_configs(
             None => ListenerConfig::DEFAULT_HTTPS_PORT,
         };
 
+        let (trusted_proxies, trusted_headers) = trust(&key, listener)?;
+        let (allowed_hosts, disallowed_host_status) = allowed_hosts(&key, listener)?;
+        let identity_headers = identity_headers(&key, listener)?;
         configs.push(ListenerConfig {
             name: name.clone(),
             bind,
@@ -167,9 +174,229 @@ fn listener_configs(
             max_header_bytes: listener.max_header_bytes,
             max_headers: listener.max_headers,
             max_connections: listener.max_connections,
+            trusted_proxies,
+            trusted_headers,
+            underscore_headers: match listener.underscore_headers {
+                Underscore::Drop => UnderscorePolicy::Drop,
+                Underscore::Reject => UnderscorePolicy::Reject,
+                Underscore::Allow => UnderscorePolicy::Allow,
+            },
+            allowed_hosts,
+            disallowed_host_status,
+            identity_headers,
+            emit_forwarded: listener.emit_forwarded,
+            emit_x_real_ip: listener.emit_x_real_ip,
         });
     }
     Ok(configs)
+}
+
+/// `trusted_proxies` and `trusted_headers`: both or neither, and at most one header per group.
+fn trust(key: &str, listener: &ListenerTable) -> Result<(Vec<IpNet>, Vec<TrustedHeader>), Invalid> {
+    let proxies: Vec<IpNet> = listener
+        .trusted_proxies
+        .iter()
+        .map(|cidr| cidr.get_ref().0)
+        .collect();
+    let Some(written) = &listener.trusted_headers else {
+        if let Some(first) = listener.trusted_proxies.first() {
+            return Err(Invalid::at(
+                format!("{key}.trusted_proxies"),
+                first,
+                "trusted_proxies without trusted_headers trusts nothing: list the headers these proxies set, e.g. trusted_headers = [\"X-Forwarded-For\", \"X-Forwarded-Proto\"]",
+            ));
+        }
+        return Ok((proxies, Vec::new()));
+    };
+    if proxies.is_empty() {
+        return Err(Invalid::at(
+            format!("{key}.trusted_headers"),
+            written,
+            "trusted_headers needs trusted_proxies: the addresses of the proxies allowed to send them",
+        ));
+    }
+    let mut trusted: Vec<(TrustedHeader, &str)> = Vec::new();
+    for name in written.get_ref() {
+        let text = name.get_ref();
+        let Some(members) = TrustedHeader::parse_config(text) else {
+            let known: Vec<&str> = TrustedHeader::ALL.iter().map(|m| m.config_name()).collect();
+            return Err(Invalid::at(
+                format!("{key}.trusted_headers"),
+                name,
+                format!(
+                    "{text:?} is not a forwarded header this balancer reads; one of \"Forwarded\", {}",
+                    known
+                        .iter()
+                        .map(|k| format!("{k:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        for member in members {
+            if let Some((_, earlier)) = trusted.iter().find(|(m, _)| m.group() == member.group()) {
+                return Err(Invalid::at(
+                    format!("{key}.trusted_headers"),
+                    name,
+                    format!(
+                        "{text:?} and {earlier:?} both carry the {}: trust one header per group, so that a proxy and a client cannot disagree through the other",
+                        group_text(member.group())
+                    ),
+                ));
+            }
+            trusted.push((member, text.as_str()));
+        }
+    }
+    Ok((
+        proxies,
+        trusted.into_iter().map(|(member, _)| member).collect(),
+    ))
+}
+
+fn group_text(group: HeaderGroup) -> &'static str {
+    match group {
+        HeaderGroup::Client => "client address",
+        HeaderGroup::Scheme => "scheme",
+        HeaderGroup::Host => "host",
+        HeaderGroup::Port => "port",
+        HeaderGroup::Prefix => "path prefix",
+    }
+}
+
+/// `allowed_hosts` and `disallowed_host_status`.
+fn allowed_hosts(key: &str, listener: &ListenerTable) -> Result<(Vec<HostPattern>, u16), Invalid> {
+    let hosts = match &listener.allowed_hosts {
+        Some(written) if written.get_ref().is_empty() => {
+            return Err(Invalid::at(
+                format!("{key}.allowed_hosts"),
+                written,
+                "is empty, which would refuse every request; leave it out to allow every host",
+            ));
+        }
+        Some(written) => written
+            .get_ref()
+            .iter()
+            .map(|host| host_pattern(&format!("{key}.allowed_hosts"), host))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let status = match &listener.disallowed_host_status {
+        Some(written) if hosts.is_empty() => {
+            return Err(Invalid::at(
+                format!("{key}.disallowed_host_status"),
+                written,
+                "only allowed with allowed_hosts",
+            ));
+        }
+        Some(written) if ![400, 421].contains(written.get_ref()) => {
+            return Err(Invalid::at(
+                format!("{key}.disallowed_host_status"),
+                written,
+                format!(
+                    "{} must be 421 (Misdirected Request) or 400 (Bad Request)",
+                    written.get_ref()
+                ),
+            ));
+        }
+        Some(written) => *written.get_ref(),
+        None => ListenerConfig::DEFAULT_DISALLOWED_HOST_STATUS,
+    };
+    Ok((hosts, status))
+}
+
+fn identity_headers(key: &str, listener: &ListenerTable) -> Result<Vec<String>, Invalid> {
+    let Some(written) = &listener.identity_headers else {
+        return Ok(ListenerConfig::DEFAULT_IDENTITY_HEADERS
+            .iter()
+            .map(ToString::to_string)
+            .collect());
+    };
+    written
+        .iter()
+        .map(|name| header_name(&format!("{key}.identity_headers"), name))
+        .collect()
+}
+
+/// A header field name (an HTTP token), lowercase.
+fn header_name(key: &str, written: &Spanned<String>) -> Result<String, Invalid> {
+    header_name_at(key, written.get_ref(), written)
+}
+
+/// Like `header_name`, for a name written as a table key (errors point at its value).
+fn header_name_at<T>(key: &str, name: &str, written: &Spanned<T>) -> Result<String, Invalid> {
+    if !is_token(name) {
+        return Err(Invalid::at(
+            key,
+            written,
+            format!("{name:?} is not a header name (letters, digits and !#$%&'*+-.^_`|~)"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// Headers that describe the connection or the framing: the proxy sets them itself, so
+/// `request_headers` / `response_headers` may not.
+const NOT_EDITABLE: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+];
+
+fn header_edits(key: &str, table: &HeaderEditsTable) -> Result<HeaderEdits, Invalid> {
+    let editable = |key: &str, written: &Spanned<String>, name: String| {
+        if NOT_EDITABLE.contains(&name.as_str()) {
+            let hint = if name == "host" {
+                " (use preserve_host)"
+            } else {
+                ""
+            };
+            return Err(Invalid::at(
+                key,
+                written,
+                format!("{name:?} is set by the proxy itself and cannot be edited{hint}"),
+            ));
+        }
+        Ok(name)
+    };
+    let mut set = Vec::with_capacity(table.set.0.len());
+    for (name, value) in &table.set.0 {
+        let entry = format!("{key}.set");
+        let name = editable(&entry, value, header_name_at(&entry, name, value)?)?;
+        let text = value.get_ref();
+        if text.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(Invalid::at(
+                format!("{entry}.{name}"),
+                value,
+                "a header value cannot hold control characters (line breaks, NUL, ...)",
+            ));
+        }
+        if set
+            .iter()
+            .any(|(earlier, _): &(String, String)| earlier == &name)
+        {
+            return Err(Invalid::at(
+                format!("{entry}.{name}"),
+                value,
+                "is set twice (header names are case-insensitive)",
+            ));
+        }
+        set.push((name, text.trim().to_string()));
+    }
+    let unset = table
+        .unset
+        .iter()
+        .map(|name| {
+            let entry = format!("{key}.unset");
+            editable(&entry, name, header_name(&entry, name)?)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HeaderEdits { set, unset })
 }
 
 fn tls_config(key: &str, tls: &TlsTable, base_dir: &Path) -> Result<TlsConfig, Invalid> {
@@ -306,6 +533,18 @@ fn route_configs(
             preserve_host: route.preserve_host,
             max_body_size: route.max_body_size,
             error_pages: error_pages(&key, &route.error_pages, base_dir)?,
+            request_headers: header_edits(
+                &format!("{key}.request_headers"),
+                &route.request_headers,
+            )?,
+            response_headers: header_edits(
+                &format!("{key}.response_headers"),
+                &route.response_headers,
+            )?,
+            rewrite_location: route.rewrite_location,
+            rewrite_cookie_path: route.rewrite_cookie_path,
+            rewrite_html: route.rewrite_html,
+            debug_headers: route.debug_headers,
         });
     }
     Ok(configs)
