@@ -12,7 +12,10 @@
 //! route whose prefix equals that path exactly ("/app" for "/app") still wins over that redirect.
 //! Paths are compared raw (percent-encoded, case-sensitive), as the caller passes them.
 
-use std::{collections::HashMap, net::Ipv6Addr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv6Addr,
+};
 
 use crate::config::{HostPattern, RouteConfig};
 
@@ -237,6 +240,62 @@ fn upstream_path(route: &RouteConfig, path: &str) -> String {
     match path.get(prefix.len()..) {
         Some(rest) if rest.starts_with('/') => rest.to_string(),
         _ => "/".to_string(),
+    }
+}
+
+/// A listener's `allowed_hosts`, matched like route hosts (case, port and trailing dot do not
+/// matter; `*.suffix` matches names below the suffix). Empty: every host is allowed.
+#[derive(Debug, Clone, Default)]
+pub struct AllowedHosts {
+    exact: HashSet<String>,
+    exact_ipv6: HashSet<Ipv6Addr>,
+    suffixes: Vec<String>,
+}
+
+impl AllowedHosts {
+    pub fn new(patterns: &[HostPattern]) -> AllowedHosts {
+        let mut allowed = AllowedHosts::default();
+        for pattern in patterns {
+            match pattern {
+                HostPattern::Exact(host) => {
+                    let host = normalize_pattern(host);
+                    match parse_ipv6(&host) {
+                        Some(addr) => {
+                            allowed.exact_ipv6.insert(addr);
+                        }
+                        None => {
+                            allowed.exact.insert(host);
+                        }
+                    }
+                }
+                HostPattern::Suffix(suffix) => allowed.suffixes.push(normalize_pattern(suffix)),
+            }
+        }
+        allowed
+    }
+
+    pub fn is_unrestricted(&self) -> bool {
+        self.exact.is_empty() && self.exact_ipv6.is_empty() && self.suffixes.is_empty()
+    }
+
+    /// `host`: a request's Host / :authority, as `RouteTable::find` takes it.
+    pub fn allows(&self, host: &str) -> bool {
+        if self.is_unrestricted() {
+            return true;
+        }
+        let mut buf = [0u8; MAX_HOST_LEN];
+        match normalize_host(host, &mut buf) {
+            HostKey::Name(name) => {
+                self.exact.contains(name)
+                    || self.suffixes.iter().any(|suffix| {
+                        name.len() > suffix.len() + 1
+                            && name.ends_with(suffix.as_str())
+                            && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+                    })
+            }
+            HostKey::Ipv6(addr) => self.exact_ipv6.contains(&addr),
+            HostKey::None => false,
+        }
     }
 }
 
@@ -639,6 +698,39 @@ pub fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
 #[cfg(test)]
 mod normalize_tests {
     use super::normalize_path;
+
+    #[test]
+    fn allowed_hosts_match_like_route_hosts() {
+        use super::AllowedHosts;
+        use crate::config::HostPattern;
+        let allowed = AllowedHosts::new(&[
+            HostPattern::Exact("www.example.test".into()),
+            HostPattern::Suffix("apps.example.test".into()),
+            HostPattern::Exact("[2001:2::1]".into()),
+            HostPattern::Exact("198.18.0.10".into()),
+        ]);
+        for (host, want) in [
+            ("www.example.test", true),
+            ("WWW.Example.Test.", true),
+            ("www.example.test:8443", true),
+            ("example.test", false),
+            ("evil.www.example.test", false),
+            ("a.apps.example.test", true),
+            ("a.b.apps.example.test:443", true),
+            ("apps.example.test", false),
+            ("xapps.example.test", false),
+            ("[2001:2:0::1]:443", true),
+            ("[2001:2::2]", false),
+            ("198.18.0.10:80", true),
+            ("198.18.0.11", false),
+            ("", false),
+            ("[bad", false),
+        ] {
+            assert_eq!(allowed.allows(host), want, "{host:?}");
+        }
+        let open = AllowedHosts::new(&[]);
+        assert!(open.is_unrestricted() && open.allows("") && open.allows("anything.test"));
+    }
 
     #[test]
     fn dot_segments_are_resolved_and_climbing_above_the_root_is_refused() {
