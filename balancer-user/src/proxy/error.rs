@@ -27,6 +27,13 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("host {host:?} does not match the TLS server name {sni:?}")]
     MisdirectedRequest { host: String, sni: String },
+    /// The Host is not in the listener's `allowed_hosts`; `status` is its
+    /// `disallowed_host_status` (421 or 400).
+    #[error("host {host:?} is not in allowed_hosts")]
+    HostNotAllowed { host: String, status: u16 },
+    /// `underscore_headers = "reject"` and the request has such a header.
+    #[error("header {name:?} has an underscore (underscore_headers = \"reject\")")]
+    UnderscoreHeader { name: String },
     #[error("no route")]
     NoRoute,
     #[error("not found")]
@@ -64,6 +71,10 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::MisdirectedRequest { .. } => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::HostNotAllowed { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::MISDIRECTED_REQUEST)
+            }
+            ProxyError::UnderscoreHeader { .. } => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute | ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

@@ -22,7 +22,7 @@ use super::{
     activity::Activity,
     balance,
     error::{self, PageSet, ProxyError},
-    metrics::{HttpMetrics, ServerLabels},
+    metrics::{HttpMetrics, PolicyLabels, ServerLabels},
     pool::{Pool, ServerLoad},
     route::{self, RouteAction},
     state::{ProxyState, Target},
@@ -124,10 +124,8 @@ async fn process(
     record: &mut AccessRecord,
     pages: &mut PageSet,
 ) -> Result<Answer, ProxyError> {
-    let listener = state
-        .listener_at(conn.bind)
-        .map(|listener| &listener.config)
-        .ok_or(ProxyError::NoRoute)?;
+    let listener_runtime = state.listener_at(conn.bind).ok_or(ProxyError::NoRoute)?;
+    let listener = &listener_runtime.config;
     // HTTP/1.1 heads over the limit never get here (hyper answers 431); HTTP/2 ones do.
     if request.headers().len() > listener.max_headers {
         return Err(ProxyError::TooManyHeaders {
@@ -137,6 +135,13 @@ async fn process(
     }
     let host = request_host(&request)?;
     record.host.clone_from(&host);
+    if !listener_runtime.allowed_hosts.allows(&host) {
+        refused(shared, listener, "disallowed-host");
+        return Err(ProxyError::HostNotAllowed {
+            host,
+            status: listener.disallowed_host_status,
+        });
+    }
     if let Some(response) = redirect_phase(listener, &host, request.uri()) {
         return Ok((response, None));
     }
@@ -215,6 +220,17 @@ async fn process(
             .await
         }
     }
+}
+
+fn refused(shared: &Shared, listener: &ListenerConfig, reason: &str) {
+    shared
+        .metrics
+        .requests_refused
+        .get_or_create(&PolicyLabels {
+            listener: listener.name.clone(),
+            reason: reason.to_string(),
+        })
+        .inc();
 }
 
 /// The request's host: the URI authority (HTTP/2 `:authority`, or an absolute-form target)

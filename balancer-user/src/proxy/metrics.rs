@@ -29,6 +29,21 @@ pub struct ServerLabels {
     pub server: String,
 }
 
+/// What the header policy did, and why (a fixed word such as "underscore" or
+/// "x-forwarded-for:malformed").
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub listener: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RewriteLabels {
+    pub route: String,
+    /// "location", "set-cookie", "html" or "html-skipped".
+    pub what: &'static str,
+}
+
 type DurationFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 #[derive(Clone)]
@@ -38,6 +53,14 @@ pub struct HttpMetrics {
     pub connections: Family<ListenerLabels, Gauge>,
     pub connections_accepted: Family<ListenerLabels, Counter>,
     pub upstream_connect_failures: Family<ServerLabels, Counter>,
+    /// Request header fields removed from client requests, by reason.
+    pub headers_removed: Family<PolicyLabels, Counter>,
+    /// Forwarded headers from trusted proxies that were malformed, so not believed.
+    pub forwarded_anomalies: Family<PolicyLabels, Counter>,
+    /// Requests refused by the header policy (disallowed host, underscore header).
+    pub requests_refused: Family<PolicyLabels, Counter>,
+    /// Response headers and bodies rewritten to the public URL.
+    pub rewrites: Family<RewriteLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -55,6 +78,10 @@ impl Default for HttpMetrics {
             connections: Family::default(),
             connections_accepted: Family::default(),
             upstream_connect_failures: Family::default(),
+            headers_removed: Family::default(),
+            forwarded_anomalies: Family::default(),
+            requests_refused: Family::default(),
+            rewrites: Family::default(),
         }
     }
 }
@@ -86,6 +113,26 @@ impl HttpMetrics {
             "balancer_upstream_connect_failures",
             "Failed connects to pool servers",
             self.upstream_connect_failures.clone(),
+        );
+        registry.register(
+            "balancer_http_headers_removed",
+            "Request header fields removed before forwarding (untrusted forwarded headers, underscores, identity headers, CGI name collisions), by listener and reason",
+            self.headers_removed.clone(),
+        );
+        registry.register(
+            "balancer_http_forwarded_anomalies",
+            "Malformed or repeated forwarded headers from trusted proxies, ignored, by listener and header",
+            self.forwarded_anomalies.clone(),
+        );
+        registry.register(
+            "balancer_http_requests_refused",
+            "Requests refused by the header policy, by listener and reason",
+            self.requests_refused.clone(),
+        );
+        registry.register(
+            "balancer_http_rewrites",
+            "Response headers and bodies rewritten to the public URL, by route",
+            self.rewrites.clone(),
         );
     }
 }

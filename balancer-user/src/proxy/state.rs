@@ -5,7 +5,13 @@
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
-use super::{error::ErrorPages, pool::Pool, route::RouteTable, tls};
+use super::{
+    error::ErrorPages,
+    pool::Pool,
+    route::{AllowedHosts, RouteTable},
+    tls,
+};
+use crate::headers::edits::CompiledEdits;
 use crate::config::{L7Config, ListenerConfig, PoolConfig, RouteTarget};
 
 pub struct ProxyState {
@@ -20,6 +26,11 @@ pub struct ProxyState {
 pub struct RouteRuntime {
     pub target: Target,
     pub error_pages: Arc<ErrorPages>,
+    pub request_edits: CompiledEdits,
+    pub response_edits: CompiledEdits,
+    /// The path prefix the server does not see (`strip_prefix` routes), without its trailing
+    /// slash: what `X-Forwarded-Prefix` says and rewriting puts back. `None` for "/".
+    pub stripped_prefix: Option<String>,
 }
 
 pub enum Target {
@@ -30,6 +41,7 @@ pub enum Target {
 pub struct ListenerRuntime {
     pub config: ListenerConfig,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub allowed_hosts: AllowedHosts,
 }
 
 impl ProxyState {
@@ -58,6 +70,7 @@ impl ProxyState {
                 ListenerRuntime {
                     config: listener.clone(),
                     tls,
+                    allowed_hosts: AllowedHosts::new(&listener.allowed_hosts),
                 },
             );
         }
@@ -102,9 +115,20 @@ impl ProxyState {
                     Target::Static(dir.clone())
                 }
             };
+            let edits = |edits| {
+                CompiledEdits::new(edits).map_err(|err| format!("route {}: {err}", route.name))
+            };
+            let stripped_prefix = route
+                .strip_prefix
+                .then(|| route.path.trim_end_matches('/'))
+                .filter(|prefix| !prefix.is_empty())
+                .map(ToString::to_string);
             route_runtime.push(RouteRuntime {
                 target,
                 error_pages,
+                request_edits: edits(&route.request_headers)?,
+                response_edits: edits(&route.response_headers)?,
+                stripped_prefix,
             });
         }
 
