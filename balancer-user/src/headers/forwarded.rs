@@ -420,7 +420,11 @@ mod tests {
             ..ForwardedElement::default()
         };
         let cases: Vec<(&str, &str, Vec<ForwardedElement>)> = vec![
-            ("bare IPv4", "for=198.18.0.1", vec![element(Some(node("198.18.0.1")))]),
+            (
+                "bare IPv4",
+                "for=198.18.0.1",
+                vec![element(Some(node("198.18.0.1")))],
+            ),
             (
                 "quoted IPv4 with port",
                 "for=\"198.18.0.1:8080\"",
@@ -517,12 +521,20 @@ mod tests {
         use ForwardedError::*;
         let cases: [(&str, &str, ForwardedError); 17] = [
             ("unterminated quote", "for=\"198.18.0.1", UnterminatedQuote),
-            ("escape at the very end", "for=\"198.18.0.1\\", UnterminatedQuote),
+            (
+                "escape at the very end",
+                "for=\"198.18.0.1\\",
+                UnterminatedQuote,
+            ),
             ("empty value", "for=;proto=http", EmptyValue("for".into())),
             ("empty quoted value", "for=\"\"", EmptyValue("for".into())),
             ("no name", "=198.18.0.1", ExpectedName(0)),
             ("no '='", "for", ExpectedEquals("for".into())),
-            ("space before '='", "for =198.18.0.1", ExpectedEquals("for".into())),
+            (
+                "space before '='",
+                "for =198.18.0.1",
+                ExpectedEquals("for".into()),
+            ),
             (
                 "duplicate parameter",
                 "for=198.18.0.1;FOR=198.18.0.2",
@@ -530,9 +542,21 @@ mod tests {
             ),
             ("bad token character", "for=198.18.0.1/24", Unexpected(14)),
             ("unquoted IPv6", "for=[2001:2::1]", EmptyValue("for".into())),
-            ("bare IPv6", "for=\"2001:2::1\"", BadNode("2001:2::1".into())),
-            ("bad IPv4", "for=198.18.0.256", BadNode("198.18.0.256".into())),
-            ("port too long", "for=\"198.18.0.1:123456\"", BadNode("198.18.0.1:123456".into())),
+            (
+                "bare IPv6",
+                "for=\"2001:2::1\"",
+                BadNode("2001:2::1".into()),
+            ),
+            (
+                "bad IPv4",
+                "for=198.18.0.256",
+                BadNode("198.18.0.256".into()),
+            ),
+            (
+                "port too long",
+                "for=\"198.18.0.1:123456\"",
+                BadNode("198.18.0.1:123456".into()),
+            ),
             ("bad proto", "proto=\"1http\"", BadProto("1http".into())),
             ("bad host", "host=\"a b\"", BadHost("a b".into())),
             ("control byte", "for=198.18.0.1\u{1}", BadByte(1)),
@@ -614,9 +638,12 @@ mod tests {
 
     #[test]
     fn hosts_are_split_and_checked() {
-        let cases: [(&str, Option<(&str, Option<u16>)>); 12] = [
+        let cases = [
             ("www.example.test", Some(("www.example.test", None))),
-            ("www.example.test:8443", Some(("www.example.test", Some(8443)))),
+            (
+                "www.example.test:8443",
+                Some(("www.example.test", Some(8443))),
+            ),
             ("198.18.0.1:80", Some(("198.18.0.1", Some(80)))),
             ("[2001:2::1]", Some(("[2001:2::1]", None))),
             ("[2001:2::1]:443", Some(("[2001:2::1]", Some(443)))),

@@ -337,7 +337,11 @@ mod tests {
                 ("upgrade", "websocket"),
                 ("cookie", "a=1"),
             ],
-            kept: &[("host", "a.test"), ("content-length", "3"), ("cookie", "a=1")],
+            kept: &[
+                ("host", "a.test"),
+                ("content-length", "3"),
+                ("cookie", "a=1"),
+            ],
             removed: &[
                 ("connection", HopByHop),
                 ("keep-alive", HopByHop),
@@ -408,7 +412,11 @@ mod tests {
         },
         Case {
             name: "drop: every underscore name goes",
-            input: &[("x_custom", "1"), ("accept", "*/*"), ("x_forwarded_for", "1.2.3.4")],
+            input: &[
+                ("x_custom", "1"),
+                ("accept", "*/*"),
+                ("x_forwarded_for", "1.2.3.4"),
+            ],
             kept: &[("accept", "*/*")],
             removed: &[("x_custom", Underscore), ("x_forwarded_for", Underscore)],
             ..BASE
@@ -502,7 +510,9 @@ mod tests {
         let refused = clean_request(map(&[("accept", "*/*"), ("x_custom", "1")]), &rules);
         assert_eq!(
             refused.map(|_| ()),
-            Err(HygieneError::Underscore(HeaderName::from_static("x_custom")))
+            Err(HygieneError::Underscore(HeaderName::from_static(
+                "x_custom"
+            )))
         );
         let (cleaned, report) =
             clean_request(map(&[("accept", "*/*")]), &rules).expect("no underscore: accepted");

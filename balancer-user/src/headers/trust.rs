@@ -210,7 +210,10 @@ impl TrustPolicy {
                 TrustedHeader::ForwardedProto => (FORWARDED, pick(|e| e.proto.as_ref())?),
                 _ => {
                     let header = member.header_name();
-                    (header, single_value(headers, header, &mut anomalies)?.to_owned())
+                    (
+                        header,
+                        single_value(headers, header, &mut anomalies)?.to_owned(),
+                    )
                 }
             };
             let scheme = parse_scheme(member, &value);
@@ -220,18 +223,20 @@ impl TrustPolicy {
             scheme
         });
 
-        let trusted_host = self.member(HeaderGroup::Host).and_then(|member| match member {
-            TrustedHeader::ForwardedHost => pick(|e| e.host.as_ref()),
-            _ => {
-                let header = member.header_name();
-                let value = single_value(headers, header, &mut anomalies)?;
-                if forwarded::split_host_port(value).is_none() {
-                    anomalies.push(Anomaly::MalformedValue { header });
-                    return None;
+        let trusted_host = self
+            .member(HeaderGroup::Host)
+            .and_then(|member| match member {
+                TrustedHeader::ForwardedHost => pick(|e| e.host.as_ref()),
+                _ => {
+                    let header = member.header_name();
+                    let value = single_value(headers, header, &mut anomalies)?;
+                    if forwarded::split_host_port(value).is_none() {
+                        anomalies.push(Anomaly::MalformedValue { header });
+                        return None;
+                    }
+                    Some(value.to_owned())
                 }
-                Some(value.to_owned())
-            }
-        });
+            });
 
         let trusted_port = self.member(HeaderGroup::Port).and_then(|member| {
             let header = member.header_name();
@@ -582,4 +587,941 @@ fn public_prefix(outer: Option<&str>, stripped: Option<&str>) -> Option<String> 
         prefix.push_str(stripped);
     }
     (!prefix.is_empty()).then_some(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRUSTED_PEER: &str = "198.18.5.2:40000";
+    const UNTRUSTED_PEER: &str = "198.18.9.1:50000";
+    const LISTENER_PORT: u16 = 8443;
+
+    fn policy(trusted: &[&str], underscore: UnderscorePolicy) -> TrustPolicy {
+        TrustPolicy {
+            trusted_proxies: ["198.18.5.0/24", "2001:db8:5::/48"]
+                .iter()
+                .map(|net| net.parse().expect("test network"))
+                .collect(),
+            trusted_headers: trusted
+                .iter()
+                .flat_map(|name| {
+                    TrustedHeader::parse_config(name)
+                        .unwrap_or_else(|| panic!("{name:?} is not a trusted header"))
+                })
+                .collect(),
+            underscore,
+            ..TrustPolicy::default()
+        }
+    }
+
+    fn map(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("test name"),
+                HeaderValue::from_str(value).expect("test value"),
+            );
+        }
+        headers
+    }
+
+    fn fields(headers: &HeaderMap) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|(name, value)| {
+                let value = value.to_str().expect("ascii");
+                (name.as_str().to_owned(), value.to_owned())
+            })
+            .collect()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse()
+            .unwrap_or_else(|_| panic!("{text:?} is not an address"))
+    }
+
+    /// One request from one peer: what `read` must see, what it must complain about, and what
+    /// the server gets after `clean` and `emit`.
+    struct Case {
+        name: &'static str,
+        peer: &'static str,
+        tls: bool,
+        host: &'static str,
+        trusted: &'static [&'static str],
+        underscore: UnderscorePolicy,
+        input: &'static [(&'static str, &'static str)],
+        stripped: Option<&'static str>,
+        // The expected view.
+        trusted_peer: bool,
+        chain: &'static [&'static str],
+        scheme: Scheme,
+        view_host: &'static str,
+        port: u16,
+        prefix: Option<&'static str>,
+        anomalies: &'static [Anomaly],
+        // The expected request fields: the input ones kept, then ours.
+        kept: &'static [(&'static str, &'static str)],
+        out_prefix: Option<&'static str>,
+        out_forwarded: &'static str,
+    }
+
+    const BASE: Case = Case {
+        name: "",
+        peer: TRUSTED_PEER,
+        tls: true,
+        host: "www.example.test",
+        trusted: &[],
+        underscore: UnderscorePolicy::Drop,
+        input: &[],
+        stripped: None,
+        trusted_peer: true,
+        chain: &["198.18.5.2"],
+        scheme: Scheme::Https,
+        view_host: "www.example.test",
+        port: LISTENER_PORT,
+        prefix: None,
+        anomalies: &[],
+        kept: &[],
+        out_prefix: None,
+        out_forwarded: "for=198.18.5.2;proto=https;host=www.example.test",
+    };
+
+    /// The view of an untrusted peer 198.18.9.1 over TLS.
+    const UNTRUSTED: Case = Case {
+        peer: UNTRUSTED_PEER,
+        trusted_peer: false,
+        chain: &["198.18.9.1"],
+        out_forwarded: "for=198.18.9.1;proto=https;host=www.example.test",
+        ..BASE
+    };
+
+    /// A trusted peer's view over plain HTTP.
+    const PLAIN: Case = Case {
+        tls: false,
+        scheme: Scheme::Http,
+        out_forwarded: "for=198.18.5.2;proto=http;host=www.example.test",
+        ..BASE
+    };
+
+    /// The same with https from a trusted scheme header.
+    const PLAIN_SAYS_HTTPS: Case = Case {
+        scheme: Scheme::Https,
+        port: 443,
+        out_forwarded: "for=198.18.5.2;proto=https;host=www.example.test",
+        ..PLAIN
+    };
+
+    /// Client 198.18.9.1 through the trusted peer.
+    const ONE_HOP: Case = Case {
+        chain: &["198.18.9.1", "198.18.5.2"],
+        out_forwarded: "for=198.18.9.1;proto=https;host=www.example.test, for=198.18.5.2",
+        ..BASE
+    };
+
+    /// Client 198.18.9.1 through trusted 198.18.5.7, then the peer.
+    const TWO_HOPS: Case = Case {
+        chain: &["198.18.9.1", "198.18.5.7", "198.18.5.2"],
+        out_forwarded: "for=198.18.9.1;proto=https;host=www.example.test, for=198.18.5.7, \
+                        for=198.18.5.2",
+        ..BASE
+    };
+
+    const XFF: &str = "x-forwarded-for";
+    const FWD: &str = "forwarded";
+
+    const fn malformed(header: &'static str) -> Anomaly {
+        Anomaly::MalformedValue { header }
+    }
+
+    const fn duplicate(header: &'static str) -> Anomaly {
+        Anomaly::DuplicateValue { header }
+    }
+
+    const CASES: &[Case] = &[
+        // Client group: X-Forwarded-For.
+        Case {
+            name: "xff: untrusted peer: ignored and removed, Authorization untouched",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "192.0.2.1"), ("authorization", "Bearer t")],
+            kept: &[("authorization", "Bearer t")],
+            ..UNTRUSTED
+        },
+        Case {
+            name: "xff: trusted peer, absent: the peer is the client",
+            trusted: &["X-Forwarded-For"],
+            ..BASE
+        },
+        Case {
+            name: "xff: trusted peer, one client",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "198.18.9.1")],
+            ..ONE_HOP
+        },
+        Case {
+            name: "xff: trusted hops skipped, claims left of the client dropped",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "192.0.2.66, 198.18.9.1, 198.18.5.7")],
+            ..TWO_HOPS
+        },
+        Case {
+            name: "xff: all hops trusted: the leftmost is the client",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "198.18.5.9 ,198.18.5.7")],
+            chain: &["198.18.5.9", "198.18.5.7", "198.18.5.2"],
+            out_forwarded: "for=198.18.5.9;proto=https;host=www.example.test, \
+                            for=198.18.5.7, for=198.18.5.2",
+            ..BASE
+        },
+        Case {
+            name: "xff: an untrusted hop between trusted ones ends the walk",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "198.18.5.9, 192.0.2.1, 198.18.5.7")],
+            chain: &["192.0.2.1", "198.18.5.7", "198.18.5.2"],
+            out_forwarded: "for=192.0.2.1;proto=https;host=www.example.test, \
+                            for=198.18.5.7, for=198.18.5.2",
+            ..BASE
+        },
+        Case {
+            name: "xff: two fields are one list",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "198.18.9.1"), (XFF, "198.18.5.7")],
+            ..TWO_HOPS
+        },
+        Case {
+            name: "xff: one bad entry makes the header malformed",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "198.18.9.1, nonsense")],
+            anomalies: &[malformed(XFF)],
+            ..BASE
+        },
+        Case {
+            name: "xff: an empty entry is malformed",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "198.18.9.1,,198.18.5.7")],
+            anomalies: &[malformed(XFF)],
+            ..BASE
+        },
+        Case {
+            name: "xff: a port out of range is malformed",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "198.18.9.1:99999")],
+            anomalies: &[malformed(XFF)],
+            ..BASE
+        },
+        Case {
+            name: "xff: bracketed IPv6 and ports accepted, ports dropped",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "[2001:db8:9::1]:4711, 198.18.5.7:80")],
+            chain: &["2001:db8:9::1", "198.18.5.7", "198.18.5.2"],
+            out_forwarded: "for=\"[2001:db8:9::1]\";proto=https;host=www.example.test, \
+                            for=198.18.5.7, for=198.18.5.2",
+            ..BASE
+        },
+        Case {
+            name: "xff: IPv6 peer, plain IPv6 entry",
+            peer: "[2001:db8:5::2]:40000",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "2001:db8:9::1")],
+            chain: &["2001:db8:9::1", "2001:db8:5::2"],
+            out_forwarded: "for=\"[2001:db8:9::1]\";proto=https;host=www.example.test, \
+                            for=\"[2001:db8:5::2]\"",
+            ..BASE
+        },
+        Case {
+            name: "xff: IPv4-mapped peer and entry compare and print as IPv4",
+            peer: "[::ffff:198.18.5.2]:40000",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "::ffff:198.18.9.1")],
+            ..ONE_HOP
+        },
+        Case {
+            name: "xff: IPv4-mapped untrusted peer prints as IPv4",
+            peer: "[::ffff:198.18.9.1]:50000",
+            trusted: &["X-Forwarded-For"],
+            input: &[(XFF, "192.0.2.1")],
+            ..UNTRUSTED
+        },
+        Case {
+            name: "xff: underscore twin is never read (drop)",
+            trusted: &["X-Forwarded-For"],
+            input: &[("x_forwarded_for", "192.0.2.1")],
+            ..BASE
+        },
+        Case {
+            name: "xff: underscore twin is never read nor forwarded (allow)",
+            trusted: &["X-Forwarded-For"],
+            underscore: UnderscorePolicy::Allow,
+            input: &[("x_forwarded_for", "192.0.2.1"), ("x_custom", "1")],
+            kept: &[("x_custom", "1")],
+            ..BASE
+        },
+        Case {
+            name: "xff: the other members of the group are not read",
+            trusted: &["X-Forwarded-For"],
+            input: &[
+                ("x-real-ip", "192.0.2.1"),
+                ("x-client-ip", "192.0.2.2"),
+                (FWD, "for=192.0.2.3"),
+            ],
+            ..BASE
+        },
+        // Client group: X-Real-IP, X-Client-IP.
+        Case {
+            name: "x-real-ip: trusted peer, present; X-Forwarded-For not read",
+            trusted: &["X-Real-IP"],
+            input: &[("x-real-ip", "198.18.9.1"), (XFF, "192.0.2.1")],
+            ..ONE_HOP
+        },
+        Case {
+            name: "x-real-ip: two fields",
+            trusted: &["X-Real-IP"],
+            input: &[("x-real-ip", "198.18.9.1"), ("x-real-ip", "198.18.9.2")],
+            anomalies: &[duplicate("x-real-ip")],
+            ..BASE
+        },
+        Case {
+            name: "x-real-ip: a comma list",
+            trusted: &["X-Real-IP"],
+            input: &[("x-real-ip", "198.18.9.1, 198.18.9.2")],
+            anomalies: &[duplicate("x-real-ip")],
+            ..BASE
+        },
+        Case {
+            name: "x-real-ip: not an address",
+            trusted: &["X-Real-IP"],
+            input: &[("x-real-ip", "not-an-ip")],
+            anomalies: &[malformed("x-real-ip")],
+            ..BASE
+        },
+        Case {
+            name: "x-real-ip: empty",
+            trusted: &["X-Real-IP"],
+            input: &[("x-real-ip", "")],
+            anomalies: &[malformed("x-real-ip")],
+            ..BASE
+        },
+        Case {
+            name: "x-real-ip: untrusted peer",
+            trusted: &["X-Real-IP"],
+            input: &[("x-real-ip", "192.0.2.1")],
+            ..UNTRUSTED
+        },
+        Case {
+            name: "x-real-ip: underscore twin is never read",
+            trusted: &["X-Real-IP"],
+            input: &[("x_real_ip", "192.0.2.1")],
+            ..BASE
+        },
+        Case {
+            name: "x-client-ip: trusted; X-Real-IP not read",
+            trusted: &["X-Client-IP"],
+            input: &[("x-real-ip", "192.0.2.1"), ("x-client-ip", "198.18.9.1")],
+            ..ONE_HOP
+        },
+        // Client group: Forwarded:for.
+        Case {
+            name: "forwarded:for: one element",
+            trusted: &["Forwarded:for"],
+            input: &[(FWD, "for=198.18.9.1")],
+            ..ONE_HOP
+        },
+        Case {
+            name: "forwarded: walked; proto and host from the client's element",
+            tls: false,
+            trusted: &["Forwarded"],
+            input: &[(
+                FWD,
+                "for=192.0.2.66;proto=http;host=evil.test, \
+                 for=198.18.9.1;proto=https;host=public.test, \
+                 for=198.18.5.7;proto=http;host=internal.test",
+            )],
+            view_host: "public.test",
+            port: 443,
+            out_forwarded: "for=198.18.9.1;proto=https;host=public.test, for=198.18.5.7, \
+                            for=198.18.5.2",
+            ..TWO_HOPS
+        },
+        Case {
+            name: "forwarded: all hops trusted: the leftmost element speaks",
+            trusted: &["Forwarded"],
+            input: &[(FWD, "for=198.18.5.9;proto=http, for=198.18.5.7;proto=https")],
+            chain: &["198.18.5.9", "198.18.5.7", "198.18.5.2"],
+            scheme: Scheme::Http,
+            port: 80,
+            out_forwarded: "for=198.18.5.9;proto=http;host=www.example.test, \
+                            for=198.18.5.7, for=198.18.5.2",
+            ..BASE
+        },
+        Case {
+            name: "forwarded: an obfuscated node on the trusted side makes it unusable",
+            trusted: &["Forwarded:for"],
+            input: &[(FWD, "for=198.18.9.1, for=_hidden")],
+            anomalies: &[malformed(FWD)],
+            ..BASE
+        },
+        Case {
+            name: "forwarded: an obfuscated node left of the client is dropped",
+            trusted: &["Forwarded:for"],
+            input: &[(FWD, "for=_hidden, for=198.18.9.1")],
+            ..ONE_HOP
+        },
+        Case {
+            name: "forwarded: unknown client",
+            trusted: &["Forwarded:for"],
+            input: &[(FWD, "for=unknown")],
+            anomalies: &[malformed(FWD)],
+            ..BASE
+        },
+        Case {
+            name: "forwarded: an element without for=",
+            trusted: &["Forwarded:for"],
+            input: &[(FWD, "proto=https")],
+            anomalies: &[malformed(FWD)],
+            ..BASE
+        },
+        Case {
+            name: "forwarded: unterminated quote: all three parameters unusable, one anomaly",
+            trusted: &["Forwarded"],
+            input: &[(FWD, "for=\"198.18.9.1;proto=http")],
+            anomalies: &[malformed(FWD)],
+            ..BASE
+        },
+        Case {
+            name: "forwarded: a parameter twice in one element",
+            trusted: &["Forwarded"],
+            input: &[(FWD, "for=198.18.9.1;FOR=198.18.9.2")],
+            anomalies: &[malformed(FWD)],
+            ..BASE
+        },
+        Case {
+            name: "forwarded: quoted IPv6 with port",
+            trusted: &["Forwarded:for"],
+            input: &[(FWD, "for=\"[2001:db8:9::1]:4711\"")],
+            chain: &["2001:db8:9::1", "198.18.5.2"],
+            out_forwarded: "for=\"[2001:db8:9::1]\";proto=https;host=www.example.test, \
+                            for=198.18.5.2",
+            ..BASE
+        },
+        Case {
+            name: "forwarded: two fields are one list",
+            trusted: &["Forwarded"],
+            input: &[(FWD, "for=198.18.9.1"), (FWD, "for=198.18.5.7")],
+            ..TWO_HOPS
+        },
+        Case {
+            name: "forwarded: untrusted peer",
+            trusted: &["Forwarded"],
+            input: &[(FWD, "for=192.0.2.1;proto=http;host=evil.test")],
+            ..UNTRUSTED
+        },
+        Case {
+            name: "forwarded: an underscore look-alike is not read (kept under allow)",
+            trusted: &["Forwarded"],
+            underscore: UnderscorePolicy::Allow,
+            input: &[("forwarded_", "for=192.0.2.1")],
+            kept: &[("forwarded_", "for=192.0.2.1")],
+            ..BASE
+        },
+        // Scheme group.
+        Case {
+            name: "x-forwarded-proto: https over plain HTTP: default port of https",
+            trusted: &["X-Forwarded-Proto"],
+            input: &[("x-forwarded-proto", "https")],
+            ..PLAIN_SAYS_HTTPS
+        },
+        Case {
+            name: "x-forwarded-proto: HTTP (any case) over TLS",
+            trusted: &["X-Forwarded-Proto"],
+            tls: true,
+            input: &[("x-forwarded-proto", "HTTP")],
+            port: 80,
+            ..PLAIN
+        },
+        Case {
+            name: "x-forwarded-proto: untrusted peer: the connection's scheme",
+            trusted: &["X-Forwarded-Proto"],
+            tls: false,
+            input: &[("x-forwarded-proto", "https")],
+            scheme: Scheme::Http,
+            out_forwarded: "for=198.18.9.1;proto=http;host=www.example.test",
+            ..UNTRUSTED
+        },
+        Case {
+            name: "x-forwarded-proto: absent: the connection's scheme, the listener's port",
+            trusted: &["X-Forwarded-Proto"],
+            ..PLAIN
+        },
+        Case {
+            name: "x-forwarded-proto: two fields",
+            trusted: &["X-Forwarded-Proto"],
+            input: &[
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-proto", "https"),
+            ],
+            anomalies: &[duplicate("x-forwarded-proto")],
+            ..PLAIN
+        },
+        Case {
+            name: "x-forwarded-proto: a comma list",
+            trusted: &["X-Forwarded-Proto"],
+            input: &[("x-forwarded-proto", "https, http")],
+            anomalies: &[duplicate("x-forwarded-proto")],
+            ..PLAIN
+        },
+        Case {
+            name: "x-forwarded-proto: unknown scheme",
+            trusted: &["X-Forwarded-Proto"],
+            input: &[("x-forwarded-proto", "ftp")],
+            anomalies: &[malformed("x-forwarded-proto")],
+            ..PLAIN
+        },
+        Case {
+            name: "x-forwarded-proto: underscore twin is never read (allow)",
+            trusted: &["X-Forwarded-Proto"],
+            underscore: UnderscorePolicy::Allow,
+            input: &[("x_forwarded_proto", "https")],
+            ..PLAIN
+        },
+        Case {
+            name: "x-forwarded-proto: the other members are not read",
+            trusted: &["X-Forwarded-Proto"],
+            input: &[("x-forwarded-scheme", "https"), ("x-forwarded-ssl", "on")],
+            ..PLAIN
+        },
+        Case {
+            name: "x-forwarded-ssl: on",
+            trusted: &["X-Forwarded-SSL"],
+            input: &[("x-forwarded-ssl", "on")],
+            ..PLAIN_SAYS_HTTPS
+        },
+        Case {
+            name: "x-forwarded-ssl: off over TLS",
+            trusted: &["X-Forwarded-SSL"],
+            tls: true,
+            input: &[("x-forwarded-ssl", "Off")],
+            port: 80,
+            ..PLAIN
+        },
+        Case {
+            name: "x-forwarded-ssl: neither on nor off",
+            trusted: &["X-Forwarded-SSL"],
+            input: &[("x-forwarded-ssl", "maybe")],
+            anomalies: &[malformed("x-forwarded-ssl")],
+            ..PLAIN
+        },
+        Case {
+            name: "x-forwarded-https: 1",
+            trusted: &["X-Forwarded-HTTPS"],
+            input: &[("x-forwarded-https", "1")],
+            ..PLAIN_SAYS_HTTPS
+        },
+        Case {
+            name: "x-https: TRUE",
+            trusted: &["X-HTTPS"],
+            input: &[("x-https", "TRUE")],
+            ..PLAIN_SAYS_HTTPS
+        },
+        Case {
+            name: "x-forwarded-scheme: https",
+            trusted: &["X-Forwarded-Scheme"],
+            input: &[("x-forwarded-scheme", "https")],
+            ..PLAIN_SAYS_HTTPS
+        },
+        Case {
+            name: "x-scheme: http over TLS",
+            trusted: &["X-Scheme"],
+            tls: true,
+            input: &[("x-scheme", "http")],
+            port: 80,
+            ..PLAIN
+        },
+        Case {
+            name: "forwarded:proto: the rightmost element's when the client came from xff",
+            trusted: &["X-Forwarded-For", "Forwarded:proto"],
+            tls: false,
+            input: &[
+                (XFF, "198.18.9.1"),
+                (FWD, "for=192.0.2.1;proto=http, for=198.18.9.1;proto=https"),
+            ],
+            port: 443,
+            ..ONE_HOP
+        },
+        Case {
+            name: "forwarded:proto: a scheme other than http(s)",
+            trusted: &["Forwarded:proto"],
+            input: &[(FWD, "proto=ftp")],
+            anomalies: &[malformed(FWD)],
+            ..PLAIN
+        },
+        // Host group.
+        Case {
+            name: "x-forwarded-host: trusted",
+            trusted: &["X-Forwarded-Host"],
+            input: &[("x-forwarded-host", "public.test")],
+            view_host: "public.test",
+            out_forwarded: "for=198.18.5.2;proto=https;host=public.test",
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-host: with a port, which becomes the port",
+            trusted: &["X-Forwarded-Host"],
+            input: &[("x-forwarded-host", "public.test:9443")],
+            view_host: "public.test:9443",
+            port: 9443,
+            out_forwarded: "for=198.18.5.2;proto=https;host=\"public.test:9443\"",
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-host: IPv6 literal with port",
+            trusted: &["X-Forwarded-Host"],
+            input: &[("x-forwarded-host", "[2001:db8::1]:8080")],
+            view_host: "[2001:db8::1]:8080",
+            port: 8080,
+            out_forwarded: "for=198.18.5.2;proto=https;host=\"[2001:db8::1]:8080\"",
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-host: several hosts in one field",
+            trusted: &["X-Forwarded-Host"],
+            input: &[("x-forwarded-host", "a.test, b.test")],
+            anomalies: &[duplicate("x-forwarded-host")],
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-host: two fields",
+            trusted: &["X-Forwarded-Host"],
+            input: &[
+                ("x-forwarded-host", "a.test"),
+                ("x-forwarded-host", "a.test"),
+            ],
+            anomalies: &[duplicate("x-forwarded-host")],
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-host: not a host",
+            trusted: &["X-Forwarded-Host"],
+            input: &[("x-forwarded-host", "a.test/evil")],
+            anomalies: &[malformed("x-forwarded-host")],
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-host: untrusted peer",
+            trusted: &["X-Forwarded-Host"],
+            input: &[("x-forwarded-host", "evil.test")],
+            ..UNTRUSTED
+        },
+        Case {
+            name: "x-forwarded-host: underscore twin is never read (allow)",
+            trusted: &["X-Forwarded-Host"],
+            underscore: UnderscorePolicy::Allow,
+            input: &[("x_forwarded_host", "evil.test")],
+            ..BASE
+        },
+        Case {
+            name: "forwarded:host: trusted alone; its proto is not",
+            trusted: &["Forwarded:host"],
+            input: &[(FWD, "host=public.test;proto=http")],
+            view_host: "public.test",
+            out_forwarded: "for=198.18.5.2;proto=https;host=public.test",
+            ..BASE
+        },
+        Case {
+            name: "host: HTTP/1.0 without Host: no host anywhere",
+            host: "",
+            view_host: "",
+            out_forwarded: "for=198.18.9.1;proto=https",
+            ..UNTRUSTED
+        },
+        Case {
+            name: "host: the received Host's explicit port is the port",
+            host: "www.example.test:9000",
+            view_host: "www.example.test:9000",
+            port: 9000,
+            out_forwarded: "for=198.18.9.1;proto=https;host=\"www.example.test:9000\"",
+            ..UNTRUSTED
+        },
+        // Port group.
+        Case {
+            name: "x-forwarded-port: trusted",
+            trusted: &["X-Forwarded-Port"],
+            input: &[("x-forwarded-port", "9443")],
+            port: 9443,
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-port: the host's explicit port wins a disagreement",
+            trusted: &["X-Forwarded-Port"],
+            host: "www.example.test:8443",
+            input: &[("x-forwarded-port", "443")],
+            view_host: "www.example.test:8443",
+            anomalies: &[Anomaly::ConflictingPort {
+                header: "x-forwarded-port",
+            }],
+            out_forwarded: "for=198.18.5.2;proto=https;host=\"www.example.test:8443\"",
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-port: zero",
+            trusted: &["X-Forwarded-Port"],
+            input: &[("x-forwarded-port", "0")],
+            anomalies: &[malformed("x-forwarded-port")],
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-port: a sign",
+            trusted: &["X-Forwarded-Port"],
+            input: &[("x-forwarded-port", "+443")],
+            anomalies: &[malformed("x-forwarded-port")],
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-port: two fields",
+            trusted: &["X-Forwarded-Port"],
+            input: &[("x-forwarded-port", "443"), ("x-forwarded-port", "443")],
+            anomalies: &[duplicate("x-forwarded-port")],
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-port: untrusted peer",
+            trusted: &["X-Forwarded-Port"],
+            input: &[("x-forwarded-port", "1")],
+            ..UNTRUSTED
+        },
+        Case {
+            name: "x-forwarded-port: underscore twin is never read (allow)",
+            trusted: &["X-Forwarded-Port"],
+            underscore: UnderscorePolicy::Allow,
+            input: &[("x_forwarded_port", "1")],
+            ..BASE
+        },
+        // Prefix group.
+        Case {
+            name: "x-forwarded-prefix: trusted, then the route's stripped prefix",
+            trusted: &["X-Forwarded-Prefix"],
+            input: &[("x-forwarded-prefix", "/outer/")],
+            stripped: Some("/webapps"),
+            prefix: Some("/outer"),
+            out_prefix: Some("/outer/webapps"),
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-prefix: '/' is no prefix",
+            trusted: &["X-Forwarded-Prefix"],
+            input: &[("x-forwarded-prefix", "/")],
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-prefix: no leading '/'",
+            trusted: &["X-Forwarded-Prefix"],
+            input: &[("x-forwarded-prefix", "outer")],
+            anomalies: &[malformed("x-forwarded-prefix")],
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-prefix: an encoded dot segment",
+            trusted: &["X-Forwarded-Prefix"],
+            input: &[("x-forwarded-prefix", "/a/%2E%2e/b")],
+            anomalies: &[malformed("x-forwarded-prefix")],
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-prefix: protocol-relative",
+            trusted: &["X-Forwarded-Prefix"],
+            input: &[("x-forwarded-prefix", "//evil.test")],
+            anomalies: &[malformed("x-forwarded-prefix")],
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-prefix: two fields",
+            trusted: &["X-Forwarded-Prefix"],
+            input: &[("x-forwarded-prefix", "/a"), ("x-forwarded-prefix", "/a")],
+            anomalies: &[duplicate("x-forwarded-prefix")],
+            ..BASE
+        },
+        Case {
+            name: "x-forwarded-prefix: untrusted peer: only the route's prefix",
+            trusted: &["X-Forwarded-Prefix"],
+            input: &[("x-forwarded-prefix", "/evil")],
+            stripped: Some("/webapps/"),
+            out_prefix: Some("/webapps"),
+            ..UNTRUSTED
+        },
+        // Several groups at once.
+        Case {
+            name: "every X-Forwarded-* group trusted, plain HTTP from the peer",
+            trusted: &[
+                "X-Forwarded-For",
+                "X-Forwarded-Proto",
+                "X-Forwarded-Host",
+                "X-Forwarded-Port",
+                "X-Forwarded-Prefix",
+            ],
+            tls: false,
+            input: &[
+                ("cookie", "a=1"),
+                (XFF, "198.18.9.1"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "public.test"),
+                ("x-forwarded-port", "8443"),
+                ("x-forwarded-prefix", "/outer"),
+                ("x-real-ip", "192.0.2.1"),
+                ("remote-user", "admin"),
+                ("cookie", "b=2"),
+            ],
+            stripped: Some("/webapps"),
+            view_host: "public.test",
+            prefix: Some("/outer"),
+            kept: &[("cookie", "a=1"), ("cookie", "b=2")],
+            out_prefix: Some("/outer/webapps"),
+            out_forwarded: "for=198.18.9.1;proto=https;host=public.test, for=198.18.5.2",
+            ..ONE_HOP
+        },
+    ];
+
+    #[test]
+    fn trust_table() {
+        for case in CASES {
+            let name = case.name;
+            let policy = policy(case.trusted, case.underscore);
+            let arrival = Arrival {
+                peer: case.peer.parse().expect("test peer"),
+                tls: case.tls,
+                host: case.host,
+                listener_port: LISTENER_PORT,
+            };
+            let headers = map(case.input);
+            let (view, anomalies) = policy.read(&arrival, &headers);
+            let expected = ClientView {
+                client: ip(case.chain[0]),
+                chain: case.chain.iter().map(|hop| ip(hop)).collect(),
+                scheme: case.scheme,
+                host: case.view_host.to_owned(),
+                port: case.port,
+                prefix: case.prefix.map(str::to_owned),
+                trusted_peer: case.trusted_peer,
+            };
+            assert_eq!(view, expected, "case {name:?}: the client view");
+            assert_eq!(anomalies, case.anomalies, "case {name:?}: the anomalies");
+
+            let (mut cleaned, _) = policy
+                .clean(headers, false)
+                .unwrap_or_else(|error| panic!("case {name:?}: refused: {error}"));
+            policy.emit(&view, case.stripped, &mut cleaned);
+            let mut expected: Vec<(String, String)> = case
+                .kept
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect();
+            let mut ours = |name: &str, value: String| expected.push((name.to_owned(), value));
+            ours(XFF, case.chain.join(", "));
+            ours("x-forwarded-proto", case.scheme.as_str().to_owned());
+            if !case.view_host.is_empty() {
+                ours("x-forwarded-host", case.view_host.to_owned());
+            }
+            ours("x-forwarded-port", case.port.to_string());
+            if let Some(prefix) = case.out_prefix {
+                ours("x-forwarded-prefix", prefix.to_owned());
+            }
+            ours(FWD, case.out_forwarded.to_owned());
+            assert_eq!(
+                fields(&cleaned),
+                expected,
+                "case {name:?}: the fields the server gets"
+            );
+        }
+        assert!(CASES.len() >= 60, "the table shrank to {}", CASES.len());
+    }
+
+    #[test]
+    fn x_real_ip_and_forwarded_follow_the_switches() {
+        let arrival = Arrival {
+            peer: TRUSTED_PEER.parse().expect("peer"),
+            tls: true,
+            host: "www.example.test",
+            listener_port: LISTENER_PORT,
+        };
+        let headers = map(&[(XFF, "2001:db8:9::1")]);
+        let cases = [
+            (false, false, None, None),
+            (
+                true,
+                false,
+                Some("for=\"[2001:db8:9::1]\";proto=https;host=www.example.test, for=198.18.5.2"),
+                None,
+            ),
+            (false, true, None, Some("2001:db8:9::1")),
+        ];
+        for (emit_forwarded, emit_x_real_ip, forwarded, real_ip) in cases {
+            let policy = TrustPolicy {
+                emit_forwarded,
+                emit_x_real_ip,
+                ..policy(&["X-Forwarded-For"], UnderscorePolicy::Drop)
+            };
+            let (view, _) = policy.read(&arrival, &headers);
+            let mut out = HeaderMap::new();
+            policy.emit(&view, None, &mut out);
+            let get = |name: &str| out.get(name).map(|v| v.to_str().expect("ascii"));
+            let switches = format!("forwarded {emit_forwarded}, x-real-ip {emit_x_real_ip}");
+            assert_eq!(get(FWD), forwarded, "{switches}: Forwarded");
+            assert_eq!(get("x-real-ip"), real_ip, "{switches}: X-Real-IP");
+            assert_eq!(
+                get(XFF),
+                Some("2001:db8:9::1, 198.18.5.2"),
+                "{switches}: XFF"
+            );
+        }
+    }
+
+    #[test]
+    fn reject_policy_refuses_underscore_names_after_reading() {
+        let policy = policy(&["X-Forwarded-For"], UnderscorePolicy::Reject);
+        let result = policy.clean(map(&[("x_forwarded_for", "192.0.2.1")]), false);
+        assert!(
+            matches!(result, Err(HygieneError::Underscore(ref name)) if name == "x_forwarded_for"),
+            "reject must refuse the underscore name, got {result:?}"
+        );
+    }
+
+    #[test]
+    fn public_prefix_joins_outer_and_stripped() {
+        let cases = [
+            (None, None, None),
+            (None, Some("/"), None),
+            (None, Some(""), None),
+            (None, Some("/webapps/"), Some("/webapps")),
+            (None, Some("webapps"), Some("/webapps")),
+            (Some("/outer"), None, Some("/outer")),
+            (Some("/outer"), Some("/a/b"), Some("/outer/a/b")),
+        ];
+        for (outer, stripped, expected) in cases {
+            assert_eq!(
+                public_prefix(outer, stripped).as_deref(),
+                expected,
+                "outer {outer:?}, stripped {stripped:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn anomaly_labels() {
+        let cases = [
+            (malformed(XFF), "malformed", XFF),
+            (duplicate("x-real-ip"), "duplicate", "x-real-ip"),
+            (
+                Anomaly::ConflictingPort {
+                    header: "x-forwarded-port",
+                },
+                "conflicting_port",
+                "x-forwarded-port",
+            ),
+        ];
+        for (anomaly, kind, header) in cases {
+            assert_eq!(
+                (anomaly.kind(), anomaly.header()),
+                (kind, header),
+                "{anomaly:?}"
+            );
+        }
+    }
 }
