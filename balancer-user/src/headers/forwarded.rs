@@ -1,1 +1,662 @@
-//! (being written)
+//! RFC 7239 `Forwarded`: parsing every field value of a request into elements, and formatting
+//! the elements we send. Pure syntax: which elements to believe is trust.rs's business.
+//!
+//! Strictness: any syntax error makes the whole header unusable (the caller treats it as
+//! absent), since a half-read chain could name the wrong client. Only visible ASCII, space and
+//! tab are accepted (no obs-text). Parameters other than `for`, `by`, `proto` and `host` are
+//! syntax-checked and then dropped: we never forward them. Empty list elements (`a, , b`) and
+//! empty pairs (`for=a;;proto=http`) are skipped, as the list and element grammars allow.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The name part of a node (RFC 7239 §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeName {
+    Ip(IpAddr),
+    /// `_` followed by letters, digits, '.', '_' or '-' (§6.3): a name only its proxy understands.
+    Obfuscated(String),
+    /// `unknown` (§6.2): the proxy does not know or does not tell.
+    Unknown,
+}
+
+/// The optional port part of a node (RFC 7239 §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodePort {
+    Number(u16),
+    Obfuscated(String),
+}
+
+/// A `for=` or `by=` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: NodeName,
+    pub port: Option<NodePort>,
+}
+
+impl Node {
+    pub fn from_ip(ip: IpAddr) -> Node {
+        Node {
+            name: NodeName::Ip(ip),
+            port: None,
+        }
+    }
+
+    /// The address, when the node names one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self.name {
+            NodeName::Ip(ip) => Some(ip),
+            NodeName::Obfuscated(_) | NodeName::Unknown => None,
+        }
+    }
+}
+
+/// One element: what one proxy says about the request it received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardedElement {
+    pub for_node: Option<Node>,
+    pub by: Option<Node>,
+    /// Lowercase URI scheme.
+    pub proto: Option<String>,
+    /// `host[:port]`, syntax-checked by [`split_host_port`].
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardedError {
+    #[error("no element")]
+    Empty,
+    #[error("byte {0:#04x} is not allowed in a field value")]
+    BadByte(u8),
+    #[error("expected a parameter name at offset {0}")]
+    ExpectedName(usize),
+    #[error("expected '=' after parameter {0:?}")]
+    ExpectedEquals(String),
+    #[error("parameter {0:?} has no value")]
+    EmptyValue(String),
+    #[error("unterminated quoted string")]
+    UnterminatedQuote,
+    #[error("unexpected character at offset {0}")]
+    Unexpected(usize),
+    #[error("parameter {0:?} appears twice in one element")]
+    DuplicateParameter(String),
+    #[error("{0:?} is not a node")]
+    BadNode(String),
+    #[error("{0:?} is not a host")]
+    BadHost(String),
+    #[error("{0:?} is not a URI scheme")]
+    BadProto(String),
+}
+
+/// Parses all `Forwarded` field values of a message, in order, as one list (RFC 9110 §5.3:
+/// several fields equal their values joined by ',').
+pub fn parse<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<ForwardedElement>, ForwardedError> {
+    let mut joined = Vec::new();
+    for (index, value) in values.into_iter().enumerate() {
+        if index > 0 {
+            joined.push(b',');
+        }
+        joined.extend_from_slice(value);
+    }
+    if let Some(&bad) = joined
+        .iter()
+        .find(|&&byte| !(byte == b'\t' || (0x20..=0x7e).contains(&byte)))
+    {
+        return Err(ForwardedError::BadByte(bad));
+    }
+    let mut parser = Parser {
+        input: &joined,
+        at: 0,
+    };
+    let mut elements = Vec::new();
+    loop {
+        parser.skip_whitespace();
+        match parser.peek() {
+            None => break,
+            Some(b',') => parser.at += 1,
+            Some(_) => elements.push(parser.element()?),
+        }
+    }
+    if elements.is_empty() {
+        return Err(ForwardedError::Empty);
+    }
+    Ok(elements)
+}
+
+struct Parser<'a> {
+    input: &'a [u8],
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.at).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.at += 1;
+        }
+    }
+
+    fn token(&mut self) -> &str {
+        let start = self.at;
+        while self.peek().is_some_and(is_tchar) {
+            self.at += 1;
+        }
+        // tchar bytes are ASCII, so the slice is valid UTF-8.
+        std::str::from_utf8(&self.input[start..self.at]).unwrap_or_default()
+    }
+
+    /// After the opening quote; returns the unescaped content.
+    fn quoted_string(&mut self) -> Result<String, ForwardedError> {
+        let mut content = String::new();
+        loop {
+            match self.peek() {
+                None => return Err(ForwardedError::UnterminatedQuote),
+                Some(b'"') => {
+                    self.at += 1;
+                    return Ok(content);
+                }
+                Some(b'\\') => {
+                    let escaped = self
+                        .input
+                        .get(self.at + 1)
+                        .ok_or(ForwardedError::UnterminatedQuote)?;
+                    content.push(char::from(*escaped));
+                    self.at += 2;
+                }
+                Some(byte) => {
+                    content.push(char::from(byte));
+                    self.at += 1;
+                }
+            }
+        }
+    }
+
+    /// One element, up to (not including) the ',' that ends it.
+    fn element(&mut self) -> Result<ForwardedElement, ForwardedError> {
+        let mut element = ForwardedElement::default();
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            self.skip_whitespace();
+            match self.peek() {
+                None | Some(b',') => return Ok(element),
+                Some(b';') => {
+                    self.at += 1;
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let name_at = self.at;
+            let name = self.token().to_ascii_lowercase();
+            if name.is_empty() {
+                return Err(ForwardedError::ExpectedName(name_at));
+            }
+            if self.peek() != Some(b'=') {
+                return Err(ForwardedError::ExpectedEquals(name));
+            }
+            self.at += 1;
+            let value = if self.peek() == Some(b'"') {
+                self.at += 1;
+                self.quoted_string()?
+            } else {
+                self.token().to_owned()
+            };
+            if value.is_empty() {
+                return Err(ForwardedError::EmptyValue(name));
+            }
+            if seen.contains(&name) {
+                return Err(ForwardedError::DuplicateParameter(name));
+            }
+            match name.as_str() {
+                "for" => element.for_node = Some(parse_node(&value)?),
+                "by" => element.by = Some(parse_node(&value)?),
+                "proto" => element.proto = Some(parse_proto(&value)?),
+                "host" => {
+                    if split_host_port(&value).is_none() {
+                        return Err(ForwardedError::BadHost(value));
+                    }
+                    element.host = Some(value);
+                }
+                _ => {}
+            }
+            seen.push(name);
+            self.skip_whitespace();
+            match self.peek() {
+                None | Some(b',' | b';') => {}
+                Some(_) => return Err(ForwardedError::Unexpected(self.at)),
+            }
+        }
+    }
+}
+
+/// RFC 9110 §5.6.2.
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// RFC 3986 §3.1: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`, returned lowercase.
+fn parse_proto(value: &str) -> Result<String, ForwardedError> {
+    let mut bytes = value.bytes();
+    let starts_with_letter = bytes.next().is_some_and(|b| b.is_ascii_alphabetic());
+    if starts_with_letter && bytes.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(ForwardedError::BadProto(value.to_owned()))
+    }
+}
+
+/// `_` then 1*( ALPHA / DIGIT / "." / "_" / "-" ) (RFC 7239 §6.3 obfnode and obfport).
+fn is_obfuscated(text: &str) -> bool {
+    text.strip_prefix('_').is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    })
+}
+
+/// RFC 7239 §6: `nodename [ ":" node-port ]`, IPv6 in brackets, ports of 1 to 5 digits.
+fn parse_node(value: &str) -> Result<Node, ForwardedError> {
+    let bad = || ForwardedError::BadNode(value.to_owned());
+    let (name, port) = if let Some(bracketed) = value.strip_prefix('[') {
+        let (address, rest) = bracketed.split_once(']').ok_or_else(bad)?;
+        let address: Ipv6Addr = address.parse().map_err(|_| bad())?;
+        let port = match rest {
+            "" => None,
+            _ => Some(rest.strip_prefix(':').ok_or_else(bad)?),
+        };
+        (NodeName::Ip(IpAddr::V6(address)), port)
+    } else {
+        let (name, port) = match value.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (value, None),
+        };
+        let name = if name.eq_ignore_ascii_case("unknown") {
+            NodeName::Unknown
+        } else if is_obfuscated(name) {
+            NodeName::Obfuscated(name.to_owned())
+        } else {
+            NodeName::Ip(IpAddr::V4(name.parse::<Ipv4Addr>().map_err(|_| bad())?))
+        };
+        (name, port)
+    };
+    let port = match port {
+        None => None,
+        Some(port) if is_obfuscated(port) => Some(NodePort::Obfuscated(port.to_owned())),
+        Some(port) if (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(NodePort::Number(port.parse().map_err(|_| bad())?))
+        }
+        Some(_) => return Err(bad()),
+    };
+    Ok(Node { name, port })
+}
+
+/// Splits a valid `host[:port]` (RFC 9110 §7.2): a reg-name of letters, digits, '-', '.', '_'
+/// and '~' (percent-encoding and sub-delims, legal in URIs but not in real host names, are
+/// refused), an IPv4 address, or a bracketed IPv6 address; the port 1 to 65535. `None` when the
+/// value is not such a host.
+pub fn split_host_port(value: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = if value.starts_with('[') {
+        let end = value.find(']')?;
+        value[1..end].parse::<Ipv6Addr>().ok()?;
+        let rest = &value[end + 1..];
+        let port = match rest {
+            "" => None,
+            _ => Some(rest.strip_prefix(':')?),
+        };
+        (&value[..=end], port)
+    } else {
+        let (name, port) = match value.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (value, None),
+        };
+        let reg_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+        if !reg_name {
+            return None;
+        }
+        (name, port)
+    };
+    let port = match port {
+        None => None,
+        Some(port) => {
+            if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some(port.parse::<u16>().ok().filter(|&port| port != 0)?)
+        }
+    };
+    Some((name, port))
+}
+
+/// A parameter value: bare when it is a token, else a quoted string with '"' and '\' escaped.
+pub fn format_value(value: &str) -> String {
+    if !value.is_empty() && value.bytes().all(is_tchar) {
+        return value.to_owned();
+    }
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// A node as it appears inside the value, before quoting: `198.18.0.1`, `[2001:2::1]:8080`.
+fn node_text(node: &Node) -> String {
+    let name = match &node.name {
+        NodeName::Ip(IpAddr::V4(ip)) => ip.to_string(),
+        NodeName::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+        NodeName::Obfuscated(name) => name.clone(),
+        NodeName::Unknown => "unknown".to_owned(),
+    };
+    match &node.port {
+        None => name,
+        Some(NodePort::Number(port)) => format!("{name}:{port}"),
+        Some(NodePort::Obfuscated(port)) => format!("{name}:{port}"),
+    }
+}
+
+/// One element: `for=…;by=…;proto=…;host=…`, the parameters it has, in that order.
+pub fn format_element(element: &ForwardedElement) -> String {
+    let mut pairs = Vec::with_capacity(4);
+    if let Some(node) = &element.for_node {
+        pairs.push(format!("for={}", format_value(&node_text(node))));
+    }
+    if let Some(node) = &element.by {
+        pairs.push(format!("by={}", format_value(&node_text(node))));
+    }
+    if let Some(proto) = &element.proto {
+        pairs.push(format!("proto={}", format_value(proto)));
+    }
+    if let Some(host) = &element.host {
+        pairs.push(format!("host={}", format_value(host)));
+    }
+    pairs.join(";")
+}
+
+/// A whole field value: the elements joined by ", ".
+pub fn format(elements: &[ForwardedElement]) -> String {
+    elements
+        .iter()
+        .map(format_element)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("test address")
+    }
+
+    fn node(text: &str) -> Node {
+        Node::from_ip(ip(text))
+    }
+
+    fn parse_one(value: &str) -> Result<Vec<ForwardedElement>, ForwardedError> {
+        parse([value.as_bytes()])
+    }
+
+    #[test]
+    fn valid_values_parse_into_elements() {
+        let with_port = |text: &str, port| Node {
+            port: Some(NodePort::Number(port)),
+            ..node(text)
+        };
+        let element = |for_node: Option<Node>| ForwardedElement {
+            for_node,
+            ..ForwardedElement::default()
+        };
+        let cases: Vec<(&str, &str, Vec<ForwardedElement>)> = vec![
+            (
+                "bare IPv4",
+                "for=198.18.0.1",
+                vec![element(Some(node("198.18.0.1")))],
+            ),
+            (
+                "quoted IPv4 with port",
+                "for=\"198.18.0.1:8080\"",
+                vec![element(Some(with_port("198.18.0.1", 8080)))],
+            ),
+            (
+                "bracketed IPv6",
+                "for=\"[2001:2::1]\"",
+                vec![element(Some(node("2001:2::1")))],
+            ),
+            (
+                "bracketed IPv6 with port",
+                "For=\"[2001:2::1]:4711\"",
+                vec![element(Some(with_port("2001:2::1", 4711)))],
+            ),
+            (
+                "obfuscated node and port",
+                "for=\"_hidden:_p1\"",
+                vec![element(Some(Node {
+                    name: NodeName::Obfuscated("_hidden".into()),
+                    port: Some(NodePort::Obfuscated("_p1".into())),
+                }))],
+            ),
+            (
+                "unknown, any case",
+                "for=UNKNOWN",
+                vec![element(Some(Node {
+                    name: NodeName::Unknown,
+                    port: None,
+                }))],
+            ),
+            (
+                "all four parameters, names case-insensitive, proto lowercased",
+                "for=198.18.0.1;BY=198.18.5.2;Proto=HTTPS;host=\"www.example.test:8443\"",
+                vec![ForwardedElement {
+                    for_node: Some(node("198.18.0.1")),
+                    by: Some(node("198.18.5.2")),
+                    proto: Some("https".into()),
+                    host: Some("www.example.test:8443".into()),
+                }],
+            ),
+            (
+                "list with whitespace, empty elements and empty pairs",
+                " for=198.18.0.1 ,, for=198.18.0.2 ;; proto=http ,",
+                vec![
+                    element(Some(node("198.18.0.1"))),
+                    ForwardedElement {
+                        proto: Some("http".into()),
+                        ..element(Some(node("198.18.0.2")))
+                    },
+                ],
+            ),
+            (
+                "escapes in a quoted string",
+                "for=\"198.18.\\0.1\"",
+                vec![element(Some(node("198.18.0.1")))],
+            ),
+            (
+                "extension parameters are checked then dropped",
+                "for=198.18.0.1;secret=\"a;b,c\"",
+                vec![element(Some(node("198.18.0.1")))],
+            ),
+            (
+                "an element without for=",
+                "proto=https;host=a.test",
+                vec![ForwardedElement {
+                    proto: Some("https".into()),
+                    host: Some("a.test".into()),
+                    ..ForwardedElement::default()
+                }],
+            ),
+        ];
+        for (name, value, expected) in cases {
+            assert_eq!(
+                parse_one(value).as_ref(),
+                Ok(&expected),
+                "case {name:?}: parsing {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn several_fields_are_one_list() {
+        let parsed = parse([&b"for=198.18.0.1"[..], b"for=198.18.0.2;proto=http"]).expect("ok");
+        let fors: Vec<Option<IpAddr>> = parsed
+            .iter()
+            .map(|e| e.for_node.as_ref().and_then(Node::ip))
+            .collect();
+        assert_eq!(fors, [Some(ip("198.18.0.1")), Some(ip("198.18.0.2"))]);
+    }
+
+    #[test]
+    fn bad_syntax_is_refused() {
+        use ForwardedError::*;
+        let cases: [(&str, &str, ForwardedError); 17] = [
+            ("unterminated quote", "for=\"198.18.0.1", UnterminatedQuote),
+            (
+                "escape at the very end",
+                "for=\"198.18.0.1\\",
+                UnterminatedQuote,
+            ),
+            ("empty value", "for=;proto=http", EmptyValue("for".into())),
+            ("empty quoted value", "for=\"\"", EmptyValue("for".into())),
+            ("no name", "=198.18.0.1", ExpectedName(0)),
+            ("no '='", "for", ExpectedEquals("for".into())),
+            (
+                "space before '='",
+                "for =198.18.0.1",
+                ExpectedEquals("for".into()),
+            ),
+            (
+                "duplicate parameter",
+                "for=198.18.0.1;FOR=198.18.0.2",
+                DuplicateParameter("for".into()),
+            ),
+            ("bad token character", "for=198.18.0.1/24", Unexpected(14)),
+            ("unquoted IPv6", "for=[2001:2::1]", EmptyValue("for".into())),
+            (
+                "bare IPv6",
+                "for=\"2001:2::1\"",
+                BadNode("2001:2::1".into()),
+            ),
+            (
+                "bad IPv4",
+                "for=198.18.0.256",
+                BadNode("198.18.0.256".into()),
+            ),
+            (
+                "port too long",
+                "for=\"198.18.0.1:123456\"",
+                BadNode("198.18.0.1:123456".into()),
+            ),
+            ("bad proto", "proto=\"1http\"", BadProto("1http".into())),
+            ("bad host", "host=\"a b\"", BadHost("a b".into())),
+            ("control byte", "for=198.18.0.1\u{1}", BadByte(1)),
+            ("nothing but commas", " , ,", Empty),
+        ];
+        for (name, value, expected) in cases {
+            assert_eq!(parse_one(value), Err(expected), "case {name:?}: {value:?}");
+        }
+    }
+
+    #[test]
+    fn formatting_quotes_what_is_not_a_token_and_parses_back() {
+        let cases: [(&str, ForwardedElement, &str); 5] = [
+            (
+                "IPv4 stays bare",
+                ForwardedElement {
+                    for_node: Some(node("198.18.0.1")),
+                    ..ForwardedElement::default()
+                },
+                "for=198.18.0.1",
+            ),
+            (
+                "IPv6 is bracketed and quoted",
+                ForwardedElement {
+                    for_node: Some(node("2001:2::1")),
+                    ..ForwardedElement::default()
+                },
+                "for=\"[2001:2::1]\"",
+            ),
+            (
+                "a port needs quotes",
+                ForwardedElement {
+                    for_node: Some(Node {
+                        port: Some(NodePort::Number(8080)),
+                        ..node("198.18.0.1")
+                    }),
+                    ..ForwardedElement::default()
+                },
+                "for=\"198.18.0.1:8080\"",
+            ),
+            (
+                "public view: proto and host, host with port quoted",
+                ForwardedElement {
+                    for_node: Some(node("198.18.9.1")),
+                    by: None,
+                    proto: Some("https".into()),
+                    host: Some("www.example.test:8443".into()),
+                },
+                "for=198.18.9.1;proto=https;host=\"www.example.test:8443\"",
+            ),
+            (
+                "obfuscated and unknown are tokens",
+                ForwardedElement {
+                    for_node: Some(Node {
+                        name: NodeName::Unknown,
+                        port: None,
+                    }),
+                    by: Some(Node {
+                        name: NodeName::Obfuscated("_gw".into()),
+                        port: None,
+                    }),
+                    ..ForwardedElement::default()
+                },
+                "for=unknown;by=_gw",
+            ),
+        ];
+        for (name, element, expected) in cases {
+            let text = format_element(&element);
+            assert_eq!(text, expected, "case {name:?}");
+            assert_eq!(
+                parse_one(&text),
+                Ok(vec![element]),
+                "case {name:?}: {text:?} parses back"
+            );
+        }
+        assert_eq!(format_value("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(format_value(""), "\"\"");
+    }
+
+    #[test]
+    fn hosts_are_split_and_checked() {
+        let cases = [
+            ("www.example.test", Some(("www.example.test", None))),
+            (
+                "www.example.test:8443",
+                Some(("www.example.test", Some(8443))),
+            ),
+            ("198.18.0.1:80", Some(("198.18.0.1", Some(80)))),
+            ("[2001:2::1]", Some(("[2001:2::1]", None))),
+            ("[2001:2::1]:443", Some(("[2001:2::1]", Some(443)))),
+            ("", None),
+            ("a.test:", None),
+            ("a.test:0", None),
+            ("a.test:65536", None),
+            ("a.test,b.test", None),
+            ("[2001:2::zz]", None),
+            ("a b", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(split_host_port(value), expected, "host {value:?}");
+        }
+    }
+}
