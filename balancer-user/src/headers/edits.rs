@@ -129,12 +129,19 @@ mod tests {
         edits.apply(&mut headers);
         assert!(!headers.contains_key("x-debug"));
         assert_eq!(
-            headers.get_all("x-forwarded-port").iter().collect::<Vec<_>>(),
+            headers
+                .get_all("x-forwarded-port")
+                .iter()
+                .collect::<Vec<_>>(),
             ["443"]
         );
         assert_eq!(headers["x-env"], "prod");
         assert_eq!(headers["authorization"], "Basic eA==");
-        assert!(CompiledEdits::new(&HeaderEdits::default()).expect("ok").is_empty());
+        assert!(
+            CompiledEdits::new(&HeaderEdits::default())
+                .expect("ok")
+                .is_empty()
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use hyper::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
+use super::{forwarded::split_host_port, trust::ClientView};
+
 /// Where the client reached the route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicUrl {
@@ -19,6 +21,28 @@ pub struct PublicUrl {
     /// "" or a path like "/webapps" (a trailing '/' is ignored): where the route is mounted when
     /// the server does not see that prefix (`strip_prefix = true`).
     pub prefix: String,
+}
+
+impl PublicUrl {
+    /// The public URL of a request as the trust engine sees it: its scheme and host (the
+    /// scheme's default port dropped), and the trusted incoming prefix followed by the route's
+    /// stripped prefix.
+    pub fn from_view(view: &ClientView, stripped_prefix: Option<&str>) -> PublicUrl {
+        let scheme = view.scheme.as_str();
+        let host = match split_host_port(&view.host) {
+            Some((name, Some(port))) if port == view.scheme.default_port() => name.to_string(),
+            _ => view.host.clone(),
+        };
+        let mut prefix = view.prefix.clone().unwrap_or_default();
+        if let Some(stripped) = stripped_prefix {
+            prefix.push_str(stripped.trim_end_matches('/'));
+        }
+        PublicUrl {
+            scheme,
+            host,
+            prefix,
+        }
+    }
 }
 
 /// The addresses the server may put in the URLs it writes.
@@ -1037,5 +1061,61 @@ mod tests {
             "/webapps/café".as_bytes()
         );
         assert_eq!(headers[header::CONTENT_LOCATION].as_bytes(), b"/caf\xe9");
+    }
+
+    #[test]
+    fn the_public_url_comes_from_the_client_view() {
+        use crate::headers::trust::Scheme;
+        use std::net::{IpAddr, Ipv4Addr};
+        let client = IpAddr::V4(Ipv4Addr::new(198, 18, 9, 9));
+        let view = |scheme, host: &str, prefix: Option<&str>| ClientView {
+            client,
+            chain: vec![client],
+            scheme,
+            host: host.to_string(),
+            port: 443,
+            prefix: prefix.map(ToString::to_string),
+            trusted_peer: false,
+        };
+        for (view, stripped, (scheme, host, prefix)) in [
+            (
+                view(Scheme::Https, "www.example.test", None),
+                None,
+                ("https", "www.example.test", ""),
+            ),
+            (
+                view(Scheme::Https, "www.example.test:443", None),
+                Some("/webapps"),
+                ("https", "www.example.test", "/webapps"),
+            ),
+            (
+                view(Scheme::Https, "www.example.test:8443", None),
+                Some("/webapps/"),
+                ("https", "www.example.test:8443", "/webapps"),
+            ),
+            (
+                view(Scheme::Http, "www.example.test:80", Some("/outer")),
+                Some("/app"),
+                ("http", "www.example.test", "/outer/app"),
+            ),
+            (
+                view(Scheme::Http, "www.example.test:443", Some("/outer")),
+                None,
+                ("http", "www.example.test:443", "/outer"),
+            ),
+            (
+                view(Scheme::Https, "[2001:2::1]:443", None),
+                None,
+                ("https", "[2001:2::1]", ""),
+            ),
+            (view(Scheme::Https, "", None), None, ("https", "", "")),
+        ] {
+            let public = PublicUrl::from_view(&view, stripped);
+            assert_eq!(
+                (public.scheme, public.host.as_str(), public.prefix.as_str()),
+                (scheme, host, prefix),
+                "{view:?} {stripped:?}"
+            );
+        }
     }
 }

@@ -30,14 +30,13 @@ use hyper::{
 };
 use ipnet::IpNet;
 
+use crate::config::ListenerConfig;
+
 use super::{
     HeaderGroup, TrustedHeader, UnderscorePolicy,
     forwarded::{self, ForwardedElement, Node},
     hygiene::{self, HygieneError, HygieneReport, RequestHygiene},
 };
-
-/// Identity headers stripped from every request unless configured otherwise.
-pub const DEFAULT_IDENTITY_HEADERS: [&str; 2] = ["remote-user", "x-remote-user"];
 
 /// A listener's forwarded-header policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,12 +61,32 @@ impl Default for TrustPolicy {
             trusted_proxies: Vec::new(),
             trusted_headers: Vec::new(),
             underscore: UnderscorePolicy::default(),
-            identity_headers: DEFAULT_IDENTITY_HEADERS
-                .into_iter()
+            identity_headers: ListenerConfig::DEFAULT_IDENTITY_HEADERS
+                .iter()
+                .copied()
                 .map(HeaderName::from_static)
                 .collect(),
             emit_forwarded: true,
             emit_x_real_ip: false,
+        }
+    }
+}
+
+impl TrustPolicy {
+    /// The policy of a listener. Identity header names were checked by config validation; one
+    /// that still does not parse as a header name could not occur in a request anyway.
+    pub fn from_listener(listener: &ListenerConfig) -> TrustPolicy {
+        TrustPolicy {
+            trusted_proxies: listener.trusted_proxies.clone(),
+            trusted_headers: listener.trusted_headers.clone(),
+            underscore: listener.underscore_headers,
+            identity_headers: listener
+                .identity_headers
+                .iter()
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect(),
+            emit_forwarded: listener.emit_forwarded,
+            emit_x_real_ip: listener.emit_x_real_ip,
         }
     }
 }

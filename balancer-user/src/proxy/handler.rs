@@ -22,15 +22,24 @@ use super::{
     activity::Activity,
     balance,
     error::{self, PageSet, ProxyError},
-    metrics::{HttpMetrics, PolicyLabels, ServerLabels},
+    html,
+    metrics::{HttpMetrics, PolicyLabels, RewriteLabels, ServerLabels},
     pool::{Pool, ServerLoad},
     route::{self, RouteAction},
-    state::{ProxyState, Target},
+    state::{ListenerRuntime, ProxyState, RouteRuntime, Target},
     static_files::{self, StaticError},
     tls, tunnel,
     upstream::SendError,
 };
-use crate::config::{Balance, ListenerConfig};
+use crate::{
+    config::{Balance, ListenerConfig, RouteConfig},
+    headers::{
+        hygiene::{HygieneError, RemovalReason, strip_hop_by_hop},
+        rewrite::{BackendUrl, PublicUrl, ReverseMap},
+        trust::{Arrival, ClientView, TrustPolicy},
+    },
+};
+use prometheus_client::metrics::{counter::Counter, family::Family};
 
 /// What every connection shares: the current state (swapped on reload), the metrics, and the
 /// tracker of the tasks shutdown waits for.
@@ -120,7 +129,7 @@ async fn process(
     shared: &Shared,
     state: &ProxyState,
     conn: &ConnInfo,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     record: &mut AccessRecord,
     pages: &mut PageSet,
 ) -> Result<Answer, ProxyError> {
@@ -176,8 +185,12 @@ async fn process(
         }
         RouteAction::Forward { upstream_path } => upstream_path,
     };
+    let received = route
+        .debug_headers
+        .then(|| crate::headers::edits::redacted(request.headers()));
+    let view = header_phase(shared, listener_runtime, conn, &host, &mut request)?;
 
-    match &runtime.target {
+    let mut answer = match &runtime.target {
         Target::Static(dir) => {
             let mut response = static_files::serve(
                 dir,
@@ -203,34 +216,100 @@ async fn process(
                     response.headers_mut().insert(header::LOCATION, location);
                 }
             }
-            Ok((response, None))
+            (response, None)
         }
         Target::Pool(pool) => {
             let request = body_limit_phase(request, route.max_body_size)?;
-            forward(
-                shared,
+            let forwarding = Forwarding {
                 pool,
-                conn,
-                request,
-                &upstream_path,
-                route.preserve_host,
-                &host,
-                record,
-            )
-            .await
+                upstream_path: &upstream_path,
+                route,
+                runtime,
+                policy: &listener_runtime.trust,
+                view: &view,
+                client_host: &host,
+                received,
+            };
+            forward(shared, conn, request, &forwarding, record).await?
         }
+    };
+    runtime.response_edits.apply(answer.0.headers_mut());
+    Ok(answer)
+}
+
+/// What the server is told about the client: reads the forwarded headers the peer may send
+/// (trust), then rebuilds the header list without every forwarded, hop-by-hop, identity and
+/// underscore field (hygiene). Our own forwarded headers are added in `forward`.
+fn header_phase<B>(
+    shared: &Shared,
+    listener: &ListenerRuntime,
+    conn: &ConnInfo,
+    host: &str,
+    request: &mut Request<B>,
+) -> Result<ClientView, ProxyError> {
+    let policy = &listener.trust;
+    let name = &listener.config.name;
+    let arrival = Arrival {
+        peer: conn.peer,
+        tls: conn.tls,
+        host,
+        listener_port: conn.bind.port(),
+    };
+    let (view, anomalies) = policy.read(&arrival, request.headers());
+    for anomaly in &anomalies {
+        tracing::debug!(peer = %conn.peer, header = anomaly.header(), "forwarded header ignored: {}", anomaly.kind());
+        let reason = format!("{}:{}", anomaly.header(), anomaly.kind());
+        policy_count(&shared.metrics.forwarded_anomalies, name, reason);
     }
+    let keep_upgrade = wants_upgrade(request);
+    let headers = std::mem::take(request.headers_mut());
+    let (cleaned, report) = policy.clean(headers, keep_upgrade).map_err(|err| {
+        policy_count(
+            &shared.metrics.requests_refused,
+            name,
+            "underscore".to_string(),
+        );
+        match err {
+            HygieneError::Underscore(header) => ProxyError::UnderscoreHeader {
+                name: header.as_str().to_string(),
+            },
+        }
+    })?;
+    *request.headers_mut() = cleaned;
+    for (header, reason) in &report.removed {
+        let trusted_member = view.trusted_peer
+            && policy
+                .trusted_headers
+                .iter()
+                .any(|member| member.header_name() == header.as_str());
+        if *reason == RemovalReason::HopByHop || trusted_member {
+            continue;
+        }
+        tracing::debug!(peer = %conn.peer, header = %header, reason = reason.label(), "request header removed");
+        policy_count(
+            &shared.metrics.headers_removed,
+            name,
+            reason.label().to_string(),
+        );
+    }
+    Ok(view)
+}
+
+fn policy_count(family: &Family<PolicyLabels, Counter>, listener: &str, reason: String) {
+    family
+        .get_or_create(&PolicyLabels {
+            listener: listener.to_string(),
+            reason,
+        })
+        .inc();
 }
 
 fn refused(shared: &Shared, listener: &ListenerConfig, reason: &str) {
-    shared
-        .metrics
-        .requests_refused
-        .get_or_create(&PolicyLabels {
-            listener: listener.name.clone(),
-            reason: reason.to_string(),
-        })
-        .inc();
+    policy_count(
+        &shared.metrics.requests_refused,
+        &listener.name,
+        reason.to_string(),
+    );
 }
 
 /// The request's host: the URI authority (HTTP/2 `:authority`, or an absolute-form target)
@@ -340,7 +419,7 @@ fn h2_websocket_as_upgrade(request: &mut Request<Body>) {
 }
 
 /// Whether the client asks to switch protocols (HTTP/1.1 Upgrade, e.g. WebSocket).
-fn wants_upgrade(request: &Request<Body>) -> bool {
+fn wants_upgrade<B>(request: &Request<B>) -> bool {
     request.version() == Version::HTTP_11
         && request.headers().contains_key(header::UPGRADE)
         && connection_tokens(request.headers()).any(|token| token.eq_ignore_ascii_case("upgrade"))
@@ -356,45 +435,13 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|token| !token.is_empty())
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and so never cross
-/// the proxy: the fixed list and every name the Connection header lists. An upgrade keeps
-/// `Upgrade` and `Connection: upgrade`, which the server needs to accept it.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let listed: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(name);
-        }
-    }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
-        }
-        headers.remove(name);
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
-/// The request as the server gets it: origin-form target with the route's path, no hop-by-hop
-/// headers, the Host chosen by `preserve_host`, and HTTP/2 cookie fields joined (RFC 9113
-/// §8.2.3) since the server speaks HTTP/1.1.
+/// The request as the server gets it: origin-form target with the route's path, the Host
+/// chosen by `preserve_host`, and HTTP/2 cookie fields joined (RFC 9113 §8.2.3) since the
+/// server speaks HTTP/1.1. Hop-by-hop headers are already gone (`header_phase`).
 pub fn upstream_request(
     mut request: Request<Body>,
     upstream_path: &str,
     host: &str,
-    upgrade: bool,
 ) -> Result<Request<Body>, ProxyError> {
     let target = with_query(upstream_path, request.uri());
     *request.uri_mut() = target
@@ -402,7 +449,6 @@ pub fn upstream_request(
         .map_err(|_| ProxyError::BadRequest("unusable request target"))?;
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
-    strip_hop_by_hop(headers, upgrade);
     let cookies: Vec<&[u8]> = headers
         .get_all(header::COOKIE)
         .iter()
@@ -422,20 +468,28 @@ pub fn upstream_request(
     Ok(request)
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; the phases' inputs"
-)]
+/// What `forward` needs besides the request: where it goes and what the server is told.
+struct Forwarding<'a> {
+    pool: &'a Arc<Pool>,
+    upstream_path: &'a str,
+    route: &'a RouteConfig,
+    runtime: &'a RouteRuntime,
+    policy: &'a TrustPolicy,
+    view: &'a ClientView,
+    /// The request's Host as received (sent on with `preserve_host`).
+    client_host: &'a str,
+    /// The request headers as received, redacted, when the route has `debug_headers`.
+    received: Option<String>,
+}
+
 async fn forward(
     shared: &Shared,
-    pool: &Arc<Pool>,
     conn: &ConnInfo,
     mut request: Request<Body>,
-    upstream_path: &str,
-    preserve_host: bool,
-    client_host: &str,
+    forwarding: &Forwarding<'_>,
     record: &mut AccessRecord,
 ) -> Result<Answer, ProxyError> {
+    let pool = forwarding.pool;
     let h2_websocket = is_h2_websocket(&request);
     let upgrade = h2_websocket || wants_upgrade(&request);
     let client_upgrade: Option<OnUpgrade> = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -488,12 +542,32 @@ async fn forward(
         }
     };
     let server_label = load.server().label.clone();
-    let host = if preserve_host {
-        client_host.to_string()
+    let route = forwarding.route;
+    let server_authority = load.server().config.url.authority();
+    let host = if route.preserve_host {
+        forwarding.client_host
     } else {
-        load.server().config.url.authority()
+        &server_authority
     };
-    let request = upstream_request(request, upstream_path, &host, upgrade)?;
+    let mut request = upstream_request(request, forwarding.upstream_path, host)?;
+    let stripped_prefix = forwarding.runtime.stripped_prefix.as_deref();
+    forwarding
+        .policy
+        .emit(forwarding.view, stripped_prefix, request.headers_mut());
+    forwarding
+        .runtime
+        .request_edits
+        .apply(request.headers_mut());
+    if let Some(received) = &forwarding.received {
+        tracing::info!(
+            target: "debug_headers",
+            route = %route.name,
+            client = %conn.peer,
+            upstream = %server_label,
+            "request headers as received:\n{received}as forwarded:\n{}",
+            crate::headers::edits::redacted(request.headers())
+        );
+    }
     let timeout = pool.config.timeouts.response;
     let sent = tokio::time::timeout(timeout, checkout.send(request)).await;
     let mut response = match sent {
@@ -538,7 +612,77 @@ async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     let body = if method_is_head { error::empty() } else { body };
+    let body = rewrite_phase(shared, forwarding, &server_authority, &mut parts, body);
     Ok((Response::from_parts(parts, body), Some(load)))
+}
+
+/// Makes the server's answer point at the public URL: `Location`-like headers and cookies
+/// (headers/rewrite.rs), and HTML bodies when the route asks (html.rs).
+fn rewrite_phase(
+    shared: &Shared,
+    forwarding: &Forwarding<'_>,
+    server_authority: &str,
+    parts: &mut hyper::http::response::Parts,
+    body: Body,
+) -> Body {
+    let route = forwarding.route;
+    if !(route.rewrite_location || route.rewrite_cookie_path || route.rewrite_html) {
+        return body;
+    }
+    let public = PublicUrl::from_view(
+        forwarding.view,
+        forwarding.runtime.stripped_prefix.as_deref(),
+    );
+    // With preserve_host the server saw the public host, and may have built URLs on it with
+    // the wrong scheme (it was reached over http).
+    let mut authorities = vec![server_authority.to_string()];
+    if route.preserve_host {
+        for host in [forwarding.client_host, forwarding.view.host.as_str()] {
+            if !host.is_empty() && !authorities.iter().any(|known| known == host) {
+                authorities.push(host.to_string());
+            }
+        }
+    }
+    let map = ReverseMap::new(public, BackendUrl { authorities });
+    let changed = map.response_headers(
+        &mut parts.headers,
+        route.rewrite_location,
+        route.rewrite_cookie_path,
+    );
+    if changed > 0 {
+        shared
+            .metrics
+            .rewrites
+            .get_or_create(&RewriteLabels {
+                route: route.name.clone(),
+                what: "headers",
+            })
+            .inc_by(changed as u64);
+    }
+    if route.rewrite_html {
+        let is_html = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| {
+                value
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/html")
+            });
+        if is_html {
+            shared
+                .metrics
+                .rewrites
+                .get_or_create(&RewriteLabels {
+                    route: route.name.clone(),
+                    what: "html",
+                })
+                .inc();
+        }
+        return html::rewrite_html_response(parts, body, Arc::new(map));
+    }
+    body
 }
 
 fn send_error(error: SendError, server: &str) -> ProxyError {
@@ -608,35 +752,8 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
-            ("connection", "keep-alive, x-secret"),
-            ("keep-alive", "timeout=5"),
-            ("x-secret", "1"),
-            ("te", "trailers"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "websocket"),
-            ("proxy-connection", "keep-alive"),
-            ("authorization", "Bearer x"),
-            ("cookie", "a=b"),
-        ] {
-            headers.append(name, HeaderValue::from_static(value));
-        }
-        let mut plain = headers.clone();
-        strip_hop_by_hop(&mut plain, false);
-        let names: Vec<&str> = plain.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["authorization", "cookie"]);
-
-        strip_hop_by_hop(&mut headers, true);
-        assert_eq!(headers["upgrade"], "websocket");
-        assert_eq!(headers["connection"], "upgrade");
-        assert!(!headers.contains_key("x-secret"));
-    }
-
-    #[test]
     fn the_upstream_request_has_the_route_path_the_host_and_joined_cookies() {
-        let mut original = request(
+        let original = request(
             Version::HTTP_2,
             &[
                 ("cookie", "a=1"),
@@ -645,10 +762,7 @@ mod tests {
             ],
             "https://www.example.test/webapps/x?y=1",
         );
-        original
-            .headers_mut()
-            .append("x_under", HeaderValue::from_static("kept for issue 5"));
-        let upstream = upstream_request(original, "/x", "www.example.test", false).expect("ok");
+        let upstream = upstream_request(original, "/x", "www.example.test").expect("ok");
         assert_eq!(upstream.uri(), "/x?y=1");
         assert_eq!(upstream.version(), Version::HTTP_11);
         assert_eq!(upstream.headers()["host"], "www.example.test");

@@ -40,7 +40,7 @@ pub struct PolicyLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RewriteLabels {
     pub route: String,
-    /// "location", "set-cookie", "html" or "html-skipped".
+    /// "headers" (Location-like and Set-Cookie values) or "html" (HTML bodies).
     pub what: &'static str,
 }
 

@@ -11,8 +11,8 @@ use super::{
     route::{AllowedHosts, RouteTable},
     tls,
 };
-use crate::headers::edits::CompiledEdits;
 use crate::config::{L7Config, ListenerConfig, PoolConfig, RouteTarget};
+use crate::headers::{edits::CompiledEdits, trust::TrustPolicy};
 
 pub struct ProxyState {
     pub config: L7Config,
@@ -42,6 +42,7 @@ pub struct ListenerRuntime {
     pub config: ListenerConfig,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub allowed_hosts: AllowedHosts,
+    pub trust: TrustPolicy,
 }
 
 impl ProxyState {
@@ -71,6 +72,7 @@ impl ProxyState {
                     config: listener.clone(),
                     tls,
                     allowed_hosts: AllowedHosts::new(&listener.allowed_hosts),
+                    trust: TrustPolicy::from_listener(listener),
                 },
             );
         }
