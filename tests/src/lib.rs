@@ -15,7 +15,7 @@ pub mod traffic;
 
 pub use l4topology::{L4Topology, LongLived};
 pub use l7::{
-    Backend, CertFiles, Certs, Client, L7Net, Nginx, Reply, Request, TlsOptions, curl,
+    Backend, CertFiles, Certs, Client, CurlReply, L7Net, Nginx, Reply, Request, TlsOptions, curl,
     http_request, https_request, raw_tcp, websocket_echo, write_config,
 };
 pub use netns::{Netns, cleanup_everything, in_netns, unique_suffix};

@@ -8,6 +8,22 @@ use anyhow::{Context, ensure};
 use balancer_tests::{Backend, Certs, L7Net, TlsOptions, curl, websocket_echo};
 
 const ADMIN: &str = "127.0.0.1:9100";
+/// The address the header demo's "trusted proxy" sends from.
+const TRUSTED_PROXY: &str = "198.18.5.2";
+
+/// The forwarded headers a backend shows in the header demo, in this order.
+const SHOWN_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "forwarded",
+    "x-real-ip",
+    "remote-user",
+    "x_forwarded_for",
+    "authorization",
+];
 
 pub fn run() -> anyhow::Result<()> {
     println!("\n== L7: the HTTPS proxy ==");
@@ -33,6 +49,9 @@ listen = "{ADMIN}"
 name = "https"
 bind = "127.0.0.1:443"
 tls = {{ certificates = [ {site} ] }}
+trusted_proxies = ["{TRUSTED_PROXY}"]
+trusted_headers = ["X-Forwarded-For", "X-Forwarded-Proto"]
+allowed_hosts = ["www.example.test", "api.example.test"]
 
 [[listener]]
 name = "http"
@@ -81,6 +100,11 @@ servers = [ {{ url = "{api}" }} ]
         "          routes www.example.test/app/ → pool app (app-1 ×1, app-2 ×2, strip_prefix), /static/ → files,"
     );
     println!("          api.example.test → pool api (a unix socket)");
+    println!(
+        "          header trust: only {TRUSTED_PROXY} may send X-Forwarded-For/-Proto; allowed_hosts www/api.example.test"
+    );
+    // The "trusted proxy" of the header demo is a second address of the namespace.
+    net.ip(&["addr", "add", &format!("{TRUSTED_PROXY}/32"), "dev", "lo"])?;
     let balancer = net.start_balancer(&config)?;
 
     let ca = certs.ca_path().display().to_string();
@@ -178,6 +202,8 @@ servers = [ {{ url = "{api}" }} ]
         echo.status, echo.echoes
     );
 
+    header_view(&get)?;
+
     for backend in [&app1, &app2] {
         let stats = backend.stats()?;
         println!(
@@ -202,6 +228,125 @@ servers = [ {{ url = "{api}" }} ]
     drop(balancer);
     println!("\n  L7 demo done; tearing down the namespace");
     Ok(())
+}
+
+/// What a backend sees from a spoofing client and from a trusted proxy, side by side; then a
+/// redirect of the backend and a disallowed host.
+fn header_view(
+    get: &dyn Fn(&str, &str, &[&str]) -> anyhow::Result<balancer_tests::CurlReply>,
+) -> anyhow::Result<()> {
+    let spoofed = [
+        "-H",
+        "X-Forwarded-For: 6.6.6.6",
+        "-H",
+        "X-Forwarded-Proto: http",
+        "-H",
+        "X-Real-IP: 6.6.6.6",
+        "-H",
+        "Remote-User: admin",
+        "-H",
+        "X_Forwarded_For: 6.6.6.6",
+        "-H",
+        "Authorization: Basic  dXNlcjpwYXNz",
+    ];
+    let from_proxy = [
+        "--interface",
+        TRUSTED_PROXY,
+        "-H",
+        "X-Forwarded-For: 6.6.6.6, 198.18.9.9",
+        "-H",
+        "X-Forwarded-Proto: https",
+        "-H",
+        "Remote-User: admin",
+        "-H",
+        "Authorization: Basic  dXNlcjpwYXNz",
+    ];
+    let url = "https://www.example.test/app/who";
+    let seen = |extra: &[&str]| -> anyhow::Result<serde_json::Value> {
+        let reply = get("--http1.1", url, extra)?;
+        ensure!(reply.status == 200, "{url}: {}", reply.status);
+        Ok(serde_json::from_slice(&reply.body)?)
+    };
+    let client = seen(&spoofed)?;
+    let proxy = seen(&from_proxy)?;
+    println!(
+        "
+  What the backend sees (header trust, request hygiene):"
+    );
+    println!(
+        "    a spoofing client at 127.0.0.1 sends X-Forwarded-For: 6.6.6.6, X-Forwarded-Proto: http,"
+    );
+    println!(
+        "      X-Real-IP: 6.6.6.6, Remote-User: admin, X_Forwarded_For: 6.6.6.6, Authorization"
+    );
+    println!(
+        "    the trusted proxy {TRUSTED_PROXY} sends X-Forwarded-For: 6.6.6.6, 198.18.9.9 (6.6.6.6 is what 198.18.9.9 claimed),"
+    );
+    println!("      X-Forwarded-Proto: https, Remote-User: admin, Authorization");
+    println!(
+        "    {:<20} {:<48} {}",
+        "header", "from the spoofing client", "from the trusted proxy"
+    );
+    for name in SHOWN_HEADERS {
+        println!(
+            "    {:<20} {:<48} {}",
+            name,
+            header_value(&client, name),
+            header_value(&proxy, name)
+        );
+    }
+    ensure!(
+        header_value(&client, "x-forwarded-for") == "127.0.0.1"
+            && header_value(&proxy, "x-forwarded-for") == "198.18.9.9, 198.18.5.2"
+            && header_value(&client, "remote-user") == "-"
+            && header_value(&client, "x_forwarded_for") == "-",
+        "the backend saw forwarded headers it must not see (above)"
+    );
+
+    let redirect = get("--http1.1", "https://www.example.test/app/redirect", &[])?;
+    println!(
+        "
+  The backend answers /redirect with 302 Location: http://127.0.0.1:800x/target;"
+    );
+    println!(
+        "    through the route /app/ (strip_prefix) the client gets {} Location: {}",
+        redirect.status,
+        redirect.header("location").unwrap_or("-")
+    );
+    let other = get(
+        "--http1.1",
+        "https://www.example.test/app/",
+        &["-H", "Host: evil.example.test"],
+    )?;
+    println!(
+        "  Host evil.example.test (not in allowed_hosts) → {} before any backend sees it",
+        other.status
+    );
+    ensure!(
+        redirect.header("location") == Some("https://www.example.test/app/target")
+            && other.status == 421,
+        "rewriting or allowed_hosts did not behave as expected (above)"
+    );
+    Ok(())
+}
+
+/// A header's values as the backend's JSON echo lists them ("-" when absent).
+fn header_value(seen: &serde_json::Value, name: &str) -> String {
+    let values: Vec<&str> = seen["headers"]
+        .as_array()
+        .map(|headers| {
+            headers
+                .iter()
+                .filter(|pair| pair[0].as_str() == Some(name))
+                .filter_map(|pair| pair[1].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    if values.is_empty() {
+        "-".to_string()
+    } else {
+        values.join(" | ")
+    }
 }
 
 /// The Host the backend saw (HTTP/1.1 header; HTTP/2 requests are forwarded as HTTP/1.1 too).
