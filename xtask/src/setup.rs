@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use balancer_tests::django::{DJANGO_VERSION, GUNICORN_VERSION, installed_versions, venv_dir};
 
 use crate::run_step;
 
@@ -246,7 +247,6 @@ fn system_python_has(module: &str) -> bool {
 /// read too), with the pinned Django and gunicorn from PyPI. A second run only checks the
 /// versions.
 fn django_venv() -> anyhow::Result<()> {
-    use balancer_tests::django::{DJANGO_VERSION, GUNICORN_VERSION, installed_versions, venv_dir};
     let venv = venv_dir();
     let wanted = (DJANGO_VERSION.to_string(), GUNICORN_VERSION.to_string());
     match installed_versions(&venv) {
