@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use balancer_tests::django::{DJANGO_VERSION, GUNICORN_VERSION, installed_versions, venv_dir};
 
 use crate::run_step;
 
@@ -28,6 +29,14 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
 ];
 
+/// Debian packages proven by a module of Debian's python3 rather than a command: python3-venv
+/// ships `ensurepip`, without which `python3 -m venv` makes a virtualenv without pip.
+const DEBIAN_PYTHON_MODULES: &[(&str, &str)] = &[("python3-venv", "ensurepip")];
+
+/// Debian's interpreter, not whatever `python3` comes first on PATH (pyenv and the like), so
+/// the virtualenv is the same on every machine.
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
 pub fn run() -> anyhow::Result<()> {
     step(
         "rust components (clippy, rustfmt on stable; rust-src, rustfmt on nightly)",
@@ -38,6 +47,10 @@ pub fn run() -> anyhow::Result<()> {
         || bpf_linker().map(|_| ()),
     )?;
     step("Debian packages", debian_packages)?;
+    step(
+        "Python virtualenv with Django and gunicorn (the Django app of the L7 tests)",
+        django_venv,
+    )?;
     step("bpffs mounted at /sys/fs/bpf", bpffs)?;
     Ok(())
 }
@@ -183,20 +196,23 @@ fn nightly_libllvm() -> anyhow::Result<PathBuf> {
 }
 
 fn debian_packages() -> anyhow::Result<()> {
+    let all: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .chain(DEBIAN_PYTHON_MODULES)
+        .map(|(package, _)| *package)
+        .collect();
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .filter(|(_, command)| !on_path(command))
+        .chain(
+            DEBIAN_PYTHON_MODULES
+                .iter()
+                .filter(|(_, module)| !system_python_has(module)),
+        )
         .map(|(package, _)| *package)
         .collect();
     if missing.is_empty() {
-        eprintln!(
-            "setup:   all present ({})",
-            DEBIAN_PACKAGES
-                .iter()
-                .map(|p| p.0)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        eprintln!("setup:   all present ({})", all.join(", "));
         return Ok(());
     }
     eprintln!("setup:   installing {}", missing.join(", "));
@@ -211,6 +227,75 @@ fn debian_packages() -> anyhow::Result<()> {
         if !on_path(command) {
             bail!("{command} is still missing after installing {package}");
         }
+    }
+    for (package, module) in DEBIAN_PYTHON_MODULES {
+        if !system_python_has(module) {
+            bail!("{SYSTEM_PYTHON} still cannot import {module} after installing {package}");
+        }
+    }
+    Ok(())
+}
+
+fn system_python_has(module: &str) -> bool {
+    Command::new(SYSTEM_PYTHON)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The virtualenv of the Django test app (`balancer_tests::django::venv_dir`, which the tests
+/// read too), with the pinned Django and gunicorn from PyPI. A second run only checks the
+/// versions.
+fn django_venv() -> anyhow::Result<()> {
+    let venv = venv_dir();
+    let wanted = (DJANGO_VERSION.to_string(), GUNICORN_VERSION.to_string());
+    match installed_versions(&venv) {
+        Ok(versions) if versions == wanted => {
+            eprintln!(
+                "setup:   {} has Django {DJANGO_VERSION} and gunicorn {GUNICORN_VERSION}",
+                venv.display()
+            );
+            return Ok(());
+        }
+        Ok((django, gunicorn)) => eprintln!(
+            "setup:   {} has Django {django} and gunicorn {gunicorn}: installing the pinned versions",
+            venv.display()
+        ),
+        Err(_) if venv.join("bin/python").is_file() => {
+            eprintln!("setup:   {} lacks Django or gunicorn", venv.display());
+        }
+        Err(_) => {
+            if venv.exists() {
+                // Half made (no interpreter): start over.
+                std::fs::remove_dir_all(&venv)
+                    .with_context(|| format!("removing {}", venv.display()))?;
+            }
+            eprintln!("setup:   creating {}", venv.display());
+            run_step(Command::new(SYSTEM_PYTHON).args(["-m", "venv"]).arg(&venv))?;
+        }
+    }
+    run_step(
+        Command::new(venv.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(format!("django=={DJANGO_VERSION}"))
+            .arg(format!("gunicorn=={GUNICORN_VERSION}")),
+    )?;
+    let versions = installed_versions(&venv)?;
+    if versions != wanted {
+        bail!(
+            "{} has Django {} and gunicorn {} after pip install, not {} and {}",
+            venv.display(),
+            versions.0,
+            versions.1,
+            wanted.0,
+            wanted.1
+        );
     }
     Ok(())
 }
