@@ -247,6 +247,102 @@ pub struct PoolConfig {
     pub h2c: bool,
     /// Like `RouteConfig::error_pages`, used when the route has none for the status.
     pub error_pages: BTreeMap<u16, PathBuf>,
+    /// `sticky = { mode = "route-suffix" | "insert", ... }`: keep a session on its server.
+    pub sticky: Option<StickyConfig>,
+    /// `health = { path, host, expect, interval, timeout, rise, fall }`: active HTTP checks.
+    /// Without it, servers are up unless passive checks eject them.
+    pub health: Option<PoolHealthConfig>,
+    /// `passive = { failures, window }`: ejection on consecutive failures.
+    pub passive: PassiveHealthConfig,
+    /// `slow_start` (default 0s = off, at most 1h): after a server comes (back) up, its weight
+    /// ramps from 10% to 100% over this time.
+    pub slow_start: Duration,
+}
+
+/// `sticky`: how a session is kept on its server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyConfig {
+    /// `mode = "route-suffix"` (Apache mod_proxy_balancer `stickysession`): the session id the
+    /// app sets, in the cookie `cookie` and/or the URL path parameter `path_param`
+    /// (`/x;jsessionid=VALUE.ROUTE`), carries `.ROUTE` (a server's `route`). Every server of the
+    /// pool has a `route`.
+    RouteSuffix {
+        /// `cookie = "sessionid"` (an HTTP token).
+        cookie: Option<String>,
+        /// `path_param = "jsessionid"` (an HTTP token).
+        path_param: Option<String>,
+        /// `strip_route` (default true): the proxy appends `.ROUTE` to the cookie the app sets
+        /// and strips it from requests, so the app sees its own value. false: the app itself
+        /// writes `value.route` (Tomcat's jvmRoute) and sees it.
+        strip_route: bool,
+    },
+    /// `mode = "insert"`: the proxy sets its own cookie holding an HMAC-signed server id
+    /// (HttpOnly, Secure on https, SameSite=Lax, Path = the route's public prefix or "/").
+    Insert {
+        /// `cookie` (default "balancer_sticky").
+        cookie: String,
+        /// `key = "..."` (at least 16 bytes) or `key_file = "PATH"` (its content, trimmed,
+        /// at least 16 bytes; read when the config is loaded): exactly one of them.
+        key: StickyKey,
+    },
+}
+
+impl StickyConfig {
+    pub const DEFAULT_INSERT_COOKIE: &'static str = "balancer_sticky";
+    pub const MIN_KEY_BYTES: usize = 16;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyKey {
+    Inline(String),
+    File(PathBuf),
+}
+
+/// `health = { ... }` of a pool: an HTTP GET per server every `interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolHealthConfig {
+    /// `path` (required): origin-form, starting with '/'.
+    pub path: String,
+    /// `host`: the Host header (so Django's ALLOWED_HOSTS accepts it); default the server's
+    /// `host[:port]` ("localhost" for unix sockets).
+    pub host: Option<String>,
+    /// `expect = [200, 204]` (statuses 100 to 599); empty (default): any 2xx or 3xx.
+    pub expect: Vec<u16>,
+    /// `interval` (default 2s, 100ms to 1h).
+    pub interval: Duration,
+    /// `timeout` (default 1s, above 0, at most `interval`).
+    pub timeout: Duration,
+    /// `rise` (default 2, 1 to 100): passes that bring a down server up.
+    pub rise: u32,
+    /// `fall` (default 3, 1 to 100): failures that take an up server down.
+    pub fall: u32,
+}
+
+impl PoolHealthConfig {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const DEFAULT_RISE: u32 = 2;
+    pub const DEFAULT_FALL: u32 = 3;
+}
+
+/// `passive = { failures, window }`: `failures` consecutive connect errors or 5xx answers of a
+/// server within `window` eject it for `retry.after_failure`; with active checks it comes back
+/// when a check passes after that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealthConfig {
+    /// `failures` (default 5, 0 = passive checks off, at most 1000).
+    pub failures: u32,
+    /// `window` (default 10s, above 0, at most 1h).
+    pub window: Duration,
+}
+
+impl Default for PassiveHealthConfig {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            window: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `balance = "round-robin" | "least-conn" | "p2c" | "hash"`, with `hash_on` for "hash".

@@ -61,6 +61,11 @@ pub struct AdminConfig {
         deserialize_with = "de::socket_addr"
     )]
     pub listen: SocketAddr,
+    /// `token_file`: a file holding a bearer token that every admin request except
+    /// `GET /healthz` must present (`Authorization: Bearer TOKEN`). Required when `listen` is
+    /// not a loopback address.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 impl AdminConfig {
@@ -73,6 +78,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: Self::default_listen(),
+            token_file: None,
         }
     }
 }

@@ -13,9 +13,9 @@ use serde::de::{IntoDeserializer, value::StrDeserializer};
 use super::{ORIGIN, XDP, assert_error, local_vip, parse};
 use crate::config::{
     AccessLogFormat, Balance, CertificatePaths, Config, HashOn, HeaderEdits, HostPattern,
-    KeepaliveConfig, L7Config, ListenerConfig, PoolConfig, PoolTimeouts, ProxySettings,
-    RetryConfig, RouteConfig, RouteTarget, ServerConfig, ServerUrl, TlsConfig, TrustedHeader,
-    UnderscorePolicy,
+    KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig, PoolConfig, PoolTimeouts,
+    ProxySettings, RetryConfig, RouteConfig, RouteTarget, ServerConfig, ServerUrl, TlsConfig,
+    TrustedHeader, UnderscorePolicy,
     de::{AccessLog, BalanceKind, Keyword},
 };
 
@@ -281,6 +281,10 @@ servers = [ { url = "http://API.internal" } ]
                 timeouts: PoolTimeouts::default(),
                 h2c: false,
                 error_pages: BTreeMap::new(),
+                sticky: None,
+                health: None,
+                passive: PassiveHealthConfig::default(),
+                slow_start: Duration::ZERO,
             },
             PoolConfig {
                 name: "django".to_string(),
@@ -305,6 +309,10 @@ servers = [ { url = "http://API.internal" } ]
                 },
                 h2c: true,
                 error_pages: BTreeMap::from([(504, path("/etc/balancer/errors/504.html"))]),
+                sticky: None,
+                health: None,
+                passive: PassiveHealthConfig::default(),
+                slow_start: Duration::ZERO,
             },
         ],
     };
@@ -396,6 +404,10 @@ fn l7_defaults() {
                 },
                 h2c: false,
                 error_pages: BTreeMap::new(),
+                sticky: None,
+                health: None,
+                passive: PassiveHealthConfig::default(),
+                slow_start: Duration::ZERO,
             }],
         }
     );

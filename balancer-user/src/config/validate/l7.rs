@@ -18,9 +18,9 @@ use crate::headers::HeaderGroup;
 use super::{is_valid_host_name, is_valid_name, not_a_name, show};
 use crate::config::{
     AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HeaderEdits, HostPattern,
-    KeepaliveConfig, L7Config, ListenerConfig, PoolConfig, PoolTimeouts, ProxySettings,
-    RetryConfig, RouteConfig, RouteTarget, ServerConfig, ServerUrl, TlsConfig, TrustedHeader,
-    UnderscorePolicy,
+    KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig, PoolConfig, PoolTimeouts,
+    ProxySettings, RetryConfig, RouteConfig, RouteTarget, ServerConfig, ServerUrl, TlsConfig,
+    TrustedHeader, UnderscorePolicy,
     de::{
         AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, PoolTable, Pools,
         ProxyTable, RouteTable, Table, TlsTable, Underscore,
@@ -728,6 +728,10 @@ fn pool_config(
         timeouts: pool_timeouts(&key, pool)?,
         h2c: pool.h2c,
         error_pages: error_pages(&key, &pool.error_pages, base_dir)?,
+        sticky: None,
+        health: None,
+        passive: PassiveHealthConfig::default(),
+        slow_start: Duration::ZERO,
     })
 }
 
