@@ -288,7 +288,7 @@ fn unknown_top_level_table() {
 fn unknown_key_in_admin() {
     assert_error(
         "[admin]\nlisten = \"127.0.0.1:9100\"\ntoken = \"x\"\n",
-        "test.toml:3:1: admin.token: unknown field `token`, expected `listen`",
+        "test.toml:3:1: admin.token: unknown field `token`, expected `listen` or `token_file`",
     );
 }
 
