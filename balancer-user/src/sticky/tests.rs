@@ -664,3 +664,43 @@ fn new_refuses_what_validation_should_have_refused() {
     );
     assert!(StickyPolicy::new(&insert, &servers(&[None, None]), Some(KEY)).is_ok());
 }
+
+#[test]
+fn arbitrary_input_never_panics() {
+    // A fixed xorshift stream over bytes that matter to the parsers (and some that do not).
+    let alphabet: &[u8] = b";=.\"/? \tsidr1r2-3aAv~_%\x80\xff";
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let policies = [
+        route_suffix(Some("sid"), Some("sid"), true),
+        route_suffix(Some("sid"), None, false),
+        insert(),
+    ];
+    for _ in 0..3000 {
+        let len = (next() % 40) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect();
+        let Ok(field) = HeaderValue::from_bytes(&bytes) else {
+            continue;
+        };
+        let target = String::from_utf8_lossy(&bytes).into_owned();
+        for policy in &policies {
+            let mut request = HeaderMap::new();
+            request.append(COOKIE, field.clone());
+            request.append(COOKIE, field.clone());
+            let stuck = policy.on_request(&mut request, &target);
+            assert!(stuck.server.is_none_or(|server| server < 3), "{bytes:?}");
+            let mut response = HeaderMap::new();
+            response.append(SET_COOKIE, field.clone());
+            for served in [0, 1, 2, 3, usize::MAX] {
+                policy.on_response(&mut response, &stuck, served, true, &target);
+            }
+        }
+    }
+}
