@@ -11,3 +11,4 @@ pub mod headers;
 pub mod health;
 pub mod proxy;
 pub mod run;
+pub mod sticky;
