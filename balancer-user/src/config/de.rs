@@ -21,8 +21,8 @@ use serde::{
 use toml::Spanned;
 
 pub(super) use l7::{
-    AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, PoolTable, Pools,
-    ProxyTable, RouteTable, TlsTable, Underscore,
+    AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, PoolHealthTable,
+    PoolTable, Pools, ProxyTable, RouteTable, StickyMode, StickyTable, TlsTable, Underscore,
 };
 
 use super::{
@@ -38,8 +38,7 @@ use super::{
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ConfigFile {
-    #[serde(default)]
-    pub admin: Table<AdminConfig>,
+    pub admin: Option<Spanned<Table<AdminConfig>>>,
     pub xdp: Option<Table<XdpTable>>,
     #[serde(default, rename = "vip", deserialize_with = "array")]
     pub vips: Vec<Table<VipTable>>,

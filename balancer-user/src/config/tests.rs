@@ -2320,3 +2320,26 @@ fn too_many_backend_slots_are_refused() {
         "b.toml:3:12: xdp.max_vips: max_vips = 4096 and max_backends = 4096 need 16777216 backend slots, more than the limit of 8388608; lower one of them"
     );
 }
+
+#[test]
+fn admin_token_file() {
+    let config = Config::parse_in(
+        "[admin]\nlisten = \"198.18.0.1:9100\"\ntoken_file = \"admin.token\"\n",
+        ORIGIN,
+        std::path::Path::new("/etc/balancer"),
+    )
+    .expect("valid");
+    assert_eq!(
+        config.admin.token_file.as_deref(),
+        Some(std::path::Path::new("/etc/balancer/admin.token"))
+    );
+    assert_error(
+        "[admin]\nlisten = \"198.18.0.1:9100\"\n",
+        "test.toml:1:1: admin.listen: 198.18.0.1:9100 is reachable from other hosts: set token_file (a bearer token every request must carry), or listen on a loopback address",
+    );
+    assert_error(
+        "[admin]\nlisten = \"[::]:9100\"\n",
+        "test.toml:1:1: admin.listen: [::]:9100 is reachable from other hosts: set token_file (a bearer token every request must carry), or listen on a loopback address",
+    );
+    assert!(Config::parse("[admin]\nlisten = \"[::1]:9100\"\n", ORIGIN).is_ok());
+}

@@ -13,9 +13,13 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::{
-    AclConfig, BACKEND_SLOTS_LIMIT, BackendConfig, Config, ForwardMode, HealthCheckConfig,
-    HealthCheckKind, MAGLEV_SLOTS_LIMIT, Protocol, UdpHash, VipConfig, XdpConfig,
-    de::{AclTable, Cidr, ConfigFile, HealthCheck, HealthTable, Table, VipTable, XdpTable},
+    AclConfig, AdminConfig, BACKEND_SLOTS_LIMIT, BackendConfig, Config, ForwardMode,
+    HealthCheckConfig, HealthCheckKind, MAGLEV_SLOTS_LIMIT, Protocol, UdpHash, VipConfig,
+    XdpConfig,
+    de::{
+        AclTable, Array, Cidr, ConfigFile, HealthCheck, HealthTable, Status, Table, VipTable,
+        XdpTable,
+    },
     error::Invalid,
 };
 
@@ -32,7 +36,7 @@ pub(super) fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, Inva
         routes,
         pools,
     } = file;
-    let admin = admin.0;
+    let admin = admin_config(admin, base_dir)?;
     let (xdp, vips) = match xdp {
         Some(xdp_table) => {
             let (xdp, vips) = l4_config(&xdp_table, &vips)?;
@@ -394,7 +398,144 @@ fn backends(
 /// A health check table under `key` (such as `vip[0].health`). Ranges of the integers are
 /// checked while parsing.
 fn health_check(table: &HealthTable, key: &str) -> Result<HealthCheckConfig, Invalid> {
-    let interval = match &table.interval {
+    let (interval, timeout) =
+        check_interval_and_timeout(key, table.interval.as_ref(), table.timeout.as_ref())?;
+    let kind = match table.check {
+        HealthCheck::Tcp => {
+            let http_only = [
+                ("path", table.path.as_ref().map(Spanned::span)),
+                ("host", table.host.as_ref().map(Spanned::span)),
+                ("expect", table.expect.as_ref().map(Spanned::span)),
+            ];
+            if let Some((name, Some(span))) = http_only.into_iter().find(|(_, span)| span.is_some())
+            {
+                return Err(Invalid {
+                    key: format!("{key}.{name}"),
+                    span,
+                    what: "only allowed with check = \"http\", not \"tcp\"".to_string(),
+                });
+            }
+            HealthCheckKind::Tcp
+        }
+        HealthCheck::Http => HealthCheckKind::Http {
+            path: match &table.path {
+                Some(written) => check_path(key, written)?,
+                None => HealthCheckConfig::DEFAULT_PATH.to_string(),
+            },
+            host: table
+                .host
+                .as_ref()
+                .map(|written| check_host(key, written))
+                .transpose()?,
+            expect: check_expect(key, table.expect.as_ref())?,
+        },
+    };
+
+    Ok(HealthCheckConfig {
+        kind,
+        port: table.port,
+        interval,
+        timeout,
+        rise: table.rise,
+        fall: table.fall,
+    })
+}
+
+/// A health check's `path`: it goes into the request line as written.
+pub(super) fn check_path(key: &str, written: &Spanned<String>) -> Result<String, Invalid> {
+    let path = written.get_ref();
+    // It goes into the request line as written.
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Invalid::at(
+            format!("{key}.path"),
+            written,
+            format!("{path:?} must start with '/' and contain no whitespace or control characters"),
+        ));
+    }
+    Ok(path.clone())
+}
+
+/// A health check's `host`: the Host header it sends.
+pub(super) fn check_host(key: &str, written: &Spanned<String>) -> Result<String, Invalid> {
+    let host = written.get_ref();
+    if !is_valid_host_header(host) {
+        return Err(Invalid::at(
+            format!("{key}.host"),
+            written,
+            format!(
+                "{host:?} is not a valid Host header value (a host name or IP address, optionally with :port)"
+            ),
+        ));
+    }
+    Ok(host.clone())
+}
+
+/// A health check's `expect`: statuses, each once; empty when absent (any 2xx or 3xx).
+pub(super) fn check_expect(
+    key: &str,
+    expect: Option<&Spanned<Array<Status>>>,
+) -> Result<Vec<u16>, Invalid> {
+    let Some(written) = expect else {
+        return Ok(Vec::new());
+    };
+    let mut seen = HashMap::new();
+    let mut expect = Vec::with_capacity(written.get_ref().0.len());
+    for (position, status) in written.get_ref().0.iter().enumerate() {
+        let code = *status.0.get_ref();
+        if let Some(earlier) = seen.insert(code, position) {
+            return Err(Invalid::at(
+                format!("{key}.expect[{position}]"),
+                &status.0,
+                format!("{code} is already expect[{earlier}]"),
+            ));
+        }
+        expect.push(code);
+    }
+    Ok(expect)
+}
+
+/// `[admin]`: a relative `token_file` is resolved against the config's directory; an admin API
+/// reachable from other hosts needs the token.
+fn admin_config(
+    written: Option<Spanned<Table<AdminConfig>>>,
+    base_dir: &Path,
+) -> Result<AdminConfig, Invalid> {
+    let Some(written) = written else {
+        return Ok(AdminConfig::default());
+    };
+    let span = written.span();
+    let mut admin = written.into_inner().0;
+    if let Some(file) = &admin.token_file {
+        if file.as_os_str().is_empty() {
+            return Err(Invalid {
+                key: "admin.token_file".to_string(),
+                span,
+                what: "is empty: give the path of the file holding the token".to_string(),
+            });
+        }
+        admin.token_file = Some(base_dir.join(file));
+    } else if !admin.listen.ip().is_loopback() {
+        return Err(Invalid {
+            key: "admin.listen".to_string(),
+            span,
+            what: format!(
+                "{} is reachable from other hosts: set token_file (a bearer token every request must carry), or listen on a loopback address",
+                admin.listen
+            ),
+        });
+    }
+    Ok(admin)
+}
+
+/// `interval` and `timeout` of a health check (VIP or pool): the interval in its range, the
+/// timeout above 0 and at most the interval.
+pub(super) fn check_interval_and_timeout(
+    key: &str,
+    interval: Option<&Spanned<Duration>>,
+    timeout: Option<&Spanned<Duration>>,
+) -> Result<(Duration, Duration), Invalid> {
+    let interval_written = interval.is_some();
+    let interval = match interval {
         Some(written) => {
             let interval = *written.get_ref();
             let range = HealthCheckConfig::MIN_INTERVAL..=HealthCheckConfig::MAX_INTERVAL;
@@ -414,14 +555,14 @@ fn health_check(table: &HealthTable, key: &str) -> Result<HealthCheckConfig, Inv
         }
         None => HealthCheckConfig::DEFAULT_INTERVAL,
     };
-    let timeout = match &table.timeout {
+    let timeout = match timeout {
         Some(written) => {
             let timeout = *written.get_ref();
             if timeout.is_zero() || timeout > interval {
-                let default = if table.interval.is_none() {
-                    ", the default"
-                } else {
+                let default = if interval_written {
                     ""
+                } else {
+                    ", the default"
                 };
                 return Err(Invalid::at(
                     format!("{key}.timeout"),
@@ -438,92 +579,7 @@ fn health_check(table: &HealthTable, key: &str) -> Result<HealthCheckConfig, Inv
         // A short interval shortens the default timeout rather than making it an error.
         None => HealthCheckConfig::DEFAULT_TIMEOUT.min(interval),
     };
-
-    let kind = match table.check {
-        HealthCheck::Tcp => {
-            let http_only = [
-                ("path", table.path.as_ref().map(Spanned::span)),
-                ("host", table.host.as_ref().map(Spanned::span)),
-                ("expect", table.expect.as_ref().map(Spanned::span)),
-            ];
-            if let Some((name, Some(span))) = http_only.into_iter().find(|(_, span)| span.is_some())
-            {
-                return Err(Invalid {
-                    key: format!("{key}.{name}"),
-                    span,
-                    what: "only allowed with check = \"http\", not \"tcp\"".to_string(),
-                });
-            }
-            HealthCheckKind::Tcp
-        }
-        HealthCheck::Http => HealthCheckKind::Http {
-            path: http_path(table, key)?,
-            host: http_host(table, key)?,
-            expect: http_expect(table, key)?,
-        },
-    };
-
-    Ok(HealthCheckConfig {
-        kind,
-        port: table.port,
-        interval,
-        timeout,
-        rise: table.rise,
-        fall: table.fall,
-    })
-}
-
-fn http_path(table: &HealthTable, key: &str) -> Result<String, Invalid> {
-    let Some(written) = &table.path else {
-        return Ok(HealthCheckConfig::DEFAULT_PATH.to_string());
-    };
-    let path = written.get_ref();
-    // It goes into the request line as written.
-    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Invalid::at(
-            format!("{key}.path"),
-            written,
-            format!("{path:?} must start with '/' and contain no whitespace or control characters"),
-        ));
-    }
-    Ok(path.clone())
-}
-
-fn http_host(table: &HealthTable, key: &str) -> Result<Option<String>, Invalid> {
-    let Some(written) = &table.host else {
-        return Ok(None);
-    };
-    let host = written.get_ref();
-    if !is_valid_host_header(host) {
-        return Err(Invalid::at(
-            format!("{key}.host"),
-            written,
-            format!(
-                "{host:?} is not a valid Host header value (a host name or IP address, optionally with :port)"
-            ),
-        ));
-    }
-    Ok(Some(host.clone()))
-}
-
-fn http_expect(table: &HealthTable, key: &str) -> Result<Vec<u16>, Invalid> {
-    let Some(written) = &table.expect else {
-        return Ok(Vec::new());
-    };
-    let mut seen = HashMap::new();
-    let mut expect = Vec::with_capacity(written.get_ref().0.len());
-    for (position, status) in written.get_ref().0.iter().enumerate() {
-        let code = *status.0.get_ref();
-        if let Some(earlier) = seen.insert(code, position) {
-            return Err(Invalid::at(
-                format!("{key}.expect[{position}]"),
-                &status.0,
-                format!("{code} is already expect[{earlier}]"),
-            ));
-        }
-        expect.push(code);
-    }
-    Ok(expect)
+    Ok((interval, timeout))
 }
 
 /// An ACL under `key` (`xdp.acl` or `vip[N].acl`); a VIP's rules are of its `family`.

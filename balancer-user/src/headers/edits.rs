@@ -46,10 +46,23 @@ impl CompiledEdits {
         self.set.is_empty() && self.unset.is_empty()
     }
 
-    /// Unset first, then set: `set` replaces every field of its name.
+    /// Unset first, then set: `set` replaces every field of its name. The other fields keep
+    /// their order (`HeaderMap::remove` would move the last field into the gap).
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for name in &self.unset {
-            headers.remove(name);
+        if self.unset.iter().any(|name| headers.contains_key(name)) {
+            let mut kept = HeaderMap::with_capacity(headers.len());
+            let mut current: Option<HeaderName> = None;
+            for (name, value) in std::mem::take(headers) {
+                if let Some(name) = name {
+                    current = Some(name);
+                }
+                if let Some(name) = &current
+                    && !self.unset.contains(name)
+                {
+                    kept.append(name.clone(), value);
+                }
+            }
+            *headers = kept;
         }
         for (name, value) in &self.set {
             headers.insert(name.clone(), value.clone());
@@ -128,6 +141,8 @@ mod tests {
         ]);
         edits.apply(&mut headers);
         assert!(!headers.contains_key("x-debug"));
+        let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-forwarded-port", "authorization", "x-env"]);
         assert_eq!(
             headers
                 .get_all("x-forwarded-port")

@@ -18,6 +18,9 @@
 //! - `/close`: the default answer with `Connection: close`.
 //! - `/redirect`: 302 to `http://LISTEN-ADDR/target` (`localhost` for unix) with
 //!   `Set-Cookie: a=b; Path=/`.
+//! - `/response-headers?NAME=VALUE&…`: the default answer with each pair added as a response
+//!   header, in order (percent-decoded, `+` is a space; a pair that is not a valid header is
+//!   skipped), e.g. `Server`, `Location` or `Set-Cookie` for tests of response rewriting.
 //! - `/stats`: `{"connections": C, "requests": R, "open": O}`. Traffic to `/stats` itself
 //!   is left out so a test can read them without moving them: C counts accepted connections
 //!   except those whose first request was `/stats`, R every request but `/stats`, O the
@@ -409,13 +412,63 @@ async fn handle(
     } else if path == "/close" {
         close = true;
     }
+    let extra_headers = if path == "/response-headers" {
+        request.uri().query().map(query_headers).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let mut response = default_answer(request, &server, &connection, status).await;
+    for (name, value) in extra_headers {
+        response.headers_mut().append(name, value);
+    }
     if close {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)
+}
+
+/// The `NAME=VALUE` pairs of a query as response headers, in order; invalid ones are skipped.
+fn query_headers(query: &str) -> Vec<(header::HeaderName, HeaderValue)> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter_map(|(name, value)| {
+            let name = header::HeaderName::from_bytes(&percent_decode(name)).ok()?;
+            let value = HeaderValue::from_bytes(&percent_decode(value)).ok()?;
+            Some((name, value))
+        })
+        .collect()
+}
+
+/// `%XX` escapes decoded and `+` as a space; a malformed escape is kept as written.
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let escaped = (bytes[at] == b'%')
+            .then(|| bytes.get(at + 1..at + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[at], escaped) {
+            (_, Some(byte)) => {
+                out.push(byte);
+                at += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                at += 1;
+            }
+            (byte, None) => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The JSON description of the request.

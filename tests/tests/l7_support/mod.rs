@@ -7,7 +7,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr, TcpStream},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -228,6 +228,47 @@ impl RawConn {
             buffer: Vec::new(),
             answered: 0,
         })
+    }
+
+    /// Connects to `addr` from inside `netns`, from the local address `source` (which must be
+    /// assigned in the namespace, e.g. an extra address on `lo`): a client or proxy at that
+    /// address, as the balancer sees it.
+    pub fn connect_from(netns: &Netns, source: IpAddr, addr: &str) -> anyhow::Result<RawConn> {
+        let target: SocketAddr = addr.parse().context("IP:PORT")?;
+        let stream = netns
+            .run(move || -> std::io::Result<TcpStream> {
+                let socket = socket2::Socket::new(
+                    socket2::Domain::for_address(target),
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                socket.bind(&SocketAddr::new(source, 0).into())?;
+                socket.connect_timeout(&target.into(), Duration::from_secs(3))?;
+                Ok(socket.into())
+            })?
+            .with_context(|| format!("connecting to {target} from {source}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(RawConn {
+            stream,
+            buffer: Vec::new(),
+            answered: 0,
+        })
+    }
+
+    /// Sends `head` as written (request line and header fields, each ending in CRLF, without
+    /// the empty line that ends the head; no body) and reads the response: exact bytes on the
+    /// wire, for what a client library would normalize.
+    pub fn send_head(&mut self, head: &str) -> anyhow::Result<RawReply> {
+        let request = format!("{head}\r\n");
+        self.stream
+            .write_all(request.as_bytes())
+            .with_context(|| format!("writing request {}", self.answered + 1))?;
+        let reply = self
+            .read_response()
+            .with_context(|| format!("reading the answer to request {}", self.answered + 1))?;
+        self.answered += 1;
+        Ok(reply)
     }
 
     /// `GET path` with `Host: host` on this connection, and its response.

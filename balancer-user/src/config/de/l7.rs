@@ -11,8 +11,8 @@ use serde::{
 use toml::Spanned;
 
 use super::{
-    Array, Cidr, Element, Keyword, Parsed, Table, TableOf, array, in_range, keyword,
-    optional_duration, port,
+    Array, Cidr, Element, Keyword, Parsed, Status, Table, TableOf, array, in_range, keyword,
+    optional_duration, port, rise_or_fall, spanned_keyword,
 };
 use crate::config::{KeepaliveConfig, ListenerConfig, RouteConfig};
 
@@ -204,6 +204,86 @@ pub(in crate::config) struct PoolTable {
     pub h2c: bool,
     #[serde(default)]
     pub error_pages: ErrorPages,
+    pub sticky: Option<Spanned<Table<StickyTable>>>,
+    pub health: Option<Spanned<Table<PoolHealthTable>>>,
+    #[serde(default)]
+    pub passive: Table<PassiveTable>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub slow_start: Option<Spanned<Duration>>,
+}
+
+/// `sticky`; which keys go with which `mode` is checked in `validate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct StickyTable {
+    #[serde(deserialize_with = "spanned_keyword")]
+    pub mode: Spanned<StickyMode>,
+    pub cookie: Option<Spanned<String>>,
+    pub path_param: Option<Spanned<String>>,
+    pub strip_route: Option<Spanned<bool>>,
+    pub key: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(in crate::config) enum StickyMode {
+    RouteSuffix,
+    Insert,
+}
+
+/// A pool's `health`: like a VIP's HTTP check, without `check` and `port`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct PoolHealthTable {
+    pub path: Spanned<String>,
+    pub host: Option<Spanned<String>>,
+    pub expect: Option<Spanned<Array<Status>>>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub interval: Option<Spanned<Duration>>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub timeout: Option<Spanned<Duration>>,
+    #[serde(default = "default_pool_rise", deserialize_with = "rise_or_fall")]
+    pub rise: u32,
+    #[serde(default = "default_pool_fall", deserialize_with = "rise_or_fall")]
+    pub fall: u32,
+}
+
+fn default_pool_rise() -> u32 {
+    crate::config::PoolHealthConfig::DEFAULT_RISE
+}
+
+fn default_pool_fall() -> u32 {
+    crate::config::PoolHealthConfig::DEFAULT_FALL
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct PassiveTable {
+    #[serde(
+        default = "default_passive_failures",
+        deserialize_with = "passive_failures"
+    )]
+    pub failures: u32,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub window: Option<Spanned<Duration>>,
+}
+
+impl Default for PassiveTable {
+    fn default() -> Self {
+        Self {
+            failures: default_passive_failures(),
+            window: None,
+        }
+    }
+}
+
+fn default_passive_failures() -> u32 {
+    crate::config::PassiveHealthConfig::default().failures
+}
+
+fn passive_failures<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    in_range::<D, u32, 0, 1000>(deserializer).map(Spanned::into_inner)
 }
 
 /// `balance`; `hash_on` (a rule between keys) completes `Hash` in `validate`.
@@ -295,6 +375,9 @@ impl TableOf for KeepaliveTable {}
 impl TableOf for RetryTable {}
 impl TableOf for TimeoutsTable {}
 impl TableOf for HeaderEditsTable {}
+impl TableOf for StickyTable {}
+impl TableOf for PoolHealthTable {}
+impl TableOf for PassiveTable {}
 
 impl TableOf for CertificateTable {
     const EXPECTING: &'static str =
@@ -326,6 +409,10 @@ impl Element for Table<ServerTable> {
 
 impl Keyword for AccessLog {
     const ONE_OF: &'static str = "one of `text`, `json`, `off`";
+}
+
+impl Keyword for StickyMode {
+    const ONE_OF: &'static str = "`route-suffix` or `insert`";
 }
 
 impl Keyword for Underscore {

@@ -13,10 +13,10 @@ use serde::de::{IntoDeserializer, value::StrDeserializer};
 use super::{ORIGIN, XDP, assert_error, local_vip, parse};
 use crate::config::{
     AccessLogFormat, Balance, CertificatePaths, Config, HashOn, HeaderEdits, HostPattern,
-    KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig, PoolConfig, PoolTimeouts,
-    ProxySettings, RetryConfig, RouteConfig, RouteTarget, ServerConfig, ServerUrl, TlsConfig,
-    TrustedHeader, UnderscorePolicy,
-    de::{AccessLog, BalanceKind, Keyword},
+    KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig, PoolConfig, PoolHealthConfig,
+    PoolTimeouts, ProxySettings, RetryConfig, RouteConfig, RouteTarget, ServerConfig, ServerUrl,
+    StickyConfig, StickyKey, TlsConfig, TrustedHeader, UnderscorePolicy,
+    de::{AccessLog, BalanceKind, Keyword, StickyMode, Underscore},
 };
 
 /// The directory relative paths are resolved against in `parse_in`.
@@ -803,6 +803,8 @@ fn l7_keyword_lists_match_the_enums() {
     for (message, one_of) in [
         (unknown_word_message::<AccessLog>(), AccessLog::ONE_OF),
         (unknown_word_message::<BalanceKind>(), BalanceKind::ONE_OF),
+        (unknown_word_message::<Underscore>(), Underscore::ONE_OF),
+        (unknown_word_message::<StickyMode>(), StickyMode::ONE_OF),
     ] {
         assert_eq!(
             message,
@@ -815,8 +817,7 @@ fn l7_keyword_lists_match_the_enums() {
 
 const LISTENER_KEYS: &str = "`name`, `bind`, `tls`, `redirect_https`, `https_port`, `header_read_timeout`, `keepalive_timeout`, `max_header_bytes`, `max_headers`, `max_connections`, `trusted_proxies`, `trusted_headers`, `underscore_headers`, `allowed_hosts`, `disallowed_host_status`, `identity_headers`, `emit_forwarded`, `emit_x_real_ip`";
 const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`";
-const POOL_KEYS: &str =
-    "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, `timeouts`, `h2c`, `error_pages`";
+const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, `timeouts`, `h2c`, `error_pages`, `sticky`, `health`, `passive`, `slow_start`";
 
 #[test]
 fn unknown_key_in_proxy() {
@@ -852,7 +853,7 @@ fn unknown_key_in_route() {
 
 #[test]
 fn unknown_key_in_pool() {
-    for key in ["sticky", "health", "backends"] {
+    for key in ["stickiness", "checks", "backends"] {
         assert_error(
             &format!("{POOL}{key} = {{}}\n"),
             &format!(
@@ -2016,5 +2017,163 @@ fn header_edit_errors() {
     assert_error(
         &route_with("request_headers = { add = { \"X-A\" = \"1\" } }\n"),
         "test.toml:9:21: route[0].request_headers.add: unknown field `add`, expected `set` or `unset`",
+    );
+}
+
+// ---- Sticky sessions, pool health, admin token (issue 6) --------------------------------------
+
+#[test]
+fn sticky_health_passive_and_slow_start_keys() {
+    let text = "[pool.django]
+servers = [{ url = \"http://198.18.1.2:8000\", route = \"a\" }, { url = \"unix:/run/b.sock\", route = \"b\" }]
+sticky = { mode = \"route-suffix\", cookie = \"sessionid\", path_param = \"jsessionid\", strip_route = false }
+health = { path = \"/healthz/\", host = \"www.example.test\", expect = [200, 204], interval = \"500ms\", timeout = \"200ms\", rise = 1, fall = 2 }
+passive = { failures = 3, window = \"5s\" }
+slow_start = \"30s\"
+[pool.other]
+servers = [{ url = \"http://198.18.1.3\" }]
+sticky = { mode = \"insert\", key_file = \"keys/sticky.key\" }
+[pool.third]
+servers = [{ url = \"http://198.18.1.4\" }]
+sticky = { mode = \"insert\", cookie = \"lb\", key = \"0123456789abcdef\" }
+";
+    let pools = parse_in(text).l7.pools;
+    let django = &pools[0];
+    assert_eq!(
+        django.sticky,
+        Some(StickyConfig::RouteSuffix {
+            cookie: Some("sessionid".to_string()),
+            path_param: Some("jsessionid".to_string()),
+            strip_route: false,
+        })
+    );
+    assert_eq!(
+        django.health,
+        Some(PoolHealthConfig {
+            path: "/healthz/".to_string(),
+            host: Some("www.example.test".to_string()),
+            expect: vec![200, 204],
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(200),
+            rise: 1,
+            fall: 2,
+        })
+    );
+    assert_eq!(
+        django.passive,
+        PassiveHealthConfig {
+            failures: 3,
+            window: Duration::from_secs(5)
+        }
+    );
+    assert_eq!(django.slow_start, Duration::from_secs(30));
+    assert_eq!(
+        pools[1].sticky,
+        Some(StickyConfig::Insert {
+            cookie: "balancer_sticky".to_string(),
+            key: StickyKey::File(path("/etc/balancer/keys/sticky.key")),
+        })
+    );
+    assert_eq!(pools[1].health, None);
+    assert_eq!(pools[1].passive, PassiveHealthConfig::default());
+    assert_eq!(pools[1].slow_start, Duration::ZERO);
+    assert_eq!(
+        pools[2].sticky,
+        Some(StickyConfig::Insert {
+            cookie: "lb".to_string(),
+            key: StickyKey::Inline("0123456789abcdef".to_string()),
+        })
+    );
+}
+
+#[test]
+fn pool_health_defaults() {
+    let health = parse_in(&pool_with(
+        "servers = [{ url = \"http://a\" }]\nhealth = { path = \"/\" }\n",
+    ))
+    .l7
+    .pools[0]
+        .health
+        .clone()
+        .expect("health");
+    assert_eq!(
+        (health.interval, health.timeout, health.rise, health.fall),
+        (Duration::from_secs(2), Duration::from_secs(1), 2, 3)
+    );
+    assert!(health.host.is_none() && health.expect.is_empty());
+}
+
+#[test]
+fn sticky_and_health_errors() {
+    let servers = "servers = [{ url = \"http://a\", route = \"a\" }, { url = \"http://b\" }]\n";
+    assert_error(
+        &pool_with(&format!(
+            "{servers}sticky = {{ mode = \"route-suffix\", cookie = \"sessionid\" }}\n"
+        )),
+        "test.toml:2:55: pool.app.servers[1]: needs a route = \"...\": sticky mode route-suffix routes sessions by the suffix .ROUTE of their id",
+    );
+    assert_error(
+        &pool_with(&format!(
+            "{servers}sticky = {{ mode = \"route-suffix\" }}\n"
+        )),
+        "test.toml:3:10: pool.app.sticky: route-suffix needs the session's cookie (cookie = \"sessionid\") or URL path parameter (path_param = \"jsessionid\"), or both",
+    );
+    assert_error(
+        &pool_with(&format!("{servers}sticky = {{ mode = \"insert\" }}\n")),
+        "test.toml:3:10: pool.app.sticky: mode = \"insert\" needs the HMAC key that signs its cookies: key = \"...\" or key_file = \"PATH\"",
+    );
+    assert_error(
+        &pool_with(&format!(
+            "{servers}sticky = {{ mode = \"insert\", key = \"short\" }}\n"
+        )),
+        "test.toml:3:35: pool.app.sticky.key: is 5 bytes; a signing key needs at least 16",
+    );
+    assert_error(
+        &pool_with(&format!(
+            "{servers}sticky = {{ mode = \"insert\", key = \"0123456789abcdef\", key_file = \"k\" }}\n"
+        )),
+        "test.toml:3:66: pool.app.sticky.key_file: give key or key_file, not both",
+    );
+    assert_error(
+        &pool_with(&format!(
+            "{servers}sticky = {{ mode = \"insert\", key = \"0123456789abcdef\", strip_route = true }}\n"
+        )),
+        "test.toml:3:69: pool.app.sticky.strip_route: not used with mode = \"insert\"",
+    );
+    assert_error(
+        &pool_with(&format!(
+            "{servers}sticky = {{ mode = \"insert\", key = \"0123456789abcdef\", cookie = \"a b\" }}\n"
+        )),
+        "test.toml:3:64: pool.app.sticky.cookie: \"a b\" is not a cookie or parameter name (letters, digits and !#$%&'*+-.^_`|~)",
+    );
+    assert_error(
+        &pool_with(&format!("{servers}sticky = {{ mode = \"cookie\" }}\n")),
+        "test.toml:3:19: pool.app.sticky.mode: unknown variant `cookie`, expected `route-suffix` or `insert`",
+    );
+    assert_error(
+        &pool_with(&format!("{servers}health = {{ path = \"healthz\" }}\n")),
+        "test.toml:3:19: pool.app.health.path: \"healthz\" must start with '/' and contain no whitespace or control characters",
+    );
+    assert_error(
+        &pool_with(&format!(
+            "{servers}health = {{ path = \"/\", interval = \"1s\", timeout = \"2s\" }}\n"
+        )),
+        "test.toml:3:51: pool.app.health.timeout: must be above 0 and at most the interval (1s), not 2s",
+    );
+    assert_error(
+        &pool_with(&format!("{servers}health = {{ path = \"/\", rise = 0 }}\n")),
+        "test.toml:3:31: pool.app.health.rise: must be between 1 and 100, not 0",
+    );
+    assert_error(
+        &pool_with(&format!("{servers}health = {{ interval = \"1s\" }}\n")),
+        "test.toml:3:10: pool.app.health: missing field `path`",
+    );
+    assert_error(
+        &pool_with(&format!("{servers}passive = {{ failures = 1001 }}\n")),
+        "test.toml:3:24: pool.app.passive.failures: must be between 0 and 1000, not 1001",
+    );
+    assert_error(
+        &pool_with(&format!("{servers}slow_start = \"2h\"\n")),
+        "test.toml:3:14: pool.app.slow_start: must be between 0s and 1h, not 2h",
     );
 }

@@ -15,15 +15,19 @@ use toml::Spanned;
 
 use crate::headers::HeaderGroup;
 
-use super::{is_valid_host_name, is_valid_name, not_a_name, show};
+use super::{
+    check_expect, check_host, check_interval_and_timeout, check_path, is_valid_host_name,
+    is_valid_name, not_a_name, show,
+};
 use crate::config::{
     AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HeaderEdits, HostPattern,
-    KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig, PoolConfig, PoolTimeouts,
-    ProxySettings, RetryConfig, RouteConfig, RouteTarget, ServerConfig, ServerUrl, TlsConfig,
-    TrustedHeader, UnderscorePolicy,
+    KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig, PoolConfig, PoolHealthConfig,
+    PoolTimeouts, ProxySettings, RetryConfig, RouteConfig, RouteTarget, ServerConfig, ServerUrl,
+    StickyConfig, StickyKey, TlsConfig, TrustedHeader, UnderscorePolicy,
     de::{
-        AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, PoolTable, Pools,
-        ProxyTable, RouteTable, Table, TlsTable, Underscore,
+        AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, PoolHealthTable,
+        PoolTable, Pools, ProxyTable, RouteTable, StickyMode, StickyTable, Table, TlsTable,
+        Underscore,
     },
     error::Invalid,
 };
@@ -728,11 +732,175 @@ fn pool_config(
         timeouts: pool_timeouts(&key, pool)?,
         h2c: pool.h2c,
         error_pages: error_pages(&key, &pool.error_pages, base_dir)?,
-        sticky: None,
-        health: None,
-        passive: PassiveHealthConfig::default(),
-        slow_start: Duration::ZERO,
+        sticky: pool
+            .sticky
+            .as_ref()
+            .map(|written| sticky(&format!("{key}.sticky"), written, pool, base_dir))
+            .transpose()?,
+        health: pool
+            .health
+            .as_ref()
+            .map(|written| pool_health(&format!("{key}.health"), written.get_ref()))
+            .transpose()?,
+        passive: PassiveHealthConfig {
+            failures: pool.passive.failures,
+            window: duration(
+                &format!("{key}.passive.window"),
+                pool.passive.window.as_ref(),
+                PassiveHealthConfig::default().window,
+                Limits::AboveZeroUpTo(HOUR),
+            )?,
+        },
+        slow_start: duration(
+            &format!("{key}.slow_start"),
+            pool.slow_start.as_ref(),
+            Duration::ZERO,
+            Limits::UpTo(HOUR),
+        )?,
     })
+}
+
+fn pool_health(key: &str, table: &PoolHealthTable) -> Result<PoolHealthConfig, Invalid> {
+    let (interval, timeout) =
+        check_interval_and_timeout(key, table.interval.as_ref(), table.timeout.as_ref())?;
+    Ok(PoolHealthConfig {
+        path: check_path(key, &table.path)?,
+        host: table
+            .host
+            .as_ref()
+            .map(|written| check_host(key, written))
+            .transpose()?,
+        expect: check_expect(key, table.expect.as_ref())?,
+        interval,
+        timeout,
+        rise: table.rise,
+        fall: table.fall,
+    })
+}
+
+/// `sticky`: the keys of its `mode`, and what the mode needs of the pool's servers.
+fn sticky(
+    key: &str,
+    written: &Spanned<Table<StickyTable>>,
+    pool: &PoolTable,
+    base_dir: &Path,
+) -> Result<StickyConfig, Invalid> {
+    let table: &StickyTable = written.get_ref();
+    let mode = *table.mode.get_ref();
+    let not_with = |name: &str, span: Option<std::ops::Range<usize>>, mode: &str| {
+        span.map(|span| Invalid {
+            key: format!("{key}.{name}"),
+            span,
+            what: format!("not used with mode = \"{mode}\""),
+        })
+    };
+    let cookie_name = |written: &Spanned<String>, what: &str| {
+        let name = written.get_ref();
+        if is_token(name) {
+            Ok(name.clone())
+        } else {
+            Err(Invalid::at(
+                format!("{key}.{what}"),
+                written,
+                format!(
+                    "{name:?} is not a cookie or parameter name (letters, digits and !#$%&'*+-.^_`|~)"
+                ),
+            ))
+        }
+    };
+    match mode {
+        StickyMode::RouteSuffix => {
+            for (name, span) in [
+                ("key", table.key.as_ref().map(Spanned::span)),
+                ("key_file", table.key_file.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(err) = not_with(name, span, "route-suffix") {
+                    return Err(err);
+                }
+            }
+            let cookie = table
+                .cookie
+                .as_ref()
+                .map(|c| cookie_name(c, "cookie"))
+                .transpose()?;
+            let path_param = table
+                .path_param
+                .as_ref()
+                .map(|p| cookie_name(p, "path_param"))
+                .transpose()?;
+            if cookie.is_none() && path_param.is_none() {
+                return Err(Invalid::at(
+                    key,
+                    written,
+                    "route-suffix needs the session's cookie (cookie = \"sessionid\") or URL path parameter (path_param = \"jsessionid\"), or both",
+                ));
+            }
+            let servers = &pool.servers.get_ref().0;
+            if let Some((position, server)) =
+                servers.iter().enumerate().find(|(_, s)| s.route.is_none())
+            {
+                let pool_key = key.strip_suffix(".sticky").unwrap_or(key);
+                return Err(Invalid::at(
+                    format!("{pool_key}.servers[{position}]"),
+                    &server.url,
+                    "needs a route = \"...\": sticky mode route-suffix routes sessions by the suffix .ROUTE of their id",
+                ));
+            }
+            Ok(StickyConfig::RouteSuffix {
+                cookie,
+                path_param,
+                strip_route: table.strip_route.as_ref().is_none_or(|s| *s.get_ref()),
+            })
+        }
+        StickyMode::Insert => {
+            for (name, span) in [
+                ("path_param", table.path_param.as_ref().map(Spanned::span)),
+                ("strip_route", table.strip_route.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(err) = not_with(name, span, "insert") {
+                    return Err(err);
+                }
+            }
+            let cookie = match &table.cookie {
+                Some(written) => cookie_name(written, "cookie")?,
+                None => StickyConfig::DEFAULT_INSERT_COOKIE.to_string(),
+            };
+            let key = match (&table.key, &table.key_file) {
+                (Some(_), Some(file)) => {
+                    return Err(Invalid::at(
+                        format!("{key}.key_file"),
+                        file,
+                        "give key or key_file, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(Invalid::at(
+                        key,
+                        written,
+                        "mode = \"insert\" needs the HMAC key that signs its cookies: key = \"...\" or key_file = \"PATH\"",
+                    ));
+                }
+                (Some(inline), None) => {
+                    if inline.get_ref().len() < StickyConfig::MIN_KEY_BYTES {
+                        return Err(Invalid::at(
+                            format!("{key}.key"),
+                            inline,
+                            format!(
+                                "is {} bytes; a signing key needs at least {}",
+                                inline.get_ref().len(),
+                                StickyConfig::MIN_KEY_BYTES
+                            ),
+                        ));
+                    }
+                    StickyKey::Inline(inline.get_ref().clone())
+                }
+                (None, Some(file)) => {
+                    StickyKey::File(file_path(&format!("{key}.key_file"), file, base_dir)?)
+                }
+            };
+            Ok(StickyConfig::Insert { cookie, key })
+        }
+    }
 }
 
 fn keepalive(key: &str, pool: &PoolTable) -> Result<KeepaliveConfig, Invalid> {
