@@ -335,3 +335,94 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// Pool "app" of a config with `keys` (servers included), round-robin.
+    fn pool(keys: &str) -> Arc<Pool> {
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\n\n\
+             [[route]]\nname = \"main\"\nlistener = \"web\"\npool = \"app\"\n\n[pool.app]\n{keys}\n"
+        );
+        let config = Config::parse(&text, "test.toml").expect("valid config");
+        let app = &config.l7.pools[0];
+        Arc::new(Pool::new(app, Arc::new(ErrorPages::default()), None))
+    }
+
+    const THREE: &str = "servers = [ { url = \"http://10.0.0.1:80\", route = \"a\" }, \
+                         { url = \"http://10.0.0.2:80\", route = \"b\" }, \
+                         { url = \"http://10.0.0.3:80\", route = \"c\" } ]";
+
+    /// (index, used preferred) of one pick.
+    fn pick(
+        pool: &Arc<Pool>,
+        exclude: Option<usize>,
+        preferred: Option<usize>,
+    ) -> Option<(usize, bool)> {
+        pool.pick_with(None, exclude, preferred)
+            .map(|load| (Pool::index_of(&load), load.used_preferred()))
+    }
+
+    #[test]
+    fn a_preferred_server_is_used_while_it_takes_sticky_requests() {
+        let pool = pool(THREE);
+        assert_eq!(pool.route_index("b"), Some(1));
+        assert_eq!(pool.find_server("http://10.0.0.3:80"), Some(2));
+        assert_eq!(pool.find_server("c"), Some(2));
+        assert_eq!(pool.find_server("d"), None);
+        assert_eq!(pick(&pool, None, Some(1)), Some((1, true)));
+        // Draining: still for its sticky requests, never for new ones.
+        assert!(pool.set_operator(1, Operator::Draining, "test"));
+        assert!(!pool.set_operator(1, Operator::Draining, "test"));
+        assert_eq!(pick(&pool, None, Some(1)), Some((1, true)));
+        for _ in 0..10 {
+            let (index, preferred) = pick(&pool, None, None).expect("a pick");
+            assert!(index != 1 && !preferred);
+        }
+        // Excluded (its connect failed) or disabled: a normal pick elsewhere.
+        let (index, preferred) = pick(&pool, Some(1), Some(1)).expect("a pick");
+        assert!(index != 1 && !preferred);
+        pool.set_operator(1, Operator::Disabled, "test");
+        let (index, preferred) = pick(&pool, None, Some(1)).expect("a pick");
+        assert!(index != 1 && !preferred);
+        // Out of range: ignored.
+        assert!(pick(&pool, None, Some(7)).is_some_and(|(_, preferred)| !preferred));
+        assert_eq!(pool.servers[1].health.changes(Transition::Disabled), 1);
+        assert!(pool.can_serve(Instant::now()));
+        for index in [0, 2] {
+            pool.set_operator(index, Operator::Disabled, "test");
+        }
+        assert!(!pool.can_serve(Instant::now()));
+        assert_eq!(pick(&pool, None, None), None);
+    }
+
+    #[test]
+    fn servers_with_checks_start_down_and_carry_their_state_to_a_rebuilt_pool() {
+        let checked = format!("{THREE}\nhealth = {{ path = \"/\" }}");
+        let old = pool(&checked);
+        assert!(!old.can_serve(Instant::now()), "down until checked");
+        assert_eq!(pick(&old, None, Some(0)), None);
+        old.record_check(0, true, "passed");
+        assert_eq!(pick(&old, None, None).map(|(index, _)| index), Some(0));
+        old.set_operator(2, Operator::Draining, "test");
+        // The same urls in a new pool (another balance): their state comes along.
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\n\n\
+             [[route]]\nname = \"main\"\nlistener = \"web\"\npool = \"app\"\n\n[pool.app]\n\
+             balance = \"least-conn\"\n{checked}\n"
+        );
+        let config = Config::parse(&text, "test.toml").expect("valid config");
+        let new = Pool::new(
+            &config.l7.pools[0],
+            Arc::new(ErrorPages::default()),
+            Some(&old),
+        );
+        let now = Instant::now();
+        assert!(new.view(0, now).takes_new);
+        assert!(!new.view(1, now).health_up);
+        assert_eq!(new.view(2, now).operator, Operator::Draining);
+    }
+}
