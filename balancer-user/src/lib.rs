@@ -9,6 +9,7 @@ pub mod config;
 pub mod dataplane;
 pub mod headers;
 pub mod health;
+pub mod linked;
 pub mod proxy;
 pub mod run;
 pub mod sticky;

@@ -53,6 +53,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         token: std::sync::RwLock::new(token),
     });
     tracing::info!(listen = %config.admin.listen, "admin API listening");
+    if let Some(xdp) = &context.xdp {
+        tokio::spawn(crate::linked::sync_health(
+            proxy.shared(),
+            xdp.control.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     let admin_task = tokio::spawn(admin::serve(admin_listener, context.clone(), shutdown_rx));
 
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

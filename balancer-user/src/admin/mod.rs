@@ -203,7 +203,24 @@ fn vip_backend_action(
     match result {
         Ok(()) => {
             tracing::info!(vip = %vip, backend = %address, "admin: backend set to {admin:?} by API request");
-            text(StatusCode::OK, &format!("{vip} {address}: {action} done\n"))
+            // One state per host: pool servers at this address follow.
+            let servers = context.proxy.as_ref().map_or_else(Vec::new, |proxy| {
+                crate::linked::operator_to_pools(
+                    proxy,
+                    address,
+                    admin,
+                    &format!("admin API (VIP {vip} backend {address})"),
+                )
+            });
+            let also = if servers.is_empty() {
+                String::new()
+            } else {
+                format!(" (also pool servers {})", servers.join(", "))
+            };
+            text(
+                StatusCode::OK,
+                &format!("{vip} {address}: {action} done{also}\n"),
+            )
         }
         Err(err @ (AdminError::NoVip(_) | AdminError::NoBackend { .. })) => {
             text(StatusCode::NOT_FOUND, &format!("{err}\n"))

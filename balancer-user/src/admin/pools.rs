@@ -61,6 +61,16 @@ pub fn server_action(
     };
     let changed = pool.set_operator(index, operator, "admin API");
     let server = &pool.servers[index];
+    // One state per host: VIP backends at this server's address follow.
+    let vips = match (
+        &context.xdp,
+        crate::linked::server_address(&server.config.url),
+    ) {
+        (Some(xdp), Some(address)) => {
+            crate::linked::operator_to_vips(&xdp.control, address, operator)
+        }
+        _ => Vec::new(),
+    };
     if !changed {
         tracing::info!(pool = %pool_name, server = %server.label, "admin API: {action}: already {}", operator.label());
     }
@@ -70,6 +80,7 @@ pub fn server_action(
         "route": server.config.route,
         "operator": operator.label(),
         "changed": changed,
+        "vips": vips,
     });
     with_type(StatusCode::OK, format!("{body}\n"), "application/json")
 }
