@@ -232,9 +232,10 @@ servers = [ {{ url = "{api}" }} ]
 
 /// What a backend sees from a spoofing client and from a trusted proxy, side by side; then a
 /// redirect of the backend and a disallowed host.
-fn header_view(
-    get: &dyn Fn(&str, &str, &[&str]) -> anyhow::Result<balancer_tests::CurlReply>,
-) -> anyhow::Result<()> {
+/// A curl request through the demo's listeners: (HTTP version flag, URL, extra arguments).
+type Get<'a> = &'a dyn Fn(&str, &str, &[&str]) -> anyhow::Result<balancer_tests::CurlReply>;
+
+fn header_view(get: Get<'_>) -> anyhow::Result<()> {
     let spoofed = [
         "-H",
         "X-Forwarded-For: 6.6.6.6",
