@@ -18,6 +18,7 @@ use crate::{
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
+    let token = admin_token(&config).map_err(anyhow::Error::msg)?;
     let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
@@ -49,9 +50,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         started: std::time::SystemTime::now(),
         proxy: Some(proxy.shared()),
         reload: Some(reload_tx),
+        token: std::sync::RwLock::new(token),
     });
     tracing::info!(listen = %config.admin.listen, "admin API listening");
-    let admin_task = tokio::spawn(admin::serve(admin_listener, context, shutdown_rx));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, context.clone(), shutdown_rx));
 
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
@@ -63,13 +65,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             _ = interrupt.recv() => break "SIGINT",
             _ = terminate.recv() => break "SIGTERM",
             _ = hangup.recv() => {
-                match reload(config_path, &mut current, &mut proxy) {
+                match reload(config_path, &mut current, &mut proxy, &context) {
                     Ok(summary) => tracing::info!("SIGHUP: {summary}"),
                     Err(err) => tracing::error!("SIGHUP: reload refused, the previous config keeps serving: {err}"),
                 }
             }
             Some(request) = reload_rx.recv() => {
-                let result = reload(config_path, &mut current, &mut proxy);
+                let result = reload(config_path, &mut current, &mut proxy, &context);
                 match &result {
                     Ok(summary) => tracing::info!("API: {summary}"),
                     Err(err) => tracing::error!("API: reload refused, the previous config keeps serving: {err}"),
@@ -101,11 +103,17 @@ pub struct ReloadRequest {
 
 /// Reads the config file again and applies it, all or nothing. Parts that cannot change while
 /// running are refused with the reason rather than half applied.
-fn reload(config_path: &Path, current: &mut Config, proxy: &mut Proxy) -> Result<String, String> {
+fn reload(
+    config_path: &Path,
+    current: &mut Config,
+    proxy: &mut Proxy,
+    admin: &AdminContext,
+) -> Result<String, String> {
     let new = Config::load(config_path).map_err(|err| err.to_string())?;
-    if new.admin != current.admin {
+    if new.admin.listen != current.admin.listen {
         return Err("admin.listen changed: restart balancer to apply it".into());
     }
+    let token = admin_token(&new)?;
     if new.xdp != current.xdp || new.vips != current.vips {
         return Err(
             "[xdp] or [[vip]] changed: restart balancer to apply (with xdp.pin_path set, \
@@ -114,6 +122,10 @@ fn reload(config_path: &Path, current: &mut Config, proxy: &mut Proxy) -> Result
         );
     }
     proxy.reload(&new.l7)?;
+    *admin
+        .token
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = token;
     let summary = format!(
         "config reloaded from {}: {} listeners, {} routes, {} pools",
         config_path.display(),
@@ -123,6 +135,16 @@ fn reload(config_path: &Path, current: &mut Config, proxy: &mut Proxy) -> Result
     );
     *current = new;
     Ok(summary)
+}
+
+/// The admin API's bearer token, read from `admin.token_file` (each start and reload).
+fn admin_token(config: &Config) -> Result<Option<String>, String> {
+    config
+        .admin
+        .token_file
+        .as_deref()
+        .map(admin::read_token)
+        .transpose()
 }
 
 /// `balancer decap`: attach the decapsulation program until told to stop.

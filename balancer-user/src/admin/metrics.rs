@@ -9,6 +9,7 @@ use prometheus_client::{
 
 use super::AdminContext;
 use crate::dataplane::XdpStats;
+use crate::proxy::server_state::Transition;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -17,6 +18,7 @@ pub fn render(context: &AdminContext) -> Result<String, aya::maps::MapError> {
     registry.register_collector(Box::new(BuildInfo));
     if let Some(proxy) = &context.proxy {
         proxy.metrics.register(&mut registry);
+        registry.register_collector(Box::new(PoolServers::read(&proxy.state.load())));
     }
     if let Some(xdp) = &context.xdp {
         let stats = xdp.read()?;
@@ -163,6 +165,66 @@ impl Collector for XdpCollector {
             for event in balancer_common::FlowEvent::ALL {
                 ConstCounter::new(self.stats.flow_events[event as usize])
                     .encode(family.encode_family(&[("event", event.label())])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The pool servers' state at scrape time.
+#[derive(Debug)]
+struct PoolServers {
+    /// (pool, server, takes new sessions, changes by `Transition::ALL`).
+    servers: Vec<(String, String, bool, Vec<u64>)>,
+}
+
+impl PoolServers {
+    fn read(state: &crate::proxy::state::ProxyState) -> PoolServers {
+        let now = std::time::Instant::now();
+        let mut servers = Vec::new();
+        for (name, pool) in &state.pools {
+            for (index, server) in pool.servers.iter().enumerate() {
+                let changes = Transition::ALL
+                    .iter()
+                    .map(|&to| server.health.changes(to))
+                    .collect();
+                let up = pool.view(index, now).takes_new;
+                servers.push((name.clone(), server.label.clone(), up, changes));
+            }
+        }
+        servers.sort();
+        PoolServers { servers }
+    }
+}
+
+impl Collector for PoolServers {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            let mut family = encoder.encode_descriptor(
+                "balancer_backend_up",
+                "1 when the pool server takes new sessions (healthy, enabled, not ejected)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (pool, server, up, _) in &self.servers {
+                let labels = [("pool", pool.as_str()), ("server", server.as_str())];
+                ConstGauge::new(i64::from(*up)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "balancer_backend_state_changes",
+            "Changes of a pool server's state (health, passive ejection, operator), by new state",
+            None,
+            MetricType::Counter,
+        )?;
+        for (pool, server, _, changes) in &self.servers {
+            for (to, count) in Transition::ALL.iter().zip(changes) {
+                let labels = [
+                    ("pool", pool.as_str()),
+                    ("server", server.as_str()),
+                    ("to", to.label()),
+                ];
+                ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())

@@ -1,8 +1,13 @@
 //! The admin listener: metrics, state and health for operators and outer balancers.
-//! Loopback by default; the API has no authentication of its own yet.
+//! Loopback by default; with `admin.token_file`, every request but `GET /healthz` must carry
+//! `Authorization: Bearer TOKEN`.
 
+mod auth;
 mod metrics;
+mod pools;
 mod state;
+
+pub use auth::read_token;
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -24,6 +29,8 @@ pub struct AdminContext {
     pub proxy: Option<Arc<crate::proxy::handler::Shared>>,
     /// Where `POST /api/reload` sends its request (to the task that owns the config).
     pub reload: Option<tokio::sync::mpsc::Sender<crate::run::ReloadRequest>>,
+    /// The bearer token from `admin.token_file` (replaced on reload); `None`: no token needed.
+    pub token: std::sync::RwLock<Option<String>>,
 }
 
 pub struct XdpView {
@@ -68,6 +75,9 @@ pub async fn serve(
             let service = service_fn(move |request| {
                 let context = context.clone();
                 async move {
+                    if let Some(refused) = auth::check(&context, &request) {
+                        return Ok::<_, Infallible>(refused);
+                    }
                     if request.uri().path() == "/api/reload" {
                         return Ok::<_, Infallible>(reload(&context, &request).await);
                     }
@@ -89,6 +99,9 @@ fn respond(context: &AdminContext, request: &Request<Incoming>) -> Response<Full
     let path = request.uri().path();
     if let Some(rest) = path.strip_prefix("/api/vips/") {
         return vip_backend_action(context, request, rest);
+    }
+    if let Some(rest) = path.strip_prefix("/api/pools/") {
+        return pools::server_action(context, request, rest);
     }
     let allowed = match path {
         "/metrics" | "/api/state" | "/healthz" => "GET, HEAD",
@@ -112,7 +125,7 @@ fn respond(context: &AdminContext, request: &Request<Incoming>) -> Response<Full
                 &format!("reading counters failed: {err}\n"),
             ),
         },
-        _ => text(StatusCode::OK, "ok\n"),
+        _ => pools::healthz(context),
     }
 }
 

@@ -1,6 +1,13 @@
 //! `GET /api/state`: the balancer's state as JSON.
 
+use std::{sync::atomic::Ordering, time::Instant};
+
 use serde_json::json;
+
+use crate::proxy::{
+    pool::{Pool, Server},
+    server_state::{Operator, StateView, Transition},
+};
 
 use super::AdminContext;
 
@@ -39,7 +46,7 @@ pub fn render(context: &AdminContext) -> Result<String, aya::maps::MapError> {
     Ok(serde_json::to_string_pretty(&state).expect("JSON values serialize") + "\n")
 }
 
-/// Every pool with its servers' live counters.
+/// Every pool with its servers' state and live counters.
 fn pools(state: &crate::proxy::state::ProxyState) -> serde_json::Value {
     let now = std::time::Instant::now();
     let mut names: Vec<&String> = state.pools.keys().collect();
@@ -51,22 +58,63 @@ fn pools(state: &crate::proxy::state::ProxyState) -> serde_json::Value {
             let servers: Vec<serde_json::Value> = pool
                 .servers
                 .iter()
-                .map(|server| {
-                    json!({
-                        "url": server.label,
-                        "weight": server.config.weight,
-                        "route": server.config.route,
-                        "failing": server.failing(now),
-                        "in_flight": server.in_flight(),
-                        "requests": server.requests.load(std::sync::atomic::Ordering::Relaxed),
-                        "connect_failures": server.connect_failures.load(std::sync::atomic::Ordering::Relaxed),
-                        "connections_opened": server.connections.connections_opened(),
-                        "idle_connections": server.connections.idle_connections(),
-                    })
-                })
+                .enumerate()
+                .map(|(index, server)| server_json(pool, index, server, now))
                 .collect();
             json!({ "name": name, "servers": servers })
         })
         .collect();
     serde_json::Value::Array(pools)
+}
+
+fn server_json(pool: &Pool, index: usize, server: &Server, now: Instant) -> serde_json::Value {
+    let view = pool.view(index, now);
+    let changes: serde_json::Map<String, serde_json::Value> = Transition::ALL
+        .iter()
+        .map(|&to| (to.label().to_string(), json!(server.health.changes(to))))
+        .collect();
+    let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    json!({
+        "url": server.label,
+        "route": server.config.route,
+        "weight": server.config.weight,
+        "effective_weight": f64::from(server.config.weight) * f64::from(view.weight_permille) / 1000.0,
+        "state": summary(&view),
+        "health": if view.health_up { "up" } else { "down" },
+        "health_reason": view.health_reason,
+        "last_check": view.last_check,
+        "operator": view.operator.label(),
+        "takes_new_sessions": view.takes_new,
+        "takes_sticky_requests": view.takes_sticky,
+        "ejected": view.ejected,
+        "ejected_for_ms": view.ejected_for.map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+        "passive_ejections": view.ejections,
+        "last_ejection": view.last_ejection,
+        "failing": view.failing,
+        "state_changes": changes,
+        "in_flight": server.in_flight(),
+        // Each request in flight holds one upstream connection (HTTP/1.1).
+        "active_connections": server.in_flight(),
+        "requests": count(&server.requests),
+        "sticky_requests": count(&server.sticky_requests),
+        "connect_failures": count(&server.connect_failures),
+        "connections_opened": server.connections.connections_opened(),
+        "idle_connections": server.connections.idle_connections(),
+    })
+}
+
+/// One word for the server's state: why it does not take new sessions, or "up".
+fn summary(view: &StateView) -> &'static str {
+    if !view.health_up {
+        "down"
+    } else if view.ejected {
+        "ejected"
+    } else if view.failing {
+        "failing"
+    } else {
+        match view.operator {
+            Operator::Enabled => "up",
+            other => other.label(),
+        }
+    }
 }

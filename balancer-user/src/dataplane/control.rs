@@ -69,6 +69,9 @@ pub struct BackendModel {
     /// The last health-check verdict, or why the backend is assumed healthy.
     pub health_reason: String,
     pub admin: AdminState,
+    /// The L7 health of the pool servers at this address (an L7 pool and this VIP share the
+    /// host): when one is down, the backend takes no flows either. `None`: no such server.
+    pub pool_health: Option<LinkedHealth>,
     /// What the data plane sees: "up", "draining" or "down".
     pub state: &'static str,
     #[serde(skip)]
@@ -109,6 +112,21 @@ impl From<&NextHop> for NextHopView {
             src_mac: hop.src_mac,
             dst_mac: hop.dst_mac,
         }
+    }
+}
+
+/// What the proxy's health checks say of the pool servers on a backend's address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkedHealth {
+    pub up: bool,
+    /// E.g. "pool django server a: 3 checks failed in a row, last: connect refused".
+    pub reason: String,
+}
+
+impl BackendModel {
+    /// Healthy by its own checks and by the L7 checks of servers on its address.
+    fn healthy_everywhere(&self) -> bool {
+        self.healthy && self.pool_health.as_ref().is_none_or(|linked| linked.up)
     }
 }
 
@@ -283,6 +301,7 @@ impl Control {
                     healthy,
                     health_reason: reason,
                     admin,
+                    pool_health: None,
                     state: layout::state_label(state_code),
                     state_code,
                     next_hop: None,
@@ -373,6 +392,54 @@ impl Control {
         Ok(())
     }
 
+    /// The L7 verdict on the pool servers at `address`, for every VIP backend there. Returns
+    /// the names of the VIPs it changed.
+    pub fn set_pool_health(
+        &mut self,
+        address: IpAddr,
+        linked: LinkedHealth,
+    ) -> Result<Vec<String>, ControlError> {
+        let mut changed = Vec::new();
+        for vip in 0..self.vips.len() {
+            let mut touched = false;
+            for backend in &mut self.vips[vip].backends {
+                if backend.address == address && backend.pool_health.as_ref() != Some(&linked) {
+                    backend.pool_health = Some(linked.clone());
+                    touched = true;
+                }
+            }
+            if touched {
+                self.apply(vip)?;
+                changed.push(self.vips[vip].info.name.clone());
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Operator request for every VIP backend at `address` (a pool server on the same host was
+    /// drained, enabled or disabled). Returns the names of the VIPs that have one.
+    pub fn set_admin_at(
+        &mut self,
+        address: IpAddr,
+        admin: AdminState,
+    ) -> Result<Vec<String>, ControlError> {
+        let mut changed = Vec::new();
+        for vip in 0..self.vips.len() {
+            let mut touched = false;
+            for backend in &mut self.vips[vip].backends {
+                if backend.address == address {
+                    backend.admin = admin;
+                    touched = true;
+                }
+            }
+            if touched {
+                self.apply(vip)?;
+                changed.push(self.vips[vip].info.name.clone());
+            }
+        }
+        Ok(changed)
+    }
+
     /// Records where packets for a backend go (or why that is unknown).
     pub fn set_next_hop(
         &mut self,
@@ -426,7 +493,8 @@ impl Control {
     /// Recomputes a VIP's backend states and table and writes what changed.
     fn apply(&mut self, vip: usize) -> Result<(), ControlError> {
         for backend in &mut self.vips[vip].backends {
-            backend.state_code = layout::effective_state(backend.healthy, backend.admin);
+            backend.state_code =
+                layout::effective_state(backend.healthy_everywhere(), backend.admin);
             backend.state = layout::state_label(backend.state_code);
         }
         if !self.vips[vip].forwards() {

@@ -11,11 +11,13 @@ pub mod activity;
 pub mod balance;
 pub mod error;
 pub mod handler;
+pub mod health;
 pub mod html;
 pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod route;
+pub mod server_state;
 pub mod state;
 pub mod static_files;
 pub mod tls;
@@ -79,6 +81,9 @@ impl Proxy {
             shutdown,
         };
         let bound = bind_all(config, &proxy.listeners).map_err(anyhow::Error::msg)?;
+        for pool in proxy.shared.state.load().pools.values() {
+            pool.activate();
+        }
         proxy.spawn_listeners(bound);
         Ok(proxy)
     }
@@ -113,7 +118,7 @@ impl Proxy {
             });
         self.spawn_listeners(bound);
         // Pools that were replaced keep serving their in-flight requests; their idle
-        // connections are no longer needed.
+        // connections and their checkers are no longer needed. New pools start checking.
         let current = self.shared.state.load();
         for (name, pool) in &previous.pools {
             if !current
@@ -121,8 +126,12 @@ impl Proxy {
                 .get(name)
                 .is_some_and(|kept| Arc::ptr_eq(kept, pool))
             {
+                pool.deactivate();
                 pool.close_idle();
             }
+        }
+        for pool in current.pools.values() {
+            pool.activate();
         }
         Ok(())
     }
@@ -163,6 +172,9 @@ impl Proxy {
             let _ = running.stop.send(true);
         }
         let _ = self.shutdown.send(true);
+        for pool in self.shared.state.load().pools.values() {
+            pool.deactivate();
+        }
         self.tracker.close();
         if tokio::time::timeout(timeout, self.tracker.wait())
             .await

@@ -1,18 +1,22 @@
-//! A pool at run time: its servers with their connections, in-flight counts and failure
-//! windows, and the selection policy. Kept across reloads while its config is unchanged, so
-//! idle connections and counters survive.
+//! A pool at run time: its servers with their connections, in-flight counts and health state
+//! (server_state.rs), and the selection policy. Kept across reloads while its config is
+//! unchanged, so idle connections and counters survive; when its config changes, the new pool's
+//! servers take over the health state of the old pool's servers with the same url.
 
 use std::{
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::Instant,
 };
 
+use tokio_util::sync::CancellationToken;
+
 use super::{
     balance::{self, Candidate, Selector},
     error::ErrorPages,
+    server_state::{Change, HealthRules, Operator, Outcome, ServerState, StateView, Transition},
     upstream::ServerConnections,
 };
 use crate::config::{PoolConfig, ServerConfig};
@@ -22,6 +26,10 @@ pub struct Pool {
     pub servers: Vec<Server>,
     selector: Box<dyn Selector>,
     pub error_pages: Arc<ErrorPages>,
+    /// Cancelled when the pool stops serving new requests (replaced on reload, shutdown):
+    /// ends its active checkers.
+    checks: CancellationToken,
+    activated: AtomicBool,
 }
 
 pub struct Server {
@@ -32,14 +40,40 @@ pub struct Server {
     /// Stable identity for consistent hashing: a fixed-key hash of the URL.
     id: u64,
     in_flight: AtomicU32,
-    /// A failed connect excludes the server until then (`retry.after_failure`).
-    failed_until: Mutex<Option<Instant>>,
+    /// Shared with the server of the same url in the pool this one replaced.
+    pub health: Arc<ServerHealth>,
     pub requests: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// Requests that went to this server because their session sticks to it.
+    pub sticky_requests: AtomicU64,
+}
+
+/// A server's state and how often it changed, by where it went.
+pub struct ServerHealth {
+    state: Mutex<ServerState>,
+    changes: [AtomicU64; Transition::ALL.len()],
+}
+
+impl ServerHealth {
+    fn new(rules: HealthRules) -> ServerHealth {
+        ServerHealth {
+            state: Mutex::new(ServerState::new(rules)),
+            changes: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ServerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes to `to` since the server was first configured.
+    pub fn changes(&self, to: Transition) -> u64 {
+        self.changes[to as usize].load(Ordering::Relaxed)
+    }
 }
 
 impl Server {
-    fn new(pool: &PoolConfig, config: &ServerConfig) -> Server {
+    fn new(pool: &PoolConfig, config: &ServerConfig, health: Arc<ServerHealth>) -> Server {
         let label = config.url.to_string();
         Server {
             connections: ServerConnections::new(
@@ -52,9 +86,10 @@ impl Server {
             label,
             config: config.clone(),
             in_flight: AtomicU32::new(0),
-            failed_until: Mutex::new(None),
+            health,
             requests: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            sticky_requests: AtomicU64::new(0),
         }
     }
 
@@ -62,20 +97,9 @@ impl Server {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Whether the server is inside its failure window at `now`.
-    pub fn failing(&self, now: Instant) -> bool {
-        let mut until = self
-            .failed_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match *until {
-            Some(deadline) if deadline > now => true,
-            Some(_) => {
-                *until = None;
-                false
-            }
-            None => false,
-        }
+    /// The id the admin API knows the server by: its `route`, else its url.
+    pub fn admin_id(&self) -> &str {
+        self.config.route.as_deref().unwrap_or(&self.label)
     }
 }
 
@@ -83,11 +107,18 @@ impl Server {
 pub struct ServerLoad {
     pool: Arc<Pool>,
     index: usize,
+    preferred: bool,
 }
 
 impl ServerLoad {
     pub fn server(&self) -> &Server {
         &self.pool.servers[self.index]
+    }
+
+    /// Whether the server is the `preferred` one given to [`Pool::pick_with`] (the session's
+    /// sticky server), rather than a new pick.
+    pub fn used_preferred(&self) -> bool {
+        self.preferred
     }
 }
 
@@ -100,17 +131,78 @@ impl Drop for ServerLoad {
 }
 
 impl Pool {
-    pub fn new(config: &PoolConfig, error_pages: Arc<ErrorPages>) -> Pool {
+    /// A pool for `config`; servers also in `previous` (the pool of the same name in the config
+    /// being replaced) keep their health state, new ones start fresh (down if the pool has
+    /// active checks).
+    pub fn new(config: &PoolConfig, error_pages: Arc<ErrorPages>, previous: Option<&Pool>) -> Pool {
+        let rules = HealthRules::of(config);
         Pool {
             servers: config
                 .servers
                 .iter()
-                .map(|server| Server::new(config, server))
+                .map(|server| {
+                    let health = previous
+                        .and_then(|pool| pool.servers.iter().find(|s| s.config.url == server.url))
+                        .map_or_else(
+                            || Arc::new(ServerHealth::new(rules)),
+                            |kept| kept.health.clone(),
+                        );
+                    Server::new(config, server, health)
+                })
                 .collect(),
             selector: balance::selector(&config.balance),
             config: config.clone(),
             error_pages,
+            checks: CancellationToken::new(),
+            activated: AtomicBool::new(false),
         }
+    }
+
+    /// The pool starts serving (it is in the live state): applies its health rules to the
+    /// servers it took over and starts its active checkers. Once; needs a tokio runtime.
+    pub fn activate(self: &Arc<Self>) {
+        if self.activated.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let rules = HealthRules::of(&self.config);
+        let now = Instant::now();
+        for server in &self.servers {
+            let change = server.health.lock().reconfigure(rules, now);
+            self.note(server, change);
+        }
+        if let Some(check) = &self.config.health {
+            super::health::spawn_checks(self, check, &self.checks);
+        }
+    }
+
+    /// The pool no longer takes new requests (replaced, or shutdown): its checkers stop.
+    pub fn deactivate(&self) {
+        self.checks.cancel();
+    }
+
+    /// Logs and counts a change of `server`.
+    fn note(&self, server: &Server, change: Option<Change>) {
+        let Some(change) = change else {
+            return;
+        };
+        server.health.changes[change.to as usize].fetch_add(1, Ordering::Relaxed);
+        let (pool, to, cause) = (&self.config.name, change.to.label(), &change.cause);
+        if change.to.is_loss() {
+            tracing::warn!(%pool, server = %server.label, %to, %cause, "server state changed");
+        } else {
+            tracing::info!(%pool, server = %server.label, %to, %cause, "server state changed");
+        }
+    }
+
+    /// The state of server `index` at `now` (letting time pass first: an ejection may be over).
+    pub fn view(&self, index: usize, now: Instant) -> StateView {
+        let server = &self.servers[index];
+        let mut state = server.health.lock();
+        let change = state.tick(now);
+        let view = state.view(now);
+        drop(state);
+        self.note(server, change);
+        view
     }
 
     /// Picks a server for a request with hash `key`, never one in `exclude`, and counts the
@@ -120,39 +212,116 @@ impl Pool {
         key: Option<&[u8]>,
         exclude: Option<usize>,
     ) -> Option<ServerLoad> {
+        self.pick_with(key, exclude, None)
+    }
+
+    /// Like [`Self::pick`], with the session's sticky server `preferred`: it is used when it
+    /// takes sticky requests (enabled or draining, healthy, not ejected) and is not
+    /// `exclude`d; otherwise a normal pick among the servers taking new sessions
+    /// ([`ServerLoad::used_preferred`] tells which).
+    pub fn pick_with(
+        self: &Arc<Self>,
+        key: Option<&[u8]>,
+        exclude: Option<usize>,
+        preferred: Option<usize>,
+    ) -> Option<ServerLoad> {
         let now = Instant::now();
-        let candidates: Vec<Candidate> = self
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(index, server)| Candidate {
-                id: server.id,
-                weight: server.config.weight,
-                in_flight: server.in_flight(),
-                eligible: Some(index) != exclude && !server.failing(now),
-            })
+        let views: Vec<StateView> = (0..self.servers.len())
+            .map(|index| self.view(index, now))
             .collect();
-        let index = self.selector.select(&candidates, key)?;
+        let sticky = preferred.filter(|&index| {
+            Some(index) != exclude && views.get(index).is_some_and(|view| view.takes_sticky)
+        });
+        let index = match sticky {
+            Some(index) => index,
+            None => {
+                let candidates: Vec<Candidate> = self
+                    .servers
+                    .iter()
+                    .zip(&views)
+                    .enumerate()
+                    .map(|(index, (server, view))| Candidate {
+                        id: server.id,
+                        // Scaled by the slow-start share (all by 1000: ratios are unchanged).
+                        weight: server.config.weight.saturating_mul(view.weight_permille),
+                        in_flight: server.in_flight(),
+                        eligible: Some(index) != exclude && view.takes_new,
+                    })
+                    .collect();
+                self.selector.select(&candidates, key)?
+            }
+        };
         let server = &self.servers[index];
         server.in_flight.fetch_add(1, Ordering::Relaxed);
         server.requests.fetch_add(1, Ordering::Relaxed);
         Some(ServerLoad {
             pool: self.clone(),
             index,
+            preferred: sticky.is_some(),
         })
     }
 
-    /// A connect to the server of `load` failed: skip it for `retry.after_failure`.
-    pub fn connect_failed(&self, load: &ServerLoad) {
+    /// What the request on `load` told about its server (passive health checks).
+    pub fn report_outcome(&self, load: &ServerLoad, outcome: Outcome) {
         let server = &self.servers[load.index];
-        server.connect_failures.fetch_add(1, Ordering::Relaxed);
-        if !self.config.retry.after_failure.is_zero() {
-            *server
-                .failed_until
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Some(Instant::now() + self.config.retry.after_failure);
-        }
+        let change = server.health.lock().record_outcome(Instant::now(), outcome);
+        self.note(server, change);
+    }
+
+    /// A connect to the server of `load` failed: counted, skipped for `retry.after_failure`,
+    /// and a failure for the passive checks.
+    pub fn connect_failed(&self, load: &ServerLoad) {
+        self.servers[load.index]
+            .connect_failures
+            .fetch_add(1, Ordering::Relaxed);
+        self.report_outcome(load, Outcome::ConnectFailed);
+    }
+
+    /// The request on `load` was routed by its session's stickiness.
+    pub fn count_sticky(&self, load: &ServerLoad) {
+        self.servers[load.index]
+            .sticky_requests
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One active check result of server `index`.
+    pub fn record_check(&self, index: usize, passed: bool, result: &str) {
+        let server = &self.servers[index];
+        let change = server
+            .health
+            .lock()
+            .record_check(Instant::now(), passed, result);
+        self.note(server, change);
+    }
+
+    /// Sets the operator state of server `index`; false when it already was.
+    pub fn set_operator(&self, index: usize, operator: Operator, cause: &str) -> bool {
+        let server = &self.servers[index];
+        let change = server.health.lock().set_operator(operator, cause);
+        let changed = change.is_some();
+        self.note(server, change);
+        changed
+    }
+
+    /// The index of the server whose `route` is `route`.
+    pub fn route_index(&self, route: &str) -> Option<usize> {
+        self.servers
+            .iter()
+            .position(|server| server.config.route.as_deref() == Some(route))
+    }
+
+    /// The index of the server named `id` in the admin API: its `route`, or its url.
+    pub fn find_server(&self, id: &str) -> Option<usize> {
+        self.route_index(id)
+            .or_else(|| self.servers.iter().position(|server| server.label == id))
+    }
+
+    /// Whether at least one server takes new sessions or sticky requests now.
+    pub fn can_serve(&self, now: Instant) -> bool {
+        (0..self.servers.len()).any(|index| {
+            let view = self.view(index, now);
+            view.takes_new || view.takes_sticky
+        })
     }
 
     pub fn index_of(load: &ServerLoad) -> usize {
@@ -164,5 +333,96 @@ impl Pool {
         for server in &self.servers {
             server.connections.close_idle();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// Pool "app" of a config with `keys` (servers included), round-robin.
+    fn pool(keys: &str) -> Arc<Pool> {
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\n\n\
+             [[route]]\nname = \"main\"\nlistener = \"web\"\npool = \"app\"\n\n[pool.app]\n{keys}\n"
+        );
+        let config = Config::parse(&text, "test.toml").expect("valid config");
+        let app = &config.l7.pools[0];
+        Arc::new(Pool::new(app, Arc::new(ErrorPages::default()), None))
+    }
+
+    const THREE: &str = "servers = [ { url = \"http://10.0.0.1:80\", route = \"a\" }, \
+                         { url = \"http://10.0.0.2:80\", route = \"b\" }, \
+                         { url = \"http://10.0.0.3:80\", route = \"c\" } ]";
+
+    /// (index, used preferred) of one pick.
+    fn pick(
+        pool: &Arc<Pool>,
+        exclude: Option<usize>,
+        preferred: Option<usize>,
+    ) -> Option<(usize, bool)> {
+        pool.pick_with(None, exclude, preferred)
+            .map(|load| (Pool::index_of(&load), load.used_preferred()))
+    }
+
+    #[test]
+    fn a_preferred_server_is_used_while_it_takes_sticky_requests() {
+        let pool = pool(THREE);
+        assert_eq!(pool.route_index("b"), Some(1));
+        assert_eq!(pool.find_server("http://10.0.0.3:80"), Some(2));
+        assert_eq!(pool.find_server("c"), Some(2));
+        assert_eq!(pool.find_server("d"), None);
+        assert_eq!(pick(&pool, None, Some(1)), Some((1, true)));
+        // Draining: still for its sticky requests, never for new ones.
+        assert!(pool.set_operator(1, Operator::Draining, "test"));
+        assert!(!pool.set_operator(1, Operator::Draining, "test"));
+        assert_eq!(pick(&pool, None, Some(1)), Some((1, true)));
+        for _ in 0..10 {
+            let (index, preferred) = pick(&pool, None, None).expect("a pick");
+            assert!(index != 1 && !preferred);
+        }
+        // Excluded (its connect failed) or disabled: a normal pick elsewhere.
+        let (index, preferred) = pick(&pool, Some(1), Some(1)).expect("a pick");
+        assert!(index != 1 && !preferred);
+        pool.set_operator(1, Operator::Disabled, "test");
+        let (index, preferred) = pick(&pool, None, Some(1)).expect("a pick");
+        assert!(index != 1 && !preferred);
+        // Out of range: ignored.
+        assert!(pick(&pool, None, Some(7)).is_some_and(|(_, preferred)| !preferred));
+        assert_eq!(pool.servers[1].health.changes(Transition::Disabled), 1);
+        assert!(pool.can_serve(Instant::now()));
+        for index in [0, 2] {
+            pool.set_operator(index, Operator::Disabled, "test");
+        }
+        assert!(!pool.can_serve(Instant::now()));
+        assert_eq!(pick(&pool, None, None), None);
+    }
+
+    #[test]
+    fn servers_with_checks_start_down_and_carry_their_state_to_a_rebuilt_pool() {
+        let checked = format!("{THREE}\nhealth = {{ path = \"/\" }}");
+        let old = pool(&checked);
+        assert!(!old.can_serve(Instant::now()), "down until checked");
+        assert_eq!(pick(&old, None, Some(0)), None);
+        old.record_check(0, true, "passed");
+        assert_eq!(pick(&old, None, None).map(|(index, _)| index), Some(0));
+        old.set_operator(2, Operator::Draining, "test");
+        // The same urls in a new pool (another balance): their state comes along.
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\n\n\
+             [[route]]\nname = \"main\"\nlistener = \"web\"\npool = \"app\"\n\n[pool.app]\n\
+             balance = \"least-conn\"\n{checked}\n"
+        );
+        let config = Config::parse(&text, "test.toml").expect("valid config");
+        let new = Pool::new(
+            &config.l7.pools[0],
+            Arc::new(ErrorPages::default()),
+            Some(&old),
+        );
+        let now = Instant::now();
+        assert!(new.view(0, now).takes_new);
+        assert!(!new.view(1, now).health_up);
+        assert_eq!(new.view(2, now).operator, Operator::Draining);
     }
 }

@@ -55,7 +55,9 @@ impl ProxyState {
     }
 
     /// Builds the state for `config`, reusing the pools of `previous` whose config did not
-    /// change (their connections and counters carry over).
+    /// change (their connections and counters carry over); rebuilt pools keep the health and
+    /// operator state of their servers, by url. Nothing starts running here (see
+    /// `Pool::activate`): a refused reload leaves nothing behind.
     pub fn build(config: &L7Config, previous: Option<&ProxyState>) -> Result<ProxyState, String> {
         let mut listeners = HashMap::new();
         for listener in &config.listeners {
@@ -85,7 +87,10 @@ impl ProxyState {
                 .cloned();
             let pool = match reused {
                 Some(existing) => existing,
-                None => Arc::new(new_pool(pool)?),
+                None => Arc::new(new_pool(
+                    pool,
+                    previous.and_then(|state| state.pools.get(&pool.name)),
+                )?),
             };
             pools.insert(pool.config.name.clone(), pool);
         }
@@ -144,8 +149,14 @@ impl ProxyState {
     }
 }
 
-fn new_pool(config: &PoolConfig) -> Result<Pool, String> {
+/// A pool for `config`; its servers also in `previous` (the pool of that name being replaced)
+/// keep their health state.
+fn new_pool(config: &PoolConfig, previous: Option<&Arc<Pool>>) -> Result<Pool, String> {
     let error_pages = ErrorPages::load(&config.error_pages)
         .map_err(|err| format!("pool {}: {err}", config.name))?;
-    Ok(Pool::new(config, Arc::new(error_pages)))
+    Ok(Pool::new(
+        config,
+        Arc::new(error_pages),
+        previous.map(AsRef::as_ref),
+    ))
 }
