@@ -367,6 +367,33 @@ fn assert_ignored(replies: &[Reply], what: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The test's own signer
+
+#[test]
+fn harness_base64url_and_hmac_match_the_references() {
+    // RFC 4648 §10 vectors (without padding).
+    for (input, encoded) in [
+        ("", ""),
+        ("f", "Zg"),
+        ("fo", "Zm8"),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg"),
+        ("fooba", "Zm9vYmE"),
+        ("foobar", "Zm9vYmFy"),
+    ] {
+        assert_eq!(base64url(input.as_bytes()), encoded, "{input:?}");
+    }
+    assert_eq!(base64url(&[0xfb, 0xff]), "-_8", "the URL-safe alphabet");
+    // RFC 4231 test case 2 (HMAC-SHA256, key "Jefe").
+    let mac = hmac_sha256("Jefe", "what do ya want for nothing?");
+    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex,
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Insert mode
 
 #[test]
