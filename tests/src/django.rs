@@ -463,12 +463,14 @@ pub fn admin_login_body(token: &str, next: &str) -> String {
 /// HttpOnly cookies), if the jar holds it.
 pub fn jar_cookie(jar: &Path, name: &str) -> Option<String> {
     let text = std::fs::read_to_string(jar).ok()?;
+    // The last line of the name wins, as curl rewrites the jar in order.
     text.lines()
+        .rev()
         .filter(|line| !line.trim().is_empty())
         .filter(|line| !line.starts_with('#') || line.starts_with("#HttpOnly_"))
         .filter_map(|line| {
             let fields: Vec<&str> = line.split('\t').collect();
             (fields.len() == 7 && fields[5] == name).then(|| fields[6].to_string())
         })
-        .last()
+        .next()
 }
