@@ -116,7 +116,8 @@ impl BalancerProcess {
                     self.log()
                 );
             }
-            if let Ok((200, _)) = http_get(&self.netns_path, &url) {
+            // 503 is an answer too: the balancer is up, some pool has no healthy server yet.
+            if let Ok((200 | 503, _)) = http_get(&self.netns_path, &url) {
                 return Ok(());
             }
             if Instant::now() > deadline {

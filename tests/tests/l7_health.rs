@@ -285,7 +285,6 @@ fn healthz_flips_when_a_pool_has_no_healthy_server() {
 }
 
 #[test]
-#[ignore = "needs handler.rs to report each response's status (Pool::report_outcome)"]
 fn passive_checks_eject_a_failing_server_for_after_failure() {
     let net = net("health-passive");
     let _b1 = backend(&net, "b1", B1);

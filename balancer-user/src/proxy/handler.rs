@@ -26,6 +26,7 @@ use super::{
     metrics::{HttpMetrics, PolicyLabels, RewriteLabels, ServerLabels},
     pool::{Pool, ServerLoad},
     route::{self, RouteAction},
+    server_state::Outcome,
     state::{ListenerRuntime, ProxyState, RouteRuntime, Target},
     static_files::{self, StaticError},
     tls, tunnel,
@@ -36,7 +37,7 @@ use crate::{
     headers::{
         hygiene::{HygieneError, RemovalReason, strip_hop_by_hop},
         rewrite::{BackendUrl, PublicUrl, ReverseMap},
-        trust::{Arrival, ClientView, TrustPolicy},
+        trust::{Arrival, ClientView, Scheme, TrustPolicy},
     },
 };
 use prometheus_client::metrics::{counter::Counter, family::Family};
@@ -435,15 +436,14 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|token| !token.is_empty())
 }
 
-/// The request as the server gets it: origin-form target with the route's path, the Host
-/// chosen by `preserve_host`, and HTTP/2 cookie fields joined (RFC 9113 §8.2.3) since the
-/// server speaks HTTP/1.1. Hop-by-hop headers are already gone (`header_phase`).
+/// The request as the server gets it: origin-form `target` (the route's path and the query),
+/// the Host chosen by `preserve_host`, and HTTP/2 cookie fields joined (RFC 9113 §8.2.3)
+/// since the server speaks HTTP/1.1. Hop-by-hop headers are already gone (`header_phase`).
 pub fn upstream_request(
     mut request: Request<Body>,
-    upstream_path: &str,
+    target: &str,
     host: &str,
 ) -> Result<Request<Body>, ProxyError> {
-    let target = with_query(upstream_path, request.uri());
     *request.uri_mut() = target
         .parse::<Uri>()
         .map_err(|_| ProxyError::BadRequest("unusable request target"))?;
@@ -501,11 +501,27 @@ async fn forward(
         _ => None,
     };
     let method_is_head = request.method() == Method::HEAD;
+    let mut target = with_query(forwarding.upstream_path, request.uri());
+    // Sticky sessions: the server the request is stuck to (tried first unless it cannot take
+    // it), and the app's own session id without our route suffix.
+    let stuck = pool
+        .sticky
+        .as_ref()
+        .map(|policy| policy.on_request(request.headers_mut(), &target))
+        .unwrap_or_default();
+    if let Some(stripped) = &stuck.target {
+        target.clone_from(stripped);
+    }
 
     // At most two servers: a failed connect sends nothing, so the request can go elsewhere once.
     let mut excluded = None;
     let (load, checkout) = loop {
-        let Some(load) = pool.pick(key.as_deref(), excluded) else {
+        let preferred = if excluded.is_none() {
+            stuck.server
+        } else {
+            None
+        };
+        let Some(load) = pool.pick_with(key.as_deref(), excluded, preferred) else {
             return Err(match excluded {
                 None => ProxyError::NoServer {
                     pool: pool.config.name.clone(),
@@ -541,6 +557,9 @@ async fn forward(
             }
         }
     };
+    if load.used_preferred() {
+        pool.count_sticky(&load);
+    }
     let server_label = load.server().label.clone();
     let route = forwarding.route;
     let server_authority = load.server().config.url.authority();
@@ -549,7 +568,7 @@ async fn forward(
     } else {
         &server_authority
     };
-    let mut request = upstream_request(request, forwarding.upstream_path, host)?;
+    let mut request = upstream_request(request, &target, host)?;
     let stripped_prefix = forwarding.runtime.stripped_prefix.as_deref();
     forwarding
         .policy
@@ -570,15 +589,27 @@ async fn forward(
     }
     let timeout = pool.config.timeouts.response;
     let sent = tokio::time::timeout(timeout, checkout.send(request)).await;
+    // Passive health: what this answer says about the server.
     let mut response = match sent {
         Err(_) => {
+            pool.report_outcome(&load, Outcome::NoResponse);
             return Err(ProxyError::UpstreamTimeout {
                 server: server_label,
                 timeout,
             });
         }
-        Ok(Err(err)) => return Err(send_error(err, &server_label)),
-        Ok(Ok(response)) => response,
+        Ok(Err(err)) => {
+            let err = send_error(err, &server_label);
+            // A request body over the route's limit is the client's fault, not the server's.
+            if !matches!(err, ProxyError::PayloadTooLarge { .. }) {
+                pool.report_outcome(&load, Outcome::NoResponse);
+            }
+            return Err(err);
+        }
+        Ok(Ok(response)) => {
+            pool.report_outcome(&load, Outcome::Status(response.status().as_u16()));
+            response
+        }
     };
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -613,6 +644,20 @@ async fn forward(
     strip_hop_by_hop(&mut parts.headers, false);
     let body = if method_is_head { error::empty() } else { body };
     let body = rewrite_phase(shared, forwarding, &server_authority, &mut parts, body);
+    // After the cookie rewriting: the sticky cookie's Path is public already.
+    if let Some(policy) = &pool.sticky {
+        let public = PublicUrl::from_view(
+            forwarding.view,
+            forwarding.runtime.stripped_prefix.as_deref(),
+        );
+        policy.on_response(
+            &mut parts.headers,
+            &stuck,
+            Pool::index_of(&load),
+            forwarding.view.scheme == Scheme::Https,
+            &public.prefix,
+        );
+    }
     Ok((Response::from_parts(parts, body), Some(load)))
 }
 
@@ -762,7 +807,7 @@ mod tests {
             ],
             "https://www.example.test/webapps/x?y=1",
         );
-        let upstream = upstream_request(original, "/x", "www.example.test").expect("ok");
+        let upstream = upstream_request(original, "/x?y=1", "www.example.test").expect("ok");
         assert_eq!(upstream.uri(), "/x?y=1");
         assert_eq!(upstream.version(), Version::HTTP_11);
         assert_eq!(upstream.headers()["host"], "www.example.test");

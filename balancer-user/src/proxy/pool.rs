@@ -20,6 +20,7 @@ use super::{
     upstream::ServerConnections,
 };
 use crate::config::{PoolConfig, ServerConfig};
+use crate::sticky::{ServerIdentity, StickyPolicy};
 
 pub struct Pool {
     pub config: PoolConfig,
@@ -30,6 +31,10 @@ pub struct Pool {
     /// ends its active checkers.
     checks: CancellationToken,
     activated: AtomicBool,
+    /// `sticky`: which server a request is stuck to, and the cookies that say so.
+    pub sticky: Option<StickyPolicy>,
+    /// The insert-mode key the policy was built with (a reload re-reads its file).
+    sticky_key: Option<Vec<u8>>,
 }
 
 pub struct Server {
@@ -155,7 +160,24 @@ impl Pool {
             error_pages,
             checks: CancellationToken::new(),
             activated: AtomicBool::new(false),
+            sticky: None,
+            sticky_key: None,
         }
+    }
+
+    /// Adds the pool's sticky policy (from its config; `key` for insert mode).
+    pub fn with_sticky(mut self, key: Option<Vec<u8>>) -> Result<Pool, String> {
+        if let Some(config) = &self.config.sticky {
+            let servers: Vec<ServerIdentity> =
+                self.config.servers.iter().map(ServerIdentity::of).collect();
+            self.sticky = Some(StickyPolicy::new(config, &servers, key.as_deref())?);
+        }
+        self.sticky_key = key;
+        Ok(self)
+    }
+
+    pub fn sticky_key(&self) -> Option<&[u8]> {
+        self.sticky_key.as_deref()
     }
 
     /// The pool starts serving (it is in the live state): applies its health rules to the

@@ -11,7 +11,7 @@ use super::{
     route::{AllowedHosts, RouteTable},
     tls,
 };
-use crate::config::{L7Config, ListenerConfig, PoolConfig, RouteTarget};
+use crate::config::{L7Config, ListenerConfig, PoolConfig, RouteTarget, StickyConfig, StickyKey};
 use crate::headers::{edits::CompiledEdits, trust::TrustPolicy};
 
 pub struct ProxyState {
@@ -81,15 +81,19 @@ impl ProxyState {
 
         let mut pools = HashMap::new();
         for pool in &config.pools {
+            let sticky_key = sticky_key(pool)?;
             let reused = previous
                 .and_then(|state| state.pools.get(&pool.name))
-                .filter(|existing| existing.config == *pool)
+                .filter(|existing| {
+                    existing.config == *pool && existing.sticky_key() == sticky_key.as_deref()
+                })
                 .cloned();
             let pool = match reused {
                 Some(existing) => existing,
                 None => Arc::new(new_pool(
                     pool,
                     previous.and_then(|state| state.pools.get(&pool.name)),
+                    sticky_key,
                 )?),
             };
             pools.insert(pool.config.name.clone(), pool);
@@ -151,12 +155,46 @@ impl ProxyState {
 
 /// A pool for `config`; its servers also in `previous` (the pool of that name being replaced)
 /// keep their health state.
-fn new_pool(config: &PoolConfig, previous: Option<&Arc<Pool>>) -> Result<Pool, String> {
+fn new_pool(
+    config: &PoolConfig,
+    previous: Option<&Arc<Pool>>,
+    sticky_key: Option<Vec<u8>>,
+) -> Result<Pool, String> {
     let error_pages = ErrorPages::load(&config.error_pages)
         .map_err(|err| format!("pool {}: {err}", config.name))?;
-    Ok(Pool::new(
-        config,
-        Arc::new(error_pages),
-        previous.map(AsRef::as_ref),
-    ))
+    Pool::new(config, Arc::new(error_pages), previous.map(AsRef::as_ref))
+        .with_sticky(sticky_key)
+        .map_err(|err| format!("pool {}: sticky: {err}", config.name))
+}
+
+/// The HMAC key of an insert-mode sticky pool: as written, or read from its file (trimmed) on
+/// every load, so a reload picks up a new key.
+fn sticky_key(pool: &PoolConfig) -> Result<Option<Vec<u8>>, String> {
+    let Some(StickyConfig::Insert { key, .. }) = &pool.sticky else {
+        return Ok(None);
+    };
+    let bytes = match key {
+        StickyKey::Inline(text) => text.as_bytes().to_vec(),
+        StickyKey::File(path) => {
+            let text = std::fs::read(path).map_err(|err| {
+                format!(
+                    "pool {}: sticky key_file {}: {err}",
+                    pool.name,
+                    path.display()
+                )
+            })?;
+            let trimmed = text.trim_ascii().to_vec();
+            if trimmed.len() < StickyConfig::MIN_KEY_BYTES {
+                return Err(format!(
+                    "pool {}: sticky key_file {}: {} bytes; a signing key needs at least {}",
+                    pool.name,
+                    path.display(),
+                    trimmed.len(),
+                    StickyConfig::MIN_KEY_BYTES
+                ));
+            }
+            trimmed
+        }
+    };
+    Ok(Some(bytes))
 }
