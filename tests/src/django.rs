@@ -435,3 +435,42 @@ impl Gunicorn {
         Ok(())
     }
 }
+
+/// The CSRF token of a Django form (the admin login form's `csrfmiddlewaretoken`).
+pub fn csrf_token(form: &str) -> anyhow::Result<String> {
+    let marker = "name=\"csrfmiddlewaretoken\" value=\"";
+    let start = form
+        .find(marker)
+        .context("no csrfmiddlewaretoken in the form")?
+        + marker.len();
+    let end = form[start..]
+        .find('"')
+        .context("no end to the csrfmiddlewaretoken value")?
+        + start;
+    Ok(form[start..end].to_string())
+}
+
+/// The body of the admin login POST: the CSRF token, [`ADMIN_USER`], [`ADMIN_PASSWORD`] and
+/// `next` (a path; it only holds '/' and URL-safe characters in the tests).
+pub fn admin_login_body(token: &str, next: &str) -> String {
+    format!(
+        "csrfmiddlewaretoken={token}&username={ADMIN_USER}&password={ADMIN_PASSWORD}&next={next}"
+    )
+}
+
+/// The value of cookie `name` in a curl cookie jar (`-c FILE`, Netscape format: tab-separated
+/// domain, subdomains, path, secure, expiry, name, value; `#HttpOnly_` prefixes the domain of
+/// HttpOnly cookies), if the jar holds it.
+pub fn jar_cookie(jar: &Path, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(jar).ok()?;
+    // The last line of the name wins, as curl rewrites the jar in order.
+    text.lines()
+        .rev()
+        .filter(|line| !line.trim().is_empty())
+        .filter(|line| !line.starts_with('#') || line.starts_with("#HttpOnly_"))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            (fields.len() == 7 && fields[5] == name).then(|| fields[6].to_string())
+        })
+        .next()
+}
