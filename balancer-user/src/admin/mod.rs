@@ -203,7 +203,17 @@ fn vip_backend_action(
     match result {
         Ok(()) => {
             tracing::info!(vip = %vip, backend = %address, "admin: backend set to {admin:?} by API request");
-            // One state per host: pool servers at this address follow.
+            // One state per host: the other VIPs' backends and the pool servers at this
+            // address follow.
+            let other_vips = xdp
+                .control
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .set_admin_at(address, admin)
+                .unwrap_or_else(|err| {
+                    tracing::error!(backend = %address, "applying the operator state to the other VIPs failed: {err}");
+                    Vec::new()
+                });
             let servers = context.proxy.as_ref().map_or_else(Vec::new, |proxy| {
                 crate::linked::operator_to_pools(
                     proxy,
@@ -212,11 +222,15 @@ fn vip_backend_action(
                     &format!("admin API (VIP {vip} backend {address})"),
                 )
             });
-            let also = if servers.is_empty() {
-                String::new()
-            } else {
-                format!(" (also pool servers {})", servers.join(", "))
-            };
+            let mut also = String::new();
+            let other_vips: Vec<&String> = other_vips.iter().filter(|name| *name != vip).collect();
+            if !other_vips.is_empty() {
+                let names: Vec<&str> = other_vips.iter().map(|name| name.as_str()).collect();
+                also.push_str(&format!(" (also VIPs {})", names.join(", ")));
+            }
+            if !servers.is_empty() {
+                also.push_str(&format!(" (also pool servers {})", servers.join(", ")));
+            }
             text(
                 StatusCode::OK,
                 &format!("{vip} {address}: {action} done{also}\n"),
