@@ -285,8 +285,8 @@ fn header_view(get: Get<'_>) -> anyhow::Result<()> {
     );
     println!("      X-Forwarded-Proto: https, Remote-User: admin, Authorization");
     println!(
-        "    {:<20} {:<48} {}",
-        "header", "from the spoofing client", "from the trusted proxy"
+        "    {:<20} {:<48} from the trusted proxy",
+        "header", "from the spoofing client"
     );
     for name in SHOWN_HEADERS {
         println!(
