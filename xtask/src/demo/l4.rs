@@ -84,7 +84,11 @@ pub fn run(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut apps = Vec::new();
     for k in 1..=3 {
         let listen = format!("{}:{APP_PORT}", topology.backend_addr_v4(k));
-        apps.push(Some(Backend::start(topology.backend(k), &format!("b{k}"), &[&listen])?));
+        apps.push(Some(Backend::start(
+            topology.backend(k),
+            &format!("b{k}"),
+            &[&listen],
+        )?));
     }
     println!(
         "      the same hosts serve HTTP on :{APP_PORT} to the L7 pool \"app\" behind {}:{LISTEN_PORT}\n\
@@ -205,7 +209,10 @@ fn sticky_requests(
     let first = app_request(topology, Some(jar))?;
     for _ in 1..count {
         let next = app_request(topology, Some(jar))?;
-        ensure!(next == first, "a sticky session moved from {first} to {next}");
+        ensure!(
+            next == first,
+            "a sticky session moved from {first} to {next}"
+        );
     }
     Ok(first)
 }
