@@ -7,7 +7,7 @@ mod l7_support;
 
 use std::time::{Duration, Instant};
 
-use balancer_tests::{Backend, BalancerProcess, L7Net, run_in};
+use balancer_tests::{Backend, BalancerProcess, Certs, L7Net, Nginx, run_in};
 use l7_support::{
     LISTEN, eventually, metrics, one_pool_config, sample, server_of, server_state, start,
 };
@@ -469,4 +469,66 @@ fn a_bearer_token_protects_the_admin_api() {
     // /healthz stays open for outer balancers (and the pool's one server is draining: still
     // takes sticky requests, so the pool can serve).
     assert_eq!(curl("GET", "/healthz", None).0, 200);
+}
+
+#[test]
+fn tls_checks_at_their_own_port_verify_the_certificate() {
+    let net = net("health-tls");
+    let certs = Certs::new().expect("CA");
+    let other_ca = Certs::new().expect("another CA");
+    let cert = certs
+        .issue("www", &["www.example.test"])
+        .expect("certificate");
+    // Traffic goes to the plain port, where /health fails: only a check at the TLS port passes.
+    let _nginx = Nginx::start(
+        &net,
+        &format!(
+            "    server {{
+        listen {B1};
+        location / {{ return 200 \"plain\\n\"; }}
+        location /health {{ return 503; }}
+    }}
+    server {{
+        listen 127.0.0.1:8444 ssl;
+        ssl_certificate {};
+        ssl_certificate_key {};
+        location /health {{ return 200 \"tls $ssl_server_name $host\\n\"; }}
+    }}",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+    )
+    .unwrap_or_else(|err| panic!("nginx should start (run `cargo xtask setup`): {err:#}"));
+    let config = |ca: Option<&std::path::Path>| {
+        let ca_file = ca.map_or(String::new(), |ca| {
+            format!("tls_ca_file = \"{}\", ", ca.display())
+        });
+        one_pool_config(&format!(
+            "servers = [ {{ url = \"{}\" }} ]\n\
+             health = {{ path = \"/health\", port = 8444, tls = true, {ca_file}\
+             host = \"www.example.test\", interval = \"200ms\", timeout = \"150ms\", rise = 1, fall = 2 }}",
+            url(B1),
+        ))
+    };
+    let mut balancer = start(&net, &config(Some(certs.ca_path())));
+    wait_state(&balancer, B1, "up", Duration::from_secs(5));
+    assert_eq!(field(&balancer, B1, "health_reason"), "first check passed");
+
+    // Another CA (a reload re-reads the file): the certificate no longer verifies.
+    net.write_config(&config(Some(other_ca.ca_path())))
+        .expect("write config");
+    balancer.reload().expect("SIGHUP");
+    wait_state(&balancer, B1, "down", Duration::from_secs(5));
+    let reason = field(&balancer, B1, "health_reason");
+    assert!(
+        reason
+            .as_str()
+            .is_some_and(|r| r.contains("TLS handshake") && r.contains("certificate")),
+        "{reason}"
+    );
+
+    // Without tls_ca_file the certificate is not verified: the check passes again.
+    net.write_config(&config(None)).expect("write config");
+    balancer.reload().expect("SIGHUP");
+    wait_state(&balancer, B1, "up", Duration::from_secs(5));
 }

@@ -249,8 +249,8 @@ pub struct PoolConfig {
     pub error_pages: BTreeMap<u16, PathBuf>,
     /// `sticky = { mode = "route-suffix" | "insert", ... }`: keep a session on its server.
     pub sticky: Option<StickyConfig>,
-    /// `health = { path, host, expect, interval, timeout, rise, fall }`: active HTTP checks.
-    /// Without it, servers are up unless passive checks eject them.
+    /// `health = { path, host, expect, interval, timeout, rise, fall, port, tls, tls_ca_file }`:
+    /// active HTTP checks. Without it, servers are up unless passive checks eject them.
     pub health: Option<PoolHealthConfig>,
     /// `passive = { failures, window }`: ejection on consecutive failures.
     pub passive: PassiveHealthConfig,
@@ -316,6 +316,21 @@ pub struct PoolHealthConfig {
     pub rise: u32,
     /// `fall` (default 3, 1 to 100): failures that take an up server down.
     pub fall: u32,
+    /// `port` (1 to 65535): the checks connect to the server's host at this port instead of
+    /// its url's (HAProxy `check port`). Only with http:// servers.
+    pub port: Option<u16>,
+    /// `tls = true`: the checks speak TLS (HTTP/1.1 inside), for a server whose health is on
+    /// an HTTPS port. Only with http:// servers.
+    pub tls: Option<HealthTls>,
+}
+
+/// `tls = true` of a pool's `health`, with its `tls_ca_file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthTls {
+    /// `tls_ca_file = "PATH"` (PEM, read when the pool is built): the server's certificate
+    /// must chain to it and name the check's host. Without it the certificate is NOT verified
+    /// (HAProxy `verify none`): the check only proves the server answers TLS and HTTP.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl PoolHealthConfig {

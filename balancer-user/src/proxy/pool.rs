@@ -35,6 +35,10 @@ pub struct Pool {
     pub sticky: Option<StickyPolicy>,
     /// The insert-mode key the policy was built with (a reload re-reads its file).
     sticky_key: Option<Vec<u8>>,
+    /// `health.tls`: the TLS client config of the active checks.
+    pub check_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The `health.tls_ca_file` content `check_tls` was built with (a reload re-reads it).
+    check_ca: Option<Vec<u8>>,
 }
 
 pub struct Server {
@@ -162,7 +166,24 @@ impl Pool {
             activated: AtomicBool::new(false),
             sticky: None,
             sticky_key: None,
+            check_tls: None,
+            check_ca: None,
         }
+    }
+
+    /// Adds the TLS client config of the pool's checks when `health.tls` is set, verifying
+    /// with `ca` (the content of `tls_ca_file`).
+    pub fn with_check_tls(mut self, ca: Option<Vec<u8>>) -> Result<Pool, String> {
+        if let Some(tls) = self.config.health.as_ref().and_then(|h| h.tls.as_ref()) {
+            let ca_file = tls.ca_file.as_deref().zip(ca.as_deref());
+            self.check_tls = Some(super::health::check_tls_config(ca_file)?);
+        }
+        self.check_ca = ca;
+        Ok(self)
+    }
+
+    pub fn check_ca(&self) -> Option<&[u8]> {
+        self.check_ca.as_deref()
     }
 
     /// Adds the pool's sticky policy (from its config; `key` for insert mode).

@@ -82,10 +82,13 @@ impl ProxyState {
         let mut pools = HashMap::new();
         for pool in &config.pools {
             let sticky_key = sticky_key(pool)?;
+            let check_ca = check_ca(pool)?;
             let reused = previous
                 .and_then(|state| state.pools.get(&pool.name))
                 .filter(|existing| {
-                    existing.config == *pool && existing.sticky_key() == sticky_key.as_deref()
+                    existing.config == *pool
+                        && existing.sticky_key() == sticky_key.as_deref()
+                        && existing.check_ca() == check_ca.as_deref()
                 })
                 .cloned();
             let pool = match reused {
@@ -94,6 +97,7 @@ impl ProxyState {
                     pool,
                     previous.and_then(|state| state.pools.get(&pool.name)),
                     sticky_key,
+                    check_ca,
                 )?),
             };
             pools.insert(pool.config.name.clone(), pool);
@@ -159,12 +163,35 @@ fn new_pool(
     config: &PoolConfig,
     previous: Option<&Arc<Pool>>,
     sticky_key: Option<Vec<u8>>,
+    check_ca: Option<Vec<u8>>,
 ) -> Result<Pool, String> {
     let error_pages = ErrorPages::load(&config.error_pages)
         .map_err(|err| format!("pool {}: {err}", config.name))?;
     Pool::new(config, Arc::new(error_pages), previous.map(AsRef::as_ref))
         .with_sticky(sticky_key)
-        .map_err(|err| format!("pool {}: sticky: {err}", config.name))
+        .map_err(|err| format!("pool {}: sticky: {err}", config.name))?
+        .with_check_tls(check_ca)
+        .map_err(|err| format!("pool {}: health tls_ca_file {err}", config.name))
+}
+
+/// The content of a pool's `health.tls_ca_file`, read on every load so a reload picks up a new
+/// CA.
+fn check_ca(pool: &PoolConfig) -> Result<Option<Vec<u8>>, String> {
+    let Some(path) = pool
+        .health
+        .as_ref()
+        .and_then(|health| health.tls.as_ref())
+        .and_then(|tls| tls.ca_file.as_ref())
+    else {
+        return Ok(None);
+    };
+    std::fs::read(path).map(Some).map_err(|err| {
+        format!(
+            "pool {}: health tls_ca_file {}: {err}",
+            pool.name,
+            path.display()
+        )
+    })
 }
 
 /// The HMAC key of an insert-mode sticky pool: as written, or read from its file (trimmed) on

@@ -232,7 +232,7 @@ pub(in crate::config) enum StickyMode {
     Insert,
 }
 
-/// A pool's `health`: like a VIP's HTTP check, without `check` and `port`.
+/// A pool's `health`: like a VIP's HTTP check, without `check`, with TLS.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct PoolHealthTable {
@@ -247,6 +247,10 @@ pub(in crate::config) struct PoolHealthTable {
     pub rise: u32,
     #[serde(default = "default_pool_fall", deserialize_with = "rise_or_fall")]
     pub fall: u32,
+    #[serde(default, deserialize_with = "optional_spanned_port")]
+    pub port: Option<Spanned<u16>>,
+    pub tls: Option<Spanned<bool>>,
+    pub tls_ca_file: Option<Spanned<String>>,
 }
 
 fn default_pool_rise() -> u32 {

@@ -12,10 +12,10 @@ use serde::de::{IntoDeserializer, value::StrDeserializer};
 
 use super::{ORIGIN, XDP, assert_error, local_vip, parse};
 use crate::config::{
-    AccessLogFormat, Balance, CertificatePaths, Config, HashOn, HeaderEdits, HostPattern,
-    KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig, PoolConfig, PoolHealthConfig,
-    PoolTimeouts, ProxySettings, RetryConfig, RouteConfig, RouteTarget, ServerConfig, ServerUrl,
-    StickyConfig, StickyKey, TlsConfig, TrustedHeader, UnderscorePolicy,
+    AccessLogFormat, Balance, CertificatePaths, Config, HashOn, HeaderEdits, HealthTls,
+    HostPattern, KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig, PoolConfig,
+    PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig, RouteTarget,
+    ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig, TrustedHeader, UnderscorePolicy,
     de::{AccessLog, BalanceKind, Keyword, StickyMode, Underscore},
 };
 
@@ -2057,6 +2057,8 @@ sticky = { mode = \"insert\", cookie = \"lb\", key = \"0123456789abcdef\" }
             timeout: Duration::from_millis(200),
             rise: 1,
             fall: 2,
+            port: None,
+            tls: None,
         })
     );
     assert_eq!(
@@ -2101,6 +2103,83 @@ fn pool_health_defaults() {
         (Duration::from_secs(2), Duration::from_secs(1), 2, 3)
     );
     assert!(health.host.is_none() && health.expect.is_empty());
+}
+
+#[test]
+fn pool_health_port_and_tls() {
+    let health = |keys: &str| {
+        parse_in(&pool_with(&format!(
+            "servers = [{{ url = \"http://a:8000\" }}]\nhealth = {{ path = \"/\"{keys} }}\n"
+        )))
+        .l7
+        .pools[0]
+            .health
+            .clone()
+            .expect("health")
+    };
+    let cases: [(&str, Option<u16>, Option<HealthTls>); 5] = [
+        ("", None, None),
+        (", port = 8443", Some(8443), None),
+        (", tls = false", None, None),
+        (
+            ", port = 8443, tls = true",
+            Some(8443),
+            Some(HealthTls { ca_file: None }),
+        ),
+        (
+            ", tls = true, tls_ca_file = \"certs/ca.pem\"",
+            None,
+            Some(HealthTls {
+                ca_file: Some(path("/etc/balancer/certs/ca.pem")),
+            }),
+        ),
+    ];
+    for (keys, port, tls) in cases {
+        let health = health(keys);
+        assert_eq!((health.port, health.tls), (port, tls), "keys: {keys:?}");
+    }
+}
+
+#[test]
+fn pool_health_port_and_tls_errors() {
+    let unix = "servers = [{ url = \"http://a\" }, { url = \"unix:/run/b.sock\" }]\n";
+    assert_error(
+        &pool_with(&format!("{unix}health = {{ path = \"/\", port = 8443 }}\n")),
+        "test.toml:2:42: pool.app.servers[1]: unix:/run/b.sock is a unix socket: health checks with port = 8443 need http:// servers",
+    );
+    assert_error(
+        &pool_with(&format!("{unix}health = {{ path = \"/\", tls = true }}\n")),
+        "test.toml:2:42: pool.app.servers[1]: unix:/run/b.sock is a unix socket: health checks with tls = true need http:// servers",
+    );
+    let http = "servers = [{ url = \"http://a\" }]\n";
+    assert_error(
+        &pool_with(&format!(
+            "{http}health = {{ path = \"/\", tls_ca_file = \"ca.pem\" }}\n"
+        )),
+        "test.toml:3:38: pool.app.health.tls_ca_file: needs tls = true: it verifies the certificate of a TLS check",
+    );
+    assert_error(
+        &pool_with(&format!(
+            "{http}health = {{ path = \"/\", tls = false, tls_ca_file = \"ca.pem\" }}\n"
+        )),
+        "test.toml:3:51: pool.app.health.tls_ca_file: needs tls = true: it verifies the certificate of a TLS check",
+    );
+    assert_error(
+        &pool_with(&format!(
+            "{http}health = {{ path = \"/\", tls = true, tls_ca_file = \"\" }}\n"
+        )),
+        "test.toml:3:50: pool.app.health.tls_ca_file: must not be empty",
+    );
+    assert_error(
+        &pool_with(&format!("{http}health = {{ path = \"/\", port = 0 }}\n")),
+        "test.toml:3:31: pool.app.health.port: must be between 1 and 65535, not 0",
+    );
+    assert_error(
+        &pool_with(&format!(
+            "{http}health = {{ path = \"/\", tls = \"yes\" }}\n"
+        )),
+        "test.toml:3:30: pool.app.health.tls: invalid type: string \"yes\", expected a boolean",
+    );
 }
 
 #[test]

@@ -20,10 +20,10 @@ use super::{
     is_valid_name, not_a_name, show,
 };
 use crate::config::{
-    AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HeaderEdits, HostPattern,
-    KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig, PoolConfig, PoolHealthConfig,
-    PoolTimeouts, ProxySettings, RetryConfig, RouteConfig, RouteTarget, ServerConfig, ServerUrl,
-    StickyConfig, StickyKey, TlsConfig, TrustedHeader, UnderscorePolicy,
+    AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HeaderEdits, HealthTls,
+    HostPattern, KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig, PoolConfig,
+    PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig, RouteTarget,
+    ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig, TrustedHeader, UnderscorePolicy,
     de::{
         AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, PoolHealthTable,
         PoolTable, Pools, ProxyTable, RouteTable, StickyMode, StickyTable, Table, TlsTable,
@@ -716,10 +716,10 @@ fn pool_config(
         return Err(Invalid::at(key, written, not_a_name(name)));
     }
     let pool: &PoolTable = written.get_ref();
+    let servers = servers(&key, pool)?;
     Ok(PoolConfig {
         name: name.to_string(),
         balance: balance(&key, pool)?,
-        servers: servers(&key, pool)?,
         keepalive: keepalive(&key, pool)?,
         retry: RetryConfig {
             after_failure: duration(
@@ -740,7 +740,7 @@ fn pool_config(
         health: pool
             .health
             .as_ref()
-            .map(|written| pool_health(&format!("{key}.health"), written.get_ref()))
+            .map(|written| pool_health(&key, written.get_ref(), pool, &servers, base_dir))
             .transpose()?,
         passive: PassiveHealthConfig {
             failures: pool.passive.failures,
@@ -757,12 +757,52 @@ fn pool_config(
             Duration::ZERO,
             Limits::UpTo(HOUR),
         )?,
+        servers,
     })
 }
 
-fn pool_health(key: &str, table: &PoolHealthTable) -> Result<PoolHealthConfig, Invalid> {
+/// A pool's `health` (`pool_key` is "pool.NAME"); `port` and `tls` need http:// servers.
+fn pool_health(
+    pool_key: &str,
+    table: &PoolHealthTable,
+    pool: &PoolTable,
+    servers: &[ServerConfig],
+    base_dir: &Path,
+) -> Result<PoolHealthConfig, Invalid> {
+    let key = &format!("{pool_key}.health");
     let (interval, timeout) =
         check_interval_and_timeout(key, table.interval.as_ref(), table.timeout.as_ref())?;
+    let tls = table.tls.as_ref().is_some_and(|tls| *tls.get_ref());
+    let needs_http = match (&table.port, tls) {
+        (Some(port), _) => Some(format!("port = {}", port.get_ref())),
+        (None, true) => Some("tls = true".to_string()),
+        (None, false) => None,
+    };
+    if let Some(setting) = needs_http
+        && let Some(position) = servers
+            .iter()
+            .position(|server| matches!(server.url, ServerUrl::Unix(_)))
+    {
+        return Err(Invalid::at(
+            format!("{pool_key}.servers[{position}]"),
+            &pool.servers.get_ref().0[position].url,
+            format!(
+                "{} is a unix socket: health checks with {setting} need http:// servers",
+                servers[position].url
+            ),
+        ));
+    }
+    let ca_file = match &table.tls_ca_file {
+        Some(written) if !tls => {
+            return Err(Invalid::at(
+                format!("{key}.tls_ca_file"),
+                written,
+                "needs tls = true: it verifies the certificate of a TLS check",
+            ));
+        }
+        Some(written) => Some(file_path(&format!("{key}.tls_ca_file"), written, base_dir)?),
+        None => None,
+    };
     Ok(PoolHealthConfig {
         path: check_path(key, &table.path)?,
         host: table
@@ -775,6 +815,8 @@ fn pool_health(key: &str, table: &PoolHealthTable) -> Result<PoolHealthConfig, I
         timeout,
         rise: table.rise,
         fall: table.fall,
+        port: table.port.as_ref().map(|port| *port.get_ref()),
+        tls: tls.then_some(HealthTls { ca_file }),
     })
 }
 
