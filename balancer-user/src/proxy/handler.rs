@@ -671,7 +671,18 @@ fn rewrite_phase(
     body: Body,
 ) -> Body {
     let route = forwarding.route;
-    if !(route.rewrite_location || route.rewrite_cookie_path || route.rewrite_html) {
+    // Most answers carry nothing to rewrite: no map is built for them (a per-request cost).
+    let has_location = route.rewrite_location
+        && [
+            header::LOCATION,
+            header::CONTENT_LOCATION,
+            header::REFRESH,
+            HeaderName::from_static("uri"),
+        ]
+        .iter()
+        .any(|name| parts.headers.contains_key(name));
+    let has_cookie = route.rewrite_cookie_path && parts.headers.contains_key(header::SET_COOKIE);
+    if !(has_location || has_cookie || route.rewrite_html) {
         return body;
     }
     let public = PublicUrl::from_view(
