@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 
 use balancer_tests::{
     BalancerProcess, Certs, L7Net, curl,
-    django::{ADMIN_PASSWORD, ADMIN_USER, DjangoSite, Gunicorn, SiteSettings},
+    django::{self, DjangoSite, Gunicorn, SiteSettings},
     l7::CurlReply,
 };
 use serde_json::Value;
@@ -287,17 +287,6 @@ fn assert_public_cookie(set_cookie: &str) {
     );
 }
 
-/// The admin login form's CSRF token.
-fn csrf_token(form: &str) -> String {
-    let marker = "name=\"csrfmiddlewaretoken\" value=\"";
-    let start = form
-        .find(marker)
-        .unwrap_or_else(|| panic!("no csrfmiddlewaretoken in the login form:\n{form}"))
-        + marker.len();
-    let end = form[start..].find('"').expect("end of the token") + start;
-    form[start..end].to_string()
-}
-
 // ---------------------------------------------------------------------------------------------
 // The harness
 
@@ -432,7 +421,7 @@ fn django_admin_login_works_end_to_end_over_https() {
     let login_url = format!("{PUBLIC_ORIGIN}{PREFIX}/admin/login/?next={PREFIX}/admin/");
     let form = stack.curl(CLIENT_IP, &[&cookies[..], &[&login_url]].concat());
     assert_eq!(form.status, 200, "{}\n{}", form.text(), stack.diagnostics());
-    let token = csrf_token(&form.text());
+    let token = django::csrf_token(&form.text()).expect("the login form's CSRF token");
     assert_public_cookie(set_cookie(&form, "csrftoken"));
     assert!(
         form.text()
@@ -442,10 +431,7 @@ fn django_admin_login_works_end_to_end_over_https() {
     );
 
     // The POST, as a browser sends it: Origin, Referer, the CSRF cookie and token.
-    let body = format!(
-        "csrfmiddlewaretoken={token}&username={ADMIN_USER}&password={ADMIN_PASSWORD}\
-         &next={PREFIX}/admin/"
-    );
+    let body = django::admin_login_body(&token, &format!("{PREFIX}/admin/"));
     let origin = format!("Origin: {PUBLIC_ORIGIN}");
     let referer = format!("Referer: {login_url}");
     let posted = stack.curl(

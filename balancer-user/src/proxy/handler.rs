@@ -716,17 +716,7 @@ fn rewrite_phase(
             .inc_by(changed as u64);
     }
     if route.rewrite_html {
-        let is_html = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| {
-                value
-                    .trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("text/html")
-            });
-        if is_html {
+        if html::is_html(&parts.headers) {
             shared
                 .metrics
                 .rewrites

@@ -192,6 +192,11 @@ fn has_rewritable_body(status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED)
 }
 
+/// Whether the answer is an HTML document (text/html or XHTML), the only kind rewritten.
+pub fn is_html(headers: &HeaderMap) -> bool {
+    html_charset(headers).is_some()
+}
+
 /// `None`: not HTML. `Some(charset)`: HTML, with the `charset` parameter if any.
 fn html_charset(headers: &HeaderMap) -> Option<Option<String>> {
     let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
