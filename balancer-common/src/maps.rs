@@ -111,7 +111,10 @@ pub const IPIP_OVERHEAD_V6: u16 = 40;
 /// `addr` holds the address in network byte order; an IPv4 address fills the
 /// first four bytes and the rest stay zero, so v4 and v6 never collide
 /// (`family` differs too).
-#[repr(C)]
+///
+/// Aligned to 4 (no padding either way) so the XDP program builds and copies
+/// it in words, not bytes.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VipKey {
     pub addr: [u8; 16],
@@ -185,7 +188,8 @@ pub struct BackendInfo {
 }
 
 /// Key of the connection table: one direction of a flow, as the client sends it.
-#[repr(C)]
+/// Aligned to 4 (no padding either way), like `VipKey`.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -236,8 +240,17 @@ pub const fn acl_key_v6(scope: u32, addr: [u8; 16]) -> AclKeyV6 {
     key
 }
 
+/// An IPv4 address in a 16-byte address field: its four bytes, then zeros. Built
+/// from words so the XDP programs store four words instead of calling a byte-wise memset.
+#[inline(always)]
+pub const fn ipv4_in_16(addr: [u8; 4]) -> [u8; 16] {
+    let words = [u32::from_ne_bytes(addr), 0, 0, 0];
+    // SAFETY: same size, and every bit pattern is a valid byte array.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) }
+}
+
 /// Key of the decap program's map of local addresses (outer destinations it accepts).
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AddrKey {
     pub addr: [u8; 16],
@@ -247,13 +260,8 @@ pub struct AddrKey {
 
 impl VipKey {
     pub const fn v4(addr: [u8; 4], port: u16, protocol: u8) -> Self {
-        let mut full = [0u8; 16];
-        full[0] = addr[0];
-        full[1] = addr[1];
-        full[2] = addr[2];
-        full[3] = addr[3];
         Self {
-            addr: full,
+            addr: ipv4_in_16(addr),
             port_be: port.to_be(),
             protocol,
             family: FAMILY_IPV4,

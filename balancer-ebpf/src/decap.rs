@@ -5,7 +5,9 @@
 use core::mem::size_of;
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use balancer_common::{AddrKey, DecapReason, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_IPIP, IPPROTO_IPV6};
+use balancer_common::{
+    AddrKey, DecapReason, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, ipv4_in_16,
+};
 
 use crate::{
     headers::{ETH_P_IPV4, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr},
@@ -71,12 +73,11 @@ fn outer_v4(
     if be16(unsafe { (*ip).frag_off_be }) & 0x3fff != 0 {
         return Err(DecapReason::Malformed);
     }
-    let mut key = AddrKey {
-        addr: [0; 16],
+    let key = AddrKey {
+        addr: ipv4_in_16(unsafe { (*ip).daddr }),
         family: FAMILY_IPV4,
         _pad: [0; 3],
     };
-    key.addr[..4].copy_from_slice(unsafe { &(*ip).daddr });
     Ok(Some((header_len, protocol, key)))
 }
 

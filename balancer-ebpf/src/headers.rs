@@ -1,13 +1,18 @@
 //! Wire layouts of the headers the programs read. Multi-byte fields are byte
 //! arrays in network order, so no field is ever read with the wrong endianness
-//! or alignment by accident.
+//! by accident.
+//!
+//! Every header is declared 2-byte aligned: frames start at an even address in
+//! every XDP path, and every header we read starts at an even offset (14 or 18,
+//! then multiples of 4). Knowing that, the compiler reads and writes the packet
+//! in halfwords and words instead of bytes.
 
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 
-#[repr(C)]
+#[repr(C, align(2))]
 pub struct EthHdr {
     pub dst: [u8; 6],
     pub src: [u8; 6],
@@ -15,13 +20,13 @@ pub struct EthHdr {
 }
 
 /// The 802.1Q tag after the source MAC: TCI, then the inner EtherType.
-#[repr(C)]
+#[repr(C, align(2))]
 pub struct VlanHdr {
     pub tci_be: [u8; 2],
     pub ether_type_be: [u8; 2],
 }
 
-#[repr(C)]
+#[repr(C, align(2))]
 pub struct Ipv4Hdr {
     pub version_ihl: u8,
     pub tos: u8,
@@ -52,7 +57,7 @@ pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
 
 /// The first 8 bytes of an ICMP / ICMPv6 message; `rest_be` carries the MTU for
 /// "fragmentation needed" (low 16 bits) and "packet too big" (all 32 bits).
-#[repr(C)]
+#[repr(C, align(2))]
 pub struct IcmpHdr {
     pub kind: u8,
     pub code: u8,
@@ -60,7 +65,7 @@ pub struct IcmpHdr {
     pub rest_be: [u8; 4],
 }
 
-#[repr(C)]
+#[repr(C, align(2))]
 pub struct Ipv6Hdr {
     pub version_class_flow: [u8; 4],
     pub payload_len_be: [u8; 2],
@@ -71,7 +76,7 @@ pub struct Ipv6Hdr {
 }
 
 /// The fixed part of a TCP header (RFC 9293 §3.1).
-#[repr(C)]
+#[repr(C, align(2))]
 pub struct TcpHdr {
     pub source_be: [u8; 2],
     pub dest_be: [u8; 2],
@@ -83,7 +88,7 @@ pub struct TcpHdr {
     pub urg_ptr_be: [u8; 2],
 }
 
-#[repr(C)]
+#[repr(C, align(2))]
 pub struct UdpHdr {
     pub source_be: [u8; 2],
     pub dest_be: [u8; 2],

@@ -6,7 +6,7 @@ use core::{mem::size_of, ptr::read_volatile};
 
 use aya_ebpf::programs::XdpContext;
 use balancer_common::{
-    FAMILY_IPV4, FAMILY_IPV6, FlowKey, IPPROTO_TCP, IPPROTO_UDP, PacketReason, VipKey,
+    FAMILY_IPV4, FAMILY_IPV6, FlowKey, IPPROTO_TCP, IPPROTO_UDP, PacketReason, VipKey, ipv4_in_16,
 };
 
 use crate::headers::{
@@ -110,17 +110,15 @@ fn ipv4(ctx: &XdpContext, l3_offset: usize) -> Result<Packet, PacketReason> {
     let protocol = unsafe { (*ip).protocol };
     let ports = ports(ctx, l3_offset + header_len, l3_offset + total_len, protocol)?;
     let daddr = unsafe { (*ip).daddr };
-    let mut flow = FlowKey {
-        src: [0; 16],
-        dst: [0; 16],
+    let flow = FlowKey {
+        src: ipv4_in_16(unsafe { (*ip).saddr }),
+        dst: ipv4_in_16(daddr),
         src_port_be: ports.source_be,
         dst_port_be: ports.dest_be,
         protocol,
         family: FAMILY_IPV4,
         _pad: [0; 2],
     };
-    flow.src[..4].copy_from_slice(unsafe { &(*ip).saddr });
-    flow.dst[..4].copy_from_slice(&daddr);
     Ok(Packet {
         vip: VipKey::v4(daddr, u16::from_be(ports.dest_be), protocol),
         flow,
@@ -197,30 +195,39 @@ fn ports(
     match protocol {
         IPPROTO_TCP => {
             let tcp = header_at::<TcpHdr>(ctx, l4_offset).ok_or(PacketReason::TruncatedL4)?;
-            // SAFETY (all three): `header_at` checked the header is inside the packet.
-            let source_be = unsafe { read_volatile(&raw const (*tcp).source_be) };
-            let dest_be = unsafe { read_volatile(&raw const (*tcp).dest_be) };
-            let flags = unsafe { read_volatile(&raw const (*tcp).doff_flags_be) }[1];
+            // SAFETY: `header_at` checked the header is inside the packet, and it is
+            // 2-byte aligned (headers.rs), so its halfwords can be read as such.
+            let (source_be, dest_be, flags) = unsafe {
+                (
+                    read_volatile(tcp.cast::<u16>()),
+                    read_volatile(tcp.cast::<u16>().add(1)),
+                    read_volatile(&raw const (*tcp).doff_flags_be[1]),
+                )
+            };
             if l4_offset + size_of::<TcpHdr>() > l4_end {
                 return Err(PacketReason::TruncatedL4);
             }
             Ok(Ports {
-                source_be: u16::from_ne_bytes(source_be),
-                dest_be: u16::from_ne_bytes(dest_be),
+                source_be,
+                dest_be,
                 syn: flags & (TCP_SYN | TCP_ACK) == TCP_SYN,
             })
         }
         IPPROTO_UDP => {
             let udp = header_at::<UdpHdr>(ctx, l4_offset).ok_or(PacketReason::TruncatedL4)?;
-            // SAFETY (both): `header_at` checked the header is inside the packet.
-            let source_be = unsafe { read_volatile(&raw const (*udp).source_be) };
-            let dest_be = unsafe { read_volatile(&raw const (*udp).dest_be) };
+            // SAFETY: as for TCP above.
+            let (source_be, dest_be) = unsafe {
+                (
+                    read_volatile(udp.cast::<u16>()),
+                    read_volatile(udp.cast::<u16>().add(1)),
+                )
+            };
             if l4_offset + size_of::<UdpHdr>() > l4_end {
                 return Err(PacketReason::TruncatedL4);
             }
             Ok(Ports {
-                source_be: u16::from_ne_bytes(source_be),
-                dest_be: u16::from_ne_bytes(dest_be),
+                source_be,
+                dest_be,
                 syn: false,
             })
         }

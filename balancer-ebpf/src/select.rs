@@ -21,6 +21,11 @@ static TABLE_SIZE: u32 = balancer_common::DEFAULT_TABLE_SIZE;
 #[unsafe(no_mangle)]
 static ACL_GLOBAL_FLAGS: u8 = 0;
 
+/// `bpf_map_update_elem` flags, and the error an existing key gives with `BPF_NOEXIST`.
+const BPF_ANY: u64 = 0;
+const BPF_NOEXIST: u64 = 1;
+const EEXIST: i32 = 17;
+
 /// A flow's last-seen time is refreshed at most this often (0.25 to 2.5 s
 /// depending on the kernel's HZ): a write per packet would bounce the entry's
 /// cache line between CPUs.
@@ -70,20 +75,21 @@ pub struct Choice {
 }
 
 /// Connection table first: an entry whose backend is up or draining keeps the
-/// flow there. A TCP SYN (port reuse), a missing entry, or a down backend picks
-/// from the Maglev table, which only ever lists up backends.
+/// flow there. A missing entry or a down backend picks from the Maglev table,
+/// which only ever lists up backends. A TCP SYN always picks (port reuse) and
+/// skips the lookup: its insert tells a new tuple from a known one.
 #[inline(always)]
 pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReason> {
     // SAFETY: reading jiffies has no preconditions.
     let now = unsafe { bpf_jiffies64() };
     let mut event = FlowEvent::TableMiss;
-    if let Some(entry) = FLOWS.get_ptr_mut(&pkt.flow) {
+    if !pkt.tcp_syn
+        && let Some(entry) = FLOWS.get_ptr_mut(&pkt.flow)
+    {
         // SAFETY: the pointer is to a live map value; a racing update of
         // last_seen from another CPU only loses a timestamp refresh.
         let index = unsafe { (*entry).backend };
-        if pkt.tcp_syn {
-            event = FlowEvent::SynRepick;
-        } else if let Some(backend) = BACKENDS.get(index) {
+        if let Some(backend) = BACKENDS.get(index) {
             if backend.state != BACKEND_DOWN {
                 unsafe {
                     if now.wrapping_sub((*entry).last_seen) > LAST_SEEN_GRANULARITY_JIFFIES {
@@ -122,7 +128,16 @@ pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReas
     };
     // A full table evicts its least recently used entry; a failed insert only
     // means the next packet picks again, from the same Maglev slot.
-    let _ = FLOWS.insert(&pkt.flow, &value, 0);
+    if pkt.tcp_syn {
+        // One insert for the common case (a new tuple); only port reuse pays for
+        // a second one, which replaces the old entry.
+        if FLOWS.insert(&pkt.flow, &value, BPF_NOEXIST).err() == Some(-EEXIST) {
+            event = FlowEvent::SynRepick;
+            let _ = FLOWS.insert(&pkt.flow, &value, BPF_ANY);
+        }
+    } else {
+        let _ = FLOWS.insert(&pkt.flow, &value, BPF_ANY);
+    }
     Ok(Choice {
         index,
         backend,
