@@ -281,6 +281,12 @@ const XDP_CASES: &[XdpCase] = &[
         target: Some(3.0),
         katran_ns: Some(147.0),
     },
+    XdpCase {
+        key: "udp_hit",
+        label: "UDP, a known flow (connection-table hit: one datagram replayed)",
+        target: Some(3.0),
+        katran_ns: Some(147.0),
+    },
 ];
 
 fn l4(binaries: &Binaries, quick: bool) -> anyhow::Result<Section> {
@@ -374,11 +380,13 @@ fn render_test_run(md: &mut String, test_run: &Value) -> anyhow::Result<()> {
          - hit − floor = {:.0} ns: that, plus the connection-table lookup, the backend read, \
          IPIP encapsulation (`bpf_xdp_adjust_head`) and four per-CPU counters.\n\
          - SYN (one flow) − hit = {:.0} ns: the Maglev pick and the connection-table insert \
-         (`bpf_map_update_elem` on the LRU hash), cache-hot.\n\
+         (`bpf_map_update_elem` on the LRU hash; a SYN skips the lookup and inserts with \
+         `BPF_NOEXIST`), cache-hot.\n\
          - SYN (new flow per call) − SYN (one flow) = {:.0} ns: the same insert into a full \
          table with a new key each time (LRU eviction, cold hash bucket and entry), as under \
          a stream of new connections. Katran's reference numbers replay fixed packets, so \
-         the one-flow rows are the ones to compare with them.",
+         the one-flow rows (and, for UDP, the replayed datagram of a known flow, which is what \
+         a replayed UDP packet measures) are the ones to compare with them.",
         non_vip - floor,
         hit - floor,
         syn_one - hit,

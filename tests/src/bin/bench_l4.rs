@@ -56,7 +56,7 @@ use balancer_tests::{
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage: bench_l4 [--quick] [--calls N] [--rounds N] [--seconds S] \
-                     [--skip-xdp] [--skip-e2e]";
+                     [--skip-xdp] [--skip-e2e] [--cases KEY,KEY]";
 
 struct Args {
     calls: u64,
@@ -64,6 +64,8 @@ struct Args {
     seconds: f64,
     xdp: bool,
     e2e: bool,
+    /// `--cases`: only these `BPF_PROG_TEST_RUN` cases (for profiling one path); all by default.
+    cases: Vec<Case>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -75,6 +77,7 @@ fn parse_args() -> anyhow::Result<Args> {
         seconds: if quick { 2.0 } else { 5.0 },
         xdp: true,
         e2e: true,
+        cases: Case::ALL.to_vec(),
     };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -89,6 +92,17 @@ fn parse_args() -> anyhow::Result<Args> {
             "--seconds" => args.seconds = value()?.parse().context("--seconds")?,
             "--skip-xdp" => args.xdp = false,
             "--skip-e2e" => args.e2e = false,
+            "--cases" => {
+                args.cases = value()?
+                    .split(',')
+                    .map(|key| {
+                        Case::ALL
+                            .into_iter()
+                            .find(|case| case.key() == key)
+                            .with_context(|| format!("--cases: no case {key:?}\n{USAGE}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -137,7 +151,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<Value> {
     let xdp = if args.xdp {
-        xdp_bench(args.calls, args.rounds)?
+        xdp_bench(args.calls, args.rounds, &args.cases)?
     } else {
         Value::Null
     };
@@ -198,10 +212,11 @@ enum Case {
     NonVip,
     TcpSynOneFlow,
     UdpOneFlow,
+    UdpHit,
 }
 
 impl Case {
-    const ALL: [Case; 8] = [
+    const ALL: [Case; 9] = [
         Case::Pass,
         Case::Floor,
         Case::TcpHit,
@@ -210,6 +225,7 @@ impl Case {
         Case::NonVip,
         Case::TcpSynOneFlow,
         Case::UdpOneFlow,
+        Case::UdpHit,
     ];
 
     fn key(self) -> &'static str {
@@ -222,6 +238,7 @@ impl Case {
             Case::NonVip => "non_vip",
             Case::TcpSynOneFlow => "tcp_syn_one_flow",
             Case::UdpOneFlow => "udp_one_flow",
+            Case::UdpHit => "udp_hit",
         }
     }
 
@@ -243,9 +260,12 @@ impl Case {
     /// Bytes the program adds to the frame (IPIP encapsulation).
     fn growth(self) -> usize {
         match self {
-            Case::TcpHit | Case::TcpSyn | Case::Udp | Case::TcpSynOneFlow | Case::UdpOneFlow => {
-                usize::from(IPIP_OVERHEAD_V4)
-            }
+            Case::TcpHit
+            | Case::TcpSyn
+            | Case::Udp
+            | Case::TcpSynOneFlow
+            | Case::UdpOneFlow
+            | Case::UdpHit => usize::from(IPIP_OVERHEAD_V4),
             _ => 0,
         }
     }
@@ -286,6 +306,13 @@ impl Case {
             Case::UdpOneFlow => Frames::Fixed(frame(
                 HIT_CLIENT,
                 HIT_CLIENT_PORT + 1,
+                VIP_ADDR,
+                VIP_UDP_PORT,
+                L4::Udp,
+            )),
+            Case::UdpHit => Frames::Fixed(frame(
+                HIT_CLIENT,
+                HIT_CLIENT_PORT,
                 VIP_ADDR,
                 VIP_UDP_PORT,
                 L4::Udp,
@@ -410,7 +437,7 @@ fn veth_for(program: &str) -> &'static str {
     }
 }
 
-fn xdp_bench(calls: u64, rounds: usize) -> anyhow::Result<Value> {
+fn xdp_bench(calls: u64, rounds: usize, cases: &[Case]) -> anyhow::Result<Value> {
     let netns = Netns::new(format!("bl-bench-xdp-{}", unique_suffix()))?;
     for program in [PROGRAM_LB, PROGRAM_FLOOR, PROGRAM_PASS] {
         let veth = veth_for(program);
@@ -429,7 +456,8 @@ fn xdp_bench(calls: u64, rounds: usize) -> anyhow::Result<Value> {
         "the eBPF object {} does not exist: build it with `cargo xtask build`",
         object.display()
     );
-    let result = netns.run(move || test_run_cases(&object, calls, rounds))?;
+    let cases = cases.to_vec();
+    let result = netns.run(move || test_run_cases(&object, calls, rounds, &cases))?;
     drop(netns);
     result
 }
@@ -474,7 +502,7 @@ impl Loaded {
     fn case_counter(&self, case: Case) -> anyhow::Result<Option<u64>> {
         Ok(match case {
             Case::Pass | Case::Floor => None,
-            Case::TcpHit => Some(self.flow_events(FlowEvent::TableHit)?),
+            Case::TcpHit | Case::UdpHit => Some(self.flow_events(FlowEvent::TableHit)?),
             Case::TcpSyn | Case::Udp | Case::TcpSynOneFlow | Case::UdpOneFlow => {
                 Some(self.flow_events(FlowEvent::TableMiss)?)
             }
@@ -586,14 +614,19 @@ fn flow(src_port: u16, dst_port: u16, protocol: u8) -> FlowKey {
 }
 
 /// Runs on a thread inside the benchmark namespace (test runs use its loopback).
-fn test_run_cases(object: &Path, calls: u64, rounds: usize) -> anyhow::Result<Value> {
+fn test_run_cases(
+    object: &Path,
+    calls: u64,
+    rounds: usize,
+    cases: &[Case],
+) -> anyhow::Result<Value> {
     let mut loaded = load(object)?;
-    let mut frames: Vec<Frames> = Case::ALL.iter().map(|c| c.frames()).collect();
+    let mut frames: Vec<Frames> = cases.iter().map(|c| c.frames()).collect();
     let mut output = vec![0u8; 2048];
-    let mut averages: Vec<Vec<f64>> = vec![Vec::new(); Case::ALL.len()];
+    let mut averages: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
 
     // Warm-up, not recorded: caches, the dispatcher, and a full connection table.
-    for (i, case) in Case::ALL.iter().enumerate() {
+    for (i, case) in cases.iter().enumerate() {
         let warm = if matches!(case, Case::TcpSyn | Case::Udp) {
             u64::from(MAX_FLOWS) + 10_000
         } else {
@@ -603,7 +636,7 @@ fn test_run_cases(object: &Path, calls: u64, rounds: usize) -> anyhow::Result<Va
     }
     for round in 1..=rounds {
         let mut line = format!("bench_l4:   round {round}/{rounds}:");
-        for (i, case) in Case::ALL.iter().enumerate() {
+        for (i, case) in cases.iter().enumerate() {
             let average = run_case(&mut loaded, *case, &mut frames[i], calls, &mut output)?;
             averages[i].push(average);
             line.push_str(&format!(" {} {average:.1} ns", case.key()));
@@ -645,16 +678,21 @@ fn run_case(
     calls: u64,
     output: &mut [u8],
 ) -> anyhow::Result<f64> {
-    if case == Case::TcpHit {
+    let hit_flow = match case {
+        Case::TcpHit => Some((VIP_TCP_ID, VIP_TCP_PORT, IPPROTO_TCP)),
+        Case::UdpHit => Some((VIP_UDP_ID, VIP_UDP_PORT, IPPROTO_UDP)),
+        _ => None,
+    };
+    if let Some((vip_id, port, protocol)) = hit_flow {
         // The miss cases' inserts may have evicted it from the full LRU table.
         let value = FlowValue {
-            backend: backend_index(VIP_TCP_ID, 0, BACKENDS_PER_VIP),
+            backend: backend_index(vip_id, 0, BACKENDS_PER_VIP),
             _pad: 0,
             last_seen: 0,
         };
         loaded
             .flows
-            .insert(flow(HIT_CLIENT_PORT, VIP_TCP_PORT, IPPROTO_TCP), value, 0)?;
+            .insert(flow(HIT_CLIENT_PORT, port, protocol), value, 0)?;
     }
     let delete = case.delete_after_call();
     if let Some(key) = &delete {
@@ -699,7 +737,7 @@ fn run_case(
             case.key(),
             after - before,
             match case {
-                Case::TcpHit => "not every call was a connection-table hit",
+                Case::TcpHit | Case::UdpHit => "not every call was a connection-table hit",
                 Case::TcpSyn | Case::Udp | Case::TcpSynOneFlow | Case::UdpOneFlow => {
                     "not every call was a connection-table miss"
                 }
