@@ -441,6 +441,9 @@ impl TrustPolicy {
     /// the route's stripped prefix, omitted when both are absent), `Forwarded` (one element per
     /// chain entry, the first also carrying proto and host) and X-Real-IP, as configured.
     pub fn emit(&self, view: &ClientView, stripped_prefix: Option<&str>, headers: &mut HeaderMap) {
+        use std::fmt::Write;
+        // One scratch string for every value: this runs for every request.
+        let mut text = String::with_capacity(64);
         let mut append = |name: &'static str, value: &str| {
             // Every value is checked or built by us; a host that still cannot be a field value
             // is left out rather than sent mangled.
@@ -448,32 +451,47 @@ impl TrustPolicy {
                 headers.append(HeaderName::from_static(name), value);
             }
         };
-        let chain: Vec<String> = view.chain.iter().map(IpAddr::to_string).collect();
-        append("x-forwarded-for", &chain.join(", "));
+        for (index, ip) in view.chain.iter().enumerate() {
+            if index > 0 {
+                text.push_str(", ");
+            }
+            let _ = write!(text, "{ip}");
+        }
+        append("x-forwarded-for", &text);
         append("x-forwarded-proto", view.scheme.as_str());
         if !view.host.is_empty() {
             append("x-forwarded-host", &view.host);
         }
-        append("x-forwarded-port", &view.port.to_string());
+        text.clear();
+        let _ = write!(text, "{}", view.port);
+        append("x-forwarded-port", &text);
         if let Some(prefix) = public_prefix(view.prefix.as_deref(), stripped_prefix) {
             append("x-forwarded-prefix", &prefix);
         }
         if self.emit_forwarded {
-            let elements: Vec<ForwardedElement> = view
-                .chain
-                .iter()
-                .enumerate()
-                .map(|(index, ip)| ForwardedElement {
-                    for_node: Some(Node::from_ip(*ip)),
-                    by: None,
-                    proto: (index == 0).then(|| view.scheme.as_str().to_owned()),
-                    host: (index == 0 && !view.host.is_empty()).then(|| view.host.clone()),
-                })
-                .collect();
-            append(FORWARDED, &forwarded::format(&elements));
+            // One element per chain entry, the first also carrying proto and host.
+            text.clear();
+            for (index, ip) in view.chain.iter().enumerate() {
+                if index > 0 {
+                    text.push_str(", ");
+                }
+                text.push_str("for=");
+                forwarded::write_node(&mut text, &Node::from_ip(*ip));
+                if index == 0 {
+                    text.push_str(";proto=");
+                    forwarded::write_value(&mut text, view.scheme.as_str());
+                    if !view.host.is_empty() {
+                        text.push_str(";host=");
+                        forwarded::write_value(&mut text, &view.host);
+                    }
+                }
+            }
+            append(FORWARDED, &text);
         }
         if self.emit_x_real_ip {
-            append("x-real-ip", &view.client.to_string());
+            text.clear();
+            let _ = write!(text, "{}", view.client);
+            append("x-real-ip", &text);
         }
     }
 }
