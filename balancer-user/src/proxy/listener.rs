@@ -110,6 +110,27 @@ impl Closing {
     }
 }
 
+/// What a connection's task keeps of its listener's config (a copy of the whole
+/// `ListenerConfig` per idle connection would be memory for nothing).
+#[derive(Clone, Copy)]
+struct ConnLimits {
+    header_read_timeout: Duration,
+    keepalive_timeout: Duration,
+    max_header_bytes: usize,
+    max_headers: usize,
+}
+
+impl ConnLimits {
+    fn of(config: &ListenerConfig) -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: config.header_read_timeout,
+            keepalive_timeout: config.keepalive_timeout,
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+        }
+    }
+}
+
 async fn serve_connection(
     shared: Arc<Shared>,
     bind: SocketAddr,
@@ -121,18 +142,19 @@ async fn serve_connection(
     let Some(listener) = state.listener_at(bind) else {
         return;
     };
-    let config = listener.config.clone();
+    let limits = ConnLimits::of(&listener.config);
     let tls = listener.tls.clone();
-    drop(state);
     let labels = ListenerLabels {
-        listener: config.name.clone(),
+        listener: listener.config.name.clone(),
     };
+    drop(state);
     shared
         .metrics
         .connections_accepted
         .get_or_create(&labels)
         .inc();
     let open = shared.metrics.connections.get_or_create(&labels).clone();
+    drop(labels);
     open.inc();
 
     let activity = Activity::new();
@@ -144,44 +166,78 @@ async fn serve_connection(
                 peer,
                 sni: None,
                 tls: false,
-                activity: activity.clone(),
+                activity,
             };
-            serve_http(shared, config, info, io, closing).await;
+            serve_http(shared, limits, info, io, closing).await;
         }
+        // Boxed: the handshake and the TLS stream are large, and a plain connection's task
+        // would otherwise reserve room for them for its whole life.
         Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-            let handshake =
-                tokio::time::timeout(config.header_read_timeout, acceptor.accept(io)).await;
-            match handshake {
-                Ok(Ok(stream)) => {
-                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        activity.set_http2();
-                    }
-                    let sni = stream
-                        .get_ref()
-                        .1
-                        .server_name()
-                        .map(str::to_ascii_lowercase);
-                    let info = ConnInfo {
-                        bind,
-                        peer,
-                        sni,
-                        tls: true,
-                        activity: activity.clone(),
-                    };
-                    serve_http(shared, config, info, stream, closing).await;
-                }
-                Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
+            Box::pin(serve_tls(
+                shared, limits, tls, bind, peer, io, activity, closing,
+            ))
+            .await
         }
     }
     open.dec();
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one accepted connection"
+)]
+async fn serve_tls(
+    shared: Arc<Shared>,
+    limits: ConnLimits,
+    tls: Arc<rustls::ServerConfig>,
+    bind: SocketAddr,
+    peer: SocketAddr,
+    io: WatchedIo<TcpStream>,
+    activity: Arc<Activity>,
+    closing: Closing,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await;
+    match handshake {
+        Ok(Ok(stream)) => {
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                activity.set_http2();
+            }
+            let sni = stream
+                .get_ref()
+                .1
+                .server_name()
+                .map(str::to_ascii_lowercase);
+            let info = ConnInfo {
+                bind,
+                peer,
+                sni,
+                tls: true,
+                activity,
+            };
+            serve_http(shared, limits, info, stream, closing).await;
+        }
+        Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// The service's future, boxed per request: hyper keeps room for one in-flight future for
+/// the connection's whole life, and the handler's is several KiB.
+type HandlerFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    hyper::Response<super::access_log::LoggedBody>,
+                    std::convert::Infallible,
+                >,
+            > + Send,
+    >,
+>;
+
 async fn serve_http<I>(
     shared: Arc<Shared>,
-    config: ListenerConfig,
+    config: ConnLimits,
     info: ConnInfo,
     io: I,
     mut signal: Closing,
@@ -190,7 +246,9 @@ async fn serve_http<I>(
 {
     let activity = info.activity.clone();
     let info = Arc::new(info);
-    let service = service_fn(move |request| handler::handle(shared.clone(), info.clone(), request));
+    let service = service_fn(move |request| -> HandlerFuture {
+        Box::pin(handler::handle(shared.clone(), info.clone(), request))
+    });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -200,8 +258,12 @@ async fn serve_http<I>(
         // keep-alive waits short.
         .header_read_timeout(None)
         .keep_alive(true)
-        .max_buf_size(config.max_header_bytes.max(8192))
-        .max_headers(config.max_headers);
+        .max_buf_size(config.max_header_bytes.max(8192));
+    // hyper's own default is 100 on the stack; an explicit limit costs a heap array per
+    // parsed head.
+    if config.max_headers != ListenerConfig::DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(config.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
