@@ -220,13 +220,14 @@ async fn process(
 
     let mut answer = match &runtime.target {
         Target::Static(dir) => {
-            let mut response = static_files::serve(
+            // Boxed: the file-serving state would enlarge every proxied request's future.
+            let mut response = Box::pin(static_files::serve(
                 dir,
                 &upstream_path,
                 &path,
                 request.method(),
                 request.headers(),
-            )
+            ))
             .await
             .map_err(static_error)?;
             // A directory's add-slash redirect keeps the query, like the route's above.
