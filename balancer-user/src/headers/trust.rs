@@ -442,7 +442,9 @@ impl TrustPolicy {
     /// chain entry, the first also carrying proto and host) and X-Real-IP, as configured.
     pub fn emit(&self, view: &ClientView, stripped_prefix: Option<&str>, headers: &mut HeaderMap) {
         use std::fmt::Write;
-        // One scratch string for every value: this runs for every request.
+        // One scratch string for every value: this runs for every request. Room for the
+        // fields first, so that appending them does not grow the map several times.
+        headers.reserve(7);
         let mut text = String::with_capacity(64);
         let mut append = |name: &'static str, value: &str| {
             // Every value is checked or built by us; a host that still cannot be a field value
