@@ -446,11 +446,19 @@ impl TrustPolicy {
         // fields first, so that appending them does not grow the map several times.
         headers.reserve(7);
         let mut text = String::with_capacity(64);
-        let mut append = |name: &'static str, value: &str| {
+        // Names as constants: `from_static` at run time would parse each name every request.
+        const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+        const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+        const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+        const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+        const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+        const FORWARDED_NAME: HeaderName = HeaderName::from_static(FORWARDED);
+        const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+        let mut append = |name: HeaderName, value: &str| {
             // Every value is checked or built by us; a host that still cannot be a field value
             // is left out rather than sent mangled.
             if let Ok(value) = HeaderValue::from_str(value) {
-                headers.append(HeaderName::from_static(name), value);
+                headers.append(name, value);
             }
         };
         for (index, ip) in view.chain.iter().enumerate() {
@@ -459,16 +467,16 @@ impl TrustPolicy {
             }
             let _ = write!(text, "{ip}");
         }
-        append("x-forwarded-for", &text);
-        append("x-forwarded-proto", view.scheme.as_str());
+        append(X_FORWARDED_FOR, &text);
+        append(X_FORWARDED_PROTO, view.scheme.as_str());
         if !view.host.is_empty() {
-            append("x-forwarded-host", &view.host);
+            append(X_FORWARDED_HOST, &view.host);
         }
         text.clear();
         let _ = write!(text, "{}", view.port);
-        append("x-forwarded-port", &text);
+        append(X_FORWARDED_PORT, &text);
         if let Some(prefix) = public_prefix(view.prefix.as_deref(), stripped_prefix) {
-            append("x-forwarded-prefix", &prefix);
+            append(X_FORWARDED_PREFIX, &prefix);
         }
         if self.emit_forwarded {
             // One element per chain entry, the first also carrying proto and host.
@@ -488,12 +496,12 @@ impl TrustPolicy {
                     }
                 }
             }
-            append(FORWARDED, &text);
+            append(FORWARDED_NAME, &text);
         }
         if self.emit_x_real_ip {
             text.clear();
             let _ = write!(text, "{}", view.client);
-            append("x-real-ip", &text);
+            append(X_REAL_IP, &text);
         }
     }
 }
