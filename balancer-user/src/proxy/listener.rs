@@ -276,14 +276,16 @@ async fn serve_plain(
     });
     let io = TokioIo::new(io);
     if h2 {
+        // Boxed: HTTP/2's connection state is the larger, and every HTTP/1.1 connection's task
+        // would otherwise reserve room for it.
         let connection = http2_builder(&limits).serve_connection(io, service);
-        drive(
+        Box::pin(drive(
             connection,
             |c| c.graceful_shutdown(),
             &activity,
             limits,
             signal,
-        )
+        ))
         .await;
     } else {
         let connection = http1_builder(&limits)
