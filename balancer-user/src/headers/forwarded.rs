@@ -336,19 +336,38 @@ pub fn split_host_port(value: &str) -> Option<(&str, Option<u16>)> {
 
 /// A parameter value: bare when it is a token, else a quoted string with '"' and '\' escaped.
 pub fn format_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    write_value(&mut out, value);
+    out
+}
+
+/// Appends `value` as a token when it is one, else as a quoted-string.
+pub fn write_value(out: &mut String, value: &str) {
     if !value.is_empty() && value.bytes().all(is_tchar) {
-        return value.to_owned();
+        out.push_str(value);
+        return;
     }
-    let mut quoted = String::with_capacity(value.len() + 2);
-    quoted.push('"');
+    out.reserve(value.len() + 2);
+    out.push('"');
     for c in value.chars() {
         if c == '"' || c == '\\' {
-            quoted.push('\\');
+            out.push('\\');
         }
-        quoted.push(c);
+        out.push(c);
     }
-    quoted.push('"');
-    quoted
+    out.push('"');
+}
+
+/// Appends a node, quoted when it must be: `198.18.0.1`, `"[2001:2::1]:8080"`.
+pub fn write_node(out: &mut String, node: &Node) {
+    use std::fmt::Write;
+    match (&node.name, &node.port) {
+        // Digits and dots are token characters: no quoting, no intermediate string.
+        (NodeName::Ip(IpAddr::V4(ip)), None) => {
+            let _ = write!(out, "{ip}");
+        }
+        _ => write_value(out, &node_text(node)),
+    }
 }
 
 /// A node as it appears inside the value, before quoting: `198.18.0.1`, `[2001:2::1]:8080`.
@@ -366,31 +385,50 @@ fn node_text(node: &Node) -> String {
     }
 }
 
-/// One element: `for=…;by=…;proto=…;host=…`, the parameters it has, in that order.
-pub fn format_element(element: &ForwardedElement) -> String {
-    let mut pairs = Vec::with_capacity(4);
+/// Appends one element: `for=…;by=…;proto=…;host=…`, the parameters it has, in that order.
+pub fn write_element(out: &mut String, element: &ForwardedElement) {
+    let mut separator = "";
     if let Some(node) = &element.for_node {
-        pairs.push(format!("for={}", format_value(&node_text(node))));
+        out.push_str("for=");
+        write_node(out, node);
+        separator = ";";
     }
     if let Some(node) = &element.by {
-        pairs.push(format!("by={}", format_value(&node_text(node))));
+        out.push_str(separator);
+        out.push_str("by=");
+        write_node(out, node);
+        separator = ";";
     }
     if let Some(proto) = &element.proto {
-        pairs.push(format!("proto={}", format_value(proto)));
+        out.push_str(separator);
+        out.push_str("proto=");
+        write_value(out, proto);
+        separator = ";";
     }
     if let Some(host) = &element.host {
-        pairs.push(format!("host={}", format_value(host)));
+        out.push_str(separator);
+        out.push_str("host=");
+        write_value(out, host);
     }
-    pairs.join(";")
+}
+
+/// One element: `for=…;by=…;proto=…;host=…`, the parameters it has, in that order.
+pub fn format_element(element: &ForwardedElement) -> String {
+    let mut out = String::new();
+    write_element(&mut out, element);
+    out
 }
 
 /// A whole field value: the elements joined by ", ".
 pub fn format(elements: &[ForwardedElement]) -> String {
-    elements
-        .iter()
-        .map(format_element)
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::new();
+    for (index, element) in elements.iter().enumerate() {
+        if index > 0 {
+            out.push_str(", ");
+        }
+        write_element(&mut out, element);
+    }
+    out
 }
 
 #[cfg(test)]

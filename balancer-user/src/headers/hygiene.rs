@@ -116,25 +116,40 @@ pub fn clean_request(
         return Err(HygieneError::Underscore(name.clone()));
     }
     let listed = connection_listed(&headers);
-    let group_names: Vec<&str> = TrustedHeader::all_header_names().collect();
+    let group_names = TrustedHeader::header_names();
     let base = |name: &str| -> Option<RemovalReason> {
         base_removal(name, &listed, rules.keep_upgrade).or_else(|| {
             if rules.identity_headers.iter().any(|id| id.as_str() == name) {
                 Some(RemovalReason::Identity)
-            } else if group_names.contains(&name) {
+            } else if group_names.binary_search(&name).is_ok() {
                 Some(RemovalReason::ForwardedGroup)
             } else {
                 None
             }
         })
     };
-    // Keys of the '-' names that reach the server: they win over any '_' spelling.
-    let mut taken_keys: Vec<String> = headers
-        .keys()
-        .map(HeaderName::as_str)
-        .filter(|name| !name.contains('_') && base(name).is_none())
-        .map(wsgi_key)
-        .collect();
+    // Most requests carry nothing to remove: they go on as they are, without a rebuild (a
+    // per-request cost).
+    if !rules.keep_upgrade
+        && headers.keys().all(|name| {
+            let name = name.as_str();
+            !name.contains('_') && base(name).is_none()
+        })
+    {
+        return Ok((headers, HygieneReport::default()));
+    }
+    // Keys of the '-' names that reach the server: they win over any '_' spelling (only
+    // `Allow` lets a '_' name through to collide).
+    let mut taken_keys: Vec<String> = if rules.underscore == UnderscorePolicy::Allow {
+        headers
+            .keys()
+            .map(HeaderName::as_str)
+            .filter(|name| !name.contains('_') && base(name).is_none())
+            .map(wsgi_key)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let decide = |name: &HeaderName| -> Option<RemovalReason> {
         let name = name.as_str();
         if !name.contains('_') {
@@ -162,8 +177,15 @@ pub fn clean_request(
 /// `Proxy-*`) in place, keeping the order of the rest; for responses, where no other request
 /// rule applies. An upgrade keeps `Upgrade` and `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed = connection_listed(headers);
+    if !keep_upgrade
+        && headers
+            .keys()
+            .all(|name| base_removal(name.as_str(), &listed, false).is_none())
+    {
+        return;
+    }
     let taken = std::mem::take(headers);
-    let listed = connection_listed(&taken);
     let (cleaned, _) = rebuild(taken, keep_upgrade, |name| {
         base_removal(name.as_str(), &listed, keep_upgrade)
     });

@@ -138,10 +138,19 @@ impl TrustedHeader {
     /// Every header field name of every group: all of them are removed from requests of
     /// untrusted peers.
     pub fn all_header_names() -> impl Iterator<Item = &'static str> {
-        let mut names: Vec<&'static str> = Self::ALL.iter().map(|m| m.header_name()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names.into_iter()
+        Self::header_names().iter().copied()
+    }
+
+    /// `all_header_names`, sorted and deduplicated once: hygiene asks for every request.
+    pub fn header_names() -> &'static [&'static str] {
+        static NAMES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+            let mut names: Vec<&'static str> =
+                TrustedHeader::ALL.iter().map(|m| m.header_name()).collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        });
+        &NAMES
     }
 }
 

@@ -441,39 +441,67 @@ impl TrustPolicy {
     /// the route's stripped prefix, omitted when both are absent), `Forwarded` (one element per
     /// chain entry, the first also carrying proto and host) and X-Real-IP, as configured.
     pub fn emit(&self, view: &ClientView, stripped_prefix: Option<&str>, headers: &mut HeaderMap) {
-        let mut append = |name: &'static str, value: &str| {
+        use std::fmt::Write;
+        // One scratch string for every value: this runs for every request. Room for the
+        // fields first, so that appending them does not grow the map several times.
+        headers.reserve(7);
+        let mut text = String::with_capacity(64);
+        // Names as constants: `from_static` at run time would parse each name every request.
+        const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+        const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+        const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+        const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+        const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+        const FORWARDED_NAME: HeaderName = HeaderName::from_static(FORWARDED);
+        const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+        let mut append = |name: HeaderName, value: &str| {
             // Every value is checked or built by us; a host that still cannot be a field value
             // is left out rather than sent mangled.
             if let Ok(value) = HeaderValue::from_str(value) {
-                headers.append(HeaderName::from_static(name), value);
+                headers.append(name, value);
             }
         };
-        let chain: Vec<String> = view.chain.iter().map(IpAddr::to_string).collect();
-        append("x-forwarded-for", &chain.join(", "));
-        append("x-forwarded-proto", view.scheme.as_str());
-        if !view.host.is_empty() {
-            append("x-forwarded-host", &view.host);
+        for (index, ip) in view.chain.iter().enumerate() {
+            if index > 0 {
+                text.push_str(", ");
+            }
+            let _ = write!(text, "{ip}");
         }
-        append("x-forwarded-port", &view.port.to_string());
+        append(X_FORWARDED_FOR, &text);
+        append(X_FORWARDED_PROTO, view.scheme.as_str());
+        if !view.host.is_empty() {
+            append(X_FORWARDED_HOST, &view.host);
+        }
+        text.clear();
+        let _ = write!(text, "{}", view.port);
+        append(X_FORWARDED_PORT, &text);
         if let Some(prefix) = public_prefix(view.prefix.as_deref(), stripped_prefix) {
-            append("x-forwarded-prefix", &prefix);
+            append(X_FORWARDED_PREFIX, &prefix);
         }
         if self.emit_forwarded {
-            let elements: Vec<ForwardedElement> = view
-                .chain
-                .iter()
-                .enumerate()
-                .map(|(index, ip)| ForwardedElement {
-                    for_node: Some(Node::from_ip(*ip)),
-                    by: None,
-                    proto: (index == 0).then(|| view.scheme.as_str().to_owned()),
-                    host: (index == 0 && !view.host.is_empty()).then(|| view.host.clone()),
-                })
-                .collect();
-            append(FORWARDED, &forwarded::format(&elements));
+            // One element per chain entry, the first also carrying proto and host.
+            text.clear();
+            for (index, ip) in view.chain.iter().enumerate() {
+                if index > 0 {
+                    text.push_str(", ");
+                }
+                text.push_str("for=");
+                forwarded::write_node(&mut text, &Node::from_ip(*ip));
+                if index == 0 {
+                    text.push_str(";proto=");
+                    forwarded::write_value(&mut text, view.scheme.as_str());
+                    if !view.host.is_empty() {
+                        text.push_str(";host=");
+                        forwarded::write_value(&mut text, &view.host);
+                    }
+                }
+            }
+            append(FORWARDED_NAME, &text);
         }
         if self.emit_x_real_ip {
-            append("x-real-ip", &view.client.to_string());
+            text.clear();
+            let _ = write!(text, "{}", view.client);
+            append(X_REAL_IP, &text);
         }
     }
 }

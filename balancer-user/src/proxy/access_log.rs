@@ -15,14 +15,18 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use super::{
     Body, BoxError,
     activity::InFlight,
-    metrics::{HttpMetrics, RequestLabels, RouteLabels},
+    metrics::{HttpMetrics, RequestLabels, RouteLabels, RouteMetrics},
     pool::ServerLoad,
 };
 use crate::config::AccessLogFormat;
 
-/// What is known about a request, filled in as it passes the phases.
+/// What is known about a request, filled in as it passes the phases. With `access_log = "off"`
+/// the fields only a log line shows (time, listener, method, target, host, referer, user agent)
+/// stay empty: building them is a per-request cost.
 #[derive(Debug, Clone)]
 pub struct AccessRecord {
+    /// A line is written for this request: the fields only the line shows are filled.
+    pub logged: bool,
     pub time: SystemTime,
     pub started: Instant,
     pub client: SocketAddr,
@@ -45,6 +49,8 @@ pub struct Completion {
     pub record: AccessRecord,
     pub format: AccessLogFormat,
     pub metrics: HttpMetrics,
+    /// The matched route's series; `None` for requests no route took.
+    pub route_metrics: Option<std::sync::Arc<RouteMetrics>>,
     pub bytes: u64,
     pub _in_flight: InFlight,
     pub _server: Option<ServerLoad>,
@@ -54,20 +60,25 @@ impl Drop for Completion {
     fn drop(&mut self) {
         let record = &self.record;
         let seconds = record.started.elapsed().as_secs_f64();
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                route: record.route.clone(),
-                pool: record.pool.clone(),
-                code: record.status,
-            })
-            .inc();
-        self.metrics
-            .duration
-            .get_or_create(&RouteLabels {
-                route: record.route.clone(),
-            })
-            .observe(seconds);
+        match &self.route_metrics {
+            Some(route) => route.observe(&self.metrics, record.status, seconds),
+            None => {
+                self.metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        route: record.route.clone(),
+                        pool: record.pool.clone(),
+                        code: record.status,
+                    })
+                    .inc();
+                self.metrics
+                    .duration
+                    .get_or_create(&RouteLabels {
+                        route: record.route.clone(),
+                    })
+                    .observe(seconds);
+            }
+        }
         match self.format {
             AccessLogFormat::Off => {}
             AccessLogFormat::Text => {
@@ -184,6 +195,7 @@ mod tests {
 
     fn record() -> AccessRecord {
         AccessRecord {
+            logged: true,
             time: SystemTime::UNIX_EPOCH,
             started: Instant::now(),
             client: "198.18.0.1:4321".parse().expect("addr"),

@@ -23,7 +23,7 @@ use super::{
     balance,
     error::{self, PageSet, ProxyError},
     html,
-    metrics::{HttpMetrics, PolicyLabels, RewriteLabels, ServerLabels},
+    metrics::{HttpMetrics, PolicyLabels, RewriteLabels, RouteMetrics, ServerLabels},
     pool::{Pool, ServerLoad},
     route::{self, RouteAction},
     server_state::Outcome,
@@ -33,7 +33,7 @@ use super::{
     upstream::SendError,
 };
 use crate::{
-    config::{Balance, ListenerConfig, RouteConfig},
+    config::{AccessLogFormat, Balance, ListenerConfig, RouteConfig},
     headers::{
         hygiene::{HygieneError, RemovalReason, strip_hop_by_hop},
         rewrite::{BackendUrl, PublicUrl, ReverseMap},
@@ -71,44 +71,66 @@ pub async fn handle(
 ) -> Result<Response<LoggedBody>, std::convert::Infallible> {
     let in_flight = conn.activity.request_started();
     let state = shared.state.load_full();
-    let listener_name = state
-        .listener_at(conn.bind)
-        .map(|listener| listener.config.name.clone())
-        .unwrap_or_default();
+    let format = state.config.proxy.access_log;
+    let logged = format != AccessLogFormat::Off;
     let mut record = AccessRecord {
-        time: SystemTime::now(),
+        logged,
+        time: if logged {
+            SystemTime::now()
+        } else {
+            SystemTime::UNIX_EPOCH
+        },
         started: std::time::Instant::now(),
         client: conn.peer,
-        listener: listener_name,
-        method: request.method().to_string(),
-        target: request
-            .uri()
-            .path_and_query()
-            .map_or_else(|| request.uri().to_string(), ToString::to_string),
+        listener: String::new(),
+        method: String::new(),
+        target: String::new(),
         version: version_label(request.version()),
         host: String::new(),
         route: String::new(),
         pool: String::new(),
         upstream: String::new(),
         status: 0,
-        referer: header_text(request.headers(), &header::REFERER),
-        user_agent: header_text(request.headers(), &header::USER_AGENT),
+        referer: String::new(),
+        user_agent: String::new(),
     };
+    if logged {
+        record.listener = state
+            .listener_at(conn.bind)
+            .map(|listener| listener.config.name.clone())
+            .unwrap_or_default();
+        record.method = request.method().to_string();
+        record.target = request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| request.uri().to_string(), ToString::to_string);
+        record.referer = header_text(request.headers(), &header::REFERER);
+        record.user_agent = header_text(request.headers(), &header::USER_AGENT);
+    }
     let mut pages = PageSet::default();
-    let (response, server) =
-        match process(&shared, &state, &conn, request, &mut record, &mut pages).await {
-            Ok(answer) => answer,
-            Err(err) => {
-                if err.side() != error::Side::Downstream {
-                    tracing::warn!(route = %record.route, upstream = %record.upstream, "{err}");
-                } else {
-                    tracing::debug!("{err}");
-                }
-                (error::respond(&err, &pages), None)
+    let mut route_metrics = None;
+    let (response, server) = match process(
+        &shared,
+        &state,
+        &conn,
+        request,
+        &mut record,
+        &mut pages,
+        &mut route_metrics,
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(err) => {
+            if err.side() != error::Side::Downstream {
+                tracing::warn!(route = %record.route, upstream = %record.upstream, "{err}");
+            } else {
+                tracing::debug!("{err}");
             }
-        };
+            (error::respond(&err, &pages), None)
+        }
+    };
     record.status = response.status().as_u16();
-    let format = state.config.proxy.access_log;
     Ok(response.map(|body| {
         LoggedBody::new(
             body,
@@ -116,6 +138,7 @@ pub async fn handle(
                 record,
                 format,
                 metrics: shared.metrics.clone(),
+                route_metrics,
                 bytes: 0,
                 _in_flight: in_flight,
                 _server: server,
@@ -133,6 +156,7 @@ async fn process(
     mut request: Request<Incoming>,
     record: &mut AccessRecord,
     pages: &mut PageSet,
+    route_metrics: &mut Option<Arc<RouteMetrics>>,
 ) -> Result<Answer, ProxyError> {
     let listener_runtime = state.listener_at(conn.bind).ok_or(ProxyError::NoRoute)?;
     let listener = &listener_runtime.config;
@@ -144,7 +168,9 @@ async fn process(
         });
     }
     let host = request_host(&request)?;
-    record.host.clone_from(&host);
+    if record.logged {
+        record.host.clone_from(&host);
+    }
     if !listener_runtime.allowed_hosts.allows(&host) {
         refused(shared, listener, "disallowed-host");
         return Err(ProxyError::HostNotAllowed {
@@ -174,6 +200,7 @@ async fn process(
     let route = found.route;
     let runtime = &state.route_runtime[found.index];
     record.route.clone_from(&route.name);
+    *route_metrics = Some(runtime.metrics.clone());
     pages.0.push(runtime.error_pages.clone());
     if let Target::Pool(pool) = &runtime.target {
         record.pool.clone_from(&pool.config.name);
@@ -193,13 +220,14 @@ async fn process(
 
     let mut answer = match &runtime.target {
         Target::Static(dir) => {
-            let mut response = static_files::serve(
+            // Boxed: the file-serving state would enlarge every proxied request's future.
+            let mut response = Box::pin(static_files::serve(
                 dir,
                 &upstream_path,
                 &path,
                 request.method(),
                 request.headers(),
-            )
+            ))
             .await
             .map_err(static_error)?;
             // A directory's add-slash redirect keeps the query, like the route's above.
@@ -444,9 +472,18 @@ pub fn upstream_request(
     target: &str,
     host: &str,
 ) -> Result<Request<Body>, ProxyError> {
-    *request.uri_mut() = target
-        .parse::<Uri>()
-        .map_err(|_| ProxyError::BadRequest("unusable request target"))?;
+    // An origin-form request the route does not change keeps its parsed target.
+    let unchanged = request.uri().scheme().is_none()
+        && request.uri().authority().is_none()
+        && request
+            .uri()
+            .path_and_query()
+            .is_some_and(|current| current.as_str() == target);
+    if !unchanged {
+        *request.uri_mut() = target
+            .parse::<Uri>()
+            .map_err(|_| ProxyError::BadRequest("unusable request target"))?;
+    }
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
     let cookies: Vec<&[u8]> = headers
@@ -562,11 +599,11 @@ async fn forward(
     }
     let server_label = load.server().label.clone();
     let route = forwarding.route;
-    let server_authority = load.server().config.url.authority();
+    let server_authority = load.server().authority.as_str();
     let host = if route.preserve_host {
         forwarding.client_host
     } else {
-        &server_authority
+        server_authority
     };
     let mut request = upstream_request(request, &target, host)?;
     let stripped_prefix = forwarding.runtime.stripped_prefix.as_deref();
@@ -643,7 +680,7 @@ async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     let body = if method_is_head { error::empty() } else { body };
-    let body = rewrite_phase(shared, forwarding, &server_authority, &mut parts, body);
+    let body = rewrite_phase(shared, forwarding, server_authority, &mut parts, body);
     // After the cookie rewriting: the sticky cookie's Path is public already.
     if let Some(policy) = &pool.sticky {
         let public = PublicUrl::from_view(

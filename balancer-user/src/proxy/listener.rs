@@ -1,9 +1,12 @@
 //! Accepting client connections: bind, the per-listener connection limit, the TLS handshake,
 //! hyper's HTTP/1.1 + HTTP/2 server, our header-read and keep-alive clocks, and graceful close.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
-use hyper::service::service_fn;
+use hyper::{
+    server::conn::{http1, http2},
+    service::service_fn,
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -110,6 +113,27 @@ impl Closing {
     }
 }
 
+/// What a connection's task keeps of its listener's config (a copy of the whole
+/// `ListenerConfig` per idle connection would be memory for nothing).
+#[derive(Clone, Copy)]
+struct ConnLimits {
+    header_read_timeout: Duration,
+    keepalive_timeout: Duration,
+    max_header_bytes: usize,
+    max_headers: usize,
+}
+
+impl ConnLimits {
+    fn of(config: &ListenerConfig) -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: config.header_read_timeout,
+            keepalive_timeout: config.keepalive_timeout,
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+        }
+    }
+}
+
 async fn serve_connection(
     shared: Arc<Shared>,
     bind: SocketAddr,
@@ -121,101 +145,209 @@ async fn serve_connection(
     let Some(listener) = state.listener_at(bind) else {
         return;
     };
-    let config = listener.config.clone();
+    let limits = ConnLimits::of(&listener.config);
     let tls = listener.tls.clone();
-    drop(state);
     let labels = ListenerLabels {
-        listener: config.name.clone(),
+        listener: listener.config.name.clone(),
     };
+    drop(state);
     shared
         .metrics
         .connections_accepted
         .get_or_create(&labels)
         .inc();
     let open = shared.metrics.connections.get_or_create(&labels).clone();
+    drop(labels);
     open.inc();
 
     let activity = Activity::new();
-    let io = WatchedIo::new(stream, activity.clone());
     match tls {
         None => {
-            let info = ConnInfo {
-                bind,
-                peer,
-                sni: None,
-                tls: false,
-                activity: activity.clone(),
-            };
-            serve_http(shared, config, info, io, closing).await;
-        }
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-            let handshake =
-                tokio::time::timeout(config.header_read_timeout, acceptor.accept(io)).await;
-            match handshake {
-                Ok(Ok(stream)) => {
-                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        activity.set_http2();
-                    }
-                    let sni = stream
-                        .get_ref()
-                        .1
-                        .server_name()
-                        .map(str::to_ascii_lowercase);
-                    let info = ConnInfo {
-                        bind,
-                        peer,
-                        sni,
-                        tls: true,
-                        activity: activity.clone(),
-                    };
-                    serve_http(shared, config, info, stream, closing).await;
+            // Which protocol, before hyper allocates anything for the connection: see
+            // `serve_plain`.
+            let sniffed =
+                tokio::time::timeout(limits.header_read_timeout, starts_with_h2_preface(&stream))
+                    .await;
+            if let Ok(Ok(h2)) = sniffed {
+                if h2 {
+                    activity.set_http2();
                 }
-                Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                let info = ConnInfo {
+                    bind,
+                    peer,
+                    sni: None,
+                    tls: false,
+                    activity,
+                };
+                let io = WatchedIo::new(stream, info.activity.clone());
+                serve_plain(shared, limits, info, io, h2, closing).await;
             }
+        }
+        // Boxed: the handshake and the TLS stream are large, and a plain connection's task
+        // would otherwise reserve room for them for its whole life.
+        Some(tls) => {
+            let io = WatchedIo::new(stream, activity.clone());
+            Box::pin(serve_tls(
+                shared, limits, tls, bind, peer, io, activity, closing,
+            ))
+            .await
         }
     }
     open.dec();
 }
 
-async fn serve_http<I>(
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one accepted connection"
+)]
+async fn serve_tls(
     shared: Arc<Shared>,
-    config: ListenerConfig,
+    limits: ConnLimits,
+    tls: Arc<rustls::ServerConfig>,
+    bind: SocketAddr,
+    peer: SocketAddr,
+    io: WatchedIo<TcpStream>,
+    activity: Arc<Activity>,
+    closing: Closing,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await;
+    match handshake {
+        Ok(Ok(stream)) => {
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                activity.set_http2();
+            }
+            let sni = stream
+                .get_ref()
+                .1
+                .server_name()
+                .map(str::to_ascii_lowercase);
+            let info = ConnInfo {
+                bind,
+                peer,
+                sni,
+                tls: true,
+                activity,
+            };
+            serve_http(shared, limits, info, stream, closing).await;
+        }
+        Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4): a plain connection that starts with it speaks
+/// HTTP/2 with prior knowledge.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain connection starts with the HTTP/2 preface, by peeking at its first bytes
+/// (left in the socket for hyper). `false` also when the client closes first (hyper sees it).
+async fn starts_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    loop {
+        let read = stream.peek(&mut first).await?;
+        if read == 0 || !H2_PREFACE.starts_with(&first[..read]) {
+            return Ok(false);
+        }
+        if read == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // Part of the preface so far: a peek at once would see the same bytes again.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A plain connection, with hyper's HTTP/1.1 or HTTP/2 server chosen by `h2` (rather than
+/// hyper-util's auto server): the auto server reads the first bytes into a buffer of its own
+/// and replays them, which makes hyper's first read a short one and doubles its read buffer
+/// (8 KiB more memory per idle connection), and its wrappers cost on every read.
+async fn serve_plain(
+    shared: Arc<Shared>,
+    limits: ConnLimits,
     info: ConnInfo,
-    io: I,
-    mut signal: Closing,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    io: WatchedIo<TcpStream>,
+    h2: bool,
+    signal: Closing,
+) {
     let activity = info.activity.clone();
     let info = Arc::new(info);
-    let service = service_fn(move |request| handler::handle(shared.clone(), info.clone(), request));
+    let service = service_fn(move |request| -> HandlerFuture {
+        Box::pin(handler::handle(shared.clone(), info.clone(), request))
+    });
+    let io = TokioIo::new(io);
+    if h2 {
+        // Boxed: HTTP/2's connection state is the larger, and every HTTP/1.1 connection's task
+        // would otherwise reserve room for it.
+        let connection = http2_builder(&limits).serve_connection(io, service);
+        Box::pin(drive(
+            connection,
+            |c| c.graceful_shutdown(),
+            &activity,
+            limits,
+            signal,
+        ))
+        .await;
+    } else {
+        let connection = http1_builder(&limits)
+            .serve_connection(io, service)
+            .with_upgrades();
+        drive(
+            connection,
+            |c| c.graceful_shutdown(),
+            &activity,
+            limits,
+            signal,
+        )
+        .await;
+    }
+}
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn http1_builder(limits: &ConnLimits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         // Our own clocks (activity.rs) replace hyper's header timer, which would also cut
         // keep-alive waits short.
         .header_read_timeout(None)
         .keep_alive(true)
-        .max_buf_size(config.max_header_bytes.max(8192))
-        .max_headers(config.max_headers);
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    // hyper's own default is 100 on the stack; an explicit limit costs a heap array per
+    // parsed head.
+    if limits.max_headers != ListenerConfig::DEFAULT_MAX_HEADERS {
+        builder.max_headers(limits.max_headers);
+    }
     builder
-        .http2()
+}
+
+fn http2_builder(limits: &ConnLimits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         // RFC 8441: WebSockets over HTTP/2 streams.
         .enable_connect_protocol();
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
+    builder
+}
 
+/// Runs a served connection to its end under our clocks (activity.rs): closes it when its
+/// header or keep-alive time is up, and asks it (`graceful`) to finish the requests in flight
+/// and close when the proxy shuts down or the listener is removed.
+async fn drive<C, E>(
+    connection: C,
+    graceful: fn(Pin<&mut C>),
+    activity: &Activity,
+    limits: ConnLimits,
+    mut signal: Closing,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut connection = std::pin::pin!(connection);
     let mut closing = false;
     loop {
         let deadline = activity
-            .deadline(config.header_read_timeout, config.keepalive_timeout)
-            .unwrap_or_else(|| std::time::Instant::now() + config.header_read_timeout);
+            .deadline(limits.header_read_timeout, limits.keepalive_timeout)
+            .unwrap_or_else(|| std::time::Instant::now() + limits.header_read_timeout);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(err) = result {
@@ -225,7 +357,7 @@ async fn serve_http<I>(
             }
             () = tokio::time::sleep_until(deadline.into()) => {
                 let expired = activity
-                    .deadline(config.header_read_timeout, config.keepalive_timeout)
+                    .deadline(limits.header_read_timeout, limits.keepalive_timeout)
                     .is_some_and(|deadline| deadline <= std::time::Instant::now());
                 if expired {
                     // Nothing is in flight: dropping the connection loses no response.
@@ -234,8 +366,62 @@ async fn serve_http<I>(
             }
             () = signal.signalled(), if !closing => {
                 closing = true;
-                connection.as_mut().graceful_shutdown();
+                graceful(connection.as_mut());
             }
         }
     }
+}
+
+/// The service's future, boxed per request: hyper keeps room for one in-flight future for
+/// the connection's whole life, and the handler's is several KiB.
+type HandlerFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    hyper::Response<super::access_log::LoggedBody>,
+                    std::convert::Infallible,
+                >,
+            > + Send,
+    >,
+>;
+
+/// A TLS connection: hyper-util's auto server (HTTP/1.1, or HTTP/2 by ALPN or preface).
+async fn serve_http<I>(
+    shared: Arc<Shared>,
+    limits: ConnLimits,
+    info: ConnInfo,
+    io: I,
+    signal: Closing,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = info.activity.clone();
+    let info = Arc::new(info);
+    let service = service_fn(move |request| -> HandlerFuture {
+        Box::pin(handler::handle(shared.clone(), info.clone(), request))
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    if limits.max_headers != ListenerConfig::DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .enable_connect_protocol();
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    drive(
+        connection,
+        |c| c.graceful_shutdown(),
+        &activity,
+        limits,
+        signal,
+    )
+    .await;
 }

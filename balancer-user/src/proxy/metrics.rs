@@ -1,4 +1,9 @@
 //! The proxy's Prometheus metrics, updated per request and registered by the admin endpoint.
+//!
+//! A family lookup hashes and clones its labels under a lock; the per-request series are
+//! therefore looked up once per route and config generation (`RouteMetrics`) and kept.
+
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -134,5 +139,59 @@ impl HttpMetrics {
             "Response headers and bodies rewritten to the public URL, by route",
             self.rewrites.clone(),
         );
+    }
+}
+
+/// One route's request series, looked up in the families on first use and kept for the life of
+/// the config generation (a reload builds new ones, which find the same series again).
+#[derive(Default)]
+pub struct RouteMetrics {
+    route: String,
+    pool: String,
+    duration: OnceLock<Histogram>,
+    /// By status code; a route answers few distinct codes, so a short list.
+    requests: Mutex<Vec<(u16, Counter)>>,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str, pool: &str) -> RouteMetrics {
+        RouteMetrics {
+            route: route.to_owned(),
+            pool: pool.to_owned(),
+            ..RouteMetrics::default()
+        }
+    }
+
+    /// Counts one answered request with `code` that took `seconds`.
+    pub fn observe(&self, metrics: &HttpMetrics, code: u16, seconds: f64) {
+        let counter = {
+            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            match requests.iter().find(|(known, _)| *known == code) {
+                Some((_, counter)) => counter.clone(),
+                None => {
+                    let counter = metrics
+                        .requests
+                        .get_or_create(&RequestLabels {
+                            route: self.route.clone(),
+                            pool: self.pool.clone(),
+                            code,
+                        })
+                        .clone();
+                    requests.push((code, counter.clone()));
+                    counter
+                }
+            }
+        };
+        counter.inc();
+        self.duration
+            .get_or_init(|| {
+                metrics
+                    .duration
+                    .get_or_create(&RouteLabels {
+                        route: self.route.clone(),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
     }
 }

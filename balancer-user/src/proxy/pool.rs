@@ -45,6 +45,8 @@ pub struct Server {
     pub config: ServerConfig,
     /// `url` as text, for logs and metrics.
     pub label: String,
+    /// The `Host` sent without `preserve_host` (`ServerUrl::authority`, built once).
+    pub authority: String,
     pub connections: Arc<ServerConnections>,
     /// Stable identity for consistent hashing: a fixed-key hash of the URL.
     id: u64,
@@ -93,6 +95,7 @@ impl Server {
             ),
             id: balance::server_id(&config.url),
             label,
+            authority: config.url.authority(),
             config: config.clone(),
             in_flight: AtomicU32::new(0),
             health,

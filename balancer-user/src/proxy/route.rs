@@ -659,10 +659,11 @@ pub fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
         segment == "." || segment.eq_ignore_ascii_case("%2e")
     }
     fn is_dot_dot(segment: &str) -> bool {
-        matches!(
-            segment.to_ascii_lowercase().as_str(),
-            ".." | "%2e." | ".%2e" | "%2e%2e"
-        )
+        // Compared without lowercasing into a new string: this runs on every segment of
+        // every request path.
+        ["..", "%2e.", ".%2e", "%2e%2e"]
+            .iter()
+            .any(|form| segment.eq_ignore_ascii_case(form))
     }
     let segments = path.split('/').skip(1);
     if !segments

@@ -7,6 +7,7 @@ use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use super::{
     error::ErrorPages,
+    metrics::RouteMetrics,
     pool::Pool,
     route::{AllowedHosts, RouteTable},
     tls,
@@ -31,6 +32,8 @@ pub struct RouteRuntime {
     /// The path prefix the server does not see (`strip_prefix` routes), without its trailing
     /// slash: what `X-Forwarded-Prefix` says and rewriting puts back. `None` for "/".
     pub stripped_prefix: Option<String>,
+    /// The route's request series, looked up once.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 pub enum Target {
@@ -138,7 +141,13 @@ impl ProxyState {
                 .then(|| route.path.trim_end_matches('/'))
                 .filter(|prefix| !prefix.is_empty())
                 .map(ToString::to_string);
+            let pool_name = match &target {
+                Target::Pool(pool) => pool.config.name.as_str(),
+                Target::Static(_) => "",
+            };
+            let metrics = Arc::new(RouteMetrics::new(&route.name, pool_name));
             route_runtime.push(RouteRuntime {
+                metrics,
                 target,
                 error_pages,
                 request_edits: edits(&route.request_headers)?,

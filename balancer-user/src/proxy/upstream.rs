@@ -186,7 +186,7 @@ impl ServerConnections {
     /// request on another server.
     pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, ConnectError> {
         if self.h2c {
-            let (sender, reused) = self.shared_h2().await?;
+            let (sender, reused) = Box::pin(self.shared_h2()).await?;
             return Ok(Checkout {
                 server: Arc::clone(self),
                 conn: Conn::H2(sender),
@@ -200,7 +200,9 @@ impl ServerConnections {
                 reused: true,
             });
         }
-        let sender = self.open_h1().await?;
+        // Boxed, as every connect below: connecting is the rare path, and its state would
+        // otherwise enlarge every request's future (moved and copied per request).
+        let sender = Box::pin(self.open_h1()).await?;
         Ok(Checkout {
             server: Arc::clone(self),
             conn: Conn::H1(sender),
@@ -220,13 +222,19 @@ impl ServerConnections {
         loop {
             let mut entry = {
                 let mut idle = lock(&self.idle);
-                self.prune(&mut idle);
+                self.prune_expired(&mut idle);
                 idle.pop_back()?
             };
             if entry.sender.is_closed() {
                 continue;
             }
-            match tokio::time::timeout(READY_WAIT, entry.sender.ready()).await {
+            // Normally ready at once: no timer is armed for that (a per-request cost).
+            let ready = std::future::poll_fn(|cx| Poll::Ready(entry.sender.poll_ready(cx))).await;
+            let ready = match ready {
+                Poll::Ready(ready) => Ok(ready),
+                Poll::Pending => tokio::time::timeout(READY_WAIT, entry.sender.ready()).await,
+            };
+            match ready {
                 Ok(Ok(())) => return Some(entry.sender),
                 Ok(Err(error)) => debug!(server = %self.url, %error, "idle connection closed"),
                 Err(_) => debug!(server = %self.url, "idle connection not ready, dropped"),
@@ -236,11 +244,17 @@ impl ServerConnections {
 
     /// Drops expired (from the front: oldest first) and closed idle connections.
     fn prune(&self, idle: &mut VecDeque<Idle>) {
+        self.prune_expired(idle);
+        idle.retain(|e| !e.sender.is_closed());
+    }
+
+    /// Drops expired idle connections only: what a checkout or a release can afford (closed
+    /// ones are skipped when taken, and swept in the background).
+    fn prune_expired(&self, idle: &mut VecDeque<Idle>) {
         let timeout = self.keepalive.idle_timeout;
         while idle.front().is_some_and(|e| e.since.elapsed() >= timeout) {
             idle.pop_front();
         }
-        idle.retain(|e| !e.sender.is_closed());
     }
 
     /// Puts a connection whose response has been read to its end back on the idle list.
@@ -249,7 +263,7 @@ impl ServerConnections {
             return;
         }
         let mut idle = lock(&self.idle);
-        self.prune(&mut idle);
+        self.prune_expired(&mut idle);
         while idle.len() >= self.keepalive.max_idle {
             idle.pop_front();
         }
@@ -290,9 +304,9 @@ impl ServerConnections {
     async fn reconnect(&self) -> Result<Conn, ConnectError> {
         if self.h2c {
             // The shared connection is the one that failed (or a new one another request made).
-            Ok(Conn::H2(self.shared_h2().await?.0))
+            Ok(Conn::H2(Box::pin(self.shared_h2()).await?.0))
         } else {
-            Ok(Conn::H1(self.open_h1().await?))
+            Ok(Conn::H1(Box::pin(self.open_h1()).await?))
         }
     }
 
@@ -491,7 +505,9 @@ impl Checkout {
                         error = %error.error(),
                         "reused connection closed before the request was written; retrying on a new connection"
                     );
-                    conn = server.reconnect().await.map_err(SendError::NotSent)?;
+                    conn = Box::pin(server.reconnect())
+                        .await
+                        .map_err(SendError::NotSent)?;
                     match conn.try_send(request).await {
                         Ok(response) => response,
                         Err(error) => return Err(unsent_or_failed(error)),
