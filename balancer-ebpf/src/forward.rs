@@ -2,7 +2,7 @@
 //! (MAC) rewrite, and the ICMP "too big" answer when encapsulation would
 //! exceed the egress MTU.
 
-use core::mem::size_of;
+use core::mem::{offset_of, size_of};
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -114,16 +114,8 @@ pub fn ipip(ctx: &XdpContext, pkt: &Packet, backend: &BackendInfo) -> Result<Sen
 #[inline(always)]
 pub fn l2_dsr(ctx: &XdpContext, backend: &BackendInfo) -> Result<Sent, PacketReason> {
     let eth = header_mut::<EthHdr>(ctx, 0).ok_or(PacketReason::TruncatedEthernet)?;
-    // One store of the whole header: field by field, the compiler cannot tell the
-    // map value from the packet and calls a byte-wise memmove for each MAC.
     // SAFETY: `header_mut` checked the header is inside the packet.
-    unsafe {
-        *eth = EthHdr {
-            dst: backend.dst_mac,
-            src: backend.src_mac,
-            ether_type_be: (*eth).ether_type_be,
-        };
-    }
+    unsafe { write_macs(eth, backend) };
     Ok(transmit(ctx, backend))
 }
 
@@ -174,23 +166,14 @@ fn write_l2(
     ether_type: u16,
 ) -> Result<(), PacketReason> {
     let eth = header_mut::<EthHdr>(ctx, 0).ok_or(PacketReason::AdjustFailed)?;
-    // SAFETY (both writes): `header_mut` checked the headers are inside the packet.
+    // SAFETY (all writes): `header_mut` checked the headers are inside the packet.
+    unsafe { write_macs(eth, backend) };
     match tag {
-        None => unsafe {
-            *eth = EthHdr {
-                dst: backend.dst_mac,
-                src: backend.src_mac,
-                ether_type_be: ether_type.to_be_bytes(),
-            };
-        },
+        None => unsafe { (*eth).ether_type_be = ether_type.to_be_bytes() },
         Some((tpid, tci)) => {
             let vlan = header_mut::<VlanHdr>(ctx, ETH_LEN).ok_or(PacketReason::AdjustFailed)?;
             unsafe {
-                *eth = EthHdr {
-                    dst: backend.dst_mac,
-                    src: backend.src_mac,
-                    ether_type_be: tpid,
-                };
+                (*eth).ether_type_be = tpid;
                 *vlan = VlanHdr {
                     tci_be: tci,
                     ether_type_be: ether_type.to_be_bytes(),
@@ -199,6 +182,35 @@ fn write_l2(
         }
     }
     Ok(())
+}
+
+/// The backend's destination and source MACs into the Ethernet header, as three
+/// word copies: `BackendInfo` keeps them side by side in the header's order. (Field by
+/// field, the compiler cannot tell the map value from the packet and goes through a
+/// stack copy or a byte-wise memmove.)
+///
+/// # Safety
+/// `eth` must point at an Ethernet header inside the packet.
+#[inline(always)]
+unsafe fn write_macs(eth: *mut EthHdr, backend: &BackendInfo) {
+    const MACS: usize = offset_of!(BackendInfo, dst_mac);
+    const {
+        assert!(offset_of!(BackendInfo, src_mac) == MACS + 6);
+        assert!(MACS % 4 == 0 && offset_of!(EthHdr, dst) == 0 && offset_of!(EthHdr, src) == 6);
+    };
+    let from = core::ptr::from_ref(backend)
+        .cast::<u8>()
+        .wrapping_add(MACS)
+        .cast::<u32>();
+    let to = eth.cast::<u32>();
+    // SAFETY: 12 bytes inside `backend` (the asserts above), 4-aligned as the map value
+    // is; the destination is the 12 MAC bytes of a header the caller vouched for, written
+    // unaligned (misaligned access is on, see xtask's build).
+    unsafe {
+        for word in 0..3 {
+            to.add(word).write_unaligned(from.add(word).read());
+        }
+    }
 }
 
 /// "Fragmentation needed" frame: Ethernet, IPv4, ICMP, then the client's IPv4
