@@ -1,7 +1,11 @@
 //! Who may reach a VIP (ACL) and which backend a flow goes to (connection
 //! table first, then the VIP's Maglev table), with the backend's health state.
 
-use aya_ebpf::{helpers::bpf_jiffies64, maps::lpm_trie::Key};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::bpf_jiffies64,
+    maps::lpm_trie::Key,
+};
 use balancer_common::{
     ACL_DENY, ACL_SCOPE_GLOBAL, BACKEND_DOWN, BACKEND_UP, BackendInfo, FAMILY_IPV4, FlowEvent,
     FlowValue, IPPROTO_UDP, NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES,
@@ -21,9 +25,7 @@ static TABLE_SIZE: u32 = balancer_common::DEFAULT_TABLE_SIZE;
 #[unsafe(no_mangle)]
 static ACL_GLOBAL_FLAGS: u8 = 0;
 
-/// `bpf_map_update_elem` flags, and the error an existing key gives with `BPF_NOEXIST`.
-const BPF_ANY: u64 = 0;
-const BPF_NOEXIST: u64 = 1;
+/// The error `bpf_map_update_elem` gives an existing key with `BPF_NOEXIST`.
 const EEXIST: i32 = 17;
 
 /// A flow's last-seen time is refreshed at most this often (0.25 to 2.5 s
@@ -131,12 +133,12 @@ pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReas
     if pkt.tcp_syn {
         // One insert for the common case (a new tuple); only port reuse pays for
         // a second one, which replaces the old entry.
-        if FLOWS.insert(&pkt.flow, &value, BPF_NOEXIST).err() == Some(-EEXIST) {
+        if FLOWS.insert(&pkt.flow, &value, BPF_NOEXIST.into()).err() == Some(-EEXIST) {
             event = FlowEvent::SynRepick;
-            let _ = FLOWS.insert(&pkt.flow, &value, BPF_ANY);
+            let _ = FLOWS.insert(&pkt.flow, &value, BPF_ANY.into());
         }
     } else {
-        let _ = FLOWS.insert(&pkt.flow, &value, BPF_ANY);
+        let _ = FLOWS.insert(&pkt.flow, &value, BPF_ANY.into());
     }
     Ok(Choice {
         index,
