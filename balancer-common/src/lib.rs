@@ -5,8 +5,10 @@
 //! Every type is `#[repr(C)]`, padding-free and size-asserted at compile time.
 #![no_std]
 
+pub mod flows;
 pub mod maps;
 pub mod stats;
 
+pub use flows::*;
 pub use maps::*;
 pub use stats::{Action, Counter, DecapReason, FlowEvent, PacketReason};

@@ -27,6 +27,8 @@ pub const MAP_DECAP_STATS: &str = "DECAP_STATS";
 /// Globals in the eBPF object's read-only data, set by the loader.
 pub const GLOBAL_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
 pub const GLOBAL_TABLE_SIZE: &str = "TABLE_SIZE";
+/// Sets of the connection table (`flow_sets(xdp.max_connections)`, the `FLOWS` array's size).
+pub const GLOBAL_FLOW_SETS: &str = "FLOW_SETS";
 /// `VIP_FLAG_ACL_*` bits for the global ACL scope.
 pub const GLOBAL_ACL_FLAGS: &str = "ACL_GLOBAL_FLAGS";
 
@@ -39,7 +41,8 @@ pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 /// Default and hard limit of backends per VIP (`xdp.max_backends`).
 pub const DEFAULT_BACKENDS_PER_VIP: u32 = 128;
 pub const MAX_BACKENDS_PER_VIP_LIMIT: u32 = 4_096;
-/// Default capacity of the connection table (`xdp.max_connections`).
+/// Default capacity of the connection table (`xdp.max_connections`); the table has
+/// `FLOW_ENTRIES_PER_CONNECTION` entries per connection (see `flows`).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 262_144;
 /// Entries of each ACL trie (per family): `xdp.max_acl_rules`.
 pub const DEFAULT_MAX_ACL_RULES: u32 = 4_096;
@@ -188,8 +191,8 @@ pub struct BackendInfo {
 }
 
 /// Key of the connection table: one direction of a flow, as the client sends it.
-/// Aligned to 4 (no padding either way), like `VipKey`.
-#[repr(C, align(4))]
+/// Aligned to 8 (no padding either way): compared and hashed as five words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -199,18 +202,6 @@ pub struct FlowKey {
     pub protocol: u8,
     pub family: u8,
     pub _pad: [u8; 2],
-}
-
-/// Value of the connection table.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlowValue {
-    /// Index into `BACKENDS`.
-    pub backend: u32,
-    pub _pad: u32,
-    /// `bpf_jiffies64()` when the flow was last seen, refreshed at most every
-    /// 256 jiffies (a jiffies read is far cheaper than a clock read per packet).
-    pub last_seen: u64,
 }
 
 /// LPM-trie key data for IPv4 ACL rules: scope (VIP id or `ACL_SCOPE_GLOBAL`, big endian)
@@ -282,7 +273,6 @@ const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipMeta>() == 8);
 const _: () = assert!(core::mem::size_of::<BackendInfo>() == 56);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 16);
 const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
 
 #[cfg(feature = "user")]
@@ -293,6 +283,6 @@ mod pod {
     unsafe impl aya::Pod for super::VipMeta {}
     unsafe impl aya::Pod for super::BackendInfo {}
     unsafe impl aya::Pod for super::FlowKey {}
-    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for crate::flows::FlowSet {}
     unsafe impl aya::Pod for super::AddrKey {}
 }

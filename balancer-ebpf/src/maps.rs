@@ -3,13 +3,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray},
 };
 use balancer_common::{
     AclKeyV4, AclKeyV6, Action, AddrKey, BackendInfo, Counter, DEFAULT_BACKENDS_PER_VIP,
     DEFAULT_MAX_ACL_RULES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE,
-    DecapReason, FlowEvent, FlowKey, FlowValue, MAX_DECAP_ADDRS, MAX_TX_PORTS, PacketReason,
-    VipKey, VipMeta,
+    DecapReason, FlowEvent, FlowSet, MAX_DECAP_ADDRS, MAX_TX_PORTS, PacketReason, VipKey, VipMeta,
+    flow_sets,
 };
 
 /// VIP (address, port, protocol) → id, forwarding mode, flags, active table.
@@ -28,12 +28,11 @@ pub static MAGLEV: Array<u32> =
     Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE, 0);
 
 /// The connection table: client tuple → backend, shared by all CPUs so a flow
-/// keeps its backend whichever queue its packets arrive on. (Per-CPU LRU lists,
-/// `BPF_F_NO_COMMON_LRU`, measured slower here: 932 vs 626 ns for a new flow
-/// on a full table, as each CPU then evicts from a smaller share.)
+/// keeps its backend whichever queue its packets arrive on. Sets of
+/// `FLOW_WAYS` entries, LRU within a set (`balancer_common::flows` says why
+/// not the kernel's LRU hash).
 #[map]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_CONNECTIONS, 0);
+pub static FLOWS: Array<FlowSet> = Array::with_max_entries(flow_sets(DEFAULT_MAX_CONNECTIONS), 0);
 
 /// ACL rules: (scope, source prefix) → `ACL_ALLOW` / `ACL_DENY`, longest prefix wins.
 #[map]

@@ -1,15 +1,12 @@
 //! Who may reach a VIP (ACL) and which backend a flow goes to (connection
 //! table first, then the VIP's Maglev table), with the backend's health state.
 
-use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::bpf_jiffies64,
-    maps::lpm_trie::Key,
-};
+use aya_ebpf::{helpers::bpf_jiffies64, maps::lpm_trie::Key};
 use balancer_common::{
     ACL_DENY, ACL_SCOPE_GLOBAL, BACKEND_DOWN, BACKEND_UP, BackendInfo, FAMILY_IPV4, FlowEvent,
-    FlowValue, IPPROTO_UDP, NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES,
-    VIP_FLAG_UDP_HASH_SOURCE, VipMeta, acl_key_v4, acl_key_v6,
+    IPPROTO_UDP, NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES,
+    VIP_FLAG_UDP_HASH_SOURCE, VipMeta, acl_key_v4, acl_key_v6, flow_key_hash, flow_set_index,
+    flow_tag,
 };
 
 use crate::{
@@ -21,17 +18,13 @@ use crate::{
 #[unsafe(no_mangle)]
 static TABLE_SIZE: u32 = balancer_common::DEFAULT_TABLE_SIZE;
 
+/// Sets of the connection table (`FLOWS`), set by the loader.
+#[unsafe(no_mangle)]
+static FLOW_SETS: u32 = balancer_common::flow_sets(balancer_common::DEFAULT_MAX_CONNECTIONS);
+
 /// `VIP_FLAG_ACL_*` bits of the global scope, set by the loader.
 #[unsafe(no_mangle)]
 static ACL_GLOBAL_FLAGS: u8 = 0;
-
-/// The error `bpf_map_update_elem` gives an existing key with `BPF_NOEXIST`.
-const EEXIST: i32 = 17;
-
-/// A flow's last-seen time is refreshed at most this often (0.25 to 2.5 s
-/// depending on the kernel's HZ): a write per packet would bounce the entry's
-/// cache line between CPUs.
-const LAST_SEEN_GRANULARITY_JIFFIES: u64 = 256;
 
 #[inline(always)]
 fn global<T: Copy>(value: &T) -> T {
@@ -78,26 +71,30 @@ pub struct Choice {
 
 /// Connection table first: an entry whose backend is up or draining keeps the
 /// flow there. A missing entry or a down backend picks from the Maglev table,
-/// which only ever lists up backends. A TCP SYN always picks (port reuse) and
-/// skips the lookup: its insert tells a new tuple from a known one.
+/// which only ever lists up backends, and a TCP SYN always picks (port reuse).
 #[inline(always)]
 pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReason> {
-    // SAFETY: reading jiffies has no preconditions.
-    let now = unsafe { bpf_jiffies64() };
+    // SAFETY: reading jiffies has no preconditions. Its low 32 bits are what
+    // the table keeps: ages are compared with wrapping arithmetic.
+    let now = unsafe { bpf_jiffies64() } as u32;
+    let hash = flow_key_hash(&pkt.flow);
+    let tag = flow_tag(hash);
+    // SAFETY: a pointer to a live element of the array map; other CPUs may
+    // write the same set, which `FlowSet` tolerates (see `balancer_common::flows`).
+    let mut set = FLOWS
+        .get_ptr_mut(flow_set_index(hash, global(&FLOW_SETS)))
+        .map(|set| unsafe { &mut *set });
     let mut event = FlowEvent::TableMiss;
-    if !pkt.tcp_syn
-        && let Some(entry) = FLOWS.get_ptr_mut(&pkt.flow)
+    let mut known_way = None;
+    if let Some(set) = set.as_deref_mut()
+        && let Some((way, index)) = set.find(&pkt.flow, tag)
     {
-        // SAFETY: the pointer is to a live map value; a racing update of
-        // last_seen from another CPU only loses a timestamp refresh.
-        let index = unsafe { (*entry).backend };
-        if let Some(backend) = BACKENDS.get(index) {
+        known_way = Some(way);
+        if pkt.tcp_syn {
+            event = FlowEvent::SynRepick;
+        } else if let Some(backend) = BACKENDS.get(index) {
             if backend.state != BACKEND_DOWN {
-                unsafe {
-                    if now.wrapping_sub((*entry).last_seen) > LAST_SEEN_GRANULARITY_JIFFIES {
-                        (*entry).last_seen = now;
-                    }
-                }
+                set.touch(way, now);
                 return Ok(Choice {
                     index,
                     backend,
@@ -112,7 +109,7 @@ pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReas
     if table_size == 0 {
         return Err(PacketReason::NoBackend);
     }
-    let slot = flow_hash(pkt, meta) % table_size;
+    let slot = maglev_hash(pkt, meta, hash) % table_size;
     let index = match MAGLEV.get(meta.table_base(table_size) + slot) {
         Some(&index) if index != NO_BACKEND => index,
         _ => return Err(PacketReason::NoBackend),
@@ -123,22 +120,12 @@ pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReas
         Some(backend) if backend.state == BACKEND_UP => backend,
         _ => return Err(PacketReason::NoBackend),
     };
-    let value = FlowValue {
-        backend: index,
-        _pad: 0,
-        last_seen: now,
-    };
-    // A full table evicts its least recently used entry; a failed insert only
-    // means the next packet picks again, from the same Maglev slot.
-    if pkt.tcp_syn {
-        // One insert for the common case (a new tuple); only port reuse pays for
-        // a second one, which replaces the old entry.
-        if FLOWS.insert(&pkt.flow, &value, BPF_NOEXIST.into()).err() == Some(-EEXIST) {
-            event = FlowEvent::SynRepick;
-            let _ = FLOWS.insert(&pkt.flow, &value, BPF_ANY.into());
+    if let Some(set) = set {
+        match known_way {
+            Some(way) => set.repoint(way, tag, index, now),
+            // A full set evicts its least recently seen flow.
+            None => set.store(set.victim(now), &pkt.flow, tag, index, now),
         }
-    } else {
-        let _ = FLOWS.insert(&pkt.flow, &value, BPF_ANY.into());
     }
     Ok(Choice {
         index,
@@ -147,11 +134,21 @@ pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReas
     })
 }
 
-/// Hash of the client side of the flow (the VIP side is the same for every
-/// flow of a VIP). UDP VIPs may hash the source address only, so one client's
-/// datagrams from many ports reach one backend.
+/// The Maglev slot hash. By default the flow's own hash (the VIP side of the
+/// key is the same for every flow of a VIP); UDP VIPs may hash the source
+/// address only, so one client's datagrams from many ports reach one backend.
 #[inline(always)]
-fn flow_hash(pkt: &Packet, meta: &VipMeta) -> u32 {
+fn maglev_hash(pkt: &Packet, meta: &VipMeta, flow_hash: u64) -> u32 {
+    if pkt.flow.protocol == IPPROTO_UDP && meta.flags & VIP_FLAG_UDP_HASH_SOURCE != 0 {
+        source_hash(pkt)
+    } else {
+        (flow_hash >> 32) as u32 ^ flow_hash as u32
+    }
+}
+
+/// Hash of the client's address alone.
+#[inline(always)]
+fn source_hash(pkt: &Packet) -> u32 {
     let src = &pkt.flow.src;
     let mut hash = 0x9747_b28c_u32;
     hash = mix(hash, u32::from_ne_bytes([src[0], src[1], src[2], src[3]]));
@@ -161,15 +158,6 @@ fn flow_hash(pkt: &Packet, meta: &VipMeta) -> u32 {
         hash,
         u32::from_ne_bytes([src[12], src[13], src[14], src[15]]),
     );
-    let source_only =
-        pkt.flow.protocol == IPPROTO_UDP && meta.flags & VIP_FLAG_UDP_HASH_SOURCE != 0;
-    if !source_only {
-        hash = mix(
-            hash,
-            (pkt.flow.src_port_be as u32) << 16 | pkt.flow.dst_port_be as u32,
-        );
-        hash = mix(hash, pkt.flow.protocol as u32);
-    }
     finish(hash)
 }
 

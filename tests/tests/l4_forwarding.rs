@@ -17,6 +17,7 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
+use balancer_common::MAP_FLOWS;
 use balancer_tests::{BalancerProcess, Family, L4Topology, LongLived, run_in, unique_suffix};
 
 const PORT: u16 = 8080;
@@ -425,6 +426,36 @@ fn unload(setup: &mut Setup) -> anyhow::Result<()> {
     ensure!(
         !link.contains("xdp"),
         "XDP still attached after unload: {link}"
+    );
+    refuses_pin_with_other_layout(setup)
+}
+
+/// A connection table pinned by a balancer with another entry layout (here the
+/// LRU hash of earlier releases) is refused by name at start, not reused.
+fn refuses_pin_with_other_layout(setup: &mut Setup) -> anyhow::Result<()> {
+    fs::create_dir_all(&setup._pins.0)?;
+    let flows = setup._pins.0.join(MAP_FLOWS);
+    let flows_arg = flows.to_string_lossy();
+    run_in(
+        &setup.topology.lb().path(),
+        "bpftool",
+        &[
+            "map", "create", &flows_arg, "type", "lru_hash", "key", "40", "value", "16", "entries",
+            "1024", "name", "FLOWS",
+        ],
+    )?;
+    let started = BalancerProcess::start(setup.topology.lb(), &setup.config_path, ADMIN);
+    let _ = fs::remove_file(&flows);
+    let Err(err) = started else {
+        bail!("balancer started on a pinned connection table of another layout");
+    };
+    let message = format!("{err:#}");
+    ensure!(
+        message.contains(&format!(
+            "{}: the pinned map's entries are 16 bytes",
+            flows.display()
+        )) && message.contains("balancer unload"),
+        "the refusal does not name the pin and the way out: {message}"
     );
     Ok(())
 }

@@ -30,13 +30,14 @@ use balancer::dataplane::EBPF_OBJECT;
 use balancer_common::{
     ACL_ALLOW, ACL_DENY, ACL_SCOPE_GLOBAL, ADMIN_ENABLED, Action, AddrKey, BACKEND_DOWN,
     BACKEND_DRAINING, BACKEND_FLAG_HEALTHY, BACKEND_FLAG_RESOLVED, BACKEND_UP, BackendInfo,
-    Counter, DecapReason, FAMILY_IPV4, FAMILY_IPV6, FORWARD_IPIP, FORWARD_L2_DSR, FORWARD_LOCAL,
-    FlowEvent, FlowKey, FlowValue, GLOBAL_ACL_FLAGS, GLOBAL_TABLE_SIZE, IPPROTO_ICMP,
-    IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAP_ACL_V4, MAP_ACL_V6,
-    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_DECAP_ADDRS, MAP_DECAP_STATS, MAP_FLOW_STATS, MAP_FLOWS,
-    MAP_MAGLEV, MAP_REASON_STATS, MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NO_BACKEND, PROGRAM_DECAP,
-    PROGRAM_LB, PacketReason, VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES,
-    VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta, acl_key_v4, acl_key_v6, backend_index,
+    Counter, DecapReason, FAMILY_IPV4, FAMILY_IPV6, FLOW_WAYS, FORWARD_IPIP, FORWARD_L2_DSR,
+    FORWARD_LOCAL, FlowEntry, FlowEvent, FlowKey, FlowSet, FlowTable, GLOBAL_ACL_FLAGS,
+    GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6,
+    IPPROTO_TCP, IPPROTO_UDP, MAP_ACL_V4, MAP_ACL_V6, MAP_BACKEND_STATS, MAP_BACKENDS,
+    MAP_DECAP_ADDRS, MAP_DECAP_STATS, MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS,
+    MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NO_BACKEND, PROGRAM_DECAP, PROGRAM_LB, PacketReason,
+    VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta,
+    acl_key_v4, acl_key_v6, backend_index, flow_key_hash, flow_set_index, flow_sets, flow_tag,
     maglev_table_base,
 };
 use balancer_tests::{Netns, unique_suffix};
@@ -462,7 +463,8 @@ fn load_with_global_acl(acl_flags: u8) -> Lb {
         .map_max_entries(MAP_BACKENDS, MAX_VIPS * PER_VIP)
         .map_max_entries(MAP_BACKEND_STATS, MAX_VIPS * PER_VIP)
         .map_max_entries(MAP_MAGLEV, MAX_VIPS * 2 * TABLE_SIZE)
-        .map_max_entries(MAP_FLOWS, MAX_FLOWS)
+        .map_max_entries(MAP_FLOWS, flow_sets(MAX_FLOWS))
+        .override_global(GLOBAL_FLOW_SETS, &flow_sets(MAX_FLOWS), true)
         .map_max_entries(MAP_ACL_V4, MAX_ACL_RULES)
         .map_max_entries(MAP_ACL_V6, MAX_ACL_RULES)
         .override_global(GLOBAL_TABLE_SIZE, &TABLE_SIZE, true)
@@ -536,24 +538,15 @@ impl Lb {
         }
     }
 
-    /// Puts a connection-table entry (last seen at boot: the program refreshes it).
+    /// Puts a connection-table entry (last seen at 0: the program refreshes it).
     fn flow(&mut self, key: FlowKey, backend: u32) {
-        let mut flows: HashMap<&mut MapData, FlowKey, FlowValue> = self.map(MAP_FLOWS);
-        let value = FlowValue {
-            backend,
-            _pad: 0,
-            last_seen: 0,
-        };
-        flows.insert(key, value, 0).expect("writing FLOWS");
+        let mut flows = FlowTable::new(self.map::<Array<&mut MapData, _>>(MAP_FLOWS));
+        flows.insert(&key, backend, 0).expect("writing FLOWS");
     }
 
-    fn flow_entry(&mut self, key: FlowKey) -> Option<FlowValue> {
-        let flows: HashMap<&mut MapData, FlowKey, FlowValue> = self.map(MAP_FLOWS);
-        match flows.get(&key, 0) {
-            Ok(value) => Some(value),
-            Err(MapError::KeyNotFound) => None,
-            Err(err) => panic!("reading FLOWS: {err}"),
-        }
+    fn flow_entry(&mut self, key: FlowKey) -> Option<FlowEntry> {
+        let flows = FlowTable::new(self.map::<Array<&mut MapData, _>>(MAP_FLOWS));
+        flows.get(&key).expect("reading FLOWS")
     }
 
     /// An ACL rule: `verdict` for `net`/`cidr` sources in `scope`.
@@ -1963,4 +1956,119 @@ fn local_vip_passes_unchanged() {
         lb.flow_entry(flow_key(&CLIENT4, 40_000, &VIP4, TCP_PORT, IPPROTO_TCP)),
         None
     );
+}
+
+/// The connection table is sets of `FLOW_WAYS` entries. A new flow in a full set
+/// takes the place of the set's least recently seen flow and leaves the others;
+/// an entry whose head carries another key's tag (a torn concurrent write) is a
+/// miss, never a route to the other flow's backend.
+#[test]
+fn connection_table_sets_evict_least_recently_seen() {
+    let mut lb = load();
+    const ID: u32 = 1;
+    lb.vip(VipKey::v4(VIP4, TCP_PORT, IPPROTO_TCP), ID, FORWARD_IPIP, 0);
+    let a_info = backend4(BACKEND_A4, MAC_A);
+    let b_info = backend4(BACKEND_B4, MAC_B);
+    let a = lb.backend(ID, 0, a_info);
+    let b = lb.backend(ID, 1, b_info);
+    lb.table(ID, 0, |_| a);
+    let key = |src_port| flow_key(&CLIENT4, src_port, &VIP4, TCP_PORT, IPPROTO_TCP);
+    let sets = flow_sets(MAX_FLOWS);
+    let set_of = |src_port| flow_set_index(flow_key_hash(&key(src_port)), sets);
+
+    // FLOW_WAYS + 1 client ports whose flows share one set.
+    let first = 20_000;
+    let ports: Vec<u16> = (first + 1..u16::MAX)
+        .filter(|&port| set_of(port) == set_of(first))
+        .take(FLOW_WAYS)
+        .collect();
+    assert_eq!(ports.len(), FLOW_WAYS, "not enough ports hash to one set");
+
+    // The program's clock: what it stamps on a new entry.
+    let inner = tcp4(CLIENT4, first, TCP_ACK);
+    lb.send("first flow of the set", &CLIENT.ipv4(&inner))
+        .forwarded(
+            XDP_TX,
+            &encapsulated(&a_info, None, &inner, &[]),
+            ID,
+            a,
+            FlowEvent::TableMiss,
+        );
+    let now = lb.flow_entry(key(first)).expect("a miss inserts").last_seen;
+
+    // Fill the other ways with flows on B, each seen longer ago than the last;
+    // the first flow is the newest.
+    let (last, older) = ports.split_last().expect("ports");
+    for (i, &port) in older.iter().enumerate() {
+        let mut flows = FlowTable::new(lb.map::<Array<&mut MapData, FlowSet>>(MAP_FLOWS));
+        flows
+            .insert(&key(port), b, now.wrapping_sub(1_000 * (i as u32 + 1)))
+            .expect("writing FLOWS");
+    }
+    let oldest = *older.last().expect("ways");
+
+    // The set is full: a new flow evicts exactly the least recently seen one.
+    let inner = tcp4(CLIENT4, *last, TCP_SYN);
+    lb.send("new flow in a full set", &CLIENT.ipv4(&inner))
+        .forwarded(
+            XDP_TX,
+            &encapsulated(&a_info, None, &inner, &[]),
+            ID,
+            a,
+            FlowEvent::TableMiss,
+        );
+    assert_eq!(lb.flow_entry(key(*last)).map(|e| e.backend), Some(a));
+    assert_eq!(
+        lb.flow_entry(key(oldest)),
+        None,
+        "the oldest flow was evicted"
+    );
+    assert!(lb.flow_entry(key(first)).is_some(), "the newest flow stays");
+    for &port in &older[..older.len() - 1] {
+        assert_eq!(
+            lb.flow_entry(key(port)).map(|e| e.backend),
+            Some(b),
+            "flow from port {port} stays on B"
+        );
+    }
+    // And the kept flows still forward to B.
+    let inner = tcp4(CLIENT4, older[0], TCP_ACK);
+    lb.send("kept flow", &CLIENT.ipv4(&inner)).forwarded(
+        XDP_TX,
+        &encapsulated(&b_info, None, &inner, &[]),
+        ID,
+        b,
+        FlowEvent::TableHit,
+    );
+
+    // A torn entry: flow older[1]'s key under a head with flow `first`'s tag
+    // and backend B. Neither flow may take it for its own.
+    let torn = older[1];
+    {
+        let mut sets_map = lb.map::<Array<&mut MapData, FlowSet>>(MAP_FLOWS);
+        let index = set_of(torn);
+        let mut set = sets_map.get(&index, 0).expect("reading the set");
+        let (way, _) = set
+            .find(&key(torn), flow_tag(flow_key_hash(&key(torn))))
+            .expect("the torn flow's entry");
+        set.repoint(way, flow_tag(flow_key_hash(&key(first))), b, now);
+        sets_map.set(index, set, 0).expect("writing the set");
+    }
+    let inner = tcp4(CLIENT4, torn, TCP_ACK);
+    lb.send("torn entry", &CLIENT.ipv4(&inner)).forwarded(
+        XDP_TX,
+        &encapsulated(&a_info, None, &inner, &[]),
+        ID,
+        a,
+        FlowEvent::TableMiss,
+    );
+    let inner = tcp4(CLIENT4, first, TCP_ACK);
+    lb.send("the tag's own flow", &CLIENT.ipv4(&inner))
+        .forwarded(
+            XDP_TX,
+            &encapsulated(&a_info, None, &inner, &[]),
+            ID,
+            a,
+            FlowEvent::TableHit,
+        );
 }

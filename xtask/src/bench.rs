@@ -325,7 +325,7 @@ fn render_test_run(md: &mut String, test_run: &Value) -> anyhow::Result<()> {
          durations as the kernel reports them (about 30 ns of each is the timing itself), \
          averaged per round; the table shows the median round. Each program is attached in \
          driver mode to its own veth in a fresh namespace, so calls are direct. Maps: Maglev \
-         table {} slots, connection table {} entries; IPv4 `ipip` VIPs (TCP and UDP) with one \
+         table {} slots, connection table sized for {} connections (`xdp.max_connections`); IPv4 `ipip` VIPs (TCP and UDP) with one \
          resolved, up backend. Every call's verdict and output length are checked, and the \
          connection-table counters prove that each hit call hit and each miss call missed.\n",
         group(calls),
@@ -380,11 +380,11 @@ fn render_test_run(md: &mut String, test_run: &Value) -> anyhow::Result<()> {
          - hit − floor = {:.0} ns: that, plus the connection-table lookup, the backend read, \
          IPIP encapsulation (`bpf_xdp_adjust_head`) and four per-CPU counters.\n\
          - SYN (one flow) − hit = {:.0} ns: the Maglev pick and the connection-table insert \
-         (`bpf_map_update_elem` on the LRU hash; a SYN skips the lookup and inserts with \
-         `BPF_NOEXIST`), cache-hot.\n\
+         (a probe of the flow's set of 8 entries, then its key and backend written over the \
+         set's least recently seen entry), cache-hot.\n\
          - SYN (new flow per call) − SYN (one flow) = {:.0} ns: the same insert into a full \
-         table with a new key each time (LRU eviction, cold hash bucket and entry), as under \
-         a stream of new connections. Katran's reference numbers replay fixed packets, so \
+         table with a new key each time: a cold set (its heads, ages and key lines) and a \
+         cold Maglev slot, as under a stream of new connections. Katran's reference numbers replay fixed packets, so \
          the one-flow rows (and, for UDP, the replayed datagram of a known flow, which is what \
          a replayed UDP packet measures) are the ones to compare with them.",
         non_vip - floor,

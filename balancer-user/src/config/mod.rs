@@ -34,7 +34,7 @@ pub const TABLE_SIZE_MAX: u32 = 1_048_573;
 pub const MAGLEV_SLOTS_LIMIT: u64 = 268_435_456;
 /// Upper bound of `max_vips × max_backends` (the backend array and its counters).
 pub const BACKEND_SLOTS_LIMIT: u64 = 8_388_608;
-/// Bounds of `xdp.max_connections` (entries of the connection table).
+/// Bounds of `xdp.max_connections` (flows the connection table is sized for).
 pub const MAX_CONNECTIONS_MIN: u32 = 1_024;
 pub const MAX_CONNECTIONS_LIMIT: u32 = 16_777_216;
 /// Upper bound of `xdp.max_acl_rules` (entries of each ACL trie).
@@ -100,7 +100,7 @@ pub struct XdpConfig {
     pub table_size: u32,
     /// Backend slots per VIP: 1 to `MAX_BACKENDS_PER_VIP_LIMIT`; no VIP has more backends.
     pub max_backends: u32,
-    /// Entries of the connection table: `MAX_CONNECTIONS_MIN..=MAX_CONNECTIONS_LIMIT`.
+    /// Flows the connection table is sized for (`flow_sets`): `MAX_CONNECTIONS_MIN..=MAX_CONNECTIONS_LIMIT`.
     pub max_connections: u32,
     /// Entries of each ACL trie (one per family): 1 to `MAX_ACL_RULES_LIMIT`. The rules of a
     /// family in `acl` and in every VIP's `acl` together fit in it.

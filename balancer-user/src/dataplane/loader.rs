@@ -17,11 +17,11 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use balancer_common::{
-    Action, AddrKey, DecapReason, FAMILY_IPV4, FAMILY_IPV6, FlowEvent, GLOBAL_ACL_FLAGS,
-    GLOBAL_TABLE_SIZE, MAP_ACL_V4, MAP_ACL_V6, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_DECAP_ADDRS,
-    MAP_DECAP_STATS, MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS, MAP_TX_PORTS,
-    MAP_VIP_STATS, MAP_VIPS, MAX_TX_PORTS, PROGRAM_DECAP, PROGRAM_LB, PROGRAM_PASS, PacketReason,
-    VipKey,
+    Action, AddrKey, DecapReason, FAMILY_IPV4, FAMILY_IPV6, FlowEvent, FlowSet, GLOBAL_ACL_FLAGS,
+    GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, MAP_ACL_V4, MAP_ACL_V6, MAP_BACKEND_STATS, MAP_BACKENDS,
+    MAP_DECAP_ADDRS, MAP_DECAP_STATS, MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS,
+    MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, MAX_TX_PORTS, PROGRAM_DECAP, PROGRAM_LB, PROGRAM_PASS,
+    PacketReason, VipKey, flow_sets,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -113,7 +113,7 @@ fn map_sizes(xdp: &XdpConfig) -> Vec<(&'static str, u32)> {
         (MAP_BACKENDS, max_vips * xdp.max_backends),
         (MAP_BACKEND_STATS, max_vips * xdp.max_backends),
         (MAP_MAGLEV, max_vips * 2 * xdp.table_size),
-        (MAP_FLOWS, xdp.max_connections),
+        (MAP_FLOWS, flow_sets(xdp.max_connections)),
         (MAP_FLOW_STATS, FlowEvent::COUNT),
         (MAP_ACL_V4, xdp.max_acl_rules),
         (MAP_ACL_V6, xdp.max_acl_rules),
@@ -158,6 +158,7 @@ impl Dataplane {
         let mut ebpf = loader
             .override_global(aya_log::LEVEL, &log_level, true)
             .override_global(GLOBAL_TABLE_SIZE, &xdp.table_size, true)
+            .override_global(GLOBAL_FLOW_SETS, &flow_sets(xdp.max_connections), true)
             .override_global(GLOBAL_ACL_FLAGS, &acl_global, true)
             .load(EBPF_OBJECT)?;
         let log_task = spawn_log_reader(&mut ebpf)?;
@@ -248,8 +249,9 @@ fn lb_error(source: ProgramError) -> DataplaneError {
     }
 }
 
-/// Refuses pinned maps whose sizes differ from what the config asks: aya would
-/// reuse them as they are, and slot arithmetic would go wrong.
+/// Refuses pinned maps whose sizes differ from what the config asks, or whose
+/// entries differ from this build's layout: aya would reuse them as they are,
+/// and slot arithmetic (or the verifier) would go wrong.
 fn prepare_pin_dir(dir: &Path, sizes: &[(&'static str, u32)]) -> Result<(), DataplaneError> {
     std::fs::create_dir_all(dir).map_err(|err| DataplaneError::Pin {
         path: dir.to_path_buf(),
@@ -264,6 +266,19 @@ fn prepare_pin_dir(dir: &Path, sizes: &[(&'static str, u32)]) -> Result<(), Data
             path: path.clone(),
             message: err.to_string(),
         })?;
+        if let Some(value_size) = value_size(name)
+            && info.value_size() != value_size
+        {
+            return Err(DataplaneError::Pin {
+                path,
+                message: format!(
+                    "the pinned map's entries are {} bytes but this balancer's are {value_size} \
+                     (pinned by a balancer with another layout); run `balancer unload` first \
+                     (that drops established flows)",
+                    info.value_size()
+                ),
+            });
+        }
         if info.max_entries() != *size {
             return Err(DataplaneError::Pin {
                 path,
@@ -276,6 +291,11 @@ fn prepare_pin_dir(dir: &Path, sizes: &[(&'static str, u32)]) -> Result<(), Data
         }
     }
     Ok(())
+}
+
+/// Entry size of the pinned maps whose layout has changed between releases.
+fn value_size(map: &str) -> Option<u32> {
+    (map == MAP_FLOWS).then_some(std::mem::size_of::<FlowSet>() as u32)
 }
 
 /// Takes over the pinned bpf_link if there is one (atomic program replacement:

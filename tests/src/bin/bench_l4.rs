@@ -44,10 +44,11 @@ use aya::{
 };
 use balancer_common::{
     Action, BACKEND_FLAG_HEALTHY, BACKEND_FLAG_RESOLVED, BACKEND_UP, BackendInfo, FAMILY_IPV4,
-    FORWARD_IPIP, FlowEvent, FlowKey, FlowValue, GLOBAL_LOG_LEVEL, GLOBAL_TABLE_SIZE,
-    IPIP_OVERHEAD_V4, IPPROTO_TCP, IPPROTO_UDP, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOW_STATS,
-    MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS, MAP_VIP_STATS, MAP_VIPS, PROGRAM_FLOOR, PROGRAM_LB,
-    PROGRAM_PASS, PacketReason, VipKey, VipMeta, backend_index, maglev_table_base,
+    FLOW_WAYS, FORWARD_IPIP, FlowEvent, FlowKey, FlowTable, GLOBAL_FLOW_SETS, GLOBAL_LOG_LEVEL,
+    GLOBAL_TABLE_SIZE, IPIP_OVERHEAD_V4, IPPROTO_TCP, IPPROTO_UDP, MAP_BACKEND_STATS, MAP_BACKENDS,
+    MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS, MAP_VIP_STATS, MAP_VIPS,
+    PROGRAM_FLOOR, PROGRAM_LB, PROGRAM_PASS, PacketReason, VipKey, VipMeta, backend_index,
+    flow_sets, maglev_table_base,
 };
 use balancer_tests::{
     BalancerProcess, Family, L4Topology, Netns, cleanup_everything, l4topology::ebpf_object,
@@ -188,8 +189,9 @@ const VIP_UDP_ID: u32 = 1;
 const MAX_VIPS: u32 = 4;
 const BACKENDS_PER_VIP: u32 = 8;
 const TABLE_SIZE: u32 = 251;
-/// Connection-table capacity. The miss cases fill it during their warm-up, so every
-/// measured insert runs on a full LRU table, as on a balancer under a stream of new flows.
+/// Connection-table capacity (`xdp.max_connections`). The miss cases fill every set
+/// during their warm-up, so every measured insert evicts, as on a balancer under a
+/// stream of new flows.
 const MAX_FLOWS: u32 = 65_536;
 /// `balancer run`'s default eBPF log level (warn): the same program paths as in production.
 const LOG_LEVEL_WARN: u8 = 2;
@@ -465,7 +467,7 @@ fn xdp_bench(calls: u64, rounds: usize, cases: &[Case]) -> anyhow::Result<Value>
 /// Handles on the loaded object's programs and the maps the cases read or refill.
 struct Loaded {
     ebpf: Ebpf,
-    flows: HashMap<MapData, FlowKey, FlowValue>,
+    flows: FlowTable<MapData>,
     flow_stats: PerCpuArray<MapData, u64>,
     reason_stats: PerCpuArray<MapData, balancer_common::Counter>,
 }
@@ -519,7 +521,8 @@ fn load(object: &Path) -> anyhow::Result<Loaded> {
         .map_max_entries(MAP_BACKENDS, backend_slots)
         .map_max_entries(MAP_BACKEND_STATS, backend_slots)
         .map_max_entries(MAP_MAGLEV, MAX_VIPS * 2 * TABLE_SIZE)
-        .map_max_entries(MAP_FLOWS, MAX_FLOWS)
+        .map_max_entries(MAP_FLOWS, flow_sets(MAX_FLOWS))
+        .override_global(GLOBAL_FLOW_SETS, &flow_sets(MAX_FLOWS), true)
         .override_global(GLOBAL_TABLE_SIZE, &TABLE_SIZE, true)
         .override_global(GLOBAL_LOG_LEVEL, &LOG_LEVEL_WARN, true)
         .load_file(object)
@@ -536,7 +539,7 @@ fn load(object: &Path) -> anyhow::Result<Loaded> {
     let mut vips: HashMap<MapData, VipKey, VipMeta> = HashMap::try_from(take(MAP_VIPS)?)?;
     let mut backends: Array<MapData, BackendInfo> = Array::try_from(take(MAP_BACKENDS)?)?;
     let mut maglev: Array<MapData, u32> = Array::try_from(take(MAP_MAGLEV)?)?;
-    let flows: HashMap<MapData, FlowKey, FlowValue> = HashMap::try_from(take(MAP_FLOWS)?)?;
+    let flows = FlowTable::new(Array::try_from(take(MAP_FLOWS)?)?);
     let flow_stats = PerCpuArray::try_from(take(MAP_FLOW_STATS)?)?;
     let reason_stats = PerCpuArray::try_from(take(MAP_REASON_STATS)?)?;
 
@@ -628,7 +631,8 @@ fn test_run_cases(
     // Warm-up, not recorded: caches, the dispatcher, and a full connection table.
     for (i, case) in cases.iter().enumerate() {
         let warm = if matches!(case, Case::TcpSyn | Case::Udp) {
-            u64::from(MAX_FLOWS) + 10_000
+            // Every set sees 16 inserts on average: full, bar a handful.
+            4 * u64::from(flow_sets(MAX_FLOWS)) * FLOW_WAYS as u64
         } else {
             calls.min(20_000)
         };
@@ -684,19 +688,16 @@ fn run_case(
         _ => None,
     };
     if let Some((vip_id, port, protocol)) = hit_flow {
-        // The miss cases' inserts may have evicted it from the full LRU table.
-        let value = FlowValue {
-            backend: backend_index(vip_id, 0, BACKENDS_PER_VIP),
-            _pad: 0,
-            last_seen: 0,
-        };
-        loaded
-            .flows
-            .insert(flow(HIT_CLIENT_PORT, port, protocol), value, 0)?;
+        // The miss cases' inserts may have evicted it from the full table.
+        loaded.flows.insert(
+            &flow(HIT_CLIENT_PORT, port, protocol),
+            backend_index(vip_id, 0, BACKENDS_PER_VIP),
+            0,
+        )?;
     }
     let delete = case.delete_after_call();
     if let Some(key) = &delete {
-        let _ = loaded.flows.remove(key);
+        loaded.flows.remove(key)?;
     }
     let before = loaded.case_counter(case)?;
     let mut total_ns: u64 = 0;
@@ -724,10 +725,11 @@ fn run_case(
         }
         total_ns += result.duration.as_nanos() as u64;
         if let Some(key) = &delete {
-            loaded
+            let removed = loaded
                 .flows
                 .remove(key)
                 .with_context(|| format!("case {}: deleting the flow it inserted", case.key()))?;
+            ensure!(removed, "case {}: the call inserted no entry", case.key());
         }
     }
     if let (Some(before), Some(after)) = (before, loaded.case_counter(case)?) {

@@ -1,0 +1,408 @@
+//! The connection table: a set-associative array of flows, LRU within each set.
+//!
+//! Why not the kernel's LRU hash map: its insert alone costs about two
+//! `BPF_PROG_TEST_RUN` floors (list pops, a bucket lock, a second hash), which
+//! puts every new flow far above the per-packet budget. Here a flow's hash
+//! picks one set of `FLOW_WAYS` entries in a plain array map: a lookup reads
+//! one cache line of heads, an insert overwrites the set's least recently seen
+//! entry, and neither takes a lock.
+//!
+//! Concurrent writers (two CPUs inserting into one set) can interleave their
+//! key bytes. A reader still never pairs a flow with another flow's backend:
+//! each head packs the key's tag with the backend into one 8-byte word, written
+//! and read whole, and an entry counts only when both that tag and the full key
+//! match. A torn entry is a miss, and a miss picks from the VIP's Maglev
+//! table, which gives the same backend while the backend set is unchanged.
+//!
+//! Both the XDP program and userspace (tests, the benchmark) use this code, so
+//! the layout and hashing cannot drift.
+
+use crate::FlowKey;
+
+/// Entries per set. Eight heads fill one 64-byte cache line.
+pub const FLOW_WAYS: usize = 8;
+
+/// Entries the table holds per configured connection (`xdp.max_connections`):
+/// at half load, flows hashed into one set rarely outnumber its ways (a
+/// Poisson(4) set exceeds 8 about 2 % of the time, and then evicts its least
+/// recently seen flow, as a full LRU table would).
+pub const FLOW_ENTRIES_PER_CONNECTION: u32 = 2;
+
+/// A flow's last-seen time is refreshed at most this often (0.25 to 2.5 s
+/// depending on the kernel's HZ): a write per packet would bounce the set's
+/// cache line between CPUs.
+pub const LAST_SEEN_GRANULARITY_JIFFIES: u32 = 256;
+
+/// One set of the connection table (one `FLOWS` array element).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowSet {
+    /// Per way: the key's tag (high half) and the backend index into `BACKENDS`
+    /// (low half); 0 for an empty way (tags are never 0).
+    pub heads: [u64; FLOW_WAYS],
+    /// Per way: `bpf_jiffies64()` (low 32 bits) when the flow was last seen.
+    pub seen: [u32; FLOW_WAYS],
+    pub keys: [FlowKey; FLOW_WAYS],
+}
+
+const _: () = assert!(core::mem::size_of::<FlowSet>() == 416);
+
+/// What an entry says about its flow (userspace's view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub backend: u32,
+    /// Low 32 bits of `bpf_jiffies64()` when the flow was last seen.
+    pub last_seen: u32,
+}
+
+/// Sets of a table sized for `max_connections` flows.
+pub const fn flow_sets(max_connections: u32) -> u32 {
+    let entries = max_connections as u64 * FLOW_ENTRIES_PER_CONNECTION as u64;
+    entries.div_ceil(FLOW_WAYS as u64) as u32
+}
+
+/// 64-bit hash of the whole key. Unseeded, like the Maglev hash: a restarted
+/// balancer must find the flows in the pinned table where it left them.
+#[inline(always)]
+pub fn flow_key_hash(key: &FlowKey) -> u64 {
+    let mut hash: u64 = 0x243f_6a88_85a3_08d3;
+    let words = key_words(key);
+    let mut i = 0;
+    while i < KEY_WORDS {
+        hash = (hash ^ words[i]).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        hash ^= hash >> 32;
+        i += 1;
+    }
+    // MurmurHash3's 64-bit finalizer: every input bit reaches every output bit.
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
+}
+
+/// The set a hash selects among `sets` (multiply-shift on the high half: no
+/// division, and any set count works).
+#[inline(always)]
+pub const fn flow_set_index(hash: u64, sets: u32) -> u32 {
+    (((hash >> 32) * sets as u64) >> 32) as u32
+}
+
+/// The tag stored with an entry: the hash's low half, never 0.
+#[inline(always)]
+pub const fn flow_tag(hash: u64) -> u32 {
+    hash as u32 | 1
+}
+
+#[inline(always)]
+const fn head(tag: u32, backend: u32) -> u64 {
+    (tag as u64) << 32 | backend as u64
+}
+
+const KEY_WORDS: usize = core::mem::size_of::<FlowKey>() / 8;
+const _: () = assert!(core::mem::size_of::<FlowKey>() == KEY_WORDS * 8);
+const _: () = assert!(core::mem::align_of::<FlowKey>() == 8);
+
+#[inline(always)]
+fn key_words(key: &FlowKey) -> &[u64; KEY_WORDS] {
+    // SAFETY: FlowKey is 8-aligned, 40 bytes, padding-free (asserted above and
+    // in maps.rs), so it reads as five words.
+    unsafe { &*(key as *const FlowKey as *const [u64; KEY_WORDS]) }
+}
+
+#[inline(always)]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    let (a, b) = (key_words(a), key_words(b));
+    // Branch-free, and no memcmp call (which BPF has not).
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
+}
+
+impl FlowSet {
+    pub const EMPTY: FlowSet = FlowSet {
+        heads: [0; FLOW_WAYS],
+        seen: [0; FLOW_WAYS],
+        keys: [FlowKey {
+            src: [0; 16],
+            dst: [0; 16],
+            src_port_be: 0,
+            dst_port_be: 0,
+            protocol: 0,
+            family: 0,
+            _pad: [0; 2],
+        }; FLOW_WAYS],
+    };
+
+    /// The way holding `key` (whose hash gave `tag`), and its backend.
+    #[inline(always)]
+    pub fn find(&self, key: &FlowKey, tag: u32) -> Option<(usize, u32)> {
+        let mut way = 0;
+        while way < FLOW_WAYS {
+            // One load: the tag and backend checked and used come from one write.
+            // SAFETY: an in-bounds, aligned read of a plain word.
+            let head = unsafe { core::ptr::read_volatile(&self.heads[way]) };
+            if (head >> 32) as u32 == tag && same_key(&self.keys[way], key) {
+                return Some((way, head as u32));
+            }
+            way += 1;
+        }
+        None
+    }
+
+    /// The way a new flow takes: an empty one, else the least recently seen.
+    #[inline(always)]
+    pub fn victim(&self, now: u32) -> usize {
+        let mut victim = 0;
+        let mut oldest = 0u32;
+        let mut way = 0;
+        while way < FLOW_WAYS {
+            if self.heads[way] == 0 {
+                return way;
+            }
+            // Another CPU may have stamped an entry after `now` was read: that
+            // entry is the newest, not (wrapped) the oldest.
+            let age = now.wrapping_sub(self.seen[way]);
+            let age = if age > u32::MAX / 2 { 0 } else { age };
+            if age >= oldest {
+                oldest = age;
+                victim = way;
+            }
+            way += 1;
+        }
+        victim
+    }
+
+    /// Writes `key` → `backend` into `way`. The head goes last, in one store.
+    #[inline(always)]
+    pub fn store(&mut self, way: usize, key: &FlowKey, tag: u32, backend: u32, now: u32) {
+        if way >= FLOW_WAYS {
+            return;
+        }
+        self.keys[way] = *key;
+        self.seen[way] = now;
+        // SAFETY: an in-bounds, aligned write of a plain word.
+        unsafe { core::ptr::write_volatile(&mut self.heads[way], head(tag, backend)) };
+    }
+
+    /// Points an existing entry at another backend (a re-pick).
+    #[inline(always)]
+    pub fn repoint(&mut self, way: usize, tag: u32, backend: u32, now: u32) {
+        if way >= FLOW_WAYS {
+            return;
+        }
+        self.seen[way] = now;
+        // SAFETY: an in-bounds, aligned write of a plain word.
+        unsafe { core::ptr::write_volatile(&mut self.heads[way], head(tag, backend)) };
+    }
+
+    /// Marks the flow in `way` as seen now, at most once per granularity period.
+    #[inline(always)]
+    pub fn touch(&mut self, way: usize, now: u32) {
+        if way < FLOW_WAYS && now.wrapping_sub(self.seen[way]) > LAST_SEEN_GRANULARITY_JIFFIES {
+            self.seen[way] = now;
+        }
+    }
+
+    /// Empties `way`.
+    pub fn clear(&mut self, way: usize) {
+        if way < FLOW_WAYS {
+            self.heads[way] = 0;
+            self.seen[way] = 0;
+        }
+    }
+
+    /// The entry for `key`, if the set holds one.
+    pub fn entry(&self, key: &FlowKey) -> Option<FlowEntry> {
+        let (way, backend) = self.find(key, flow_tag(flow_key_hash(key)))?;
+        Some(FlowEntry {
+            backend,
+            last_seen: self.seen[way],
+        })
+    }
+}
+
+/// The connection table as userspace sees it (tests and the benchmark put and
+/// read entries; the program owns it otherwise).
+#[cfg(feature = "user")]
+pub struct FlowTable<T> {
+    sets: aya::maps::Array<T, FlowSet>,
+}
+
+#[cfg(feature = "user")]
+impl<T: core::borrow::Borrow<aya::maps::MapData>> FlowTable<T> {
+    pub fn new(sets: aya::maps::Array<T, FlowSet>) -> Self {
+        Self { sets }
+    }
+
+    fn set_of(&self, key: &FlowKey) -> Result<(u32, FlowSet), aya::maps::MapError> {
+        let index = flow_set_index(flow_key_hash(key), self.sets.len());
+        Ok((index, self.sets.get(&index, 0)?))
+    }
+
+    /// The entry for `key`, if the table holds one.
+    pub fn get(&self, key: &FlowKey) -> Result<Option<FlowEntry>, aya::maps::MapError> {
+        Ok(self.set_of(key)?.1.entry(key))
+    }
+}
+
+#[cfg(feature = "user")]
+impl<T: core::borrow::BorrowMut<aya::maps::MapData>> FlowTable<T> {
+    /// Puts `key` → `backend`, last seen at `seen`, where the program would.
+    pub fn insert(
+        &mut self,
+        key: &FlowKey,
+        backend: u32,
+        seen: u32,
+    ) -> Result<(), aya::maps::MapError> {
+        let (index, mut set) = self.set_of(key)?;
+        let tag = flow_tag(flow_key_hash(key));
+        let way = match set.find(key, tag) {
+            Some((way, _)) => way,
+            None => set.victim(seen),
+        };
+        set.store(way, key, tag, backend, seen);
+        self.sets.set(index, set, 0)
+    }
+
+    /// Removes `key`'s entry; whether there was one.
+    pub fn remove(&mut self, key: &FlowKey) -> Result<bool, aya::maps::MapError> {
+        let (index, mut set) = self.set_of(key)?;
+        let Some((way, _)) = set.find(key, flow_tag(flow_key_hash(key))) else {
+            return Ok(false);
+        };
+        set.clear(way);
+        self.sets.set(index, set, 0)?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FAMILY_IPV4, IPPROTO_TCP, ipv4_in_16};
+
+    fn key(port: u16) -> FlowKey {
+        FlowKey {
+            src: ipv4_in_16([198, 18, 0, 1]),
+            dst: ipv4_in_16([198, 18, 1, 1]),
+            src_port_be: port.to_be(),
+            dst_port_be: 80u16.to_be(),
+            protocol: IPPROTO_TCP,
+            family: FAMILY_IPV4,
+            _pad: [0; 2],
+        }
+    }
+
+    fn put(set: &mut FlowSet, key: &FlowKey, backend: u32, now: u32) -> usize {
+        let tag = flow_tag(flow_key_hash(key));
+        let way = match set.find(key, tag) {
+            Some((way, _)) => way,
+            None => set.victim(now),
+        };
+        set.store(way, key, tag, backend, now);
+        way
+    }
+
+    #[test]
+    fn sized_for_twice_the_connections() {
+        assert_eq!(flow_sets(1_024), 256);
+        assert_eq!(flow_sets(1_025), 257);
+        assert_eq!(flow_sets(16_777_216), 4_194_304);
+    }
+
+    #[test]
+    fn set_index_stays_in_range_and_spreads() {
+        let sets = 1_000;
+        let mut counts = [0u32; 1_000];
+        for port in 0..=u16::MAX {
+            let set = flow_set_index(flow_key_hash(&key(port)), sets);
+            counts[set as usize] += 1;
+        }
+        // 65 536 keys over 1 000 sets: about 65.5 each.
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*min > 30 && *max < 110, "min {min}, max {max}");
+        assert_eq!(flow_set_index(u64::MAX, sets), sets - 1);
+    }
+
+    #[test]
+    fn finds_what_it_stored_and_nothing_else() {
+        let mut set = FlowSet::EMPTY;
+        assert_eq!(set.entry(&key(1)), None);
+        put(&mut set, &key(1), 7, 100);
+        put(&mut set, &key(2), 9, 101);
+        assert_eq!(
+            set.entry(&key(1)),
+            Some(FlowEntry {
+                backend: 7,
+                last_seen: 100
+            })
+        );
+        assert_eq!(set.entry(&key(2)).map(|e| e.backend), Some(9));
+        assert_eq!(set.entry(&key(3)), None);
+    }
+
+    #[test]
+    fn a_head_with_the_wrong_tag_is_a_miss() {
+        // A torn write: one flow's key beside another flow's head.
+        let mut set = FlowSet::EMPTY;
+        let way = put(&mut set, &key(1), 7, 100);
+        let other_tag = flow_tag(flow_key_hash(&key(2)));
+        set.repoint(way, other_tag, 9, 100);
+        assert_eq!(set.entry(&key(1)), None);
+        assert_eq!(set.entry(&key(2)), None);
+    }
+
+    #[test]
+    fn a_full_set_evicts_its_least_recently_seen() {
+        let mut set = FlowSet::EMPTY;
+        for port in 0..FLOW_WAYS as u16 {
+            put(
+                &mut set,
+                &key(port),
+                u32::from(port),
+                1_000 + u32::from(port),
+            );
+        }
+        // Port 0 was seen first, but is seen again (refresh past the granularity).
+        let (way, _) = set.find(&key(0), flow_tag(flow_key_hash(&key(0)))).unwrap();
+        set.touch(way, 2_000);
+        put(&mut set, &key(100), 100, 2_001);
+        assert!(set.entry(&key(0)).is_some());
+        assert_eq!(set.entry(&key(1)), None, "the oldest goes");
+        for port in 2..FLOW_WAYS as u16 {
+            assert!(set.entry(&key(port)).is_some(), "port {port} kept");
+        }
+        assert_eq!(set.entry(&key(100)).map(|e| e.backend), Some(100));
+    }
+
+    #[test]
+    fn an_entry_stamped_after_now_is_not_the_oldest() {
+        let mut set = FlowSet::EMPTY;
+        for port in 0..FLOW_WAYS as u16 {
+            put(&mut set, &key(port), 0, 500);
+        }
+        let (way, _) = set.find(&key(3), flow_tag(flow_key_hash(&key(3)))).unwrap();
+        set.seen[way] = 900; // another CPU, after this one read jiffies
+        assert_ne!(set.victim(600), way);
+    }
+
+    #[test]
+    fn touch_refreshes_only_past_the_granularity() {
+        let mut set = FlowSet::EMPTY;
+        let way = put(&mut set, &key(1), 1, 1_000);
+        set.touch(way, 1_000 + LAST_SEEN_GRANULARITY_JIFFIES);
+        assert_eq!(set.seen[way], 1_000);
+        set.touch(way, 1_001 + LAST_SEEN_GRANULARITY_JIFFIES);
+        assert_eq!(set.seen[way], 1_001 + LAST_SEEN_GRANULARITY_JIFFIES);
+    }
+
+    #[test]
+    fn cleared_ways_are_reused_first() {
+        let mut set = FlowSet::EMPTY;
+        for port in 0..FLOW_WAYS as u16 {
+            put(&mut set, &key(port), 0, 500 + u32::from(port));
+        }
+        let (way, _) = set.find(&key(5), flow_tag(flow_key_hash(&key(5)))).unwrap();
+        set.clear(way);
+        assert_eq!(set.victim(10_000), way);
+    }
+}
