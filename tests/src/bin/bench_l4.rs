@@ -202,8 +202,10 @@ const TEST_RUN_IFINDEX: u32 = 1;
 
 /// What one benchmark case runs. The miss cases come in two kinds: a new client flow per
 /// call on a full connection table (what a balancer under a stream of new flows does:
-/// every insert evicts, and touches a cold bucket and entry), and one flow whose entry is
-/// deleted between calls (cache-hot, as a benchmark that replays one fixed packet measures).
+/// every insert evicts, and touches a cold set), and one flow whose entry is deleted
+/// between calls (cache-hot, as a benchmark that replays one fixed packet measures).
+/// `TcpSynReplayed` is that replay itself: the same SYN every call, so every call after
+/// the first finds its tuple and re-picks (port reuse).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Case {
     Pass,
@@ -213,12 +215,13 @@ enum Case {
     Udp,
     NonVip,
     TcpSynOneFlow,
+    TcpSynReplayed,
     UdpOneFlow,
     UdpHit,
 }
 
 impl Case {
-    const ALL: [Case; 9] = [
+    const ALL: [Case; 10] = [
         Case::Pass,
         Case::Floor,
         Case::TcpHit,
@@ -226,6 +229,7 @@ impl Case {
         Case::Udp,
         Case::NonVip,
         Case::TcpSynOneFlow,
+        Case::TcpSynReplayed,
         Case::UdpOneFlow,
         Case::UdpHit,
     ];
@@ -239,6 +243,7 @@ impl Case {
             Case::Udp => "udp",
             Case::NonVip => "non_vip",
             Case::TcpSynOneFlow => "tcp_syn_one_flow",
+            Case::TcpSynReplayed => "tcp_syn_replayed",
             Case::UdpOneFlow => "udp_one_flow",
             Case::UdpHit => "udp_hit",
         }
@@ -266,6 +271,7 @@ impl Case {
             | Case::TcpSyn
             | Case::Udp
             | Case::TcpSynOneFlow
+            | Case::TcpSynReplayed
             | Case::UdpOneFlow
             | Case::UdpHit => usize::from(IPIP_OVERHEAD_V4),
             _ => 0,
@@ -301,6 +307,13 @@ impl Case {
             Case::TcpSynOneFlow => Frames::Fixed(frame(
                 HIT_CLIENT,
                 HIT_CLIENT_PORT + 1,
+                VIP_ADDR,
+                VIP_TCP_PORT,
+                tcp(TCP_SYN),
+            )),
+            Case::TcpSynReplayed => Frames::Fixed(frame(
+                HIT_CLIENT,
+                HIT_CLIENT_PORT + 2,
                 VIP_ADDR,
                 VIP_TCP_PORT,
                 tcp(TCP_SYN),
@@ -508,6 +521,8 @@ impl Loaded {
             Case::TcpSyn | Case::Udp | Case::TcpSynOneFlow | Case::UdpOneFlow => {
                 Some(self.flow_events(FlowEvent::TableMiss)?)
             }
+            // A SYN for a tuple the table knows: port reuse, picked again.
+            Case::TcpSynReplayed => Some(self.flow_events(FlowEvent::SynRepick)?),
             Case::NonVip => Some(self.reason_packets(PacketReason::NotVip)?),
         })
     }
@@ -648,7 +663,7 @@ fn test_run_cases(
         eprintln!("{line}");
     }
 
-    let cases: Vec<Value> = Case::ALL
+    let cases: Vec<Value> = cases
         .iter()
         .zip(&averages)
         .map(|(case, rounds)| {
@@ -682,15 +697,17 @@ fn run_case(
     calls: u64,
     output: &mut [u8],
 ) -> anyhow::Result<f64> {
-    let hit_flow = match case {
-        Case::TcpHit => Some((VIP_TCP_ID, VIP_TCP_PORT, IPPROTO_TCP)),
-        Case::UdpHit => Some((VIP_UDP_ID, VIP_UDP_PORT, IPPROTO_UDP)),
+    // The flow a case expects the table to know.
+    let known_flow = match case {
+        Case::TcpHit => Some((VIP_TCP_ID, HIT_CLIENT_PORT, VIP_TCP_PORT, IPPROTO_TCP)),
+        Case::UdpHit => Some((VIP_UDP_ID, HIT_CLIENT_PORT, VIP_UDP_PORT, IPPROTO_UDP)),
+        Case::TcpSynReplayed => Some((VIP_TCP_ID, HIT_CLIENT_PORT + 2, VIP_TCP_PORT, IPPROTO_TCP)),
         _ => None,
     };
-    if let Some((vip_id, port, protocol)) = hit_flow {
+    if let Some((vip_id, src_port, port, protocol)) = known_flow {
         // The miss cases' inserts may have evicted it from the full table.
         loaded.flows.insert(
-            &flow(HIT_CLIENT_PORT, port, protocol),
+            &flow(src_port, port, protocol),
             backend_index(vip_id, 0, BACKENDS_PER_VIP),
             0,
         )?;
@@ -743,6 +760,7 @@ fn run_case(
                 Case::TcpSyn | Case::Udp | Case::TcpSynOneFlow | Case::UdpOneFlow => {
                     "not every call was a connection-table miss"
                 }
+                Case::TcpSynReplayed => "not every call re-picked a known tuple",
                 _ => "not every call was counted as not-for-a-VIP",
             }
         );
