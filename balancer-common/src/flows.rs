@@ -9,10 +9,16 @@
 //!
 //! Concurrent writers (two CPUs inserting into one set) can interleave their
 //! key bytes. A reader still never pairs a flow with another flow's backend:
-//! each head packs the key's tag with the backend into one 8-byte word, written
-//! and read whole, and an entry counts only when both that tag and the full key
-//! match. A torn entry is a miss, and a miss picks from the VIP's Maglev
-//! table, which gives the same backend while the backend set is unchanged.
+//! each head packs the key's tag, the backend and the last-seen tick into one
+//! 8-byte word, written and read whole, and an entry counts only when both
+//! that tag and the full key match. A torn entry is a miss, and a miss picks
+//! from the VIP's Maglev table, which gives the same backend while the backend
+//! set is unchanged.
+//!
+//! A set is exactly six cache lines and the array is page-aligned
+//! (`BPF_F_MMAPABLE`), so the heads are one line: a hit reads that line and
+//! one or two lines of its key; an insert picks its victim from the heads
+//! alone and writes one or two key lines.
 //!
 //! Both the XDP program and userspace (tests, the benchmark) use this code, so
 //! the layout and hashing cannot drift.
@@ -28,37 +34,50 @@ pub const FLOW_WAYS: usize = 8;
 /// recently seen flow, as a full LRU table would).
 pub const FLOW_ENTRIES_PER_CONNECTION: u32 = 2;
 
-/// A flow's last-seen time is refreshed at most this often (0.25 to 2.5 s
-/// depending on the kernel's HZ): a write per packet would bounce the set's
-/// cache line between CPUs.
-pub const LAST_SEEN_GRANULARITY_JIFFIES: u32 = 256;
+/// Last-seen times are kept in ticks of 2^8 jiffies (0.25 to 2.5 s depending on
+/// the kernel's HZ): a head is rewritten at most once per tick, since a write
+/// per packet would bounce the set's cache line between CPUs. Sixteen bits of
+/// ticks order flows idle for up to 2^15 ticks (2.3 h at HZ=1000); an older
+/// flow may count as recent when its set has to evict.
+pub const FLOW_TICK_SHIFT: u32 = 8;
+
+/// Bits of a head given to the backend index: `BACKENDS` may have at most
+/// `1 << FLOW_BACKEND_BITS` slots (the config enforces it).
+pub const FLOW_BACKEND_BITS: u32 = 23;
+const BACKEND_MASK: u64 = (1 << FLOW_BACKEND_BITS) - 1;
+/// Bits of a head given to the tag: the rest after the backend and the tick.
+const TAG_SHIFT: u32 = 16 + FLOW_BACKEND_BITS;
 
 /// One set of the connection table (one `FLOWS` array element).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowSet {
-    /// Per way: the key's tag (high half) and the backend index into `BACKENDS`
-    /// (low half); 0 for an empty way (tags are never 0).
+    /// Per way: tag (25 bits) | backend index into `BACKENDS` (23) | last-seen
+    /// tick (16); 0 for an empty way (tags are never 0).
     pub heads: [u64; FLOW_WAYS],
-    /// Per way: `bpf_jiffies64()` (low 32 bits) when the flow was last seen.
-    pub seen: [u32; FLOW_WAYS],
     pub keys: [FlowKey; FLOW_WAYS],
 }
 
-const _: () = assert!(core::mem::size_of::<FlowSet>() == 416);
+const _: () = assert!(core::mem::size_of::<FlowSet>() == 6 * 64);
 
 /// What an entry says about its flow (userspace's view).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowEntry {
     pub backend: u32,
-    /// Low 32 bits of `bpf_jiffies64()` when the flow was last seen.
-    pub last_seen: u32,
+    /// The tick (`flow_tick`) the flow was last seen in.
+    pub last_seen: u16,
 }
 
 /// Sets of a table sized for `max_connections` flows.
 pub const fn flow_sets(max_connections: u32) -> u32 {
     let entries = max_connections as u64 * FLOW_ENTRIES_PER_CONNECTION as u64;
     entries.div_ceil(FLOW_WAYS as u64) as u32
+}
+
+/// The table's clock: `bpf_jiffies64()` in ticks, wrapping at 16 bits.
+#[inline(always)]
+pub const fn flow_tick(jiffies: u64) -> u16 {
+    (jiffies >> FLOW_TICK_SHIFT) as u16
 }
 
 /// 64-bit hash of the whole key. Unseeded, like the Maglev hash: a restarted
@@ -88,15 +107,30 @@ pub const fn flow_set_index(hash: u64, sets: u32) -> u32 {
     (((hash >> 32) * sets as u64) >> 32) as u32
 }
 
-/// The tag stored with an entry: the hash's low half, never 0.
+/// The tag stored with an entry: 25 bits of the hash's low half, never 0.
 #[inline(always)]
 pub const fn flow_tag(hash: u64) -> u32 {
-    hash as u32 | 1
+    (hash as u32 >> 7) | 1
 }
 
 #[inline(always)]
-const fn head(tag: u32, backend: u32) -> u64 {
-    (tag as u64) << 32 | backend as u64
+const fn head(tag: u32, backend: u32, tick: u16) -> u64 {
+    (tag as u64) << TAG_SHIFT | (backend as u64 & BACKEND_MASK) << 16 | tick as u64
+}
+
+#[inline(always)]
+const fn head_tag(head: u64) -> u32 {
+    (head >> TAG_SHIFT) as u32
+}
+
+#[inline(always)]
+const fn head_backend(head: u64) -> u32 {
+    ((head >> 16) & BACKEND_MASK) as u32
+}
+
+#[inline(always)]
+const fn head_tick(head: u64) -> u16 {
+    head as u16
 }
 
 const KEY_WORDS: usize = core::mem::size_of::<FlowKey>() / 8;
@@ -120,7 +154,6 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
 impl FlowSet {
     pub const EMPTY: FlowSet = FlowSet {
         heads: [0; FLOW_WAYS],
-        seen: [0; FLOW_WAYS],
         keys: [FlowKey {
             src: [0; 16],
             dst: [0; 16],
@@ -132,16 +165,27 @@ impl FlowSet {
         }; FLOW_WAYS],
     };
 
+    #[inline(always)]
+    fn head(&self, way: usize) -> u64 {
+        // SAFETY: an in-bounds, aligned read of a plain word, in one load: what
+        // is checked and used comes from one write.
+        unsafe { core::ptr::read_volatile(&self.heads[way]) }
+    }
+
+    #[inline(always)]
+    fn set_head(&mut self, way: usize, head: u64) {
+        // SAFETY: an in-bounds, aligned write of a plain word, in one store.
+        unsafe { core::ptr::write_volatile(&mut self.heads[way], head) }
+    }
+
     /// The way holding `key` (whose hash gave `tag`), and its backend.
     #[inline(always)]
     pub fn find(&self, key: &FlowKey, tag: u32) -> Option<(usize, u32)> {
         let mut way = 0;
         while way < FLOW_WAYS {
-            // One load: the tag and backend checked and used come from one write.
-            // SAFETY: an in-bounds, aligned read of a plain word.
-            let head = unsafe { core::ptr::read_volatile(&self.heads[way]) };
-            if (head >> 32) as u32 == tag && same_key(&self.keys[way], key) {
-                return Some((way, head as u32));
+            let head = self.head(way);
+            if head_tag(head) == tag && same_key(&self.keys[way], key) {
+                return Some((way, head_backend(head)));
             }
             way += 1;
         }
@@ -150,18 +194,19 @@ impl FlowSet {
 
     /// The way a new flow takes: an empty one, else the least recently seen.
     #[inline(always)]
-    pub fn victim(&self, now: u32) -> usize {
+    pub fn victim(&self, now: u16) -> usize {
         let mut victim = 0;
-        let mut oldest = 0u32;
+        let mut oldest = 0u16;
         let mut way = 0;
         while way < FLOW_WAYS {
-            if self.heads[way] == 0 {
+            let head = self.heads[way];
+            if head == 0 {
                 return way;
             }
             // Another CPU may have stamped an entry after `now` was read: that
             // entry is the newest, not (wrapped) the oldest.
-            let age = now.wrapping_sub(self.seen[way]);
-            let age = if age > u32::MAX / 2 { 0 } else { age };
+            let age = now.wrapping_sub(head_tick(head));
+            let age = if age > u16::MAX / 2 { 0 } else { age };
             if age >= oldest {
                 oldest = age;
                 victim = way;
@@ -173,32 +218,31 @@ impl FlowSet {
 
     /// Writes `key` → `backend` into `way`. The head goes last, in one store.
     #[inline(always)]
-    pub fn store(&mut self, way: usize, key: &FlowKey, tag: u32, backend: u32, now: u32) {
+    pub fn store(&mut self, way: usize, key: &FlowKey, tag: u32, backend: u32, now: u16) {
         if way >= FLOW_WAYS {
             return;
         }
         self.keys[way] = *key;
-        self.seen[way] = now;
-        // SAFETY: an in-bounds, aligned write of a plain word.
-        unsafe { core::ptr::write_volatile(&mut self.heads[way], head(tag, backend)) };
+        self.set_head(way, head(tag, backend, now));
     }
 
     /// Points an existing entry at another backend (a re-pick).
     #[inline(always)]
-    pub fn repoint(&mut self, way: usize, tag: u32, backend: u32, now: u32) {
+    pub fn repoint(&mut self, way: usize, tag: u32, backend: u32, now: u16) {
+        if way < FLOW_WAYS {
+            self.set_head(way, head(tag, backend, now));
+        }
+    }
+
+    /// Marks the flow in `way` as seen in tick `now`: one store per tick at most.
+    #[inline(always)]
+    pub fn touch(&mut self, way: usize, now: u16) {
         if way >= FLOW_WAYS {
             return;
         }
-        self.seen[way] = now;
-        // SAFETY: an in-bounds, aligned write of a plain word.
-        unsafe { core::ptr::write_volatile(&mut self.heads[way], head(tag, backend)) };
-    }
-
-    /// Marks the flow in `way` as seen now, at most once per granularity period.
-    #[inline(always)]
-    pub fn touch(&mut self, way: usize, now: u32) {
-        if way < FLOW_WAYS && now.wrapping_sub(self.seen[way]) > LAST_SEEN_GRANULARITY_JIFFIES {
-            self.seen[way] = now;
+        let head = self.head(way);
+        if head_tick(head) != now {
+            self.set_head(way, head & !0xffff | now as u64);
         }
     }
 
@@ -206,7 +250,6 @@ impl FlowSet {
     pub fn clear(&mut self, way: usize) {
         if way < FLOW_WAYS {
             self.heads[way] = 0;
-            self.seen[way] = 0;
         }
     }
 
@@ -215,13 +258,11 @@ impl FlowSet {
         let (way, backend) = self.find(key, flow_tag(flow_key_hash(key)))?;
         Some(FlowEntry {
             backend,
-            last_seen: self.seen[way],
+            last_seen: head_tick(self.heads[way]),
         })
     }
 }
 
-/// The connection table as userspace sees it (tests and the benchmark put and
-/// read entries; the program owns it otherwise).
 #[cfg(feature = "user")]
 pub struct FlowTable<T> {
     sets: aya::maps::Array<T, FlowSet>,
@@ -251,7 +292,7 @@ impl<T: core::borrow::BorrowMut<aya::maps::MapData>> FlowTable<T> {
         &mut self,
         key: &FlowKey,
         backend: u32,
-        seen: u32,
+        seen: u16,
     ) -> Result<(), aya::maps::MapError> {
         let (index, mut set) = self.set_of(key)?;
         let tag = flow_tag(flow_key_hash(key));
@@ -292,7 +333,7 @@ mod tests {
         }
     }
 
-    fn put(set: &mut FlowSet, key: &FlowKey, backend: u32, now: u32) -> usize {
+    fn put(set: &mut FlowSet, key: &FlowKey, backend: u32, now: u16) -> usize {
         let tag = flow_tag(flow_key_hash(key));
         let way = match set.find(key, tag) {
             Some((way, _)) => way,
@@ -355,14 +396,9 @@ mod tests {
     fn a_full_set_evicts_its_least_recently_seen() {
         let mut set = FlowSet::EMPTY;
         for port in 0..FLOW_WAYS as u16 {
-            put(
-                &mut set,
-                &key(port),
-                u32::from(port),
-                1_000 + u32::from(port),
-            );
+            put(&mut set, &key(port), u32::from(port), 1_000 + port);
         }
-        // Port 0 was seen first, but is seen again (refresh past the granularity).
+        // Port 0 was seen first, but is seen again.
         let (way, _) = set.find(&key(0), flow_tag(flow_key_hash(&key(0)))).unwrap();
         set.touch(way, 2_000);
         put(&mut set, &key(100), 100, 2_001);
@@ -381,25 +417,45 @@ mod tests {
             put(&mut set, &key(port), 0, 500);
         }
         let (way, _) = set.find(&key(3), flow_tag(flow_key_hash(&key(3)))).unwrap();
-        set.seen[way] = 900; // another CPU, after this one read jiffies
+        set.touch(way, 900); // another CPU, after this one read the clock
         assert_ne!(set.victim(600), way);
     }
 
     #[test]
-    fn touch_refreshes_only_past_the_granularity() {
+    fn touch_keeps_the_tag_and_backend() {
         let mut set = FlowSet::EMPTY;
-        let way = put(&mut set, &key(1), 1, 1_000);
-        set.touch(way, 1_000 + LAST_SEEN_GRANULARITY_JIFFIES);
-        assert_eq!(set.seen[way], 1_000);
-        set.touch(way, 1_001 + LAST_SEEN_GRANULARITY_JIFFIES);
-        assert_eq!(set.seen[way], 1_001 + LAST_SEEN_GRANULARITY_JIFFIES);
+        let way = put(&mut set, &key(1), 0x7f_ffff, 1_000);
+        let before = set.heads[way];
+        set.touch(way, 1_000);
+        assert_eq!(set.heads[way], before, "same tick: no store");
+        set.touch(way, 1_001);
+        assert_eq!(
+            set.entry(&key(1)),
+            Some(FlowEntry {
+                backend: 0x7f_ffff,
+                last_seen: 1_001
+            })
+        );
+    }
+
+    #[test]
+    fn ticks_are_256_jiffies_and_wrap() {
+        assert_eq!(flow_tick(255), 0);
+        assert_eq!(flow_tick(256), 1);
+        assert_eq!(flow_tick(1 << 24), 0);
+        // Across the wrap, ages stay small.
+        let mut set = FlowSet::EMPTY;
+        for port in 0..FLOW_WAYS as u16 {
+            put(&mut set, &key(port), 0, u16::MAX - 10 + port);
+        }
+        assert_eq!(set.victim(5), 0);
     }
 
     #[test]
     fn cleared_ways_are_reused_first() {
         let mut set = FlowSet::EMPTY;
         for port in 0..FLOW_WAYS as u16 {
-            put(&mut set, &key(port), 0, 500 + u32::from(port));
+            put(&mut set, &key(port), 0, 500 + port);
         }
         let (way, _) = set.find(&key(5), flow_tag(flow_key_hash(&key(5)))).unwrap();
         set.clear(way);

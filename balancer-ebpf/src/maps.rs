@@ -2,6 +2,7 @@
 //! capacities from the config at load time, and pins them when `xdp.pin_path` is set.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray},
 };
@@ -30,9 +31,11 @@ pub static MAGLEV: Array<u32> =
 /// The connection table: client tuple → backend, shared by all CPUs so a flow
 /// keeps its backend whichever queue its packets arrive on. Sets of
 /// `FLOW_WAYS` entries, LRU within a set (`balancer_common::flows` says why
-/// not the kernel's LRU hash).
+/// not the kernel's LRU hash). Mmapable only for its layout: the kernel then
+/// page-aligns the elements, so every set starts a cache line.
 #[map]
-pub static FLOWS: Array<FlowSet> = Array::with_max_entries(flow_sets(DEFAULT_MAX_CONNECTIONS), 0);
+pub static FLOWS: Array<FlowSet> =
+    Array::with_max_entries(flow_sets(DEFAULT_MAX_CONNECTIONS), BPF_F_MMAPABLE);
 
 /// ACL rules: (scope, source prefix) → `ACL_ALLOW` / `ACL_DENY`, longest prefix wins.
 #[map]

@@ -6,7 +6,7 @@ use balancer_common::{
     ACL_DENY, ACL_SCOPE_GLOBAL, BACKEND_DOWN, BACKEND_UP, BackendInfo, FAMILY_IPV4, FlowEvent,
     IPPROTO_UDP, NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES,
     VIP_FLAG_UDP_HASH_SOURCE, VipMeta, acl_key_v4, acl_key_v6, flow_key_hash, flow_set_index,
-    flow_tag,
+    flow_tag, flow_tick,
 };
 
 use crate::{
@@ -74,9 +74,8 @@ pub struct Choice {
 /// which only ever lists up backends, and a TCP SYN always picks (port reuse).
 #[inline(always)]
 pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReason> {
-    // SAFETY: reading jiffies has no preconditions. Its low 32 bits are what
-    // the table keeps: ages are compared with wrapping arithmetic.
-    let now = unsafe { bpf_jiffies64() } as u32;
+    // SAFETY: reading jiffies has no preconditions.
+    let now = flow_tick(unsafe { bpf_jiffies64() });
     let hash = flow_key_hash(&pkt.flow);
     let tag = flow_tag(hash);
     // SAFETY: a pointer to a live element of the array map; other CPUs may

@@ -538,10 +538,15 @@ impl Lb {
         }
     }
 
-    /// Puts a connection-table entry (last seen at 0: the program refreshes it).
+    /// Puts a connection-table entry (last seen in tick 0).
     fn flow(&mut self, key: FlowKey, backend: u32) {
+        self.flow_seen(key, backend, 0);
+    }
+
+    /// Puts a connection-table entry last seen in tick `seen`.
+    fn flow_seen(&mut self, key: FlowKey, backend: u32, seen: u16) {
         let mut flows = FlowTable::new(self.map::<Array<&mut MapData, _>>(MAP_FLOWS));
-        flows.insert(&key, backend, 0).expect("writing FLOWS");
+        flows.insert(&key, backend, seen).expect("writing FLOWS");
     }
 
     fn flow_entry(&mut self, key: FlowKey) -> Option<FlowEntry> {
@@ -1479,46 +1484,106 @@ fn acl_global_scope() {
         .dropped(PacketReason::AclDenied, 3, None);
 }
 
+/// A TCP `ipip` VIP (id `AOrB::ID`) over backends A and B whose Maglev table
+/// lists only A: B is reachable only through connection-table entries.
+struct AOrB {
+    a_info: BackendInfo,
+    b_info: BackendInfo,
+    a: u32,
+    b: u32,
+}
+
+impl AOrB {
+    const ID: u32 = 1;
+
+    fn new(lb: &mut Lb) -> AOrB {
+        lb.vip(
+            VipKey::v4(VIP4, TCP_PORT, IPPROTO_TCP),
+            Self::ID,
+            FORWARD_IPIP,
+            0,
+        );
+        let a_info = backend4(BACKEND_A4, MAC_A);
+        let b_info = backend4(BACKEND_B4, MAC_B);
+        let a = lb.backend(Self::ID, 0, a_info);
+        let b = lb.backend(Self::ID, 1, b_info);
+        lb.table(Self::ID, 0, |_| a);
+        AOrB {
+            a_info,
+            b_info,
+            a,
+            b,
+        }
+    }
+
+    /// The connection-table key of the client's flow from `src_port`.
+    fn key(src_port: u16) -> FlowKey {
+        flow_key(&CLIENT4, src_port, &VIP4, TCP_PORT, IPPROTO_TCP)
+    }
+
+    /// Sends a TCP packet of the client's flow from `src_port`; it must leave
+    /// encapsulated to `backend` (`a` or `b`) with `event`.
+    fn expect(
+        &self,
+        lb: &Lb,
+        name: &str,
+        src_port: u16,
+        flags: u8,
+        backend: u32,
+        event: FlowEvent,
+    ) {
+        let info = if backend == self.a {
+            &self.a_info
+        } else {
+            &self.b_info
+        };
+        let inner = tcp4(CLIENT4, src_port, flags);
+        lb.send(name, &CLIENT.ipv4(&inner)).forwarded(
+            XDP_TX,
+            &encapsulated(info, None, &inner, &[]),
+            Self::ID,
+            backend,
+            event,
+        );
+    }
+}
+
 /// Backend choice: the connection table with each backend state, Maglev on a
 /// miss (and which table half), SYN re-picks, and the drops.
 #[test]
 fn backend_states_and_connection_table() {
     let mut lb = load();
-    const ID: u32 = 1;
-    lb.vip(VipKey::v4(VIP4, TCP_PORT, IPPROTO_TCP), ID, FORWARD_IPIP, 0);
-    let a_info = backend4(BACKEND_A4, MAC_A);
-    let b_info = backend4(BACKEND_B4, MAC_B);
-    let a = lb.backend(ID, 0, a_info);
-    let b = lb.backend(ID, 1, b_info);
-    // The table lists only A; B is reachable through connection-table entries.
-    lb.table(ID, 0, |_| a);
-    let key = |src_port| flow_key(&CLIENT4, src_port, &VIP4, TCP_PORT, IPPROTO_TCP);
-    let send = |lb: &Lb, name: &str, src_port, flags| {
-        let inner = tcp4(CLIENT4, src_port, flags);
-        (lb.send(name, &CLIENT.ipv4(&inner)), inner)
-    };
+    let fixture = AOrB::new(&mut lb);
+    let AOrB {
+        a_info,
+        b_info,
+        a,
+        b,
+    } = fixture;
+    let key = AOrB::key;
+
+    // The program's clock (in ticks): what it stamps on a new entry.
+    fixture.expect(&lb, "miss", 40_999, TCP_ACK, a, FlowEvent::TableMiss);
+    let now = lb
+        .flow_entry(key(40_999))
+        .expect("a miss inserts")
+        .last_seen;
+    let current = |tick: u16| tick.wrapping_sub(now) <= 1;
 
     // Hit, backend up: stays on B; last-seen refreshed.
-    lb.flow(key(41_000), b);
-    let (sent, inner) = send(&lb, "hit, up", 41_000, TCP_ACK);
-    sent.forwarded(
-        XDP_TX,
-        &encapsulated(&b_info, None, &inner, &[]),
-        ID,
-        b,
-        FlowEvent::TableHit,
-    );
+    lb.flow_seen(key(41_000), b, now.wrapping_sub(100));
+    fixture.expect(&lb, "hit, up", 41_000, TCP_ACK, b, FlowEvent::TableHit);
     let entry = lb.flow_entry(key(41_000)).expect("entry kept");
     assert_eq!(entry.backend, b);
-    assert_ne!(entry.last_seen, 0, "a hit refreshes last_seen");
+    assert!(current(entry.last_seen), "a hit refreshes last_seen");
 
     // A SYN+ACK is not a new connection: a hit too.
     lb.flow(key(41_001), b);
-    let (sent, inner) = send(&lb, "hit, syn+ack", 41_001, TCP_SYN | TCP_ACK);
-    sent.forwarded(
-        XDP_TX,
-        &encapsulated(&b_info, None, &inner, &[]),
-        ID,
+    fixture.expect(
+        &lb,
+        "hit, syn+ack",
+        41_001,
+        TCP_SYN | TCP_ACK,
         b,
         FlowEvent::TableHit,
     );
@@ -1530,11 +1595,11 @@ fn backend_states_and_connection_table() {
     };
     lb.set_backend(b, draining);
     lb.flow(key(41_002), b);
-    let (sent, inner) = send(&lb, "hit, draining", 41_002, TCP_ACK);
-    sent.forwarded(
-        XDP_TX,
-        &encapsulated(&draining, None, &inner, &[]),
-        ID,
+    fixture.expect(
+        &lb,
+        "hit, draining",
+        41_002,
+        TCP_ACK,
         b,
         FlowEvent::TableHit,
     );
@@ -1549,39 +1614,27 @@ fn backend_states_and_connection_table() {
         },
     );
     lb.flow(key(41_003), b);
-    let (sent, inner) = send(&lb, "hit, down", 41_003, TCP_ACK);
-    sent.forwarded(
-        XDP_TX,
-        &encapsulated(&a_info, None, &inner, &[]),
-        ID,
-        a,
-        FlowEvent::DownRepick,
-    );
+    fixture.expect(&lb, "hit, down", 41_003, TCP_ACK, a, FlowEvent::DownRepick);
     assert_eq!(lb.flow_entry(key(41_003)).map(|e| e.backend), Some(a));
 
     // Miss: the table's backend, and an entry is created.
     lb.set_backend(b, b_info);
     assert_eq!(lb.flow_entry(key(41_004)), None);
-    let (sent, inner) = send(&lb, "miss", 41_004, TCP_ACK);
-    sent.forwarded(
-        XDP_TX,
-        &encapsulated(&a_info, None, &inner, &[]),
-        ID,
-        a,
-        FlowEvent::TableMiss,
-    );
+    fixture.expect(&lb, "miss", 41_004, TCP_ACK, a, FlowEvent::TableMiss);
     let entry = lb.flow_entry(key(41_004)).expect("a miss creates an entry");
     assert_eq!(entry.backend, a);
-    // Jiffies since boot: never 0 on a running machine.
-    assert_ne!(entry.last_seen, 0, "a new entry records when it was seen");
+    assert!(
+        current(entry.last_seen),
+        "a new entry records when it was seen"
+    );
 
     // SYN for a tuple already in the table (port reuse): re-picked.
     lb.flow(key(41_005), b);
-    let (sent, inner) = send(&lb, "syn, existing tuple", 41_005, TCP_SYN);
-    sent.forwarded(
-        XDP_TX,
-        &encapsulated(&a_info, None, &inner, &[]),
-        ID,
+    fixture.expect(
+        &lb,
+        "syn, existing tuple",
+        41_005,
+        TCP_SYN,
         a,
         FlowEvent::SynRepick,
     );
@@ -1965,14 +2018,9 @@ fn local_vip_passes_unchanged() {
 #[test]
 fn connection_table_sets_evict_least_recently_seen() {
     let mut lb = load();
-    const ID: u32 = 1;
-    lb.vip(VipKey::v4(VIP4, TCP_PORT, IPPROTO_TCP), ID, FORWARD_IPIP, 0);
-    let a_info = backend4(BACKEND_A4, MAC_A);
-    let b_info = backend4(BACKEND_B4, MAC_B);
-    let a = lb.backend(ID, 0, a_info);
-    let b = lb.backend(ID, 1, b_info);
-    lb.table(ID, 0, |_| a);
-    let key = |src_port| flow_key(&CLIENT4, src_port, &VIP4, TCP_PORT, IPPROTO_TCP);
+    let fixture = AOrB::new(&mut lb);
+    let (a, b) = (fixture.a, fixture.b);
+    let key = AOrB::key;
     let sets = flow_sets(MAX_FLOWS);
     let set_of = |src_port| flow_set_index(flow_key_hash(&key(src_port)), sets);
 
@@ -1985,15 +2033,14 @@ fn connection_table_sets_evict_least_recently_seen() {
     assert_eq!(ports.len(), FLOW_WAYS, "not enough ports hash to one set");
 
     // The program's clock: what it stamps on a new entry.
-    let inner = tcp4(CLIENT4, first, TCP_ACK);
-    lb.send("first flow of the set", &CLIENT.ipv4(&inner))
-        .forwarded(
-            XDP_TX,
-            &encapsulated(&a_info, None, &inner, &[]),
-            ID,
-            a,
-            FlowEvent::TableMiss,
-        );
+    fixture.expect(
+        &lb,
+        "first flow of the set",
+        first,
+        TCP_ACK,
+        a,
+        FlowEvent::TableMiss,
+    );
     let now = lb.flow_entry(key(first)).expect("a miss inserts").last_seen;
 
     // Fill the other ways with flows on B, each seen longer ago than the last;
@@ -2002,21 +2049,20 @@ fn connection_table_sets_evict_least_recently_seen() {
     for (i, &port) in older.iter().enumerate() {
         let mut flows = FlowTable::new(lb.map::<Array<&mut MapData, FlowSet>>(MAP_FLOWS));
         flows
-            .insert(&key(port), b, now.wrapping_sub(1_000 * (i as u32 + 1)))
+            .insert(&key(port), b, now.wrapping_sub(10 * (i as u16 + 1)))
             .expect("writing FLOWS");
     }
     let oldest = *older.last().expect("ways");
 
     // The set is full: a new flow evicts exactly the least recently seen one.
-    let inner = tcp4(CLIENT4, *last, TCP_SYN);
-    lb.send("new flow in a full set", &CLIENT.ipv4(&inner))
-        .forwarded(
-            XDP_TX,
-            &encapsulated(&a_info, None, &inner, &[]),
-            ID,
-            a,
-            FlowEvent::TableMiss,
-        );
+    fixture.expect(
+        &lb,
+        "new flow in a full set",
+        *last,
+        TCP_SYN,
+        a,
+        FlowEvent::TableMiss,
+    );
     assert_eq!(lb.flow_entry(key(*last)).map(|e| e.backend), Some(a));
     assert_eq!(
         lb.flow_entry(key(oldest)),
@@ -2032,14 +2078,7 @@ fn connection_table_sets_evict_least_recently_seen() {
         );
     }
     // And the kept flows still forward to B.
-    let inner = tcp4(CLIENT4, older[0], TCP_ACK);
-    lb.send("kept flow", &CLIENT.ipv4(&inner)).forwarded(
-        XDP_TX,
-        &encapsulated(&b_info, None, &inner, &[]),
-        ID,
-        b,
-        FlowEvent::TableHit,
-    );
+    fixture.expect(&lb, "kept flow", older[0], TCP_ACK, b, FlowEvent::TableHit);
 
     // A torn entry: flow older[1]'s key under a head with flow `first`'s tag
     // and backend B. Neither flow may take it for its own.
@@ -2054,21 +2093,13 @@ fn connection_table_sets_evict_least_recently_seen() {
         set.repoint(way, flow_tag(flow_key_hash(&key(first))), b, now);
         sets_map.set(index, set, 0).expect("writing the set");
     }
-    let inner = tcp4(CLIENT4, torn, TCP_ACK);
-    lb.send("torn entry", &CLIENT.ipv4(&inner)).forwarded(
-        XDP_TX,
-        &encapsulated(&a_info, None, &inner, &[]),
-        ID,
+    fixture.expect(&lb, "torn entry", torn, TCP_ACK, a, FlowEvent::TableMiss);
+    fixture.expect(
+        &lb,
+        "the tag's own flow",
+        first,
+        TCP_ACK,
         a,
-        FlowEvent::TableMiss,
+        FlowEvent::TableHit,
     );
-    let inner = tcp4(CLIENT4, first, TCP_ACK);
-    lb.send("the tag's own flow", &CLIENT.ipv4(&inner))
-        .forwarded(
-            XDP_TX,
-            &encapsulated(&a_info, None, &inner, &[]),
-            ID,
-            a,
-            FlowEvent::TableHit,
-        );
 }

@@ -389,7 +389,7 @@ fn render_test_run(md: &mut String, test_run: &Value) -> anyhow::Result<()> {
          (a probe of the flow's set of 8 entries, then its key and backend written over the \
          set's least recently seen entry), cache-hot.\n\
          - SYN (new flow per call) − SYN (one flow) = {:.0} ns: the same insert into a full \
-         table with a new key each time: a cold set (its heads, ages and key lines), as under \
+         table with a new key each time: a cold set (its heads line and one or two key lines), as under \
          a stream of new connections. This is memory latency, not work: the same rows with a \
          cache-sized table come within a few ns of the one-flow rows.\n\
          \n\

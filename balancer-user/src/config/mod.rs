@@ -34,6 +34,8 @@ pub const TABLE_SIZE_MAX: u32 = 1_048_573;
 pub const MAGLEV_SLOTS_LIMIT: u64 = 268_435_456;
 /// Upper bound of `max_vips × max_backends` (the backend array and its counters).
 pub const BACKEND_SLOTS_LIMIT: u64 = 8_388_608;
+// A connection-table entry holds a backend slot in FLOW_BACKEND_BITS bits.
+const _: () = assert!(BACKEND_SLOTS_LIMIT <= 1 << balancer_common::FLOW_BACKEND_BITS);
 /// Bounds of `xdp.max_connections` (flows the connection table is sized for).
 pub const MAX_CONNECTIONS_MIN: u32 = 1_024;
 pub const MAX_CONNECTIONS_LIMIT: u32 = 16_777_216;
