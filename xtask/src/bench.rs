@@ -391,7 +391,7 @@ fn render_test_run(md: &mut String, test_run: &Value) -> anyhow::Result<()> {
          - SYN (new flow per call) − SYN (one flow) = {:.0} ns: the same insert into a full \
          table with a new key each time: a cold set (its heads line and one or two key lines), as under \
          a stream of new connections. This is memory latency, not work: the same rows with a \
-         cache-sized table come within a few ns of the one-flow rows.\n\
+         cache-sized table came within about 15 ns of the one-flow rows.\n\
          \n\
          Issue 3's method replays one fixed packet per case, and so were Katran's figures taken: \
          the replayed SYN, the one-flow rows, and the replayed datagram of a known UDP flow are \
