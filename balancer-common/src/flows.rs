@@ -84,10 +84,22 @@ pub const fn flow_tick(jiffies: u64) -> u16 {
 /// balancer must find the flows in the pinned table where it left them.
 #[inline(always)]
 pub fn flow_key_hash(key: &FlowKey) -> u64 {
-    let mut hash: u64 = 0x243f_6a88_85a3_08d3;
+    hash_words(key_words(key))
+}
+
+/// 64-bit hash of the key's source address alone: the Maglev hash of UDP VIPs
+/// that keep each client on one backend whatever its source port.
+#[inline(always)]
+pub fn flow_source_hash(key: &FlowKey) -> u64 {
     let words = key_words(key);
+    hash_words(&[words[0], words[1]])
+}
+
+#[inline(always)]
+fn hash_words<const N: usize>(words: &[u64; N]) -> u64 {
+    let mut hash: u64 = 0x243f_6a88_85a3_08d3;
     let mut i = 0;
-    while i < KEY_WORDS {
+    while i < N {
         hash = (hash ^ words[i]).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         hash ^= hash >> 32;
         i += 1;

@@ -6,7 +6,7 @@ use balancer_common::{
     ACL_DENY, ACL_SCOPE_GLOBAL, BACKEND_DOWN, BACKEND_UP, BackendInfo, FAMILY_IPV4, FlowEvent,
     IPPROTO_UDP, NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES,
     VIP_FLAG_UDP_HASH_SOURCE, VipMeta, acl_key_v4, acl_key_v6, flow_key_hash, flow_set_index,
-    flow_tag, flow_tick,
+    flow_source_hash, flow_tag, flow_tick,
 };
 
 use crate::{
@@ -138,47 +138,10 @@ pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReas
 /// address only, so one client's datagrams from many ports reach one backend.
 #[inline(always)]
 fn maglev_hash(pkt: &Packet, meta: &VipMeta, flow_hash: u64) -> u32 {
-    if pkt.flow.protocol == IPPROTO_UDP && meta.flags & VIP_FLAG_UDP_HASH_SOURCE != 0 {
-        source_hash(pkt)
+    let hash = if pkt.flow.protocol == IPPROTO_UDP && meta.flags & VIP_FLAG_UDP_HASH_SOURCE != 0 {
+        flow_source_hash(&pkt.flow)
     } else {
-        (flow_hash >> 32) as u32 ^ flow_hash as u32
-    }
-}
-
-/// Hash of the client's address alone.
-#[inline(always)]
-fn source_hash(pkt: &Packet) -> u32 {
-    let src = &pkt.flow.src;
-    let mut hash = 0x9747_b28c_u32;
-    hash = mix(hash, u32::from_ne_bytes([src[0], src[1], src[2], src[3]]));
-    hash = mix(hash, u32::from_ne_bytes([src[4], src[5], src[6], src[7]]));
-    hash = mix(hash, u32::from_ne_bytes([src[8], src[9], src[10], src[11]]));
-    hash = mix(
-        hash,
-        u32::from_ne_bytes([src[12], src[13], src[14], src[15]]),
-    );
-    finish(hash)
-}
-
-/// One MurmurHash3 block step.
-#[inline(always)]
-fn mix(hash: u32, word: u32) -> u32 {
-    let k = word
-        .wrapping_mul(0xcc9e_2d51)
-        .rotate_left(15)
-        .wrapping_mul(0x1b87_3593);
-    (hash ^ k)
-        .rotate_left(13)
-        .wrapping_mul(5)
-        .wrapping_add(0xe654_6b64)
-}
-
-/// MurmurHash3's finalizer: every input bit affects every output bit.
-#[inline(always)]
-fn finish(mut hash: u32) -> u32 {
-    hash ^= hash >> 16;
-    hash = hash.wrapping_mul(0x85eb_ca6b);
-    hash ^= hash >> 13;
-    hash = hash.wrapping_mul(0xc2b2_ae35);
-    hash ^ (hash >> 16)
+        flow_hash
+    };
+    (hash >> 32) as u32 ^ hash as u32
 }

@@ -92,7 +92,7 @@ struct Setup {
     balancer: Option<BalancerProcess>,
     _decap: Vec<BalancerProcess>,
     config_path: PathBuf,
-    _pins: PinDir,
+    pins: PinDir,
     _dir: tempdir::Dir,
 }
 
@@ -152,7 +152,7 @@ fn setup(tag: &str, forward: &str) -> anyhow::Result<Setup> {
         balancer: Some(balancer),
         _decap: decap,
         config_path,
-        _pins: pins,
+        pins,
         _dir: dir,
     })
 }
@@ -433,8 +433,8 @@ fn unload(setup: &mut Setup) -> anyhow::Result<()> {
 /// A connection table pinned by a balancer with another entry layout (here the
 /// LRU hash of earlier releases) is refused by name at start, not reused.
 fn refuses_pin_with_other_layout(setup: &mut Setup) -> anyhow::Result<()> {
-    fs::create_dir_all(&setup._pins.0)?;
-    let flows = setup._pins.0.join(MAP_FLOWS);
+    fs::create_dir_all(&setup.pins.0)?;
+    let flows = setup.pins.0.join(MAP_FLOWS);
     let flows_arg = flows.to_string_lossy();
     run_in(
         &setup.topology.lb().path(),
