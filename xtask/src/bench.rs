@@ -54,6 +54,8 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "bench_l7",
         "--bin",
         "l7_backend",
+        "--bin",
+        "l7_relay",
     ]))
     .context("building the benchmark drivers")?;
     let binaries = Binaries {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bench_l7 [--quick] [--seconds S] [--rounds N] [--idle-connections N]
-//!          [--targets direct,balancer,nginx,haproxy] [--skip-memory] [--skip-load]
+//!          [--targets direct,relay,balancer,nginx,haproxy] [--skip-memory] [--skip-load]
 //! ```
 //!
 //! In one fresh network namespace (loopback only, 127.0.0.1) it starts one `l7_backend`
@@ -14,7 +14,9 @@
 //! `worker_processes 1`, HAProxy `nbthread 1`); the load generators and the backend run
 //! on CPU 0. Then it measures, through each proxy and direct to the backend:
 //!
-//! 1. HTTP/1.1 keep-alive: `wrk -t1 -c50 --latency` → requests/s, p50, p99.
+//! 1. HTTP/1.1 keep-alive: `wrk -t1 -c50 --latency` → requests/s, p50, p99. Also through
+//!    `l7_relay` on the same CPU, a byte relay with no HTTP in it: the floor, what the kernel
+//!    charges for the four socket calls per request that every proxy makes.
 //! 2. h2 over TLS: `h2load -c10 -m10` (direct: h2c with prior knowledge) → requests/s,
 //!    and p50/p99 of the per-request times of its `--log-file`.
 //! 3. New TLS connections: `wrk -t1 -c20 -H 'Connection: close'` over HTTPS → connections/s
@@ -53,7 +55,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const USAGE: &str = "usage: bench_l7 [--quick] [--seconds S] [--rounds N] [--idle-connections N] \
-                     [--targets direct,balancer,nginx,haproxy] \
+                     [--targets direct,relay,balancer,nginx,haproxy] \
                      [--cases http1_keepalive,h2,tls_new_connections,tls_full_handshakes] \
                      [--nice N] [--skip-memory] [--skip-load]";
 
@@ -83,14 +85,18 @@ static NICE: AtomicI32 = AtomicI32::new(0);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Target {
     Direct,
+    /// `l7_relay`: bytes copied between each client connection and its own upstream
+    /// connection, no HTTP. The floor of the HTTP/1.1 case: the kernel's share of any proxy.
+    Relay,
     Balancer,
     Nginx,
     Haproxy,
 }
 
 impl Target {
-    const ALL: [Target; 4] = [
+    const ALL: [Target; 5] = [
         Target::Direct,
+        Target::Relay,
         Target::Balancer,
         Target::Nginx,
         Target::Haproxy,
@@ -99,6 +105,7 @@ impl Target {
     fn key(self) -> &'static str {
         match self {
             Target::Direct => "direct",
+            Target::Relay => "relay",
             Target::Balancer => "balancer",
             Target::Nginx => "nginx",
             Target::Haproxy => "haproxy",
@@ -108,22 +115,24 @@ impl Target {
     fn plain_port(self) -> u16 {
         match self {
             Target::Direct => BACKEND_PORT,
+            Target::Relay => 8083,
             Target::Balancer => 8080,
             Target::Nginx => 8081,
             Target::Haproxy => 8082,
         }
     }
 
-    /// The backend speaks no TLS.
+    /// The backend speaks no TLS, nor does the relay.
     fn tls_port(self) -> Option<u16> {
         match self {
-            Target::Direct => None,
+            Target::Direct | Target::Relay => None,
             Target::Balancer => Some(8443),
             Target::Nginx => Some(8444),
             Target::Haproxy => Some(8445),
         }
     }
 
+    /// Runs as its own process in front of the backend (its CPU time is measured).
     fn is_proxy(self) -> bool {
         self != Target::Direct
     }
@@ -153,9 +162,13 @@ impl Case {
     }
 
     /// Whether `target` takes part (the backend has no TLS; for the wrk case it is
-    /// measured over plain HTTP as a reference).
+    /// measured over plain HTTP as a reference; the relay is the HTTP/1.1 case's floor).
     fn applies_to(self, target: Target) -> bool {
-        self != Case::TlsFull || target.is_proxy()
+        match target {
+            Target::Relay => self == Case::Http1,
+            Target::Direct => self != Case::TlsFull,
+            _ => true,
+        }
     }
 }
 
@@ -361,7 +374,7 @@ fn run(args: &Args) -> anyhow::Result<Value> {
     let mut memory = serde_json::Map::new();
     if args.memory {
         // The backend too, as a reference: hyper alone, without proxying.
-        for &target in &live {
+        for &target in live.iter().filter(|t| **t != Target::Relay) {
             let process = match target {
                 Target::Direct => &mut backend,
                 _ => proxies.get_mut(&target).expect("started"),
@@ -714,8 +727,8 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-/// CPU time (user + system, all threads) of a process and its descendants, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+/// CPU time of a process and its descendants (all threads), in seconds: (user, kernel).
+fn cpu_seconds(pid: u32) -> (f64, f64) {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     process_tree(pid)
@@ -728,9 +741,9 @@ fn cpu_seconds(pid: u32) -> f64 {
             // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
             let utime: f64 = fields.get(11)?.parse().ok()?;
             let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / ticks)
+            Some((utime / ticks, stime / ticks))
         })
-        .sum()
+        .fold((0.0, 0.0), |(user, kernel), (u, k)| (user + u, kernel + k))
 }
 
 fn process_tree(pid: u32) -> Vec<u32> {
@@ -808,20 +821,23 @@ impl Certs {
 
 /// `l7_backend`: `$BALANCER_L7_BACKEND`, else next to this binary.
 fn backend_binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("BALANCER_L7_BACKEND") {
-        return Ok(PathBuf::from(path));
+    match std::env::var_os("BALANCER_L7_BACKEND") {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => sibling_binary("l7_backend"),
     }
-    let exe = std::env::current_exe()?;
-    Ok(exe.with_file_name("l7_backend"))
 }
 
 /// `balancer`: `$BALANCER_BIN`, else next to this binary.
 fn balancer_binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("BALANCER_BIN") {
-        return Ok(PathBuf::from(path));
+    match std::env::var_os("BALANCER_BIN") {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => sibling_binary("balancer"),
     }
-    let exe = std::env::current_exe()?;
-    Ok(exe.with_file_name("balancer"))
+}
+
+/// A binary built next to this one.
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    Ok(std::env::current_exe()?.with_file_name(name))
 }
 
 fn start_backend(netns: &Netns, dir: &Path) -> anyhow::Result<Proc> {
@@ -1071,6 +1087,21 @@ fn start_proxy(
                 PROXY_CPU,
                 Path::new("haproxy"),
                 &["-db", "-f", &config],
+                &[],
+                &log,
+            )?
+        }
+        Target::Relay => {
+            let binary = sibling_binary("l7_relay")?;
+            ensure!(binary.is_file(), "{} does not exist", binary.display());
+            let listen = format!("127.0.0.1:{}", target.plain_port());
+            let upstream = format!("127.0.0.1:{BACKEND_PORT}");
+            Proc::spawn(
+                netns,
+                "l7_relay",
+                PROXY_CPU,
+                &binary,
+                &["--listen", &listen, "--upstream", &upstream],
                 &[],
                 &log,
             )?
@@ -1639,9 +1670,13 @@ fn summary(run: &Value) -> String {
             .as_f64()
             .map_or("?".into(), |v| format!("{v:.0}")),
         run["errors"].as_u64().unwrap_or(0),
-        run["proxy_cpu_us_per_request"]
-            .as_f64()
-            .map_or("-".into(), |v| format!("{v:.1} µs/req")),
+        match (
+            run["proxy_cpu_us_per_request"].as_f64(),
+            run["proxy_user_us_per_request"].as_f64(),
+        ) {
+            (Some(all), Some(user)) => format!("{all:.1} µs/req ({user:.1} user)"),
+            _ => "-".into(),
+        },
     )
 }
 
@@ -1664,6 +1699,8 @@ fn aggregate(runs: &[Value]) -> Value {
         "p99_us": median_of("p99_us"),
         "mean_us": median_of("mean_us"),
         "proxy_cpu_us_per_request": median_of("proxy_cpu_us_per_request"),
+        "proxy_user_us_per_request": median_of("proxy_user_us_per_request"),
+        "proxy_kernel_us_per_request": median_of("proxy_kernel_us_per_request"),
         "proxy_cpu_busy": median_of("proxy_cpu_busy"),
         "proxy_core_busy": median_of("proxy_core_busy"),
         "load_core_busy": median_of("load_core_busy"),
@@ -1740,13 +1777,17 @@ fn one_run(
     };
     result["proxy_core_busy"] = busy(cpu_ticks(PROXY_CPU), proxy_core_before);
     result["load_core_busy"] = busy(cpu_ticks(LOAD_CPU), load_core_before);
-    if let (Some(pid), Some(before)) = (proxy_pid, cpu_before) {
-        let cpu = cpu_seconds(pid) - before;
+    if let (Some(pid), Some((user_before, kernel_before))) = (proxy_pid, cpu_before) {
+        let (user_after, kernel_after) = cpu_seconds(pid);
+        let (user, kernel) = (user_after - user_before, kernel_after - kernel_before);
+        let cpu = user + kernel;
         let requests = result["requests"].as_f64().unwrap_or(0.0);
         result["proxy_cpu_seconds"] = json!(cpu);
         result["proxy_cpu_busy"] = json!(cpu / wall);
         if requests > 0.0 {
             result["proxy_cpu_us_per_request"] = json!(cpu * 1e6 / requests);
+            result["proxy_user_us_per_request"] = json!(user * 1e6 / requests);
+            result["proxy_kernel_us_per_request"] = json!(kernel * 1e6 / requests);
         }
     }
     Ok(result)

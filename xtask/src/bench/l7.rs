@@ -13,8 +13,9 @@ const PROXIES: [(&str, &str); 3] = [
     ("nginx", "nginx"),
     ("haproxy", "HAProxy"),
 ];
-const ROWS: [(&str, &str); 4] = [
+const ROWS: [(&str, &str); 5] = [
     ("direct", "direct to the backend"),
+    ("relay", "floor: `l7_relay`, a byte relay (no HTTP)"),
     ("balancer", "balancer"),
     ("nginx", "nginx"),
     ("haproxy", "HAProxy"),
@@ -37,8 +38,13 @@ pub fn render(md: &mut String, raw: &Value) -> anyhow::Result<()> {
             raw["wrk_connections"], raw["seconds_per_run"]
         ),
         "requests/s",
-        "Latencies are wrk's (request written to response read).",
+        "Latencies are wrk's (request written to response read). The floor row is a relay \
+         that copies bytes between each client connection and its own upstream connection, \
+         with no HTTP in it, pinned like the proxies: the same four socket calls per request \
+         that every proxy here makes (read the request, write it upstream, read the response, \
+         write it back), and nothing else.",
     );
+    render_floor(md, &cases["http1_keepalive"]);
     render_case(
         md,
         raw,
@@ -267,8 +273,8 @@ fn render_case(
     };
     let _ = writeln!(
         md,
-        "| | {rate_name} | p50 | p99 | errors | proxy CPU per {per} | CPU {} busy |\n\
-         |---|---:|---:|---:|---:|---:|---:|",
+        "| | {rate_name} | p50 | p99 | errors | proxy CPU per {per} | of it user / kernel | \
+         CPU {} busy |\n|---|---:|---:|---:|---:|---:|---:|---:|",
         raw["proxy_cpu"]
     );
     for (key, label) in ROWS {
@@ -279,7 +285,7 @@ fn render_case(
         if row["requests_per_second"].is_null() {
             let _ = writeln!(
                 md,
-                "| {label} | failed: {} | | | | | |",
+                "| {label} | failed: {} | | | | | | |",
                 one_line(&row["first_failure"])
             );
             continue;
@@ -295,7 +301,7 @@ fn render_case(
         };
         let _ = writeln!(
             md,
-            "| {label} | {} | {} | {} | {errors} | {} | {} |",
+            "| {label} | {} | {} | {} | {errors} | {} | {} | {} |",
             row["requests_per_second"]
                 .as_f64()
                 .map_or("?".into(), |v| group(v.round() as u64)),
@@ -304,6 +310,12 @@ fn render_case(
             row["proxy_cpu_us_per_request"]
                 .as_f64()
                 .map_or("".into(), |v| format!("{v:.1} µs")),
+            row["proxy_user_us_per_request"]
+                .as_f64()
+                .zip(row["proxy_kernel_us_per_request"].as_f64())
+                .map_or("".into(), |(user, kernel)| format!(
+                    "{user:.1} / {kernel:.1} µs"
+                )),
             row["proxy_core_busy"]
                 .as_f64()
                 .map_or("".into(), |v| format!("{:.0} %", v * 100.0)),
@@ -313,7 +325,7 @@ fn render_case(
         let ratio = |key: &str| ratio(&rows["balancer"][key], &rows[peer][key]);
         let _ = writeln!(
             md,
-            "| **balancer / {label}** | **{}** | {} | {} | | {} | |",
+            "| **balancer / {label}** | **{}** | {} | {} | | {} | | |",
             ratio("requests_per_second"),
             ratio("p50_us"),
             ratio("p99_us"),
@@ -343,6 +355,42 @@ fn render_case(
             );
         }
     }
+}
+
+/// What the relay floor leaves each proxy, and what 1.2× nginx's rate per core would leave.
+fn render_floor(md: &mut String, rows: &Value) {
+    let cpu = |key: &str| rows[key]["proxy_cpu_us_per_request"].as_f64();
+    let (Some(floor), Some(nginx)) = (cpu("relay"), cpu("nginx")) else {
+        return;
+    };
+    let above: Vec<String> = PROXIES
+        .iter()
+        .filter_map(|(key, label)| {
+            let all = cpu(key)?;
+            let user = rows[*key]["proxy_user_us_per_request"].as_f64()?;
+            Some(format!(
+                "{label} {:+.1} µs ({user:.1} µs of user time)",
+                all - floor
+            ))
+        })
+        .collect();
+    let budget = nginx / 1.2;
+    let floor_kernel = rows["relay"]["proxy_kernel_us_per_request"]
+        .as_f64()
+        .map_or(String::new(), |k| {
+            format!(", {k:.1} µs of it in the kernel")
+        });
+    let _ = writeln!(
+        md,
+        "\nWhere the time goes: the floor costs {floor:.1} µs of CPU per request{floor_kernel} \
+         (TCP over loopback: each write also runs the receiving side's processing and wakes the \
+         peer). Above the floor: {}. 1.2× nginx's rate per core is {budget:.1} µs per request, \
+         which leaves {:.1} µs above the floor for everything a proxy does with HTTP; nginx \
+         itself takes {:.1} µs above it.",
+        above.join(", "),
+        budget - floor,
+        nginx - floor,
+    );
 }
 
 fn one_line(value: &Value) -> String {
@@ -535,7 +583,9 @@ mod tests {
         let row = |rps: f64, p99: f64| {
             json!({
                 "requests_per_second": rps, "p50_us": 500.0, "p99_us": p99, "errors": 0,
-                "failed_runs": 0, "proxy_cpu_us_per_request": 20.0, "proxy_core_busy": 0.99,
+                "failed_runs": 0, "proxy_cpu_us_per_request": 1e6 / rps,
+                "proxy_user_us_per_request": 4.0, "proxy_kernel_us_per_request": 1e6 / rps - 4.0,
+                "proxy_core_busy": 0.99,
             })
         };
         let raw = json!({
@@ -547,6 +597,7 @@ mod tests {
             "tls_resumption": {"nginx": {"resumed": true}},
             "cases": {"http1_keepalive": {
                 "direct": row(60000.0, 900.0),
+                "relay": row(50000.0, 600.0),
                 "balancer": row(30000.0, 1500.0),
                 "nginx": row(25000.0, 2000.0),
             }},
@@ -557,9 +608,25 @@ mod tests {
         render(&mut md, &raw).unwrap();
         assert!(md.contains("| **balancer / nginx** | **1.20×** |"), "{md}");
         assert!(
+            md.contains("| balancer | 30 000 | 500 µs | 1.50 ms | 0 | 33.3 µs | 4.0 / 29.3 µs |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("the floor costs 20.0 µs of CPU per request, 16.0 µs of it in the kernel"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "Above the floor: balancer +13.3 µs (4.0 µs of user time), nginx +20.0 µs (4.0 µs \
+                 of user time). 1.2× nginx's rate per core is 33.3 µs per request, which leaves \
+                 13.3 µs above the floor"
+            ),
+            "{md}"
+        );
+        assert!(
             md.contains(
                 "≥ 1.2× nginx | 1.20× (30 000 vs 25 000 requests/s; per CPU-second of the \
-                 proxy 1.00×) | yes |"
+                 proxy 1.20×) | yes |"
             ),
             "{md}"
         );
