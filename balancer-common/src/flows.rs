@@ -15,6 +15,13 @@
 //! from the VIP's Maglev table, which gives the same backend while the backend
 //! set is unchanged.
 //!
+//! The set index and tag come from a hash keyed with a random secret
+//! (`FlowHashKey`, made when the table is), so nobody outside can compute which
+//! tuples share a set and aim flows at one to evict the flows in it: NH, the
+//! inner hash of UMAC (2^-32-almost-universal for keys of one length), then
+//! MurmurHash3's finalizer. The Maglev hash stays unkeyed: every balancer in
+//! front of the same backends must pick the same one for a flow.
+//!
 //! A set is exactly six cache lines and the array is page-aligned
 //! (`BPF_F_MMAPABLE`), so the heads are one line: a hit reads that line and
 //! one or two lines of its key; an insert picks its victim from the heads
@@ -80,11 +87,53 @@ pub const fn flow_tick(jiffies: u64) -> u16 {
     (jiffies >> FLOW_TICK_SHIFT) as u16
 }
 
-/// 64-bit hash of the whole key. Unseeded, like the Maglev hash: a restarted
-/// balancer must find the flows in the pinned table where it left them.
+/// The secret that keys the table's hash: one word per 32 bits of a `FlowKey`.
+/// Random per table (the `FLOW_HASH_KEY` map, pinned beside `FLOWS` so that a
+/// restarted balancer finds its flows where it left them).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowHashKey {
+    pub words: [u32; KEY_WORDS * 2],
+}
+
+const _: () = assert!(core::mem::size_of::<FlowHashKey>() == core::mem::size_of::<FlowKey>());
+
+impl FlowHashKey {
+    /// The map's zero fill: no key made yet.
+    pub fn is_unset(&self) -> bool {
+        self.words == [0; KEY_WORDS * 2]
+    }
+}
+
+/// The table's 64-bit hash of a flow (set index and tag), keyed with `secret`.
 #[inline(always)]
-pub fn flow_key_hash(key: &FlowKey) -> u64 {
-    hash_words(key_words(key))
+pub fn flow_table_hash(key: &FlowKey, secret: &FlowHashKey) -> u64 {
+    nh_hash(key_words(key), secret)
+}
+
+/// The Maglev hash's fixed key (the fractional digits of pi): public, the same
+/// in every balancer.
+const MAGLEV_KEY: FlowHashKey = FlowHashKey {
+    words: [
+        0x243f_6a88,
+        0x85a3_08d3,
+        0x1319_8a2e,
+        0x0370_7344,
+        0xa409_3822,
+        0x299f_31d0,
+        0x082e_fa98,
+        0xec4e_6c89,
+        0x4528_21e6,
+        0x38d0_1377,
+    ],
+};
+
+/// 64-bit hash of the whole key, the same in every balancer: the Maglev hash
+/// of a flow. Anyone can compute it, which only lets them pick a backend for
+/// their own flows, as trying ports would.
+#[inline(always)]
+pub fn flow_maglev_hash(key: &FlowKey) -> u64 {
+    nh_hash(key_words(key), &MAGLEV_KEY)
 }
 
 /// 64-bit hash of the key's source address alone: the Maglev hash of UDP VIPs
@@ -92,19 +141,29 @@ pub fn flow_key_hash(key: &FlowKey) -> u64 {
 #[inline(always)]
 pub fn flow_source_hash(key: &FlowKey) -> u64 {
     let words = key_words(key);
-    hash_words(&[words[0], words[1]])
+    nh_hash(&[words[0], words[1]], &MAGLEV_KEY)
 }
 
+/// NH over `words` (the sum of (m[2i] + k[2i] mod 2^32) * (m[2i+1] + k[2i+1]
+/// mod 2^32), mod 2^64), then finalized. The products are independent of each
+/// other, so they run side by side rather than as one chain of multiplies.
 #[inline(always)]
-fn hash_words<const N: usize>(words: &[u64; N]) -> u64 {
-    let mut hash: u64 = 0x243f_6a88_85a3_08d3;
+fn nh_hash<const N: usize>(words: &[u64; N], secret: &FlowHashKey) -> u64 {
+    let secret = &secret.words;
+    let mut sum: u64 = 0;
     let mut i = 0;
     while i < N {
-        hash = (hash ^ words[i]).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        hash ^= hash >> 32;
+        let low = (words[i] as u32).wrapping_add(secret[2 * i]) as u64;
+        let high = ((words[i] >> 32) as u32).wrapping_add(secret[2 * i + 1]) as u64;
+        sum = sum.wrapping_add(low * high);
         i += 1;
     }
-    // MurmurHash3's 64-bit finalizer: every input bit reaches every output bit.
+    finalize(sum)
+}
+
+/// MurmurHash3's 64-bit finalizer: every input bit reaches every output bit.
+#[inline(always)]
+const fn finalize(mut hash: u64) -> u64 {
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;
@@ -265,9 +324,9 @@ impl FlowSet {
         }
     }
 
-    /// The entry for `key`, if the set holds one.
-    pub fn entry(&self, key: &FlowKey) -> Option<FlowEntry> {
-        let (way, backend) = self.find(key, flow_tag(flow_key_hash(key)))?;
+    /// The entry for `key` (whose hash gave `tag`), if the set holds one.
+    pub fn entry(&self, key: &FlowKey, tag: u32) -> Option<FlowEntry> {
+        let (way, backend) = self.find(key, tag)?;
         Some(FlowEntry {
             backend,
             last_seen: head_tick(self.heads[way]),
@@ -275,25 +334,35 @@ impl FlowSet {
     }
 }
 
+/// The program's connection table seen from userspace (tests, the benchmark).
 #[cfg(feature = "user")]
 pub struct FlowTable<T> {
     sets: aya::maps::Array<T, FlowSet>,
+    secret: FlowHashKey,
 }
 
 #[cfg(feature = "user")]
 impl<T: core::borrow::Borrow<aya::maps::MapData>> FlowTable<T> {
-    pub fn new(sets: aya::maps::Array<T, FlowSet>) -> Self {
-        Self { sets }
+    /// `secret`: the table's hash key, as the program reads it from `FLOW_HASH_KEY`.
+    pub fn new(sets: aya::maps::Array<T, FlowSet>, secret: FlowHashKey) -> Self {
+        Self { sets, secret }
     }
 
-    fn set_of(&self, key: &FlowKey) -> Result<(u32, FlowSet), aya::maps::MapError> {
-        let index = flow_set_index(flow_key_hash(key), self.sets.len());
-        Ok((index, self.sets.get(&index, 0)?))
+    /// The set `key` hashes to, and its tag there.
+    pub fn place(&self, key: &FlowKey) -> (u32, u32) {
+        let hash = flow_table_hash(key, &self.secret);
+        (flow_set_index(hash, self.sets.len()), flow_tag(hash))
+    }
+
+    fn set_of(&self, key: &FlowKey) -> Result<(u32, u32, FlowSet), aya::maps::MapError> {
+        let (index, tag) = self.place(key);
+        Ok((index, tag, self.sets.get(&index, 0)?))
     }
 
     /// The entry for `key`, if the table holds one.
     pub fn get(&self, key: &FlowKey) -> Result<Option<FlowEntry>, aya::maps::MapError> {
-        Ok(self.set_of(key)?.1.entry(key))
+        let (_, tag, set) = self.set_of(key)?;
+        Ok(set.entry(key, tag))
     }
 }
 
@@ -306,8 +375,7 @@ impl<T: core::borrow::BorrowMut<aya::maps::MapData>> FlowTable<T> {
         backend: u32,
         seen: u16,
     ) -> Result<(), aya::maps::MapError> {
-        let (index, mut set) = self.set_of(key)?;
-        let tag = flow_tag(flow_key_hash(key));
+        let (index, tag, mut set) = self.set_of(key)?;
         let way = match set.find(key, tag) {
             Some((way, _)) => way,
             None => set.victim(seen),
@@ -318,8 +386,8 @@ impl<T: core::borrow::BorrowMut<aya::maps::MapData>> FlowTable<T> {
 
     /// Removes `key`'s entry; whether there was one.
     pub fn remove(&mut self, key: &FlowKey) -> Result<bool, aya::maps::MapError> {
-        let (index, mut set) = self.set_of(key)?;
-        let Some((way, _)) = set.find(key, flow_tag(flow_key_hash(key))) else {
+        let (index, tag, mut set) = self.set_of(key)?;
+        let Some((way, _)) = set.find(key, tag) else {
             return Ok(false);
         };
         set.clear(way);
@@ -345,8 +413,32 @@ mod tests {
         }
     }
 
+    /// A fixed table secret (any does; a fixed one keeps the tests repeatable).
+    const SECRET: FlowHashKey = FlowHashKey {
+        words: [
+            0x9e37_79b9,
+            0x7f4a_7c15,
+            0xf39c_c060,
+            0x5ced_c834,
+            0x1082_276b,
+            0xf3a2_7251,
+            0xf86c_6a11,
+            0xd0c1_8e95,
+            0x2767_f0b1,
+            0x53d2_3fe5,
+        ],
+    };
+
+    fn hash(key: &FlowKey) -> u64 {
+        flow_table_hash(key, &SECRET)
+    }
+
+    fn tag(key: &FlowKey) -> u32 {
+        flow_tag(hash(key))
+    }
+
     fn put(set: &mut FlowSet, key: &FlowKey, backend: u32, now: u16) -> usize {
-        let tag = flow_tag(flow_key_hash(key));
+        let tag = tag(key);
         let way = match set.find(key, tag) {
             Some((way, _)) => way,
             None => set.victim(now),
@@ -362,12 +454,89 @@ mod tests {
         assert_eq!(flow_sets(16_777_216), 4_194_304);
     }
 
+    /// Keys from a fixed-seed xorshift generator: varied, and the same on every run.
+    fn secrets() -> impl Iterator<Item = FlowHashKey> {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        core::iter::repeat_with(move || {
+            let mut words = [0u32; KEY_WORDS * 2];
+            for word in &mut words {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *word = state as u32;
+            }
+            FlowHashKey { words }
+        })
+    }
+
+    fn ipv6_key(src: [u64; 2]) -> FlowKey {
+        let mut key = key(40_000);
+        key.family = crate::FAMILY_IPV6;
+        key.src[..8].copy_from_slice(&src[0].to_ne_bytes());
+        key.src[8..].copy_from_slice(&src[1].to_ne_bytes());
+        key
+    }
+
+    #[test]
+    fn the_secret_decides_the_set() {
+        let sets = 16_384;
+        let (a, b) = (key(1_000), key(1_001));
+        let mut same_set = 0;
+        let mut moved = 0;
+        let first = flow_set_index(flow_table_hash(&a, &SECRET), sets);
+        for secret in secrets().take(256) {
+            let (set_a, set_b) = (
+                flow_set_index(flow_table_hash(&a, &secret), sets),
+                flow_set_index(flow_table_hash(&b, &secret), sets),
+            );
+            same_set += u32::from(set_a == set_b);
+            moved += u32::from(set_a != first);
+        }
+        // Two neighbouring ports share a set about once in 16 384 keys.
+        assert!(same_set <= 1, "{same_set} of 256 keys put both in one set");
+        assert!(
+            moved >= 250,
+            "the set moved with the key {moved} times of 256"
+        );
+    }
+
+    #[test]
+    fn tuples_colliding_in_the_maglev_hash_do_not_collide_in_the_table() {
+        // With the Maglev hash's public key anyone can make IPv6 sources that share every
+        // Maglev slot: swap the two factors of the first NH product. Harmless for Maglev (the
+        // same backend), but with an unkeyed table they would fill one set.
+        let sets = 16_384;
+        let k = MAGLEV_KEY.words;
+        let mut collisions = 0;
+        for (n, secret) in secrets().take(256).enumerate() {
+            let (low, high) = (0x2001_0002_u32.wrapping_add(n as u32), 0x0000_0abc_u32);
+            let twin_low = high.wrapping_add(k[1]).wrapping_sub(k[0]);
+            let twin_high = low.wrapping_add(k[0]).wrapping_sub(k[1]);
+            let word = |low: u32, high: u32| u64::from(high) << 32 | u64::from(low);
+            let (a, b) = (
+                ipv6_key([word(low, high), 0x1234_5678]),
+                ipv6_key([word(twin_low, twin_high), 0x1234_5678]),
+            );
+            assert_ne!(a, b);
+            assert_eq!(flow_maglev_hash(&a), flow_maglev_hash(&b));
+            let table = |key: &FlowKey| flow_set_index(flow_table_hash(key, &secret), sets);
+            collisions += u32::from(table(&a) == table(&b));
+        }
+        assert!(collisions <= 1, "{collisions} of 256 pairs shared a set");
+    }
+
+    #[test]
+    fn a_zero_key_is_unset() {
+        assert!(FlowHashKey::default().is_unset());
+        assert!(!SECRET.is_unset());
+    }
+
     #[test]
     fn set_index_stays_in_range_and_spreads() {
         let sets = 1_000;
         let mut counts = [0u32; 1_000];
         for port in 0..=u16::MAX {
-            let set = flow_set_index(flow_key_hash(&key(port)), sets);
+            let set = flow_set_index(hash(&key(port)), sets);
             counts[set as usize] += 1;
         }
         // 65 536 keys over 1 000 sets: about 65.5 each.
@@ -379,18 +548,18 @@ mod tests {
     #[test]
     fn finds_what_it_stored_and_nothing_else() {
         let mut set = FlowSet::EMPTY;
-        assert_eq!(set.entry(&key(1)), None);
+        assert_eq!(set.entry(&key(1), tag(&key(1))), None);
         put(&mut set, &key(1), 7, 100);
         put(&mut set, &key(2), 9, 101);
         assert_eq!(
-            set.entry(&key(1)),
+            set.entry(&key(1), tag(&key(1))),
             Some(FlowEntry {
                 backend: 7,
                 last_seen: 100
             })
         );
-        assert_eq!(set.entry(&key(2)).map(|e| e.backend), Some(9));
-        assert_eq!(set.entry(&key(3)), None);
+        assert_eq!(set.entry(&key(2), tag(&key(2))).map(|e| e.backend), Some(9));
+        assert_eq!(set.entry(&key(3), tag(&key(3))), None);
     }
 
     #[test]
@@ -398,10 +567,10 @@ mod tests {
         // A torn write: one flow's key beside another flow's head.
         let mut set = FlowSet::EMPTY;
         let way = put(&mut set, &key(1), 7, 100);
-        let other_tag = flow_tag(flow_key_hash(&key(2)));
+        let other_tag = tag(&key(2));
         set.repoint(way, other_tag, 9, 100);
-        assert_eq!(set.entry(&key(1)), None);
-        assert_eq!(set.entry(&key(2)), None);
+        assert_eq!(set.entry(&key(1), tag(&key(1))), None);
+        assert_eq!(set.entry(&key(2), tag(&key(2))), None);
     }
 
     #[test]
@@ -411,15 +580,21 @@ mod tests {
             put(&mut set, &key(port), u32::from(port), 1_000 + port);
         }
         // Port 0 was seen first, but is seen again.
-        let (way, _) = set.find(&key(0), flow_tag(flow_key_hash(&key(0)))).unwrap();
+        let (way, _) = set.find(&key(0), tag(&key(0))).unwrap();
         set.touch(way, 2_000);
         put(&mut set, &key(100), 100, 2_001);
-        assert!(set.entry(&key(0)).is_some());
-        assert_eq!(set.entry(&key(1)), None, "the oldest goes");
+        assert!(set.entry(&key(0), tag(&key(0))).is_some());
+        assert_eq!(set.entry(&key(1), tag(&key(1))), None, "the oldest goes");
         for port in 2..FLOW_WAYS as u16 {
-            assert!(set.entry(&key(port)).is_some(), "port {port} kept");
+            assert!(
+                set.entry(&key(port), tag(&key(port))).is_some(),
+                "port {port} kept"
+            );
         }
-        assert_eq!(set.entry(&key(100)).map(|e| e.backend), Some(100));
+        assert_eq!(
+            set.entry(&key(100), tag(&key(100))).map(|e| e.backend),
+            Some(100)
+        );
     }
 
     #[test]
@@ -428,7 +603,7 @@ mod tests {
         for port in 0..FLOW_WAYS as u16 {
             put(&mut set, &key(port), 0, 500);
         }
-        let (way, _) = set.find(&key(3), flow_tag(flow_key_hash(&key(3)))).unwrap();
+        let (way, _) = set.find(&key(3), tag(&key(3))).unwrap();
         set.touch(way, 900); // another CPU, after this one read the clock
         assert_ne!(set.victim(600), way);
     }
@@ -442,7 +617,7 @@ mod tests {
         assert_eq!(set.heads[way], before, "same tick: no store");
         set.touch(way, 1_001);
         assert_eq!(
-            set.entry(&key(1)),
+            set.entry(&key(1), tag(&key(1))),
             Some(FlowEntry {
                 backend: 0x7f_ffff,
                 last_seen: 1_001
@@ -469,7 +644,7 @@ mod tests {
         for port in 0..FLOW_WAYS as u16 {
             put(&mut set, &key(port), 0, 500 + port);
         }
-        let (way, _) = set.find(&key(5), flow_tag(flow_key_hash(&key(5)))).unwrap();
+        let (way, _) = set.find(&key(5), tag(&key(5))).unwrap();
         set.clear(way);
         assert_eq!(set.victim(10_000), way);
     }

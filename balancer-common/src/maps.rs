@@ -16,6 +16,7 @@ pub const MAP_REASON_STATS: &str = "REASON_STATS";
 pub const MAP_BACKENDS: &str = "BACKENDS";
 pub const MAP_MAGLEV: &str = "MAGLEV";
 pub const MAP_FLOWS: &str = "FLOWS";
+pub const MAP_FLOW_HASH_KEY: &str = "FLOW_HASH_KEY";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_FLOW_STATS: &str = "FLOW_STATS";
 pub const MAP_ACL_V4: &str = "ACL_V4";
@@ -284,5 +285,6 @@ mod pod {
     unsafe impl aya::Pod for super::BackendInfo {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for crate::flows::FlowSet {}
+    unsafe impl aya::Pod for crate::flows::FlowHashKey {}
     unsafe impl aya::Pod for super::AddrKey {}
 }

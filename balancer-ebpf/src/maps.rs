@@ -9,8 +9,8 @@ use aya_ebpf::{
 use balancer_common::{
     AclKeyV4, AclKeyV6, Action, AddrKey, BackendInfo, Counter, DEFAULT_BACKENDS_PER_VIP,
     DEFAULT_MAX_ACL_RULES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE,
-    DecapReason, FlowEvent, FlowSet, MAX_DECAP_ADDRS, MAX_TX_PORTS, PacketReason, VipKey, VipMeta,
-    flow_sets,
+    DecapReason, FlowEvent, FlowHashKey, FlowSet, MAX_DECAP_ADDRS, MAX_TX_PORTS, PacketReason,
+    VipKey, VipMeta, flow_sets,
 };
 
 /// VIP (address, port, protocol) → id, forwarding mode, flags, active table.
@@ -36,6 +36,11 @@ pub static MAGLEV: Array<u32> =
 #[map]
 pub static FLOWS: Array<FlowSet> =
     Array::with_max_entries(flow_sets(DEFAULT_MAX_CONNECTIONS), BPF_F_MMAPABLE);
+
+/// The secret that keys the connection table's hash, one entry. Userspace
+/// writes a random one when the table is new; pinned with `FLOWS`.
+#[map]
+pub static FLOW_HASH_KEY: Array<FlowHashKey> = Array::with_max_entries(1, 0);
 
 /// ACL rules: (scope, source prefix) → `ACL_ALLOW` / `ACL_DENY`, longest prefix wins.
 #[map]

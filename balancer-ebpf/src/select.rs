@@ -5,12 +5,12 @@ use aya_ebpf::{helpers::bpf_jiffies64, maps::lpm_trie::Key};
 use balancer_common::{
     ACL_DENY, ACL_SCOPE_GLOBAL, BACKEND_DOWN, BACKEND_UP, BackendInfo, FAMILY_IPV4, FlowEvent,
     IPPROTO_UDP, NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES,
-    VIP_FLAG_UDP_HASH_SOURCE, VipMeta, acl_key_v4, acl_key_v6, flow_key_hash, flow_set_index,
-    flow_source_hash, flow_tag, flow_tick,
+    VIP_FLAG_UDP_HASH_SOURCE, VipMeta, acl_key_v4, acl_key_v6, flow_maglev_hash, flow_set_index,
+    flow_source_hash, flow_table_hash, flow_tag, flow_tick,
 };
 
 use crate::{
-    maps::{ACL_V4, ACL_V6, BACKENDS, FLOWS, MAGLEV},
+    maps::{ACL_V4, ACL_V6, BACKENDS, FLOW_HASH_KEY, FLOWS, MAGLEV},
     parse::Packet,
 };
 
@@ -76,13 +76,19 @@ pub struct Choice {
 pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReason> {
     // SAFETY: reading jiffies has no preconditions.
     let now = flow_tick(unsafe { bpf_jiffies64() });
-    let hash = flow_key_hash(&pkt.flow);
-    let tag = flow_tag(hash);
-    // SAFETY: a pointer to a live element of the array map; other CPUs may
-    // write the same set, which `FlowSet` tolerates (see `balancer_common::flows`).
-    let mut set = FLOWS
-        .get_ptr_mut(flow_set_index(hash, global(&FLOW_SETS)))
-        .map(|set| unsafe { &mut *set });
+    // The key's one entry is always there; without it the table is skipped.
+    let (tag, mut set) = match FLOW_HASH_KEY.get(0) {
+        Some(secret) => {
+            let hash = flow_table_hash(&pkt.flow, secret);
+            // SAFETY: a pointer to a live element of the array map; other CPUs may
+            // write the same set, which `FlowSet` tolerates (see `balancer_common::flows`).
+            let set = FLOWS
+                .get_ptr_mut(flow_set_index(hash, global(&FLOW_SETS)))
+                .map(|set| unsafe { &mut *set });
+            (flow_tag(hash), set)
+        }
+        None => (0, None),
+    };
     let mut event = FlowEvent::TableMiss;
     let mut known_way = None;
     if let Some(set) = set.as_deref_mut()
@@ -108,7 +114,7 @@ pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReas
     if table_size == 0 {
         return Err(PacketReason::NoBackend);
     }
-    let slot = maglev_hash(pkt, meta, hash) % table_size;
+    let slot = maglev_hash(pkt, meta) % table_size;
     let index = match MAGLEV.get(meta.table_base(table_size) + slot) {
         Some(&index) if index != NO_BACKEND => index,
         _ => return Err(PacketReason::NoBackend),
@@ -133,15 +139,16 @@ pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReas
     })
 }
 
-/// The Maglev slot hash. By default the flow's own hash (the VIP side of the
-/// key is the same for every flow of a VIP); UDP VIPs may hash the source
+/// The Maglev slot hash: unkeyed, so every balancer in front of the same
+/// backends picks the same one. By default the whole tuple (the VIP side of
+/// the key is the same for every flow of a VIP); UDP VIPs may hash the source
 /// address only, so one client's datagrams from many ports reach one backend.
 #[inline(always)]
-fn maglev_hash(pkt: &Packet, meta: &VipMeta, flow_hash: u64) -> u32 {
+fn maglev_hash(pkt: &Packet, meta: &VipMeta) -> u32 {
     let hash = if pkt.flow.protocol == IPPROTO_UDP && meta.flags & VIP_FLAG_UDP_HASH_SOURCE != 0 {
         flow_source_hash(&pkt.flow)
     } else {
-        flow_hash
+        flow_maglev_hash(&pkt.flow)
     };
     (hash >> 32) as u32 ^ hash as u32
 }

@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use balancer_common::MAP_FLOWS;
+use balancer_common::{FlowHashKey, MAP_FLOW_HASH_KEY, MAP_FLOWS};
 use balancer_tests::{BalancerProcess, Family, L4Topology, LongLived, run_in, unique_suffix};
 
 const PORT: u16 = 8080;
@@ -368,8 +368,23 @@ fn exercise_family(setup: &mut Setup, family: Family) -> anyhow::Result<()> {
 /// A restart of `balancer` keeps an open connection alive (pinned maps, and
 /// the pinned link is taken over atomically), and forwarding goes on while
 /// the userspace process is down.
+/// The connection table's hash key as pinned.
+fn pinned_flow_hash_key(setup: &Setup) -> anyhow::Result<FlowHashKey> {
+    let path = setup.pins.0.join(MAP_FLOW_HASH_KEY);
+    let map = aya::maps::MapData::from_pin(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let keys: aya::maps::Array<_, FlowHashKey> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(map))?;
+    Ok(keys.get(&0, 0)?)
+}
+
 fn exercise_restart(setup: &mut Setup) -> anyhow::Result<()> {
     let vip = SocketAddr::new(VIP4.parse()?, PORT);
+    let secret = pinned_flow_hash_key(setup)?;
+    ensure!(
+        !secret.is_unset(),
+        "balancer run left the table's hash key unset"
+    );
     let mut conn = setup.topology.open_long_lived(vip)?;
     conn.ping()?;
     let status = setup.balancer.as_mut().expect("running").stop()?;
@@ -389,6 +404,10 @@ fn exercise_restart(setup: &mut Setup) -> anyhow::Result<()> {
         balancer.log()
     );
     setup.balancer = Some(balancer);
+    ensure!(
+        pinned_flow_hash_key(setup)? == secret,
+        "the restarted balancer changed the pinned table's hash key: its flows would be lost"
+    );
     conn.ping().context("after the restart")?;
     setup.wait_all_up("web4")?;
     conn.ping()
@@ -427,7 +446,8 @@ fn unload(setup: &mut Setup) -> anyhow::Result<()> {
         !link.contains("xdp"),
         "XDP still attached after unload: {link}"
     );
-    refuses_pin_with_other_layout(setup)
+    refuses_pin_with_other_layout(setup)?;
+    refuses_table_without_its_key(setup)
 }
 
 /// A connection table pinned by a balancer with another entry layout (here the
@@ -456,6 +476,37 @@ fn refuses_pin_with_other_layout(setup: &mut Setup) -> anyhow::Result<()> {
             flows.display()
         )) && message.contains("balancer unload"),
         "the refusal does not name the pin and the way out: {message}"
+    );
+    Ok(())
+}
+
+/// A connection table pinned without its hash key beside it (by a balancer that hashed
+/// flows unkeyed) is refused by name at start: its flows sit in other sets.
+fn refuses_table_without_its_key(setup: &mut Setup) -> anyhow::Result<()> {
+    let mut balancer = BalancerProcess::start(setup.topology.lb(), &setup.config_path, ADMIN)?;
+    balancer.stop()?;
+    fs::remove_file(setup.pins.0.join(MAP_FLOW_HASH_KEY))?;
+    let started = BalancerProcess::start(setup.topology.lb(), &setup.config_path, ADMIN);
+    let binary = balancer_tests::balancer_binary();
+    run_in(
+        &setup.topology.lb().path(),
+        &binary.to_string_lossy(),
+        &["unload", "--config", &setup.config_path.to_string_lossy()],
+    )?;
+    let Err(err) = started else {
+        bail!("balancer started on a pinned connection table without its hash key");
+    };
+    let message = format!("{err:#}");
+    ensure!(
+        message.contains(&format!(
+            "{}: the pinned connection table has no {MAP_FLOW_HASH_KEY} beside it",
+            setup.pins.0.join(MAP_FLOWS).display()
+        )) && message.contains("balancer unload"),
+        "the refusal does not name the pin and the way out: {message}"
+    );
+    ensure!(
+        !setup.pins.0.join(MAP_FLOWS).exists(),
+        "balancer unload left the connection table pinned"
     );
     Ok(())
 }

@@ -15,7 +15,7 @@
 //!
 //! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON): the tests fail, never skip.
 
-use balancer_tests::traffic::internet_checksum;
+use balancer_tests::{random_flow_hash_key, traffic::internet_checksum};
 use std::{collections::BTreeSet, fmt::Write as _};
 
 use aya::{
@@ -31,14 +31,14 @@ use balancer_common::{
     ACL_ALLOW, ACL_DENY, ACL_SCOPE_GLOBAL, ADMIN_ENABLED, Action, AddrKey, BACKEND_DOWN,
     BACKEND_DRAINING, BACKEND_FLAG_HEALTHY, BACKEND_FLAG_RESOLVED, BACKEND_UP, BackendInfo,
     Counter, DecapReason, FAMILY_IPV4, FAMILY_IPV6, FLOW_WAYS, FORWARD_IPIP, FORWARD_L2_DSR,
-    FORWARD_LOCAL, FlowEntry, FlowEvent, FlowKey, FlowSet, FlowTable, GLOBAL_ACL_FLAGS,
-    GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6,
-    IPPROTO_TCP, IPPROTO_UDP, MAP_ACL_V4, MAP_ACL_V6, MAP_BACKEND_STATS, MAP_BACKENDS,
-    MAP_DECAP_ADDRS, MAP_DECAP_STATS, MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS,
-    MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NO_BACKEND, PROGRAM_DECAP, PROGRAM_LB, PacketReason,
-    VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta,
-    acl_key_v4, acl_key_v6, backend_index, flow_key_hash, flow_set_index, flow_sets, flow_tag,
-    maglev_table_base,
+    FORWARD_LOCAL, FlowEntry, FlowEvent, FlowHashKey, FlowKey, FlowSet, FlowTable,
+    GLOBAL_ACL_FLAGS, GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAP_ACL_V4, MAP_ACL_V6,
+    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_DECAP_ADDRS, MAP_DECAP_STATS, MAP_FLOW_HASH_KEY,
+    MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS, MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS,
+    NO_BACKEND, PROGRAM_DECAP, PROGRAM_LB, PacketReason, VIP_FLAG_ACL_ALLOW_LIST,
+    VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta, acl_key_v4, acl_key_v6,
+    backend_index, flow_set_index, flow_sets, flow_table_hash, flow_tag, maglev_table_base,
 };
 use balancer_tests::{Netns, unique_suffix};
 
@@ -448,6 +448,8 @@ fn addr_key(addr: &[u8]) -> AddrKey {
 
 struct Lb {
     ebpf: Ebpf,
+    /// The connection table's hash key, written into `FLOW_HASH_KEY` as `balancer run` does.
+    secret: FlowHashKey,
 }
 
 fn load() -> Lb {
@@ -481,7 +483,12 @@ fn load_with_global_acl(acl_flags: u8) -> Lb {
             .load()
             .unwrap_or_else(|err| panic!("loading {name} (verifier?): {err:?}"));
     }
-    Lb { ebpf }
+    let mut lb = Lb {
+        ebpf,
+        secret: FlowHashKey::default(),
+    };
+    lb.set_flow_hash_key(random_flow_hash_key());
+    lb
 }
 
 impl Lb {
@@ -538,6 +545,17 @@ impl Lb {
         }
     }
 
+    fn set_flow_hash_key(&mut self, secret: FlowHashKey) {
+        let mut keys: Array<&mut MapData, FlowHashKey> = self.map(MAP_FLOW_HASH_KEY);
+        keys.set(0, secret, 0).expect("writing FLOW_HASH_KEY");
+        self.secret = secret;
+    }
+
+    fn flows(&mut self) -> FlowTable<&mut MapData> {
+        let secret = self.secret;
+        FlowTable::new(self.map(MAP_FLOWS), secret)
+    }
+
     /// Puts a connection-table entry (last seen in tick 0).
     fn flow(&mut self, key: FlowKey, backend: u32) {
         self.flow_seen(key, backend, 0);
@@ -545,13 +563,13 @@ impl Lb {
 
     /// Puts a connection-table entry last seen in tick `seen`.
     fn flow_seen(&mut self, key: FlowKey, backend: u32, seen: u16) {
-        let mut flows = FlowTable::new(self.map::<Array<&mut MapData, _>>(MAP_FLOWS));
-        flows.insert(&key, backend, seen).expect("writing FLOWS");
+        self.flows()
+            .insert(&key, backend, seen)
+            .expect("writing FLOWS");
     }
 
     fn flow_entry(&mut self, key: FlowKey) -> Option<FlowEntry> {
-        let flows = FlowTable::new(self.map::<Array<&mut MapData, _>>(MAP_FLOWS));
-        flows.get(&key).expect("reading FLOWS")
+        self.flows().get(&key).expect("reading FLOWS")
     }
 
     /// An ACL rule: `verdict` for `net`/`cidr` sources in `scope`.
@@ -2011,6 +2029,53 @@ fn local_vip_passes_unchanged() {
     );
 }
 
+/// The program places flows with the key in `FLOW_HASH_KEY`: with another key
+/// the same flow lands in another set, where only that key finds it.
+#[test]
+fn connection_table_is_keyed_by_flow_hash_key() {
+    let mut lb = load();
+    let fixture = AOrB::new(&mut lb);
+    let key = AOrB::key;
+    let sets = flow_sets(MAX_FLOWS);
+    let first_key = lb.secret;
+    let second_key = random_flow_hash_key();
+    let set_with =
+        |secret: &FlowHashKey, port| flow_set_index(flow_table_hash(&key(port), secret), sets);
+    // A client port whose set differs between the two keys (almost every port).
+    let port = (30_000..u16::MAX)
+        .find(|&port| set_with(&first_key, port) != set_with(&second_key, port))
+        .expect("two random keys place some port in different sets");
+
+    lb.set_flow_hash_key(second_key);
+    fixture.expect(
+        &lb,
+        "new flow",
+        port,
+        TCP_SYN,
+        fixture.a,
+        FlowEvent::TableMiss,
+    );
+    assert_eq!(
+        lb.flow_entry(key(port)).map(|e| e.backend),
+        Some(fixture.a),
+        "the flow is where the map's key puts it"
+    );
+    fixture.expect(
+        &lb,
+        "same flow",
+        port,
+        TCP_ACK,
+        fixture.a,
+        FlowEvent::TableHit,
+    );
+    lb.secret = first_key;
+    assert_eq!(
+        lb.flow_entry(key(port)),
+        None,
+        "the other key's set does not hold it"
+    );
+}
+
 /// The connection table is sets of `FLOW_WAYS` entries. A new flow in a full set
 /// takes the place of the set's least recently seen flow and leaves the others;
 /// an entry whose head carries another key's tag (a torn concurrent write) is a
@@ -2022,7 +2087,9 @@ fn connection_table_sets_evict_least_recently_seen() {
     let (a, b) = (fixture.a, fixture.b);
     let key = AOrB::key;
     let sets = flow_sets(MAX_FLOWS);
-    let set_of = |src_port| flow_set_index(flow_key_hash(&key(src_port)), sets);
+    let secret = lb.secret;
+    let hash = move |src_port| flow_table_hash(&key(src_port), &secret);
+    let set_of = |src_port| flow_set_index(hash(src_port), sets);
 
     // FLOW_WAYS + 1 client ports whose flows share one set.
     let first = 20_000;
@@ -2047,8 +2114,7 @@ fn connection_table_sets_evict_least_recently_seen() {
     // the first flow is the newest.
     let (last, older) = ports.split_last().expect("ports");
     for (i, &port) in older.iter().enumerate() {
-        let mut flows = FlowTable::new(lb.map::<Array<&mut MapData, FlowSet>>(MAP_FLOWS));
-        flows
+        lb.flows()
             .insert(&key(port), b, now.wrapping_sub(10 * (i as u16 + 1)))
             .expect("writing FLOWS");
     }
@@ -2088,9 +2154,9 @@ fn connection_table_sets_evict_least_recently_seen() {
         let index = set_of(torn);
         let mut set = sets_map.get(&index, 0).expect("reading the set");
         let (way, _) = set
-            .find(&key(torn), flow_tag(flow_key_hash(&key(torn))))
+            .find(&key(torn), flow_tag(hash(torn)))
             .expect("the torn flow's entry");
-        set.repoint(way, flow_tag(flow_key_hash(&key(first))), b, now);
+        set.repoint(way, flow_tag(hash(first)), b, now);
         sets_map.set(index, set, 0).expect("writing the set");
     }
     fixture.expect(&lb, "torn entry", torn, TCP_ACK, a, FlowEvent::TableMiss);

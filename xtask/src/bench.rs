@@ -385,9 +385,11 @@ fn render_test_run(md: &mut String, test_run: &Value) -> anyhow::Result<()> {
         md,
         "\nWhere the time goes (differences of the medians above):\n\
          - non-VIP − floor = {:.0} ns: parsing to L4, the VIP lookup, one per-CPU counter.\n\
-         - hit − floor = {:.0} ns: that, plus the connection-table lookup, the backend read, \
+         - hit − floor = {:.0} ns: that, plus the connection-table lookup (its keyed hash, \
+         then the set), the backend read, \
          IPIP encapsulation (`bpf_xdp_adjust_head`) and four per-CPU counters.\n\
-         - SYN (one flow) − hit = {:.0} ns: the Maglev pick and the connection-table insert \
+         - SYN (one flow) − hit = {:.0} ns: the Maglev pick (the flow's unkeyed Maglev hash, \
+         a table slot) and the connection-table insert \
          (a probe of the flow's set of 8 entries, then its key and backend written over the \
          set's least recently seen entry), cache-hot.\n\
          - SYN (new flow per call) − SYN (one flow) = {:.0} ns: the same insert into a full \

@@ -8,7 +8,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::MapError,
+    maps::{Array, MapError},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -17,11 +17,11 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use balancer_common::{
-    Action, AddrKey, DecapReason, FAMILY_IPV4, FAMILY_IPV6, FlowEvent, FlowSet, GLOBAL_ACL_FLAGS,
-    GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, MAP_ACL_V4, MAP_ACL_V6, MAP_BACKEND_STATS, MAP_BACKENDS,
-    MAP_DECAP_ADDRS, MAP_DECAP_STATS, MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS,
-    MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, MAX_TX_PORTS, PROGRAM_DECAP, PROGRAM_LB, PROGRAM_PASS,
-    PacketReason, VipKey, flow_sets,
+    Action, AddrKey, DecapReason, FAMILY_IPV4, FAMILY_IPV6, FlowEvent, FlowHashKey, FlowSet,
+    GLOBAL_ACL_FLAGS, GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, MAP_ACL_V4, MAP_ACL_V6,
+    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_DECAP_ADDRS, MAP_DECAP_STATS, MAP_FLOW_HASH_KEY,
+    MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS, MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS,
+    MAX_TX_PORTS, PROGRAM_DECAP, PROGRAM_LB, PROGRAM_PASS, PacketReason, VipKey, flow_sets,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -114,6 +114,7 @@ fn map_sizes(xdp: &XdpConfig) -> Vec<(&'static str, u32)> {
         (MAP_BACKEND_STATS, max_vips * xdp.max_backends),
         (MAP_MAGLEV, max_vips * 2 * xdp.table_size),
         (MAP_FLOWS, flow_sets(xdp.max_connections)),
+        (MAP_FLOW_HASH_KEY, 1),
         (MAP_FLOW_STATS, FlowEvent::COUNT),
         (MAP_ACL_V4, xdp.max_acl_rules),
         (MAP_ACL_V6, xdp.max_acl_rules),
@@ -162,6 +163,7 @@ impl Dataplane {
             .override_global(GLOBAL_ACL_FLAGS, &acl_global, true)
             .load(EBPF_OBJECT)?;
         let log_task = spawn_log_reader(&mut ebpf)?;
+        ensure_flow_hash_key(&mut ebpf)?;
 
         let maps = ControlMaps {
             vips: typed(&mut ebpf, MAP_VIPS)?,
@@ -290,12 +292,58 @@ fn prepare_pin_dir(dir: &Path, sizes: &[(&'static str, u32)]) -> Result<(), Data
             });
         }
     }
+    // A table without its hash key was filled by an older balancer, whose unkeyed
+    // hash put every flow in another set.
+    if dir.join(MAP_FLOWS).exists() && !dir.join(MAP_FLOW_HASH_KEY).exists() {
+        return Err(DataplaneError::Pin {
+            path: dir.join(MAP_FLOWS),
+            message: format!(
+                "the pinned connection table has no {MAP_FLOW_HASH_KEY} beside it (pinned by a \
+                 balancer with another layout); run `balancer unload` first (that drops \
+                 established flows)"
+            ),
+        });
+    }
     Ok(())
 }
 
 /// Entry size of the pinned maps whose layout has changed between releases.
 fn value_size(map: &str) -> Option<u32> {
-    (map == MAP_FLOWS).then_some(std::mem::size_of::<FlowSet>() as u32)
+    match map {
+        MAP_FLOWS => Some(std::mem::size_of::<FlowSet>() as u32),
+        MAP_FLOW_HASH_KEY => Some(std::mem::size_of::<FlowHashKey>() as u32),
+        _ => None,
+    }
+}
+
+/// Gives a new connection table its random hash key; a pinned table keeps the
+/// key its flows were placed with. Runs before the program is attached.
+fn ensure_flow_hash_key(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    let name = MAP_FLOW_HASH_KEY;
+    let map = ebpf.map_mut(name).ok_or(DataplaneError::Missing(name))?;
+    let mut keys = Array::<_, FlowHashKey>::try_from(map)
+        .map_err(|source| DataplaneError::Map { name, source })?;
+    let current = keys
+        .get(&0, 0)
+        .map_err(|source| DataplaneError::Map { name, source })?;
+    if current.is_unset() {
+        let secret = random_flow_hash_key();
+        keys.set(0, secret, 0)
+            .map_err(|source| DataplaneError::Map { name, source })?;
+    }
+    Ok(())
+}
+
+/// A key from the OS's random source, never the all-zero "unset" value.
+fn random_flow_hash_key() -> FlowHashKey {
+    loop {
+        let secret = FlowHashKey {
+            words: rand::random(),
+        };
+        if !secret.is_unset() {
+            return secret;
+        }
+    }
 }
 
 /// Takes over the pinned bpf_link if there is one (atomic program replacement:

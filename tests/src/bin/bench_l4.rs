@@ -44,11 +44,11 @@ use aya::{
 };
 use balancer_common::{
     Action, BACKEND_FLAG_HEALTHY, BACKEND_FLAG_RESOLVED, BACKEND_UP, BackendInfo, FAMILY_IPV4,
-    FLOW_WAYS, FORWARD_IPIP, FlowEvent, FlowKey, FlowTable, GLOBAL_FLOW_SETS, GLOBAL_LOG_LEVEL,
-    GLOBAL_TABLE_SIZE, IPIP_OVERHEAD_V4, IPPROTO_TCP, IPPROTO_UDP, MAP_BACKEND_STATS, MAP_BACKENDS,
-    MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS, MAP_VIP_STATS, MAP_VIPS,
-    PROGRAM_FLOOR, PROGRAM_LB, PROGRAM_PASS, PacketReason, VipKey, VipMeta, backend_index,
-    flow_sets, maglev_table_base,
+    FLOW_WAYS, FORWARD_IPIP, FlowEvent, FlowHashKey, FlowKey, FlowTable, GLOBAL_FLOW_SETS,
+    GLOBAL_LOG_LEVEL, GLOBAL_TABLE_SIZE, IPIP_OVERHEAD_V4, IPPROTO_TCP, IPPROTO_UDP,
+    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOW_HASH_KEY, MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV,
+    MAP_REASON_STATS, MAP_VIP_STATS, MAP_VIPS, PROGRAM_FLOOR, PROGRAM_LB, PROGRAM_PASS,
+    PacketReason, VipKey, VipMeta, backend_index, flow_sets, maglev_table_base,
 };
 use balancer_tests::{
     BalancerProcess, Family, L4Topology, Netns, cleanup_everything, l4topology::ebpf_object,
@@ -554,7 +554,11 @@ fn load(object: &Path) -> anyhow::Result<Loaded> {
     let mut vips: HashMap<MapData, VipKey, VipMeta> = HashMap::try_from(take(MAP_VIPS)?)?;
     let mut backends: Array<MapData, BackendInfo> = Array::try_from(take(MAP_BACKENDS)?)?;
     let mut maglev: Array<MapData, u32> = Array::try_from(take(MAP_MAGLEV)?)?;
-    let flows = FlowTable::new(Array::try_from(take(MAP_FLOWS)?)?);
+    // A random table key, as `balancer run` writes before attaching.
+    let secret = balancer_tests::random_flow_hash_key();
+    let mut flow_hash_key: Array<MapData, FlowHashKey> = Array::try_from(take(MAP_FLOW_HASH_KEY)?)?;
+    flow_hash_key.set(0, secret, 0)?;
+    let flows = FlowTable::new(Array::try_from(take(MAP_FLOWS)?)?, secret);
     let flow_stats = PerCpuArray::try_from(take(MAP_FLOW_STATS)?)?;
     let reason_stats = PerCpuArray::try_from(take(MAP_REASON_STATS)?)?;
 
