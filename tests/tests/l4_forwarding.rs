@@ -427,16 +427,44 @@ fn exercise_udp(setup: &Setup) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn unload(setup: &mut Setup) -> anyhow::Result<()> {
-    if let Some(mut balancer) = setup.balancer.take() {
-        balancer.stop()?;
-    }
+/// `balancer unload` with the test's config.
+fn run_unload(setup: &Setup) -> anyhow::Result<()> {
     let binary = balancer_tests::balancer_binary();
     run_in(
         &setup.topology.lb().path(),
         &binary.to_string_lossy(),
         &["unload", "--config", &setup.config_path.to_string_lossy()],
     )?;
+    Ok(())
+}
+
+/// Starts a balancer that must refuse to start; its error, after `clean_up` ran.
+fn refused_start(
+    setup: &Setup,
+    what: &str,
+    clean_up: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<String> {
+    let started = BalancerProcess::start(setup.topology.lb(), &setup.config_path, ADMIN);
+    clean_up()?;
+    match started {
+        Ok(_) => bail!("balancer started on {what}"),
+        Err(err) => Ok(format!("{err:#}")),
+    }
+}
+
+fn ensure_names_pin_and_way_out(message: &str, refusal: &str) -> anyhow::Result<()> {
+    ensure!(
+        message.contains(refusal) && message.contains("balancer unload"),
+        "the refusal does not name the pin and the way out: {message}"
+    );
+    Ok(())
+}
+
+fn unload(setup: &mut Setup) -> anyhow::Result<()> {
+    if let Some(mut balancer) = setup.balancer.take() {
+        balancer.stop()?;
+    }
+    run_unload(setup)?;
     let link = run_in(
         &setup.topology.lb().path(),
         "ip",
@@ -464,20 +492,13 @@ fn refuses_pin_with_other_layout(setup: &mut Setup) -> anyhow::Result<()> {
             "1024", "name", "FLOWS",
         ],
     )?;
-    let started = BalancerProcess::start(setup.topology.lb(), &setup.config_path, ADMIN);
-    let _ = fs::remove_file(&flows);
-    let Err(err) = started else {
-        bail!("balancer started on a pinned connection table of another layout");
-    };
-    let message = format!("{err:#}");
-    ensure!(
-        message.contains(&format!(
-            "{}: the pinned map's entries are 16 bytes",
-            flows.display()
-        )) && message.contains("balancer unload"),
-        "the refusal does not name the pin and the way out: {message}"
-    );
-    Ok(())
+    let message = refused_start(setup, "a pinned connection table of another layout", || {
+        Ok(fs::remove_file(&flows)?)
+    })?;
+    ensure_names_pin_and_way_out(
+        &message,
+        &format!("{}: the pinned map's entries are 16 bytes", flows.display()),
+    )
 }
 
 /// A connection table pinned without its hash key beside it (by a balancer that hashed
@@ -486,24 +507,18 @@ fn refuses_table_without_its_key(setup: &mut Setup) -> anyhow::Result<()> {
     let mut balancer = BalancerProcess::start(setup.topology.lb(), &setup.config_path, ADMIN)?;
     balancer.stop()?;
     fs::remove_file(setup.pins.0.join(MAP_FLOW_HASH_KEY))?;
-    let started = BalancerProcess::start(setup.topology.lb(), &setup.config_path, ADMIN);
-    let binary = balancer_tests::balancer_binary();
-    run_in(
-        &setup.topology.lb().path(),
-        &binary.to_string_lossy(),
-        &["unload", "--config", &setup.config_path.to_string_lossy()],
+    let message = refused_start(
+        setup,
+        "a pinned connection table without its hash key",
+        || run_unload(setup),
     )?;
-    let Err(err) = started else {
-        bail!("balancer started on a pinned connection table without its hash key");
-    };
-    let message = format!("{err:#}");
-    ensure!(
-        message.contains(&format!(
+    ensure_names_pin_and_way_out(
+        &message,
+        &format!(
             "{}: the pinned connection table has no {MAP_FLOW_HASH_KEY} beside it",
             setup.pins.0.join(MAP_FLOWS).display()
-        )) && message.contains("balancer unload"),
-        "the refusal does not name the pin and the way out: {message}"
-    );
+        ),
+    )?;
     ensure!(
         !setup.pins.0.join(MAP_FLOWS).exists(),
         "balancer unload left the connection table pinned"
