@@ -375,6 +375,14 @@ fn render_floor(md: &mut String, rows: &Value) {
         })
         .collect();
     let budget = nginx / 1.2;
+    let headroom = if budget >= floor {
+        format!("which leaves {:.1} µs above the floor", budget - floor)
+    } else {
+        format!(
+            "{:.1} µs below the floor itself: not even the relay reaches it, let alone",
+            floor - budget
+        )
+    };
     let floor_kernel = rows["relay"]["proxy_kernel_us_per_request"]
         .as_f64()
         .map_or(String::new(), |k| {
@@ -385,10 +393,8 @@ fn render_floor(md: &mut String, rows: &Value) {
         "\nWhere the time goes: the floor costs {floor:.1} µs of CPU per request{floor_kernel} \
          (TCP over loopback: each write also runs the receiving side's processing and wakes the \
          peer). Above the floor: {}. 1.2× nginx's rate per core is {budget:.1} µs per request, \
-         which leaves {:.1} µs above the floor for everything a proxy does with HTTP; nginx \
-         itself takes {:.1} µs above it.",
+         {headroom} for everything a proxy does with HTTP; nginx itself takes {:.1} µs above it.",
         above.join(", "),
-        budget - floor,
         nginx - floor,
     );
 }
@@ -642,6 +648,22 @@ mod tests {
         );
         assert!(
             md.contains("with 9 850 connections instead of 10 000"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn says_when_the_budget_is_below_the_floor() {
+        let row =
+            |cpu: f64| json!({"proxy_cpu_us_per_request": cpu, "proxy_user_us_per_request": 1.0});
+        let rows = json!({"relay": row(14.7), "nginx": row(16.7), "balancer": row(22.4)});
+        let mut md = String::new();
+        render_floor(&mut md, &rows);
+        assert!(
+            md.contains(
+                "1.2× nginx's rate per core is 13.9 µs per request, 0.8 µs below the floor \
+                 itself: not even the relay reaches it"
+            ),
             "{md}"
         );
     }
