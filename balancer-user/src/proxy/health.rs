@@ -256,7 +256,7 @@ pub fn check_tls_config(ca: Option<(&Path, &[u8])>) -> Result<Arc<ClientConfig>,
 /// Accepts any server certificate (`tls_ca_file` not given), still checking that the server
 /// holds its key (the handshake signatures).
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
+pub(crate) struct AnyCertificate(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(

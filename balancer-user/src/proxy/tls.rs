@@ -352,14 +352,12 @@ impl ResolvesServerCert for SniResolver {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use rustls::{
-        ClientConfig, DigitallySignedStruct, ProtocolVersion, SignatureScheme,
-        client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    };
-    use rustls_pki_types::{ServerName, UnixTime};
+    use rustls::{ClientConfig, ProtocolVersion};
+    use rustls_pki_types::ServerName;
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 
     use super::*;
+    use crate::proxy::health::AnyCertificate;
 
     /// A directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -455,56 +453,6 @@ mod tests {
         }
     }
 
-    /// Accepts any server certificate: the tests look at which one was sent, not whether a
-    /// client would trust it.
-    #[derive(Debug)]
-    struct AcceptAnyCert(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AcceptAnyCert {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-
     struct ClientOptions {
         versions: &'static [&'static rustls::SupportedProtocolVersion],
         alpn: &'static [&'static [u8]],
@@ -525,7 +473,9 @@ mod tests {
             .with_protocol_versions(options.versions)
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+            // Any certificate: the tests look at which one was sent, not whether a client
+            // would trust it.
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
             .with_no_client_auth();
         config.alpn_protocols = options.alpn.iter().map(|p| p.to_vec()).collect();
         config.enable_sni = options.sni;
