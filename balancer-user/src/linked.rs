@@ -30,24 +30,8 @@ pub fn server_address(url: &ServerUrl) -> Option<IpAddr> {
     }
 }
 
-pub fn admin_state(operator: Operator) -> AdminState {
-    match operator {
-        Operator::Enabled => AdminState::Enabled,
-        Operator::Draining => AdminState::Draining,
-        Operator::Disabled => AdminState::Disabled,
-    }
-}
-
-pub fn operator(admin: AdminState) -> Operator {
-    match admin {
-        AdminState::Enabled => Operator::Enabled,
-        AdminState::Draining => Operator::Draining,
-        AdminState::Disabled => Operator::Disabled,
-    }
-}
-
-/// After an operator change of a pool server: the same for the VIP backends at its address.
-/// Returns the VIPs changed.
+/// After an operator change of a pool server or a VIP backend: the same for the VIP backends
+/// at its address. Returns the VIPs changed.
 pub fn operator_to_vips(
     control: &SharedControl,
     address: IpAddr,
@@ -56,11 +40,11 @@ pub fn operator_to_vips(
     let result = control
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .set_admin_at(address, admin_state(operator));
+        .set_admin_at(address, operator);
     match result {
         Ok(vips) => vips,
         Err(err) => {
-            tracing::error!(backend = %address, "applying the pool server's operator state to its VIP backends failed: {err}");
+            tracing::error!(backend = %address, "applying the operator state to the VIP backends at this address failed: {err}");
             Vec::new()
         }
     }
@@ -79,7 +63,7 @@ pub fn operator_to_pools(
     for pool in state.pools.values() {
         for (index, server) in pool.servers.iter().enumerate() {
             if server_address(&server.config.url) == Some(address) {
-                pool.set_operator(index, operator(admin), cause);
+                pool.set_operator(index, admin, cause);
                 changed.push(format!("{}/{}", pool.config.name, server.admin_id()));
             }
         }
@@ -184,8 +168,5 @@ mod tests {
             server_address(&ServerUrl::Unix("/run/app.sock".into())),
             None
         );
-        for operator in [Operator::Enabled, Operator::Draining, Operator::Disabled] {
-            assert_eq!(super::operator(admin_state(operator)), operator);
-        }
     }
 }

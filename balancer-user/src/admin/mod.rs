@@ -205,15 +205,7 @@ fn vip_backend_action(
             tracing::info!(vip = %vip, backend = %address, "admin: backend set to {admin:?} by API request");
             // One state per host: the other VIPs' backends and the pool servers at this
             // address follow.
-            let other_vips = xdp
-                .control
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .set_admin_at(address, admin)
-                .unwrap_or_else(|err| {
-                    tracing::error!(backend = %address, "applying the operator state to the other VIPs failed: {err}");
-                    Vec::new()
-                });
+            let other_vips = crate::linked::operator_to_vips(&xdp.control, address, admin);
             let servers = context.proxy.as_ref().map_or_else(Vec::new, |proxy| {
                 crate::linked::operator_to_pools(
                     proxy,

@@ -26,7 +26,7 @@ pub fn server_action(
             "not found: use /api/pools/{pool}/servers/{server}/{drain|enable|disable}",
         );
     };
-    let Some(operator) = Operator::from_action(action) else {
+    let Some(operator) = Operator::parse_action(action) else {
         return error(
             StatusCode::BAD_REQUEST,
             &format!("unknown action {action:?}: use drain, enable or disable"),
@@ -134,23 +134,7 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 
 /// Decodes `%XX` escapes; `None` for a malformed escape or a result that is not UTF-8.
 fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(crate::proxy::static_files::percent_decode(text)?).ok()
 }
 
 #[cfg(test)]

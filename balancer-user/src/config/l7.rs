@@ -333,13 +333,6 @@ pub struct HealthTls {
     pub ca_file: Option<PathBuf>,
 }
 
-impl PoolHealthConfig {
-    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
-    pub const DEFAULT_RISE: u32 = 2;
-    pub const DEFAULT_FALL: u32 = 3;
-}
-
 /// `passive = { failures, window }`: `failures` consecutive connect errors or 5xx answers of a
 /// server within `window` eject it for `retry.after_failure`; with active checks it comes back
 /// when a check passes after that.

@@ -393,43 +393,45 @@ impl Control {
     }
 
     /// The L7 verdict on the pool servers at `address`, for every VIP backend there. Returns
-    /// the names of the VIPs it changed.
+    /// the names of the VIPs whose forwarding it changed (the verdict's reason alone changes
+    /// nothing in the maps).
     pub fn set_pool_health(
         &mut self,
         address: IpAddr,
         linked: LinkedHealth,
     ) -> Result<Vec<String>, ControlError> {
-        let mut changed = Vec::new();
-        for vip in 0..self.vips.len() {
-            let mut touched = false;
-            for backend in &mut self.vips[vip].backends {
-                if backend.address == address && backend.pool_health.as_ref() != Some(&linked) {
-                    backend.pool_health = Some(linked.clone());
-                    touched = true;
-                }
-            }
-            if touched {
-                self.apply(vip)?;
-                changed.push(self.vips[vip].info.name.clone());
-            }
-        }
-        Ok(changed)
+        self.update_at(address, |backend| {
+            let flips = backend.pool_health.as_ref().map(|h| h.up) != Some(linked.up);
+            backend.pool_health = Some(linked.clone());
+            flips
+        })
     }
 
     /// Operator request for every VIP backend at `address` (a pool server on the same host was
-    /// drained, enabled or disabled). Returns the names of the VIPs that have one.
+    /// drained, enabled or disabled). Returns the names of the VIPs it changed.
     pub fn set_admin_at(
         &mut self,
         address: IpAddr,
         admin: AdminState,
+    ) -> Result<Vec<String>, ControlError> {
+        self.update_at(address, |backend| {
+            std::mem::replace(&mut backend.admin, admin) != admin
+        })
+    }
+
+    /// Runs `update` on every VIP backend at `address` and rewrites the VIPs where it says
+    /// the forwarding changed; their names.
+    fn update_at(
+        &mut self,
+        address: IpAddr,
+        mut update: impl FnMut(&mut BackendModel) -> bool,
     ) -> Result<Vec<String>, ControlError> {
         let mut changed = Vec::new();
         for vip in 0..self.vips.len() {
             let mut touched = false;
             for backend in &mut self.vips[vip].backends {
                 if backend.address == address {
-                    backend.admin = admin;
-                    touched = true;
+                    touched |= update(backend);
                 }
             }
             if touched {

@@ -83,6 +83,16 @@ impl AdminState {
         }
     }
 
+    /// The state's word in the admin API's answers (`enabled`, `draining`, `disabled`).
+    pub fn label(self) -> &'static str {
+        match self {
+            AdminState::Enabled => "enabled",
+            AdminState::Draining => "draining",
+            AdminState::Disabled => "disabled",
+        }
+    }
+
+    /// The admin API's action word: `drain`, `enable` or `disable`.
     pub fn parse_action(action: &str) -> Option<AdminState> {
         match action {
             "enable" => Some(AdminState::Enabled),

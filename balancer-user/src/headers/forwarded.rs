@@ -419,18 +419,6 @@ pub fn format_element(element: &ForwardedElement) -> String {
     out
 }
 
-/// A whole field value: the elements joined by ", ".
-pub fn format(elements: &[ForwardedElement]) -> String {
-    let mut out = String::new();
-    for (index, element) in elements.iter().enumerate() {
-        if index > 0 {
-            out.push_str(", ");
-        }
-        write_element(&mut out, element);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

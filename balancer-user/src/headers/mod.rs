@@ -135,13 +135,8 @@ impl TrustedHeader {
             .map(|member| vec![member])
     }
 
-    /// Every header field name of every group: all of them are removed from requests of
-    /// untrusted peers.
-    pub fn all_header_names() -> impl Iterator<Item = &'static str> {
-        Self::header_names().iter().copied()
-    }
-
-    /// `all_header_names`, sorted and deduplicated once: hygiene asks for every request.
+    /// Every header field name of every group, sorted and deduplicated once (hygiene asks for
+    /// every request): all of them are removed from requests of untrusted peers.
     pub fn header_names() -> &'static [&'static str] {
         static NAMES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
             let mut names: Vec<&'static str> =

@@ -33,14 +33,11 @@ impl PublicUrl {
             Some((name, Some(port))) if port == view.scheme.default_port() => name.to_string(),
             _ => view.host.clone(),
         };
-        let mut prefix = view.prefix.clone().unwrap_or_default();
-        if let Some(stripped) = stripped_prefix {
-            prefix.push_str(stripped.trim_end_matches('/'));
-        }
         PublicUrl {
             scheme,
             host,
-            prefix,
+            prefix: super::trust::public_prefix(view.prefix.as_deref(), stripped_prefix)
+                .unwrap_or_default(),
         }
     }
 }
@@ -65,6 +62,24 @@ pub struct ReverseMap {
 /// The lowercase name of the non-standard `URI` response header (RFC 2616 drafts), which Apache's
 /// `ProxyPassReverse` rewrites along with `Location` and `Content-Location`.
 const URI: HeaderName = HeaderName::from_static("uri");
+
+/// The headers whose URLs `ReverseMap::response_headers` rewrites with `location`.
+const LOCATION_HEADERS: [HeaderName; 4] = [
+    header::LOCATION,
+    header::CONTENT_LOCATION,
+    URI,
+    header::REFRESH,
+];
+
+/// Whether `response_headers` has anything to look at in `headers` (without building a map:
+/// most answers carry none of these).
+pub fn has_rewritable_headers(headers: &HeaderMap, location: bool, cookies: bool) -> bool {
+    (location
+        && LOCATION_HEADERS
+            .iter()
+            .any(|name| headers.contains_key(name)))
+        || (cookies && headers.contains_key(header::SET_COOKIE))
+}
 
 impl ReverseMap {
     pub fn new(public: PublicUrl, backend: BackendUrl) -> ReverseMap {
@@ -281,6 +296,7 @@ impl ReverseMap {
     ) -> usize {
         let mut changed = 0;
         if location {
+            // The headers `LOCATION_HEADERS` lists.
             changed += rewrite_values(headers, header::LOCATION, |v| self.url(v));
             changed += rewrite_values(headers, header::CONTENT_LOCATION, |v| self.url(v));
             changed += rewrite_values(headers, URI, |v| self.url(v));

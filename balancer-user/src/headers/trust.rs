@@ -623,7 +623,7 @@ fn normalize_prefix(value: &str) -> Option<Option<String>> {
 
 /// The prefix the server's public URLs start with: the trusted outer prefix, then the one the
 /// route stripped; `None` when both are empty.
-fn public_prefix(outer: Option<&str>, stripped: Option<&str>) -> Option<String> {
+pub(crate) fn public_prefix(outer: Option<&str>, stripped: Option<&str>) -> Option<String> {
     let mut prefix = outer.unwrap_or_default().to_owned();
     if let Some(stripped) = stripped.map(|p| p.trim_end_matches('/'))
         && !stripped.is_empty()

@@ -25,7 +25,10 @@ use hyper::http::{HeaderMap, header::COOKIE};
 use rand::Rng;
 use siphasher::sip::SipHasher13;
 
-use crate::config::{Balance, HashOn, ServerUrl};
+use crate::{
+    config::{Balance, HashOn, ServerUrl},
+    sticky::cookie,
+};
 
 /// Fixed SipHash keys (any constants work; they must never change, or every key would move to
 /// another server on upgrade, and balancers of different versions would disagree).
@@ -103,25 +106,11 @@ pub fn hash_key(on: &HashOn, headers: &HeaderMap, client: IpAddr) -> Option<Vec<
         HashOn::Cookie(name) => headers
             .get_all(COOKIE)
             .iter()
-            .find_map(|value| cookie_value(value.as_bytes(), name.as_bytes()))
+            .find_map(|value| {
+                cookie::values(value.as_bytes(), name.as_bytes()).find(|value| !value.is_empty())
+            })
             .map(<[u8]>::to_vec),
     }
-}
-
-/// The first non-empty value of cookie `name` in one Cookie header ("a=1; b=2").
-fn cookie_value<'h>(header: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
-    header.split(|&b| b == b';').find_map(|pair| {
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        if pair[..eq].trim_ascii() != name {
-            return None;
-        }
-        let value = pair[eq + 1..].trim_ascii();
-        let value = match value {
-            [b'"', inner @ .., b'"'] => inner,
-            _ => value,
-        };
-        (!value.is_empty()).then_some(value)
-    })
 }
 
 /// Compares the loads `in_flight / weight` of two usable candidates (weight > 0), exactly.

@@ -36,8 +36,8 @@ use crate::{
     config::{AccessLogFormat, Balance, ListenerConfig, RouteConfig},
     headers::{
         hygiene::{HygieneError, RemovalReason, strip_hop_by_hop},
-        rewrite::{BackendUrl, PublicUrl, ReverseMap},
-        trust::{Arrival, ClientView, Scheme, TrustPolicy},
+        rewrite::{BackendUrl, PublicUrl, ReverseMap, has_rewritable_headers},
+        trust::{Arrival, ClientView, Scheme, TrustPolicy, public_prefix},
     },
 };
 use prometheus_client::metrics::{counter::Counter, family::Family};
@@ -683,8 +683,8 @@ async fn forward(
     let body = rewrite_phase(shared, forwarding, server_authority, &mut parts, body);
     // After the cookie rewriting: the sticky cookie's Path is public already.
     if let Some(policy) = &pool.sticky {
-        let public = PublicUrl::from_view(
-            forwarding.view,
+        let public_prefix = public_prefix(
+            forwarding.view.prefix.as_deref(),
             forwarding.runtime.stripped_prefix.as_deref(),
         );
         policy.on_response(
@@ -692,7 +692,7 @@ async fn forward(
             &stuck,
             Pool::index_of(&load),
             forwarding.view.scheme == Scheme::Https,
-            &public.prefix,
+            public_prefix.as_deref().unwrap_or_default(),
         );
     }
     Ok((Response::from_parts(parts, body), Some(load)))
@@ -709,17 +709,13 @@ fn rewrite_phase(
 ) -> Body {
     let route = forwarding.route;
     // Most answers carry nothing to rewrite: no map is built for them (a per-request cost).
-    let has_location = route.rewrite_location
-        && [
-            header::LOCATION,
-            header::CONTENT_LOCATION,
-            header::REFRESH,
-            HeaderName::from_static("uri"),
-        ]
-        .iter()
-        .any(|name| parts.headers.contains_key(name));
-    let has_cookie = route.rewrite_cookie_path && parts.headers.contains_key(header::SET_COOKIE);
-    if !(has_location || has_cookie || route.rewrite_html) {
+    let html = route.rewrite_html && html::is_html(&parts.headers);
+    let has_headers = has_rewritable_headers(
+        &parts.headers,
+        route.rewrite_location,
+        route.rewrite_cookie_path,
+    );
+    if !(has_headers || html) {
         return body;
     }
     let public = PublicUrl::from_view(
@@ -752,17 +748,15 @@ fn rewrite_phase(
             })
             .inc_by(changed as u64);
     }
-    if route.rewrite_html {
-        if html::is_html(&parts.headers) {
-            shared
-                .metrics
-                .rewrites
-                .get_or_create(&RewriteLabels {
-                    route: route.name.clone(),
-                    what: "html",
-                })
-                .inc();
-        }
+    if html {
+        shared
+            .metrics
+            .rewrites
+            .get_or_create(&RewriteLabels {
+                route: route.name.clone(),
+                what: "html",
+            })
+            .inc();
         return html::rewrite_html_response(parts, body, Arc::new(map));
     }
     body

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::{
     balance::{self, Candidate, Selector},
     error::ErrorPages,
-    server_state::{Change, HealthRules, Operator, Outcome, ServerState, StateView, Transition},
+    server_state::{
+        Admission, Change, HealthRules, Operator, Outcome, ServerState, StateView, Transition,
+    },
     upstream::ServerConnections,
 };
 use crate::config::{PoolConfig, ServerConfig};
@@ -242,29 +244,29 @@ impl Pool {
 
     /// The state of server `index` at `now` (letting time pass first: an ejection may be over).
     pub fn view(&self, index: usize, now: Instant) -> StateView {
+        self.with_state(index, now, |state| state.view(now))
+    }
+
+    /// What a pick needs of server `index` at `now` (time passed first, as in [`Self::view`]).
+    fn admission(&self, index: usize, now: Instant) -> Admission {
+        self.with_state(index, now, |state| state.admission(now))
+    }
+
+    fn with_state<T>(&self, index: usize, now: Instant, read: impl FnOnce(&ServerState) -> T) -> T {
         let server = &self.servers[index];
         let mut state = server.health.lock();
         let change = state.tick(now);
-        let view = state.view(now);
+        let value = read(&state);
         drop(state);
         self.note(server, change);
-        view
+        value
     }
 
     /// Picks a server for a request with hash `key`, never one in `exclude`, and counts the
-    /// request on it. `None`: no server can take it.
-    pub fn pick(
-        self: &Arc<Self>,
-        key: Option<&[u8]>,
-        exclude: Option<usize>,
-    ) -> Option<ServerLoad> {
-        self.pick_with(key, exclude, None)
-    }
-
-    /// Like [`Self::pick`], with the session's sticky server `preferred`: it is used when it
-    /// takes sticky requests (enabled or draining, healthy, not ejected) and is not
-    /// `exclude`d; otherwise a normal pick among the servers taking new sessions
-    /// ([`ServerLoad::used_preferred`] tells which).
+    /// request on it; the session's sticky server `preferred` is used when it takes sticky
+    /// requests (enabled or draining, healthy, not ejected) and is not `exclude`d, otherwise
+    /// a normal pick among the servers taking new sessions ([`ServerLoad::used_preferred`]
+    /// tells which). `None`: no server can take it.
     pub fn pick_with(
         self: &Arc<Self>,
         key: Option<&[u8]>,
@@ -272,11 +274,10 @@ impl Pool {
         preferred: Option<usize>,
     ) -> Option<ServerLoad> {
         let now = Instant::now();
-        let views: Vec<StateView> = (0..self.servers.len())
-            .map(|index| self.view(index, now))
-            .collect();
         let sticky = preferred.filter(|&index| {
-            Some(index) != exclude && views.get(index).is_some_and(|view| view.takes_sticky)
+            Some(index) != exclude
+                && index < self.servers.len()
+                && self.admission(index, now).takes_sticky
         });
         let index = match sticky {
             Some(index) => index,
@@ -284,14 +285,19 @@ impl Pool {
                 let candidates: Vec<Candidate> = self
                     .servers
                     .iter()
-                    .zip(&views)
                     .enumerate()
-                    .map(|(index, (server, view))| Candidate {
-                        id: server.id,
-                        // Scaled by the slow-start share (all by 1000: ratios are unchanged).
-                        weight: server.config.weight.saturating_mul(view.weight_permille),
-                        in_flight: server.in_flight(),
-                        eligible: Some(index) != exclude && view.takes_new,
+                    .map(|(index, server)| {
+                        let admission = self.admission(index, now);
+                        Candidate {
+                            id: server.id,
+                            // Scaled by the slow-start share (all by 1000: ratios are unchanged).
+                            weight: server
+                                .config
+                                .weight
+                                .saturating_mul(admission.weight_permille),
+                            in_flight: server.in_flight(),
+                            eligible: Some(index) != exclude && admission.takes_new,
+                        }
                     })
                     .collect();
                 self.selector.select(&candidates, key)?
@@ -365,8 +371,8 @@ impl Pool {
     /// Whether at least one server takes new sessions or sticky requests now.
     pub fn can_serve(&self, now: Instant) -> bool {
         (0..self.servers.len()).any(|index| {
-            let view = self.view(index, now);
-            view.takes_new || view.takes_sticky
+            let admission = self.admission(index, now);
+            admission.takes_new || admission.takes_sticky
         })
     }
 

@@ -11,42 +11,16 @@ use std::time::{Duration, Instant};
 use crate::config::{PassiveHealthConfig, PoolConfig};
 use crate::health::RiseFall;
 
-/// What the operator chose for a server (admin API).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operator {
-    /// Takes new sessions and sticky requests.
-    Enabled,
-    /// Takes the requests of sessions already on it (sticky), no new ones.
-    Draining,
-    /// Takes nothing.
-    Disabled,
-}
+/// What the operator chose for a server (admin API): the one state a VIP backend and the
+/// pool servers at its address share.
+pub use crate::dataplane::AdminState as Operator;
 
-impl Operator {
-    /// The admin API's action word: `drain`, `enable` or `disable`.
-    pub fn from_action(action: &str) -> Option<Operator> {
-        match action {
-            "enable" => Some(Operator::Enabled),
-            "drain" => Some(Operator::Draining),
-            "disable" => Some(Operator::Disabled),
-            _ => None,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Operator::Enabled => "enabled",
-            Operator::Draining => "draining",
-            Operator::Disabled => "disabled",
-        }
-    }
-
-    fn transition(self) -> Transition {
-        match self {
-            Operator::Enabled => Transition::Enabled,
-            Operator::Draining => Transition::Draining,
-            Operator::Disabled => Transition::Disabled,
-        }
+/// The transition an operator change is reported as.
+fn transition(operator: Operator) -> Transition {
+    match operator {
+        Operator::Enabled => Transition::Enabled,
+        Operator::Draining => Transition::Draining,
+        Operator::Disabled => Transition::Disabled,
     }
 }
 
@@ -189,6 +163,14 @@ pub struct StateView {
     pub weight_permille: u32,
 }
 
+/// Whether a server takes requests now, and its slow-start share of its weight.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    pub takes_new: bool,
+    pub takes_sticky: bool,
+    pub weight_permille: u32,
+}
+
 impl ServerState {
     /// A server just configured: with active checks it starts down until its first check
     /// passes (rise applies only after it has once been up); without, it is up.
@@ -230,10 +212,6 @@ impl ServerState {
         }
         self.rules = rules;
         self.service_change(before, now, "active checks removed by reload")
-    }
-
-    pub fn rules(&self) -> HealthRules {
-        self.rules
     }
 
     pub fn operator(&self) -> Operator {
@@ -392,7 +370,7 @@ impl ServerState {
         }
         self.operator = operator;
         Some(Change {
-            to: operator.transition(),
+            to: transition(operator),
             cause: cause.to_string(),
         })
     }
@@ -414,6 +392,16 @@ impl ServerState {
         let span = u128::from(FULL_PERMILLE - RAMP_START_PERMILLE);
         let ramped = span * elapsed.as_nanos() / slow_start.as_nanos();
         RAMP_START_PERMILLE + u32::try_from(ramped).unwrap_or(FULL_PERMILLE)
+    }
+
+    /// What picking a server for a request needs of its state at `now`, without copying the
+    /// rest of the view.
+    pub fn admission(&self, now: Instant) -> Admission {
+        Admission {
+            takes_new: self.takes_new(now),
+            takes_sticky: self.takes_sticky(now),
+            weight_permille: self.weight_permille(now),
+        }
     }
 
     pub fn view(&self, now: Instant) -> StateView {
@@ -547,15 +535,15 @@ mod tests {
             let change = state.set_operator(operator, "admin API");
             assert_eq!(
                 to(change),
-                (operator != Operator::Enabled).then(|| operator.transition())
+                (operator != Operator::Enabled).then(|| transition(operator))
             );
             assert_eq!(state.set_operator(operator, "admin API"), None, "no-op");
             assert_eq!(flags(&state, t0), want, "{operator:?} healthy={healthy}");
         }
-        assert_eq!(Operator::from_action("drain"), Some(Operator::Draining));
-        assert_eq!(Operator::from_action("enable"), Some(Operator::Enabled));
-        assert_eq!(Operator::from_action("disable"), Some(Operator::Disabled));
-        assert_eq!(Operator::from_action("up"), None);
+        assert_eq!(Operator::parse_action("drain"), Some(Operator::Draining));
+        assert_eq!(Operator::parse_action("enable"), Some(Operator::Enabled));
+        assert_eq!(Operator::parse_action("disable"), Some(Operator::Disabled));
+        assert_eq!(Operator::parse_action("up"), None);
     }
 
     #[test]

@@ -272,7 +272,7 @@ fn classify(error: io::Error) -> StaticError {
 }
 
 /// Decodes `%XX` escapes; `None` for a '%' not followed by two hex digits.
-fn percent_decode(input: &str) -> Option<Vec<u8>> {
+pub(crate) fn percent_decode(input: &str) -> Option<Vec<u8>> {
     let bytes = input.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

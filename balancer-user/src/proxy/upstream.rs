@@ -186,7 +186,11 @@ impl ServerConnections {
     /// request on another server.
     pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, ConnectError> {
         if self.h2c {
-            let (sender, reused) = Box::pin(self.shared_h2()).await?;
+            // The shared connection without a future; boxed only to make one (rare).
+            let (sender, reused) = match self.open_shared_h2() {
+                Some(sender) => (sender, true),
+                None => Box::pin(self.shared_h2()).await?,
+            };
             return Ok(Checkout {
                 server: Arc::clone(self),
                 conn: Conn::H2(sender),

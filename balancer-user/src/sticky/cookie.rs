@@ -61,7 +61,7 @@ fn unquoted(bytes: &[u8], range: Range<usize>) -> Range<usize> {
 }
 
 /// Every value of cookie `name` (case-sensitive) in one Cookie field, in order.
-pub(super) fn values<'f>(field: &'f [u8], name: &'f [u8]) -> impl Iterator<Item = &'f [u8]> + 'f {
+pub(crate) fn values<'f>(field: &'f [u8], name: &'f [u8]) -> impl Iterator<Item = &'f [u8]> + 'f {
     segments(field)
         .filter_map(|(_, pair)| pair)
         .filter(move |pair| &field[pair.name.clone()] == name)
@@ -76,6 +76,8 @@ pub(super) fn edit_field(
     name: &[u8],
     mut edit: impl FnMut(&[u8]) -> Edit,
 ) -> Option<Vec<u8>> {
+    // Most fields do not carry the cookie: nothing is allocated for them (per request).
+    values(field, name).next()?;
     let mut out = Vec::with_capacity(field.len());
     let mut changed = false;
     let mut first_kept = true;

@@ -48,7 +48,7 @@
 //!
 //! Work is linear in the size of the headers and target; nothing here panics on any input.
 
-mod cookie;
+pub(crate) mod cookie;
 mod path_param;
 mod token;
 

@@ -243,22 +243,14 @@ pub(in crate::config) struct PoolHealthTable {
     pub interval: Option<Spanned<Duration>>,
     #[serde(default, deserialize_with = "optional_duration")]
     pub timeout: Option<Spanned<Duration>>,
-    #[serde(default = "default_pool_rise", deserialize_with = "rise_or_fall")]
+    #[serde(default = "super::default_rise", deserialize_with = "rise_or_fall")]
     pub rise: u32,
-    #[serde(default = "default_pool_fall", deserialize_with = "rise_or_fall")]
+    #[serde(default = "super::default_fall", deserialize_with = "rise_or_fall")]
     pub fall: u32,
     #[serde(default, deserialize_with = "optional_spanned_port")]
     pub port: Option<Spanned<u16>>,
     pub tls: Option<Spanned<bool>>,
     pub tls_ca_file: Option<Spanned<String>>,
-}
-
-fn default_pool_rise() -> u32 {
-    crate::config::PoolHealthConfig::DEFAULT_RISE
-}
-
-fn default_pool_fall() -> u32 {
-    crate::config::PoolHealthConfig::DEFAULT_FALL
 }
 
 #[derive(Deserialize)]
