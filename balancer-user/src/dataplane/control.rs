@@ -408,7 +408,8 @@ impl Control {
     }
 
     /// Operator request for every VIP backend at `address` (a pool server on the same host was
-    /// drained, enabled or disabled). Returns the names of the VIPs it changed.
+    /// drained, enabled or disabled). Returns the names of the VIPs that have one; only those
+    /// whose state changed are rewritten.
     pub fn set_admin_at(
         &mut self,
         address: IpAddr,
@@ -416,7 +417,13 @@ impl Control {
     ) -> Result<Vec<String>, ControlError> {
         self.update_at(address, |backend| {
             std::mem::replace(&mut backend.admin, admin) != admin
-        })
+        })?;
+        Ok(self
+            .vips
+            .iter()
+            .filter(|vip| vip.backends.iter().any(|b| b.address == address))
+            .map(|vip| vip.info.name.clone())
+            .collect())
     }
 
     /// Runs `update` on every VIP backend at `address` and rewrites the VIPs where it says
