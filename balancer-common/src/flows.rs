@@ -103,6 +103,19 @@ impl FlowHashKey {
     pub fn is_unset(&self) -> bool {
         self.words == [0; KEY_WORDS * 2]
     }
+
+    /// A key from `rand`'s OS-seeded generator, never the "unset" zero key.
+    #[cfg(feature = "user")]
+    pub fn random() -> FlowHashKey {
+        loop {
+            let secret = FlowHashKey {
+                words: rand::random(),
+            };
+            if !secret.is_unset() {
+                return secret;
+            }
+        }
+    }
 }
 
 /// The table's 64-bit hash of a flow (set index and tag), keyed with `secret`.

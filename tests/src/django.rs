@@ -44,21 +44,23 @@ pub const ADMIN_PASSWORD: &str = "balancer-test-password-1";
 /// How long a backend may take from start to its first answer (Django loads on first request).
 const BACKEND_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The virtualenv `cargo xtask setup` creates and the tests use: `$BALANCER_DJANGO_VENV`, else
-/// `django-venv` in the project's tools directory (`$BALANCER_TOOLS_DIR`, else
-/// `~/.cache/balancer/tools`: the rule of xtask's `tools_dir`, outside the work tree so clones
-/// share it).
-pub fn venv_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BALANCER_DJANGO_VENV") {
+/// Where project tools live (bpf-linker, the virtualenv): `$BALANCER_TOOLS_DIR`, else
+/// `~/.cache/balancer/tools`, outside the work tree so fresh clones reuse them.
+pub fn tools_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BALANCER_TOOLS_DIR") {
         return PathBuf::from(dir);
     }
-    let tools = match std::env::var_os("BALANCER_TOOLS_DIR") {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/balancer/tools")
+}
+
+/// The virtualenv `cargo xtask setup` creates and the tests use: `$BALANCER_DJANGO_VENV`, else
+/// `django-venv` in [`tools_dir`].
+pub fn venv_dir() -> PathBuf {
+    match std::env::var_os("BALANCER_DJANGO_VENV") {
         Some(dir) => PathBuf::from(dir),
-        None => std::env::var_os("HOME")
-            .map_or_else(|| PathBuf::from("/root"), PathBuf::from)
-            .join(".cache/balancer/tools"),
-    };
-    tools.join("django-venv")
+        None => tools_dir().join("django-venv"),
+    }
 }
 
 /// The Django project (`tests/django`, holding `manage.py` and the `webapp` package).
@@ -157,7 +159,7 @@ impl DjangoSite {
                 std::process::id()
             ),
         };
-        site.manage(&["migrate", "--noinput"])
+        site.manage_with(&["migrate", "--noinput"], &[])
             .context("creating the site's database")?;
         site.manage_with(
             &[
@@ -172,10 +174,6 @@ impl DjangoSite {
         )
         .context("creating the superuser")?;
         Ok(site)
-    }
-
-    pub fn settings(&self) -> &SiteSettings {
-        &self.settings
     }
 
     /// The scratch directory.
@@ -194,11 +192,7 @@ impl DjangoSite {
         self.dir().join(format!("{name}.sock"))
     }
 
-    /// Runs `manage.py ARGS…` with the site's environment; returns its stdout.
-    pub fn manage(&self, args: &[&str]) -> anyhow::Result<String> {
-        self.manage_with(args, &[])
-    }
-
+    /// Runs `manage.py ARGS…` with the site's environment and `extra_env`; returns its stdout.
     fn manage_with(&self, args: &[&str], extra_env: &[(&str, &str)]) -> anyhow::Result<String> {
         let project = project_dir();
         let output = Command::new(self.venv.join("bin/python"))
@@ -336,32 +330,14 @@ pub struct Gunicorn {
 }
 
 impl Gunicorn {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Every socket, as given: `IP:PORT` or `unix:PATH`.
-    pub fn addresses(&self) -> &[String] {
-        &self.addresses
-    }
-
-    /// Every socket as a pool server `url`: `http://IP:PORT` or `unix:PATH`.
-    pub fn urls(&self) -> Vec<String> {
-        self.addresses
-            .iter()
-            .map(|address| {
-                if address.starts_with("unix:") {
-                    address.clone()
-                } else {
-                    format!("http://{address}")
-                }
-            })
-            .collect()
-    }
-
-    /// The first socket as a pool server `url`.
+    /// The first socket as a pool server `url`: `http://IP:PORT` or `unix:PATH`.
     pub fn url(&self) -> String {
-        self.urls().remove(0)
+        let address = &self.addresses[0];
+        if address.starts_with("unix:") {
+            address.clone()
+        } else {
+            format!("http://{address}")
+        }
     }
 
     /// gunicorn's access log (one line per request, with the request line as received).
@@ -372,14 +348,6 @@ impl Gunicorn {
     /// gunicorn's and Django's stderr (startup, errors, refused hosts, CSRF failures).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
     }
 
     /// SIGTERM and wait. Returns the exit status.

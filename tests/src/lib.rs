@@ -22,23 +22,3 @@ pub use l7::{
 pub use netns::{Netns, cleanup_everything, in_netns, unique_suffix};
 pub use process::{BalancerProcess, balancer_binary, http_get, run_in};
 pub use topology::{ClientBalancer, Family};
-
-/// A random connection-table hash key (`FLOW_HASH_KEY`), as `balancer run` makes one, for
-/// tests and the benchmark that load the program themselves.
-pub fn random_flow_hash_key() -> balancer_common::FlowHashKey {
-    loop {
-        let mut secret = balancer_common::FlowHashKey::default();
-        let bytes = std::mem::size_of_val(&secret.words);
-        // SAFETY: getrandom(2) writes at most `bytes` bytes into the words' storage.
-        let written = unsafe { libc::getrandom(secret.words.as_mut_ptr().cast(), bytes, 0) };
-        assert_eq!(
-            written,
-            bytes as isize,
-            "getrandom: {}",
-            std::io::Error::last_os_error()
-        );
-        if !secret.is_unset() {
-            return secret;
-        }
-    }
-}

@@ -15,7 +15,7 @@
 //!
 //! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON): the tests fail, never skip.
 
-use balancer_tests::{random_flow_hash_key, traffic::internet_checksum};
+use balancer_tests::traffic::internet_checksum;
 use std::{collections::BTreeSet, fmt::Write as _};
 
 use aya::{
@@ -487,7 +487,7 @@ fn load_with_global_acl(acl_flags: u8) -> Lb {
         ebpf,
         secret: FlowHashKey::default(),
     };
-    lb.set_flow_hash_key(random_flow_hash_key());
+    lb.set_flow_hash_key(FlowHashKey::random());
     lb
 }
 
@@ -2038,7 +2038,7 @@ fn connection_table_is_keyed_by_flow_hash_key() {
     let key = AOrB::key;
     let sets = flow_sets(MAX_FLOWS);
     let first_key = lb.secret;
-    let second_key = random_flow_hash_key();
+    let second_key = FlowHashKey::random();
     let set_with =
         |secret: &FlowHashKey, port| flow_set_index(flow_table_hash(&key(port), secret), sets);
     // A client port whose set differs between the two keys (almost every port).

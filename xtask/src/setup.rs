@@ -7,7 +7,9 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use balancer_tests::django::{DJANGO_VERSION, GUNICORN_VERSION, installed_versions, venv_dir};
+use balancer_tests::django::{
+    DJANGO_VERSION, GUNICORN_VERSION, checked_venv, installed_versions, tools_dir, venv_dir,
+};
 
 use crate::run_step;
 
@@ -58,15 +60,6 @@ pub fn run() -> anyhow::Result<()> {
 fn step(what: &str, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
     eprintln!("setup: {what}");
     f().with_context(|| format!("setup step failed: {what}"))
-}
-
-/// Where project tools live: outside the work tree so fresh clones reuse them.
-pub fn tools_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BALANCER_TOOLS_DIR") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    home.join(".cache/balancer/tools")
 }
 
 fn rust_components() -> anyhow::Result<()> {
@@ -286,17 +279,7 @@ fn django_venv() -> anyhow::Result<()> {
             .arg(format!("django=={DJANGO_VERSION}"))
             .arg(format!("gunicorn=={GUNICORN_VERSION}")),
     )?;
-    let versions = installed_versions(&venv)?;
-    if versions != wanted {
-        bail!(
-            "{} has Django {} and gunicorn {} after pip install, not {} and {}",
-            venv.display(),
-            versions.0,
-            versions.1,
-            wanted.0,
-            wanted.1
-        );
-    }
+    checked_venv().context("after pip install")?;
     Ok(())
 }
 

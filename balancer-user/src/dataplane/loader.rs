@@ -327,23 +327,11 @@ fn ensure_flow_hash_key(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
         .get(&0, 0)
         .map_err(|source| DataplaneError::Map { name, source })?;
     if current.is_unset() {
-        let secret = random_flow_hash_key();
+        let secret = FlowHashKey::random();
         keys.set(0, secret, 0)
             .map_err(|source| DataplaneError::Map { name, source })?;
     }
     Ok(())
-}
-
-/// A key from the OS's random source, never the all-zero "unset" value.
-fn random_flow_hash_key() -> FlowHashKey {
-    loop {
-        let secret = FlowHashKey {
-            words: rand::random(),
-        };
-        if !secret.is_unset() {
-            return secret;
-        }
-    }
 }
 
 /// Takes over the pinned bpf_link if there is one (atomic program replacement:

@@ -555,7 +555,7 @@ fn load(object: &Path) -> anyhow::Result<Loaded> {
     let mut backends: Array<MapData, BackendInfo> = Array::try_from(take(MAP_BACKENDS)?)?;
     let mut maglev: Array<MapData, u32> = Array::try_from(take(MAP_MAGLEV)?)?;
     // A random table key, as `balancer run` writes before attaching.
-    let secret = balancer_tests::random_flow_hash_key();
+    let secret = FlowHashKey::random();
     let mut flow_hash_key: Array<MapData, FlowHashKey> = Array::try_from(take(MAP_FLOW_HASH_KEY)?)?;
     flow_hash_key.set(0, secret, 0)?;
     let flows = FlowTable::new(Array::try_from(take(MAP_FLOWS)?)?, secret);
@@ -650,7 +650,7 @@ fn test_run_cases(
     // Warm-up, not recorded: caches, the dispatcher, and a full connection table.
     for (i, case) in cases.iter().enumerate() {
         let warm = if matches!(case, Case::TcpSyn | Case::Udp) {
-            // Every set sees 16 inserts on average: full, bar a handful.
+            // 32 inserts per set on average, 4 times its ways: every set full.
             4 * u64::from(flow_sets(MAX_FLOWS)) * FLOW_WAYS as u64
         } else {
             calls.min(20_000)
