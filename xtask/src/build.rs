@@ -103,6 +103,34 @@ pub fn all(release: bool) -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
+/// The programs of the test crate that the demo, the tests and the benchmarks run beside
+/// `balancer`: the HTTP backend (`l7_backend`) and the L4 backends' UDP/TCP server
+/// (`name_server`).
+pub struct Helpers {
+    pub l7_backend: PathBuf,
+    pub name_server: PathBuf,
+}
+
+/// Builds [`Helpers`] (debug profile); returns their paths.
+pub fn helpers() -> anyhow::Result<Helpers> {
+    run_step(&mut cargo(&[
+        "build",
+        "--locked",
+        "--package",
+        "balancer-tests",
+        "--bin",
+        "l7_backend",
+        "--bin",
+        "name_server",
+    ]))
+    .context("building the test crate's helper programs")?;
+    let dir = target_dir().join("debug");
+    Ok(Helpers {
+        l7_backend: dir.join("l7_backend"),
+        name_server: dir.join("name_server"),
+    })
+}
+
 pub fn build_and_load(config: &Path, iface: Option<&str>, release: bool) -> anyhow::Result<()> {
     let binary = all(release)?;
     let config = match iface {

@@ -28,16 +28,10 @@ const UDP_DATAGRAMS: usize = 100;
 const NON_VIP_DATAGRAMS: usize = 20;
 
 pub fn run() -> anyhow::Result<()> {
+    // Everything the demo runs is built here, and found through the environment rather
+    // than next to some earlier build: a fresh clone must get this far with nothing built.
     let binary = build::all(false)?;
-    crate::run_step(&mut build::cargo(&[
-        "build",
-        "--locked",
-        "--package",
-        "balancer-tests",
-        "--bin",
-        "l7_backend",
-    ]))
-    .context("building the demo backend")?;
+    let helpers = build::helpers()?;
     // SAFETY-free: on Ctrl-C or SIGTERM, stop children and delete namespaces before exiting.
     ctrlc::set_handler(|| {
         eprintln!("\ndemo: interrupted, tearing down");
@@ -48,10 +42,9 @@ pub fn run() -> anyhow::Result<()> {
     // SAFETY: no other thread reads the environment concurrently at this point.
     unsafe {
         std::env::set_var("BALANCER_BIN", &binary);
-        std::env::set_var(
-            "BALANCER_L7_BACKEND",
-            crate::workspace_root().join("target/debug/l7_backend"),
-        );
+        std::env::set_var("BALANCER_L7_BACKEND", &helpers.l7_backend);
+        std::env::set_var("BALANCER_NAME_SERVER", &helpers.name_server);
+        std::env::set_var("BALANCER_EBPF_OBJECT", build::ebpf_object());
     }
 
     println!(

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: lints, then every test of the workspace, then one summary line.
+//! `cargo xtask test`: the demo, lints, then every test of the workspace, then one summary
+//! line.
 
 use std::process::{Command, Stdio};
 
@@ -7,6 +8,12 @@ use anyhow::Context;
 use crate::{build, run_step, workspace_root};
 
 pub fn run() -> anyhow::Result<()> {
+    // The README's first command runs first, before anything else is built: on a fresh clone
+    // (as in CI) it then proves that the demo builds everything it runs. Built later, a
+    // helper binary of `cargo test` would hide a missing build step.
+    eprintln!("xtask: test 1/2: `cargo xtask demo`, before anything else is built");
+    crate::demo::run().context("`cargo xtask demo` failed (the README's first command)")?;
+    eprintln!("xtask: the demo passed; test 2/2: lints and the workspace's tests");
     let binary = build::all(false)?;
     run_step(&mut build::cargo(&["fmt", "--all", "--", "--check"]))
         .context("cargo fmt: run `cargo fmt --all`")?;
@@ -43,7 +50,9 @@ pub fn run() -> anyhow::Result<()> {
         }
     }
     let status = child.wait()?;
-    println!("\nxtask test summary: {passed} passed, {failed} failed, {ignored} ignored");
+    println!(
+        "\nxtask test summary: demo passed; {passed} passed, {failed} failed, {ignored} ignored"
+    );
     println!("{passed} passed, {failed} failed");
     anyhow::ensure!(status.success() && failed == 0, "tests failed");
     anyhow::ensure!(passed > 0, "no test ran");
