@@ -66,6 +66,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut user1 =
+        signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     let mut current = config;
     let signal_name = loop {
         tokio::select! {
@@ -75,6 +77,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 match reload(config_path, &mut current, &mut proxy, &context) {
                     Ok(summary) => tracing::info!("SIGHUP: {summary}"),
                     Err(err) => tracing::error!("SIGHUP: reload refused, the previous config keeps serving: {err}"),
+                }
+            }
+            _ = user1.recv() => {
+                match proxy.reopen_access_log() {
+                    Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                    Err(err) => tracing::error!("SIGUSR1: {err}; logging on to the file open before"),
                 }
             }
             Some(request) = reload_rx.recv() => {

@@ -7,7 +7,8 @@
 //! - `max_connections`: a connection over the limit waits until another closes.
 //! - 504 / 502 / 503 from the pool, error pages (route before pool), default bodies that
 //!   never name the server.
-//! - One access-log line per request, text or JSON.
+//! - One access-log line per request, text or JSON; with `access_log_file`, nginx's combined
+//!   format in a buffered file, reopened on SIGUSR1 and flushed on exit.
 //!
 //! Timeouts are checked with generous bounds (0.8× to 3× the configured value). Each test has
 //! its own namespace, so the fixed ports never collide.
@@ -1124,4 +1125,173 @@ fn the_json_access_log_has_one_object_per_request() {
         assert_eq!(object["listener"], "web", "{object}");
         assert!(object["duration"].is_number(), "{object}");
     }
+}
+
+/// The lines of `path` once there are `count` (or after 5 s, whatever is there).
+fn file_lines(path: &Path, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(ToString::to_string).collect();
+        if lines.len() >= count || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Checks `line` against nginx's combined format field by field:
+/// `$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
+/// "$http_referer" "$http_user_agent"`, extras allowed only after it.
+fn assert_combined(line: &str, user: &str, request: &str, status: u16, bytes: usize, tail: &str) {
+    let prefix = format!("127.0.0.1 - {user} [");
+    let rest = line
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("expected {prefix:?} first: {line}"));
+    let (time, rest) = rest
+        .split_once("] ")
+        .unwrap_or_else(|| panic!("no time: {line}"));
+    // 06/Dec/2026:14:11:44 +0000
+    let bytes_of = time.as_bytes();
+    assert_eq!(time.len(), 26, "$time_local {time:?}");
+    for (at, byte) in [
+        (2, b'/'),
+        (6, b'/'),
+        (11, b':'),
+        (14, b':'),
+        (17, b':'),
+        (20, b' '),
+    ] {
+        assert_eq!(bytes_of[at], byte, "$time_local {time:?}");
+    }
+    assert!(matches!(bytes_of[21], b'+' | b'-'), "$time_local {time:?}");
+    let expected = format!("\"{request}\" {status} {bytes} {tail} host=");
+    assert!(
+        rest.starts_with(&expected),
+        "expected {expected:?} after the time: {line}"
+    );
+}
+
+#[test]
+fn the_access_log_file_is_combined_buffered_reopened_on_sigusr1_and_flushed_on_exit() {
+    let net = L7Net::new("accessfile").expect("namespace");
+    let _backend = Backend::start(&net, "b1", &[B1]).expect("backend");
+    let path = net.dir().join("access.log");
+    let rotated = net.dir().join("access.log.1");
+    let config = access_log_config("combined").replacen(
+        "[proxy]\n",
+        &format!(
+            "[proxy]\naccess_log_file = {:?}\n",
+            path.display().to_string()
+        ),
+        1,
+    );
+    let mut balancer = start(&net, &config);
+    let client = Client::tcp(&net, WEB);
+    let first = ok(
+        client.send_all(&[
+            Request::get("/a/x?q=1")
+                .host("www.log.test")
+                .header("user-agent", "agent \"quoted\"")
+                .header("referer", "https://www.log.test/from")
+                // "alice:secret"
+                .header("authorization", "Basic YWxpY2U6c2VjcmV0"),
+            Request::get("/missing").host("www.log.test"),
+        ]),
+        "two requests",
+        &balancer,
+    );
+    // Nothing else writes: the flusher puts the lines in the file within a second or so.
+    let lines = file_lines(&path, 2);
+    assert_eq!(
+        lines.len(),
+        2,
+        "two lines in {}: {lines:#?}",
+        path.display()
+    );
+    assert_combined(
+        &lines[0],
+        "alice",
+        "GET /a/x?q=1 HTTP/1.1",
+        200,
+        first[0].body.len(),
+        "\"https://www.log.test/from\" \"agent \\x22quoted\\x22\"",
+    );
+    assert_combined(
+        &lines[1],
+        "-",
+        "GET /missing HTTP/1.1",
+        404,
+        first[1].body.len(),
+        "\"-\" \"-\"",
+    );
+    assert!(
+        access_lines(&balancer, 0).is_empty(),
+        "with a file, no access lines in the process log:\n{}",
+        balancer.log()
+    );
+
+    // logrotate: rename, then SIGUSR1. A line still in memory goes to the renamed file.
+    ok(
+        client.send(&Request::get("/a/third").host("www.log.test")),
+        "third request",
+        &balancer,
+    );
+    std::fs::rename(&path, &rotated).expect("rotate");
+    balancer.signal(libc::SIGUSR1).expect("SIGUSR1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !balancer.log().contains("access log reopened") {
+        assert!(
+            Instant::now() < deadline,
+            "no reopen in the log:\n{}",
+            balancer.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(
+        client.send(&Request::get("/a/fourth").host("www.log.test")),
+        "fourth request",
+        &balancer,
+    );
+    // Straight to SIGTERM: the last line is written when the process exits, not lost.
+    let status = balancer.terminate().expect("exit");
+    assert!(status.success(), "{status}");
+    let old = std::fs::read_to_string(&rotated).expect("rotated file");
+    let new = std::fs::read_to_string(&path).expect("reopened file");
+    assert_eq!(old.lines().count(), 3, "old file:\n{old}");
+    assert!(
+        old.lines()
+            .nth(2)
+            .unwrap_or_default()
+            .contains("GET /a/third "),
+        "{old}"
+    );
+    assert_eq!(new.lines().count(), 1, "new file:\n{new}");
+    assert!(new.contains("\"GET /a/fourth HTTP/1.1\" 200 "), "{new}");
+}
+
+#[test]
+fn an_access_log_file_that_cannot_be_opened_refuses_the_reload() {
+    let net = L7Net::new("accessbad").expect("namespace");
+    let _backend = Backend::start(&net, "b1", &[B1]).expect("backend");
+    let config_path = net.dir().join("balancer.toml");
+    let balancer = start(&net, &access_log_config("combined"));
+    let bad = access_log_config("combined").replacen(
+        "[proxy]\n",
+        "[proxy]\naccess_log_file = \"/nonexistent-dir/access.log\"\n",
+        1,
+    );
+    std::fs::write(&config_path, bad).expect("write config");
+    let (status, body) = balancer.admin_post("/api/reload").expect("reload");
+    assert_ne!(status, 200, "{body}");
+    assert!(
+        body.contains("proxy.access_log_file /nonexistent-dir/access.log"),
+        "{body}"
+    );
+    let reply = ok(
+        Client::tcp(&net, WEB).send(&Request::get("/a/x").host("www.log.test")),
+        "after the refused reload",
+        &balancer,
+    );
+    assert_eq!(reply.status, 200, "the old config keeps serving");
 }

@@ -12,8 +12,13 @@ pub use crate::headers::{TrustedHeader, UnderscorePolicy};
 /// `[proxy]`: settings of the proxy process as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
-    /// `access_log = "text" | "json" | "off"` (default "text").
+    /// `access_log = "combined" | "json" | "off"` (default "combined"; "text" is an alias of
+    /// "combined").
     pub access_log: AccessLogFormat,
+    /// `access_log_file`: where access-log lines go, buffered (written at 64 KiB pending or
+    /// every second, flushed on exit) and reopened on SIGUSR1. `None`: lines go to the
+    /// process log (stderr) through tracing, target `access`.
+    pub access_log_file: Option<PathBuf>,
     /// `shutdown_timeout`: how long SIGTERM waits for in-flight requests (default 30s,
     /// 0s to 1h).
     pub shutdown_timeout: Duration,
@@ -26,7 +31,8 @@ impl ProxySettings {
 impl Default for ProxySettings {
     fn default() -> Self {
         Self {
-            access_log: AccessLogFormat::Text,
+            access_log: AccessLogFormat::Combined,
+            access_log_file: None,
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
@@ -34,9 +40,10 @@ impl Default for ProxySettings {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AccessLogFormat {
-    /// One combined-log-like line per request.
+    /// nginx's `combined` format exactly, then the proxy's own fields (host, route,
+    /// upstream, duration) at the end of the line.
     #[default]
-    Text,
+    Combined,
     /// One JSON object per request.
     Json,
     Off,

@@ -1,5 +1,6 @@
 //! One access-log line per request, written when the response body is finished (or the client
-//! went away), through tracing with target `access`: combined-log-like text or a JSON object.
+//! went away): nginx's combined format or a JSON object, into `proxy.access_log_file`
+//! (buffered, see log_file.rs) or through tracing with target `access`.
 //! The same moment updates the request metrics and releases the request's in-flight counts.
 
 use std::{
@@ -15,6 +16,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use super::{
     Body, BoxError,
     activity::InFlight,
+    log_file::{AccessLogFile, time_local},
     metrics::{HttpMetrics, RequestLabels, RouteLabels, RouteMetrics},
     pool::ServerLoad,
 };
@@ -30,6 +32,8 @@ pub struct AccessRecord {
     pub time: SystemTime,
     pub started: Instant,
     pub client: SocketAddr,
+    /// The user name of a Basic `Authorization` header (nginx's `$remote_user`).
+    pub remote_user: String,
     pub listener: String,
     pub method: String,
     /// Path and query as the client sent them.
@@ -48,6 +52,8 @@ pub struct AccessRecord {
 pub struct Completion {
     pub record: AccessRecord,
     pub format: AccessLogFormat,
+    /// `proxy.access_log_file`, when set; else lines go to the process log.
+    pub file: Option<std::sync::Arc<AccessLogFile>>,
     pub metrics: HttpMetrics,
     /// The matched route's series; `None` for requests no route took.
     pub route_metrics: Option<std::sync::Arc<RouteMetrics>>,
@@ -79,45 +85,84 @@ impl Drop for Completion {
                     .observe(seconds);
             }
         }
-        match self.format {
-            AccessLogFormat::Off => {}
-            AccessLogFormat::Text => {
-                tracing::info!(target: "access", "{}", text_line(record, self.bytes, seconds))
-            }
-            AccessLogFormat::Json => {
-                tracing::info!(target: "access", "{}", json_line(record, self.bytes, seconds))
+        if self.format == AccessLogFormat::Off {
+            return;
+        }
+        let write = |out: &mut Vec<u8>| match self.format {
+            AccessLogFormat::Json => write_json(out, record, self.bytes, seconds),
+            _ => time_local::with(record.time, |time| {
+                write_combined(out, record, time, self.bytes, seconds)
+            }),
+        };
+        match &self.file {
+            Some(file) => file.append(write),
+            None => {
+                let mut line = Vec::with_capacity(256);
+                write(&mut line);
+                line.pop();
+                tracing::info!(target: "access", "{}", String::from_utf8_lossy(&line));
             }
         }
     }
 }
 
-fn or_dash(value: &str) -> &str {
-    if value.is_empty() { "-" } else { value }
+fn push_escaped(out: &mut Vec<u8>, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    if value.is_empty() {
+        out.push(b'-');
+        return;
+    }
+    for &byte in value.as_bytes() {
+        if byte == b'"' || byte == b'\\' || !(0x20..0x7f).contains(&byte) {
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ]);
+        } else {
+            out.push(byte);
+        }
+    }
 }
 
-/// `client - - [time] "GET /path HTTP/1.1" status bytes "referer" "agent" host route upstream
-/// duration`: the combined format, then what a proxy operator needs.
-pub fn text_line(record: &AccessRecord, bytes: u64, seconds: f64) -> String {
-    format!(
-        "{client} - - [{time}] \"{method} {target} {version}\" {status} {bytes} \"{referer}\" \"{agent}\" host={host} route={route} upstream={upstream} duration={seconds:.6}",
-        client = record.client.ip(),
-        time = humantime::format_rfc3339_millis(record.time),
-        method = record.method,
-        target = record.target.escape_default(),
-        version = record.version,
-        status = record.status,
-        referer = or_dash(&record.referer).escape_default(),
-        agent = or_dash(&record.user_agent).escape_default(),
-        host = or_dash(&record.host),
-        route = or_dash(&record.route),
-        upstream = or_dash(&record.upstream),
-    )
+/// nginx's `combined` format exactly:
+/// `$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
+/// "$http_referer" "$http_user_agent"`, then what a proxy operator needs, at the end where
+/// combined-log parsers ignore it: ` host=… route=… upstream=… duration=…`. Ends with `\n`.
+pub fn write_combined(
+    out: &mut Vec<u8>,
+    record: &AccessRecord,
+    time_local: &str,
+    bytes: u64,
+    seconds: f64,
+) {
+    use std::io::Write;
+    let _ = write!(out, "{} - ", record.client.ip());
+    push_escaped(out, &record.remote_user);
+    let _ = write!(out, " [{time_local}] \"");
+    push_escaped(out, &record.method);
+    out.push(b' ');
+    push_escaped(out, &record.target);
+    let _ = write!(out, " {}\" {} {bytes} \"", record.version, record.status);
+    push_escaped(out, &record.referer);
+    out.extend_from_slice(b"\" \"");
+    push_escaped(out, &record.user_agent);
+    out.extend_from_slice(b"\" host=");
+    push_escaped(out, &record.host);
+    out.extend_from_slice(b" route=");
+    push_escaped(out, &record.route);
+    out.extend_from_slice(b" upstream=");
+    push_escaped(out, &record.upstream);
+    let _ = writeln!(out, " duration={seconds:.6}");
 }
 
-pub fn json_line(record: &AccessRecord, bytes: u64, seconds: f64) -> String {
-    serde_json::json!({
+/// One JSON object and `\n`.
+pub fn write_json(out: &mut Vec<u8>, record: &AccessRecord, bytes: u64, seconds: f64) {
+    let value = serde_json::json!({
         "time": humantime::format_rfc3339_millis(record.time).to_string(),
         "client": record.client.ip().to_string(),
+        "remote_user": record.remote_user,
         "listener": record.listener,
         "method": record.method,
         "target": record.target,
@@ -131,8 +176,29 @@ pub fn json_line(record: &AccessRecord, bytes: u64, seconds: f64) -> String {
         "upstream": record.upstream,
         "referer": record.referer,
         "user_agent": record.user_agent,
-    })
-    .to_string()
+    });
+    // Writing into a Vec cannot fail, and a json! value always serializes.
+    let _ = serde_json::to_writer(&mut *out, &value);
+    out.push(b'\n');
+}
+
+/// The user name of `Authorization: Basic …`, as nginx's `$remote_user`; empty for any other
+/// scheme or a value that does not decode.
+pub fn basic_user(authorization: &[u8]) -> String {
+    use base64::Engine;
+    let Some(scheme) = authorization.get(..6) else {
+        return String::new();
+    };
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return String::new();
+    }
+    let Ok(decoded) =
+        base64::engine::general_purpose::STANDARD.decode(authorization[6..].trim_ascii())
+    else {
+        return String::new();
+    };
+    let user = decoded.split(|&b| b == b':').next().unwrap_or_default();
+    String::from_utf8_lossy(user).into_owned()
 }
 
 pin_project_lite::pin_project! {
@@ -199,6 +265,7 @@ mod tests {
             time: SystemTime::UNIX_EPOCH,
             started: Instant::now(),
             client: "198.18.0.1:4321".parse().expect("addr"),
+            remote_user: String::new(),
             listener: "https".into(),
             method: "GET".into(),
             target: "/a?b=\"c\"".into(),
@@ -214,22 +281,55 @@ mod tests {
     }
 
     #[test]
-    fn the_text_line_is_combined_format_then_proxy_fields() {
-        let line = text_line(&record(), 12, 0.5);
+    fn the_combined_line_is_nginx_combined_then_proxy_fields() {
+        let mut line = Vec::new();
+        write_combined(&mut line, &record(), "01/Jan/1970:00:00:00 +0000", 12, 0.5);
         assert_eq!(
-            line,
-            "198.18.0.1 - - [1970-01-01T00:00:00.000Z] \"GET /a?b=\\\"c\\\" HTTP/2.0\" 200 12 \"-\" \"curl/8\" host=www.example.test route=app upstream=http://198.18.1.2:8000 duration=0.500000"
+            String::from_utf8(line).expect("ascii"),
+            "198.18.0.1 - - [01/Jan/1970:00:00:00 +0000] \"GET /a?b=\\x22c\\x22 HTTP/2.0\" 200 12 \"-\" \"curl/8\" host=www.example.test route=app upstream=http://198.18.1.2:8000 duration=0.500000\n"
         );
     }
 
     #[test]
+    fn fields_are_escaped_as_nginx_does() {
+        let record = AccessRecord {
+            remote_user: "al ice".into(),
+            user_agent: "evil\"agent\\\r\n\u{e9}".into(),
+            referer: "\x7f".into(),
+            ..record()
+        };
+        let mut line = Vec::new();
+        write_combined(&mut line, &record, "t", 0, 0.0);
+        let line = String::from_utf8(line).expect("ascii");
+        assert!(line.starts_with("198.18.0.1 - al ice [t] "), "{line}");
+        assert!(
+            line.contains(" \"\\x7F\" \"evil\\x22agent\\x5C\\x0D\\x0A\\xC3\\xA9\" host="),
+            "{line}"
+        );
+        assert_eq!(line.matches('\n').count(), 1, "one line: {line}");
+    }
+
+    #[test]
     fn the_json_line_has_every_field() {
-        let value: serde_json::Value =
-            serde_json::from_str(&json_line(&record(), 12, 0.5)).expect("json");
+        let mut line = Vec::new();
+        write_json(&mut line, &record(), 12, 0.5);
+        assert_eq!(line.pop(), Some(b'\n'));
+        let value: serde_json::Value = serde_json::from_slice(&line).expect("json");
         assert_eq!(value["status"], 200);
         assert_eq!(value["bytes"], 12);
         assert_eq!(value["target"], "/a?b=\"c\"");
         assert_eq!(value["upstream"], "http://198.18.1.2:8000");
         assert_eq!(value["route"], "app");
+    }
+
+    #[test]
+    fn remote_user_is_the_basic_user_name() {
+        // "user:pass" and "al:i:ce" in base64.
+        assert_eq!(basic_user(b"Basic dXNlcjpwYXNz"), "user");
+        assert_eq!(basic_user(b"basic  dXNlcjpwYXNz "), "user");
+        assert_eq!(basic_user(b"Basic YWw6aTpjZQ=="), "al");
+        assert_eq!(basic_user(b"Bearer dXNlcjpwYXNz"), "");
+        assert_eq!(basic_user(b"Basic !!!"), "");
+        assert_eq!(basic_user(b"Basic"), "");
     }
 }

@@ -82,6 +82,7 @@ pub async fn handle(
         },
         started: std::time::Instant::now(),
         client: conn.peer,
+        remote_user: String::new(),
         listener: String::new(),
         method: String::new(),
         target: String::new(),
@@ -106,6 +107,9 @@ pub async fn handle(
             .map_or_else(|| request.uri().to_string(), ToString::to_string);
         record.referer = header_text(request.headers(), &header::REFERER);
         record.user_agent = header_text(request.headers(), &header::USER_AGENT);
+        if let Some(authorization) = request.headers().get(header::AUTHORIZATION) {
+            record.remote_user = super::access_log::basic_user(authorization.as_bytes());
+        }
     }
     let mut pages = PageSet::default();
     let mut route_metrics = None;
@@ -137,6 +141,7 @@ pub async fn handle(
             Completion {
                 record,
                 format,
+                file: state.access_log_file.clone(),
                 metrics: shared.metrics.clone(),
                 route_metrics,
                 bytes: 0,
@@ -791,9 +796,8 @@ fn version_label(version: Version) -> &'static str {
 fn header_text(headers: &HeaderMap, name: &HeaderName) -> String {
     headers
         .get(name)
-        .and_then(|value| value.to_str().ok())
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
         .unwrap_or_default()
-        .to_string()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod handler;
 pub mod health;
 pub mod html;
 pub mod listener;
+pub mod log_file;
 pub mod metrics;
 pub mod pool;
 pub mod route;
@@ -67,7 +68,8 @@ impl Proxy {
 
     /// Builds the state and binds every listener; nothing is served if one fails.
     pub fn start(config: &L7Config, metrics: HttpMetrics) -> anyhow::Result<Proxy> {
-        let state = ProxyState::build(config, None).map_err(anyhow::Error::msg)?;
+        let mut state = ProxyState::build(config, None).map_err(anyhow::Error::msg)?;
+        state.access_log_file = open_access_log(config, None).map_err(anyhow::Error::msg)?;
         let (shutdown, _) = watch::channel(false);
         let tracker = TaskTracker::new();
         let mut proxy = Proxy {
@@ -95,7 +97,8 @@ impl Proxy {
     /// Applies `config`: either all of it or, on any error, none of it.
     pub fn reload(&mut self, config: &L7Config) -> Result<(), String> {
         let previous = self.shared.state.load_full();
-        let state = ProxyState::build(config, Some(&previous))?;
+        let mut state = ProxyState::build(config, Some(&previous))?;
+        state.access_log_file = open_access_log(config, previous.access_log_file.as_ref())?;
         let bound = bind_all(config, &self.listeners)?;
         self.shared.state.store(Arc::new(state));
 
@@ -165,6 +168,17 @@ impl Proxy {
         }
     }
 
+    /// SIGUSR1: writes the access-log lines gathered so far to the file open now, then opens
+    /// `proxy.access_log_file` anew (logrotate renamed the old one).
+    pub fn reopen_access_log(&self) -> Result<(), String> {
+        match &self.shared.state.load().access_log_file {
+            Some(file) => file
+                .reopen()
+                .map_err(|err| format!("reopening {}: {err}", file.path().display())),
+            None => Ok(()),
+        }
+    }
+
     /// Stops accepting, asks every connection to close after its current request, and waits
     /// up to `timeout` for them.
     pub async fn shutdown(self, timeout: Duration) {
@@ -185,7 +199,28 @@ impl Proxy {
                 "shutdown timeout reached: closing the remaining connections"
             );
         }
+        if let Some(file) = &self.shared.state.load().access_log_file {
+            file.flush();
+        }
     }
+}
+
+/// The access-log file of `config`: the one open now if the path did not change (its pending
+/// lines and its reopen state carry over), else opened anew; a path that cannot be opened
+/// refuses the start or the reload.
+fn open_access_log(
+    config: &L7Config,
+    current: Option<&Arc<log_file::AccessLogFile>>,
+) -> Result<Option<Arc<log_file::AccessLogFile>>, String> {
+    let Some(path) = &config.proxy.access_log_file else {
+        return Ok(None);
+    };
+    if let Some(current) = current.filter(|file| file.path() == path) {
+        return Ok(Some(current.clone()));
+    }
+    log_file::AccessLogFile::open(path)
+        .map(Some)
+        .map_err(|err| format!("proxy.access_log_file {}: {err}", path.display()))
 }
 
 /// Binds the listeners of `config` whose address is not bound yet.

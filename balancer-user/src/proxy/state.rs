@@ -22,6 +22,9 @@ pub struct ProxyState {
     pub route_runtime: Vec<RouteRuntime>,
     pub listeners: HashMap<String, ListenerRuntime>,
     pub pools: HashMap<String, Arc<Pool>>,
+    /// `proxy.access_log_file`, opened by `Proxy` (not here: `check-config` must not create
+    /// files).
+    pub access_log_file: Option<Arc<super::log_file::AccessLogFile>>,
 }
 
 pub struct RouteRuntime {
@@ -162,6 +165,7 @@ impl ProxyState {
             route_runtime,
             listeners,
             pools,
+            access_log_file: None,
         })
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bench_l7 [--quick] [--seconds S] [--rounds N] [--idle-connections N]
-//!          [--targets direct,relay,balancer,nginx,haproxy] [--skip-memory] [--skip-load]
+//!          [--targets direct,relay,balancer,nginx,haproxy,balancer_logged,nginx_logged] [--skip-memory] [--skip-load]
 //! ```
 //!
 //! In one fresh network namespace (loopback only, 127.0.0.1) it starts one `l7_backend`
@@ -17,6 +17,8 @@
 //! 1. HTTP/1.1 keep-alive: `wrk -t1 -c50 --latency` → requests/s, p50, p99. Also through
 //!    `l7_relay` on the same CPU, a byte relay with no HTTP in it: the floor, what the kernel
 //!    charges for the four socket calls per request that every proxy makes.
+//!    And through balancer and nginx once more, each writing nginx's combined access log to
+//!    a file with the same buffering (64 KiB, flushed every second): what logging costs.
 //! 2. h2 over TLS: `h2load -c10 -m10` (direct: h2c with prior knowledge) → requests/s,
 //!    and p50/p99 of the per-request times of its `--log-file`.
 //! 3. New TLS connections: `wrk -t1 -c20 -H 'Connection: close'` over HTTPS → connections/s
@@ -55,7 +57,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const USAGE: &str = "usage: bench_l7 [--quick] [--seconds S] [--rounds N] [--idle-connections N] \
-                     [--targets direct,relay,balancer,nginx,haproxy] \
+                     [--targets direct,relay,balancer,nginx,haproxy,balancer_logged,nginx_logged] \
                      [--cases http1_keepalive,h2,tls_new_connections,tls_full_handshakes] \
                      [--nice N] [--skip-memory] [--skip-load]";
 
@@ -91,15 +93,21 @@ enum Target {
     Balancer,
     Nginx,
     Haproxy,
+    /// balancer and nginx again, each writing nginx's combined access log to a file,
+    /// buffered alike (64 KiB, flushed every second): the HTTP/1.1 case's logging cost.
+    BalancerLogged,
+    NginxLogged,
 }
 
 impl Target {
-    const ALL: [Target; 5] = [
+    const ALL: [Target; 7] = [
         Target::Direct,
         Target::Relay,
         Target::Balancer,
         Target::Nginx,
         Target::Haproxy,
+        Target::BalancerLogged,
+        Target::NginxLogged,
     ];
 
     fn key(self) -> &'static str {
@@ -109,6 +117,8 @@ impl Target {
             Target::Balancer => "balancer",
             Target::Nginx => "nginx",
             Target::Haproxy => "haproxy",
+            Target::BalancerLogged => "balancer_logged",
+            Target::NginxLogged => "nginx_logged",
         }
     }
 
@@ -119,13 +129,15 @@ impl Target {
             Target::Balancer => 8080,
             Target::Nginx => 8081,
             Target::Haproxy => 8082,
+            Target::BalancerLogged => 8084,
+            Target::NginxLogged => 8085,
         }
     }
 
     /// The backend speaks no TLS, nor does the relay.
     fn tls_port(self) -> Option<u16> {
         match self {
-            Target::Direct | Target::Relay => None,
+            Target::Direct | Target::Relay | Target::BalancerLogged | Target::NginxLogged => None,
             Target::Balancer => Some(8443),
             Target::Nginx => Some(8444),
             Target::Haproxy => Some(8445),
@@ -135,6 +147,11 @@ impl Target {
     /// Runs as its own process in front of the backend (its CPU time is measured).
     fn is_proxy(self) -> bool {
         self != Target::Direct
+    }
+
+    /// Measured only in the HTTP/1.1 case, beside its twin without logging.
+    fn is_logged(self) -> bool {
+        matches!(self, Target::BalancerLogged | Target::NginxLogged)
     }
 }
 
@@ -165,7 +182,7 @@ impl Case {
     /// measured over plain HTTP as a reference; the relay is the HTTP/1.1 case's floor).
     fn applies_to(self, target: Target) -> bool {
         match target {
-            Target::Relay => self == Case::Http1,
+            Target::Relay | Target::BalancerLogged | Target::NginxLogged => self == Case::Http1,
             Target::Direct => self != Case::TlsFull,
             _ => true,
         }
@@ -374,7 +391,10 @@ fn run(args: &Args) -> anyhow::Result<Value> {
     let mut memory = serde_json::Map::new();
     if args.memory {
         // The backend too, as a reference: hyper alone, without proxying.
-        for &target in live.iter().filter(|t| **t != Target::Relay) {
+        for &target in live
+            .iter()
+            .filter(|t| **t != Target::Relay && !t.is_logged())
+        {
             let process = match target {
                 Target::Direct => &mut backend,
                 _ => proxies.get_mut(&target).expect("started"),
@@ -930,6 +950,82 @@ keepalive = {{ max_idle = 64 }}
     )
 }
 
+/// balancer with nginx's combined access log in a file: plain HTTP only.
+fn balancer_logged_config(dir: &Path, max_connections: usize) -> String {
+    let plain = Target::BalancerLogged.plain_port();
+    format!(
+        r#"# bench_l7: balancer with its access log in a file (the default format, combined).
+[admin]
+listen = "127.0.0.1:9101"
+
+[proxy]
+access_log_file = "{log}"
+shutdown_timeout = "1s"
+
+[[listener]]
+name = "plain"
+bind = "127.0.0.1:{plain}"
+max_connections = {max_connections}
+
+[[route]]
+path = "/"
+listener = "plain"
+pool = "backend"
+
+[pool.backend]
+servers = [ {{ url = "http://127.0.0.1:{BACKEND_PORT}" }} ]
+keepalive = {{ max_idle = 64 }}
+"#,
+        log = dir.join("balancer-access.log").display(),
+    )
+}
+
+/// nginx with its combined access log in a file, buffered as balancer's is: plain HTTP only.
+fn nginx_logged_config(dir: &Path, max_connections: usize, nofile: u64) -> String {
+    let plain = Target::NginxLogged.plain_port();
+    let dir = dir.display();
+    format!(
+        r#"# bench_l7: nginx with its access log in a file, buffered like balancer's.
+worker_processes 1;
+worker_rlimit_nofile {nofile};
+daemon off;
+user root;
+pid {dir}/nginx-logged.pid;
+error_log {dir}/nginx-logged-error.log warn;
+
+events {{
+    worker_connections {max_connections};
+}}
+
+http {{
+    access_log {dir}/nginx-access.log combined buffer=64k flush=1s;
+    client_body_temp_path {dir}/nginx-body;
+    proxy_temp_path {dir}/nginx-proxy;
+    fastcgi_temp_path {dir}/nginx-fastcgi;
+    uwsgi_temp_path {dir}/nginx-uwsgi;
+    scgi_temp_path {dir}/nginx-scgi;
+    keepalive_timeout 75s;
+    keepalive_requests 10000000;
+
+    upstream backend {{
+        server 127.0.0.1:{BACKEND_PORT};
+        keepalive 64;
+        keepalive_requests 10000000;
+    }}
+
+    server {{
+        listen 127.0.0.1:{plain};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"#
+    )
+}
+
 fn nginx_config(dir: &Path, certs: &Certs, max_connections: usize, nofile: u64) -> String {
     let (plain, tls) = (
         Target::Nginx.plain_port(),
@@ -1077,6 +1173,40 @@ fn start_proxy(
                 &log,
             )?
         }
+        Target::BalancerLogged => {
+            let binary = balancer_binary()?;
+            let config = dir.join("balancer-logged.toml");
+            std::fs::write(&config, balancer_logged_config(dir, max_connections))?;
+            let config = config.to_string_lossy().into_owned();
+            Proc::spawn(
+                netns,
+                "balancer",
+                PROXY_CPU,
+                &binary,
+                &["run", "--config", &config],
+                &[("TOKIO_WORKER_THREADS", "1"), ("RUST_LOG", "warn")],
+                &log,
+            )?
+        }
+        Target::NginxLogged => {
+            let config = dir.join("nginx-logged.conf");
+            std::fs::write(&config, nginx_logged_config(dir, max_connections, nofile))?;
+            let prefix = format!("{}/", dir.display());
+            let error_log = dir
+                .join("nginx-logged-error.log")
+                .to_string_lossy()
+                .into_owned();
+            let config = config.to_string_lossy().into_owned();
+            Proc::spawn(
+                netns,
+                "nginx",
+                PROXY_CPU,
+                Path::new("nginx"),
+                &["-p", &prefix, "-e", &error_log, "-c", &config],
+                &[],
+                &log,
+            )?
+        }
         Target::Haproxy => {
             let config = dir.join("haproxy.cfg");
             std::fs::write(&config, haproxy_config(certs, haproxy_maxconn))?;
@@ -1175,11 +1305,12 @@ fn check_target(netns: &Netns, target: Target) -> Value {
             checks.push(("tls_h2", url.clone(), "--http2"));
             checks.push(("tls_http1", url, "--http1.1"));
         }
-        None => checks.push((
+        None if !target.is_logged() => checks.push((
             "plain_h2c",
             format!("http://127.0.0.1:{}/bench", target.plain_port()),
             "--http2-prior-knowledge",
         )),
+        None => {}
     }
     let mut out = serde_json::Map::new();
     for (name, url, flag) in checks {

@@ -13,13 +13,22 @@ const PROXIES: [(&str, &str); 3] = [
     ("nginx", "nginx"),
     ("haproxy", "HAProxy"),
 ];
-const ROWS: [(&str, &str); 5] = [
+const ROWS: [(&str, &str); 7] = [
     ("direct", "direct to the backend"),
     ("relay", "floor: `l7_relay`, a byte relay (no HTTP)"),
     ("balancer", "balancer"),
     ("nginx", "nginx"),
     ("haproxy", "HAProxy"),
+    ("balancer_logged", "balancer, access log to a file"),
+    ("nginx_logged", "nginx, access log to a file"),
 ];
+/// (logged row, its twin without logging, label).
+const LOGGED: [(&str, &str, &str); 2] = [
+    ("balancer_logged", "balancer", "balancer"),
+    ("nginx_logged", "nginx", "nginx"),
+];
+/// Logging may cost at most this share of the CPU-per-request throughput.
+const LOGGING_TARGET: f64 = 0.95;
 const PEERS: [(&str, &str); 2] = [("nginx", "nginx"), ("haproxy", "HAProxy")];
 
 /// The idle-connection memory target, KiB per connection.
@@ -45,6 +54,7 @@ pub fn render(md: &mut String, raw: &Value) -> anyhow::Result<()> {
          write it back), and nothing else.",
     );
     render_floor(md, &cases["http1_keepalive"]);
+    render_logging(md, &cases["http1_keepalive"]);
     render_case(
         md,
         raw,
@@ -396,6 +406,41 @@ fn render_floor(md: &mut String, rows: &Value) {
          {headroom} for everything a proxy does with HTTP; nginx itself takes {:.1} µs above it.",
         above.join(", "),
         nginx - floor,
+    );
+}
+
+/// What writing the access log costs each proxy: CPU per request with it, less without it,
+/// and the CPU-per-request throughput kept (target ≥ 0.95×).
+fn render_logging(md: &mut String, rows: &Value) {
+    let cpu = |key: &str, field: &str| rows[key][field].as_f64();
+    let lines: Vec<String> = LOGGED
+        .iter()
+        .filter_map(|(logged, plain, label)| {
+            let on = cpu(logged, "proxy_cpu_us_per_request")?;
+            let off = cpu(plain, "proxy_cpu_us_per_request")?;
+            let user = cpu(logged, "proxy_user_us_per_request")?
+                - cpu(plain, "proxy_user_us_per_request")?;
+            let kept = off / on;
+            let verdict = if kept >= LOGGING_TARGET {
+                "met"
+            } else {
+                "missed"
+            };
+            Some(format!(
+                "{label} {:+.2} µs per request ({user:+.2} µs user), throughput per core \
+                 {kept:.3}× of logging off (target ≥ {LOGGING_TARGET}×: **{verdict}**)",
+                on - off
+            ))
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nWhat the access log costs (nginx's combined format into a file, buffered 64 KiB and \
+         flushed every second, the same for both): {}.",
+        lines.join("; ")
     );
 }
 

@@ -21,6 +21,7 @@ use crate::config::{KeepaliveConfig, ListenerConfig, RouteConfig};
 pub(in crate::config) struct ProxyTable {
     #[serde(default, deserialize_with = "keyword")]
     pub access_log: AccessLog,
+    pub access_log_file: Option<Spanned<String>>,
     #[serde(default, deserialize_with = "optional_duration")]
     pub shutdown_timeout: Option<Spanned<Duration>>,
 }
@@ -29,6 +30,8 @@ pub(in crate::config) struct ProxyTable {
 #[serde(rename_all = "kebab-case")]
 pub(in crate::config) enum AccessLog {
     #[default]
+    Combined,
+    /// The name of `combined` before it was nginx's format exactly; kept as its alias.
     Text,
     Json,
     Off,
@@ -404,7 +407,7 @@ impl Element for Table<ServerTable> {
 // ---- Keywords ----------------------------------------------------------------------------------
 
 impl Keyword for AccessLog {
-    const ONE_OF: &'static str = "one of `text`, `json`, `off`";
+    const ONE_OF: &'static str = "one of `combined`, `text`, `json`, `off`";
 }
 
 impl Keyword for StickyMode {

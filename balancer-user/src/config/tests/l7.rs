@@ -90,6 +90,7 @@ listen = "127.0.0.1:9100"
 
 [proxy]
 access_log = "json"
+access_log_file = "logs/access.log"
 shutdown_timeout = "1m"
 
 [[listener]]
@@ -184,6 +185,7 @@ servers = [ { url = "http://API.internal" } ]
     let expected = L7Config {
         proxy: ProxySettings {
             access_log: AccessLogFormat::Json,
+            access_log_file: Some(path("/etc/balancer/logs/access.log")),
             shutdown_timeout: Duration::from_secs(60),
         },
         listeners: vec![
@@ -342,7 +344,8 @@ fn l7_defaults() {
         l7,
         L7Config {
             proxy: ProxySettings {
-                access_log: AccessLogFormat::Text,
+                access_log: AccessLogFormat::Combined,
+                access_log_file: None,
                 shutdown_timeout: Duration::from_secs(30),
             },
             listeners: vec![ListenerConfig {
@@ -558,7 +561,8 @@ fn files_are_not_opened_while_parsing() {
 #[test]
 fn every_access_log_format_is_accepted() {
     for (word, format) in [
-        ("text", AccessLogFormat::Text),
+        ("combined", AccessLogFormat::Combined),
+        ("text", AccessLogFormat::Combined),
         ("json", AccessLogFormat::Json),
         ("off", AccessLogFormat::Off),
     ] {
@@ -823,7 +827,7 @@ const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, 
 fn unknown_key_in_proxy() {
     assert_error(
         "[proxy]\nworkers = 4\n",
-        "test.toml:2:1: proxy.workers: unknown field `workers`, expected `access_log` or `shutdown_timeout`",
+        "test.toml:2:1: proxy.workers: unknown field `workers`, expected one of `access_log`, `access_log_file`, `shutdown_timeout`",
     );
 }
 
@@ -942,12 +946,16 @@ fn l7_tables_of_the_wrong_type() {
 #[test]
 fn access_log_unknown() {
     assert_error(
-        "[proxy]\naccess_log = \"combined\"\n",
-        "test.toml:2:14: proxy.access_log: unknown variant `combined`, expected one of `text`, `json`, `off`",
+        "[proxy]\naccess_log = \"common\"\n",
+        "test.toml:2:14: proxy.access_log: unknown variant `common`, expected one of `combined`, `text`, `json`, `off`",
     );
     assert_error(
         "[proxy]\naccess_log = false\n",
-        "test.toml:2:14: proxy.access_log: invalid type: boolean `false`, expected one of `text`, `json`, `off`",
+        "test.toml:2:14: proxy.access_log: invalid type: boolean `false`, expected one of `combined`, `text`, `json`, `off`",
+    );
+    assert_error(
+        "[proxy]\naccess_log_file = \"\"\n",
+        "test.toml:2:19: proxy.access_log_file: must not be empty",
     );
 }
 

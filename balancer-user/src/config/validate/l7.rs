@@ -46,7 +46,7 @@ pub(super) fn l7_config(
     pools: &Pools,
     base_dir: &Path,
 ) -> Result<L7Config, Invalid> {
-    let proxy = proxy_settings(proxy)?;
+    let proxy = proxy_settings(proxy, base_dir)?;
     let listeners = listener_configs(admin, listeners, base_dir)?;
     let mut pools = pools
         .0
@@ -63,10 +63,15 @@ pub(super) fn l7_config(
     })
 }
 
-fn proxy_settings(table: &ProxyTable) -> Result<ProxySettings, Invalid> {
+fn proxy_settings(table: &ProxyTable, base_dir: &Path) -> Result<ProxySettings, Invalid> {
     Ok(ProxySettings {
+        access_log_file: table
+            .access_log_file
+            .as_ref()
+            .map(|file| file_path("proxy.access_log_file", file, base_dir))
+            .transpose()?,
         access_log: match table.access_log {
-            AccessLog::Text => AccessLogFormat::Text,
+            AccessLog::Combined | AccessLog::Text => AccessLogFormat::Combined,
             AccessLog::Json => AccessLogFormat::Json,
             AccessLog::Off => AccessLogFormat::Off,
         },
