@@ -26,8 +26,8 @@ pub(super) use l7::{
 };
 
 use super::{
-    AdminConfig, ForwardMode, MAX_ACL_RULES_LIMIT, MAX_CONNECTIONS_LIMIT, MAX_CONNECTIONS_MIN,
-    Protocol, TABLE_SIZE_MAX, TABLE_SIZE_MIN, UdpHash, XdpAttachMode,
+    ForwardMode, MAX_ACL_RULES_LIMIT, MAX_CONNECTIONS_LIMIT, MAX_CONNECTIONS_MIN, Protocol,
+    TABLE_SIZE_MAX, TABLE_SIZE_MIN, UdpHash, XdpAttachMode,
 };
 
 // ---- The tables of the file --------------------------------------------------------------------
@@ -38,7 +38,7 @@ use super::{
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ConfigFile {
-    pub admin: Option<Spanned<Table<AdminConfig>>>,
+    pub admin: Option<Table<AdminTable>>,
     pub xdp: Option<Table<XdpTable>>,
     #[serde(default, rename = "vip", deserialize_with = "array")]
     pub vips: Vec<Table<VipTable>>,
@@ -202,7 +202,7 @@ pub(super) trait TableOf: DeserializeOwned {
     const EXPECTING: &'static str = "a table";
 }
 
-impl TableOf for AdminConfig {}
+impl TableOf for AdminTable {}
 impl TableOf for XdpTable {}
 impl TableOf for VipTable {}
 impl TableOf for HealthTable {}
@@ -564,10 +564,20 @@ pub(super) fn ip_addr<'de, D: Deserializer<'de>>(
     Ok(Spanned::new(text.span(), text.into_inner().0))
 }
 
-pub(super) fn socket_addr<'de, D: Deserializer<'de>>(
+/// `[admin]` as written: each key with its place, so an error points at the key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AdminTable {
+    #[serde(default, deserialize_with = "optional_socket_addr")]
+    pub listen: Option<Spanned<SocketAddr>>,
+    pub token_file: Option<Spanned<String>>,
+}
+
+fn optional_socket_addr<'de, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<SocketAddr, D::Error> {
-    Parsed::<SocketAddr>::deserialize(deserializer).map(|parsed| parsed.0)
+) -> Result<Option<Spanned<SocketAddr>>, D::Error> {
+    let text = Spanned::<Parsed<SocketAddr>>::deserialize(deserializer)?;
+    Ok(Some(Spanned::new(text.span(), text.into_inner().0)))
 }
 
 /// A duration with a unit ("500ms", "2s", "1m"), as `humantime` reads it.

@@ -53,25 +53,19 @@ pub struct Config {
     pub l7: L7Config,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-// `expecting` so that `admin = 1` says "expected a table", not a Rust type name.
-#[serde(deny_unknown_fields, expecting = "a table")]
+/// `[admin]`, validated (as written: `de::AdminTable`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Address of the admin API and metrics (loopback by default: it is not authenticated).
-    #[serde(
-        default = "AdminConfig::default_listen",
-        deserialize_with = "de::socket_addr"
-    )]
     pub listen: SocketAddr,
     /// `token_file`: a file holding a bearer token that every admin request except
     /// `GET /healthz` must present (`Authorization: Bearer TOKEN`). Required when `listen` is
     /// not a loopback address.
-    #[serde(default)]
     pub token_file: Option<PathBuf>,
 }
 
 impl AdminConfig {
-    fn default_listen() -> SocketAddr {
+    pub(crate) fn default_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9100))
     }
 }

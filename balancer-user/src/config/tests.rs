@@ -2335,11 +2335,16 @@ fn admin_token_file() {
     );
     assert_error(
         "[admin]\nlisten = \"198.18.0.1:9100\"\n",
-        "test.toml:1:1: admin.listen: 198.18.0.1:9100 is reachable from other hosts: set token_file (a bearer token every request must carry), or listen on a loopback address",
+        "test.toml:2:10: admin.listen: 198.18.0.1:9100 is reachable from other hosts: set token_file (a bearer token every request must carry), or listen on a loopback address",
     );
     assert_error(
         "[admin]\nlisten = \"[::]:9100\"\n",
-        "test.toml:1:1: admin.listen: [::]:9100 is reachable from other hosts: set token_file (a bearer token every request must carry), or listen on a loopback address",
+        "test.toml:2:10: admin.listen: [::]:9100 is reachable from other hosts: set token_file (a bearer token every request must carry), or listen on a loopback address",
     );
     assert!(Config::parse("[admin]\nlisten = \"[::1]:9100\"\n", ORIGIN).is_ok());
+    // Errors point at the key, not at the [admin] header.
+    assert_error(
+        "[admin]\nlisten = \"127.0.0.1:9100\"\ntoken_file = \"\"\n",
+        "test.toml:3:14: admin.token_file: is empty: give the path of the file holding the token",
+    );
 }

@@ -17,8 +17,8 @@ use super::{
     HealthCheckConfig, HealthCheckKind, MAGLEV_SLOTS_LIMIT, Protocol, UdpHash, VipConfig,
     XdpConfig,
     de::{
-        AclTable, Array, Cidr, ConfigFile, HealthCheck, HealthTable, Status, Table, VipTable,
-        XdpTable,
+        AclTable, AdminTable, Array, Cidr, ConfigFile, HealthCheck, HealthTable, Status, Table,
+        VipTable, XdpTable,
     },
     error::Invalid,
 };
@@ -497,34 +497,40 @@ pub(super) fn check_expect(
 /// `[admin]`: a relative `token_file` is resolved against the config's directory; an admin API
 /// reachable from other hosts needs the token.
 fn admin_config(
-    written: Option<Spanned<Table<AdminConfig>>>,
+    written: Option<Table<AdminTable>>,
     base_dir: &Path,
 ) -> Result<AdminConfig, Invalid> {
-    let Some(written) = written else {
+    let Some(Table(written)) = written else {
         return Ok(AdminConfig::default());
     };
-    let span = written.span();
-    let mut admin = written.into_inner().0;
-    if let Some(file) = &admin.token_file {
-        if file.as_os_str().is_empty() {
-            return Err(Invalid {
-                key: "admin.token_file".to_string(),
-                span,
-                what: "is empty: give the path of the file holding the token".to_string(),
-            });
+    let token_file = match &written.token_file {
+        Some(file) if file.get_ref().is_empty() => {
+            return Err(Invalid::at(
+                "admin.token_file",
+                file,
+                "is empty: give the path of the file holding the token",
+            ));
         }
-        admin.token_file = Some(base_dir.join(file));
-    } else if !admin.listen.ip().is_loopback() {
-        return Err(Invalid {
-            key: "admin.listen".to_string(),
-            span,
-            what: format!(
-                "{} is reachable from other hosts: set token_file (a bearer token every request must carry), or listen on a loopback address",
-                admin.listen
+        Some(file) => Some(base_dir.join(file.get_ref())),
+        None => None,
+    };
+    let listen = written
+        .listen
+        .as_ref()
+        .map_or_else(AdminConfig::default_listen, |listen| *listen.get_ref());
+    if let Some(written_listen) = &written.listen
+        && token_file.is_none()
+        && !listen.ip().is_loopback()
+    {
+        return Err(Invalid::at(
+            "admin.listen",
+            written_listen,
+            format!(
+                "{listen} is reachable from other hosts: set token_file (a bearer token every request must carry), or listen on a loopback address"
             ),
-        });
+        ));
     }
-    Ok(admin)
+    Ok(AdminConfig { listen, token_file })
 }
 
 /// `interval` and `timeout` of a health check (VIP or pool): the interval in its range, the
