@@ -155,8 +155,10 @@ pub struct RouteConfig {
     /// The label used in logs and metrics: `name` if given (letters, digits, '-', '_', '.'),
     /// else "route-<index>" (index in the file's `[[route]]` list). Unique among routes.
     pub name: String,
-    /// The listener's name (must exist, and not redirect every request with `redirect_https`).
-    pub listener: String,
+    /// `listener`: the listener's name (must exist, and not redirect every request with
+    /// `redirect_https`). `None` (not written): every listener; on a listener that also has
+    /// a route of its own for the same host and path, its own route wins.
+    pub listener: Option<String>,
     /// `host`: `None` matches every host.
     pub host: Option<HostPattern>,
     /// `path` (default "/"): a prefix that starts with '/', without whitespace, control

@@ -84,28 +84,23 @@ enum HostKey<'a> {
 }
 
 impl RouteTable {
-    pub fn new(routes: &[RouteConfig]) -> RouteTable {
-        let mut listeners: HashMap<String, ListenerRoutes> = HashMap::new();
+    /// `listeners`: the names of the listeners, where routes without a `listener` apply.
+    pub fn new(routes: &[RouteConfig], listeners: &[&str]) -> RouteTable {
+        let mut tables: HashMap<String, ListenerRoutes> = HashMap::new();
         for (index, route) in routes.iter().enumerate() {
-            let table = listeners.entry(route.listener.clone()).or_default();
-            let list = match &route.host {
-                None => &mut table.any,
-                Some(HostPattern::Exact(host)) => {
-                    let host = normalize_pattern(host);
-                    match parse_ipv6(&host) {
-                        Some(addr) => table.exact_ipv6.entry(addr).or_default(),
-                        None => table.exact.entry(host).or_default(),
+            match &route.listener {
+                Some(name) => tables.entry(name.clone()).or_default().add(route, index),
+                None => {
+                    for listener in listeners {
+                        tables
+                            .entry((*listener).to_string())
+                            .or_default()
+                            .add(route, index);
                     }
                 }
-                Some(HostPattern::Suffix(suffix)) => {
-                    let suffix = normalize_pattern(suffix);
-                    let suffix = suffix.trim_start_matches("*.").trim_start_matches('.');
-                    table.suffix.entry(suffix.to_string()).or_default()
-                }
-            };
-            list.0.push(index);
+            }
         }
-        for table in listeners.values_mut() {
+        for table in tables.values_mut() {
             let lists = table
                 .exact
                 .values_mut()
@@ -113,17 +108,45 @@ impl RouteTable {
                 .chain(table.suffix.values_mut())
                 .chain(std::iter::once(&mut table.any));
             for list in lists {
-                // Stable sort: equal lengths stay in file order.
-                list.0
-                    .sort_by_key(|&i| std::cmp::Reverse(routes[i].path.len()));
+                // Stable sort: longest prefix first; for equal prefixes, a route of this
+                // listener before one of every listener, then file order.
+                list.0.sort_by_key(|&i| {
+                    (
+                        std::cmp::Reverse(routes[i].path.len()),
+                        routes[i].listener.is_none(),
+                    )
+                });
             }
         }
         RouteTable {
             routes: routes.to_vec(),
-            listeners,
+            listeners: tables,
         }
     }
+}
 
+impl ListenerRoutes {
+    fn add(&mut self, route: &RouteConfig, index: usize) {
+        let list = match &route.host {
+            None => &mut self.any,
+            Some(HostPattern::Exact(host)) => {
+                let host = normalize_pattern(host);
+                match parse_ipv6(&host) {
+                    Some(addr) => self.exact_ipv6.entry(addr).or_default(),
+                    None => self.exact.entry(host).or_default(),
+                }
+            }
+            Some(HostPattern::Suffix(suffix)) => {
+                let suffix = normalize_pattern(suffix);
+                let suffix = suffix.trim_start_matches("*.").trim_start_matches('.');
+                self.suffix.entry(suffix.to_string()).or_default()
+            }
+        };
+        list.0.push(index);
+    }
+}
+
+impl RouteTable {
     /// The routes as given to [`RouteTable::new`].
     pub fn routes(&self) -> &[RouteConfig] {
         &self.routes
@@ -364,7 +387,7 @@ mod tests {
     ) -> RouteConfig {
         RouteConfig {
             name: name.to_string(),
-            listener: listener.to_string(),
+            listener: Some(listener.to_string()),
             host: match host {
                 Host::Any => None,
                 Host::Exact(h) => Some(HostPattern::Exact(h.to_string())),
@@ -460,7 +483,7 @@ mod tests {
     #[test]
     fn table_of_cases() {
         let routes = routes();
-        let table = RouteTable::new(&routes);
+        let table = RouteTable::new(&routes, &[]);
         #[rustfmt::skip]
         let cases: Vec<(&str, &str, &str, Want)> = vec![
             // Root route, any host.
@@ -556,7 +579,7 @@ mod tests {
             route("long", "l", Suffix("a.b.test"), "/a", false),
             route("exact", "l", Exact("x.a.b.test"), "/x", false),
         ];
-        let table = RouteTable::new(&routes);
+        let table = RouteTable::new(&routes, &[]);
         let name =
             |host: &str, path: &str| table.find("l", host, path).map(|m| m.route.name.as_str());
         assert_eq!(name("x.a.b.test", "/x"), Some("exact"));
@@ -579,7 +602,7 @@ mod tests {
                 route("slash", "l", Any, "/p/", true),
             ],
         ] {
-            let table = RouteTable::new(&routes);
+            let table = RouteTable::new(&routes, &[]);
             let m = table.find("l", "h", "/p").unwrap();
             assert_eq!(m.route.name, "plain");
             assert_eq!(
@@ -595,7 +618,7 @@ mod tests {
             route("root", "l", Any, "/", false),
             route("slash", "l", Any, "/p/", false),
         ];
-        let table = RouteTable::new(&routes);
+        let table = RouteTable::new(&routes, &[]);
         let m = table.find("l", "h", "/p").unwrap();
         assert_eq!(
             (m.index, m.action),
@@ -606,6 +629,34 @@ mod tests {
                 }
             )
         );
+    }
+
+    #[test]
+    fn a_route_without_listener_serves_every_listener_and_yields_to_their_own() {
+        use Host::*;
+        let every = |name: &str, path: &str| RouteConfig {
+            listener: None,
+            ..route(name, "-", Any, path, false)
+        };
+        let listeners = ["web", "tls"];
+        let routes = vec![
+            every("all-root", "/"),
+            route("tls-root", "tls", Any, "/", false),
+            every("all-api", "/api"),
+        ];
+        let table = RouteTable::new(&routes, &listeners);
+        let name = |listener: &str, path: &str| {
+            table
+                .find(listener, "h", path)
+                .map(|m| m.route.name.clone())
+        };
+        assert_eq!(name("web", "/x").as_deref(), Some("all-root"));
+        // Same prefix: the listener's own route wins, though it comes later in the file.
+        assert_eq!(name("tls", "/x").as_deref(), Some("tls-root"));
+        // A longer prefix still wins over the listener's own shorter one.
+        assert_eq!(name("tls", "/api/v1").as_deref(), Some("all-api"));
+        assert_eq!(name("web", "/api/v1").as_deref(), Some("all-api"));
+        assert_eq!(name("other", "/x"), None, "not a configured listener");
     }
 
     #[test]

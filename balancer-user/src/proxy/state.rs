@@ -161,7 +161,14 @@ impl ProxyState {
 
         Ok(ProxyState {
             config: config.clone(),
-            routes: RouteTable::new(&config.routes),
+            routes: RouteTable::new(
+                &config.routes,
+                &config
+                    .listeners
+                    .iter()
+                    .map(|listener| listener.name.as_str())
+                    .collect::<Vec<_>>(),
+            ),
             route_runtime,
             listeners,
             pools,

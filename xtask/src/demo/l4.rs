@@ -40,8 +40,8 @@ health = {{ check = "tcp", interval = "200ms", timeout = "150ms", rise = 1, fall
 name = "http"
 bind = "{lb}:{LISTEN_PORT}"
 
+# No `listener`: a route serves every listener, as a newcomer's first config expects.
 [[route]]
-listener = "http"
 pool = "app"
 
 [pool.app]

@@ -115,7 +115,7 @@ pub(in crate::config) struct CertificateTable {
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct RouteTable {
     pub name: Option<Spanned<String>>,
-    pub listener: Spanned<String>,
+    pub listener: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     #[serde(default)]

@@ -219,7 +219,7 @@ servers = [ { url = "http://API.internal" } ]
         routes: vec![
             RouteConfig {
                 name: "webapps".to_string(),
-                listener: "https".to_string(),
+                listener: Some("https".to_string()),
                 host: Some(HostPattern::Exact("www.example.test".to_string())),
                 path: "/webapps/".to_string(),
                 strip_prefix: true,
@@ -239,7 +239,7 @@ servers = [ { url = "http://API.internal" } ]
             },
             RouteConfig {
                 name: "route-1".to_string(),
-                listener: "https".to_string(),
+                listener: Some("https".to_string()),
                 host: Some(HostPattern::Suffix("example.test".to_string())),
                 path: "/".to_string(),
                 strip_prefix: false,
@@ -256,7 +256,7 @@ servers = [ { url = "http://API.internal" } ]
             },
             RouteConfig {
                 name: "route-2".to_string(),
-                listener: "internal".to_string(),
+                listener: Some("internal".to_string()),
                 host: Some(HostPattern::Exact("[2001:db8::1]".to_string())),
                 path: "/metrics".to_string(),
                 strip_prefix: false,
@@ -373,7 +373,7 @@ fn l7_defaults() {
             }],
             routes: vec![RouteConfig {
                 name: "route-0".to_string(),
-                listener: "http".to_string(),
+                listener: Some("http".to_string()),
                 host: None,
                 path: "/".to_string(),
                 strip_prefix: false,
@@ -1171,10 +1171,22 @@ fn listener_limits_out_of_range() {
 // ---- Bad configs: [[route]] --------------------------------------------------------------------
 
 #[test]
-fn route_field_missing() {
+fn a_route_without_listener_is_for_every_listener() {
+    let config = parse(&format!("{LISTENER}{POOL}[[route]]\npool = \"app\"\n"));
+    assert_eq!(config.l7.routes[0].listener, None);
+    // Two routes for every listener with the same host and path: one would never be used.
     assert_error(
-        &format!("{LISTENER}{POOL}[[route]]\npool = \"app\"\n"),
-        "test.toml:6:1: route[0]: missing field `listener`",
+        &format!("{LISTENER}{POOL}[[route]]\npool = \"app\"\n[[route]]\npool = \"app\"\n"),
+        "test.toml:8:1: route[1]: \"route-1\" has the same listeners (every one), no host and path \"/\" as route[0] (\"route-0\"); only one of them could be used",
+    );
+    // Beside a route of one listener with the same host and path, it is still used on the others.
+    let config = parse(&format!(
+        "{LISTENER}{POOL}[[route]]\npool = \"app\"\n[[route]]\nlistener = \"http\"\npool = \"app\"\n"
+    ));
+    assert_eq!(config.l7.routes.len(), 2);
+    assert_error(
+        &format!("{POOL}[[route]]\npool = \"app\"\n"),
+        "test.toml:3:1: route[0]: applies to every listener (it names none), but there is no listener it could serve: add a [[listener]] without redirect_https",
     );
 }
 

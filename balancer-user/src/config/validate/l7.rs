@@ -448,27 +448,19 @@ fn route_configs(
         let route: &RouteTable = written.get_ref();
         let key = format!("route[{index}]");
 
-        let listener = route.listener.get_ref();
-        let Some(listener_config) = listeners.iter().find(|l| &l.name == listener) else {
-            let known = listeners.iter().map(|l| l.name.as_str());
-            return Err(Invalid::at(
-                format!("{key}.listener"),
-                &route.listener,
-                format!(
-                    "{listener:?} is not the name of a listener ({})",
-                    known_names("listeners", known, "[[listener]]")
-                ),
-            ));
+        let listener = match &route.listener {
+            Some(written) => Some(route_listener(&key, written, listeners)?),
+            None => {
+                if !listeners.iter().any(|l| !l.redirect_https) {
+                    return Err(Invalid::at(
+                        key,
+                        written,
+                        "applies to every listener (it names none), but there is no listener it could serve: add a [[listener]] without redirect_https",
+                    ));
+                }
+                None
+            }
         };
-        if listener_config.redirect_https {
-            return Err(Invalid::at(
-                format!("{key}.listener"),
-                &route.listener,
-                format!(
-                    "listener {listener:?} has redirect_https = true: it redirects every request to HTTPS, so no route applies to it"
-                ),
-            ));
-        }
 
         let host = route
             .host
@@ -523,11 +515,15 @@ fn route_configs(
             (listener.clone(), host_text.clone(), path.clone()),
             (index, name.clone()),
         ) {
+            let listener_text = match &listener {
+                Some(listener) => format!("listener {listener:?}"),
+                None => "listeners (every one)".to_string(),
+            };
             return Err(Invalid::at(
                 key,
                 written,
                 format!(
-                    "{name:?} has the same listener {listener:?}, {host_text} and path {path:?} as route[{earlier}] ({earlier_name:?}); only one of them could be used"
+                    "{name:?} has the same {listener_text}, {host_text} and path {path:?} as route[{earlier}] ({earlier_name:?}); only one of them could be used"
                 ),
             ));
         }
@@ -557,6 +553,36 @@ fn route_configs(
         });
     }
     Ok(configs)
+}
+
+/// A route's `listener`: the name of a listener that does not redirect every request.
+fn route_listener(
+    key: &str,
+    written: &Spanned<String>,
+    listeners: &[ListenerConfig],
+) -> Result<String, Invalid> {
+    let listener = written.get_ref();
+    let Some(listener_config) = listeners.iter().find(|l| &l.name == listener) else {
+        let known = listeners.iter().map(|l| l.name.as_str());
+        return Err(Invalid::at(
+            format!("{key}.listener"),
+            written,
+            format!(
+                "{listener:?} is not the name of a listener ({})",
+                known_names("listeners", known, "[[listener]]")
+            ),
+        ));
+    };
+    if listener_config.redirect_https {
+        return Err(Invalid::at(
+            format!("{key}.listener"),
+            written,
+            format!(
+                "listener {listener:?} has redirect_https = true: it redirects every request to HTTPS, so no route applies to it"
+            ),
+        ));
+    }
+    Ok(listener.clone())
 }
 
 /// Every route's name: its `name`, or "route-<index>". Checked first, so that a later route's
