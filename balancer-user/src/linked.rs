@@ -68,6 +68,9 @@ pub fn operator_to_pools(
             }
         }
     }
+    if !changed.is_empty() {
+        crate::proxy::operator_file::save_configured(&state);
+    }
     changed
 }
 

@@ -793,3 +793,95 @@ fn reload_changing_a_pool_applies_its_new_servers_and_weights() {
         || (b1.stats().expect("stats").open == 0).then_some(()),
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Operator state across restarts
+
+/// The `operator` of each server of pool "app" in `/api/state`, by url.
+fn operators(balancer: &BalancerProcess) -> Vec<(String, String)> {
+    let state = l7_support::state(balancer);
+    let pool = state["pools"]
+        .as_array()
+        .and_then(|pools| pools.iter().find(|p| p["name"] == "app"))
+        .unwrap_or_else(|| panic!("pool app in {state}"));
+    pool["servers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("servers in {pool}"))
+        .iter()
+        .map(|s| {
+            (
+                s["url"].as_str().unwrap_or_default().to_string(),
+                s["operator"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_drain_and_a_disable_survive_a_restart_through_the_state_file() {
+    let net = L7Net::new("opstate").expect("namespace");
+    let _b1 = Backend::start(&net, "b1", &[B1]).expect("backend b1");
+    let _b2 = Backend::start(&net, "b2", &[B2]).expect("backend b2");
+    let _b3 = Backend::start(&net, "b3", &[B3]).expect("backend b3");
+    let state_file = net.dir().join("state.json");
+    let config = format!(
+        "[proxy]\nstate_file = {:?}\n{}",
+        state_file.display().to_string(),
+        one_pool_config(&servers(&[(&url(B1), 1), (&url(B2), 1), (&url(B3), 1)]))
+    );
+    let mut balancer = start(&net, &config);
+    for (server, action) in [(url(B1), "drain"), (url(B2), "disable")] {
+        let path = format!(
+            "/api/pools/app/servers/{}/{action}",
+            server.replace(':', "%3A").replace('/', "%2F")
+        );
+        let (status, body) = balancer.admin_post(&path).expect("admin API");
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let written = std::fs::read_to_string(&state_file).expect("state file written");
+    assert!(written.contains("\"draining\"") && written.contains("\"disabled\""), "{written}");
+    let status = balancer.terminate().expect("exit");
+    assert!(status.success(), "{status}");
+
+    let balancer = start(&net, &config);
+    assert_eq!(
+        operators(&balancer),
+        [
+            (url(B1), "draining".to_string()),
+            (url(B2), "disabled".to_string()),
+            (url(B3), "enabled".to_string()),
+        ],
+        "after the restart; log:\n{}",
+        balancer.log()
+    );
+    // New requests go to the only enabled server.
+    let client = Client::tcp(&net, LISTEN);
+    for _ in 0..6 {
+        let reply = client
+            .send(&Request::get("/x").host("www.example.test"))
+            .expect("request");
+        assert_eq!(l7_support::server_of(&reply), "b3", "{}", reply.text());
+    }
+}
+
+#[test]
+fn a_corrupt_state_file_refuses_the_start_with_the_reason() {
+    let net = L7Net::new("opstatebad").expect("namespace");
+    let state_file = net.dir().join("state.json");
+    std::fs::write(&state_file, "{\"pools\": {\"app\": {\"http://x:1\": \"asleep\"}}}")
+        .expect("write");
+    let config = format!(
+        "[proxy]\nstate_file = {:?}\n{}",
+        state_file.display().to_string(),
+        one_pool_config(&servers(&[(&url(B1), 1)]))
+    );
+    let err = net
+        .start_balancer(&config)
+        .err()
+        .expect("the start is refused");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("is not \"enabled\", \"draining\" or \"disabled\""),
+        "{text}"
+    );
+}

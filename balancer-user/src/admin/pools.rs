@@ -60,6 +60,9 @@ pub fn server_action(
         );
     };
     let changed = pool.set_operator(index, operator, "admin API");
+    if changed {
+        crate::proxy::operator_file::save_configured(&state);
+    }
     let server = &pool.servers[index];
     // One state per host: VIP backends at this server's address follow.
     let vips = match (

@@ -19,6 +19,10 @@ pub struct ProxySettings {
     /// every second, flushed on exit) and reopened on SIGUSR1. `None`: lines go to the
     /// process log (stderr) through tracing, target `access`.
     pub access_log_file: Option<PathBuf>,
+    /// `state_file`: where the operator state of pool servers (drained, disabled) is kept, so
+    /// that a restart keeps it as the pinned maps keep the VIP backends'. Written on each
+    /// change through the admin API, read at start. `None`: a restart starts them enabled.
+    pub state_file: Option<PathBuf>,
     /// `shutdown_timeout`: how long SIGTERM waits for in-flight requests (default 30s,
     /// 0s to 1h).
     pub shutdown_timeout: Duration,
@@ -33,6 +37,7 @@ impl Default for ProxySettings {
         Self {
             access_log: AccessLogFormat::Combined,
             access_log_file: None,
+            state_file: None,
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }

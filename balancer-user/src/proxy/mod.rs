@@ -15,6 +15,7 @@ pub mod health;
 pub mod html;
 pub mod listener;
 pub mod log_file;
+pub mod operator_file;
 pub mod metrics;
 pub mod pool;
 pub mod route;
@@ -70,6 +71,12 @@ impl Proxy {
     pub fn start(config: &L7Config, metrics: HttpMetrics) -> anyhow::Result<Proxy> {
         let mut state = ProxyState::build(config, None).map_err(anyhow::Error::msg)?;
         state.access_log_file = open_access_log(config, None).map_err(anyhow::Error::msg)?;
+        if let Some(path) = &config.proxy.state_file {
+            let kept = operator_file::restore(path, &state).map_err(anyhow::Error::msg)?;
+            if kept > 0 {
+                tracing::info!(file = %path.display(), servers = kept, "operator state of pool servers kept from before the restart");
+            }
+        }
         let (shutdown, _) = watch::channel(false);
         let tracker = TaskTracker::new();
         let mut proxy = Proxy {

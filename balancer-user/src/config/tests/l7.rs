@@ -91,6 +91,7 @@ listen = "127.0.0.1:9100"
 [proxy]
 access_log = "json"
 access_log_file = "logs/access.log"
+state_file = "/var/lib/balancer/state.json"
 shutdown_timeout = "1m"
 
 [[listener]]
@@ -186,6 +187,7 @@ servers = [ { url = "http://API.internal" } ]
         proxy: ProxySettings {
             access_log: AccessLogFormat::Json,
             access_log_file: Some(path("/etc/balancer/logs/access.log")),
+            state_file: Some(path("/var/lib/balancer/state.json")),
             shutdown_timeout: Duration::from_secs(60),
         },
         listeners: vec![
@@ -346,6 +348,7 @@ fn l7_defaults() {
             proxy: ProxySettings {
                 access_log: AccessLogFormat::Combined,
                 access_log_file: None,
+                state_file: None,
                 shutdown_timeout: Duration::from_secs(30),
             },
             listeners: vec![ListenerConfig {
@@ -827,7 +830,7 @@ const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, 
 fn unknown_key_in_proxy() {
     assert_error(
         "[proxy]\nworkers = 4\n",
-        "test.toml:2:1: proxy.workers: unknown field `workers`, expected one of `access_log`, `access_log_file`, `shutdown_timeout`",
+        "test.toml:2:1: proxy.workers: unknown field `workers`, expected one of `access_log`, `access_log_file`, `state_file`, `shutdown_timeout`",
     );
 }
 

@@ -70,6 +70,11 @@ fn proxy_settings(table: &ProxyTable, base_dir: &Path) -> Result<ProxySettings, 
             .as_ref()
             .map(|file| file_path("proxy.access_log_file", file, base_dir))
             .transpose()?,
+        state_file: table
+            .state_file
+            .as_ref()
+            .map(|file| file_path("proxy.state_file", file, base_dir))
+            .transpose()?,
         access_log: match table.access_log {
             AccessLog::Combined | AccessLog::Text => AccessLogFormat::Combined,
             AccessLog::Json => AccessLogFormat::Json,

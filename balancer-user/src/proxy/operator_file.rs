@@ -1,0 +1,167 @@
+//! `proxy.state_file`: the operator state of pool servers (drained, disabled) kept across
+//! restarts, as the pinned backend map keeps it for VIP backends. Only servers an operator
+//! took out are listed; a server not in the file starts enabled.
+//!
+//! ```json
+//! {"pools": {"app": {"http://198.18.0.11:8000": "draining"}}}
+//! ```
+//!
+//! Written whole on each change (a temporary file renamed over the old one, so a crash never
+//! leaves half a file) and read at start.
+
+use std::{collections::BTreeMap, io, path::Path};
+
+use serde_json::{Map, Value, json};
+
+use super::{server_state::Operator, state::ProxyState};
+
+/// Pool name → server url → state, for the servers that are not enabled.
+pub type Snapshot = BTreeMap<String, BTreeMap<String, Operator>>;
+
+/// The operator states of `state`'s pool servers that are not enabled.
+pub fn snapshot(state: &ProxyState) -> Snapshot {
+    let mut pools = Snapshot::new();
+    for (name, pool) in &state.pools {
+        for server in &pool.servers {
+            let operator = server.health.lock().operator();
+            if operator != Operator::Enabled {
+                pools
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(server.label.clone(), operator);
+            }
+        }
+    }
+    pools
+}
+
+pub fn encode(snapshot: &Snapshot) -> String {
+    let pools: Map<String, Value> = snapshot
+        .iter()
+        .map(|(pool, servers)| {
+            let servers: Map<String, Value> = servers
+                .iter()
+                .map(|(url, operator)| (url.clone(), json!(operator.label())))
+                .collect();
+            (pool.clone(), Value::Object(servers))
+        })
+        .collect();
+    format!("{}\n", json!({ "pools": pools }))
+}
+
+pub fn decode(text: &str) -> Result<Snapshot, String> {
+    let value: Value = serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
+    let Some(pools) = value.get("pools").and_then(Value::as_object) else {
+        return Err("expected {\"pools\": {POOL: {URL: STATE}}}".to_string());
+    };
+    let mut snapshot = Snapshot::new();
+    for (pool, servers) in pools {
+        let Some(servers) = servers.as_object() else {
+            return Err(format!("pools.{pool}: expected an object of URL: STATE"));
+        };
+        for (url, state) in servers {
+            let operator = match state.as_str() {
+                Some("enabled") => Operator::Enabled,
+                Some("draining") => Operator::Draining,
+                Some("disabled") => Operator::Disabled,
+                _ => {
+                    return Err(format!(
+                        "pools.{pool}.{url}: {state} is not \"enabled\", \"draining\" or \"disabled\""
+                    ));
+                }
+            };
+            snapshot
+                .entry(pool.clone())
+                .or_default()
+                .insert(url.clone(), operator);
+        }
+    }
+    Ok(snapshot)
+}
+
+/// Writes `state`'s operator states to `path`: into `path.tmp`, then renamed over `path`.
+pub fn save(path: &Path, state: &ProxyState) -> io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    std::fs::write(&temporary, encode(&snapshot(state)))?;
+    std::fs::rename(&temporary, path)
+}
+
+/// [`save`] to `proxy.state_file` when it is set; a failure is logged (the change itself
+/// stands: only a restart would lose it).
+pub fn save_configured(state: &ProxyState) {
+    if let Some(path) = &state.config.proxy.state_file
+        && let Err(err) = save(path, state)
+    {
+        tracing::error!(
+            file = %path.display(),
+            "proxy.state_file: cannot save the operator state (a restart would forget it): {err}"
+        );
+    }
+}
+
+/// Applies the states in `path` to the servers of `state` that are still configured; returns
+/// how many were applied. No file yet is no error.
+pub fn restore(path: &Path, state: &ProxyState) -> Result<usize, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(format!("proxy.state_file {}: {err}", path.display())),
+    };
+    let snapshot = decode(&text).map_err(|err| {
+        format!(
+            "proxy.state_file {}: {err} (fix it, or remove it to start every server enabled)",
+            path.display()
+        )
+    })?;
+    let mut applied = 0;
+    for (pool_name, servers) in &snapshot {
+        let Some(pool) = state.pools.get(pool_name) else {
+            continue;
+        };
+        for (url, operator) in servers {
+            if let Some(index) = pool.servers.iter().position(|s| &s.label == url) {
+                pool.set_operator(index, *operator, "kept from before the restart");
+                applied += 1;
+            }
+        }
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_survives_encode_and_decode() {
+        let mut snapshot = Snapshot::new();
+        snapshot.entry("app".into()).or_default().extend([
+            ("http://198.18.0.11:8000".to_string(), Operator::Draining),
+            ("unix:/run/app.sock".to_string(), Operator::Disabled),
+        ]);
+        let text = encode(&snapshot);
+        assert_eq!(
+            text,
+            "{\"pools\":{\"app\":{\"http://198.18.0.11:8000\":\"draining\",\"unix:/run/app.sock\":\"disabled\"}}}\n"
+        );
+        assert_eq!(decode(&text), Ok(snapshot));
+    }
+
+    #[test]
+    fn a_bad_file_says_what_is_wrong() {
+        assert!(decode("{").unwrap_err().starts_with("not JSON"));
+        assert_eq!(
+            decode("{}").unwrap_err(),
+            "expected {\"pools\": {POOL: {URL: STATE}}}"
+        );
+        assert_eq!(
+            decode("{\"pools\": {\"app\": {\"http://a:1\": \"asleep\"}}}").unwrap_err(),
+            "pools.app.http://a:1: \"asleep\" is not \"enabled\", \"draining\" or \"disabled\""
+        );
+        assert_eq!(
+            decode("{\"pools\": {\"app\": []}}").unwrap_err(),
+            "pools.app: expected an object of URL: STATE"
+        );
+    }
+}
