@@ -945,8 +945,9 @@ pool = "v6"
     );
     let text = outcome.text();
     assert!(
-        text.starts_with("HTTP/1.1 200") && text.contains("\"server\":\"webapps\""),
-        "an encoded slash is not a separator: the request stays in /webapps/: {text}"
+        text.starts_with("HTTP/1.1 404") && !text.contains("\"server\""),
+        "an encoded slash is refused: a server that decodes it would read another path than the \
+         one routed (issue 15; this request reached the webapps server before): {text}"
     );
 }
 
@@ -1079,4 +1080,126 @@ servers = [ {{ url = "http://{B1}" }} ]
     let reply = send(Request::post("/static/style.css", "x"));
     assert_eq!(reply.status, 405);
     assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths, upgrades and authorities that would mean one thing here and another to the server
+
+/// Sends `request` raw to the plain listener; returns what came back.
+fn raw(net: &L7Net, balancer: &BalancerProcess, request: &str) -> String {
+    ok(
+        raw_tcp(
+            net,
+            "127.0.0.1:8080",
+            &[request.as_bytes()],
+            Duration::ZERO,
+            Duration::from_secs(5),
+        ),
+        "raw request",
+        balancer,
+    )
+    .text()
+}
+
+#[test]
+fn encoded_slashes_parameter_dot_segments_h2c_upgrades_and_a_second_authority_are_refused() {
+    let net = L7Net::new("pathsafe").expect("namespace");
+    let backend = Backend::start(&net, "b1", &[B1]).expect("backend");
+    let balancer = start(
+        &net,
+        &format!(
+            r#"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+
+[[route]]
+name = "public"
+path = "/public/"
+pool = "app"
+
+[[route]]
+name = "raw"
+path = "/raw/"
+pool = "app"
+allow_encoded_slashes = true
+
+[pool.app]
+servers = [ {{ url = "http://{B1}" }} ]
+"#
+        ),
+    );
+    // RFC 3986 §2.2: an encoded "/" is data, not a separator; servers that decode it first
+    // (Apache's AllowEncodedSlashes, many frameworks) would read /admin/x.
+    for path in [
+        "/public/%2e%2e%2fadmin/x",
+        "/public/..%2Fadmin/x",
+        "/public/..%5cadmin/x",
+        "/public/..\\admin/x",
+    ] {
+        let text = raw(
+            &net,
+            &balancer,
+            &format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(text.starts_with("HTTP/1.1 404"), "GET {path}: {text}");
+    }
+    // Tomcat and Jetty read "..;x" as "..".
+    for path in ["/public/..;/admin/x", "/public/%2e%2e;jsessionid=1/admin/x"] {
+        let text = raw(
+            &net,
+            &balancer,
+            &format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(text.starts_with("HTTP/1.1 400"), "GET {path}: {text}");
+    }
+    let requests = || backend.stats().expect("backend stats").requests;
+    assert_eq!(requests(), 0, "none of them reached the server");
+    // A route may opt in; it then gets the path unchanged.
+    let text = raw(
+        &net,
+        &balancer,
+        "GET /raw/a%2Fb HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("\"uri\":\"/raw/a%2Fb\""),
+        "{text}"
+    );
+
+    // RFC 9113 §3.1: the h2c upgrade is gone; only WebSocket upgrades are forwarded. The
+    // request goes on as plain HTTP/1.1, without Upgrade or HTTP2-Settings.
+    let text = raw(
+        &net,
+        &balancer,
+        "GET /public/x HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+         Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n\
+         GET /public/next HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.contains("101 Switching"), "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(
+        !lower.contains("\"upgrade\"") && !lower.contains("http2-settings"),
+        "the server saw no upgrade: {text}"
+    );
+    assert!(
+        text.contains("\"uri\":\"/public/next\""),
+        "the connection stayed HTTP/1.1: the next request was answered: {text}"
+    );
+
+    // RFC 9113 §8.3.1: an h2 request whose Host names another origin than :authority.
+    let before = requests();
+    let replies = ok(
+        Client::tcp(&net, "127.0.0.1:8080").h2c().send_all(&[
+            Request::get("/public/x").host("a.test"),
+            Request::get("/public/x")
+                .host("a.test")
+                .header("host", "b.test"),
+        ]),
+        "h2c requests",
+        &balancer,
+    );
+    assert_eq!(replies[0].status, 200, "{}", replies[0].text());
+    assert_eq!(replies[1].status, 400, "{}", replies[1].text());
+    assert_eq!(requests(), before + 1, "only the first was forwarded");
 }

@@ -207,6 +207,10 @@ pub struct RouteConfig {
     /// `debug_headers` (default false): log each request's headers as received and as forwarded
     /// (target "debug_headers", info level; `Authorization` and cookies redacted).
     pub debug_headers: bool,
+    /// `allow_encoded_slashes` (default false): forward paths with `%2F`, `%5C` or `\`.
+    /// Refused (404) otherwise: a server that decodes them before splitting the path would
+    /// see another path than the one routed (Apache's `AllowEncodedSlashes Off`).
+    pub allow_encoded_slashes: bool,
 }
 
 /// `set` and `unset` of `request_headers` / `response_headers`. Names lowercase.

@@ -195,6 +195,11 @@ async fn process(
         });
     }
 
+    if route::has_parameter_dot_segment(request.uri().path()) {
+        return Err(ProxyError::BadRequest(
+            "a dot segment with parameters (such as ..;) in the path",
+        ));
+    }
     let path = route::normalize_path(request.uri().path())
         .ok_or(ProxyError::BadRequest("the path climbs above the root"))?
         .into_owned();
@@ -203,6 +208,10 @@ async fn process(
         .find(&listener.name, &host, &path)
         .ok_or(ProxyError::NoRoute)?;
     let route = found.route;
+    if !route.allow_encoded_slashes && route::has_hidden_separator(&path) {
+        // Routing and the server must see the same path (see `has_hidden_separator`).
+        return Err(ProxyError::NotFound);
+    }
     let runtime = &state.route_runtime[found.index];
     record.route.clone_from(&route.name);
     *route_metrics = Some(runtime.metrics.clone());
@@ -350,6 +359,23 @@ fn refused(shared: &Shared, listener: &ListenerConfig, reason: &str) {
 /// or the one Host header. HTTP/1.1 without a host, or with several, is refused (RFC 9112 §3.2).
 pub fn request_host<B>(request: &Request<B>) -> Result<String, ProxyError> {
     if let Some(authority) = request.uri().authority() {
+        // HTTP/2: a Host that names another origin than :authority makes the request
+        // malformed (RFC 9113 §8.3.1); routing by one and the server reading the other is the
+        // confusion that rule prevents. HTTP/1.1 absolute-form: the target's authority wins
+        // over Host (RFC 9112 §3.2.2).
+        if request.version() == Version::HTTP_2 {
+            let mut hosts = request.headers().get_all(header::HOST).iter();
+            if let Some(host) = hosts.next()
+                && (hosts.next().is_some()
+                    || !host
+                        .as_bytes()
+                        .eq_ignore_ascii_case(authority.as_str().as_bytes()))
+            {
+                return Err(ProxyError::BadRequest(
+                    "Host differs from :authority (RFC 9113 §8.3.1)",
+                ));
+            }
+        }
         return Ok(authority.as_str().to_string());
     }
     let mut hosts = request.headers().get_all(header::HOST).iter();
@@ -452,10 +478,22 @@ fn h2_websocket_as_upgrade(request: &mut Request<Body>) {
     }
 }
 
-/// Whether the client asks to switch protocols (HTTP/1.1 Upgrade, e.g. WebSocket).
+/// Whether the client asks to switch to WebSocket (an HTTP/1.1 Upgrade). Only `websocket` is
+/// forwarded: an `Upgrade: h2c` tunnelled after a server's 101 would carry HTTP/2 past every
+/// rule of this proxy (RFC 9113 §3.1 removed h2c upgrades anyway). Other upgrades are dropped
+/// as the hop-by-hop headers they are, and the request goes on as plain HTTP.
 fn wants_upgrade<B>(request: &Request<B>) -> bool {
     request.version() == Version::HTTP_11
-        && request.headers().contains_key(header::UPGRADE)
+        && request
+            .headers()
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|protocol| {
+                let name = protocol.trim().split('/').next().unwrap_or_default();
+                name.eq_ignore_ascii_case("websocket")
+            })
         && connection_tokens(request.headers()).any(|token| token.eq_ignore_ascii_case("upgrade"))
 }
 

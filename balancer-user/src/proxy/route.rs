@@ -405,6 +405,7 @@ mod tests {
             rewrite_cookie_path: true,
             rewrite_html: false,
             debug_headers: false,
+            allow_encoded_slashes: false,
         }
     }
 
@@ -702,6 +703,36 @@ pub fn host_without_port(host: &str) -> &str {
     }
 }
 
+/// Whether `path` holds a separator that is not a `/` to us but may be one to the server: an
+/// encoded slash or backslash (`%2F`, `%5C`, any case) or a raw backslash. A server that
+/// decodes `/public/%2e%2e%2fadmin` before it splits the path reads `/admin`, while routing
+/// saw `/public/`. Refused unless the route has `allow_encoded_slashes` (Apache's
+/// `AllowEncodedSlashes Off` answers 404 too).
+pub fn has_hidden_separator(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.iter().enumerate().any(|(at, &byte)| {
+        byte == b'\\'
+            || (byte == b'%'
+                && matches!(
+                    bytes.get(at + 1..at + 3),
+                    Some([b'2', b'f' | b'F'] | [b'5', b'c' | b'C'])
+                ))
+    })
+}
+
+/// Whether a segment of `path` is a dot segment with parameters (`..;x`, `.;`, `%2e%2e;`):
+/// Tomcat and Jetty drop the parameters and read `..`, so `/public/..;/admin` is `/admin` to
+/// them while dot-segment resolution here keeps it inside `/public/`. Always refused.
+pub fn has_parameter_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        segment.split_once(';').is_some_and(|(head, _)| {
+            [".", "..", "%2e", "%2e.", ".%2e", "%2e%2e"]
+                .iter()
+                .any(|form| head.eq_ignore_ascii_case(form))
+        })
+    })
+}
+
 /// The path with its dot segments resolved (RFC 3986 §5.2.4), so that routes are a real boundary:
 /// `/static/../admin` is `/admin` for routing and for the server. `%2e` counts as a dot, as
 /// servers decode it. `None`: the path climbs above the root (the caller answers 400).
@@ -749,7 +780,40 @@ pub fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
 
 #[cfg(test)]
 mod normalize_tests {
-    use super::normalize_path;
+    use super::{has_hidden_separator, has_parameter_dot_segment, normalize_path};
+
+    #[test]
+    fn hidden_separators_are_found() {
+        for path in [
+            "/public/%2e%2e%2fadmin/x",
+            "/a%2Fb",
+            "/a%5cb",
+            "/a%5Cb",
+            "/static/..\\secret",
+            "/%2f",
+        ] {
+            assert!(has_hidden_separator(path), "{path}");
+        }
+        for path in ["/", "/a/b", "/a%20b", "/a%2", "/a%25", "/a%2e", "/%5", "/x%f2"] {
+            assert!(!has_hidden_separator(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_found() {
+        for path in [
+            "/public/..;/admin",
+            "/public/..;jsessionid=1/admin",
+            "/public/.;/x",
+            "/public/%2e%2e;/admin",
+            "/public/%2E.;x/admin",
+        ] {
+            assert!(has_parameter_dot_segment(path), "{path}");
+        }
+        for path in ["/a;b/c", "/a/b;v=1", "/..a;b", "/;x", "/a/...;x"] {
+            assert!(!has_parameter_dot_segment(path), "{path}");
+        }
+    }
 
     #[test]
     fn allowed_hosts_match_like_route_hosts() {

@@ -141,6 +141,8 @@ pub(in crate::config) struct RouteTable {
     pub rewrite_html: bool,
     #[serde(default)]
     pub debug_headers: bool,
+    #[serde(default)]
+    pub allow_encoded_slashes: bool,
 }
 
 /// `request_headers` / `response_headers`.

@@ -238,6 +238,7 @@ servers = [ { url = "http://API.internal" } ]
                 rewrite_cookie_path: true,
                 rewrite_html: false,
                 debug_headers: false,
+                allow_encoded_slashes: false,
             },
             RouteConfig {
                 name: "route-1".to_string(),
@@ -255,6 +256,7 @@ servers = [ { url = "http://API.internal" } ]
                 rewrite_cookie_path: true,
                 rewrite_html: false,
                 debug_headers: false,
+                allow_encoded_slashes: false,
             },
             RouteConfig {
                 name: "route-2".to_string(),
@@ -272,6 +274,7 @@ servers = [ { url = "http://API.internal" } ]
                 rewrite_cookie_path: true,
                 rewrite_html: false,
                 debug_headers: false,
+                allow_encoded_slashes: false,
             },
         ],
         // Sorted by name.
@@ -390,6 +393,7 @@ fn l7_defaults() {
                 rewrite_cookie_path: true,
                 rewrite_html: false,
                 debug_headers: false,
+                allow_encoded_slashes: false,
             }],
             pools: vec![PoolConfig {
                 name: "app".to_string(),
@@ -823,7 +827,7 @@ fn l7_keyword_lists_match_the_enums() {
 // ---- Bad configs: unknown keys and table shapes ------------------------------------------------
 
 const LISTENER_KEYS: &str = "`name`, `bind`, `tls`, `redirect_https`, `https_port`, `header_read_timeout`, `keepalive_timeout`, `max_header_bytes`, `max_headers`, `max_connections`, `trusted_proxies`, `trusted_headers`, `underscore_headers`, `allowed_hosts`, `disallowed_host_status`, `identity_headers`, `emit_forwarded`, `emit_x_real_ip`";
-const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`";
+const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`, `allow_encoded_slashes`";
 const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, `timeouts`, `h2c`, `error_pages`, `sticky`, `health`, `passive`, `slow_start`";
 
 #[test]

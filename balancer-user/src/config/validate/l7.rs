@@ -555,6 +555,7 @@ fn route_configs(
             rewrite_cookie_path: route.rewrite_cookie_path,
             rewrite_html: route.rewrite_html,
             debug_headers: route.debug_headers,
+            allow_encoded_slashes: route.allow_encoded_slashes,
         });
     }
     Ok(configs)
