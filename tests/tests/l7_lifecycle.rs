@@ -839,7 +839,10 @@ fn a_drain_and_a_disable_survive_a_restart_through_the_state_file() {
         assert_eq!(status, 200, "{path}: {body}");
     }
     let written = std::fs::read_to_string(&state_file).expect("state file written");
-    assert!(written.contains("\"draining\"") && written.contains("\"disabled\""), "{written}");
+    assert!(
+        written.contains("\"draining\"") && written.contains("\"disabled\""),
+        "{written}"
+    );
     let status = balancer.terminate().expect("exit");
     assert!(status.success(), "{status}");
 
@@ -868,8 +871,11 @@ fn a_drain_and_a_disable_survive_a_restart_through_the_state_file() {
 fn a_corrupt_state_file_refuses_the_start_with_the_reason() {
     let net = L7Net::new("opstatebad").expect("namespace");
     let state_file = net.dir().join("state.json");
-    std::fs::write(&state_file, "{\"pools\": {\"app\": {\"http://x:1\": \"asleep\"}}}")
-        .expect("write");
+    std::fs::write(
+        &state_file,
+        "{\"pools\": {\"app\": {\"http://x:1\": \"asleep\"}}}",
+    )
+    .expect("write");
     let config = format!(
         "[proxy]\nstate_file = {:?}\n{}",
         state_file.display().to_string(),

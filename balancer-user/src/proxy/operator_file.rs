@@ -23,7 +23,7 @@ pub fn snapshot(state: &ProxyState) -> Snapshot {
     let mut pools = Snapshot::new();
     for (name, pool) in &state.pools {
         for server in &pool.servers {
-            let operator = server.health.lock().operator();
+            let operator = server.health.operator();
             if operator != Operator::Enabled {
                 pools
                     .entry(name.clone())

@@ -79,6 +79,11 @@ impl ServerHealth {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The operator's state of the server (what the admin API set).
+    pub fn operator(&self) -> Operator {
+        self.lock().operator()
+    }
+
     /// Changes to `to` since the server was first configured.
     pub fn changes(&self, to: Transition) -> u64 {
         self.changes[to as usize].load(Ordering::Relaxed)

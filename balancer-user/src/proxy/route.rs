@@ -794,7 +794,9 @@ mod normalize_tests {
         ] {
             assert!(has_hidden_separator(path), "{path}");
         }
-        for path in ["/", "/a/b", "/a%20b", "/a%2", "/a%25", "/a%2e", "/%5", "/x%f2"] {
+        for path in [
+            "/", "/a/b", "/a%20b", "/a%2", "/a%25", "/a%2e", "/%5", "/x%f2",
+        ] {
             assert!(!has_hidden_separator(path), "{path}");
         }
     }
