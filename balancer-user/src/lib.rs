@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod headers;
 pub mod health;
 pub mod linked;
+pub mod notify;
 pub mod proxy;
 pub mod run;
 pub mod sticky;

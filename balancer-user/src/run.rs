@@ -61,6 +61,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         ));
     }
     let admin_task = tokio::spawn(admin::serve(admin_listener, context.clone(), shutdown_rx));
+    // Listeners are bound, XDP is attached and the admin API accepts: systemd may go on.
+    crate::notify::ready("serving");
 
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
@@ -99,6 +101,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         "{signal_name} received: shutting down (waiting up to {:?} for requests in flight)",
         current.l7.proxy.shutdown_timeout
     );
+    crate::notify::stopping();
     proxy.shutdown(current.l7.proxy.shutdown_timeout).await;
     let _ = shutdown_tx.send(true);
     let _ = admin_task.await;
@@ -118,7 +121,24 @@ pub struct ReloadRequest {
 
 /// Reads the config file again and applies it, all or nothing. Parts that cannot change while
 /// running are refused with the reason rather than half applied.
+/// A reload between systemd's `RELOADING=1` and `READY=1` (sent whether it was applied or
+/// refused: either way the process serves on).
 fn reload(
+    config_path: &Path,
+    current: &mut Config,
+    proxy: &mut Proxy,
+    admin: &AdminContext,
+) -> Result<String, String> {
+    crate::notify::reloading();
+    let result = apply_reload(config_path, current, proxy, admin);
+    crate::notify::ready(match &result {
+        Ok(_) => "serving (config reloaded)",
+        Err(_) => "serving (reload refused: the previous config keeps serving)",
+    });
+    result
+}
+
+fn apply_reload(
     config_path: &Path,
     current: &mut Config,
     proxy: &mut Proxy,

@@ -43,6 +43,29 @@ impl BalancerProcess {
         Ok(process)
     }
 
+    /// Like [`Self::start`], with `wrapper` (e.g. `setpriv` and its arguments, which exec the
+    /// binary) between nsenter and the binary, and `env` added to its environment. Waits for
+    /// the admin listener, as `start` does.
+    pub fn start_wrapped(
+        netns: &Netns,
+        config: &Path,
+        admin: &str,
+        wrapper: &[String],
+        env: &[(String, String)],
+    ) -> anyhow::Result<BalancerProcess> {
+        let config_arg = config.to_string_lossy().into_owned();
+        let mut process = Self::spawn_with(
+            netns,
+            &["run", "--config", &config_arg],
+            &config.with_extension("log"),
+            wrapper,
+            env,
+        )?;
+        process.admin = admin.to_string();
+        process.wait_ready(Duration::from_secs(20))?;
+        Ok(process)
+    }
+
     /// Starts `balancer decap --iface IFACE` in `netns` (a backend of `ipip`
     /// VIPs) and waits until it says the program is attached.
     pub fn start_decap(
@@ -66,6 +89,16 @@ impl BalancerProcess {
 
     /// Starts the balancer binary with `args` in `netns`, output to `log_path`.
     fn spawn(netns: &Netns, args: &[&str], log_path: &Path) -> anyhow::Result<BalancerProcess> {
+        Self::spawn_with(netns, args, log_path, &[], &[])
+    }
+
+    fn spawn_with(
+        netns: &Netns,
+        args: &[&str],
+        log_path: &Path,
+        wrapper: &[String],
+        env: &[(String, String)],
+    ) -> anyhow::Result<BalancerProcess> {
         let binary = balancer_binary();
         if !binary.is_file() {
             bail!(
@@ -79,8 +112,10 @@ impl BalancerProcess {
         // nsenter, not `ip netns exec`: the latter remounts /sys and would hide bpffs.
         let child = Command::new("nsenter")
             .arg(format!("--net={}", netns.path()))
+            .args(wrapper)
             .arg(&binary)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
