@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod demo;
+mod package;
 mod setup;
 mod test;
 
@@ -38,8 +39,12 @@ enum Command {
     },
     /// Build, create a namespace topology, run balancer with a built-in config, send traffic, print what it saw.
     Demo,
-    /// Every test: lints, unit, BPF packet fixtures, netns integration.
+    /// Every test: the demo first, lints, unit, BPF packet fixtures, netns integration, the
+    /// .deb.
     Test,
+    /// Build the .deb (cargo-deb): the release binary, the systemd unit, an example config
+    /// and the README; writes target/debian/balancer_VERSION_amd64.deb.
+    Package,
     /// Benchmarks side by side with peers (L4: XDP ns/packet vs the floor, end to end vs
     /// nftables; L7: HTTP/1.1, h2, TLS and idle-connection memory vs nginx and HAProxy);
     /// writes target/bench/report.md.
@@ -62,6 +67,10 @@ fn main() -> std::process::ExitCode {
         } => setup::run().and_then(|()| build::build_and_load(&config, iface.as_deref(), release)),
         Command::Demo => setup::run().and_then(|()| demo::run()),
         Command::Test => setup::run().and_then(|()| test::run()),
+        Command::Package => setup::run().and_then(|()| {
+            let deb = package::run()?;
+            package::check(&deb)
+        }),
         Command::Bench { quick } => setup::run().and_then(|()| bench::run(quick)),
     };
     match result {

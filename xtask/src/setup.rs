@@ -29,6 +29,11 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nghttp2-client", "h2load"),
     ("haproxy", "haproxy"),
     ("openssl", "openssl"),
+    // `systemd-analyze verify` on packaging/balancer.service (tests/tests/systemd.rs), and
+    // `setpriv` (util-linux, above) to run balancer with exactly the unit's capabilities.
+    ("systemd", "systemd-analyze"),
+    // `cargo xtask package` checks the .deb it builds.
+    ("dpkg", "dpkg-deb"),
 ];
 
 /// Debian packages proven by a module of Debian's python3 rather than a command: python3-venv
@@ -47,6 +52,10 @@ pub fn run() -> anyhow::Result<()> {
     step(
         "bpf-linker built against the nightly toolchain's LLVM",
         || bpf_linker().map(|_| ()),
+    )?;
+    step(
+        "cargo-deb (`cargo xtask package` builds the .deb with it)",
+        || cargo_deb().map(|_| ()),
     )?;
     step("Debian packages", debian_packages)?;
     step(
@@ -164,6 +173,41 @@ pub fn bpf_linker() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(bin)
+}
+
+/// cargo-deb 3 in the tools directory (built from crates.io the first time); returns its path.
+pub fn cargo_deb() -> anyhow::Result<PathBuf> {
+    let tools = tools_dir();
+    let binary = tools.join("bin/cargo-deb");
+    let works = |binary: &Path| {
+        Command::new(binary)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works(&binary) {
+        eprintln!("setup:   {} present", binary.display());
+        return Ok(binary);
+    }
+    eprintln!("setup:   building cargo-deb 3 (about a minute)");
+    run_step(
+        Command::new("cargo")
+            .args([
+                "install",
+                "cargo-deb",
+                "--version",
+                "^3",
+                "--locked",
+                "--root",
+            ])
+            .arg(&tools)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO_TARGET_DIR"),
+    )?;
+    if !works(&binary) {
+        bail!("cargo-deb was built but does not run: {}", binary.display());
+    }
+    Ok(binary)
 }
 
 /// The nightly toolchain ships its own shared libLLVM; bpf-linker must use the same LLVM major.

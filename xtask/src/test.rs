@@ -1,5 +1,5 @@
-//! `cargo xtask test`: the demo, lints, then every test of the workspace, then one summary
-//! line.
+//! `cargo xtask test`: the demo, lints, every test of the workspace, the .deb, then one
+//! summary line.
 
 use std::process::{Command, Stdio};
 
@@ -50,13 +50,20 @@ pub fn run() -> anyhow::Result<()> {
         }
     }
     let status = child.wait()?;
+    eprintln!("xtask: the .deb (`cargo xtask package`) and its checks");
+    let package = crate::package::run().and_then(|deb| crate::package::check(&deb));
+    if let Err(err) = &package {
+        eprintln!("xtask: package: {err:#}");
+    }
     println!(
-        "\nxtask test summary: demo passed; {passed} passed, {failed} failed, {ignored} ignored"
+        "\nxtask test summary: demo passed; {passed} passed, {failed} failed, {ignored} ignored; \
+         package {}",
+        if package.is_ok() { "checked" } else { "FAILED" }
     );
     println!("{passed} passed, {failed} failed");
     anyhow::ensure!(status.success() && failed == 0, "tests failed");
     anyhow::ensure!(passed > 0, "no test ran");
-    Ok(())
+    package.context("the .deb")
 }
 
 /// The number before `label` in a `test result:` line, e.g. "ok. 12 passed; 0 failed; …".
