@@ -14,3 +14,4 @@ pub mod notify;
 pub mod proxy;
 pub mod run;
 pub mod sticky;
+pub mod upgrade;

@@ -39,6 +39,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Take the listening sockets and the XDP link over from the balancer running with this
+    /// config (through its `proxy.upgrade_socket`), then serve in its place: the old process
+    /// stops accepting, finishes what is in flight within `proxy.shutdown_timeout`, and exits.
+    /// SIGUSR2 to the running process does the same with its own binary.
+    Upgrade {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate a config file without touching the kernel: exit 0, or print the
     /// error with its file, line and key and exit 1.
     CheckConfig {
@@ -100,6 +109,10 @@ fn main() -> ExitCode {
         Command::Run { config } => {
             raise_open_file_limit();
             run_async(balancer::run::run(&config))
+        }
+        Command::Upgrade { config } => {
+            raise_open_file_limit();
+            run_async(balancer::run::upgrade(&config))
         }
         Command::Decap {
             iface,

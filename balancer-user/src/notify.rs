@@ -11,6 +11,15 @@ pub fn ready(status: &str) {
     send(&format!("READY=1\nSTATUS={status}"));
 }
 
+/// `READY=1` with `MAINPID`: after `balancer upgrade` the new process is the service's main
+/// process (systemd accepts this from any process of the unit with `NotifyAccess=all`).
+pub fn ready_as_main(status: &str) {
+    send(&format!(
+        "READY=1\nMAINPID={}\nSTATUS={status}",
+        std::process::id()
+    ));
+}
+
 /// `RELOADING=1` before a reload is applied (systemd shows the unit as reloading until the
 /// next `READY=1`). `MONOTONIC_USEC` is what systemd ≥ 253 also wants with it; older ones
 /// ignore it.

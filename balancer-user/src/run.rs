@@ -17,13 +17,70 @@ use crate::{
 };
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    serve(config_path, None).await
+}
+
+/// `balancer upgrade`: takes the listeners and the XDP link over from the balancer running
+/// with this config (through `proxy.upgrade_socket`), then serves in its place.
+pub async fn upgrade(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    if let Some(xdp) = &config.xdp
+        && xdp.pin_path.is_none()
+    {
+        anyhow::bail!(
+            "{}: an upgrade hands the XDP program over through its pinned link: set xdp.pin_path",
+            config_path.display()
+        );
+    }
+    let path = config.l7.proxy.upgrade_socket_path().to_path_buf();
+    let (inherited, stream) = tokio::task::spawn_blocking(move || crate::upgrade::take_over(&path))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        from = inherited.from_pid,
+        listeners = inherited.listeners.len(),
+        "upgrade: took the listening sockets over"
+    );
+    serve(config_path, Some(Takeover { inherited, stream })).await
+}
+
+/// What `balancer upgrade` got from the process it replaces.
+struct Takeover {
+    inherited: crate::upgrade::Inherited,
+    /// Where to say `ready` once serving.
+    stream: std::os::unix::net::UnixStream,
+}
+
+/// Why the serving loop ended.
+enum Ending {
+    Signal(&'static str),
+    /// A new process took the listeners over.
+    HandedOver,
+}
+
+async fn serve(config_path: &Path, mut takeover: Option<Takeover>) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let token = admin_token(&config).map_err(anyhow::Error::msg)?;
-    let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
-        .await
-        .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
+    let inherited_admin = takeover
+        .as_mut()
+        .and_then(|t| t.inherited.admin.take())
+        .filter(|(address, _)| *address == config.admin.listen);
+    let admin_listener = match inherited_admin {
+        Some((_, socket)) => tokio::net::TcpListener::from_std(socket)?,
+        None => tokio::net::TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?,
+    };
+    let admin_socket = {
+        use std::os::fd::AsFd;
+        std::net::TcpListener::from(admin_listener.as_fd().try_clone_to_owned()?)
+    };
     let http_metrics = HttpMetrics::default();
-    let mut proxy = Proxy::start(&config.l7, http_metrics.clone())?;
+    let mut proxy = Proxy::start(
+        &config.l7,
+        http_metrics.clone(),
+        takeover.as_mut().map(|t| &mut t.inherited),
+    )?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut dataplane = None;
@@ -61,8 +118,23 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         ));
     }
     let admin_task = tokio::spawn(admin::serve(admin_listener, context.clone(), shutdown_rx));
-    // Listeners are bound, XDP is attached and the admin API accepts: systemd may go on.
-    crate::notify::ready("serving");
+    let upgrade_path = config.l7.proxy.upgrade_socket_path().to_path_buf();
+    let upgrade_socket = match takeover {
+        Some(Takeover { stream, .. }) => {
+            // Serving: the old process may stop accepting now.
+            crate::upgrade::confirm(stream).context("telling the old process we are ready")?;
+            tracing::info!("upgrade: serving; the old process drains and exits");
+            // Ours from now on; the old process's drop leaves a newer socket alone.
+            Some(
+                crate::upgrade::UpgradeSocket::bind(&upgrade_path, true)
+                    .with_context(|| format!("proxy.upgrade_socket {}", upgrade_path.display()))?,
+            )
+        }
+        None => upgrade_socket(&config, &upgrade_path)?,
+    };
+    // Listeners are bound, XDP is attached and the admin API accepts: systemd may go on. After
+    // an upgrade this process is the service's main process (the unit has NotifyAccess=all).
+    crate::notify::ready_as_main("serving");
 
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
@@ -70,11 +142,30 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut user1 =
         signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut user2 =
+        signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
     let mut current = config;
-    let signal_name = loop {
+    let ending = loop {
         tokio::select! {
-            _ = interrupt.recv() => break "SIGINT",
-            _ = terminate.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break Ending::Signal("SIGINT"),
+            _ = terminate.recv() => break Ending::Signal("SIGTERM"),
+            _ = user2.recv() => start_new_binary(config_path),
+            Some(stream) = accept_upgrade(upgrade_socket.as_ref()) => {
+                use std::os::fd::AsRawFd;
+                let admin = (current.admin.listen, admin_socket.as_raw_fd());
+                let listeners = proxy.listener_sockets();
+                tracing::info!("upgrade: a new process asks for the listeners; handing them over");
+                let result = tokio::task::spawn_blocking(move || {
+                    crate::upgrade::hand_over(stream, admin, &listeners)
+                })
+                .await
+                .map_err(|err| err.to_string())
+                .and_then(|result| result);
+                match result {
+                    Ok(()) => break Ending::HandedOver,
+                    Err(err) => tracing::error!("upgrade failed, this process keeps serving: {err}"),
+                }
+            }
             _ = hangup.recv() => {
                 match reload(config_path, &mut current, &mut proxy, &context) {
                     Ok(summary) => tracing::info!("SIGHUP: {summary}"),
@@ -97,13 +188,29 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             }
         }
     };
-    tracing::info!(
-        "{signal_name} received: shutting down (waiting up to {:?} for requests in flight)",
-        current.l7.proxy.shutdown_timeout
-    );
-    crate::notify::stopping();
-    proxy.shutdown(current.l7.proxy.shutdown_timeout).await;
-    let _ = shutdown_tx.send(true);
+    let timeout = current.l7.proxy.shutdown_timeout;
+    match ending {
+        Ending::Signal(signal_name) => {
+            tracing::info!(
+                "{signal_name} received: shutting down (waiting up to {timeout:?} for requests in flight)"
+            );
+            crate::notify::stopping();
+            proxy.shutdown(timeout).await;
+            let _ = shutdown_tx.send(true);
+        }
+        Ending::HandedOver => {
+            tracing::info!(
+                "upgrade: the new process serves; draining (up to {timeout:?}), then exiting"
+            );
+            // The new process checks health and writes the maps from now on.
+            let _ = shutdown_tx.send(true);
+            if let Some(tasks) = &mut supervisors {
+                tasks.abort_all();
+            }
+            drop(upgrade_socket);
+            proxy.drain_after_handover(timeout).await;
+        }
+    }
     let _ = admin_task.await;
     if let Some(mut tasks) = supervisors {
         tasks.abort_all();
@@ -112,6 +219,82 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         plane.shut_down()?;
     }
     Ok(())
+}
+
+/// The upgrade socket of a fresh start: the configured path must be ours; the default one is
+/// given up with a warning when another balancer holds it (tests run many side by side).
+fn upgrade_socket(
+    config: &Config,
+    path: &Path,
+) -> anyhow::Result<Option<crate::upgrade::UpgradeSocket>> {
+    match crate::upgrade::UpgradeSocket::bind(path, false) {
+        Ok(socket) => Ok(Some(socket)),
+        Err(err) if config.l7.proxy.upgrade_socket.is_some() => {
+            Err(err).with_context(|| format!("proxy.upgrade_socket {}", path.display()))
+        }
+        Err(err) => {
+            tracing::warn!(
+                socket = %path.display(),
+                "no upgrade socket, so `balancer upgrade` cannot replace this process: {err}"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The next connection on the upgrade socket; never, without one.
+async fn accept_upgrade(
+    socket: Option<&crate::upgrade::UpgradeSocket>,
+) -> Option<tokio::net::UnixStream> {
+    match socket {
+        Some(socket) => match socket.accept().await {
+            Ok(stream) => Some(stream),
+            Err(err) => {
+                tracing::warn!("upgrade socket: accept failed: {err}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                None
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGUSR2: starts this binary again as `balancer upgrade --config FILE`, as nginx does; it
+/// takes the listeners over through the upgrade socket. A failure is logged and this process
+/// serves on.
+fn start_new_binary(config_path: &Path) {
+    let binary = match std::env::current_exe() {
+        Ok(binary) => binary,
+        Err(err) => {
+            tracing::error!("SIGUSR2: cannot find this binary to start it again: {err}");
+            return;
+        }
+    };
+    let config = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    match std::process::Command::new(&binary)
+        .arg("upgrade")
+        .arg("--config")
+        .arg(&config)
+        .spawn()
+    {
+        Ok(mut child) => {
+            tracing::info!(pid = child.id(), binary = %binary.display(), "SIGUSR2: started the new process");
+            // Reaped when it ends (it outlives this process when the upgrade succeeds).
+            std::thread::spawn(move || {
+                if let Ok(status) = child.wait()
+                    && !status.success()
+                {
+                    tracing::error!(
+                        "SIGUSR2: the new process failed ({status}); this process keeps serving"
+                    );
+                }
+            });
+        }
+        Err(err) => tracing::error!(
+            binary = %binary.display(),
+            "SIGUSR2: cannot start the new process: {err}"
+        ),
+    }
 }
 
 /// A request to reload the config file, answered with a summary or the reason for refusing.

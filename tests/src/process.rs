@@ -66,6 +66,41 @@ impl BalancerProcess {
         Ok(process)
     }
 
+    /// Starts `balancer upgrade --config CONFIG` in `netns` (output to `log_path`) and waits
+    /// until it serves in place of the running balancer (its log says so), or fails if it
+    /// exits first.
+    pub fn start_upgrade(
+        netns: &Netns,
+        config: &Path,
+        admin: &str,
+        log_path: &Path,
+    ) -> anyhow::Result<BalancerProcess> {
+        let config_arg = config.to_string_lossy().into_owned();
+        let mut process = Self::spawn(netns, &["upgrade", "--config", &config_arg], log_path)?;
+        process.admin = admin.to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !process.log().contains("upgrade: serving") {
+            if let Some(status) = process
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "balancer upgrade exited ({status}); its log:\n{}",
+                    process.log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "balancer upgrade did not serve within 30 s; its log:\n{}",
+                    process.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(process)
+    }
+
     /// Starts `balancer decap --iface IFACE` in `netns` (a backend of `ipip`
     /// VIPs) and waits until it says the program is attached.
     pub fn start_decap(

@@ -23,6 +23,10 @@ pub struct ProxySettings {
     /// that a restart keeps it as the pinned maps keep the VIP backends'. Written on each
     /// change through the admin API, read at start. `None`: a restart starts them enabled.
     pub state_file: Option<PathBuf>,
+    /// `upgrade_socket`: the unix socket `balancer upgrade` (or SIGUSR2) takes the listeners
+    /// over through. `None`: [`ProxySettings::DEFAULT_UPGRADE_SOCKET`], given up with a warning
+    /// when another running balancer holds it (an explicit path held so is an error).
+    pub upgrade_socket: Option<PathBuf>,
     /// `shutdown_timeout`: how long SIGTERM waits for in-flight requests (default 30s,
     /// 0s to 1h).
     pub shutdown_timeout: Duration,
@@ -30,6 +34,14 @@ pub struct ProxySettings {
 
 impl ProxySettings {
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_UPGRADE_SOCKET: &'static str = "/run/balancer/upgrade.sock";
+
+    /// The upgrade socket's path, configured or default.
+    pub fn upgrade_socket_path(&self) -> &std::path::Path {
+        self.upgrade_socket
+            .as_deref()
+            .unwrap_or(std::path::Path::new(Self::DEFAULT_UPGRADE_SOCKET))
+    }
 }
 
 impl Default for ProxySettings {
@@ -38,6 +50,7 @@ impl Default for ProxySettings {
             access_log: AccessLogFormat::Combined,
             access_log_file: None,
             state_file: None,
+            upgrade_socket: None,
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }

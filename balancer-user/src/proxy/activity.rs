@@ -54,6 +54,10 @@ impl Activity {
     }
 
     /// The connection speaks HTTP/2 (ALPN "h2", or the prior-knowledge preface).
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Acquire)
+    }
+
     pub fn set_http2(&self) {
         self.http2.store(true, Ordering::Release);
     }

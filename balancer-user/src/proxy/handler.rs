@@ -50,6 +50,11 @@ pub struct Shared {
     /// Client connections and upgraded tunnels: shutdown waits for them (up to
     /// `shutdown_timeout`).
     pub tracker: TaskTracker,
+    /// Set once a new process has taken the listeners over (`balancer upgrade`): every
+    /// HTTP/1.x response says `Connection: close`, so each keep-alive connection ends after
+    /// its next answer instead of being closed while idle (a close racing the client's next
+    /// request is how a reload loses requests).
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// What is known about the client connection a request arrived on.
@@ -70,6 +75,7 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<LoggedBody>, std::convert::Infallible> {
     let in_flight = conn.activity.request_started();
+    let http1 = request.version() < Version::HTTP_2;
     let state = shared.state.load_full();
     let format = state.config.proxy.access_log;
     let logged = format != AccessLogFormat::Off;
@@ -135,6 +141,15 @@ pub async fn handle(
         }
     };
     record.status = response.status().as_u16();
+    let mut response = response;
+    if http1
+        && response.status() != StatusCode::SWITCHING_PROTOCOLS
+        && shared.draining.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(response.map(|body| {
         LoggedBody::new(
             body,

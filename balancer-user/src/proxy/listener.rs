@@ -57,6 +57,10 @@ pub struct AcceptLoop {
     pub stop: watch::Receiver<bool>,
     /// Turns true when the proxy shuts down: close connections once their requests finish.
     pub shutdown: watch::Receiver<bool>,
+    /// Turns true when a new process has taken the listeners over: HTTP/2 connections get
+    /// GOAWAY (their clients open new ones, to the new process); HTTP/1.x ones end after
+    /// their next response (`Shared::draining`).
+    pub handover: watch::Receiver<bool>,
 }
 
 impl AcceptLoop {
@@ -68,6 +72,7 @@ impl AcceptLoop {
                     Err(_) => return,
                 },
                 _ = self.stop.changed() => return,
+                _ = self.handover.changed() => return,
             };
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -80,6 +85,7 @@ impl AcceptLoop {
                     }
                 },
                 _ = self.stop.changed() => return,
+                _ = self.handover.changed() => return,
             };
             let _ = stream.set_nodelay(true);
             let bind = self.bind;
@@ -87,6 +93,7 @@ impl AcceptLoop {
             let closing = Closing {
                 shutdown: self.shutdown.clone(),
                 removed: self.stop.clone(),
+                handover: self.handover.clone(),
             };
             self.tracker.spawn(async move {
                 serve_connection(shared, bind, stream, peer, closing).await;
@@ -101,14 +108,26 @@ impl AcceptLoop {
 struct Closing {
     shutdown: watch::Receiver<bool>,
     removed: watch::Receiver<bool>,
+    handover: watch::Receiver<bool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    /// Shutdown or a removed listener (or a sender gone, which means the same).
+    Close,
+    /// The listeners went to a new process.
+    Handover,
 }
 
 impl Closing {
-    /// Resolves on either signal (or when a sender is gone, which also means closing).
-    async fn signalled(&mut self) {
+    async fn signalled(&mut self) -> CloseReason {
         tokio::select! {
-            _ = self.shutdown.changed() => {}
-            _ = self.removed.changed() => {}
+            _ = self.shutdown.changed() => CloseReason::Close,
+            _ = self.removed.changed() => CloseReason::Close,
+            changed = self.handover.changed() => match changed {
+                Ok(()) => CloseReason::Handover,
+                Err(_) => CloseReason::Close,
+            },
         }
     }
 }
@@ -364,9 +383,14 @@ async fn drive<C, E>(
                     return;
                 }
             }
-            () = signal.signalled(), if !closing => {
-                closing = true;
-                graceful(connection.as_mut());
+            reason = signal.signalled(), if !closing => {
+                // After a handover an HTTP/1.x connection is left to end after its next
+                // response (`Connection: close`); closing it while idle could race a request
+                // the client is sending. HTTP/2 has GOAWAY for exactly this.
+                if reason == CloseReason::Close || activity.is_http2() {
+                    closing = true;
+                    graceful(connection.as_mut());
+                }
             }
         }
     }

@@ -52,12 +52,15 @@ pub struct Proxy {
     listeners: HashMap<SocketAddr, RunningListener>,
     tracker: TaskTracker,
     shutdown: watch::Sender<bool>,
+    handover: watch::Sender<bool>,
 }
 
 struct RunningListener {
     limit: Arc<Semaphore>,
     max_connections: usize,
     stop: watch::Sender<bool>,
+    /// The listening socket (another descriptor of it), for `balancer upgrade` to take.
+    socket: std::net::TcpListener,
 }
 
 impl Proxy {
@@ -67,8 +70,13 @@ impl Proxy {
         ProxyState::build(config, None).map(|_| ())
     }
 
-    /// Builds the state and binds every listener; nothing is served if one fails.
-    pub fn start(config: &L7Config, metrics: HttpMetrics) -> anyhow::Result<Proxy> {
+    /// Builds the state and binds every listener (or takes it from `inherited`, the sockets
+    /// of the process being upgraded); nothing is served if one fails.
+    pub fn start(
+        config: &L7Config,
+        metrics: HttpMetrics,
+        inherited: Option<&mut crate::upgrade::Inherited>,
+    ) -> anyhow::Result<Proxy> {
         let mut state = ProxyState::build(config, None).map_err(anyhow::Error::msg)?;
         state.access_log_file = open_access_log(config, None).map_err(anyhow::Error::msg)?;
         if let Some(path) = &config.proxy.state_file {
@@ -78,18 +86,21 @@ impl Proxy {
             }
         }
         let (shutdown, _) = watch::channel(false);
+        let (handover, _) = watch::channel(false);
         let tracker = TaskTracker::new();
         let mut proxy = Proxy {
             shared: Arc::new(Shared {
                 state: ArcSwap::from_pointee(state),
                 metrics,
                 tracker: tracker.clone(),
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
             listeners: HashMap::new(),
             tracker,
             shutdown,
+            handover,
         };
-        let bound = bind_all(config, &proxy.listeners).map_err(anyhow::Error::msg)?;
+        let bound = bind_all(config, &proxy.listeners, inherited).map_err(anyhow::Error::msg)?;
         for pool in proxy.shared.state.load().pools.values() {
             pool.activate();
         }
@@ -106,7 +117,7 @@ impl Proxy {
         let previous = self.shared.state.load_full();
         let mut state = ProxyState::build(config, Some(&previous))?;
         state.access_log_file = open_access_log(config, previous.access_log_file.as_ref())?;
-        let bound = bind_all(config, &self.listeners)?;
+        let bound = bind_all(config, &self.listeners, None)?;
         self.shared.state.store(Arc::new(state));
 
         let wanted: HashMap<SocketAddr, &crate::config::ListenerConfig> = config
@@ -148,9 +159,13 @@ impl Proxy {
 
     fn spawn_listeners(
         &mut self,
-        bound: Vec<(crate::config::ListenerConfig, tokio::net::TcpListener)>,
+        bound: Vec<(
+            crate::config::ListenerConfig,
+            tokio::net::TcpListener,
+            std::net::TcpListener,
+        )>,
     ) {
-        for (config, socket) in bound {
+        for (config, socket, handle) in bound {
             let limit = Arc::new(Semaphore::new(config.max_connections));
             let (stop, stop_rx) = watch::channel(false);
             tracing::info!(listener = %config.name, bind = %config.bind, tls = config.is_tls(), "listening");
@@ -162,6 +177,7 @@ impl Proxy {
                 tracker: self.tracker.clone(),
                 stop: stop_rx,
                 shutdown: self.shutdown.subscribe(),
+                handover: self.handover.subscribe(),
             };
             tokio::spawn(accept.run());
             self.listeners.insert(
@@ -170,6 +186,7 @@ impl Proxy {
                     limit,
                     max_connections: config.max_connections,
                     stop,
+                    socket: handle,
                 },
             );
         }
@@ -183,6 +200,45 @@ impl Proxy {
                 .reopen()
                 .map_err(|err| format!("reopening {}: {err}", file.path().display())),
             None => Ok(()),
+        }
+    }
+
+    /// The listening sockets, by address, for a handover to a new process.
+    pub fn listener_sockets(&self) -> Vec<(SocketAddr, std::os::fd::RawFd)> {
+        use std::os::fd::AsRawFd;
+        self.listeners
+            .iter()
+            .map(|(address, running)| (*address, running.socket.as_raw_fd()))
+            .collect()
+    }
+
+    /// After a new process took the listeners over: stops accepting (the sockets stay open
+    /// in the new process, so nothing is refused), ends each HTTP/1.x keep-alive connection
+    /// after its next response and sends GOAWAY on HTTP/2 ones, and waits up to `timeout`
+    /// for requests in flight and open WebSocket tunnels. Idle connections that send nothing
+    /// more are closed at `timeout`.
+    pub async fn drain_after_handover(self, timeout: Duration) {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Stops the accept loops too. Not `RunningListener::stop`: that one also closes
+        // idle HTTP/1.x connections at once (a removed listener), the race this avoids.
+        let _ = self.handover.send(true);
+        for pool in self.shared.state.load().pools.values() {
+            pool.deactivate();
+        }
+        self.tracker.close();
+        if tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                connections = self.tracker.len(),
+                "shutdown timeout reached after the handover: closing the remaining connections"
+            );
+        }
+        if let Some(file) = &self.shared.state.load().access_log_file {
+            file.flush();
         }
     }
 
@@ -230,25 +286,48 @@ fn open_access_log(
         .map_err(|err| format!("proxy.access_log_file {}: {err}", path.display()))
 }
 
-/// Binds the listeners of `config` whose address is not bound yet.
+type Bound = (
+    crate::config::ListenerConfig,
+    tokio::net::TcpListener,
+    std::net::TcpListener,
+);
+
+/// Binds the listeners of `config` whose address is not bound yet, or takes them from
+/// `inherited`. Each comes with a second descriptor of the socket, kept for a handover.
 fn bind_all(
     config: &L7Config,
     running: &HashMap<SocketAddr, RunningListener>,
-) -> Result<Vec<(crate::config::ListenerConfig, tokio::net::TcpListener)>, String> {
+    mut inherited: Option<&mut crate::upgrade::Inherited>,
+) -> Result<Vec<Bound>, String> {
     let mut bound = Vec::new();
     for listener in &config.listeners {
         if running.contains_key(&listener.bind) {
             continue;
         }
-        let socket = listener::bind(listener.bind).map_err(|err| {
+        let cannot = |err: std::io::Error| {
             format!(
                 "listener {}: cannot listen on {}: {err}",
                 listener.name, listener.bind
             )
-        })?;
-        bound.push((listener.clone(), socket));
+        };
+        let socket = match inherited
+            .as_deref_mut()
+            .and_then(|inherited| inherited.take(listener.bind))
+        {
+            Some(socket) => tokio::net::TcpListener::from_std(socket).map_err(cannot)?,
+            None => listener::bind(listener.bind).map_err(cannot)?,
+        };
+        let handle = duplicate(&socket).map_err(cannot)?;
+        bound.push((listener.clone(), socket, handle));
     }
     Ok(bound)
+}
+
+/// Another descriptor of `socket`, as a std listener (never polled: only passed on).
+fn duplicate(socket: &tokio::net::TcpListener) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::AsFd;
+    let fd = socket.as_fd().try_clone_to_owned()?;
+    Ok(std::net::TcpListener::from(fd))
 }
 
 /// Applies a changed `max_connections` to a running listener.

@@ -23,6 +23,7 @@ pub(in crate::config) struct ProxyTable {
     pub access_log: AccessLog,
     pub access_log_file: Option<Spanned<String>>,
     pub state_file: Option<Spanned<String>>,
+    pub upgrade_socket: Option<Spanned<String>>,
     #[serde(default, deserialize_with = "optional_duration")]
     pub shutdown_timeout: Option<Spanned<Duration>>,
 }

@@ -92,6 +92,7 @@ listen = "127.0.0.1:9100"
 access_log = "json"
 access_log_file = "logs/access.log"
 state_file = "/var/lib/balancer/state.json"
+upgrade_socket = "/run/balancer/up.sock"
 shutdown_timeout = "1m"
 
 [[listener]]
@@ -188,6 +189,7 @@ servers = [ { url = "http://API.internal" } ]
             access_log: AccessLogFormat::Json,
             access_log_file: Some(path("/etc/balancer/logs/access.log")),
             state_file: Some(path("/var/lib/balancer/state.json")),
+            upgrade_socket: Some(path("/run/balancer/up.sock")),
             shutdown_timeout: Duration::from_secs(60),
         },
         listeners: vec![
@@ -352,6 +354,7 @@ fn l7_defaults() {
                 access_log: AccessLogFormat::Combined,
                 access_log_file: None,
                 state_file: None,
+                upgrade_socket: None,
                 shutdown_timeout: Duration::from_secs(30),
             },
             listeners: vec![ListenerConfig {
@@ -834,7 +837,7 @@ const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, 
 fn unknown_key_in_proxy() {
     assert_error(
         "[proxy]\nworkers = 4\n",
-        "test.toml:2:1: proxy.workers: unknown field `workers`, expected one of `access_log`, `access_log_file`, `state_file`, `shutdown_timeout`",
+        "test.toml:2:1: proxy.workers: unknown field `workers`, expected one of `access_log`, `access_log_file`, `state_file`, `upgrade_socket`, `shutdown_timeout`",
     );
 }
 

@@ -75,6 +75,11 @@ fn proxy_settings(table: &ProxyTable, base_dir: &Path) -> Result<ProxySettings, 
             .as_ref()
             .map(|file| file_path("proxy.state_file", file, base_dir))
             .transpose()?,
+        upgrade_socket: table
+            .upgrade_socket
+            .as_ref()
+            .map(|file| file_path("proxy.upgrade_socket", file, base_dir))
+            .transpose()?,
         access_log: match table.access_log {
             AccessLog::Combined | AccessLog::Text => AccessLogFormat::Combined,
             AccessLog::Json => AccessLogFormat::Json,

@@ -1,0 +1,410 @@
+//! Upgrades that drop nothing: the running process hands its listening sockets (the admin
+//! listener and every proxy listener) to a new process over a unix socket with SCM_RIGHTS, as
+//! HAProxy and Pingora do. The sockets never close, so no connection is refused; the XDP
+//! program goes over through its pinned link (the new process replaces it atomically).
+//!
+//! The exchange on `proxy.upgrade_socket`:
+//! 1. the new process connects;
+//! 2. the old one sends one line of JSON, `{"pid":…,"admin":"ADDR","listeners":["ADDR",…]}`,
+//!    with the descriptors attached in that order (admin first);
+//! 3. the new process starts with them (binding only addresses it did not get), attaches XDP,
+//!    and writes `ready\n`;
+//! 4. the old process stops accepting and drains. If the connection ends without `ready`
+//!    (the new binary failed), the old process never stopped serving and says why.
+
+use std::{
+    io::{self, Read, Write},
+    net::SocketAddr,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::{fs::MetadataExt, net::UnixStream},
+    },
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+/// The longest the old process waits for the new one to say it is ready: loading and
+/// attaching XDP and building every TLS config take a few seconds at most.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most descriptors one handover carries (the kernel's SCM_MAX_FD is 253).
+const MAX_FDS: usize = 253;
+
+/// The sockets a new process takes over, by address.
+#[derive(Debug)]
+pub struct Inherited {
+    /// The old process's pid, for the log.
+    pub from_pid: u32,
+    pub admin: Option<(SocketAddr, std::net::TcpListener)>,
+    pub listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+}
+
+impl Inherited {
+    /// The listener bound to `address`, if the old process had one (taken out).
+    pub fn take(&mut self, address: SocketAddr) -> Option<std::net::TcpListener> {
+        let at = self.listeners.iter().position(|(a, _)| *a == address)?;
+        Some(self.listeners.swap_remove(at).1)
+    }
+}
+
+/// The listening end on `proxy.upgrade_socket`, owned by the serving process. The file is
+/// removed when this is dropped, unless a newer process has replaced it since.
+pub struct UpgradeSocket {
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+    inode: u64,
+}
+
+impl UpgradeSocket {
+    /// Binds `path` (creating its directory, mode 0700). A socket file left by a process that
+    /// is gone is replaced; one another process still answers on is an error, since that
+    /// process is the one to upgrade (`balancer upgrade`). `replace`: the new process of an
+    /// upgrade takes the path over from the old one.
+    pub fn bind(path: &Path, replace: bool) -> io::Result<UpgradeSocket> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        if path.exists() {
+            if !replace && UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another balancer serves on this upgrade socket: upgrade it with \
+                     `balancer upgrade`, or set another proxy.upgrade_socket",
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        let listener = tokio::net::UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let inode = std::fs::metadata(path)?.ino();
+        Ok(UpgradeSocket {
+            listener,
+            path: path.to_path_buf(),
+            inode,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub async fn accept(&self) -> io::Result<tokio::net::UnixStream> {
+        self.listener.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+impl Drop for UpgradeSocket {
+    fn drop(&mut self) {
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Old side: sends the sockets over `stream` and waits for the new process's `ready`. `Err`
+/// says why the upgrade did not happen; the caller keeps serving then.
+pub fn hand_over(
+    stream: tokio::net::UnixStream,
+    admin: (SocketAddr, RawFd),
+    listeners: &[(SocketAddr, RawFd)],
+) -> Result<(), String> {
+    let stream = stream
+        .into_std()
+        .map_err(|err| format!("upgrade socket: {err}"))?;
+    stream
+        .set_nonblocking(false)
+        .map_err(|err| format!("upgrade socket: {err}"))?;
+    let message = json!({
+        "pid": std::process::id(),
+        "admin": admin.0.to_string(),
+        "listeners": listeners.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
+    });
+    let mut fds = vec![admin.1];
+    fds.extend(listeners.iter().map(|(_, fd)| *fd));
+    if fds.len() > MAX_FDS {
+        return Err(format!(
+            "{} sockets to hand over, more than one message carries ({MAX_FDS})",
+            fds.len()
+        ));
+    }
+    send_with_fds(&stream, format!("{message}\n").as_bytes(), &fds)
+        .map_err(|err| format!("sending the sockets: {err}"))?;
+    stream
+        .set_read_timeout(Some(READY_TIMEOUT))
+        .map_err(|err| format!("upgrade socket: {err}"))?;
+    let mut answer = Vec::new();
+    let read = (&stream).take(64).read_to_end(&mut answer);
+    match (read, answer.as_slice()) {
+        (_, b"ready\n") => Ok(()),
+        (Err(err), _) if err.kind() == io::ErrorKind::WouldBlock => Err(format!(
+            "the new process did not say it was ready within {READY_TIMEOUT:?}"
+        )),
+        (Err(err), _) => Err(format!("the new process went away: {err}")),
+        (Ok(_), []) => {
+            Err("the new process exited before it was ready (its log says why)".to_string())
+        }
+        (Ok(_), other) => Err(format!(
+            "the new process answered {:?} instead of ready",
+            String::from_utf8_lossy(other)
+        )),
+    }
+}
+
+/// New side: connects to the running process's upgrade socket and takes its sockets. Keep the
+/// returned stream and call [`confirm`] once serving.
+pub fn take_over(path: &Path) -> Result<(Inherited, UnixStream), String> {
+    let stream = UnixStream::connect(path).map_err(|err| {
+        format!(
+            "no running balancer answers on the upgrade socket {}: {err}",
+            path.display()
+        )
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|err| err.to_string())?;
+    let (mut data, fds) =
+        recv_with_fds(&stream).map_err(|err| format!("receiving the sockets: {err}"))?;
+    while !data.ends_with(b"\n") {
+        let mut more = [0u8; 4096];
+        let n = (&stream)
+            .read(&mut more)
+            .map_err(|err| format!("receiving the socket list: {err}"))?;
+        if n == 0 {
+            return Err("the running process closed the upgrade socket".to_string());
+        }
+        data.extend_from_slice(&more[..n]);
+    }
+    let inherited = parse_handover(&data, fds)?;
+    Ok((inherited, stream))
+}
+
+/// New side: tells the old process to stop accepting and drain.
+pub fn confirm(mut stream: UnixStream) -> io::Result<()> {
+    stream.write_all(b"ready\n")
+}
+
+/// The message and descriptors as [`Inherited`]; every descriptor must be a listening TCP
+/// socket at the address the message gives for it.
+fn parse_handover(data: &[u8], fds: Vec<OwnedFd>) -> Result<Inherited, String> {
+    let message: Value = serde_json::from_slice(data.trim_ascii_end())
+        .map_err(|err| format!("the handover message is not JSON: {err}"))?;
+    let address = |value: &Value| -> Result<SocketAddr, String> {
+        value
+            .as_str()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| format!("the handover message names no address: {value}"))
+    };
+    let admin_address = address(&message["admin"])?;
+    let listener_addresses = message["listeners"]
+        .as_array()
+        .ok_or("the handover message has no listener list")?
+        .iter()
+        .map(address)
+        .collect::<Result<Vec<_>, _>>()?;
+    if fds.len() != listener_addresses.len() + 1 {
+        return Err(format!(
+            "{} descriptors for {} sockets",
+            fds.len(),
+            listener_addresses.len() + 1
+        ));
+    }
+    let mut sockets = fds.into_iter().map(|fd| {
+        let listener = std::net::TcpListener::from(fd);
+        listener.set_nonblocking(true).map(|()| listener)
+    });
+    let mut checked = |expected: SocketAddr| -> Result<std::net::TcpListener, String> {
+        let listener = sockets
+            .next()
+            .expect("counted above")
+            .map_err(|err| err.to_string())?;
+        match listener.local_addr() {
+            Ok(actual) if actual == expected => Ok(listener),
+            Ok(actual) => Err(format!("the socket for {expected} is bound to {actual}")),
+            Err(err) => Err(format!("the socket for {expected}: {err}")),
+        }
+    };
+    let admin = checked(admin_address)?;
+    let mut listeners = Vec::with_capacity(listener_addresses.len());
+    for address in listener_addresses {
+        listeners.push((address, checked(address)?));
+    }
+    Ok(Inherited {
+        from_pid: message["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or(0),
+        admin: Some((admin_address, admin)),
+        listeners,
+    })
+}
+
+fn send_with_fds(stream: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let fd_bytes = std::mem::size_of_val(fds);
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(u32::try_from(fd_bytes).expect("few fds")) } as usize;
+    // u64s: the control buffer must be aligned for cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the sendmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg_control holds `space` bytes, room for one header and `fds`.
+    unsafe {
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(u32::try_from(fd_bytes).expect("few fds")) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(header).cast(), fds.len());
+    }
+    // SAFETY: msg points at live buffers; the socket is ours.
+    let sent = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The descriptors went with the first byte; the rest is plain data.
+    let sent = usize::try_from(sent).unwrap_or(0);
+    (&*stream).write_all(&data[sent..])
+}
+
+fn recv_with_fds(stream: &UnixStream) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut data = vec![0u8; 64 * 1024];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe {
+        libc::CMSG_SPACE(u32::try_from(MAX_FDS * std::mem::size_of::<RawFd>()).expect("small"))
+    } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the recvmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg points at live buffers; the socket is ours.
+    let received = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if received < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control; CMSG_* walk what it wrote. Each descriptor it
+    // passed is ours to own from here.
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&msg);
+        while !header.is_null() {
+            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = (*header).cmsg_len - libc::CMSG_LEN(0) as usize;
+                let count = bytes / std::mem::size_of::<RawFd>();
+                let first: *const RawFd = libc::CMSG_DATA(header).cast();
+                for k in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(first.add(k).read_unaligned()));
+                }
+            }
+            header = libc::CMSG_NXTHDR(&msg, header);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("descriptors were cut off (MSG_CTRUNC)"));
+    }
+    data.truncate(usize::try_from(received).unwrap_or(0));
+    Ok((data, fds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_sockets_cross_a_unix_socket_and_keep_their_address() {
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let web = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (old, new) = UnixStream::pair().expect("pair");
+        let addresses = (
+            admin.local_addr().expect("addr"),
+            web.local_addr().expect("addr"),
+        );
+        let message = format!(
+            "{}\n",
+            json!({"pid": 7, "admin": addresses.0.to_string(), "listeners": [addresses.1.to_string()]})
+        );
+        send_with_fds(
+            &old,
+            message.as_bytes(),
+            &[admin.as_raw_fd(), web.as_raw_fd()],
+        )
+        .expect("send");
+        let (data, fds) = recv_with_fds(&new).expect("recv");
+        let mut inherited = parse_handover(&data, fds).expect("parse");
+        assert_eq!(inherited.from_pid, 7);
+        let taken = inherited.take(addresses.1).expect("web");
+        // The passed socket is the same socket: a connection to it is accepted there.
+        drop(web);
+        let client = std::net::TcpStream::connect(addresses.1).expect("connect");
+        taken.set_nonblocking(false).expect("blocking");
+        let (accepted, peer) = taken.accept().expect("accept");
+        assert_eq!(peer, client.local_addr().expect("addr"));
+        drop(accepted);
+        let (admin_address, _admin) = inherited.admin.expect("admin");
+        assert_eq!(admin_address, addresses.0);
+    }
+
+    #[test]
+    fn a_socket_at_another_address_is_refused() {
+        let web = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (old, new) = UnixStream::pair().expect("pair");
+        let message = format!(
+            "{}\n",
+            json!({"pid": 1, "admin": "127.0.0.1:1", "listeners": [web.local_addr().expect("a").to_string()]})
+        );
+        send_with_fds(
+            &old,
+            message.as_bytes(),
+            &[admin.as_raw_fd(), web.as_raw_fd()],
+        )
+        .expect("send");
+        let (data, fds) = recv_with_fds(&new).expect("recv");
+        let err = parse_handover(&data, fds).expect_err("refused");
+        assert!(
+            err.starts_with("the socket for 127.0.0.1:1 is bound to"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_live_upgrade_socket_is_not_taken_but_a_stale_one_is() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let dir = std::env::temp_dir().join(format!("balancer-upgrade-{}", std::process::id()));
+            let path = dir.join("upgrade.sock");
+            let first = UpgradeSocket::bind(&path, false).expect("bind");
+            let err = UpgradeSocket::bind(&path, false)
+                .err()
+                .expect("a live socket is refused");
+            assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+            // The new process of an upgrade replaces it; the old one's drop leaves it alone.
+            let second = UpgradeSocket::bind(&path, true).expect("replace");
+            drop(first);
+            assert!(path.exists(), "the newer socket stays");
+            drop(second);
+            assert!(!path.exists(), "removed by its owner");
+            // A file nobody listens on is stale.
+            std::os::unix::net::UnixListener::bind(&path).expect("stale");
+            let third = UpgradeSocket::bind(&path, false).expect("stale replaced");
+            drop(third);
+            let _ = std::fs::remove_dir_all(dir);
+        });
+    }
+}
