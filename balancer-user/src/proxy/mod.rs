@@ -244,8 +244,10 @@ impl Proxy {
 
     /// Stops accepting, asks every connection to close after its current request, and waits
     /// up to `timeout` for them.
-    pub async fn shutdown(self, timeout: Duration) {
-        for running in self.listeners.values() {
+    pub async fn shutdown(mut self, timeout: Duration) {
+        // Dropped here, with the descriptor kept for a handover: once the accept loops have
+        // dropped theirs too, the sockets close and new connections are refused.
+        for (_, running) in std::mem::take(&mut self.listeners) {
             let _ = running.stop.send(true);
         }
         let _ = self.shutdown.send(true);
