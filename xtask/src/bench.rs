@@ -7,6 +7,7 @@
 //! its section saying so; the other sections are still reported.
 
 mod l7;
+mod plot;
 
 use std::{
     fmt::Write as _,
@@ -80,9 +81,29 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         l4(&binaries, quick).unwrap_or_else(|err| failed_section("L4", "L4 (bench_l4)", &err)),
         l7(&binaries, quick).unwrap_or_else(|err| failed_section("L7", "L7 (bench_l7)", &err)),
     ];
-    let report = render(&header, &sections);
     let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
+    let mut charts = Vec::new();
+    for section in &sections {
+        match section.raw_name {
+            "L4 (bench_l4)" => charts.extend(l4_chart(&section.raw["test_run"])),
+            "L7 (bench_l7)" => charts.extend(l7::charts(&section.raw)),
+            _ => {}
+        }
+    }
+    let mut plots = String::new();
+    for (file, title, svg) in &charts {
+        std::fs::write(dir.join(file), svg).with_context(|| format!("writing {file}"))?;
+        let _ = writeln!(plots, "\n![{title}]({file})");
+    }
+    let mut report = render(&header, &sections);
+    if !plots.is_empty() {
+        report = report.replacen(
+            "\n## Raw numbers\n",
+            &format!("\n## Plots\n\nThe tables above as bar charts (SVG, beside this report).\n{plots}\n## Raw numbers\n"),
+            1,
+        );
+    }
     let path = dir.join("report.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     println!("{report}");
@@ -309,6 +330,45 @@ fn l4(binaries: &Binaries, quick: bool) -> anyhow::Result<Section> {
         raw_name: "L4 (bench_l4)",
         raw,
     })
+}
+
+/// ns per packet of each case as a multiple of the floor, beside Katran's (fixed reference
+/// figures), as (file name, title, SVG).
+fn l4_chart(test_run: &Value) -> Option<(String, String, String)> {
+    let floor = case_ns(test_run, "floor").ok()?;
+    let mut bars = Vec::new();
+    for case in XDP_CASES.iter().filter(|c| c.target.is_some()) {
+        let Ok(ns) = case_ns(test_run, case.key) else {
+            continue;
+        };
+        bars.push(plot::Bar {
+            label: format!("{}: balancer", case.key),
+            segments: vec![plot::Segment {
+                value: ns / floor,
+                series: 0,
+            }],
+        });
+        if let Some(katran) = case.katran_ns {
+            bars.push(plot::Bar {
+                label: format!("{}: Katran (reference)", case.key),
+                segments: vec![plot::Segment {
+                    value: katran / KATRAN_FLOOR_NS,
+                    series: 1,
+                }],
+            });
+        }
+    }
+    let title = "XDP cost per packet as a multiple of each one's floor, lower is better";
+    Some((
+        "l4-ns-per-packet.svg".to_string(),
+        title.to_string(),
+        plot::horizontal_bars(
+            title,
+            "× floor",
+            &["balancer (this run)", "Katran (fixed reference, not this run)"],
+            &bars,
+        ),
+    ))
 }
 
 /// The median ns of a test-run case.

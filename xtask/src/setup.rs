@@ -34,6 +34,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "systemd-analyze"),
     // `cargo xtask package` checks the .deb it builds.
     ("dpkg", "dpkg-deb"),
+    // A real browser for the balancer-manager page's test (tests/tests/manager_page.rs).
+    ("chromium", "chromium"),
 ];
 
 /// Debian packages proven by a module of Debian's python3 rather than a command: python3-venv

@@ -31,7 +31,10 @@ pub fn check(context: &AdminContext, request: &Request<Incoming>) -> Option<Resp
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone()?;
-    let open = request.uri().path() == "/healthz"
+    // The health probe, and the manager page's own files: they hold no state, and the page
+    // asks for the token itself (its API calls carry it).
+    let open = (request.uri().path() == "/healthz"
+        || super::manager::asset(request.uri().path()).is_some())
         && (request.method() == Method::GET || request.method() == Method::HEAD);
     if open || presents(request, &token) {
         return None;

@@ -3,6 +3,7 @@
 //! `Authorization: Bearer TOKEN`.
 
 mod auth;
+mod manager;
 mod metrics;
 mod pools;
 mod state;
@@ -75,6 +76,9 @@ pub async fn serve(
             let service = service_fn(move |request| {
                 let context = context.clone();
                 async move {
+                    if let Some(why) = manager::cross_site(request.method(), request.headers()) {
+                        return Ok::<_, Infallible>(manager::refused(&request, why));
+                    }
                     if let Some(refused) = auth::check(&context, &request) {
                         return Ok::<_, Infallible>(refused);
                     }
@@ -102,6 +106,12 @@ fn respond(context: &AdminContext, request: &Request<Incoming>) -> Response<Full
     }
     if let Some(rest) = path.strip_prefix("/api/pools/") {
         return pools::server_action(context, request, rest);
+    }
+    if let Some((body, content_type)) = manager::asset(path) {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return method_not_allowed("GET, HEAD");
+        }
+        return manager::serve(body, content_type);
     }
     let allowed = match path {
         "/metrics" | "/api/state" | "/healthz" => "GET, HEAD",

@@ -409,6 +409,51 @@ fn render_floor(md: &mut String, rows: &Value) {
     );
 }
 
+/// One chart per load case: each target's CPU per request (or per connection), user and
+/// kernel time stacked. Returns (file name, title, SVG).
+pub fn charts(raw: &Value) -> Vec<(String, String, String)> {
+    let cases = [
+        ("http1_keepalive", "HTTP/1.1 keep-alive", "request"),
+        ("h2", "h2 over TLS", "request"),
+        ("tls_new_connections", "New TLS connections (resumed)", "connection"),
+        ("tls_full_handshakes", "New TLS connections (full handshakes)", "connection"),
+    ];
+    let mut out = Vec::new();
+    for (key, name, per) in cases {
+        let rows = &raw["cases"][key];
+        let bars: Vec<super::plot::Bar> = ROWS
+            .iter()
+            .filter_map(|(row, label)| {
+                let user = rows[*row]["proxy_user_us_per_request"].as_f64()?;
+                let kernel = rows[*row]["proxy_kernel_us_per_request"].as_f64()?;
+                Some(super::plot::Bar {
+                    label: label.replace('`', ""),
+                    segments: vec![
+                        super::plot::Segment {
+                            value: user,
+                            series: 0,
+                        },
+                        super::plot::Segment {
+                            value: kernel,
+                            series: 1,
+                        },
+                    ],
+                })
+            })
+            .collect();
+        if bars.is_empty() {
+            continue;
+        }
+        let title = format!("{name}: proxy CPU per {per}, lower is better");
+        out.push((
+            format!("l7-{key}.svg"),
+            title.clone(),
+            super::plot::horizontal_bars(&title, "µs", &["user", "kernel"], &bars),
+        ));
+    }
+    out
+}
+
 /// What writing the access log costs each proxy: CPU per request with it, less without it,
 /// and the CPU-per-request throughput kept (target ≥ 0.95×).
 fn render_logging(md: &mut String, rows: &Value) {

@@ -1,0 +1,211 @@
+//! A real browser for the tests: Debian's headless Chromium started inside a test's network
+//! namespace and driven over the Chrome DevTools Protocol (a WebSocket to its debugging port):
+//! navigate, evaluate JavaScript in the page (read the DOM, click), take screenshots.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail, ensure};
+use base64::Engine;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
+
+use crate::{Netns, l7::TempDir};
+
+/// Debian's Chromium (`cargo xtask setup` installs it).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+pub struct Browser {
+    child: Child,
+    socket: WebSocket<TcpStream>,
+    next_id: u64,
+    _profile: TempDir,
+}
+
+impl Browser {
+    /// Starts headless Chromium in `netns` with a new empty profile and attaches to its
+    /// first page.
+    pub fn launch(netns: &Netns) -> anyhow::Result<Browser> {
+        ensure!(
+            Path::new(CHROMIUM).is_file(),
+            "{CHROMIUM} does not exist: run `cargo xtask setup` (it installs Debian's chromium)"
+        );
+        let profile = TempDir::new("chromium")?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", netns.path()))
+            .arg(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--window-size=1280,900",
+                "--remote-debugging-port=0",
+                "--remote-debugging-address=127.0.0.1",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting chromium")?;
+        let mut browser_child = Some(child);
+        let result = (|| {
+            let port = debugging_port(profile.path())?;
+            let targets = netns.run(move || http_get(port, "/json/list"))??;
+            let list: Value = serde_json::from_str(&targets).context("/json/list")?;
+            let url = list
+                .as_array()
+                .and_then(|targets| targets.iter().find(|t| t["type"] == "page"))
+                .and_then(|page| page["webSocketDebuggerUrl"].as_str())
+                .context("no page target")?
+                .to_string();
+            let socket = netns.run(move || -> anyhow::Result<WebSocket<TcpStream>> {
+                let stream = TcpStream::connect(("127.0.0.1", port))?;
+                stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+                let (socket, _) = tungstenite::client(url.as_str(), stream)
+                    .map_err(|err| anyhow::anyhow!("DevTools WebSocket: {err}"))?;
+                Ok(socket)
+            })??;
+            Ok::<_, anyhow::Error>(socket)
+        })();
+        match result {
+            Ok(socket) => Ok(Browser {
+                child: browser_child.take().expect("started"),
+                socket,
+                next_id: 0,
+                _profile: profile,
+            }),
+            Err(err) => {
+                if let Some(mut child) = browser_child {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Sends a DevTools command and returns its `result`.
+    pub fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.socket
+            .send(Message::text(
+                json!({ "id": id, "method": method, "params": params }).to_string(),
+            ))
+            .with_context(|| format!("sending {method}"))?;
+        loop {
+            let message = self
+                .socket
+                .read()
+                .with_context(|| format!("waiting for the answer to {method}"))?;
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let value: Value = serde_json::from_str(text.as_str())?;
+            if value["id"] != id {
+                continue; // an event
+            }
+            if let Some(error) = value.get("error") {
+                bail!("{method}: {error}");
+            }
+            return Ok(value["result"].clone());
+        }
+    }
+
+    pub fn navigate(&mut self, url: &str) -> anyhow::Result<()> {
+        self.call("Page.enable", json!({}))?;
+        let result = self.call("Page.navigate", json!({ "url": url }))?;
+        if let Some(error) = result.get("errorText") {
+            bail!("navigating to {url}: {error}");
+        }
+        Ok(())
+    }
+
+    /// Evaluates `expression` in the page (awaiting a promise) and returns its value.
+    pub fn eval(&mut self, expression: &str) -> anyhow::Result<Value> {
+        let result = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+        )?;
+        if let Some(exception) = result.get("exceptionDetails") {
+            bail!("{expression}: {exception}");
+        }
+        Ok(result["result"]["value"].clone())
+    }
+
+    /// Evaluates `expression` every 100 ms until it is `true`, for up to `limit`.
+    pub fn wait_for(&mut self, expression: &str, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.eval(expression)? == Value::Bool(true) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("not true within {limit:?}: {expression}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A PNG of the page as it is drawn now, written to `path`.
+    pub fn screenshot(&mut self, path: &Path) -> anyhow::Result<PathBuf> {
+        let result = self.call("Page.captureScreenshot", json!({ "format": "png" }))?;
+        let data = result["data"].as_str().context("no screenshot data")?;
+        let png = base64::engine::general_purpose::STANDARD.decode(data)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, png)?;
+        Ok(path.to_path_buf())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The port Chromium chose, from `DevToolsActivePort` in its profile (first line).
+fn debugging_port(profile: &Path) -> anyhow::Result<u16> {
+    let file = profile.join("DevToolsActivePort");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Some(port) = text.lines().next().and_then(|l| l.trim().parse().ok())
+        {
+            return Ok(port);
+        }
+        if Instant::now() > deadline {
+            bail!("chromium wrote no {} within 30 s", file.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A plain HTTP/1.0 GET to the debugging port (run inside the namespace).
+fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (_, body) = response
+        .split_once("\r\n\r\n")
+        .context("no HTTP response from the debugging port")?;
+    Ok(body.to_string())
+}
