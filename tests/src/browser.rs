@@ -63,14 +63,29 @@ impl Browser {
         let mut browser_child = Some(child);
         let result = (|| {
             let port = debugging_port(profile.path())?;
-            let targets = netns.run(move || http_get(port, "/json/list"))??;
-            let list: Value = serde_json::from_str(&targets).context("/json/list")?;
-            let url = list
-                .as_array()
-                .and_then(|targets| targets.iter().find(|t| t["type"] == "page"))
-                .and_then(|page| page["webSocketDebuggerUrl"].as_str())
-                .context("no page target")?
-                .to_string();
+            // The port file can come before the first page target: ask until it is there.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let url = loop {
+                let targets = netns.run(move || http_get(port, "/json/list"))?;
+                let last = format!("{targets:?}");
+                let page = targets
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                    .and_then(|list| {
+                        list.as_array()?
+                            .iter()
+                            .find(|t| t["type"] == "page")?["webSocketDebuggerUrl"]
+                            .as_str()
+                            .map(ToString::to_string)
+                    });
+                if let Some(url) = page {
+                    break url;
+                }
+                if Instant::now() > deadline {
+                    bail!("chromium listed no page target on port {port} within 15 s: {last}");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
             let socket = netns.run(move || -> anyhow::Result<WebSocket<TcpStream>> {
                 let stream = TcpStream::connect(("127.0.0.1", port))?;
                 stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -197,15 +212,39 @@ fn debugging_port(profile: &Path) -> anyhow::Result<u16> {
     }
 }
 
-/// A plain HTTP/1.0 GET to the debugging port (run inside the namespace).
+/// A plain HTTP GET to the debugging port (run inside the namespace).
 fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (_, body) = response
-        .split_once("\r\n\r\n")
-        .context("no HTTP response from the debugging port")?;
-    Ok(body.to_string())
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    // Read up to the end of the body by its Content-Length: Chromium keeps the connection
+    // open whatever the request says.
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            bail!("the debugging port closed before a whole answer");
+        }
+        response.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&response);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            })
+            .context("no Content-Length from the debugging port")?;
+        if body.len() >= length {
+            return Ok(body[..length].to_string());
+        }
+    }
 }

@@ -145,7 +145,8 @@ servers = [ {{ url = "http://{B1}" }}, {{ url = "http://{B2}" }} ]
             Duration::from_secs(5),
         )
         .expect("the page follows the API without a reload");
-    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
     let shot = browser
         .screenshot(&artifacts.join("manager-page.png"))
         .expect("screenshot");
@@ -171,5 +172,9 @@ servers = [ {{ url = "http://{B1}" }}, {{ url = "http://{B2}" }} ]
         let (status, body) = admin(&balancer, &net, &args);
         assert_eq!(status, 403, "{extra:?}: {body}");
     }
-    assert_eq!(operator(&balancer, &net, &b1_url), "draining", "still drained");
+    assert_eq!(
+        operator(&balancer, &net, &b1_url),
+        "draining",
+        "still drained"
+    );
 }

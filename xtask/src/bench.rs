@@ -365,7 +365,10 @@ fn l4_chart(test_run: &Value) -> Option<(String, String, String)> {
         plot::horizontal_bars(
             title,
             "× floor",
-            &["balancer (this run)", "Katran (fixed reference, not this run)"],
+            &[
+                "balancer (this run)",
+                "Katran (fixed reference, not this run)",
+            ],
             &bars,
         ),
     ))

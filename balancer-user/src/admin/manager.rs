@@ -55,9 +55,7 @@ pub fn cross_site(method: &Method, headers: &HeaderMap) -> Option<&'static str> 
         return None;
     }
     let value = |name: &header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(site) = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && site != "same-origin"
         && site != "none"
     {
@@ -127,15 +125,25 @@ mod tests {
             (vec![host], false),
             (vec![host, ("origin", "http://127.0.0.1:9100")], false),
             (
-                vec![host, ("origin", "http://127.0.0.1:9100"), ("sec-fetch-site", "same-origin")],
+                vec![
+                    host,
+                    ("origin", "http://127.0.0.1:9100"),
+                    ("sec-fetch-site", "same-origin"),
+                ],
                 false,
             ),
             (vec![host, ("origin", "http://evil.test")], true),
             (vec![host, ("origin", "null")], true),
             (vec![host, ("sec-fetch-site", "cross-site")], true),
             (vec![host, ("sec-fetch-site", "same-site")], true),
-            (vec![host, ("content-type", "application/x-www-form-urlencoded")], true),
-            (vec![host, ("content-type", "text/plain;charset=UTF-8")], true),
+            (
+                vec![host, ("content-type", "application/x-www-form-urlencoded")],
+                true,
+            ),
+            (
+                vec![host, ("content-type", "text/plain;charset=UTF-8")],
+                true,
+            ),
             (vec![host, ("content-type", "application/json")], false),
         ] {
             assert_eq!(

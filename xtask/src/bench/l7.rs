@@ -415,8 +415,16 @@ pub fn charts(raw: &Value) -> Vec<(String, String, String)> {
     let cases = [
         ("http1_keepalive", "HTTP/1.1 keep-alive", "request"),
         ("h2", "h2 over TLS", "request"),
-        ("tls_new_connections", "New TLS connections (resumed)", "connection"),
-        ("tls_full_handshakes", "New TLS connections (full handshakes)", "connection"),
+        (
+            "tls_new_connections",
+            "New TLS connections (resumed)",
+            "connection",
+        ),
+        (
+            "tls_full_handshakes",
+            "New TLS connections (full handshakes)",
+            "connection",
+        ),
     ];
     let mut out = Vec::new();
     for (key, name, per) in cases {

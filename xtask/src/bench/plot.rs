@@ -28,7 +28,11 @@ const TOP: f64 = 56.0;
 /// names the segments' colours in the legend.
 pub fn horizontal_bars(title: &str, unit: &str, series: &[&str], bars: &[Bar]) -> String {
     let total = |bar: &Bar| bar.segments.iter().map(|s| s.value.max(0.0)).sum::<f64>();
-    let longest = bars.iter().map(total).fold(0.0_f64, f64::max).max(f64::MIN_POSITIVE);
+    let longest = bars
+        .iter()
+        .map(total)
+        .fold(0.0_f64, f64::max)
+        .max(f64::MIN_POSITIVE);
     let plot_width = WIDTH - LABEL_WIDTH - 90.0;
     let height = TOP + bars.len() as f64 * (BAR_HEIGHT + GAP) + 16.0;
     let mut svg = format!(
@@ -136,8 +140,14 @@ mod tests {
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(svg.contains("CPU &lt;per&gt; request"), "escaped title");
         // The longest bar (20) spans the plot: 760 - 260 - 90 = 410 px, a quarter user.
-        assert!(svg.contains("x=\"260.0\" y=\"56\" width=\"102.5\""), "{svg}");
-        assert!(svg.contains("x=\"362.5\" y=\"56\" width=\"307.5\""), "{svg}");
+        assert!(
+            svg.contains("x=\"260.0\" y=\"56\" width=\"102.5\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("x=\"362.5\" y=\"56\" width=\"307.5\""),
+            "{svg}"
+        );
         assert!(svg.contains(">20.0 µs</text>"), "{svg}");
         assert!(svg.contains("width=\"205.0\""), "nginx at half: {svg}");
         assert!(svg.trim_end().ends_with("</svg>"));
