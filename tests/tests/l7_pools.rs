@@ -1222,3 +1222,57 @@ fn hash_keys_move_only_off_a_server_that_goes_down_and_come_back_with_it() {
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(map("b2 back"), before, "keys return to b2 once it is back");
 }
+
+/// wrk in `net` with `connections` clients for `seconds`, started in the background. Its
+/// open-file limit is raised first: a thousand clients need more than the usual 1024.
+fn spawn_wrk(net: &L7Net, connections: u32, seconds: u32) -> std::process::Child {
+    std::process::Command::new("nsenter")
+        .arg(format!("--net={}", net.path()))
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "ulimit -n 8192 2>/dev/null || true; exec wrk -t1 -c{connections} -d{seconds}s http://{LISTEN}/pooled"
+            ),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("wrk (cargo xtask setup installs it)")
+}
+
+#[test]
+fn the_default_pool_does_not_churn_connections_under_a_thousand_clients() {
+    let net = L7Net::new("nochurn").expect("namespace");
+    let backend = Backend::start(&net, "b1", &[B1]).expect("backend");
+    // The config a new user writes: no keepalive table.
+    let balancer = start(&net, &one_pool_config(&servers(&[(&url(B1), 1)])));
+    let wrk = spawn_wrk(&net, 1000, 9);
+    // Steady state: after wrk's thousand connections have ramped up, and before it stops
+    // (it abandons requests in flight when it ends, and their upstream connections with them).
+    std::thread::sleep(Duration::from_secs(3));
+    let before = backend.stats().expect("stats");
+    std::thread::sleep(Duration::from_secs(4));
+    let after = backend.stats().expect("stats");
+    let output = wrk.wait_with_output().expect("wrk");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "wrk: {text}");
+    assert!(
+        !text.contains("Socket errors") && !text.contains("Non-2xx"),
+        "wrk saw errors: {text}"
+    );
+    let opened = after.connections - before.connections;
+    let requests = after.requests - before.requests;
+    eprintln!(
+        "1 000 clients, 4 s of steady state: {requests} requests, {opened} new upstream \
+         connections ({} open)",
+        after.open
+    );
+    assert!(requests > 1000, "load ran: {requests} requests");
+    assert!(
+        opened * 1000 <= requests,
+        "at most 1 new upstream connection per 1 000 requests at steady state: {opened} for \
+         {requests} requests\n{}",
+        balancer.log()
+    );
+}

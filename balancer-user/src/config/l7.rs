@@ -470,8 +470,18 @@ pub struct KeepaliveConfig {
     /// `idle_timeout` (default 60s, above 0 and at most 1h): an idle upstream connection is
     /// closed after it (Apache ttl).
     pub idle_timeout: Duration,
-    /// `max_idle` (default 32, 0 to 10 000): idle connections kept per server.
+    /// `max_idle` (0 to 10 000): idle connections kept per server at most. The default,
+    /// [`KeepaliveConfig::DEFAULT_MAX_IDLE`], is a cap high enough to follow demand: every
+    /// connection that a burst of concurrent requests opened goes back to the idle list, the
+    /// newest is reused first, and the ones the load no longer needs close after
+    /// `idle_timeout`. So a pool keeps as many idle connections as recent peak concurrency
+    /// needed and never opens and closes connections under steady load (a cap of 32 closed
+    /// every connection beyond 32 as it came back: 46 % new connections at 64 clients).
     pub max_idle: usize,
+}
+
+impl KeepaliveConfig {
+    pub const DEFAULT_MAX_IDLE: usize = 4096;
 }
 
 impl Default for KeepaliveConfig {
@@ -479,7 +489,7 @@ impl Default for KeepaliveConfig {
         Self {
             reuse: true,
             idle_timeout: Duration::from_secs(60),
-            max_idle: 32,
+            max_idle: Self::DEFAULT_MAX_IDLE,
         }
     }
 }

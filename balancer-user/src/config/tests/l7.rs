@@ -405,7 +405,7 @@ fn l7_defaults() {
                 keepalive: KeepaliveConfig {
                     reuse: true,
                     idle_timeout: Duration::from_secs(60),
-                    max_idle: 32,
+                    max_idle: KeepaliveConfig::DEFAULT_MAX_IDLE,
                 },
                 retry: RetryConfig {
                     after_failure: Duration::from_secs(5),
