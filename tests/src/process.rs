@@ -80,11 +80,7 @@ impl BalancerProcess {
         process.admin = admin.to_string();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !process.log().contains("upgrade: serving") {
-            if let Some(status) = process
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = process.reaped() {
                 bail!(
                     "balancer upgrade exited ({status}); its log:\n{}",
                     process.log()
@@ -172,15 +168,24 @@ impl BalancerProcess {
         })
     }
 
+    /// The exit status if the process has exited; it is then forgotten, so that `Drop` sends
+    /// no signal to a pid that may belong to another process by now.
+    fn reaped(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        if let Some(child) = self.child.take() {
+            LIVE_CHILDREN
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|p| *p != child.id());
+        }
+        Some(status)
+    }
+
     fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
         let url = format!("http://{}/healthz", self.admin);
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.reaped() {
                 bail!(
                     "balancer exited during startup ({status}); its log:\n{}",
                     self.log()

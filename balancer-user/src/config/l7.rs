@@ -417,6 +417,20 @@ pub struct ServerConfig {
     /// `route`: the sticky-session route id (used by sticky sessions): letters, digits, '-' and
     /// '_'; unique in the pool.
     pub route: Option<String>,
+    /// `state = "enabled" | "draining" | "disabled"` (default "enabled"): the operator state a
+    /// server starts in, when the process starts or a reload adds it (Apache's `status=+N` /
+    /// `+D`). A server already running keeps what the operator set; `proxy.state_file`, when
+    /// it holds the server, wins at start.
+    pub state: InitialState,
+}
+
+/// A server's operator state as configured (`state`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum InitialState {
+    #[default]
+    Enabled,
+    Draining,
+    Disabled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -21,7 +21,7 @@ use super::{
     },
     upstream::ServerConnections,
 };
-use crate::config::{PoolConfig, ServerConfig};
+use crate::config::{InitialState, PoolConfig, ServerConfig};
 use crate::sticky::{ServerIdentity, StickyPolicy};
 
 pub struct Pool {
@@ -163,7 +163,19 @@ impl Pool {
                     let health = previous
                         .and_then(|pool| pool.servers.iter().find(|s| s.config.url == server.url))
                         .map_or_else(
-                            || Arc::new(ServerHealth::new(rules)),
+                            || {
+                                // A server new to this process starts as configured.
+                                let health = ServerHealth::new(rules);
+                                let initial = match server.state {
+                                    InitialState::Enabled => Operator::Enabled,
+                                    InitialState::Draining => Operator::Draining,
+                                    InitialState::Disabled => Operator::Disabled,
+                                };
+                                if initial != Operator::Enabled {
+                                    health.lock().set_operator(initial, "config (state)");
+                                }
+                                Arc::new(health)
+                            },
                             |kept| kept.health.clone(),
                         );
                     Server::new(config, server, health)
@@ -481,5 +493,38 @@ mod tests {
         assert!(new.view(0, now).takes_new);
         assert!(!new.view(1, now).health_up);
         assert_eq!(new.view(2, now).operator, Operator::Draining);
+    }
+
+    #[test]
+    fn servers_start_in_their_configured_state_and_a_reload_keeps_the_operators_choice() {
+        let keys = "servers = [ { url = \"http://10.0.0.1:80\" }, \
+                    { url = \"http://10.0.0.2:80\", state = \"draining\" }, \
+                    { url = \"http://10.0.0.3:80\", state = \"disabled\" } ]";
+        let old = pool(keys);
+        let now = Instant::now();
+        let operators: Vec<Operator> = (0..3).map(|i| old.view(i, now).operator).collect();
+        assert_eq!(
+            operators,
+            [Operator::Enabled, Operator::Draining, Operator::Disabled]
+        );
+        assert!(old.view(0, now).takes_new && !old.view(1, now).takes_new);
+        assert!(
+            old.view(1, now).takes_sticky,
+            "a draining server keeps its sessions"
+        );
+        // The operator enables the draining one; a reload of the same config keeps that.
+        assert!(old.set_operator(1, Operator::Enabled, "test"));
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\n\n\
+             [[route]]\nname = \"main\"\nlistener = \"web\"\npool = \"app\"\n\n[pool.app]\n\
+             balance = \"least-conn\"\n{keys}\n"
+        );
+        let config = Config::parse(&text, "test.toml").expect("valid config");
+        let new = Pool::new(
+            &config.l7.pools[0],
+            Arc::new(ErrorPages::default()),
+            Some(&old),
+        );
+        assert_eq!(new.view(1, now).operator, Operator::Enabled);
     }
 }

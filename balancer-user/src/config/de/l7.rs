@@ -318,6 +318,7 @@ pub(in crate::config) struct ServerTable {
     #[serde(default = "default_server_weight", deserialize_with = "server_weight")]
     pub weight: u32,
     pub route: Option<Spanned<String>>,
+    pub state: Option<Spanned<String>>,
 }
 
 fn default_server_weight() -> u32 {

@@ -13,9 +13,10 @@ use serde::de::{IntoDeserializer, value::StrDeserializer};
 use super::{ORIGIN, XDP, assert_error, local_vip, parse};
 use crate::config::{
     AccessLogFormat, Balance, CertificatePaths, Config, HashOn, HeaderEdits, HealthTls,
-    HostPattern, KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig, PoolConfig,
-    PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig, RouteTarget,
-    ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig, TrustedHeader, UnderscorePolicy,
+    HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig,
+    PoolConfig, PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig,
+    RouteTarget, ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig, TrustedHeader,
+    UnderscorePolicy,
     de::{AccessLog, BalanceKind, Keyword, StickyMode, Underscore},
 };
 
@@ -69,6 +70,7 @@ fn server(url: ServerUrl, weight: u32, route: Option<&str>) -> ServerConfig {
         url,
         weight,
         route: route.map(str::to_string),
+        state: InitialState::Enabled,
     }
 }
 
@@ -891,7 +893,7 @@ fn unknown_keys_in_l7_sub_tables() {
     );
     assert_error(
         &pool_servers("{ url = \"http://a\", backup = true }"),
-        "test.toml:2:32: pool.app.servers[0].backup: unknown field `backup`, expected one of `url`, `weight`, `route`",
+        "test.toml:2:32: pool.app.servers[0].backup: unknown field `backup`, expected one of `url`, `weight`, `route`, `state`",
     );
     assert_error(
         &format!("{POOL}keepalive = {{ timeout = \"1s\" }}\n"),
@@ -2284,5 +2286,29 @@ fn sticky_and_health_errors() {
     assert_error(
         &pool_with(&format!("{servers}slow_start = \"2h\"\n")),
         "test.toml:3:14: pool.app.slow_start: must be between 0s and 1h, not 2h",
+    );
+}
+
+#[test]
+fn server_state_is_the_initial_operator_state() {
+    let config = parse(&format!(
+        "{LISTENER}[pool.app]\nservers = [ {{ url = \"http://198.18.1.2:8000\", state = \"draining\" }}, \
+         {{ url = \"http://198.18.1.3:8000\", state = \"disabled\" }}, {{ url = \"http://198.18.1.4:8000\" }} ]\n\
+         [[route]]\npool = \"app\"\n"
+    ));
+    let states: Vec<InitialState> = config.l7.pools[0].servers.iter().map(|s| s.state).collect();
+    assert_eq!(
+        states,
+        [
+            InitialState::Draining,
+            InitialState::Disabled,
+            InitialState::Enabled
+        ]
+    );
+    assert_error(
+        &format!(
+            "{LISTENER}[pool.app]\nservers = [ {{ url = \"http://198.18.1.2:8000\", state = \"asleep\" }} ]\n"
+        ),
+        "test.toml:5:55: pool.app.servers[0].state: \"asleep\" is not \"enabled\", \"draining\" or \"disabled\"",
     );
 }

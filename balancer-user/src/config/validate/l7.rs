@@ -21,9 +21,10 @@ use super::{
 };
 use crate::config::{
     AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HeaderEdits, HealthTls,
-    HostPattern, KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig, PoolConfig,
-    PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig, RouteTarget,
-    ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig, TrustedHeader, UnderscorePolicy,
+    HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig,
+    PoolConfig, PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig,
+    RouteTarget, ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig, TrustedHeader,
+    UnderscorePolicy,
     de::{
         AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, PoolHealthTable,
         PoolTable, Pools, ProxyTable, RouteTable, StickyMode, StickyTable, Table, TlsTable,
@@ -1135,10 +1136,26 @@ fn servers(key: &str, pool: &PoolTable) -> Result<Vec<ServerConfig>, Invalid> {
             }
             None => None,
         };
+        let state = match &server.state {
+            None => InitialState::Enabled,
+            Some(written) => match written.get_ref().as_str() {
+                "enabled" => InitialState::Enabled,
+                "draining" => InitialState::Draining,
+                "disabled" => InitialState::Disabled,
+                other => {
+                    return Err(Invalid::at(
+                        format!("{entry}.state"),
+                        written,
+                        format!("{other:?} is not \"enabled\", \"draining\" or \"disabled\""),
+                    ));
+                }
+            },
+        };
         servers.push(ServerConfig {
             url,
             weight: server.weight,
             route,
+            state,
         });
     }
     if servers.iter().all(|server| server.weight == 0) {
