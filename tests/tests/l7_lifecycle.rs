@@ -824,13 +824,25 @@ fn a_drain_and_a_disable_survive_a_restart_through_the_state_file() {
     let _b2 = Backend::start(&net, "b2", &[B2]).expect("backend b2");
     let _b3 = Backend::start(&net, "b3", &[B3]).expect("backend b3");
     let state_file = net.dir().join("state.json");
+    // b3 is configured to start draining; the operator enables it, and that must survive the
+    // restart too.
     let config = format!(
         "[proxy]\nstate_file = {:?}\n{}",
         state_file.display().to_string(),
-        one_pool_config(&servers(&[(&url(B1), 1), (&url(B2), 1), (&url(B3), 1)]))
+        one_pool_config(&format!(
+            "servers = [ {{ url = \"{}\" }}, {{ url = \"{}\" }}, {{ url = \"{}\", state = \"draining\" }} ]",
+            url(B1),
+            url(B2),
+            url(B3)
+        ))
     );
     let mut balancer = start(&net, &config);
-    for (server, action) in [(url(B1), "drain"), (url(B2), "disable")] {
+    assert_eq!(operators(&balancer)[2], (url(B3), "draining".to_string()));
+    for (server, action) in [
+        (url(B1), "drain"),
+        (url(B2), "disable"),
+        (url(B3), "enable"),
+    ] {
         let path = format!(
             "/api/pools/app/servers/{}/{action}",
             server.replace(':', "%3A").replace('/', "%2F")

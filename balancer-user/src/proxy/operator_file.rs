@@ -1,6 +1,7 @@
 //! `proxy.state_file`: the operator state of pool servers (drained, disabled) kept across
-//! restarts, as the pinned backend map keeps it for VIP backends. Only servers an operator
-//! took out are listed; a server not in the file starts enabled.
+//! restarts, as the pinned backend map keeps it for VIP backends. Every server is listed, the
+//! enabled ones too: an operator's "enable" of a server configured with `state = "draining"`
+//! must survive the restart as well. A server not in the file starts as configured.
 //!
 //! ```json
 //! {"pools": {"app": {"http://198.18.0.11:8000": "draining"}}}
@@ -15,21 +16,18 @@ use serde_json::{Map, Value, json};
 
 use super::{server_state::Operator, state::ProxyState};
 
-/// Pool name → server url → state, for the servers that are not enabled.
+/// Pool name → server url → state.
 pub type Snapshot = BTreeMap<String, BTreeMap<String, Operator>>;
 
-/// The operator states of `state`'s pool servers that are not enabled.
+/// The operator state of every pool server of `state`.
 pub fn snapshot(state: &ProxyState) -> Snapshot {
     let mut pools = Snapshot::new();
     for (name, pool) in &state.pools {
         for server in &pool.servers {
-            let operator = server.health.operator();
-            if operator != Operator::Enabled {
-                pools
-                    .entry(name.clone())
-                    .or_default()
-                    .insert(server.label.clone(), operator);
-            }
+            pools
+                .entry(name.clone())
+                .or_default()
+                .insert(server.label.clone(), server.health.operator());
         }
     }
     pools
