@@ -78,6 +78,7 @@ fn server_json(pool: &Pool, index: usize, server: &Server, now: Instant) -> serd
         "url": server.label,
         "route": server.config.route,
         "weight": server.config.weight,
+        "backup": server.config.backup,
         "effective_weight": f64::from(server.config.weight) * f64::from(view.weight_permille) / 1000.0,
         "state": summary(&view),
         "health": if view.health_up { "up" } else { "down" },

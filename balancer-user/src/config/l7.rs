@@ -422,6 +422,10 @@ pub struct ServerConfig {
     /// `+D`). A server already running keeps what the operator set; `proxy.state_file`, when
     /// it holds the server, wins at start.
     pub state: InitialState,
+    /// `backup = true`: the server gets new requests only when no other server of the pool
+    /// can take them (all down, drained, disabled or at weight 0), as HAProxy's and nginx's
+    /// `backup` (Apache's `status=+H`). Sessions already on it stay while it is up.
+    pub backup: bool,
 }
 
 /// A server's operator state as configured (`state`).

@@ -299,7 +299,7 @@ impl Pool {
         let index = match sticky {
             Some(index) => index,
             None => {
-                let candidates: Vec<Candidate> = self
+                let mut candidates: Vec<Candidate> = self
                     .servers
                     .iter()
                     .enumerate()
@@ -317,6 +317,20 @@ impl Pool {
                         }
                     })
                     .collect();
+                // Backups take new requests only when no other server can.
+                if self.servers.iter().any(|server| server.config.backup) {
+                    let primary_can = candidates
+                        .iter()
+                        .zip(&self.servers)
+                        .any(|(c, server)| !server.config.backup && c.eligible && c.weight > 0);
+                    if primary_can {
+                        for (candidate, server) in candidates.iter_mut().zip(&self.servers) {
+                            if server.config.backup {
+                                candidate.eligible = false;
+                            }
+                        }
+                    }
+                }
                 self.selector.select(&candidates, key)?
             }
         };
@@ -493,6 +507,32 @@ mod tests {
         assert!(new.view(0, now).takes_new);
         assert!(!new.view(1, now).health_up);
         assert_eq!(new.view(2, now).operator, Operator::Draining);
+    }
+
+    #[test]
+    fn a_backup_gets_new_requests_only_when_no_other_server_can() {
+        let pool = pool(
+            "servers = [ { url = \"http://10.0.0.1:80\", route = \"a\" }, \
+             { url = \"http://10.0.0.2:80\", route = \"b\" }, \
+             { url = \"http://10.0.0.3:80\", route = \"c\", backup = true } ]",
+        );
+        let picks = |pool: &Arc<Pool>| -> Vec<usize> {
+            (0..6)
+                .map(|_| pick(pool, None, None).expect("a server").0)
+                .collect()
+        };
+        assert!(picks(&pool).iter().all(|&i| i < 2), "primaries only");
+        assert!(pool.set_operator(0, Operator::Draining, "test"));
+        assert!(picks(&pool).iter().all(|&i| i == 1), "one primary left");
+        assert!(pool.set_operator(1, Operator::Disabled, "test"));
+        assert!(
+            picks(&pool).iter().all(|&i| i == 2),
+            "no primary: the backup"
+        );
+        // A sticky session on a draining primary still goes there.
+        assert_eq!(pick(&pool, None, Some(0)), Some((0, true)));
+        assert!(pool.set_operator(1, Operator::Enabled, "test"));
+        assert!(picks(&pool).iter().all(|&i| i == 1), "back to the primary");
     }
 
     #[test]

@@ -319,6 +319,8 @@ pub(in crate::config) struct ServerTable {
     pub weight: u32,
     pub route: Option<Spanned<String>>,
     pub state: Option<Spanned<String>>,
+    #[serde(default)]
+    pub backup: bool,
 }
 
 fn default_server_weight() -> u32 {

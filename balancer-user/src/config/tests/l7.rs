@@ -71,6 +71,7 @@ fn server(url: ServerUrl, weight: u32, route: Option<&str>) -> ServerConfig {
         weight,
         route: route.map(str::to_string),
         state: InitialState::Enabled,
+        backup: false,
     }
 }
 
@@ -892,8 +893,8 @@ fn unknown_keys_in_l7_sub_tables() {
         "test.toml:4:58: listener[0].tls.certificates[0].chain: unknown field `chain`, expected `cert` or `key`",
     );
     assert_error(
-        &pool_servers("{ url = \"http://a\", backup = true }"),
-        "test.toml:2:32: pool.app.servers[0].backup: unknown field `backup`, expected one of `url`, `weight`, `route`, `state`",
+        &pool_servers("{ url = \"http://a\", spare = true }"),
+        "test.toml:2:32: pool.app.servers[0].spare: unknown field `spare`, expected one of `url`, `weight`, `route`, `state`, `backup`",
     );
     assert_error(
         &format!("{POOL}keepalive = {{ timeout = \"1s\" }}\n"),

@@ -1156,6 +1156,7 @@ fn servers(key: &str, pool: &PoolTable) -> Result<Vec<ServerConfig>, Invalid> {
             weight: server.weight,
             route,
             state,
+            backup: server.backup,
         });
     }
     if servers.iter().all(|server| server.weight == 0) {
