@@ -1291,3 +1291,49 @@ fn a_reload_that_adds_a_trusted_proxy_applies_to_the_next_request() {
         "each request reads the current policy, also on a connection opened before"
     );
 }
+
+#[test]
+fn rewrite_cookie_domain_replaces_a_named_domain_as_apache_does() {
+    let net = L7Net::new("cookiedomain").expect("namespace");
+    let _backend = start_backend(&net);
+    let certs = Certs::new().expect("CA");
+    let site = certs.issue("site", &[PUBLIC_HOST]).expect("certificate");
+    let balancer = start(
+        &net,
+        &format!(
+            "{}{}{}",
+            listener("web", LISTEN_TLS, Some(&site), ""),
+            route(
+                "app",
+                "web",
+                "/",
+                "app",
+                "rewrite_cookie_path = false\nrewrite_cookie_domain = { \"app.internal\" = \"example.test\" }"
+            ),
+            pool("app", BACKEND)
+        ),
+    );
+    let public = format!("{PUBLIC_HOST}:8443");
+    let query = [
+        "Set-Cookie=a%3Db%3B%20Domain%3Dapp.internal%3B%20Path%3D%2Fx",
+        "Set-Cookie=c%3Dd%3B%20Domain%3D.APP.internal",
+        "Set-Cookie=e%3Df%3B%20Domain%3Dother.test",
+    ]
+    .join("&");
+    let reply = ok(
+        tls_client(&net, &certs)
+            .send(&Request::get(&format!("/response-headers?{query}")).host(&public)),
+        "GET",
+        &balancer,
+    );
+    assert_eq!(
+        reply.header_all("set-cookie"),
+        [
+            // ProxyPassReverseCookieDomain app.internal example.test: the Domain only (this
+            // route does not rewrite paths).
+            "a=b; Domain=example.test; Path=/x",
+            "c=d; Domain=.example.test",
+            "e=f; Domain=other.test",
+        ]
+    );
+}

@@ -224,6 +224,11 @@ pub struct RouteConfig {
     /// Refused (404) otherwise: a server that decodes them before splitting the path would
     /// see another path than the one routed (Apache's `AllowEncodedSlashes Off`).
     pub allow_encoded_slashes: bool,
+    /// `rewrite_cookie_domain = { "app.internal" = "www.example.test" }` (Apache's
+    /// `ProxyPassReverseCookieDomain internal public`): a `Set-Cookie` `Domain` equal to a key
+    /// (case-insensitive, a leading dot kept) becomes its value, whatever
+    /// `rewrite_cookie_path` says. Keys lowercase, in order.
+    pub rewrite_cookie_domain: Vec<(String, String)>,
 }
 
 /// `set` and `unset` of `request_headers` / `response_headers`. Names lowercase.

@@ -57,6 +57,11 @@ pub struct BackendUrl {
 pub struct ReverseMap {
     pub public: PublicUrl,
     pub backend: BackendUrl,
+    /// Rewrite a cookie's `Path` to the public prefix and a `Domain` naming the server to the
+    /// public host (`rewrite_cookie_path`; true unless the route says otherwise).
+    pub cookie_paths: bool,
+    /// Explicit `Domain` replacements (`rewrite_cookie_domain`), lowercase keys; applied first.
+    pub cookie_domains: Vec<(String, String)>,
 }
 
 /// The lowercase name of the non-standard `URI` response header (RFC 2616 drafts), which Apache's
@@ -83,7 +88,12 @@ pub fn has_rewritable_headers(headers: &HeaderMap, location: bool, cookies: bool
 
 impl ReverseMap {
     pub fn new(public: PublicUrl, backend: BackendUrl) -> ReverseMap {
-        ReverseMap { public, backend }
+        ReverseMap {
+            public,
+            backend,
+            cookie_paths: true,
+            cookie_domains: Vec::new(),
+        }
     }
 
     /// Rewrites one URL (a `Location`, `Content-Location` or `URI` value, or an HTML attribute):
@@ -260,8 +270,16 @@ impl ReverseMap {
             let trimmed = attribute.trim_matches(is_ascii_space);
             let lead = attribute.len() - attribute.trim_start_matches(is_ascii_space).len();
             let replacement = match name.trim_matches(is_ascii_space) {
-                name if name.eq_ignore_ascii_case("path") => self.cookie_path(trimmed).map(Some),
-                name if name.eq_ignore_ascii_case("domain") => self.cookie_domain(trimmed),
+                name if name.eq_ignore_ascii_case("path") && self.cookie_paths => {
+                    self.cookie_path(trimmed).map(Some)
+                }
+                name if name.eq_ignore_ascii_case("domain") => {
+                    self.mapped_domain(trimmed).map(Some).or_else(|| {
+                        self.cookie_paths
+                            .then(|| self.cookie_domain(trimmed))
+                            .flatten()
+                    })
+                }
                 _ => None,
             };
             match replacement {
@@ -332,6 +350,18 @@ impl ReverseMap {
         let prefix = self.prefix();
         (!prefix.is_empty() && path.starts_with('/') && !is_under(path, prefix))
             .then(|| format!("{prefix}{path}"))
+    }
+
+    /// The `rewrite_cookie_domain` replacement of `domain` (a leading dot kept), if any.
+    fn mapped_domain(&self, domain: &str) -> Option<String> {
+        let (dot, name) = match domain.strip_prefix('.') {
+            Some(name) => (".", name),
+            None => ("", domain),
+        };
+        self.cookie_domains
+            .iter()
+            .find(|(from, _)| from.eq_ignore_ascii_case(name))
+            .map(|(_, to)| format!("{dot}{to}"))
     }
 
     /// `None`: keep; `Some(None)`: remove the attribute; `Some(Some(domain))`: replace.
@@ -885,6 +915,34 @@ mod tests {
                 "{name}: srcset({input:?})"
             );
         }
+    }
+
+    #[test]
+    fn explicit_cookie_domains_are_replaced_with_or_without_path_rewriting() {
+        let mut map = ReverseMap::new(
+            PublicUrl {
+                scheme: "https",
+                host: "www.example.test".into(),
+                prefix: "/webapps".into(),
+            },
+            BackendUrl {
+                authorities: vec!["198.18.1.2:8000".into()],
+            },
+        );
+        map.cookie_domains = vec![("app.internal".into(), "example.test".into())];
+        assert_eq!(
+            map.set_cookie("a=b; Domain=.App.Internal; Path=/x")
+                .as_deref(),
+            Some("a=b; Domain=.example.test; Path=/webapps/x")
+        );
+        map.cookie_paths = false;
+        assert_eq!(
+            map.set_cookie("a=b; Domain=app.internal; Path=/x")
+                .as_deref(),
+            Some("a=b; Domain=example.test; Path=/x"),
+            "only the domain, as ProxyPassReverseCookieDomain alone does"
+        );
+        assert_eq!(map.set_cookie("a=b; Domain=other.test; Path=/x"), None);
     }
 
     #[test]

@@ -768,11 +768,8 @@ fn rewrite_phase(
     let route = forwarding.route;
     // Most answers carry nothing to rewrite: no map is built for them (a per-request cost).
     let html = route.rewrite_html && html::is_html(&parts.headers);
-    let has_headers = has_rewritable_headers(
-        &parts.headers,
-        route.rewrite_location,
-        route.rewrite_cookie_path,
-    );
+    let cookies = route.rewrite_cookie_path || !route.rewrite_cookie_domain.is_empty();
+    let has_headers = has_rewritable_headers(&parts.headers, route.rewrite_location, cookies);
     if !(has_headers || html) {
         return body;
     }
@@ -790,12 +787,10 @@ fn rewrite_phase(
             }
         }
     }
-    let map = ReverseMap::new(public, BackendUrl { authorities });
-    let changed = map.response_headers(
-        &mut parts.headers,
-        route.rewrite_location,
-        route.rewrite_cookie_path,
-    );
+    let mut map = ReverseMap::new(public, BackendUrl { authorities });
+    map.cookie_paths = route.rewrite_cookie_path;
+    map.cookie_domains.clone_from(&route.rewrite_cookie_domain);
+    let changed = map.response_headers(&mut parts.headers, route.rewrite_location, cookies);
     if changed > 0 {
         shared
             .metrics

@@ -406,6 +406,7 @@ mod tests {
             rewrite_html: false,
             debug_headers: false,
             allow_encoded_slashes: false,
+            rewrite_cookie_domain: Vec::new(),
         }
     }
 

@@ -144,6 +144,8 @@ pub(in crate::config) struct RouteTable {
     pub debug_headers: bool,
     #[serde(default)]
     pub allow_encoded_slashes: bool,
+    #[serde(default)]
+    pub rewrite_cookie_domain: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 /// `request_headers` / `response_headers`.

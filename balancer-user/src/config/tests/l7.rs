@@ -244,6 +244,7 @@ servers = [ { url = "http://API.internal" } ]
                 rewrite_html: false,
                 debug_headers: false,
                 allow_encoded_slashes: false,
+                rewrite_cookie_domain: Vec::new(),
             },
             RouteConfig {
                 name: "route-1".to_string(),
@@ -262,6 +263,7 @@ servers = [ { url = "http://API.internal" } ]
                 rewrite_html: false,
                 debug_headers: false,
                 allow_encoded_slashes: false,
+                rewrite_cookie_domain: Vec::new(),
             },
             RouteConfig {
                 name: "route-2".to_string(),
@@ -280,6 +282,7 @@ servers = [ { url = "http://API.internal" } ]
                 rewrite_html: false,
                 debug_headers: false,
                 allow_encoded_slashes: false,
+                rewrite_cookie_domain: Vec::new(),
             },
         ],
         // Sorted by name.
@@ -400,6 +403,7 @@ fn l7_defaults() {
                 rewrite_html: false,
                 debug_headers: false,
                 allow_encoded_slashes: false,
+                rewrite_cookie_domain: Vec::new(),
             }],
             pools: vec![PoolConfig {
                 name: "app".to_string(),
@@ -833,7 +837,7 @@ fn l7_keyword_lists_match_the_enums() {
 // ---- Bad configs: unknown keys and table shapes ------------------------------------------------
 
 const LISTENER_KEYS: &str = "`name`, `bind`, `tls`, `redirect_https`, `https_port`, `header_read_timeout`, `keepalive_timeout`, `max_header_bytes`, `max_headers`, `max_connections`, `trusted_proxies`, `trusted_headers`, `underscore_headers`, `allowed_hosts`, `disallowed_host_status`, `identity_headers`, `emit_forwarded`, `emit_x_real_ip`";
-const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`, `allow_encoded_slashes`";
+const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`, `allow_encoded_slashes`, `rewrite_cookie_domain`";
 const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, `timeouts`, `h2c`, `error_pages`, `sticky`, `health`, `passive`, `slow_start`";
 
 #[test]
@@ -2311,5 +2315,22 @@ fn server_state_is_the_initial_operator_state() {
             "{LISTENER}[pool.app]\nservers = [ {{ url = \"http://198.18.1.2:8000\", state = \"asleep\" }} ]\n"
         ),
         "test.toml:5:55: pool.app.servers[0].state: \"asleep\" is not \"enabled\", \"draining\" or \"disabled\"",
+    );
+}
+
+#[test]
+fn rewrite_cookie_domain_maps_host_names() {
+    let config = parse(&format!(
+        "{LISTENER}{POOL}[[route]]\npool = \"app\"\nrewrite_cookie_domain = {{ \"App.Internal\" = \"www.example.test\" }}\n"
+    ));
+    assert_eq!(
+        config.l7.routes[0].rewrite_cookie_domain,
+        [("app.internal".to_string(), "www.example.test".to_string())]
+    );
+    assert_error(
+        &format!(
+            "{LISTENER}{POOL}[[route]]\npool = \"app\"\nrewrite_cookie_domain = {{ \"app.internal\" = \"bad host/\" }}\n"
+        ),
+        "test.toml:8:44: route[0].rewrite_cookie_domain.app.internal: \"bad host/\" is not a host name (its replacement)",
     );
 }

@@ -562,9 +562,34 @@ fn route_configs(
             rewrite_html: route.rewrite_html,
             debug_headers: route.debug_headers,
             allow_encoded_slashes: route.allow_encoded_slashes,
+            rewrite_cookie_domain: cookie_domains(&key, &route.rewrite_cookie_domain)?,
         });
     }
     Ok(configs)
+}
+
+/// `rewrite_cookie_domain`: host names (without a leading dot) on both sides.
+fn cookie_domains(
+    key: &str,
+    written: &BTreeMap<String, Spanned<String>>,
+) -> Result<Vec<(String, String)>, Invalid> {
+    let mut domains = Vec::with_capacity(written.len());
+    for (from, to) in written {
+        for (what, name) in [
+            ("a cookie domain", from.as_str()),
+            ("its replacement", to.get_ref().as_str()),
+        ] {
+            if !is_valid_host_name(name) {
+                return Err(Invalid::at(
+                    format!("{key}.rewrite_cookie_domain.{from}"),
+                    to,
+                    format!("{name:?} is not a host name ({what})"),
+                ));
+            }
+        }
+        domains.push((from.to_ascii_lowercase(), to.get_ref().to_ascii_lowercase()));
+    }
+    Ok(domains)
 }
 
 /// A route's `listener`: the name of a listener that does not redirect every request.
