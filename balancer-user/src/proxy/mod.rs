@@ -224,22 +224,7 @@ impl Proxy {
         // Stops the accept loops too. Not `RunningListener::stop`: that one also closes
         // idle HTTP/1.x connections at once (a removed listener), the race this avoids.
         let _ = self.handover.send(true);
-        for pool in self.shared.state.load().pools.values() {
-            pool.deactivate();
-        }
-        self.tracker.close();
-        if tokio::time::timeout(timeout, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::info!(
-                connections = self.tracker.len(),
-                "shutdown timeout reached after the handover: closing the remaining connections"
-            );
-        }
-        if let Some(file) = &self.shared.state.load().access_log_file {
-            file.flush();
-        }
+        self.finish(timeout).await;
     }
 
     /// Stops accepting, asks every connection to close after its current request, and waits
@@ -251,6 +236,12 @@ impl Proxy {
             let _ = running.stop.send(true);
         }
         let _ = self.shutdown.send(true);
+        self.finish(timeout).await;
+    }
+
+    /// The end of a shutdown or a handover, once the connections were told: the pools stop
+    /// checking, connections get up to `timeout` to finish, the access log is written out.
+    async fn finish(&self, timeout: Duration) {
         for pool in self.shared.state.load().pools.values() {
             pool.deactivate();
         }

@@ -982,72 +982,82 @@ keepalive = {{ max_idle = 64 }}
 
 /// nginx with its combined access log in a file, buffered as balancer's is: plain HTTP only.
 fn nginx_logged_config(dir: &Path, max_connections: usize, nofile: u64) -> String {
-    let plain = Target::NginxLogged.plain_port();
+    let access_log = format!(
+        "{}/nginx-access.log combined buffer=64k flush=1s",
+        dir.display()
+    );
+    nginx_http_config(
+        dir,
+        "nginx-logged",
+        max_connections,
+        nofile,
+        &access_log,
+        &[format!("127.0.0.1:{}", Target::NginxLogged.plain_port())],
+    )
+}
+
+fn nginx_config(dir: &Path, certs: &Certs, max_connections: usize, nofile: u64) -> String {
+    // nginx 1.22 (Debian 12) has no `http2 on;` (1.25.1): h2 is a `listen` parameter there.
+    let tls = format!(
+        "127.0.0.1:{} ssl http2;\n        ssl_certificate {};\n        ssl_certificate_key {};\n        ssl_protocols TLSv1.3",
+        Target::Nginx.tls_port().expect("TLS"),
+        certs.cert.display(),
+        certs.key.display(),
+    );
+    nginx_http_config(
+        dir,
+        "nginx",
+        max_connections,
+        nofile,
+        "off",
+        &[format!("127.0.0.1:{}", Target::Nginx.plain_port()), tls],
+    )
+}
+
+/// One nginx worker proxying to the backend with upstream keep-alive: `name` names its pid
+/// and error log files, `access_log` is that directive's value, and each of `listens` (a
+/// `listen` directive's value, then any more directives of its server) is one server block.
+fn nginx_http_config(
+    dir: &Path,
+    name: &str,
+    max_connections: usize,
+    nofile: u64,
+    access_log: &str,
+    listens: &[String],
+) -> String {
     let dir = dir.display();
-    format!(
-        r#"# bench_l7: nginx with its access log in a file, buffered like balancer's.
-worker_processes 1;
-worker_rlimit_nofile {nofile};
-daemon off;
-user root;
-pid {dir}/nginx-logged.pid;
-error_log {dir}/nginx-logged-error.log warn;
-
-events {{
-    worker_connections {max_connections};
-}}
-
-http {{
-    access_log {dir}/nginx-access.log combined buffer=64k flush=1s;
-    client_body_temp_path {dir}/nginx-body;
-    proxy_temp_path {dir}/nginx-proxy;
-    fastcgi_temp_path {dir}/nginx-fastcgi;
-    uwsgi_temp_path {dir}/nginx-uwsgi;
-    scgi_temp_path {dir}/nginx-scgi;
-    keepalive_timeout 75s;
-    keepalive_requests 10000000;
-
-    upstream backend {{
-        server 127.0.0.1:{BACKEND_PORT};
-        keepalive 64;
-        keepalive_requests 10000000;
-    }}
-
+    let servers: String = listens
+        .iter()
+        .map(|listen| {
+            format!(
+                r#"
     server {{
-        listen 127.0.0.1:{plain};
+        listen {listen};
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
     }}
-}}
 "#
-    )
-}
-
-fn nginx_config(dir: &Path, certs: &Certs, max_connections: usize, nofile: u64) -> String {
-    let (plain, tls) = (
-        Target::Nginx.plain_port(),
-        Target::Nginx.tls_port().expect("TLS"),
-    );
-    let dir = dir.display();
-    // nginx 1.22 (Debian 12) has no `http2 on;` (1.25.1): h2 is a `listen` parameter there.
+            )
+        })
+        .collect();
     format!(
         r#"# bench_l7: nginx as a reverse proxy, equivalent to the balancer and HAProxy configs.
 worker_processes 1;
 worker_rlimit_nofile {nofile};
 daemon off;
 user root;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log warn;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}-error.log warn;
 
 events {{
     worker_connections {max_connections};
 }}
 
 http {{
-    access_log off;
+    access_log {access_log};
     client_body_temp_path {dir}/nginx-body;
     proxy_temp_path {dir}/nginx-proxy;
     fastcgi_temp_path {dir}/nginx-fastcgi;
@@ -1061,31 +1071,8 @@ http {{
         keepalive 64;
         keepalive_requests 10000000;
     }}
-
-    server {{
-        listen 127.0.0.1:{plain};
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-
-    server {{
-        listen 127.0.0.1:{tls} ssl http2;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.3;
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"#,
-        cert = certs.cert.display(),
-        key = certs.key.display(),
+{servers}}}
+"#
     )
 }
 
