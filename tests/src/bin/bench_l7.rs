@@ -1124,15 +1124,23 @@ fn start_proxy(
 ) -> anyhow::Result<Proc> {
     let log = dir.join(format!("{}.log", target.key()));
     let mut process = match target {
-        Target::Balancer => {
+        Target::Balancer | Target::BalancerLogged => {
             let binary = balancer_binary()?;
             ensure!(
                 binary.is_file(),
                 "{} does not exist (set BALANCER_BIN)",
                 binary.display()
             );
-            let config = dir.join("balancer.toml");
-            std::fs::write(&config, balancer_config(certs, max_connections))?;
+            let (file, text) = if target == Target::Balancer {
+                ("balancer.toml", balancer_config(certs, max_connections))
+            } else {
+                (
+                    "balancer-logged.toml",
+                    balancer_logged_config(dir, max_connections),
+                )
+            };
+            let config = dir.join(file);
+            std::fs::write(&config, text)?;
             let config = config.to_string_lossy().into_owned();
             Proc::spawn(
                 netns,
@@ -1144,43 +1152,20 @@ fn start_proxy(
                 &log,
             )?
         }
-        Target::Nginx => {
-            let config = dir.join("nginx.conf");
-            std::fs::write(&config, nginx_config(dir, certs, max_connections, nofile))?;
-            let prefix = format!("{}/", dir.display());
-            let error_log = dir.join("nginx-error.log").to_string_lossy().into_owned();
-            let config = config.to_string_lossy().into_owned();
-            Proc::spawn(
-                netns,
-                "nginx",
-                PROXY_CPU,
-                Path::new("nginx"),
-                &["-p", &prefix, "-e", &error_log, "-c", &config],
-                &[],
-                &log,
-            )?
-        }
-        Target::BalancerLogged => {
-            let binary = balancer_binary()?;
-            let config = dir.join("balancer-logged.toml");
-            std::fs::write(&config, balancer_logged_config(dir, max_connections))?;
-            let config = config.to_string_lossy().into_owned();
-            Proc::spawn(
-                netns,
-                "balancer",
-                PROXY_CPU,
-                &binary,
-                &["run", "--config", &config],
-                &[("TOKIO_WORKER_THREADS", "1"), ("RUST_LOG", "warn")],
-                &log,
-            )?
-        }
-        Target::NginxLogged => {
-            let config = dir.join("nginx-logged.conf");
-            std::fs::write(&config, nginx_logged_config(dir, max_connections, nofile))?;
+        Target::Nginx | Target::NginxLogged => {
+            let (name, text) = if target == Target::Nginx {
+                ("nginx", nginx_config(dir, certs, max_connections, nofile))
+            } else {
+                (
+                    "nginx-logged",
+                    nginx_logged_config(dir, max_connections, nofile),
+                )
+            };
+            let config = dir.join(format!("{name}.conf"));
+            std::fs::write(&config, text)?;
             let prefix = format!("{}/", dir.display());
             let error_log = dir
-                .join("nginx-logged-error.log")
+                .join(format!("{name}-error.log"))
                 .to_string_lossy()
                 .into_owned();
             let config = config.to_string_lossy().into_owned();
