@@ -1247,10 +1247,10 @@ fn the_default_pool_does_not_churn_connections_under_a_thousand_clients() {
     let backend = Backend::start(&net, "b1", &[B1]).expect("backend");
     // The config a new user writes: no keepalive table.
     let balancer = start(&net, &one_pool_config(&servers(&[(&url(B1), 1)])));
-    let wrk = spawn_wrk(&net, 1000, 9);
+    let wrk = spawn_wrk(&net, 1000, 11);
     // Steady state: after wrk's thousand connections have ramped up, and before it stops
     // (it abandons requests in flight when it ends, and their upstream connections with them).
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(5));
     let before = backend.stats().expect("stats");
     std::thread::sleep(Duration::from_secs(4));
     let after = backend.stats().expect("stats");

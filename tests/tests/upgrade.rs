@@ -20,7 +20,7 @@ const PLAIN: &str = "127.0.0.1:8080";
 const TLS: &str = "127.0.0.1:8443";
 const ADMIN: &str = "127.0.0.1:9100";
 const UPGRADES: usize = 5;
-const LOAD_SECONDS: u64 = 16;
+const LOAD_SECONDS: u64 = 20;
 
 fn config(net: &L7Net, certs: &Certs) -> String {
     let site = certs.issue("site", &["www.example.test"]).expect("cert");
@@ -163,7 +163,7 @@ fn five_upgrades_under_load_lose_no_request_and_refuse_no_connection() {
             "round {round}: the old process saw the handover:\n{}",
             old.log()
         );
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(1000));
     }
     assert!(
         started.elapsed() < Duration::from_secs(LOAD_SECONDS - 1),
