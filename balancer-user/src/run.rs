@@ -17,7 +17,7 @@ use crate::{
 };
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    serve(config_path, None).await
+    serve(config_path, Config::load(config_path)?, None).await
 }
 
 /// `balancer upgrade`: takes the listeners and the XDP link over from the balancer running
@@ -41,7 +41,7 @@ pub async fn upgrade(config_path: &Path) -> anyhow::Result<()> {
         listeners = inherited.listeners.len(),
         "upgrade: took the listening sockets over"
     );
-    serve(config_path, Some(Takeover { inherited, stream })).await
+    serve(config_path, config, Some(Takeover { inherited, stream })).await
 }
 
 /// What `balancer upgrade` got from the process it replaces.
@@ -58,8 +58,11 @@ enum Ending {
     HandedOver,
 }
 
-async fn serve(config_path: &Path, mut takeover: Option<Takeover>) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+async fn serve(
+    config_path: &Path,
+    config: Config,
+    mut takeover: Option<Takeover>,
+) -> anyhow::Result<()> {
     let token = admin_token(&config).map_err(anyhow::Error::msg)?;
     let inherited_admin = takeover
         .as_mut()
@@ -71,10 +74,7 @@ async fn serve(config_path: &Path, mut takeover: Option<Takeover>) -> anyhow::Re
             .await
             .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?,
     };
-    let admin_socket = {
-        use std::os::fd::AsFd;
-        std::net::TcpListener::from(admin_listener.as_fd().try_clone_to_owned()?)
-    };
+    let admin_socket = crate::proxy::duplicate(&admin_listener)?;
     let http_metrics = HttpMetrics::default();
     let mut proxy = Proxy::start(
         &config.l7,

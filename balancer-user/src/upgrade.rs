@@ -239,6 +239,18 @@ fn parse_handover(data: &[u8], fds: Vec<OwnedFd>) -> Result<Inherited, String> {
     })
 }
 
+/// A message of one buffer (`iov`) and `space` bytes of control data in `control`. The
+/// pointers it holds are valid while both borrows are.
+fn message_header(iov: &mut libc::iovec, control: &mut [u64], space: usize) -> libc::msghdr {
+    // SAFETY: a zeroed msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    msg
+}
+
 fn send_with_fds(stream: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let fd_bytes = std::mem::size_of_val(fds);
     // SAFETY: CMSG_SPACE only computes a size.
@@ -249,12 +261,7 @@ fn send_with_fds(stream: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
-    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the sendmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space;
+    let msg = message_header(&mut iov, &mut control, space);
     // SAFETY: msg_control holds `space` bytes, room for one header and `fds`.
     unsafe {
         let header = libc::CMSG_FIRSTHDR(&msg);
@@ -284,12 +291,7 @@ fn recv_with_fds(stream: &UnixStream) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
         iov_base: data.as_mut_ptr().cast(),
         iov_len: data.len(),
     };
-    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the recvmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space;
+    let mut msg = message_header(&mut iov, &mut control, space);
     // SAFETY: msg points at live buffers; the socket is ours.
     let received = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if received < 0 {

@@ -316,8 +316,11 @@ fn bind_all(
     Ok(bound)
 }
 
-/// Another descriptor of `socket`, as a std listener (never polled: only passed on).
-fn duplicate(socket: &tokio::net::TcpListener) -> std::io::Result<std::net::TcpListener> {
+/// Another descriptor of `socket`, as a std listener (never polled: only passed on to a new
+/// process by `balancer upgrade`).
+pub(crate) fn duplicate(
+    socket: &tokio::net::TcpListener,
+) -> std::io::Result<std::net::TcpListener> {
     use std::os::fd::AsFd;
     let fd = socket.as_fd().try_clone_to_owned()?;
     Ok(std::net::TcpListener::from(fd))

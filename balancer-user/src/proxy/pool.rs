@@ -426,13 +426,21 @@ mod tests {
 
     /// Pool "app" of a config with `keys` (servers included), round-robin.
     fn pool(keys: &str) -> Arc<Pool> {
+        Arc::new(rebuilt(keys, None))
+    }
+
+    /// Pool "app" of a config with `keys`, built as a reload builds it over `previous`.
+    fn rebuilt(keys: &str, previous: Option<&Pool>) -> Pool {
         let text = format!(
             "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\n\n\
              [[route]]\nname = \"main\"\nlistener = \"web\"\npool = \"app\"\n\n[pool.app]\n{keys}\n"
         );
         let config = Config::parse(&text, "test.toml").expect("valid config");
-        let app = &config.l7.pools[0];
-        Arc::new(Pool::new(app, Arc::new(ErrorPages::default()), None))
+        Pool::new(
+            &config.l7.pools[0],
+            Arc::new(ErrorPages::default()),
+            previous,
+        )
     }
 
     const THREE: &str = "servers = [ { url = \"http://10.0.0.1:80\", route = \"a\" }, \
@@ -492,17 +500,7 @@ mod tests {
         assert_eq!(pick(&old, None, None).map(|(index, _)| index), Some(0));
         old.set_operator(2, Operator::Draining, "test");
         // The same urls in a new pool (another balance): their state comes along.
-        let text = format!(
-            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\n\n\
-             [[route]]\nname = \"main\"\nlistener = \"web\"\npool = \"app\"\n\n[pool.app]\n\
-             balance = \"least-conn\"\n{checked}\n"
-        );
-        let config = Config::parse(&text, "test.toml").expect("valid config");
-        let new = Pool::new(
-            &config.l7.pools[0],
-            Arc::new(ErrorPages::default()),
-            Some(&old),
-        );
+        let new = rebuilt(&format!("balance = \"least-conn\"\n{checked}"), Some(&old));
         let now = Instant::now();
         assert!(new.view(0, now).takes_new);
         assert!(!new.view(1, now).health_up);
@@ -554,17 +552,7 @@ mod tests {
         );
         // The operator enables the draining one; a reload of the same config keeps that.
         assert!(old.set_operator(1, Operator::Enabled, "test"));
-        let text = format!(
-            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\n\n\
-             [[route]]\nname = \"main\"\nlistener = \"web\"\npool = \"app\"\n\n[pool.app]\n\
-             balance = \"least-conn\"\n{keys}\n"
-        );
-        let config = Config::parse(&text, "test.toml").expect("valid config");
-        let new = Pool::new(
-            &config.l7.pools[0],
-            Arc::new(ErrorPages::default()),
-            Some(&old),
-        );
+        let new = rebuilt(&format!("balance = \"least-conn\"\n{keys}"), Some(&old));
         assert_eq!(new.view(1, now).operator, Operator::Enabled);
     }
 }

@@ -907,76 +907,70 @@ fn start_backend(netns: &Netns, dir: &Path) -> anyhow::Result<Proc> {
 }
 
 fn balancer_config(certs: &Certs, max_connections: usize) -> String {
-    let (plain, tls) = (
-        Target::Balancer.plain_port(),
-        Target::Balancer.tls_port().expect("TLS"),
+    let tls = format!(
+        "tls = {{ certificates = [ {{ cert = \"{}\", key = \"{}\" }} ] }}\n",
+        certs.cert.display(),
+        certs.key.display(),
     );
-    format!(
-        r#"# bench_l7: balancer as a reverse proxy, equivalent to the nginx and HAProxy configs.
-[admin]
-listen = "{ADMIN}"
-
-[proxy]
-access_log = "off"
-shutdown_timeout = "1s"
-
-[[listener]]
-name = "plain"
-bind = "127.0.0.1:{plain}"
-max_connections = {max_connections}
-
-[[listener]]
-name = "tls"
-bind = "127.0.0.1:{tls}"
-max_connections = {max_connections}
-tls = {{ certificates = [ {{ cert = "{cert}", key = "{key}" }} ] }}
-
-[[route]]
-listener = "plain"
-path = "/"
-pool = "backend"
-
-[[route]]
-listener = "tls"
-path = "/"
-pool = "backend"
-
-[pool.backend]
-servers = [ {{ url = "http://127.0.0.1:{BACKEND_PORT}" }} ]
-keepalive = {{ max_idle = 64 }}
-"#,
-        cert = certs.cert.display(),
-        key = certs.key.display(),
+    balancer_toml(
+        ADMIN,
+        "access_log = \"off\"",
+        max_connections,
+        &[
+            ("plain", Target::Balancer.plain_port(), String::new()),
+            ("tls", Target::Balancer.tls_port().expect("TLS"), tls),
+        ],
     )
 }
 
 /// balancer with nginx's combined access log in a file: plain HTTP only.
 fn balancer_logged_config(dir: &Path, max_connections: usize) -> String {
-    let plain = Target::BalancerLogged.plain_port();
+    balancer_toml(
+        "127.0.0.1:9101",
+        &format!(
+            "access_log_file = \"{}\"",
+            dir.join("balancer-access.log").display()
+        ),
+        max_connections,
+        &[("plain", Target::BalancerLogged.plain_port(), String::new())],
+    )
+}
+
+/// balancer as a reverse proxy to the backend, equivalent to the nginx and HAProxy configs:
+/// `access_log` is its `[proxy]` logging line, each listener is (name, port, extra keys),
+/// and one route sends every listener's requests to the backend.
+fn balancer_toml(
+    admin: &str,
+    access_log: &str,
+    max_connections: usize,
+    listeners: &[(&str, u16, String)],
+) -> String {
+    let listeners: String = listeners
+        .iter()
+        .map(|(name, port, extra)| {
+            format!(
+                "[[listener]]\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\n\
+                 max_connections = {max_connections}\n{extra}\n"
+            )
+        })
+        .collect();
     format!(
-        r#"# bench_l7: balancer with its access log in a file (the default format, combined).
+        r#"# bench_l7: balancer as a reverse proxy, equivalent to the nginx and HAProxy configs.
 [admin]
-listen = "127.0.0.1:9101"
+listen = "{admin}"
 
 [proxy]
-access_log_file = "{log}"
+{access_log}
 shutdown_timeout = "1s"
 
-[[listener]]
-name = "plain"
-bind = "127.0.0.1:{plain}"
-max_connections = {max_connections}
-
-[[route]]
+{listeners}[[route]]
 path = "/"
-listener = "plain"
 pool = "backend"
 
 [pool.backend]
 servers = [ {{ url = "http://127.0.0.1:{BACKEND_PORT}" }} ]
 keepalive = {{ max_idle = 64 }}
-"#,
-        log = dir.join("balancer-access.log").display(),
+"#
     )
 }
 
