@@ -85,10 +85,6 @@ impl UpgradeSocket {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub async fn accept(&self) -> io::Result<tokio::net::UnixStream> {
         self.listener.accept().await.map(|(stream, _)| stream)
     }

@@ -15,6 +15,7 @@ use std::{
 
 use balancer_tests::{
     BalancerProcess, Certs, ClientBalancer, balancer_binary, curl,
+    l7::TempDir,
     traffic::{socket_addr, spawn_echo_server},
 };
 
@@ -79,7 +80,8 @@ fn the_unit_is_type_notify_with_exactly_four_capabilities_and_verifies() {
         eprintln!("systemd-analyze is not installed: skipping `verify` only");
         return;
     }
-    let dir = scratch("unit");
+    let scratch = scratch("unit");
+    let dir = scratch.path();
     let unit = dir.join("balancer.service");
     std::fs::write(
         &unit,
@@ -101,17 +103,13 @@ fn the_unit_is_type_notify_with_exactly_four_capabilities_and_verifies() {
         "systemd-analyze verify: {}\n{said}",
         output.status
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "balancer-systemd-{tag}-{}",
-        balancer_tests::unique_suffix()
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
+/// A directory removed when dropped, also when the test fails.
+fn scratch(tag: &str) -> TempDir {
+    let dir = TempDir::new(&format!("systemd-{tag}")).expect("scratch dir");
     // nobody must reach the config, the certificates and the notify socket.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     dir
 }
 
@@ -167,7 +165,8 @@ impl Drop for Pins {
 #[test]
 fn balancer_runs_as_nobody_with_only_the_units_capabilities_and_speaks_sd_notify() {
     let topology = ClientBalancer::new("lp", &[VIP]).expect("topology");
-    let dir = scratch("run");
+    let scratch = scratch("run");
+    let dir = scratch.path();
     let certs = Certs::new().expect("certs");
     let site = certs.issue("site", &["www.example.test"]).expect("cert");
     for (from, to) in [(&site.cert, "cert.pem"), (&site.key, "key.pem")] {
@@ -352,5 +351,4 @@ static_dir = "."
     assert!(status.success(), "{status}\n{}", balancer.log());
     let stopping = next_notification(&notifications);
     assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -8,9 +8,13 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 
-use crate::{build, run_step, setup, workspace_root};
+use crate::{
+    build, run_step,
+    setup::{self, output},
+    workspace_root,
+};
 
 /// Files the package must install, as `dpkg-deb -c` lists them.
 const FILES: [&str; 4] = [
@@ -127,19 +131,4 @@ fn check_extracted(root: &Path) -> anyhow::Result<()> {
     )?;
     eprintln!("xtask: packaged example config: {}", checked.trim());
     Ok(())
-}
-
-fn output(command: &mut Command) -> anyhow::Result<String> {
-    let shown = format!("{command:?}");
-    let output = command
-        .output()
-        .with_context(|| format!("{shown}: cannot start"))?;
-    if !output.status.success() {
-        bail!(
-            "{shown}: {}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
