@@ -154,6 +154,10 @@ impl<T> WatchedIo<T> {
             sniffed: false,
         }
     }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
 }
 
 impl<T: AsyncRead> AsyncRead for WatchedIo<T> {

@@ -44,6 +44,13 @@ pub enum ProxyError {
     MethodNotAllowed { allow: &'static str },
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    /// The client paused its request body longer than the body timeout: 408.
+    #[error("the request body stalled")]
+    BodyTimeout,
+    /// The client closed its connection before its request body ended (nobody reads the
+    /// answer; the access log records it as 400, as the request is incomplete).
+    #[error("the client closed the connection during the request body")]
+    ClientGone,
     /// More header fields than the listener's `max_headers`. hyper enforces it for HTTP/1.1
     /// while parsing; HTTP/2 has no such limit of its own, so the handler checks.
     #[error("{count} request header fields, more than the {limit} allowed")]
@@ -79,6 +86,8 @@ impl ProxyError {
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientGone => StatusCode::BAD_REQUEST,
             ProxyError::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -194,7 +203,10 @@ pub fn respond(error: &ProxyError, pages: &PageSet) -> Response<Body> {
             }
         }
         // The client's request may be half read: do not reuse the connection for another.
-        ProxyError::PayloadTooLarge { .. } | ProxyError::BadRequest(_) => {
+        ProxyError::PayloadTooLarge { .. }
+        | ProxyError::BadRequest(_)
+        | ProxyError::BodyTimeout
+        | ProxyError::ClientGone => {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         _ => {}
@@ -228,7 +240,7 @@ pub fn redirect(location: &str) -> Response<Body> {
 }
 
 /// The default body names the status only: never a server, address or internal reason.
-fn default_body(status: StatusCode) -> String {
+pub fn default_body(status: StatusCode) -> String {
     let code = status.as_u16();
     let reason = status.canonical_reason().unwrap_or("Error");
     format!(

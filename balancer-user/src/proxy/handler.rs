@@ -7,10 +7,8 @@
 use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
 use arc_swap::ArcSwap;
-use http_body_util::{BodyExt, Limited};
 use hyper::{
     HeaderMap, Method, Request, Response, StatusCode, Uri, Version,
-    body::Incoming,
     header::{self, HeaderName, HeaderValue},
     upgrade::OnUpgrade,
 };
@@ -22,6 +20,10 @@ use super::{
     activity::Activity,
     balance,
     error::{self, PageSet, ProxyError},
+    h1::{
+        client::UpstreamUpgrade,
+        request_body::{BodyError, RequestBody},
+    },
     html,
     metrics::{HttpMetrics, PolicyLabels, RewriteLabels, RouteMetrics, ServerLabels},
     pool::{Pool, ServerLoad},
@@ -29,7 +31,8 @@ use super::{
     server_state::Outcome,
     state::{ListenerRuntime, ProxyState, RouteRuntime, Target},
     static_files::{self, StaticError},
-    tls, tunnel,
+    tls,
+    tunnel::{self, PendingTunnel, TunnelSlot},
     upstream::SendError,
 };
 use crate::{
@@ -68,12 +71,32 @@ pub struct ConnInfo {
     pub activity: Arc<Activity>,
 }
 
-/// The service function: never fails; every error becomes a response here.
-pub async fn handle(
-    shared: Arc<Shared>,
-    conn: Arc<ConnInfo>,
-    request: Request<Incoming>,
-) -> Result<Response<LoggedBody>, std::convert::Infallible> {
+impl Shared {
+    /// A request refused before it reached the handler (a malformed head: 400, 414, 431, …).
+    pub fn count_malformed(&self, conn: &ConnInfo, status: u16) {
+        let state = self.state.load();
+        let listener = state
+            .listener_at(conn.bind)
+            .map(|listener| listener.config.name.clone())
+            .unwrap_or_default();
+        policy_count(
+            &self.metrics.requests_refused,
+            &listener,
+            format!("malformed-{status}"),
+        );
+    }
+}
+
+/// Bytes of request body read ahead before a server is chosen (see `RequestBody::prefetch`):
+/// most bodies fit, and arrive at the server whole and checked.
+const PREFETCH: usize = 64 * 1024;
+
+/// One request, start to end: never fails; every error becomes a response here.
+pub async fn handle<B: RequestBody>(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnInfo>,
+    request: Request<B>,
+) -> Response<LoggedBody> {
     let in_flight = conn.activity.request_started();
     let http1 = request.version() < Version::HTTP_2;
     let state = shared.state.load_full();
@@ -120,9 +143,9 @@ pub async fn handle(
     let mut pages = PageSet::default();
     let mut route_metrics = None;
     let (response, server) = match process(
-        &shared,
+        shared,
         &state,
-        &conn,
+        conn,
         request,
         &mut record,
         &mut pages,
@@ -150,7 +173,7 @@ pub async fn handle(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    Ok(response.map(|body| {
+    response.map(|body| {
         LoggedBody::new(
             body,
             Completion {
@@ -164,16 +187,16 @@ pub async fn handle(
                 _server: server,
             },
         )
-    }))
+    })
 }
 
 type Answer = (Response<Body>, Option<ServerLoad>);
 
-async fn process(
+async fn process<B: RequestBody>(
     shared: &Shared,
     state: &ProxyState,
     conn: &ConnInfo,
-    mut request: Request<Incoming>,
+    mut request: Request<B>,
     record: &mut AccessRecord,
     pages: &mut PageSet,
     route_metrics: &mut Option<Arc<RouteMetrics>>,
@@ -277,7 +300,10 @@ async fn process(
             (response, None)
         }
         Target::Pool(pool) => {
-            let request = body_limit_phase(request, route.max_body_size)?;
+            request
+                .body_mut()
+                .limit(route.max_body_size)
+                .map_err(body_error)?;
             let forwarding = Forwarding {
                 pool,
                 upstream_path: &upstream_path,
@@ -440,21 +466,15 @@ fn with_query(path: &str, uri: &Uri) -> String {
     }
 }
 
-/// Refuses a declared body over the route's limit at once (413) and caps a streamed one: the
-/// limit error surfaces while the body is sent upstream.
-fn body_limit_phase(request: Request<Incoming>, limit: u64) -> Result<Request<Body>, ProxyError> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .map(|text| text.parse::<u64>());
-    match declared {
-        Some(Ok(length)) if length > limit => return Err(ProxyError::PayloadTooLarge { limit }),
-        Some(Err(_)) => return Err(ProxyError::BadRequest("malformed Content-Length")),
-        _ => {}
+/// What the client's body did wrong, as the answer it gets. None of it is the server's fault.
+fn body_error(error: BodyError) -> ProxyError {
+    match error {
+        BodyError::TooLarge { limit } => ProxyError::PayloadTooLarge { limit },
+        BodyError::Malformed(reason) => ProxyError::BadRequest(reason),
+        BodyError::Timeout => ProxyError::BodyTimeout,
+        BodyError::Aborted => ProxyError::ClientGone,
+        BodyError::Other(_) => ProxyError::BadRequest("the request body failed"),
     }
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    Ok(request.map(|body| Limited::new(body, limit).boxed()))
 }
 
 fn static_error(error: StaticError) -> ProxyError {
@@ -478,7 +498,7 @@ fn is_h2_websocket<B>(request: &Request<B>) -> bool {
 
 /// Turns an HTTP/2 WebSocket request into the HTTP/1.1 handshake the server expects
 /// (RFC 8441 §5): GET with `Upgrade: websocket` and a fresh `Sec-WebSocket-Key`.
-fn h2_websocket_as_upgrade(request: &mut Request<Body>) {
+fn h2_websocket_as_upgrade<B>(request: &mut Request<B>) {
     *request.method_mut() = Method::GET;
     request.extensions_mut().remove::<hyper::ext::Protocol>();
     let key: [u8; 16] = rand::random();
@@ -525,11 +545,11 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// The request as the server gets it: origin-form `target` (the route's path and the query),
 /// the Host chosen by `preserve_host`, and HTTP/2 cookie fields joined (RFC 9113 §8.2.3)
 /// since the server speaks HTTP/1.1. Hop-by-hop headers are already gone (`header_phase`).
-pub fn upstream_request(
-    mut request: Request<Body>,
+pub fn upstream_request<B>(
+    mut request: Request<B>,
     target: &str,
     host: &str,
-) -> Result<Request<Body>, ProxyError> {
+) -> Result<Request<B>, ProxyError> {
     // An origin-form request the route does not change keeps its parsed target.
     let unchanged = request.uri().scheme().is_none()
         && request.uri().authority().is_none()
@@ -577,20 +597,30 @@ struct Forwarding<'a> {
     received: Option<String>,
 }
 
-async fn forward(
+async fn forward<B: RequestBody>(
     shared: &Shared,
     conn: &ConnInfo,
-    mut request: Request<Body>,
+    mut request: Request<B>,
     forwarding: &Forwarding<'_>,
     record: &mut AccessRecord,
 ) -> Result<Answer, ProxyError> {
     let pool = forwarding.pool;
     let h2_websocket = is_h2_websocket(&request);
     let upgrade = h2_websocket || wants_upgrade(&request);
-    let client_upgrade: Option<OnUpgrade> = upgrade.then(|| hyper::upgrade::on(&mut request));
+    // An HTTP/2 client's WebSocket stream is hyper's to hand over; an HTTP/1.1 client's
+    // connection is our engine's (h1/server.rs), which tunnels after writing the 101.
+    let client_upgrade: Option<OnUpgrade> =
+        h2_websocket.then(|| hyper::upgrade::on(&mut request));
     if h2_websocket {
         h2_websocket_as_upgrade(&mut request);
     }
+    // Read ahead before a server is chosen: a malformed body is refused before any server
+    // sees a byte of it, and a whole one can be sent again.
+    request
+        .body_mut()
+        .prefetch(PREFETCH)
+        .await
+        .map_err(body_error)?;
     let key = match &pool.config.balance {
         Balance::Hash(on) => balance::hash_key(on, request.headers(), conn.peer.ip()),
         _ => None,
@@ -693,13 +723,16 @@ async fn forward(
                 timeout,
             });
         }
+        Ok(Err(SendError::Body(err))) => {
+            // The client's body failed: not the server's doing (passive health ignores it).
+            return Err(body_error(err));
+        }
         Ok(Err(err)) => {
-            let err = send_error(err, &server_label);
-            // A request body over the route's limit is the client's fault, not the server's.
-            if !matches!(err, ProxyError::PayloadTooLarge { .. }) {
-                pool.report_outcome(&load, Outcome::NoResponse);
-            }
-            return Err(err);
+            pool.report_outcome(&load, Outcome::NoResponse);
+            return Err(ProxyError::Upstream {
+                server: server_label,
+                reason: err.to_string(),
+            });
         }
         Ok(Ok(response)) => {
             pool.report_outcome(&load, Outcome::Status(response.status().as_u16()));
@@ -708,29 +741,37 @@ async fn forward(
     };
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
+        let upstream = response
+            .extensions_mut()
+            .remove::<UpstreamUpgrade>()
+            .and_then(|upgrade| upgrade.take());
+        let (Some(upstream), true) = (upstream, upgrade) else {
             return Err(ProxyError::Upstream {
                 server: server_label,
                 reason: "101 Switching Protocols to a request that asked for no upgrade".into(),
             });
         };
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
-        let idle = pool.config.timeouts.websocket_idle;
-        // The tunnel holds the server's in-flight count for as long as it lives. It outlives the
-        // client connection's task, so it is tracked on its own: shutdown gives it the same
-        // grace as a request in flight.
-        shared.tracker.spawn(async move {
-            tunnel::run(client_upgrade, upstream_upgrade, idle).await;
-            drop(load);
-        });
+        // The tunnel holds the server's in-flight count for as long as it lives.
+        let pending = PendingTunnel {
+            upstream,
+            idle: pool.config.timeouts.websocket_idle,
+            load: Some(load),
+        };
         let (mut parts, _body) = response.into_parts();
-        if h2_websocket {
+        if let Some(client_upgrade) = client_upgrade {
+            // An HTTP/2 stream outlives this request's future: the tunnel is a task of its
+            // own, tracked so that shutdown gives it the grace of a request in flight.
+            shared
+                .tracker
+                .spawn(tunnel::run(client_upgrade, pending));
             // HTTP/2 has no 101: the stream is the tunnel once the server says 200 (RFC 8441 §5).
             parts.status = StatusCode::OK;
             strip_hop_by_hop(&mut parts.headers, false);
             parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
         } else {
+            // Our HTTP/1.1 engine writes the 101, then tunnels in the connection's task.
             strip_hop_by_hop(&mut parts.headers, true);
+            parts.extensions.insert(TunnelSlot::new(pending));
         }
         return Ok((Response::from_parts(parts, error::empty()), None));
     }
@@ -813,21 +854,6 @@ fn rewrite_phase(
         return html::rewrite_html_response(parts, body, Arc::new(map));
     }
     body
-}
-
-fn send_error(error: SendError, server: &str) -> ProxyError {
-    // A request body over the route's limit surfaces as the upstream send failing.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-    while let Some(err) = source {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return ProxyError::PayloadTooLarge { limit: 0 };
-        }
-        source = err.source();
-    }
-    ProxyError::Upstream {
-        server: server.to_string(),
-        reason: error.to_string(),
-    }
 }
 
 fn version_label(version: Version) -> &'static str {

@@ -1,16 +1,13 @@
 //! Accepting client connections: bind, the per-listener connection limit, the TLS handshake,
-//! hyper's HTTP/1.1 + HTTP/2 server, our header-read and keep-alive clocks, and graceful close.
+//! then our HTTP/1.x engine (h1/server.rs) or hyper's HTTP/2 server (by ALPN, or the
+//! prior-knowledge preface on plain connections), our header-read and keep-alive clocks for
+//! HTTP/2, and graceful close.
 
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
-use hyper::{
-    server::conn::{http1, http2},
-    service::service_fn,
-};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
-};
+use http_body_util::BodyExt;
+use hyper::{server::conn::http2, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -19,7 +16,9 @@ use tokio::{
 use tokio_util::task::TaskTracker;
 
 use super::{
+    BoxError,
     activity::{Activity, WatchedIo},
+    h1::{request_body::BoxedBody, server::ClientStream},
     handler::{self, ConnInfo, Shared},
     metrics::ListenerLabels,
 };
@@ -105,14 +104,14 @@ impl AcceptLoop {
 
 /// What makes a connection close once its requests in flight are answered: the proxy shutting
 /// down, or a reload removing its listener (whose requests would find no routes any more).
-struct Closing {
+pub struct Closing {
     shutdown: watch::Receiver<bool>,
     removed: watch::Receiver<bool>,
     handover: watch::Receiver<bool>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum CloseReason {
+pub enum CloseReason {
     /// Shutdown or a removed listener (or a sender gone, which means the same).
     Close,
     /// The listeners went to a new process.
@@ -120,7 +119,13 @@ enum CloseReason {
 }
 
 impl Closing {
-    async fn signalled(&mut self) -> CloseReason {
+    /// Whether the proxy is shutting down or the listener was removed (a connection then
+    /// closes after the response in flight).
+    pub fn closed_now(&self) -> bool {
+        *self.shutdown.borrow() || *self.removed.borrow()
+    }
+
+    pub async fn signalled(&mut self) -> CloseReason {
         tokio::select! {
             _ = self.shutdown.changed() => CloseReason::Close,
             _ = self.removed.changed() => CloseReason::Close,
@@ -135,11 +140,11 @@ impl Closing {
 /// What a connection's task keeps of its listener's config (a copy of the whole
 /// `ListenerConfig` per idle connection would be memory for nothing).
 #[derive(Clone, Copy)]
-struct ConnLimits {
-    header_read_timeout: Duration,
-    keepalive_timeout: Duration,
-    max_header_bytes: usize,
-    max_headers: usize,
+pub struct ConnLimits {
+    pub header_read_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
 }
 
 impl ConnLimits {
@@ -182,15 +187,11 @@ async fn serve_connection(
     let activity = Activity::new();
     match tls {
         None => {
-            // Which protocol, before hyper allocates anything for the connection: see
-            // `serve_plain`.
+            // Which protocol: see `starts_with_h2_preface`.
             let sniffed =
                 tokio::time::timeout(limits.header_read_timeout, starts_with_h2_preface(&stream))
                     .await;
             if let Ok(Ok(h2)) = sniffed {
-                if h2 {
-                    activity.set_http2();
-                }
                 let info = ConnInfo {
                     bind,
                     peer,
@@ -198,8 +199,16 @@ async fn serve_connection(
                     tls: false,
                     activity,
                 };
-                let io = WatchedIo::new(stream, info.activity.clone());
-                serve_plain(shared, limits, info, io, h2, closing).await;
+                if h2 {
+                    info.activity.set_http2();
+                    let io = WatchedIo::new(stream, info.activity.clone());
+                    // Boxed: HTTP/2's connection state is the larger, and every HTTP/1.1
+                    // connection's task would otherwise reserve room for it.
+                    Box::pin(serve_h2(shared, limits, info, io, closing)).await;
+                } else {
+                    super::h1::server::serve(shared, Arc::new(info), limits, stream, closing)
+                        .await;
+                }
             }
         }
         // Boxed: the handshake and the TLS stream are large, and a plain connection's task
@@ -248,7 +257,11 @@ async fn serve_tls(
                 tls: true,
                 activity,
             };
-            serve_http(shared, limits, info, stream, closing).await;
+            if info.activity.is_http2() {
+                serve_h2(shared, limits, info, stream, closing).await;
+            } else {
+                super::h1::server::serve(shared, Arc::new(info), limits, stream, closing).await;
+            }
         }
         Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -276,66 +289,36 @@ async fn starts_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
-/// A plain connection, with hyper's HTTP/1.1 or HTTP/2 server chosen by `h2` (rather than
-/// hyper-util's auto server): the auto server reads the first bytes into a buffer of its own
-/// and replays them, which makes hyper's first read a short one and doubles its read buffer
-/// (8 KiB more memory per idle connection), and its wrappers cost on every read.
-async fn serve_plain(
+/// An HTTP/2 connection (plain with prior knowledge, or TLS with ALPN h2): hyper's server.
+async fn serve_h2<I>(
     shared: Arc<Shared>,
     limits: ConnLimits,
     info: ConnInfo,
-    io: WatchedIo<TcpStream>,
-    h2: bool,
+    io: I,
     signal: Closing,
-) {
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = info.activity.clone();
     let info = Arc::new(info);
-    let service = service_fn(move |request| -> HandlerFuture {
-        Box::pin(handler::handle(shared.clone(), info.clone(), request))
+    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| -> HandlerFuture {
+        let shared = shared.clone();
+        let info = info.clone();
+        Box::pin(async move {
+            let request = request
+                .map(|body| BoxedBody::new(body.map_err(BoxError::from).boxed()));
+            Ok(handler::handle(&shared, &info, request).await)
+        })
     });
-    let io = TokioIo::new(io);
-    if h2 {
-        // Boxed: HTTP/2's connection state is the larger, and every HTTP/1.1 connection's task
-        // would otherwise reserve room for it.
-        let connection = http2_builder(&limits).serve_connection(io, service);
-        Box::pin(drive(
-            connection,
-            |c| c.graceful_shutdown(),
-            &activity,
-            limits,
-            signal,
-        ))
-        .await;
-    } else {
-        let connection = http1_builder(&limits)
-            .serve_connection(io, service)
-            .with_upgrades();
-        drive(
-            connection,
-            |c| c.graceful_shutdown(),
-            &activity,
-            limits,
-            signal,
-        )
-        .await;
-    }
-}
-
-fn http1_builder(limits: &ConnLimits) -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        // Our own clocks (activity.rs) replace hyper's header timer, which would also cut
-        // keep-alive waits short.
-        .header_read_timeout(None)
-        .keep_alive(true)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    // hyper's own default is 100 on the stack; an explicit limit costs a heap array per
-    // parsed head.
-    if limits.max_headers != ListenerConfig::DEFAULT_MAX_HEADERS {
-        builder.max_headers(limits.max_headers);
-    }
-    builder
+    let connection = http2_builder(&limits).serve_connection(TokioIo::new(io), service);
+    drive(
+        connection,
+        |c| c.graceful_shutdown(),
+        &activity,
+        limits,
+        signal,
+    )
+    .await;
 }
 
 fn http2_builder(limits: &ConnLimits) -> http2::Builder<TokioExecutor> {
@@ -409,43 +392,23 @@ type HandlerFuture = std::pin::Pin<
     >,
 >;
 
-/// A TLS connection: hyper-util's auto server (HTTP/1.1, or HTTP/2 by ALPN or preface).
-async fn serve_http<I>(
-    shared: Arc<Shared>,
-    limits: ConnLimits,
-    info: ConnInfo,
-    io: I,
-    signal: Closing,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let activity = info.activity.clone();
-    let info = Arc::new(info);
-    let service = service_fn(move |request| -> HandlerFuture {
-        Box::pin(handler::handle(shared.clone(), info.clone(), request))
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .keep_alive(true)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    if limits.max_headers != ListenerConfig::DEFAULT_MAX_HEADERS {
-        builder.http1().max_headers(limits.max_headers);
+impl ClientStream for TcpStream {
+    async fn wait_readable(&self) -> std::io::Result<()> {
+        self.readable().await
     }
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .enable_connect_protocol();
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    drive(
-        connection,
-        |c| c.graceful_shutdown(),
-        &activity,
-        limits,
-        signal,
-    )
-    .await;
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<WatchedIo<TcpStream>> {
+    async fn wait_readable(&self) -> std::io::Result<()> {
+        self.get_ref().0.get_ref().readable().await
+    }
+
+    fn has_buffered(&mut self) -> bool {
+        // Plaintext rustls decrypted already (a pipelined request) is not on the socket any
+        // more: waiting for the socket would stall it.
+        self.get_mut()
+            .1
+            .process_new_packets()
+            .map_or(true, |state| state.plaintext_bytes_to_read() > 0)
+    }
 }

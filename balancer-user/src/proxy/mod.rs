@@ -11,6 +11,7 @@ pub mod activity;
 pub mod balance;
 pub mod error;
 pub mod handler;
+pub mod h1;
 pub mod health;
 pub mod html;
 pub mod listener;

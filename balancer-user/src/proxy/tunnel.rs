@@ -1,5 +1,7 @@
-//! An upgraded connection (WebSocket or any HTTP/1.1 Upgrade) tunnelled byte for byte between
-//! the client and the server, closed when either side ends or nothing moves for `idle`.
+//! An upgraded connection (WebSocket) tunnelled byte for byte between the client and the
+//! server, closed when either side ends or nothing moves for `idle`. The server side is always
+//! our own HTTP/1.1 connection after its 101; the client side is our HTTP/1.1 connection
+//! (h1/server.rs) or an HTTP/2 stream (RFC 8441) through hyper.
 
 use std::{
     io,
@@ -14,25 +16,68 @@ use std::{
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-/// Waits for both upgrades, then copies both ways until one side closes or the tunnel has been
-/// idle for `idle`.
-pub async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+use super::{h1::client::Stream, pool::ServerLoad};
+
+/// A server's 101, waiting for the client side to write its own 101 and start the tunnel:
+/// the server's connection with what it sent past its head, the idle limit, and the server's
+/// in-flight count (held for as long as the tunnel lives). Response extensions must be
+/// `Clone`: shared, and taken once.
+#[derive(Clone)]
+pub struct TunnelSlot(Arc<std::sync::Mutex<Option<PendingTunnel>>>);
+
+pub struct PendingTunnel {
+    pub upstream: (Stream, bytes::Bytes),
+    pub idle: Duration,
+    pub load: Option<ServerLoad>,
+}
+
+impl TunnelSlot {
+    pub fn new(pending: PendingTunnel) -> TunnelSlot {
+        TunnelSlot(Arc::new(std::sync::Mutex::new(Some(pending))))
+    }
+
+    pub fn take(&self) -> Option<PendingTunnel> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// An HTTP/2 client's WebSocket stream (RFC 8441): waits for hyper's upgrade, passes on what
+/// the server sent past its 101, then tunnels.
+pub async fn run(client: OnUpgrade, pending: PendingTunnel) {
+    let client = match client.await {
+        Ok(client) => client,
         Err(err) => {
             tracing::debug!("upgrade did not complete: {err}");
             return;
         }
     };
+    let mut client = TokioIo::new(client);
+    let (upstream, leftover) = pending.upstream;
+    if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
+        return;
+    }
+    relay(client, upstream, pending.idle).await;
+    drop(pending.load);
+}
+
+/// Copies both ways until one side closes or the tunnel has been idle for `idle`.
+pub async fn relay<C, U>(client: C, upstream: U, idle: Duration)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let clock = Arc::new(LastActivity::new());
     let mut client = Stamped {
-        inner: TokioIo::new(client),
+        inner: client,
         clock: clock.clone(),
     };
     let mut upstream = Stamped {
-        inner: TokioIo::new(upstream),
+        inner: upstream,
         clock: clock.clone(),
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);

@@ -1,20 +1,18 @@
 //! Client connections to ONE server of a pool: connect (TCP or unix socket), HTTP/1.1 keep-alive
-//! with a bounded idle list, or one shared HTTP/2 prior-knowledge (h2c) connection.
-//!
-//! Our own pool rather than hyper-util's legacy `Client`, because the proxy must know whether a
-//! request was written before a failure (then it must not be retried on another server) and
-//! must count connections.
+//! on our own engine (h1/client.rs) with an idle list, or one shared HTTP/2 prior-knowledge
+//! (h2c) connection through hyper.
 //!
 //! # Sent or not sent
 //!
-//! [`ServerConnections::checkout`] failing means nothing was sent. [`Checkout::send`] uses
-//! hyper's `try_send_request`, which hands back a request that was never written to the
-//! connection. A reused idle connection can have been closed by the server just before (the
-//! keep-alive race): when such a connection gives the request back, it is sent again, ONCE, on
-//! a brand-new connection to the same server. [`SendError::NotSent`] is returned only when that
-//! new connection cannot be made (or closes before the request is written): the caller may
-//! then send the request to another server. [`SendError::Failed`] means the request may have
-//! reached the server.
+//! [`ServerConnections::checkout`] failing means nothing was sent. An idle connection is
+//! checked at checkout (one non-blocking peek): a server that closed it is seen then, before
+//! anything is written. A server can still close a reused connection as our request crosses
+//! its close (the keep-alive race, RFC 9112 §9.3.1): when a reused connection ends without a
+//! byte of response, the request is sent again, ONCE, on a brand-new connection to the same
+//! server — if its body can be sent again, and, once any of it was written, only for
+//! idempotent methods. [`SendError::NotSent`] is returned only when that new connection cannot
+//! be made: the caller may then send the request to another server. [`SendError::Failed`] means
+//! the request may have reached the server; [`SendError::Body`] that the client's body failed.
 
 use std::collections::VecDeque;
 use std::io;
@@ -26,22 +24,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::client::conn::{TrySendError, http1, http2};
-use hyper::header::{CONNECTION, HOST, HeaderMap};
+use hyper::body::{Frame, SizeHint};
+use hyper::client::conn::http2;
+use hyper::header::HOST;
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tracing::debug;
 
+use super::h1::client::{self as h1, ExchangeError, H1Conn, Stream};
+use super::h1::request_body::{BodyError, RequestBody};
 use super::{Body, BoxError};
 use crate::config::{KeepaliveConfig, ServerUrl};
-
-/// The longest a checkout waits for an idle HTTP/1.1 connection to be ready for its next
-/// request (it normally is at once: the previous response was read to its end).
-const READY_WAIT: Duration = Duration::from_secs(1);
 
 /// Why no connection could be made. Nothing was sent.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +50,7 @@ pub enum ConnectError {
     Io(io::Error),
     #[error("cannot resolve server address: {0}")]
     Resolve(io::Error),
-    /// The HTTP handshake failed, or a new connection closed before its first request was
-    /// written.
+    /// The h2c handshake failed.
     #[error("HTTP connection failed: {0}")]
     Handshake(hyper::Error),
 }
@@ -74,20 +69,22 @@ impl From<io::Error> for ConnectError {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// The request was not written to any connection (the reused connection was closed and
-    /// the one retry on a new connection failed): it may be sent to another server.
+    /// the one retry on a new connection could not connect): it may be sent to another server.
     #[error("request not sent: {0}")]
     NotSent(ConnectError),
-    /// Failed after (part of) the request may have been written. The hyper error is the
-    /// source, so that a caller can find what caused it (e.g. the request body's own error,
-    /// such as the route's body limit, which the handler turns into 413).
+    /// Failed after (part of) the request may have been written.
     #[error("request failed: {0}")]
-    Failed(#[source] hyper::Error),
+    Failed(BoxError),
+    /// The client's request body failed (too large, malformed, aborted): not the server's
+    /// doing.
+    #[error("{0}")]
+    Body(BodyError),
 }
 
 impl SendError {
     /// Whether the request may have reached the server.
     pub fn request_sent(&self) -> bool {
-        matches!(self, SendError::Failed(_))
+        !matches!(self, SendError::NotSent(_))
     }
 }
 
@@ -107,7 +104,7 @@ pub struct ServerConnections {
 }
 
 struct Idle {
-    sender: http1::SendRequest<Body>,
+    conn: H1Conn,
     since: Instant,
 }
 
@@ -155,7 +152,7 @@ impl ServerConnections {
         &self.url
     }
 
-    /// Connections made since start (TCP or unix connect plus HTTP handshake succeeded).
+    /// Connections made since start (TCP or unix connect succeeded; h2c: and its handshake).
     pub fn connections_opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
     }
@@ -169,7 +166,7 @@ impl ServerConnections {
         let timeout = self.keepalive.idle_timeout;
         lock(&self.idle)
             .iter()
-            .filter(|e| e.since.elapsed() < timeout && !e.sender.is_closed())
+            .filter(|e| e.since.elapsed() < timeout && e.conn.stream.idle_usable())
             .count()
     }
 
@@ -197,19 +194,19 @@ impl ServerConnections {
                 reused,
             });
         }
-        if let Some(sender) = self.take_idle().await {
+        if let Some(conn) = self.take_idle() {
             return Ok(Checkout {
                 server: Arc::clone(self),
-                conn: Conn::H1(sender),
+                conn: Conn::H1(conn),
                 reused: true,
             });
         }
         // Boxed, as every connect below: connecting is the rare path, and its state would
         // otherwise enlarge every request's future (moved and copied per request).
-        let sender = Box::pin(self.open_h1()).await?;
+        let conn = Box::pin(self.open_h1()).await?;
         Ok(Checkout {
             server: Arc::clone(self),
-            conn: Conn::H1(sender),
+            conn: Conn::H1(conn),
             reused: false,
         })
     }
@@ -218,38 +215,28 @@ impl ServerConnections {
         !self.h2c && self.keepalive.reuse && self.keepalive.max_idle > 0
     }
 
-    /// The newest idle connection still open and ready, dropping expired and closed ones.
-    async fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
+    /// The newest idle connection still open, dropping expired and closed ones.
+    fn take_idle(&self) -> Option<H1Conn> {
         if !self.keeps_idle() {
             return None;
         }
         loop {
-            let mut entry = {
+            let entry = {
                 let mut idle = lock(&self.idle);
                 self.prune_expired(&mut idle);
                 idle.pop_back()?
             };
-            if entry.sender.is_closed() {
-                continue;
+            if entry.conn.stream.idle_usable() {
+                return Some(entry.conn);
             }
-            // Normally ready at once: no timer is armed for that (a per-request cost).
-            let ready = std::future::poll_fn(|cx| Poll::Ready(entry.sender.poll_ready(cx))).await;
-            let ready = match ready {
-                Poll::Ready(ready) => Ok(ready),
-                Poll::Pending => tokio::time::timeout(READY_WAIT, entry.sender.ready()).await,
-            };
-            match ready {
-                Ok(Ok(())) => return Some(entry.sender),
-                Ok(Err(error)) => debug!(server = %self.url, %error, "idle connection closed"),
-                Err(_) => debug!(server = %self.url, "idle connection not ready, dropped"),
-            }
+            debug!(server = %self.url, "idle connection closed by the server");
         }
     }
 
     /// Drops expired (from the front: oldest first) and closed idle connections.
     fn prune(&self, idle: &mut VecDeque<Idle>) {
         self.prune_expired(idle);
-        idle.retain(|e| !e.sender.is_closed());
+        idle.retain(|e| e.conn.stream.idle_usable());
     }
 
     /// Drops expired idle connections only: what a checkout or a release can afford (closed
@@ -262,8 +249,8 @@ impl ServerConnections {
     }
 
     /// Puts a connection whose response has been read to its end back on the idle list.
-    fn release(&self, sender: http1::SendRequest<Body>) {
-        if !self.keeps_idle() || sender.is_closed() {
+    pub(crate) fn release(&self, conn: H1Conn) {
+        if !self.keeps_idle() {
             return;
         }
         let mut idle = lock(&self.idle);
@@ -272,7 +259,7 @@ impl ServerConnections {
             idle.pop_front();
         }
         idle.push_back(Idle {
-            sender,
+            conn,
             since: Instant::now(),
         });
     }
@@ -304,27 +291,12 @@ impl ServerConnections {
         }
     }
 
-    /// A new connection for the retry of a request a reused connection gave back.
-    async fn reconnect(&self) -> Result<Conn, ConnectError> {
-        if self.h2c {
-            // The shared connection is the one that failed (or a new one another request made).
-            Ok(Conn::H2(Box::pin(self.shared_h2()).await?.0))
-        } else {
-            Ok(Conn::H1(Box::pin(self.open_h1()).await?))
-        }
-    }
-
-    async fn open_h1(&self) -> Result<http1::SendRequest<Body>, ConnectError> {
-        let sender = tokio::time::timeout(self.connect_timeout, async {
-            match self.connect().await? {
-                Stream::Tcp(stream) => handshake_h1(stream).await,
-                Stream::Unix(stream) => handshake_h1(stream).await,
-            }
-        })
-        .await
-        .map_err(|_| ConnectError::Timeout)??;
+    async fn open_h1(&self) -> Result<H1Conn, ConnectError> {
+        let stream = tokio::time::timeout(self.connect_timeout, self.connect())
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
         self.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(sender)
+        Ok(H1Conn { stream })
     }
 
     async fn open_h2(&self) -> Result<http2::SendRequest<Body>, ConnectError> {
@@ -399,29 +371,6 @@ async fn sweep_idle(server: Weak<ServerConnections>, every: Duration) {
     }
 }
 
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-/// HTTP/1.1 handshake; the connection task (with upgrades) ends when the `SendRequest` and
-/// any response body are dropped.
-async fn handshake_h1<T>(io: T) -> Result<http1::SendRequest<Body>, ConnectError>
-where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.with_upgrades().await {
-            debug!(%error, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
-}
-
 /// HTTP/2 prior-knowledge handshake; the connection task ends when every clone of the
 /// `SendRequest` and every response body are dropped.
 async fn handshake_h2<T>(io: T) -> Result<http2::SendRequest<Body>, ConnectError>
@@ -441,20 +390,8 @@ where
 }
 
 enum Conn {
-    H1(http1::SendRequest<Body>),
+    H1(H1Conn),
     H2(http2::SendRequest<Body>),
-}
-
-impl Conn {
-    async fn try_send(
-        &mut self,
-        request: Request<Body>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<Body>>> {
-        match self {
-            Conn::H1(sender) => sender.try_send_request(request).await,
-            Conn::H2(sender) => sender.try_send_request(request).await,
-        }
-    }
 }
 
 /// A connection checked out of [`ServerConnections`], ready to take one request.
@@ -479,95 +416,173 @@ impl Checkout {
         self.reused
     }
 
-    /// Sends the request. The response body is wrapped so that the connection goes back to the
-    /// idle list when the body has been read to its end (and reuse is on, the idle list has room,
-    /// and the response did not say `Connection: close`); a body dropped early discards it.
-    /// Response extensions are preserved, so `hyper::upgrade::on(&mut response)` works for a 101.
+    /// Sends the request. An HTTP/1.1 response body gives the connection back to the idle list
+    /// when read to its end (and reuse is on, and the response allows it); a body dropped
+    /// early discards it. A 101 carries the connection in an `h1::UpstreamUpgrade` extension.
     ///
-    /// When a reused connection gives the request back unwritten (closed by the server in the
-    /// meantime), it is sent once more on a brand-new connection; see the module docs.
+    /// When a reused connection ends without answering, the request is sent once more on a
+    /// brand-new connection; see the module docs.
     ///
     /// h2c: a request in origin-form gets the `http` scheme and an authority (from `Host`, else
     /// the server's address), as HTTP/2 requires.
-    pub async fn send(self, mut request: Request<Body>) -> Result<Response<Body>, SendError> {
+    pub async fn send<B: RequestBody>(
+        self,
+        mut request: Request<B>,
+    ) -> Result<Response<Body>, SendError> {
         let Checkout {
             server,
-            mut conn,
+            conn,
             reused,
         } = self;
-        if server.h2c {
-            absolute_form(&mut request, &server.url);
-        }
-        let may_keep = request.method() != Method::CONNECT;
-        let response = match conn.try_send(request).await {
-            Ok(response) => response,
-            Err(mut error) => match error.take_message() {
-                None => return Err(SendError::Failed(error.into_error())),
-                Some(request) if reused => {
+        let mut conn = match conn {
+            Conn::H2(sender) => {
+                absolute_form(&mut request, &server.url);
+                return Box::pin(send_h2(sender, request)).await;
+            }
+            Conn::H1(conn) => conn,
+        };
+        let mut reused = reused;
+        loop {
+            match h1::exchange(conn, &mut request).await {
+                Ok(answer) => {
+                    let pool = (request.method() != Method::CONNECT).then(|| Arc::downgrade(&server));
+                    return Ok(h1::into_response(answer, pool));
+                }
+                Err(ExchangeError::Closed(error))
+                    if reused
+                        && request.body().replayable()
+                        && (request.method().is_idempotent()
+                            || request.body().length() == super::h1::request_body::BodyLength::Exact(0)) =>
+                {
                     debug!(
                         server = %server.url,
-                        error = %error.error(),
-                        "reused connection closed before the request was written; retrying on a new connection"
+                        %error,
+                        "reused connection closed without an answer; retrying on a new connection"
                     );
-                    conn = Box::pin(server.reconnect())
+                    request.body_mut().rewind();
+                    conn = Box::pin(server.open_h1())
                         .await
                         .map_err(SendError::NotSent)?;
-                    match conn.try_send(request).await {
-                        Ok(response) => response,
-                        Err(error) => return Err(unsent_or_failed(error)),
+                    reused = false;
+                }
+                Err(ExchangeError::Body(error)) => return Err(SendError::Body(error)),
+                Err(error) => return Err(SendError::Failed(error.to_string().into())),
+            }
+        }
+    }
+}
+
+/// An h2c exchange: hyper takes a boxed body, fed from ours as the stream's flow control
+/// allows. A body that stops early (the server answered first) is ended with an error, never
+/// a clean end, so the server cannot take a cut body for a whole one.
+async fn send_h2<B: RequestBody>(
+    mut sender: http2::SendRequest<Body>,
+    request: Request<B>,
+) -> Result<Response<Body>, SendError> {
+    let (parts, mut body) = request.into_parts();
+    let (feed, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(4);
+    let boxed = BoxBody::new(ChannelBody {
+        receiver,
+        length: match body.length() {
+            super::h1::request_body::BodyLength::Exact(length) => Some(length),
+            super::h1::request_body::BodyLength::Unknown => None,
+        },
+        ended: false,
+    });
+    let request = Request::from_parts(parts, boxed);
+    let pump = async {
+        loop {
+            match body.next_data().await {
+                Some(Ok(data)) => {
+                    if feed.send(Ok(data)).await.is_err() {
+                        return Ok(());
                     }
                 }
-                Some(_) => {
-                    return Err(SendError::NotSent(ConnectError::Handshake(
-                        error.into_error(),
-                    )));
+                Some(Err(err)) => {
+                    let _ = feed.send(Err("client body failed".into())).await;
+                    return Err(err);
                 }
-            },
-        };
-        let keep = match conn {
-            Conn::H1(sender)
-                if may_keep
-                    && response.status() != StatusCode::SWITCHING_PROTOCOLS
-                    && !says_close(response.headers()) =>
-            {
-                Some(sender)
+                None => {
+                    // The end: an empty frame marks it (a dropped sender alone is a cut).
+                    let _ = feed.send(Ok(Bytes::new())).await;
+                    return Ok(());
+                }
             }
-            _ => None,
-        };
-        let weak = Arc::downgrade(&server);
-        Ok(response.map(|incoming| {
-            let mut body = PooledBody {
-                inner: incoming,
-                back_to: keep.map(|sender| (weak, sender)),
-            };
-            if body.inner.is_end_stream() {
-                body.release();
+        }
+    };
+    let send = async {
+        sender
+            .ready()
+            .await
+            .map_err(|err| SendError::Failed(err.into()))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|err| SendError::Failed(err.into()))
+    };
+    let mut pump = std::pin::pin!(pump);
+    let mut send = std::pin::pin!(send);
+    let mut pumped = false;
+    loop {
+        tokio::select! {
+            response = &mut send => {
+                let response = response?;
+                return Ok(response.map(|incoming| BoxBody::new(http_body_util::BodyExt::map_err(incoming, BoxError::from))));
             }
-            BoxBody::new(body)
-        }))
+            result = &mut pump, if !pumped => {
+                pumped = true;
+                if let Err(err) = result {
+                    return Err(SendError::Body(err));
+                }
+            }
+        }
     }
 }
 
-fn unsent_or_failed(error: TrySendError<Request<Body>>) -> SendError {
-    if error.message().is_some() {
-        SendError::NotSent(ConnectError::Handshake(error.into_error()))
-    } else {
-        SendError::Failed(error.into_error())
-    }
+/// The body hyper's h2 client reads: frames from [`send_h2`]'s pump. An empty frame is the
+/// end; the channel closing without it is an error.
+struct ChannelBody {
+    receiver: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
+    length: Option<u64>,
+    ended: bool,
 }
 
-/// Whether a `Connection` header carries the `close` token.
-fn says_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("close"))
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.ended || self.length == Some(0) {
+            return Poll::Ready(None);
+        }
+        match std::task::ready!(self.receiver.poll_recv(cx)) {
+            Some(Ok(data)) if data.is_empty() => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Some(Ok(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Some(Err(err)) => Poll::Ready(Some(Err(err))),
+            None => Poll::Ready(Some(Err("request body cut off".into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.length == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            Some(length) => SizeHint::with_exact(length),
+            None => SizeHint::default(),
+        }
+    }
 }
 
 /// HTTP/2 needs `:scheme` and `:authority`: fills them into an origin-form URI.
-fn absolute_form(request: &mut Request<Body>, url: &ServerUrl) {
+fn absolute_form<B>(request: &mut Request<B>, url: &ServerUrl) {
     let uri = request.uri();
     if request.method() == Method::CONNECT || (uri.scheme().is_some() && uri.authority().is_some())
     {
@@ -592,60 +607,6 @@ fn absolute_form(request: &mut Request<Body>, url: &ServerUrl) {
     }
 }
 
-/// A response body that gives its HTTP/1.1 connection back to the idle list once read to its
-/// end, and drops it (closing it) when dropped before.
-struct PooledBody {
-    inner: Incoming,
-    back_to: Option<(Weak<ServerConnections>, http1::SendRequest<Body>)>,
-}
-
-impl PooledBody {
-    fn release(&mut self) {
-        if let Some((server, sender)) = self.back_to.take()
-            && let Some(server) = server.upgrade()
-        {
-            server.release(sender);
-        }
-    }
-}
-
-impl hyper::body::Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            None => this.release(),
-            Some(Ok(_)) if this.inner.is_end_stream() => this.release(),
-            Some(Ok(_)) => {}
-            Some(Err(_)) => this.back_to = None,
-        }
-        Poll::Ready(frame.map(|result| result.map_err(BoxError::from)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // A consumer may stop at the last frame without polling for the end.
-        if self.inner.is_end_stream() {
-            self.release();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,7 +617,12 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use http_body_util::{BodyExt, Empty, Full};
+    use hyper::StatusCode;
+    use hyper::body::Incoming;
+    use hyper::header::CONNECTION;
     use hyper::service::service_fn;
+
+    use crate::proxy::h1::{client::UpstreamUpgrade, request_body::BoxedBody};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, UnixListener};
     use tokio::sync::{Barrier, watch};
@@ -820,15 +786,15 @@ mod tests {
     const CONNECT: Duration = Duration::from_secs(3);
     const LONG: Duration = Duration::from_secs(60);
 
-    fn get(path: &str) -> Request<Body> {
+    fn get(path: &str) -> Request<BoxedBody> {
         Request::builder()
             .uri(path)
             .header(HOST, "test.local")
-            .body(
+            .body(BoxedBody::new(
                 Empty::<Bytes>::new()
                     .map_err(|never| match never {})
                     .boxed(),
-            )
+            ))
             .unwrap()
     }
 
@@ -1212,9 +1178,14 @@ mod tests {
             .insert(hyper::header::UPGRADE, "echo".parse().unwrap());
         let mut response = conns.checkout().await.unwrap().send(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-        let upgraded = hyper::upgrade::on(&mut response).await.unwrap();
+        let (mut tunnel, leftover) = response
+            .extensions_mut()
+            .remove::<UpstreamUpgrade>()
+            .expect("a 101 carries the connection")
+            .take()
+            .expect("once");
+        assert!(leftover.is_empty());
         drop(response);
-        let mut tunnel = TokioIo::new(upgraded);
         tunnel.write_all(b"ping pong").await.unwrap();
         let mut echoed = [0u8; 9];
         tunnel.read_exact(&mut echoed).await.unwrap();

@@ -1,0 +1,655 @@
+//! One HTTP/1.1 exchange with a server, on a connection of ours: the request head, the body
+//! pulled from the client as the server takes it, the response head, then a response body
+//! that gives the connection back to its pool once read to its end.
+//!
+//! Everything runs in the task of the client connection that made the request: no task per
+//! upstream connection, no channel, no lock on the way. The socket is used through `&self`
+//! readiness calls (`readable`, `try_write`), which lets the body writer watch for an early
+//! response while it writes (a server that answers before it has read the whole body, then
+//! stops reading, would otherwise leave us blocked on a full socket).
+
+use std::{
+    io::{self, IoSlice},
+    pin::Pin,
+    sync::{Arc, Weak},
+    task::{Context, Poll},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::{
+    HeaderMap, Method, Request, Response, StatusCode,
+    body::{Frame, SizeHint},
+    header::{self, HeaderValue},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpStream, UnixStream},
+};
+
+use super::{
+    chunked::ChunkedDecoder,
+    head::{self, Framing, HeadLimits, ResponseHead},
+    request_body::{BodyError, BodyLength, RequestBody},
+};
+use crate::proxy::{BoxError, upstream::ServerConnections};
+
+/// Response heads larger than this are refused (502): nginx's default proxy buffer is 4–8 KiB;
+/// we allow more, as apps set many cookies.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_RESPONSE_HEADERS: usize = 200;
+/// How much a read asks the kernel for at most.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A connected socket to a server.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.writable().await,
+            Stream::Unix(s) => s.writable().await,
+        }
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Unix(s) => s.try_read_buf(buf),
+        }
+    }
+
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write_vectored(bufs),
+            Stream::Unix(s) => s.try_write_vectored(bufs),
+        }
+    }
+
+    /// Whether an idle connection is still usable: open, and with nothing unread (a server
+    /// that closed it, or sent bytes nobody asked for, makes it unusable). One non-blocking
+    /// peek; the keep-alive race (RFC 9112 §9.3.1) is mostly caught here.
+    pub fn idle_usable(&self) -> bool {
+        let mut byte = [0u8; 1];
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        // tokio has no non-blocking peek for unix sockets: ask the socket directly.
+        // SAFETY: recv with MSG_PEEK | MSG_DONTWAIT into a valid one-byte buffer of ours.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                byte.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        let peeked = if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n)
+        };
+        matches!(peeked, Err(err) if err.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Writes all of `parts` (a vectored write: head and body go in one call), waiting for
+    /// room as needed. With `early` (the response buffer), what the server sends meanwhile is
+    /// read into it: a server may answer, and stream its answer, before it has read the whole
+    /// request (an echo does), and would block on its own writes if nobody read them.
+    /// `Ok(false)`: the server closed its side (or has no room left in `early`) while we still
+    /// had bytes to write; the rest is not sent.
+    async fn write_all_watching(
+        &self,
+        parts: &mut [&[u8]],
+        mut early: Option<&mut BytesMut>,
+    ) -> io::Result<bool> {
+        let mut first = 0;
+        loop {
+            while first < parts.len() && parts[first].is_empty() {
+                first += 1;
+            }
+            if first == parts.len() {
+                return Ok(true);
+            }
+            let mut slices = [IoSlice::new(&[]); 4];
+            let count = (parts.len() - first).min(slices.len());
+            for (slice, part) in slices.iter_mut().zip(&parts[first..first + count]) {
+                *slice = IoSlice::new(part);
+            }
+            match self.try_write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(mut written) => {
+                    for part in parts[first..].iter_mut() {
+                        let take = written.min(part.len());
+                        *part = &part[take..];
+                        written -= take;
+                        if written == 0 {
+                            break;
+                        }
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => match early.as_deref_mut() {
+                    Some(response) => {
+                        tokio::select! {
+                            ready = self.writable() => ready?,
+                            ready = self.readable(), if response.len() < MAX_EARLY_RESPONSE => {
+                                ready?;
+                                if !self.read_early(response)? {
+                                    return Ok(false);
+                                }
+                            }
+                        }
+                    }
+                    None => self.writable().await?,
+                },
+                Err(err) if early.is_some() && is_reset(&err) => return Ok(false),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Reads what the server sent while the request is still being written. `false` when it
+    /// closed its side.
+    fn read_early(&self, response: &mut BytesMut) -> io::Result<bool> {
+        if response.capacity() - response.len() < 1024 {
+            response.reserve(READ_CHUNK);
+        }
+        match self.try_read_buf(response) {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(err) if is_reset(&err) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// How much of a response is read into memory while its request is still being sent.
+const MAX_EARLY_RESPONSE: usize = 1024 * 1024;
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An HTTP/1.1 connection to a server, between exchanges. Holds no buffer while idle.
+#[derive(Debug)]
+pub struct H1Conn {
+    pub stream: Stream,
+}
+
+/// The server's switch to another protocol (101): the connection, with whatever the server
+/// sent after its 101 head, for the client side to tunnel. Shared and taken once: response
+/// extensions must be `Clone`.
+#[derive(Clone)]
+pub struct UpstreamUpgrade(Arc<std::sync::Mutex<Option<(Stream, Bytes)>>>);
+
+impl UpstreamUpgrade {
+    pub fn take(&self) -> Option<(Stream, Bytes)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// How an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// Nothing of the request reached the server, or the server closed a reused connection
+    /// without a byte of response: the request may go out again on another connection.
+    #[error("connection closed before the request was answered: {0}")]
+    Closed(io::Error),
+    /// The client's body failed (its fault): no server failure.
+    #[error("{0}")]
+    Body(BodyError),
+    /// The server broke the exchange after the request (or part of it) was sent.
+    #[error("{0}")]
+    Server(String),
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+/// What an exchange gives back: the response head, the connection and the bytes already read
+/// past the head.
+pub struct Answer {
+    pub head: ResponseHead,
+    pub conn: H1Conn,
+    pub buf: BytesMut,
+    /// The server answered before the whole request body was sent: the connection cannot
+    /// carry another request.
+    pub body_unfinished: bool,
+}
+
+/// Sends one request on `conn` and reads the response head. The request target is the URI's
+/// path and query; `headers` are sent as they are, with the framing headers set here from the
+/// body's length.
+pub async fn exchange<B: RequestBody>(
+    conn: H1Conn,
+    request: &mut Request<B>,
+) -> Result<Answer, ExchangeError> {
+    let mut head = Vec::with_capacity(512);
+    let length = request.body().length();
+    let method = request.method().clone();
+    let chunked = frame_request(&method, request.headers_mut(), length);
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |target| target.as_str());
+    head::write_request_head(&mut head, request.method(), target, request.headers());
+    let body = request.body_mut();
+
+    let stream = &conn.stream;
+    // A body that is whole in memory goes out with the head in one write.
+    let mut first = None;
+    let mut ended = length == BodyLength::Exact(0);
+    if !ended && length != BodyLength::Unknown {
+        match body.next_data().await {
+            Some(Ok(data)) => first = Some(data),
+            Some(Err(err)) => return Err(ExchangeError::Body(err)),
+            None => ended = true,
+        }
+    }
+    let mut frame_head = Vec::new();
+    let first_data = first.as_deref().unwrap_or_default();
+    if chunked && !first_data.is_empty() {
+        super::write_chunk_header(&mut frame_head, first_data.len());
+    }
+    let head_written = stream
+        .write_all_watching(&mut [&head, &frame_head, first_data], None)
+        .await
+        .map_err(ExchangeError::Closed)?;
+    debug_assert!(head_written);
+    let mut buf = BytesMut::new();
+    let mut unfinished = false;
+    if !ended {
+        unfinished = !write_body(stream, body, chunked, &mut buf).await?;
+    }
+    let limits = HeadLimits {
+        max_head_bytes: MAX_RESPONSE_HEAD,
+        max_headers: MAX_RESPONSE_HEADERS,
+        max_uri_bytes: MAX_RESPONSE_HEAD,
+    };
+    loop {
+        match head::parse_response(&buf, request.method(), &limits) {
+            Ok(Some((response, length))) => {
+                buf.advance(length);
+                let status = response.status.as_u16();
+                if status == 100 {
+                    // Our own `Expect` handling answered the client already (we never pass
+                    // `Expect` on); a server that sends 100 anyway is skipped.
+                    continue;
+                }
+                if (102..200).contains(&status) {
+                    request
+                        .body_mut()
+                        .informational(status, &response.headers)
+                        .await;
+                    continue;
+                }
+                return Ok(Answer {
+                    head: response,
+                    conn,
+                    buf,
+                    body_unfinished: unfinished,
+                });
+            }
+            Ok(None) => {}
+            Err(err) => return Err(ExchangeError::Server(err.reason.to_string())),
+        }
+        let read = read_some(&conn.stream, &mut buf).await;
+        match read {
+            Ok(0) if buf.is_empty() => {
+                return Err(ExchangeError::Closed(io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(0) => {
+                return Err(ExchangeError::Server(
+                    "connection closed in the response head".into(),
+                ));
+            }
+            Ok(_) => {}
+            Err(err) if buf.is_empty() && is_reset(&err) => return Err(ExchangeError::Closed(err)),
+            Err(err) => return Err(ExchangeError::Io(err)),
+        }
+    }
+}
+
+/// Sets the request's framing headers from the body length (RFC 9112 §6): `Content-Length`
+/// when known (none for an empty body of a method without payload semantics, as clients do),
+/// else `Transfer-Encoding: chunked`. Whether the body goes chunked.
+fn frame_request(method: &Method, headers: &mut HeaderMap, length: BodyLength) -> bool {
+    headers.remove(header::TRANSFER_ENCODING);
+    match length {
+        BodyLength::Exact(0)
+            if !headers.contains_key(header::CONTENT_LENGTH)
+                && matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::TRACE) =>
+        {
+            false
+        }
+        BodyLength::Exact(length) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            false
+        }
+        BodyLength::Unknown => {
+            headers.remove(header::CONTENT_LENGTH);
+            headers.append(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            true
+        }
+    }
+}
+
+/// Writes the rest of the body, reading what the server answers meanwhile into `response`.
+/// `Ok(false)`: the server closed its side first (the rest is not sent).
+async fn write_body<B: RequestBody>(
+    stream: &Stream,
+    body: &mut B,
+    chunked: bool,
+    response: &mut BytesMut,
+) -> Result<bool, ExchangeError> {
+    let mut frame_head = Vec::with_capacity(16);
+    loop {
+        // Waiting for the client: the server may answer meanwhile. The pull is not cancelled
+        // for that (a pull may be writing a 100 Continue to the client).
+        let next = {
+            let mut pull = std::pin::pin!(body.next_data());
+            loop {
+                tokio::select! {
+                    biased;
+                    next = &mut pull => break next,
+                    ready = stream.readable(), if response.len() < MAX_EARLY_RESPONSE => {
+                        ready.map_err(ExchangeError::Io)?;
+                        if !stream.read_early(response).map_err(ExchangeError::Io)? {
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+        };
+        let end = next.is_none();
+        let written = match next {
+            Some(Ok(data)) => {
+                frame_head.clear();
+                if chunked {
+                    super::write_chunk_header(&mut frame_head, data.len());
+                    stream
+                        .write_all_watching(&mut [&frame_head, &data, b"\r\n"], Some(response))
+                        .await
+                } else {
+                    stream.write_all_watching(&mut [&data], Some(response)).await
+                }
+            }
+            Some(Err(err)) => return Err(ExchangeError::Body(err)),
+            None if chunked => {
+                stream
+                    .write_all_watching(&mut [super::LAST_CHUNK], Some(response))
+                    .await
+            }
+            None => return Ok(true),
+        };
+        match written {
+            Ok(true) if end => return Ok(true),
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(err) => return Err(ExchangeError::Io(err)),
+        }
+    }
+}
+
+async fn read_some(stream: &Stream, buf: &mut BytesMut) -> io::Result<usize> {
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        match stream.try_read_buf(buf) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => stream.readable().await?,
+            other => return other,
+        }
+    }
+}
+
+fn is_reset(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Turns an answer into the response the proxy passes on: a 101 carries the connection for the
+/// tunnel (`UpstreamUpgrade`), anything else a body that reads the connection and gives it
+/// back to `pool` when `keep` and read to its end.
+pub fn into_response(answer: Answer, pool: Option<Weak<ServerConnections>>) -> Response<super::super::Body> {
+    let Answer {
+        head,
+        conn,
+        buf,
+        body_unfinished,
+    } = answer;
+    let mut response = Response::new(crate::proxy::error::empty());
+    *response.status_mut() = head.status;
+    *response.version_mut() = hyper::Version::HTTP_11;
+    *response.headers_mut() = head.headers;
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        let upgrade = UpstreamUpgrade(Arc::new(std::sync::Mutex::new(Some((
+            conn.stream,
+            buf.freeze(),
+        )))));
+        response.extensions_mut().insert(upgrade);
+        return response;
+    }
+    let keep = head.keep_alive && !body_unfinished;
+    let state = match head.framing {
+        Framing::Empty | Framing::Length(0) => BodyState::Done,
+        Framing::Length(length) => BodyState::Length(length),
+        Framing::Chunked => BodyState::Chunked(ChunkedDecoder::new()),
+        Framing::CloseDelimited => BodyState::UntilClose,
+    };
+    let mut body = UpstreamBody {
+        conn: Some(conn),
+        buf,
+        state,
+        back_to: if keep { pool } else { None },
+    };
+    if matches!(body.state, BodyState::Done) {
+        body.finish();
+        return response;
+    }
+    *response.body_mut() = http_body_util::combinators::BoxBody::new(body);
+    response
+}
+
+enum BodyState {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+/// A server's response body, read from its connection as the client side asks for it.
+pub struct UpstreamBody {
+    conn: Option<H1Conn>,
+    buf: BytesMut,
+    state: BodyState,
+    back_to: Option<Weak<ServerConnections>>,
+}
+
+impl UpstreamBody {
+    /// The body has been read to its end: the connection goes back to its pool, if it may
+    /// carry another request (nothing unread after the body).
+    fn finish(&mut self) {
+        self.state = BodyState::Done;
+        let conn = self.conn.take();
+        if let (Some(conn), Some(pool)) = (conn, self.back_to.take())
+            && self.buf.is_empty()
+            && let Some(pool) = pool.upgrade()
+        {
+            pool.release(conn);
+        }
+        self.buf = BytesMut::new();
+    }
+
+    /// The next data from what is buffered, if any; advances the framing.
+    fn take_buffered(&mut self) -> Result<Option<Bytes>, BoxError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        match &mut self.state {
+            BodyState::Length(remaining) => {
+                let take = usize::try_from(*remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(self.buf.len());
+                let data = self.buf.split_to(take).freeze();
+                *remaining -= take as u64;
+                if *remaining == 0 {
+                    self.finish();
+                }
+                Ok(Some(data))
+            }
+            BodyState::Chunked(_) => loop {
+                let BodyState::Chunked(decoder) = &mut self.state else {
+                    return Ok(None);
+                };
+                let decoded = decoder
+                    .decode(&self.buf)
+                    .map_err(|err| BoxError::from(format!("server's chunked body: {}", err.0)))?;
+                let mut used = self.buf.split_to(decoded.consumed);
+                if decoded.done {
+                    self.finish();
+                }
+                if !decoded.data.is_empty() {
+                    return Ok(Some(used.split_off(decoded.data.start).freeze()));
+                }
+                if decoded.done || self.buf.is_empty() {
+                    return Ok(None);
+                }
+            },
+            BodyState::UntilClose => Ok(Some(self.buf.split().freeze())),
+            BodyState::Done => Ok(None),
+        }
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            match this.take_buffered() {
+                Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(None) => {}
+                Err(err) => {
+                    this.conn = None;
+                    this.state = BodyState::Done;
+                    return Poll::Ready(Some(Err(err)));
+                }
+            }
+            if matches!(this.state, BodyState::Done) {
+                return Poll::Ready(None);
+            }
+            let Some(conn) = &this.conn else {
+                return Poll::Ready(None);
+            };
+            let want = match this.state {
+                BodyState::Length(remaining) => {
+                    usize::try_from(remaining).unwrap_or(usize::MAX).min(READ_CHUNK)
+                }
+                _ => READ_CHUNK,
+            };
+            if this.buf.capacity() - this.buf.len() < want.min(1024) {
+                this.buf.reserve(want);
+            }
+            match conn.stream.try_read_buf(&mut this.buf) {
+                Ok(0) => {
+                    let state = std::mem::replace(&mut this.state, BodyState::Done);
+                    this.conn = None;
+                    return Poll::Ready(match state {
+                        BodyState::UntilClose => None,
+                        _ => Some(Err("server closed the connection in the response body".into())),
+                    });
+                }
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    std::task::ready!(conn.stream.poll_read_ready(cx))?;
+                }
+                Err(err) => {
+                    this.conn = None;
+                    this.state = BodyState::Done;
+                    return Poll::Ready(Some(Err(err.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, BodyState::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            BodyState::Length(remaining) => SizeHint::with_exact(remaining),
+            BodyState::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}

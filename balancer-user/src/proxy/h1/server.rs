@@ -1,0 +1,642 @@
+//! Our HTTP/1.x server side: one task per client connection reads a request head, runs the
+//! request through the handler (which drives the server exchange itself, in this task),
+//! writes the response, and waits for the next request.
+//!
+//! - **Memory.** While a keep-alive connection waits for its next request it holds no buffer:
+//!   the read buffer is allocated when bytes arrive and freed when a response is done and
+//!   nothing is left to parse. The request's future (handler, upstream exchange) is boxed per
+//!   request, so the connection's own task stays small.
+//! - **Framing.** Heads are parsed by `head::parse_request` (strict, RFC 9112); the body is read
+//!   by [`ClientBody`] as the server side pulls it. A request whose body was not read to its
+//!   end leaves the connection closed after the response, so its bytes are never parsed as a
+//!   next request.
+//! - **Clocks.** `header_read_timeout` runs from the first byte of a head (or the accept) to
+//!   its end; `keepalive_timeout` is the wait for the next request's first byte.
+
+use std::{
+    io,
+    sync::Arc,
+    task::Poll,
+    time::{Duration, Instant},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::{
+    HeaderMap, Method, Request, Response, StatusCode, Version,
+    body::Body as _,
+    header::{self, HeaderValue},
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{
+    chunked::ChunkedDecoder,
+    head::{self, Framing, HeadLimits},
+    request_body::{BodyError, BodyLength, RequestBody},
+};
+use crate::proxy::{
+    access_log::LoggedBody,
+    handler::{self, ConnInfo, Shared},
+    listener::{Closing, ConnLimits},
+    tunnel::{self, TunnelSlot},
+};
+
+/// How much one read asks for while a message is in flight.
+const READ_CHUNK: usize = 8 * 1024;
+/// The longest gap between two reads of a request body (nginx's `client_body_timeout`).
+const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Response data up to this size is copied into the head's write buffer (one write for head
+/// and body); larger frames are written as they are.
+const COALESCE: usize = 16 * 1024;
+
+/// A client connection's socket, as the engine needs it: bytes in and out, and a way to wait
+/// for the next request without holding a buffer.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Resolves when bytes can be read (or the peer closed).
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Bytes already read from the socket and held in a lower layer (TLS plaintext).
+    fn has_buffered(&mut self) -> bool {
+        false
+    }
+}
+
+/// The connection and the state of the request in flight.
+pub struct ClientConn<S> {
+    stream: S,
+    buf: BytesMut,
+    body: BodyReader,
+    /// The version of the request in flight: 1xx responses go to HTTP/1.1 clients only.
+    version: Version,
+}
+
+/// The request body: its framing state, what was read ahead, and the route's limit.
+#[derive(Default)]
+struct BodyReader {
+    framing: ReadFraming,
+    /// `Expect: 100-continue` and no 100 sent yet.
+    expect_continue: bool,
+    limit: Option<u64>,
+    seen: u64,
+    /// Data read ahead by `prefetch`, and whether it is the whole body.
+    prefetched: Bytes,
+    prefetched_whole: bool,
+    /// `prefetched` was handed out (to be handed out again on a rewind when whole).
+    prefetched_taken: bool,
+    /// Data past `prefetched` was handed out: the body cannot be sent again.
+    streamed: bool,
+    failed: bool,
+}
+
+#[derive(Default)]
+enum ReadFraming {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    #[default]
+    Done,
+}
+
+impl<S: ClientStream> ClientConn<S> {
+    /// Reads more bytes into the buffer; 0 at the end of the stream.
+    async fn read_more(&mut self) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    /// The next piece of body data from the wire (past anything prefetched).
+    async fn read_body(&mut self) -> Option<Result<Bytes, BodyError>> {
+        if self.body.failed {
+            return Some(Err(BodyError::Aborted));
+        }
+        let result = self.read_body_inner().await;
+        if let Some(Err(_)) = &result {
+            self.body.failed = true;
+        }
+        result
+    }
+
+    async fn read_body_inner(&mut self) -> Option<Result<Bytes, BodyError>> {
+        loop {
+            match &mut self.body.framing {
+                ReadFraming::Done => return None,
+                ReadFraming::Length(remaining) if !self.buf.is_empty() => {
+                    let take = usize::try_from(*remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(self.buf.len());
+                    *remaining -= take as u64;
+                    if *remaining == 0 {
+                        self.body.framing = ReadFraming::Done;
+                    }
+                    let data = self.buf.split_to(take).freeze();
+                    return Some(self.count(data));
+                }
+                ReadFraming::Chunked(decoder) if !self.buf.is_empty() => {
+                    let decoded = match decoder.decode(&self.buf) {
+                        Ok(decoded) => decoded,
+                        Err(err) => return Some(Err(BodyError::Malformed(err.0))),
+                    };
+                    let mut used = self.buf.split_to(decoded.consumed);
+                    if decoded.done {
+                        self.body.framing = ReadFraming::Done;
+                    }
+                    if !decoded.data.is_empty() {
+                        let data = used.split_off(decoded.data.start).freeze();
+                        return Some(self.count(data));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if self.body.expect_continue {
+                // The client waits for our go-ahead before it sends the body (RFC 9110
+                // §10.1.1): given now that the body is wanted.
+                self.body.expect_continue = false;
+                if self.version == Version::HTTP_11 {
+                    let sent = async {
+                        self.stream
+                            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                            .await?;
+                        self.stream.flush().await
+                    };
+                    if sent.await.is_err() {
+                        return Some(Err(BodyError::Aborted));
+                    }
+                }
+            }
+            match tokio::time::timeout(CLIENT_BODY_TIMEOUT, self.read_more()).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(Err(BodyError::Aborted)),
+                Ok(Ok(_)) => {}
+                Err(_) => return Some(Err(BodyError::Timeout)),
+            }
+        }
+    }
+
+    fn count(&mut self, data: Bytes) -> Result<Bytes, BodyError> {
+        self.body.seen += data.len() as u64;
+        match self.body.limit {
+            Some(limit) if self.body.seen > limit => Err(BodyError::TooLarge { limit }),
+            _ => Ok(data),
+        }
+    }
+
+    fn body_finished(&self) -> bool {
+        matches!(self.body.framing, ReadFraming::Done) && !self.body.failed
+    }
+}
+
+/// The request body as the handler and the upstream side see it: a borrow of the connection.
+pub struct ClientBody<'a, S> {
+    conn: &'a mut ClientConn<S>,
+}
+
+impl<S: ClientStream> RequestBody for ClientBody<'_, S> {
+    fn length(&self) -> BodyLength {
+        let body = &self.conn.body;
+        if body.prefetched_whole {
+            return BodyLength::Exact(body.prefetched.len() as u64);
+        }
+        match &body.framing {
+            ReadFraming::Done => BodyLength::Exact(body.prefetched.len() as u64),
+            ReadFraming::Length(remaining) => {
+                BodyLength::Exact(remaining + body.prefetched.len() as u64)
+            }
+            ReadFraming::Chunked(_) => BodyLength::Unknown,
+        }
+    }
+
+    async fn next_data(&mut self) -> Option<Result<Bytes, BodyError>> {
+        let body = &mut self.conn.body;
+        if !body.prefetched_taken {
+            body.prefetched_taken = true;
+            if !body.prefetched.is_empty() {
+                return Some(Ok(body.prefetched.clone()));
+            }
+        }
+        if body.prefetched_whole {
+            return None;
+        }
+        self.conn.body.streamed = true;
+        self.conn.read_body().await
+    }
+
+    fn limit(&mut self, limit: u64) -> Result<(), BodyError> {
+        if let BodyLength::Exact(length) = self.length()
+            && length > limit
+        {
+            return Err(BodyError::TooLarge { limit });
+        }
+        self.conn.body.limit = Some(limit);
+        Ok(())
+    }
+
+    async fn prefetch(&mut self, up_to: usize) -> Result<(), BodyError> {
+        if self.conn.body.prefetched_taken || self.conn.body.streamed {
+            return Ok(());
+        }
+        let mut gathered = BytesMut::new();
+        loop {
+            if gathered.len() >= up_to {
+                break;
+            }
+            match self.conn.read_body().await {
+                Some(Ok(data)) => gathered.extend_from_slice(&data),
+                Some(Err(err)) => return Err(err),
+                None => {
+                    self.conn.body.prefetched_whole = true;
+                    break;
+                }
+            }
+        }
+        self.conn.body.prefetched = gathered.freeze();
+        Ok(())
+    }
+
+    fn replayable(&self) -> bool {
+        let body = &self.conn.body;
+        !body.streamed && (body.prefetched_whole || !body.prefetched_taken)
+    }
+
+    fn rewind(&mut self) {
+        self.conn.body.prefetched_taken = false;
+    }
+
+    async fn informational(&mut self, status: u16, headers: &HeaderMap) {
+        if self.conn.version != Version::HTTP_11 {
+            return;
+        }
+        let Ok(status) = StatusCode::from_u16(status) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(256);
+        head::write_response_head(&mut out, Version::HTTP_11, status, headers);
+        let _ = self.conn.stream.write_all(&out).await;
+        let _ = self.conn.stream.flush().await;
+    }
+}
+
+/// Serves HTTP/1.x on `stream` until the client closes, a clock runs out, or the proxy asks
+/// the connection to close.
+pub async fn serve<S: ClientStream>(
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+    limits: ConnLimits,
+    stream: S,
+    mut closing: Closing,
+) {
+    let head_limits = HeadLimits {
+        max_head_bytes: limits.max_header_bytes,
+        max_headers: limits.max_headers,
+        max_uri_bytes: limits.max_header_bytes.min(MAX_URI),
+    };
+    let mut conn = ClientConn {
+        stream,
+        buf: BytesMut::new(),
+        body: BodyReader::default(),
+        version: Version::HTTP_11,
+    };
+    let mut first = true;
+    loop {
+        // Wait for the next request without a buffer.
+        if conn.buf.is_empty() && !conn.stream.has_buffered() {
+            let wait = if first {
+                limits.header_read_timeout
+            } else {
+                limits.keepalive_timeout
+            };
+            let ready = tokio::select! {
+                ready = tokio::time::timeout(wait, conn.stream.wait_readable()) => ready,
+                reason = closing.signalled() => {
+                    if reason == CloseReason::Close {
+                        return;
+                    }
+                    // A handover: this connection ends after its next response (the
+                    // handler says `Connection: close` while draining); closing it idle
+                    // could race a request the client is sending.
+                    continue;
+                }
+            };
+            if !matches!(ready, Ok(Ok(()))) {
+                return;
+            }
+        }
+        let started = Instant::now();
+        let deadline = started + limits.header_read_timeout;
+        let (request_head, length) = loop {
+            match head::parse_request(&conn.buf, &head_limits) {
+                Ok(Some(parsed)) => break parsed,
+                Ok(None) => {}
+                Err(err) => {
+                    refuse(&mut conn, &shared, &info, err.status, err.reason).await;
+                    return;
+                }
+            }
+            match tokio::time::timeout_at(deadline.into(), conn.read_more()).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(_)) => {}
+            }
+        };
+        conn.buf.advance(length);
+        first = false;
+
+        let head::RequestHead {
+            method,
+            uri,
+            version,
+            mut headers,
+            framing,
+            keep_alive,
+            expect_continue,
+        } = request_head;
+        headers.remove(header::EXPECT);
+        conn.version = version;
+        conn.body = BodyReader {
+            framing: match framing {
+                Framing::Length(0) | Framing::Empty | Framing::CloseDelimited => ReadFraming::Done,
+                Framing::Length(length) => ReadFraming::Length(length),
+                Framing::Chunked => ReadFraming::Chunked(ChunkedDecoder::new()),
+            },
+            expect_continue,
+            ..BodyReader::default()
+        };
+        let is_head = method == Method::HEAD;
+        let mut request = Request::new(ClientBody { conn: &mut conn });
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = version;
+        *request.headers_mut() = headers;
+        // Boxed: the request's future (handler, upstream exchange) is large and lives only
+        // while the request does; the connection's task keeps only this pointer's room.
+        let response = Box::pin(handler::handle(&shared, &info, request)).await;
+
+        let keep = keep_alive && conn.body_finished() && !closing.closed_now();
+        match write_response(&mut conn, response, version, is_head, keep).await {
+            Ok(Written::KeepAlive) => {}
+            Ok(Written::Close) | Err(_) => {
+                let _ = conn.stream.shutdown().await;
+                return;
+            }
+            Ok(Written::Tunnel(slot)) => {
+                run_tunnel(conn, slot).await;
+                return;
+            }
+        }
+        if conn.buf.is_empty() {
+            // Idle from here: no buffer held while waiting.
+            conn.buf = BytesMut::new();
+        }
+        conn.body = BodyReader::default();
+    }
+}
+
+/// Request targets longer than this get 414 (nginx's large_client_header_buffers: 8 KiB).
+const MAX_URI: usize = 8 * 1024;
+
+use crate::proxy::listener::CloseReason;
+
+enum Written {
+    KeepAlive,
+    Close,
+    Tunnel(TunnelSlot),
+}
+
+/// Answers a request whose head is refused, then the connection closes (its framing can no
+/// longer be trusted).
+async fn refuse<S: ClientStream>(
+    conn: &mut ClientConn<S>,
+    shared: &Shared,
+    info: &ConnInfo,
+    status: u16,
+    reason: &'static str,
+) {
+    tracing::debug!(peer = %info.peer, status, "request refused: {reason}");
+    shared.count_malformed(info, status);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = crate::proxy::error::default_body(status);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    insert_date(&mut headers);
+    let mut out = Vec::with_capacity(256);
+    head::write_response_head(&mut out, Version::HTTP_11, status, &headers);
+    out.extend_from_slice(body.as_bytes());
+    let _ = conn.stream.write_all(&out).await;
+    let _ = conn.stream.shutdown().await;
+}
+
+/// Writes a response: head, then the body with the framing the client's version allows.
+/// Whether the connection may carry another request.
+async fn write_response<S: ClientStream>(
+    conn: &mut ClientConn<S>,
+    response: Response<LoggedBody>,
+    version: Version,
+    is_head: bool,
+    mut keep: bool,
+) -> io::Result<Written> {
+    let (mut parts, body) = response.into_parts();
+    let status = parts.status;
+    let headers = &mut parts.headers;
+    if says_close(headers) {
+        keep = false;
+    }
+    headers.remove(header::CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    if !headers.contains_key(header::DATE) {
+        insert_date(headers);
+    }
+
+    if status == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(slot) = parts.extensions.remove::<TunnelSlot>()
+    {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        let mut out = Vec::with_capacity(512);
+        head::write_response_head(&mut out, Version::HTTP_11, status, headers);
+        conn.stream.write_all(&out).await?;
+        conn.stream.flush().await?;
+        drop(body);
+        return Ok(Written::Tunnel(slot));
+    }
+
+    let no_body = is_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    enum Out {
+        None,
+        Length(u64),
+        Chunked,
+        UntilClose,
+    }
+    let framing = if no_body {
+        Out::None
+    } else if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok())
+    {
+        Out::Length(length)
+    } else if let Some(length) = body.size_hint().exact() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        Out::Length(length)
+    } else if version == Version::HTTP_11 {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        Out::Chunked
+    } else {
+        keep = false;
+        Out::UntilClose
+    };
+    if !keep {
+        if version == Version::HTTP_11 {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    } else if version == Version::HTTP_10 {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+    let mut out = Vec::with_capacity(1024);
+    head::write_response_head(&mut out, Version::HTTP_11, status, headers);
+    drop(parts);
+
+    let mut body = std::pin::pin!(body);
+    let mut sent: u64 = 0;
+    let expected = match framing {
+        Out::Length(length) => Some(length),
+        _ => None,
+    };
+    if !matches!(framing, Out::None) {
+        loop {
+            let polled = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
+            let frame = match polled {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    // Nothing more for now (a streaming response): what we have goes out.
+                    if !out.is_empty() {
+                        conn.stream.write_all(&out).await?;
+                        out.clear();
+                    }
+                    conn.stream.flush().await?;
+                    std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                }
+            };
+            let data = match frame {
+                None => break,
+                Some(Err(err)) => {
+                    tracing::debug!("response body failed: {err}");
+                    // The client cannot tell a cut body from a whole one unless the
+                    // connection ends before the framing does.
+                    if !out.is_empty() {
+                        conn.stream.write_all(&out).await?;
+                    }
+                    return Ok(Written::Close);
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let mut data = data;
+            if let Some(expected) = expected {
+                let room = expected.saturating_sub(sent);
+                if data.len() as u64 > room {
+                    data.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+                    keep = false;
+                }
+            }
+            sent += data.len() as u64;
+            let chunked = matches!(framing, Out::Chunked);
+            if chunked {
+                super::write_chunk_header(&mut out, data.len());
+            }
+            if data.len() <= COALESCE {
+                out.extend_from_slice(&data);
+            } else {
+                conn.stream.write_all(&out).await?;
+                out.clear();
+                conn.stream.write_all(&data).await?;
+            }
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+            if out.len() >= 64 * 1024 {
+                conn.stream.write_all(&out).await?;
+                out.clear();
+            }
+        }
+        match framing {
+            Out::Chunked => out.extend_from_slice(super::LAST_CHUNK),
+            Out::Length(length) if sent != length => keep = false,
+            Out::UntilClose => keep = false,
+            _ => {}
+        }
+    }
+    if !out.is_empty() {
+        conn.stream.write_all(&out).await?;
+    }
+    conn.stream.flush().await?;
+    Ok(if keep { Written::KeepAlive } else { Written::Close })
+}
+
+/// After a 101: the bytes each side sent past its head go to the other first, then bytes are
+/// copied both ways until one side closes or the tunnel is idle.
+async fn run_tunnel<S: ClientStream>(conn: ClientConn<S>, slot: TunnelSlot) {
+    let ClientConn {
+        mut stream, buf, ..
+    } = conn;
+    let Some(pending) = slot.take() else {
+        return;
+    };
+    let (mut upstream, leftover) = pending.upstream;
+    let forwarded = async {
+        if !leftover.is_empty() {
+            stream.write_all(&leftover).await?;
+            stream.flush().await?;
+        }
+        if !buf.is_empty() {
+            upstream.write_all(&buf).await?;
+        }
+        io::Result::Ok(())
+    };
+    if forwarded.await.is_err() {
+        return;
+    }
+    tunnel::relay(stream, upstream, pending.idle).await;
+    drop(pending.load);
+}
+
+fn says_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"))
+}
+
+/// `Date` (RFC 9110 §6.6.1), formatted once per second per thread.
+fn insert_date(headers: &mut HeaderMap) {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, Option<HeaderValue>)> =
+            const { std::cell::RefCell::new((0, None)) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let value = CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second || cached.1.is_none() {
+            let text = httpdate::fmt_http_date(now);
+            cached.1 = HeaderValue::from_str(&text).ok();
+            cached.0 = second;
+        }
+        cached.1.clone()
+    });
+    if let Some(value) = value {
+        headers.insert(header::DATE, value);
+    }
+}
