@@ -238,9 +238,16 @@ async fn process<B: RequestBody>(
             "a dot segment with parameters (such as ..;) in the path",
         ));
     }
-    let path = route::normalize_path(request.uri().path())
-        .ok_or(ProxyError::BadRequest("the path climbs above the root"))?
-        .into_owned();
+    // `OPTIONS *` asks about the server as a whole (RFC 9112 §3.2.4): routed as `/`, forwarded
+    // as `*`.
+    let asterisk = request.method() == Method::OPTIONS && request.uri() == "*";
+    let path = if asterisk {
+        "/".to_string()
+    } else {
+        route::normalize_path(request.uri().path())
+            .ok_or(ProxyError::BadRequest("the path climbs above the root"))?
+            .into_owned()
+    };
     let found = state
         .routes
         .find(&listener.name, &host, &path)
@@ -313,6 +320,7 @@ async fn process<B: RequestBody>(
                 view: &view,
                 client_host: &host,
                 received,
+                asterisk,
             };
             forward(shared, conn, request, &forwarding, record).await?
         }
@@ -399,6 +407,10 @@ fn refused(shared: &Shared, listener: &ListenerConfig, reason: &str) {
 /// The request's host: the URI authority (HTTP/2 `:authority`, or an absolute-form target)
 /// or the one Host header. HTTP/1.1 without a host, or with several, is refused (RFC 9112 §3.2).
 pub fn request_host<B>(request: &Request<B>) -> Result<String, ProxyError> {
+    if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
+        // Even with an absolute-form target (RFC 9112 §3.2: "MUST respond with 400").
+        return Err(ProxyError::BadRequest("no Host header"));
+    }
     if let Some(authority) = request.uri().authority() {
         // HTTP/2: a Host that names another origin than :authority makes the request
         // malformed (RFC 9113 §8.3.1); routing by one and the server reading the other is the
@@ -575,11 +587,11 @@ pub fn upstream_request<B>(
             headers.insert(header::COOKIE, value);
         }
     }
-    if !host.is_empty() {
-        let value =
-            HeaderValue::from_str(host).map_err(|_| ProxyError::BadRequest("malformed Host"))?;
-        headers.insert(header::HOST, value);
-    }
+    // An HTTP/1.0 request without a host still gets a Host towards the server, empty: the
+    // server is spoken to in HTTP/1.1 (RFC 9112 §3.2).
+    let value =
+        HeaderValue::from_str(host).map_err(|_| ProxyError::BadRequest("malformed Host"))?;
+    headers.insert(header::HOST, value);
     Ok(request)
 }
 
@@ -595,6 +607,8 @@ struct Forwarding<'a> {
     client_host: &'a str,
     /// The request headers as received, redacted, when the route has `debug_headers`.
     received: Option<String>,
+    /// An `OPTIONS *` request: its target goes on as `*`.
+    asterisk: bool,
 }
 
 async fn forward<B: RequestBody>(
@@ -609,8 +623,7 @@ async fn forward<B: RequestBody>(
     let upgrade = h2_websocket || wants_upgrade(&request);
     // An HTTP/2 client's WebSocket stream is hyper's to hand over; an HTTP/1.1 client's
     // connection is our engine's (h1/server.rs), which tunnels after writing the 101.
-    let client_upgrade: Option<OnUpgrade> =
-        h2_websocket.then(|| hyper::upgrade::on(&mut request));
+    let client_upgrade: Option<OnUpgrade> = h2_websocket.then(|| hyper::upgrade::on(&mut request));
     if h2_websocket {
         h2_websocket_as_upgrade(&mut request);
     }
@@ -626,7 +639,11 @@ async fn forward<B: RequestBody>(
         _ => None,
     };
     let method_is_head = request.method() == Method::HEAD;
-    let mut target = with_query(forwarding.upstream_path, request.uri());
+    let mut target = if forwarding.asterisk {
+        "*".to_string()
+    } else {
+        with_query(forwarding.upstream_path, request.uri())
+    };
     // Sticky sessions: the server the request is stuck to (tried first unless it cannot take
     // it), and the app's own session id without our route suffix.
     let stuck = pool
@@ -761,9 +778,7 @@ async fn forward<B: RequestBody>(
         if let Some(client_upgrade) = client_upgrade {
             // An HTTP/2 stream outlives this request's future: the tunnel is a task of its
             // own, tracked so that shutdown gives it the grace of a request in flight.
-            shared
-                .tracker
-                .spawn(tunnel::run(client_upgrade, pending));
+            shared.tracker.spawn(tunnel::run(client_upgrade, pending));
             // HTTP/2 has no 101: the stream is the tunnel once the server says 200 (RFC 8441 §5).
             parts.status = StatusCode::OK;
             strip_hop_by_hop(&mut parts.headers, false);

@@ -206,8 +206,7 @@ async fn serve_connection(
                     // connection's task would otherwise reserve room for it.
                     Box::pin(serve_h2(shared, limits, info, io, closing)).await;
                 } else {
-                    super::h1::server::serve(shared, Arc::new(info), limits, stream, closing)
-                        .await;
+                    super::h1::server::serve(shared, Arc::new(info), limits, stream, closing).await;
                 }
             }
         }
@@ -301,15 +300,17 @@ async fn serve_h2<I>(
 {
     let activity = info.activity.clone();
     let info = Arc::new(info);
-    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| -> HandlerFuture {
-        let shared = shared.clone();
-        let info = info.clone();
-        Box::pin(async move {
-            let request = request
-                .map(|body| BoxedBody::new(body.map_err(BoxError::from).boxed()));
-            Ok(handler::handle(&shared, &info, request).await)
-        })
-    });
+    let service = service_fn(
+        move |request: hyper::Request<hyper::body::Incoming>| -> HandlerFuture {
+            let shared = shared.clone();
+            let info = info.clone();
+            Box::pin(async move {
+                let request =
+                    request.map(|body| BoxedBody::new(body.map_err(BoxError::from).boxed()));
+                Ok(handler::handle(&shared, &info, request).await)
+            })
+        },
+    );
     let connection = http2_builder(&limits).serve_connection(TokioIo::new(io), service);
     drive(
         connection,

@@ -445,14 +445,16 @@ impl Checkout {
         loop {
             match h1::exchange(conn, &mut request).await {
                 Ok(answer) => {
-                    let pool = (request.method() != Method::CONNECT).then(|| Arc::downgrade(&server));
+                    let pool =
+                        (request.method() != Method::CONNECT).then(|| Arc::downgrade(&server));
                     return Ok(h1::into_response(answer, pool));
                 }
                 Err(ExchangeError::Closed(error))
                     if reused
                         && request.body().replayable()
                         && (request.method().is_idempotent()
-                            || request.body().length() == super::h1::request_body::BodyLength::Exact(0)) =>
+                            || request.body().length()
+                                == super::h1::request_body::BodyLength::Exact(0)) =>
                 {
                     debug!(
                         server = %server.url,

@@ -17,7 +17,7 @@ use std::{
 
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::{
-    HeaderMap, Method, Request, Response, StatusCode,
+    HeaderMap, Request, Response, StatusCode,
     body::{Frame, SizeHint},
     header::{self, HeaderValue},
 };
@@ -284,8 +284,7 @@ pub async fn exchange<B: RequestBody>(
 ) -> Result<Answer, ExchangeError> {
     let mut head = Vec::with_capacity(512);
     let length = request.body().length();
-    let method = request.method().clone();
-    let chunked = frame_request(&method, request.headers_mut(), length);
+    let chunked = frame_request(request.headers_mut(), length);
     let target = request
         .uri()
         .path_and_query()
@@ -369,15 +368,16 @@ pub async fn exchange<B: RequestBody>(
 }
 
 /// Sets the request's framing headers from the body length (RFC 9112 §6): `Content-Length`
-/// when known (none for an empty body of a method without payload semantics, as clients do),
-/// else `Transfer-Encoding: chunked`. Whether the body goes chunked.
-fn frame_request(method: &Method, headers: &mut HeaderMap, length: BodyLength) -> bool {
+/// when known (an empty body keeps the client's own `Content-Length: 0`, and gets none
+/// otherwise, as the client sent it), else `Transfer-Encoding: chunked`. Whether the body goes
+/// chunked.
+fn frame_request(headers: &mut HeaderMap, length: BodyLength) -> bool {
     headers.remove(header::TRANSFER_ENCODING);
     match length {
-        BodyLength::Exact(0)
-            if !headers.contains_key(header::CONTENT_LENGTH)
-                && matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::TRACE) =>
-        {
+        BodyLength::Exact(0) => {
+            if headers.contains_key(header::CONTENT_LENGTH) {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            }
             false
         }
         BodyLength::Exact(length) => {
@@ -432,7 +432,9 @@ async fn write_body<B: RequestBody>(
                         .write_all_watching(&mut [&frame_head, &data, b"\r\n"], Some(response))
                         .await
                 } else {
-                    stream.write_all_watching(&mut [&data], Some(response)).await
+                    stream
+                        .write_all_watching(&mut [&data], Some(response))
+                        .await
                 }
             }
             Some(Err(err)) => return Err(ExchangeError::Body(err)),
@@ -467,14 +469,19 @@ async fn read_some(stream: &Stream, buf: &mut BytesMut) -> io::Result<usize> {
 fn is_reset(err: &io::Error) -> bool {
     matches!(
         err.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
     )
 }
 
 /// Turns an answer into the response the proxy passes on: a 101 carries the connection for the
 /// tunnel (`UpstreamUpgrade`), anything else a body that reads the connection and gives it
 /// back to `pool` when `keep` and read to its end.
-pub fn into_response(answer: Answer, pool: Option<Weak<ServerConnections>>) -> Response<super::super::Body> {
+pub fn into_response(
+    answer: Answer,
+    pool: Option<Weak<ServerConnections>>,
+) -> Response<super::super::Body> {
     let Answer {
         head,
         conn,
@@ -611,9 +618,9 @@ impl hyper::body::Body for UpstreamBody {
                 return Poll::Ready(None);
             };
             let want = match this.state {
-                BodyState::Length(remaining) => {
-                    usize::try_from(remaining).unwrap_or(usize::MAX).min(READ_CHUNK)
-                }
+                BodyState::Length(remaining) => usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(READ_CHUNK),
                 _ => READ_CHUNK,
             };
             if this.buf.capacity() - this.buf.len() < want.min(1024) {
@@ -625,7 +632,9 @@ impl hyper::body::Body for UpstreamBody {
                     this.conn = None;
                     return Poll::Ready(match state {
                         BodyState::UntilClose => None,
-                        _ => Some(Err("server closed the connection in the response body".into())),
+                        _ => Some(Err(
+                            "server closed the connection in the response body".into()
+                        )),
                     });
                 }
                 Ok(_) => {}

@@ -413,7 +413,10 @@ async fn refuse<S: ClientStream>(
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     let body = crate::proxy::error::default_body(status);
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     insert_date(&mut headers);
@@ -578,7 +581,11 @@ async fn write_response<S: ClientStream>(
         conn.stream.write_all(&out).await?;
     }
     conn.stream.flush().await?;
-    Ok(if keep { Written::KeepAlive } else { Written::Close })
+    Ok(if keep {
+        Written::KeepAlive
+    } else {
+        Written::Close
+    })
 }
 
 /// After a 101: the bytes each side sent past its head go to the other first, then bytes are
