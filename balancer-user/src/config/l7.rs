@@ -30,11 +30,22 @@ pub struct ProxySettings {
     /// `shutdown_timeout`: how long SIGTERM waits for in-flight requests (default 30s,
     /// 0s to 1h).
     pub shutdown_timeout: Duration,
+    /// `workers`: how many threads serve client connections, each a single-threaded runtime
+    /// with its own upstream connections (1 to 1024; `None`: one per CPU). Fixed at start: a
+    /// reload keeps the running count.
+    pub workers: Option<usize>,
 }
 
 impl ProxySettings {
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const DEFAULT_UPGRADE_SOCKET: &'static str = "/run/balancer/upgrade.sock";
+
+    /// The number of worker threads: configured, else one per CPU.
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 
     /// The upgrade socket's path, configured or default.
     pub fn upgrade_socket_path(&self) -> &std::path::Path {
@@ -52,6 +63,7 @@ impl Default for ProxySettings {
             state_file: None,
             upgrade_socket: None,
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
+            workers: None,
         }
     }
 }
@@ -493,7 +505,8 @@ pub struct KeepaliveConfig {
     /// `idle_timeout` (default 60s, above 0 and at most 1h): an idle upstream connection is
     /// closed after it (Apache ttl).
     pub idle_timeout: Duration,
-    /// `max_idle` (0 to 10 000): idle connections kept per server at most. The default,
+    /// `max_idle` (0 to 10 000): idle connections kept per server and worker at most. The
+    /// default,
     /// [`KeepaliveConfig::DEFAULT_MAX_IDLE`], is a cap high enough to follow demand: every
     /// connection that a burst of concurrent requests opened goes back to the idle list, the
     /// newest is reused first, and the ones the load no longer needs close after

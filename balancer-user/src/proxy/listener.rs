@@ -44,7 +44,6 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// A bound listener and what its accept loop needs.
 pub struct AcceptLoop {
-    pub listener: TcpListener,
     /// The configured address: what identifies the listener in the current state (a reload
     /// may rename the listener of an address).
     pub bind: SocketAddr,
@@ -63,7 +62,15 @@ pub struct AcceptLoop {
 }
 
 impl AcceptLoop {
-    pub async fn run(mut self) {
+    /// Accepts on `socket` (registered with the runtime this runs on) until stopped.
+    pub async fn run(mut self, socket: std::net::TcpListener) {
+        let listener = match TcpListener::from_std(socket) {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::error!(bind = %self.bind, "cannot accept on the listening socket: {err}");
+                return;
+            }
+        };
         loop {
             let permit = tokio::select! {
                 permit = self.limit.clone().acquire_owned() => match permit {
@@ -74,7 +81,7 @@ impl AcceptLoop {
                 _ = self.handover.changed() => return,
             };
             let (stream, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
+                accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
                         // Out of file descriptors or similar: back off instead of spinning.

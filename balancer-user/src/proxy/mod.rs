@@ -26,6 +26,7 @@ pub mod static_files;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
+pub mod workers;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -49,6 +50,8 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 pub struct Proxy {
     shared: Arc<Shared>,
+    /// The threads that serve connections (declared after `shared`... dropped last: see Drop).
+    workers: workers::Workers,
     /// By bind address: a reload keeps the socket of an address that stays configured.
     listeners: HashMap<SocketAddr, RunningListener>,
     tracker: TaskTracker,
@@ -78,6 +81,8 @@ impl Proxy {
         metrics: HttpMetrics,
         inherited: Option<&mut crate::upgrade::Inherited>,
     ) -> anyhow::Result<Proxy> {
+        // First: per-worker state (idle upstream connections) is sized by the worker count.
+        let workers = workers::Workers::start(config.proxy.worker_count())?;
         let mut state = ProxyState::build(config, None).map_err(anyhow::Error::msg)?;
         state.access_log_file = open_access_log(config, None).map_err(anyhow::Error::msg)?;
         if let Some(path) = &config.proxy.state_file {
@@ -96,6 +101,7 @@ impl Proxy {
                 tracker: tracker.clone(),
                 draining: std::sync::atomic::AtomicBool::new(false),
             }),
+            workers,
             listeners: HashMap::new(),
             tracker,
             shutdown,
@@ -170,17 +176,27 @@ impl Proxy {
             let limit = Arc::new(Semaphore::new(config.max_connections));
             let (stop, stop_rx) = watch::channel(false);
             tracing::info!(listener = %config.name, bind = %config.bind, tls = config.is_tls(), "listening");
-            let accept = AcceptLoop {
-                listener: socket,
-                bind: config.bind,
-                limit: limit.clone(),
-                shared: self.shared.clone(),
-                tracker: self.tracker.clone(),
-                stop: stop_rx,
-                shutdown: self.shutdown.subscribe(),
-                handover: self.handover.subscribe(),
-            };
-            tokio::spawn(accept.run());
+            // Every worker accepts on the listener, through a descriptor of its own.
+            for runtime in self.workers.runtimes() {
+                let socket = match handle.try_clone() {
+                    Ok(socket) => socket,
+                    Err(err) => {
+                        tracing::error!(listener = %config.name, "cannot share the listening socket with a worker: {err}");
+                        continue;
+                    }
+                };
+                let accept = AcceptLoop {
+                    bind: config.bind,
+                    limit: limit.clone(),
+                    shared: self.shared.clone(),
+                    tracker: self.tracker.clone(),
+                    stop: stop_rx.clone(),
+                    shutdown: self.shutdown.subscribe(),
+                    handover: self.handover.subscribe(),
+                };
+                runtime.spawn(accept.run(socket));
+            }
+            drop(socket);
             self.listeners.insert(
                 config.bind,
                 RunningListener {

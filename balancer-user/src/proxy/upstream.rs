@@ -95,8 +95,11 @@ pub struct ServerConnections {
     connect_timeout: Duration,
     h2c: bool,
     opened: AtomicU64,
-    /// HTTP/1.1 idle connections, oldest first (checkout takes the newest).
-    idle: Mutex<VecDeque<Idle>>,
+    /// HTTP/1.1 idle connections, oldest first (checkout takes the newest): one list per
+    /// worker (workers.rs), so a connection is reused by the thread whose reactor it is
+    /// registered with, and a list's lock is only ever taken by its own worker (and the
+    /// sweep), never contended on the request path.
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
     /// h2c: the shared connection.
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     /// h2c: held while a new shared connection is made, so that one is made at a time.
@@ -134,7 +137,9 @@ impl ServerConnections {
             connect_timeout,
             h2c,
             opened: AtomicU64::new(0),
-            idle: Mutex::new(VecDeque::new()),
+            idle: (0..super::workers::slots())
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
         });
@@ -164,18 +169,26 @@ impl ServerConnections {
             return usize::from(lock(&self.h2).as_ref().is_some_and(|s| !s.is_closed()));
         }
         let timeout = self.keepalive.idle_timeout;
-        lock(&self.idle)
+        self.idle
             .iter()
-            .filter(|e| e.since.elapsed() < timeout && e.conn.stream.idle_usable())
-            .count()
+            .map(|idle| {
+                lock(idle)
+                    .iter()
+                    .filter(|e| e.since.elapsed() < timeout && e.conn.stream.idle_usable())
+                    .count()
+            })
+            .sum()
     }
 
     /// Drops every idle connection (server removed or drained on reload); h2c: forgets the
     /// shared connection, which closes when its requests in flight are done.
     pub fn close_idle(&self) {
-        let idle = std::mem::take(&mut *lock(&self.idle));
+        for idle in &self.idle {
+            let idle = std::mem::take(&mut *lock(idle));
+            drop(idle);
+        }
         let shared = lock(&self.h2).take();
-        drop((idle, shared));
+        drop(shared);
     }
 
     /// A connection ready to take one request: an idle one when `reuse` (checking it is still
@@ -211,6 +224,12 @@ impl ServerConnections {
         })
     }
 
+    /// The calling worker's idle list.
+    fn own_idle(&self) -> &Mutex<VecDeque<Idle>> {
+        let slot = super::workers::current_slot().min(self.idle.len() - 1);
+        &self.idle[slot]
+    }
+
     fn keeps_idle(&self) -> bool {
         !self.h2c && self.keepalive.reuse && self.keepalive.max_idle > 0
     }
@@ -220,9 +239,30 @@ impl ServerConnections {
         if !self.keeps_idle() {
             return None;
         }
+        let own = super::workers::current_slot().min(self.idle.len() - 1);
+        if let Some(conn) = self.take_idle_from(own) {
+            return Some(conn);
+        }
+        // None of our own: another worker's idle connection beats a new one (a server's
+        // connections are few and its workers slow to accept). It moves to this worker's
+        // reactor; under load every worker has its own and this is not reached.
+        (0..self.idle.len())
+            .filter(|&slot| slot != own)
+            .find_map(|slot| self.take_idle_from(slot))
+            .and_then(|conn| match conn.stream.into_current_runtime() {
+                Ok(stream) => Some(H1Conn { stream }),
+                Err(error) => {
+                    debug!(server = %self.url, %error, "idle connection could not move to this worker");
+                    None
+                }
+            })
+    }
+
+    /// The newest usable idle connection of one worker's list.
+    fn take_idle_from(&self, slot: usize) -> Option<H1Conn> {
         loop {
             let entry = {
-                let mut idle = lock(&self.idle);
+                let mut idle = lock(&self.idle[slot]);
                 self.prune_expired(&mut idle);
                 idle.pop_back()?
             };
@@ -253,7 +293,7 @@ impl ServerConnections {
         if !self.keeps_idle() {
             return;
         }
-        let mut idle = lock(&self.idle);
+        let mut idle = lock(self.own_idle());
         self.prune_expired(&mut idle);
         while idle.len() >= self.keepalive.max_idle {
             idle.pop_front();
@@ -359,12 +399,13 @@ async fn sweep_idle(server: Weak<ServerConnections>, every: Duration) {
         let Some(server) = server.upgrade() else {
             return;
         };
-        let expired = {
-            let mut idle = lock(&server.idle);
+        let mut expired = 0;
+        for idle in &server.idle {
+            let mut idle = lock(idle);
             let before = idle.len();
             server.prune(&mut idle);
-            before - idle.len()
-        };
+            expired += before - idle.len();
+        }
         if expired > 0 {
             debug!(server = %server.url, expired, "idle connections closed");
         }
@@ -892,7 +933,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(conns.idle_connections(), 0);
         // The sweep dropped it from the list.
-        assert!(lock(&conns.idle).is_empty());
+        assert!(conns.idle.iter().all(|idle| lock(idle).is_empty()));
         let checkout = conns.checkout().await.unwrap();
         assert!(!checkout.reused());
         let response = checkout.send(get("/")).await.unwrap();

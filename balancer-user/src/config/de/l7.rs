@@ -26,6 +26,8 @@ pub(in crate::config) struct ProxyTable {
     pub upgrade_socket: Option<Spanned<String>>,
     #[serde(default, deserialize_with = "optional_duration")]
     pub shutdown_timeout: Option<Spanned<Duration>>,
+    #[serde(default, deserialize_with = "workers")]
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -548,6 +550,11 @@ fn max_header_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize,
         { ListenerConfig::MAX_MAX_HEADER_BYTES as u64 },
     >(deserializer)
     .map(Spanned::into_inner)
+}
+
+/// `proxy.workers`: 1 to 1024 threads.
+fn workers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    in_range::<D, usize, 1, 1024>(deserializer).map(|workers| Some(workers.into_inner()))
 }
 
 fn max_headers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {

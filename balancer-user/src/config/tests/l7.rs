@@ -96,6 +96,7 @@ access_log = "json"
 access_log_file = "logs/access.log"
 state_file = "/var/lib/balancer/state.json"
 upgrade_socket = "/run/balancer/up.sock"
+workers = 3
 shutdown_timeout = "1m"
 
 [[listener]]
@@ -194,6 +195,7 @@ servers = [ { url = "http://API.internal" } ]
             state_file: Some(path("/var/lib/balancer/state.json")),
             upgrade_socket: Some(path("/run/balancer/up.sock")),
             shutdown_timeout: Duration::from_secs(60),
+            workers: Some(3),
         },
         listeners: vec![
             ListenerConfig {
@@ -362,6 +364,7 @@ fn l7_defaults() {
                 state_file: None,
                 upgrade_socket: None,
                 shutdown_timeout: Duration::from_secs(30),
+                workers: None,
             },
             listeners: vec![ListenerConfig {
                 name: "http".to_string(),
@@ -843,8 +846,8 @@ const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, 
 #[test]
 fn unknown_key_in_proxy() {
     assert_error(
-        "[proxy]\nworkers = 4\n",
-        "test.toml:2:1: proxy.workers: unknown field `workers`, expected one of `access_log`, `access_log_file`, `state_file`, `upgrade_socket`, `shutdown_timeout`",
+        "[proxy]\nthreads = 4\n",
+        "test.toml:2:1: proxy.threads: unknown field `threads`, expected one of `access_log`, `access_log_file`, `state_file`, `upgrade_socket`, `shutdown_timeout`, `workers`",
     );
 }
 
@@ -986,6 +989,16 @@ fn shutdown_timeout_out_of_range() {
         "[proxy]\nshutdown_timeout = 30\n",
         "test.toml:2:20: proxy.shutdown_timeout: invalid type: integer `30`, expected a string with a duration with a unit, such as \"500ms\", \"2s\" or \"1m\"",
     );
+}
+
+#[test]
+fn workers_out_of_range() {
+    for workers in ["0", "1025"] {
+        assert_error(
+            &format!("[proxy]\nworkers = {workers}\n"),
+            &format!("test.toml:2:11: proxy.workers: must be between 1 and 1024, not {workers}"),
+        );
+    }
 }
 
 // ---- Bad configs: [[listener]] -----------------------------------------------------------------

@@ -86,6 +86,7 @@ fn proxy_settings(table: &ProxyTable, base_dir: &Path) -> Result<ProxySettings, 
             AccessLog::Json => AccessLogFormat::Json,
             AccessLog::Off => AccessLogFormat::Off,
         },
+        workers: table.workers,
         shutdown_timeout: duration(
             "proxy.shutdown_timeout",
             table.shutdown_timeout.as_ref(),

@@ -83,6 +83,15 @@ impl Stream {
         }
     }
 
+    /// The same socket, registered with the calling thread's runtime (a connection that moves
+    /// from one worker to another).
+    pub fn into_current_runtime(self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
+            Stream::Unix(s) => Stream::Unix(UnixStream::from_std(s.into_std()?)?),
+        })
+    }
+
     /// Whether an idle connection is still usable: open, and with nothing unread (a server
     /// that closed it, or sent bytes nobody asked for, makes it unusable). One non-blocking
     /// peek; the keep-alive race (RFC 9112 §9.3.1) is mostly caught here.
