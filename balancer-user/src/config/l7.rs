@@ -31,8 +31,8 @@ pub struct ProxySettings {
     /// 0s to 1h).
     pub shutdown_timeout: Duration,
     /// `workers`: how many threads serve client connections, each a single-threaded runtime
-    /// with its own upstream connections (1 to 1024; `None`: one per CPU). Fixed at start: a
-    /// reload keeps the running count.
+    /// with its own idle upstream connections (0 to 1024; `None`: one per CPU; 0: the main,
+    /// work-stealing runtime serves them). Fixed at start: a reload keeps the running count.
     pub workers: Option<usize>,
 }
 

@@ -552,9 +552,9 @@ fn max_header_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize,
     .map(Spanned::into_inner)
 }
 
-/// `proxy.workers`: 1 to 1024 threads.
+/// `proxy.workers`: 0 (tokio's work-stealing runtime) to 1024 threads.
 fn workers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
-    in_range::<D, usize, 1, 1024>(deserializer).map(|workers| Some(workers.into_inner()))
+    in_range::<D, usize, 0, 1024>(deserializer).map(|workers| Some(workers.into_inner()))
 }
 
 fn max_headers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
