@@ -107,12 +107,6 @@ impl ProxyError {
             _ => Side::Downstream,
         }
     }
-
-    /// Whether the request may be tried again on another server: only when nothing of it was
-    /// sent (a failed connect).
-    pub fn retryable(&self) -> bool {
-        matches!(self, ProxyError::Connect { .. })
-    }
 }
 
 /// Error page files loaded into memory, by status.

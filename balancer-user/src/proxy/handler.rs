@@ -33,7 +33,7 @@ use super::{
     static_files::{self, StaticError},
     tls,
     tunnel::{self, PendingTunnel, TunnelSlot},
-    upstream::SendError,
+    upstream::{Checkout, SendError},
 };
 use crate::{
     config::{AccessLogFormat, Balance, ListenerConfig, RouteConfig},
@@ -655,15 +655,64 @@ async fn forward<B: RequestBody>(
         target.clone_from(stripped);
     }
 
-    // At most two servers: a failed connect sends nothing, so the request can go elsewhere once.
+    let (load, checkout) = pick_phase(shared, pool, key.as_deref(), stuck.server, record).await?;
+    let server_label = load.server().label.clone();
+    let server_authority = load.server().authority.as_str();
+    let request = upstream_request_phase(
+        conn,
+        request,
+        forwarding,
+        &server_label,
+        server_authority,
+        &target,
+    )?;
+    let response = send_phase(pool, &load, checkout, request, &server_label).await?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return tunnel_phase(
+            shared,
+            pool,
+            response,
+            load,
+            upgrade,
+            client_upgrade,
+            server_label,
+        );
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    let body = if method_is_head { error::empty() } else { body };
+    let body = rewrite_phase(shared, forwarding, server_authority, &mut parts, body);
+    // After the cookie rewriting: the sticky cookie's Path is public already.
+    if let Some(policy) = &pool.sticky {
+        let public_prefix = public_prefix(
+            forwarding.view.prefix.as_deref(),
+            forwarding.runtime.stripped_prefix.as_deref(),
+        );
+        policy.on_response(
+            &mut parts.headers,
+            &stuck,
+            Pool::index_of(&load),
+            forwarding.view.scheme == Scheme::Https,
+            public_prefix.as_deref().unwrap_or_default(),
+        );
+    }
+    Ok((Response::from_parts(parts, body), Some(load)))
+}
+
+/// Chooses a server (the sticky one first, when it can take the request) and checks a
+/// connection to it out. At most two servers: a failed connect sends nothing, so the request
+/// can go elsewhere once.
+async fn pick_phase(
+    shared: &Shared,
+    pool: &Arc<Pool>,
+    key: Option<&[u8]>,
+    stuck: Option<usize>,
+    record: &mut AccessRecord,
+) -> Result<(ServerLoad, Checkout), ProxyError> {
     let mut excluded = None;
     let (load, checkout) = loop {
-        let preferred = if excluded.is_none() {
-            stuck.server
-        } else {
-            None
-        };
-        let Some(load) = pool.pick_with(key.as_deref(), excluded, preferred) else {
+        let preferred = if excluded.is_none() { stuck } else { None };
+        let Some(load) = pool.pick_with(key, excluded, preferred) else {
             return Err(match excluded {
                 None => ProxyError::NoServer {
                     pool: pool.config.name.clone(),
@@ -702,15 +751,26 @@ async fn forward<B: RequestBody>(
     if load.used_preferred() {
         pool.count_sticky(&load);
     }
-    let server_label = load.server().label.clone();
+    Ok((load, checkout))
+}
+
+/// The request as the chosen server gets it: the route's target, the Host `preserve_host`
+/// chooses, our forwarded headers and the route's edits.
+fn upstream_request_phase<B>(
+    conn: &ConnInfo,
+    request: Request<B>,
+    forwarding: &Forwarding<'_>,
+    server_label: &str,
+    server_authority: &str,
+    target: &str,
+) -> Result<Request<B>, ProxyError> {
     let route = forwarding.route;
-    let server_authority = load.server().authority.as_str();
     let host = if route.preserve_host {
         forwarding.client_host
     } else {
         server_authority
     };
-    let mut request = upstream_request(request, &target, host)?;
+    let mut request = upstream_request(request, target, host)?;
     let stripped_prefix = forwarding.runtime.stripped_prefix.as_deref();
     forwarding
         .policy
@@ -729,87 +789,83 @@ async fn forward<B: RequestBody>(
             crate::headers::edits::redacted(request.headers())
         );
     }
+    Ok(request)
+}
+
+/// Sends the request within the pool's response timeout, and tells passive health what the
+/// answer says about the server (a client's broken body says nothing about it).
+async fn send_phase<B: RequestBody>(
+    pool: &Pool,
+    load: &ServerLoad,
+    checkout: Checkout,
+    request: Request<B>,
+    server_label: &str,
+) -> Result<Response<Body>, ProxyError> {
     let timeout = pool.config.timeouts.response;
-    let sent = tokio::time::timeout(timeout, checkout.send(request)).await;
-    // Passive health: what this answer says about the server.
-    let mut response = match sent {
+    match tokio::time::timeout(timeout, checkout.send(request)).await {
         Err(_) => {
-            pool.report_outcome(&load, Outcome::NoResponse);
-            return Err(ProxyError::UpstreamTimeout {
-                server: server_label,
+            pool.report_outcome(load, Outcome::NoResponse);
+            Err(ProxyError::UpstreamTimeout {
+                server: server_label.to_string(),
                 timeout,
-            });
+            })
         }
-        Ok(Err(SendError::Body(err))) => {
-            // The client's body failed: not the server's doing (passive health ignores it).
-            return Err(body_error(err));
-        }
+        Ok(Err(SendError::Body(err))) => Err(body_error(err)),
         Ok(Err(err)) => {
-            pool.report_outcome(&load, Outcome::NoResponse);
-            return Err(ProxyError::Upstream {
-                server: server_label,
+            pool.report_outcome(load, Outcome::NoResponse);
+            Err(ProxyError::Upstream {
+                server: server_label.to_string(),
                 reason: err.to_string(),
-            });
+            })
         }
         Ok(Ok(response)) => {
-            pool.report_outcome(&load, Outcome::Status(response.status().as_u16()));
-            response
+            pool.report_outcome(load, Outcome::Status(response.status().as_u16()));
+            Ok(response)
         }
+    }
+}
+
+/// The server's 101: the connection becomes a tunnel. An HTTP/1.1 client's is run by our
+/// engine after it writes the 101; an HTTP/2 client's stream (RFC 8441) by a task of its own.
+fn tunnel_phase(
+    shared: &Shared,
+    pool: &Pool,
+    mut response: Response<Body>,
+    load: ServerLoad,
+    upgrade: bool,
+    client_upgrade: Option<OnUpgrade>,
+    server_label: String,
+) -> Result<Answer, ProxyError> {
+    let upstream = response
+        .extensions_mut()
+        .remove::<UpstreamUpgrade>()
+        .and_then(|upgrade| upgrade.take());
+    let (Some(upstream), true) = (upstream, upgrade) else {
+        return Err(ProxyError::Upstream {
+            server: server_label,
+            reason: "101 Switching Protocols to a request that asked for no upgrade".into(),
+        });
     };
-
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let upstream = response
-            .extensions_mut()
-            .remove::<UpstreamUpgrade>()
-            .and_then(|upgrade| upgrade.take());
-        let (Some(upstream), true) = (upstream, upgrade) else {
-            return Err(ProxyError::Upstream {
-                server: server_label,
-                reason: "101 Switching Protocols to a request that asked for no upgrade".into(),
-            });
-        };
-        // The tunnel holds the server's in-flight count for as long as it lives.
-        let pending = PendingTunnel {
-            upstream,
-            idle: pool.config.timeouts.websocket_idle,
-            load: Some(load),
-        };
-        let (mut parts, _body) = response.into_parts();
-        if let Some(client_upgrade) = client_upgrade {
-            // An HTTP/2 stream outlives this request's future: the tunnel is a task of its
-            // own, tracked so that shutdown gives it the grace of a request in flight.
-            shared.tracker.spawn(tunnel::run(client_upgrade, pending));
-            // HTTP/2 has no 101: the stream is the tunnel once the server says 200 (RFC 8441 §5).
-            parts.status = StatusCode::OK;
-            strip_hop_by_hop(&mut parts.headers, false);
-            parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
-        } else {
-            // Our HTTP/1.1 engine writes the 101, then tunnels in the connection's task.
-            strip_hop_by_hop(&mut parts.headers, true);
-            parts.extensions.insert(TunnelSlot::new(pending));
-        }
-        return Ok((Response::from_parts(parts, error::empty()), None));
+    // The tunnel holds the server's in-flight count for as long as it lives.
+    let pending = PendingTunnel {
+        upstream,
+        idle: pool.config.timeouts.websocket_idle,
+        load: Some(load),
+    };
+    let (mut parts, _body) = response.into_parts();
+    if let Some(client_upgrade) = client_upgrade {
+        // The stream outlives this request's future: tracked, so that shutdown gives it the
+        // grace of a request in flight.
+        shared.tracker.spawn(tunnel::run(client_upgrade, pending));
+        // HTTP/2 has no 101: the stream is the tunnel once the server says 200 (RFC 8441 §5).
+        parts.status = StatusCode::OK;
+        strip_hop_by_hop(&mut parts.headers, false);
+        parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+    } else {
+        strip_hop_by_hop(&mut parts.headers, true);
+        parts.extensions.insert(TunnelSlot::new(pending));
     }
-
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
-    let body = if method_is_head { error::empty() } else { body };
-    let body = rewrite_phase(shared, forwarding, server_authority, &mut parts, body);
-    // After the cookie rewriting: the sticky cookie's Path is public already.
-    if let Some(policy) = &pool.sticky {
-        let public_prefix = public_prefix(
-            forwarding.view.prefix.as_deref(),
-            forwarding.runtime.stripped_prefix.as_deref(),
-        );
-        policy.on_response(
-            &mut parts.headers,
-            &stuck,
-            Pool::index_of(&load),
-            forwarding.view.scheme == Scheme::Https,
-            public_prefix.as_deref().unwrap_or_default(),
-        );
-    }
-    Ok((Response::from_parts(parts, body), Some(load)))
+    Ok((Response::from_parts(parts, error::empty()), None))
 }
 
 /// Makes the server's answer point at the public URL: `Location`-like headers and cookies

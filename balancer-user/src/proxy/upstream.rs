@@ -81,13 +81,6 @@ pub enum SendError {
     Body(BodyError),
 }
 
-impl SendError {
-    /// Whether the request may have reached the server.
-    pub fn request_sent(&self) -> bool {
-        !matches!(self, SendError::NotSent(_))
-    }
-}
-
 /// The connections to one server. Shared as `Arc`; one per server of a pool.
 pub struct ServerConnections {
     url: ServerUrl,
@@ -1270,7 +1263,6 @@ mod tests {
             matches!(error, SendError::NotSent(ConnectError::Refused(_))),
             "{error:?}"
         );
-        assert!(!error.request_sent());
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
@@ -1298,6 +1290,5 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(error, SendError::Failed(_)), "{error:?}");
-        assert!(error.request_sent());
     }
 }
