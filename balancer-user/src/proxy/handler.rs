@@ -655,18 +655,53 @@ async fn forward<B: RequestBody>(
         target.clone_from(stripped);
     }
 
-    let (load, checkout) = pick_phase(shared, pool, key.as_deref(), stuck.server, record).await?;
-    let server_label = load.server().label.clone();
-    let server_authority = load.server().authority.as_str();
-    let request = upstream_request_phase(
+    let mut excluded = None;
+    let (mut load, mut checkout) = pick_phase(
+        shared,
+        pool,
+        key.as_deref(),
+        stuck.server,
+        &mut excluded,
+        record,
+    )
+    .await?;
+    let mut request = upstream_request_phase(
         conn,
         request,
         forwarding,
-        &server_label,
-        server_authority,
+        &load.server().label,
+        &load.server().authority,
         &target,
     )?;
-    let response = send_phase(pool, &load, checkout, request, &server_label).await?;
+    let response = loop {
+        let label = load.server().label.clone();
+        match send_phase(pool, &load, checkout, &mut request, &label).await {
+            // Nothing was sent (a reused connection was closed and the server refuses new
+            // ones): the request goes to another server, once, as after a failed connect.
+            Err(Unsent(err)) if excluded.is_none() => {
+                tracing::warn!(pool = %pool.config.name, server = %label, "{err}");
+                pool.connect_failed(&load);
+                excluded = Some(Pool::index_of(&load));
+                (load, checkout) =
+                    pick_phase(shared, pool, key.as_deref(), None, &mut excluded, record).await?;
+                if !forwarding.route.preserve_host
+                    && let Ok(host) = HeaderValue::from_str(&load.server().authority)
+                {
+                    request.headers_mut().insert(header::HOST, host);
+                }
+            }
+            Err(Unsent(err)) => {
+                return Err(ProxyError::Connect {
+                    server: label,
+                    reason: err.to_string(),
+                });
+            }
+            Ok(response) => break response,
+            Err(Sent(err)) => return Err(err),
+        }
+    };
+    let server_label = load.server().label.clone();
+    let server_authority = load.server().authority.as_str();
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         return tunnel_phase(
             shared,
@@ -707,12 +742,12 @@ async fn pick_phase(
     pool: &Arc<Pool>,
     key: Option<&[u8]>,
     stuck: Option<usize>,
+    excluded: &mut Option<usize>,
     record: &mut AccessRecord,
 ) -> Result<(ServerLoad, Checkout), ProxyError> {
-    let mut excluded = None;
     let (load, checkout) = loop {
         let preferred = if excluded.is_none() { stuck } else { None };
-        let Some(load) = pool.pick_with(key, excluded, preferred) else {
+        let Some(load) = pool.pick_with(key, *excluded, preferred) else {
             return Err(match excluded {
                 None => ProxyError::NoServer {
                     pool: pool.config.name.clone(),
@@ -744,7 +779,7 @@ async fn pick_phase(
                         reason: err.to_string(),
                     });
                 }
-                excluded = Some(Pool::index_of(&load));
+                *excluded = Some(Pool::index_of(&load));
             }
         }
     };
@@ -792,31 +827,39 @@ fn upstream_request_phase<B>(
     Ok(request)
 }
 
+/// How a send failed: before anything reached the server (it may go to another), or after.
+enum SendFailure {
+    Unsent(SendError),
+    Sent(ProxyError),
+}
+use SendFailure::{Sent, Unsent};
+
 /// Sends the request within the pool's response timeout, and tells passive health what the
 /// answer says about the server (a client's broken body says nothing about it).
 async fn send_phase<B: RequestBody>(
     pool: &Pool,
     load: &ServerLoad,
     checkout: Checkout,
-    request: Request<B>,
+    request: &mut Request<B>,
     server_label: &str,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<Response<Body>, SendFailure> {
     let timeout = pool.config.timeouts.response;
     match tokio::time::timeout(timeout, checkout.send(request)).await {
         Err(_) => {
             pool.report_outcome(load, Outcome::NoResponse);
-            Err(ProxyError::UpstreamTimeout {
+            Err(Sent(ProxyError::UpstreamTimeout {
                 server: server_label.to_string(),
                 timeout,
-            })
+            }))
         }
-        Ok(Err(SendError::Body(err))) => Err(body_error(err)),
+        Ok(Err(SendError::Body(err))) => Err(Sent(body_error(err))),
+        Ok(Err(err @ SendError::NotSent(_))) => Err(Unsent(err)),
         Ok(Err(err)) => {
             pool.report_outcome(load, Outcome::NoResponse);
-            Err(ProxyError::Upstream {
+            Err(Sent(ProxyError::Upstream {
                 server: server_label.to_string(),
                 reason: err.to_string(),
-            })
+            }))
         }
         Ok(Ok(response)) => {
             pool.report_outcome(load, Outcome::Status(response.status().as_u16()));

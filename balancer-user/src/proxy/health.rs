@@ -163,7 +163,7 @@ async fn send_plain(
         .await
         .map_err(|err| err.to_string())?;
     let response = checkout
-        .send(request.map(super::h1::request_body::BoxedBody::new))
+        .send(&mut request.map(super::h1::request_body::BoxedBody::new))
         .await
         .map_err(|err| format!("no response: {err}"))?;
     Ok(response.status().as_u16())

@@ -39,6 +39,9 @@ use super::h1::request_body::{BodyError, RequestBody};
 use super::{Body, BoxError};
 use crate::config::{KeepaliveConfig, ServerUrl};
 
+/// How long an idle connection is trusted without a liveness check at checkout.
+const FRESH: Duration = Duration::from_millis(250);
+
 /// Why no connection could be made. Nothing was sent.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -259,7 +262,12 @@ impl ServerConnections {
                 self.prune_expired(&mut idle);
                 idle.pop_back()?
             };
-            if entry.conn.stream.idle_usable() {
+            // A connection back for less than `FRESH` is not checked: servers close idle
+            // connections after a keep-alive timeout of seconds (gunicorn's is the shortest, 2 s),
+            // and under load a connection is idle for microseconds; the check is a system call
+            // per request. A server that closes one anyway (a restart) costs the one retry of
+            // `Checkout::send`.
+            if entry.since.elapsed() < FRESH || entry.conn.stream.idle_usable() {
                 return Some(entry.conn);
             }
             debug!(server = %self.url, "idle connection closed by the server");
@@ -461,7 +469,7 @@ impl Checkout {
     /// the server's address), as HTTP/2 requires.
     pub async fn send<B: RequestBody>(
         self,
-        mut request: Request<B>,
+        request: &mut Request<B>,
     ) -> Result<Response<Body>, SendError> {
         let Checkout {
             server,
@@ -470,14 +478,14 @@ impl Checkout {
         } = self;
         let mut conn = match conn {
             Conn::H2(sender) => {
-                absolute_form(&mut request, &server.url);
+                absolute_form(request, &server.url);
                 return Box::pin(send_h2(sender, request)).await;
             }
             Conn::H1(conn) => conn,
         };
         let mut reused = reused;
         loop {
-            match h1::exchange(conn, &mut request).await {
+            match h1::exchange(conn, request).await {
                 Ok(answer) => {
                     let pool =
                         (request.method() != Method::CONNECT).then(|| Arc::downgrade(&server));
@@ -513,9 +521,14 @@ impl Checkout {
 /// a clean end, so the server cannot take a cut body for a whole one.
 async fn send_h2<B: RequestBody>(
     mut sender: http2::SendRequest<Body>,
-    request: Request<B>,
+    request: &mut Request<B>,
 ) -> Result<Response<Body>, SendError> {
-    let (parts, mut body) = request.into_parts();
+    let mut parts = Request::new(()).into_parts().0;
+    parts.method = request.method().clone();
+    parts.uri = request.uri().clone();
+    parts.version = request.version();
+    parts.headers = request.headers().clone();
+    let body = request.body_mut();
     let (feed, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(4);
     let boxed = BoxBody::new(ChannelBody {
         receiver,
@@ -837,7 +850,7 @@ mod tests {
     /// Checkout, send, read the body to its end.
     async fn fetch(server: &Arc<ServerConnections>, path: &str) -> (StatusCode, Bytes) {
         let checkout = server.checkout().await.unwrap();
-        let response = checkout.send(get(path)).await.unwrap();
+        let response = checkout.send(&mut get(path)).await.unwrap();
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, body)
@@ -929,7 +942,7 @@ mod tests {
         assert!(conns.idle.iter().all(|idle| lock(idle).is_empty()));
         let checkout = conns.checkout().await.unwrap();
         assert!(!checkout.reused());
-        let response = checkout.send(get("/")).await.unwrap();
+        let response = checkout.send(&mut get("/")).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(conns.connections_opened(), 2);
         assert_eq!(server.accepted(), 2);
@@ -1007,7 +1020,7 @@ mod tests {
         // The server closes the idle connection while the checkout holds it.
         close.send_replace(true);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let response = checkout.send(get("/")).await.unwrap();
+        let response = checkout.send(&mut get("/")).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"ok");
@@ -1022,11 +1035,12 @@ mod tests {
         let conns = ServerConnections::new(url, keepalive(true, 32, LONG), CONNECT, false);
         fetch(&conns, "/").await;
         close.send_replace(true);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Past `FRESH`: the connection is checked before it is handed out.
+        tokio::time::sleep(FRESH + Duration::from_millis(100)).await;
         assert_eq!(conns.idle_connections(), 0);
         let checkout = conns.checkout().await.unwrap();
         assert!(!checkout.reused());
-        let response = checkout.send(get("/")).await.unwrap();
+        let response = checkout.send(&mut get("/")).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -1149,7 +1163,7 @@ mod tests {
             false,
         );
         let checkout = conns.checkout().await.unwrap();
-        let mut response = checkout.send(get("/big")).await.unwrap();
+        let mut response = checkout.send(&mut get("/big")).await.unwrap();
         let first = response.body_mut().frame().await.unwrap().unwrap();
         assert!(first.is_data());
         drop(response);
@@ -1174,7 +1188,7 @@ mod tests {
             .checkout()
             .await
             .unwrap()
-            .send(get("/empty"))
+            .send(&mut get("/empty"))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
@@ -1212,7 +1226,13 @@ mod tests {
         request
             .headers_mut()
             .insert(hyper::header::UPGRADE, "echo".parse().unwrap());
-        let mut response = conns.checkout().await.unwrap().send(request).await.unwrap();
+        let mut response = conns
+            .checkout()
+            .await
+            .unwrap()
+            .send(&mut request)
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         let (mut tunnel, leftover) = response
             .extensions_mut()
@@ -1258,7 +1278,7 @@ mod tests {
         assert!(checkout.reused());
         close.send_replace(true);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let error = checkout.send(get("/")).await.unwrap_err();
+        let error = checkout.send(&mut get("/")).await.unwrap_err();
         assert!(
             matches!(error, SendError::NotSent(ConnectError::Refused(_))),
             "{error:?}"
@@ -1286,7 +1306,7 @@ mod tests {
             .checkout()
             .await
             .unwrap()
-            .send(get("/"))
+            .send(&mut get("/"))
             .await
             .unwrap_err();
         assert!(matches!(error, SendError::Failed(_)), "{error:?}");
