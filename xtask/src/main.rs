@@ -1,8 +1,9 @@
-//! `cargo xtask …`: setup, build, build-and-load, demo, test, bench.
+//! `cargo xtask …`: setup, build, build-and-load, demo, test, fuzz, bench.
 
 mod bench;
 mod build;
 mod demo;
+mod fuzz;
 mod package;
 mod setup;
 mod test;
@@ -42,6 +43,16 @@ enum Command {
     /// Every test: the demo first, lints, unit, BPF packet fixtures, netns integration, the
     /// .deb.
     Test,
+    /// Fuzz the HTTP/1.1 framing code (cargo-fuzz, nightly): each target for a fixed time;
+    /// a crash fails the run and leaves its input in fuzz/artifacts/TARGET/.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Only this target (h1_request, h1_chunked or h1_response).
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Build the .deb (cargo-deb): the release binary, the systemd unit, an example config
     /// and the README; writes target/debian/balancer_VERSION_amd64.deb.
     Package,
@@ -67,6 +78,9 @@ fn main() -> std::process::ExitCode {
         } => setup::run().and_then(|()| build::build_and_load(&config, iface.as_deref(), release)),
         Command::Demo => setup::run().and_then(|()| demo::run()),
         Command::Test => setup::run().and_then(|()| test::run()),
+        Command::Fuzz { seconds, target } => {
+            setup::run().and_then(|()| fuzz::run(seconds, target.as_deref()))
+        }
         Command::Package => setup::run().and_then(|()| {
             let deb = package::run()?;
             package::check(&deb)

@@ -59,6 +59,10 @@ pub fn run() -> anyhow::Result<()> {
         "cargo-deb (`cargo xtask package` builds the .deb with it)",
         || cargo_deb().map(|_| ()),
     )?;
+    step(
+        "cargo-fuzz (`cargo xtask fuzz` runs the HTTP/1.1 parsers' fuzz targets with it)",
+        || cargo_fuzz().map(|_| ()),
+    )?;
     step("Debian packages", debian_packages)?;
     step(
         "Python virtualenv with Django and gunicorn (the Django app of the L7 tests)",
@@ -208,6 +212,45 @@ pub fn cargo_deb() -> anyhow::Result<PathBuf> {
     )?;
     if !works(&binary) {
         bail!("cargo-deb was built but does not run: {}", binary.display());
+    }
+    Ok(binary)
+}
+
+/// cargo-fuzz 0.13 in the tools directory (built from crates.io the first time); returns its
+/// path. It runs with the nightly toolchain that `rust_components` installs.
+pub fn cargo_fuzz() -> anyhow::Result<PathBuf> {
+    let tools = tools_dir();
+    let binary = tools.join("bin/cargo-fuzz");
+    let works = |binary: &Path| {
+        Command::new(binary)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works(&binary) {
+        eprintln!("setup:   {} present", binary.display());
+        return Ok(binary);
+    }
+    eprintln!("setup:   building cargo-fuzz 0.13 (about a minute)");
+    run_step(
+        Command::new("cargo")
+            .args([
+                "install",
+                "cargo-fuzz",
+                "--version",
+                "^0.13",
+                "--locked",
+                "--root",
+            ])
+            .arg(&tools)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO_TARGET_DIR"),
+    )?;
+    if !works(&binary) {
+        bail!(
+            "cargo-fuzz was built but does not run: {}",
+            binary.display()
+        );
     }
     Ok(binary)
 }

@@ -1,5 +1,5 @@
-//! `cargo xtask test`: the demo, lints, every test of the workspace, the .deb, then one
-//! summary line.
+//! `cargo xtask test`: the demo, lints, a bounded fuzzing run of the HTTP/1.1 framing code,
+//! every test of the workspace, the .deb, then one summary line.
 
 use std::process::{Command, Stdio};
 
@@ -33,6 +33,7 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    crate::fuzz::bounded().context("fuzzing the HTTP/1.1 framing code (`cargo xtask fuzz`)")?;
 
     let mut command = build::cargo(&["test", "--locked", "--workspace", "--no-fail-fast"]);
     command.env("BALANCER_BIN", &binary).stdout(Stdio::piped());

@@ -294,11 +294,13 @@ pub async fn exchange<B: RequestBody>(
     let mut head = Vec::with_capacity(512);
     let length = request.body().length();
     let chunked = frame_request(request.headers_mut(), length);
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |target| target.as_str());
-    head::write_request_head(&mut head, request.method(), target, request.headers());
+    // An empty path is `/` in origin-form (RFC 9112 §3.2.1), also before a query.
+    let target = match request.uri().path_and_query().map(|target| target.as_str()) {
+        Some(target) if target.starts_with('?') => std::borrow::Cow::Owned(format!("/{target}")),
+        Some(target) if !target.is_empty() => std::borrow::Cow::Borrowed(target),
+        _ => std::borrow::Cow::Borrowed("/"),
+    };
+    head::write_request_head(&mut head, request.method(), &target, request.headers());
     let body = request.body_mut();
 
     let stream = &conn.stream;

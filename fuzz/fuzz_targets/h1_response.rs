@@ -1,0 +1,125 @@
+//! `parse_response` on arbitrary bytes, for a GET and for a HEAD request: it never panics, and
+//! an accepted head's framing and keep-alive agree with its fields (RFC 9112 §6.3, §9.3) as
+//! read here independently. A head written back with `write_response_head` parses to the same
+//! response (what the proxy sends its client is what the server said).
+
+#![no_main]
+
+use balancer_fuzz::head::{self, Framing, HeadLimits, ResponseHead};
+use http::{HeaderMap, Method, StatusCode, Version, header};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, input)) = data.split_first() else {
+        return;
+    };
+    let limits = balancer_fuzz::limits(selector);
+    for method in [Method::GET, Method::HEAD] {
+        match head::parse_response(input, &method, &limits) {
+            Ok(Some((response, len))) => {
+                assert!(len > 0 && len <= input.len(), "head length {len}");
+                check(&response, &method);
+                round_trip(&response, &method);
+            }
+            Ok(None) => assert!(
+                input.len() < limits.max_head_bytes,
+                "incomplete with {} bytes buffered",
+                input.len()
+            ),
+            Err(e) => assert_eq!(e.status, 502, "{e:?}"),
+        }
+    }
+});
+
+fn check(response: &ResponseHead, method: &Method) {
+    let status = response.status;
+    let framing = response.framing;
+    // RFC 9112 §6.3 item 1: no body, whatever the fields say.
+    if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        assert_eq!(framing, Framing::Empty, "{status} to {method}");
+    }
+    let fields = &response.headers;
+    match framing {
+        Framing::Length(n) => {
+            assert!(!fields.contains_key(header::TRANSFER_ENCODING));
+            let elements = list(fields, header::CONTENT_LENGTH);
+            assert!(!elements.is_empty(), "Length({n}) without Content-Length");
+            for digits in elements {
+                let parsed = std::str::from_utf8(digits)
+                    .ok()
+                    .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok());
+                assert_eq!(parsed, Some(n), "Content-Length element {digits:?}");
+            }
+        }
+        Framing::Chunked => {
+            assert!(!fields.contains_key(header::CONTENT_LENGTH));
+            let codings: Vec<&[u8]> = list(fields, header::TRANSFER_ENCODING)
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .collect();
+            assert!(
+                codings
+                    .last()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")),
+                "Chunked with codings {codings:?}"
+            );
+            assert_eq!(response.version, Version::HTTP_11);
+        }
+        Framing::CloseDelimited | Framing::Empty => {}
+    }
+    // RFC 9112 §9.3 and Appendix C.2.2, from the Connection options.
+    let options = list(fields, header::CONNECTION);
+    let close = options.iter().any(|o| o.eq_ignore_ascii_case(b"close"));
+    let keep_alive = options
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(b"keep-alive"));
+    let persistent = !close && (response.version == Version::HTTP_11 || keep_alive);
+    // A body that ends when the connection closes cannot be followed by another response.
+    assert_eq!(
+        response.keep_alive,
+        persistent && framing != Framing::CloseDelimited,
+        "keep_alive with {framing:?}, {:?}, Connection {options:?}",
+        response.version
+    );
+}
+
+/// The comma-separated elements of every field `name`, trimmed of OWS.
+fn list(fields: &HeaderMap, name: header::HeaderName) -> Vec<&[u8]> {
+    fields
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|e| e.trim_ascii())
+        .collect()
+}
+
+fn round_trip(response: &ResponseHead, method: &Method) {
+    let mut out = Vec::new();
+    head::write_response_head(
+        &mut out,
+        response.version,
+        response.status,
+        &response.headers,
+    );
+    // Limits that fit exactly what was written: the writer adds no field.
+    let limits = HeadLimits {
+        max_head_bytes: out.len() + 1,
+        max_headers: response.headers.len(),
+        max_uri_bytes: 0,
+    };
+    let shown = || String::from_utf8_lossy(&out).into_owned();
+    let Ok(Some((again, len))) = head::parse_response(&out, method, &limits) else {
+        panic!("written head does not parse: {:?}", shown());
+    };
+    assert_eq!(len, out.len(), "{:?}", shown());
+    assert_eq!(again.status, response.status);
+    assert_eq!(again.version, response.version);
+    assert_eq!(again.headers, response.headers);
+    assert_eq!(again.framing, response.framing);
+    assert_eq!(again.keep_alive, response.keep_alive);
+}
