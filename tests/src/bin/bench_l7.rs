@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! bench_l7 [--quick] [--seconds S] [--rounds N] [--idle-connections N]
-//!          [--targets direct,relay,balancer,nginx,haproxy,balancer_logged,nginx_logged] [--skip-memory] [--skip-load]
+//!          [--targets direct,relay,balancer,nginx,haproxy,balancer_logged,nginx_logged,balancer_default]
+//!          [--cases http1_keepalive,http1_tls_keepalive,h2,tls_new_connections,tls_full_handshakes,default_config_c64,default_config_c1000]
+//!          [--nice N] [--skip-memory] [--skip-load]
 //! ```
 //!
 //! In one fresh network namespace (loopback only, 127.0.0.1) it starts one `l7_backend`
@@ -12,22 +14,34 @@
 //! the backend with upstream keep-alive and without access logs. Each proxy runs one
 //! worker pinned to CPU 1 (`balancer` with `TOKIO_WORKER_THREADS=1`, nginx
 //! `worker_processes 1`, HAProxy `nbthread 1`); the load generators and the backend run
-//! on CPU 0. Then it measures, through each proxy and direct to the backend:
+//! on CPU 0. Beside them, `balancer_default` is balancer as a new user starts it: a config
+//! with one listener, one route and a pool of one server, nothing else (no keep-alive
+//! table, no tuning, its default access log on), and no environment but `RUST_LOG=info`
+//! (the default). Then it measures, through each proxy and direct to the backend:
 //!
 //! 1. HTTP/1.1 keep-alive: `wrk -t1 -c50 --latency` → requests/s, p50, p99. Also through
 //!    `l7_relay` on the same CPU, a byte relay with no HTTP in it: the floor, what the kernel
 //!    charges for the four socket calls per request that every proxy makes.
 //!    And through balancer and nginx once more, each writing nginx's combined access log to
 //!    a file with the same buffering (64 KiB, flushed every second): what logging costs.
-//! 2. h2 over TLS: `h2load -c10 -m10` (direct: h2c with prior knowledge) → requests/s,
+//! 2. HTTP/1.1 keep-alive over TLS: the same wrk run against each proxy's HTTPS port (wrk
+//!    offers no ALPN, so every proxy speaks HTTP/1.1).
+//! 3. h2 over TLS: `h2load -c10 -m10` (direct: h2c with prior knowledge) → requests/s,
 //!    and p50/p99 of the per-request times of its `--log-file`.
-//! 3. New TLS connections: `wrk -t1 -c20 -H 'Connection: close'` over HTTPS → connections/s
+//! 4. New TLS connections: `wrk -t1 -c20 -H 'Connection: close'` over HTTPS → connections/s
 //!    (one request per connection; direct: plain HTTP, the backend has no TLS).
-//! 4. Memory: the proxy's resident set (`VmRSS` of the process and its children) before and
+//! 5. Default config: `wrk -t1 -c64` and `-c1000` (plain HTTP) through `balancer_default`,
+//!    and for comparison through balancer, nginx and HAProxy with their bench configs, each
+//!    run right after a warm-up at the same concurrency → requests/s, and the new upstream
+//!    connections per 1000 requests over the measured run: the connections the backend
+//!    accepted (its `/stats`) and, for balancer, its own `connections_opened` (`/api/state`).
+//! 6. Memory: the proxy's resident set (`VmRSS` of the process and its children) before and
 //!    after this driver opens N idle keep-alive connections to its plain port (each sends
 //!    one request and keeps the connection), then after closing them and with N again; the
-//!    backend's too, for reference.
+//!    backend's too, for reference. Then N idle connections to its HTTPS port the same way
+//!    (a full TLS 1.3 handshake, one HTTP/1.1 request, the connection kept open).
 //!
+//! Every load run also reads the proxy's CPU time (user and kernel) from `/proc`.
 //! The load cases run in rounds (every case through every target per round, so that a
 //! disturbance from elsewhere on the machine is spread over the targets); each figure is
 //! the median over the rounds. Every run is bounded in time and stops by itself.
@@ -57,8 +71,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const USAGE: &str = "usage: bench_l7 [--quick] [--seconds S] [--rounds N] [--idle-connections N] \
-                     [--targets direct,relay,balancer,nginx,haproxy,balancer_logged,nginx_logged] \
-                     [--cases http1_keepalive,h2,tls_new_connections,tls_full_handshakes] \
+                     [--targets direct,relay,balancer,nginx,haproxy,balancer_logged,nginx_logged,balancer_default] \
+                     [--cases http1_keepalive,http1_tls_keepalive,h2,tls_new_connections,tls_full_handshakes,\
+                     default_config_c64,default_config_c1000] \
                      [--nice N] [--skip-memory] [--skip-load]";
 
 /// The CPU the proxy under test runs on, and the one the load generator and backend share.
@@ -66,9 +81,16 @@ const PROXY_CPU: u32 = 1;
 const LOAD_CPU: u32 = 0;
 const BACKEND_PORT: u16 = 8000;
 const ADMIN: &str = "127.0.0.1:9100";
+/// The admin listener of `balancer_default`: the one line of its config that is not what a
+/// new user writes, because the bench's other balancer already holds the default (9100).
+const DEFAULT_ADMIN: &str = "127.0.0.1:9102";
 /// wrk connections for HTTP/1.1 keep-alive, and for new TLS connections.
 const WRK_CONNECTIONS: u32 = 50;
 const WRK_TLS_CONNECTIONS: u32 = 20;
+/// The default-config case's two runs: (case key, wrk connections). wrk inherits the
+/// open-file limit this driver raises at start (as nginx gets `worker_rlimit_nofile`).
+const DEFAULT_CONFIG_RUNS: [(&str, u32); 2] =
+    [("default_config_c64", 64), ("default_config_c1000", 1000)];
 /// h2load connections and concurrent streams per connection.
 const H2_CONNECTIONS: u32 = 10;
 const H2_STREAMS: u32 = 10;
@@ -97,10 +119,13 @@ enum Target {
     /// buffered alike (64 KiB, flushed every second): the HTTP/1.1 case's logging cost.
     BalancerLogged,
     NginxLogged,
+    /// balancer with the config a new user writes (a listener, a route, a pool of one
+    /// server; no keep-alive table, no tuning): measured in the default-config case only.
+    BalancerDefault,
 }
 
 impl Target {
-    const ALL: [Target; 7] = [
+    const ALL: [Target; 8] = [
         Target::Direct,
         Target::Relay,
         Target::Balancer,
@@ -108,6 +133,7 @@ impl Target {
         Target::Haproxy,
         Target::BalancerLogged,
         Target::NginxLogged,
+        Target::BalancerDefault,
     ];
 
     fn key(self) -> &'static str {
@@ -119,6 +145,7 @@ impl Target {
             Target::Haproxy => "haproxy",
             Target::BalancerLogged => "balancer_logged",
             Target::NginxLogged => "nginx_logged",
+            Target::BalancerDefault => "balancer_default",
         }
     }
 
@@ -131,13 +158,18 @@ impl Target {
             Target::Haproxy => 8082,
             Target::BalancerLogged => 8084,
             Target::NginxLogged => 8085,
+            Target::BalancerDefault => 8086,
         }
     }
 
     /// The backend speaks no TLS, nor does the relay.
     fn tls_port(self) -> Option<u16> {
         match self {
-            Target::Direct | Target::Relay | Target::BalancerLogged | Target::NginxLogged => None,
+            Target::Direct
+            | Target::Relay
+            | Target::BalancerLogged
+            | Target::NginxLogged
+            | Target::BalancerDefault => None,
             Target::Balancer => Some(8443),
             Target::Nginx => Some(8444),
             Target::Haproxy => Some(8445),
@@ -153,37 +185,75 @@ impl Target {
     fn is_logged(self) -> bool {
         matches!(self, Target::BalancerLogged | Target::NginxLogged)
     }
+
+    /// h2c with prior knowledge on the plain port: the backend, and the relay in front of it.
+    fn speaks_h2c(self) -> bool {
+        matches!(self, Target::Direct | Target::Relay)
+    }
+
+    /// balancer's admin listener, where `/api/state` counts the connections it opened.
+    fn admin(self) -> Option<&'static str> {
+        match self {
+            Target::Balancer => Some(ADMIN),
+            Target::BalancerDefault => Some(DEFAULT_ADMIN),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Case {
     Http1,
+    /// The HTTP/1.1 case against the HTTPS port: keep-alive over TLS.
+    Http1Tls,
     H2,
     /// wrk with `Connection: close`: wrk resumes the TLS session of its previous
     /// connection (a TLS 1.3 ticket) whenever the server issued one.
     TlsNew,
     /// This driver's rustls client with resumption disabled: a full handshake each time.
     TlsFull,
+    /// HTTP/1.1 keep-alive at the connections of `DEFAULT_CONFIG_RUNS[i]`, right after a
+    /// warm-up at as many, counting the new upstream connections of the measured run.
+    DefaultConfig(usize),
 }
 
 impl Case {
-    const ALL: [Case; 4] = [Case::Http1, Case::H2, Case::TlsNew, Case::TlsFull];
+    const ALL: [Case; 7] = [
+        Case::Http1,
+        Case::Http1Tls,
+        Case::H2,
+        Case::TlsNew,
+        Case::TlsFull,
+        Case::DefaultConfig(0),
+        Case::DefaultConfig(1),
+    ];
 
     fn key(self) -> &'static str {
         match self {
             Case::Http1 => "http1_keepalive",
+            Case::Http1Tls => "http1_tls_keepalive",
             Case::H2 => "h2",
             Case::TlsNew => "tls_new_connections",
             Case::TlsFull => "tls_full_handshakes",
+            Case::DefaultConfig(i) => DEFAULT_CONFIG_RUNS[i].0,
         }
     }
 
     /// Whether `target` takes part (the backend has no TLS; for the wrk case it is
-    /// measured over plain HTTP as a reference; the relay is the HTTP/1.1 case's floor).
+    /// measured over plain HTTP as a reference; the relay is the HTTP/1.1 case's floor;
+    /// the default-config balancer is compared with the three proxies' bench configs).
     fn applies_to(self, target: Target) -> bool {
-        match target {
-            Target::Relay | Target::BalancerLogged | Target::NginxLogged => self == Case::Http1,
-            Target::Direct => self != Case::TlsFull,
+        match (self, target) {
+            (Case::DefaultConfig(_), target) => matches!(
+                target,
+                Target::BalancerDefault | Target::Balancer | Target::Nginx | Target::Haproxy
+            ),
+            (_, Target::BalancerDefault) => false,
+            (Case::Http1Tls, target) => target.tls_port().is_some(),
+            (_, Target::Relay | Target::BalancerLogged | Target::NginxLogged) => {
+                self == Case::Http1
+            }
+            (_, Target::Direct) => self != Case::TlsFull,
             _ => true,
         }
     }
@@ -316,11 +386,12 @@ fn run(args: &Args) -> anyhow::Result<Value> {
     NICE.store(args.nice, Ordering::Relaxed);
     let nofile = raise_nofile_limit()?;
     // Connections each proxy may hold: room for the idle ones, the upstream ones and the
-    // load runs, within the open-file limit. HAProxy reserves two descriptors per
-    // connection (client and server side) and refuses to start when `maxconn` does not
-    // fit, so where the limit cannot be raised (no CAP_SYS_RESOURCE) it gets fewer, and
-    // every proxy is measured with the idle connections HAProxy can take.
-    let max_connections = (args.idle_connections * 2).min(nofile as usize);
+    // load runs (the largest has 1000 client connections, each with its upstream one),
+    // within the open-file limit. HAProxy reserves two descriptors per connection (client
+    // and server side) and refuses to start when `maxconn` does not fit, so where the limit
+    // cannot be raised (no CAP_SYS_RESOURCE) it gets fewer, and every proxy is measured
+    // with the idle connections HAProxy can take.
+    let max_connections = (args.idle_connections * 2).max(8192).min(nofile as usize);
     let haproxy_maxconn = max_connections.min((nofile as usize).saturating_sub(100) / 2);
     let mut idle_connections = args.idle_connections.min(nofile as usize - 1000);
     if args.targets.contains(&Target::Haproxy) {
@@ -393,7 +464,7 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         // The backend too, as a reference: hyper alone, without proxying.
         for &target in live
             .iter()
-            .filter(|t| **t != Target::Relay && !t.is_logged())
+            .filter(|t| !matches!(t, Target::Relay | Target::BalancerDefault) && !t.is_logged())
         {
             let process = match target {
                 Target::Direct => &mut backend,
@@ -418,7 +489,12 @@ fn run(args: &Args) -> anyhow::Result<Value> {
     for (target, process) in &mut proxies {
         let alive = process.alive();
         let status = process.stop();
-        let tail = process.log_tail(40);
+        // The default config logs every request to stderr: what else it said is wanted.
+        let tail = if *target == Target::BalancerDefault {
+            process.log_tail_without(40, " access: ")
+        } else {
+            process.log_tail(40)
+        };
         if !alive {
             failures
                 .entry(*target)
@@ -441,6 +517,8 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "wrk_connections": WRK_CONNECTIONS,
         "wrk_tls_connections": WRK_TLS_CONNECTIONS,
+        "default_config_connections": DEFAULT_CONFIG_RUNS.map(|(_, n)| n),
+        "default_config": balancer_default_config(),
         "h2_connections": H2_CONNECTIONS,
         "h2_streams_per_connection": H2_STREAMS,
         "idle_connections": idle_connections,
@@ -578,8 +656,13 @@ impl Proc {
     }
 
     fn log_tail(&self, lines: usize) -> String {
+        self.log_tail_without(lines, "\n")
+    }
+
+    /// The last `lines` lines of the log that do not contain `skip`.
+    fn log_tail_without(&self, lines: usize, skip: &str) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
+        let all: Vec<&str> = text.lines().filter(|l| !l.contains(skip)).collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
@@ -923,6 +1006,29 @@ fn balancer_config(certs: &Certs, max_connections: usize) -> String {
     )
 }
 
+/// balancer as a new user configures it: a listener, a route, a pool of one server, nothing
+/// else (no keep-alive table, no limits, the default access log). Only the admin address is
+/// set, because the bench's other balancer holds the default one.
+fn balancer_default_config() -> String {
+    format!(
+        r#"[admin]
+listen = "{DEFAULT_ADMIN}"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:{port}"
+
+[[route]]
+path = "/"
+pool = "app"
+
+[pool.app]
+servers = [ {{ url = "http://127.0.0.1:{BACKEND_PORT}" }} ]
+"#,
+        port = Target::BalancerDefault.plain_port(),
+    )
+}
+
 /// balancer with nginx's combined access log in a file: plain HTTP only.
 fn balancer_logged_config(dir: &Path, max_connections: usize) -> String {
     balancer_toml(
@@ -1118,20 +1224,32 @@ fn start_proxy(
 ) -> anyhow::Result<Proc> {
     let log = dir.join(format!("{}.log", target.key()));
     let mut process = match target {
-        Target::Balancer | Target::BalancerLogged => {
+        Target::Balancer | Target::BalancerLogged | Target::BalancerDefault => {
             let binary = balancer_binary()?;
             ensure!(
                 binary.is_file(),
                 "{} does not exist (set BALANCER_BIN)",
                 binary.display()
             );
-            let (file, text) = if target == Target::Balancer {
-                ("balancer.toml", balancer_config(certs, max_connections))
-            } else {
-                (
+            // The default config runs with the default environment too: RUST_LOG's default
+            // (info, where the access log goes), and no TOKIO_WORKER_THREADS, so tokio's
+            // multi-thread runtime with one worker per CPU it may use (one: it is pinned).
+            let (file, text, env): (_, _, &[(&str, &str)]) = match target {
+                Target::Balancer => (
+                    "balancer.toml",
+                    balancer_config(certs, max_connections),
+                    &[("TOKIO_WORKER_THREADS", "1"), ("RUST_LOG", "warn")],
+                ),
+                Target::BalancerLogged => (
                     "balancer-logged.toml",
                     balancer_logged_config(dir, max_connections),
-                )
+                    &[("TOKIO_WORKER_THREADS", "1"), ("RUST_LOG", "warn")],
+                ),
+                _ => (
+                    "balancer-default.toml",
+                    balancer_default_config(),
+                    &[("RUST_LOG", "info")],
+                ),
             };
             let config = dir.join(file);
             std::fs::write(&config, text)?;
@@ -1142,7 +1260,7 @@ fn start_proxy(
                 PROXY_CPU,
                 &binary,
                 &["run", "--config", &config],
-                &[("TOKIO_WORKER_THREADS", "1"), ("RUST_LOG", "warn")],
+                env,
                 &log,
             )?
         }
@@ -1271,7 +1389,7 @@ fn check_target(netns: &Netns, target: Target) -> Value {
             checks.push(("tls_h2", url.clone(), "--http2"));
             checks.push(("tls_http1", url, "--http1.1"));
         }
-        None if !target.is_logged() => checks.push((
+        None if target.speaks_h2c() => checks.push((
             "plain_h2c",
             format!("http://127.0.0.1:{}/bench", target.plain_port()),
             "--http2-prior-knowledge",
@@ -1420,11 +1538,9 @@ fn pin_thread(cpu: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `WRK_TLS_CONNECTIONS` concurrent loops of: connect, full TLS 1.3 handshake (no
-/// resumption, ALPN http/1.1), one GET with `Connection: close`, read the response,
-/// close; for `duration`, on one thread pinned to the load CPU. Runs inside the namespace.
-fn full_handshakes(port: u16, duration: Duration) -> anyhow::Result<Value> {
-    pin_thread(LOAD_CPU)?;
+/// A TLS 1.3 client that never resumes (each handshake a full one) and offers ALPN
+/// http/1.1; it accepts any certificate, checking the handshake signature.
+fn tls_connector() -> anyhow::Result<tokio_rustls::TlsConnector> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -1433,7 +1549,15 @@ fn full_handshakes(port: u16, duration: Duration) -> anyhow::Result<Value> {
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// `WRK_TLS_CONNECTIONS` concurrent loops of: connect, full TLS 1.3 handshake (no
+/// resumption, ALPN http/1.1), one GET with `Connection: close`, read the response,
+/// close; for `duration`, on one thread pinned to the load CPU. Runs inside the namespace.
+fn full_handshakes(port: u16, duration: Duration) -> anyhow::Result<Value> {
+    pin_thread(LOAD_CPU)?;
+    let connector = tls_connector()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -1523,13 +1647,119 @@ fn measure_memory(
     connections: usize,
 ) -> anyhow::Result<Value> {
     let port = target.plain_port();
+    let first = idle_batch(netns, process, port, false, connections)?;
+    ensure!(
+        first.alive,
+        "{} exited while holding the idle connections",
+        target.key()
+    );
+    // A second batch as large: whether the memory the first one left behind is reused (an
+    // allocator keeping freed pages) or RSS grows again (memory kept per past connection).
+    let second = idle_batch(netns, process, port, false, connections)?;
+    eprintln!(
+        "bench_l7:   {}: {} idle connections (of {connections}; {} failed, {:?} established \
+         on its side): RSS {} → {} KiB, {:.2} KiB per connection; {:?} KiB after closing them, \
+         {} KiB with {} again",
+        target.key(),
+        first.connections,
+        first.failed,
+        first.established,
+        first.before,
+        first.after,
+        first.kib_per_connection(),
+        first.released,
+        second.after,
+        second.connections,
+    );
+    let mut result = first.json(connections);
+    result["second_batch_connections"] = json!(second.connections);
+    result["rss_with_second_batch_kib"] = json!(second.after);
+    // The same over TLS, where the proxy also keeps each connection's TLS state (keys,
+    // records buffered or not): a full handshake and one request per connection.
+    if let Some(tls_port) = target.tls_port() {
+        let tls = idle_batch(netns, process, tls_port, true, connections).and_then(|batch| {
+            ensure!(
+                batch.alive,
+                "{} exited while holding the idle TLS connections",
+                target.key()
+            );
+            eprintln!(
+                "bench_l7:   {}: {} idle TLS connections ({} failed): RSS {} → {} KiB, {:.2} \
+                 KiB per connection; {:?} KiB after closing them",
+                target.key(),
+                batch.connections,
+                batch.failed,
+                batch.before,
+                batch.after,
+                batch.kib_per_connection(),
+                batch.released,
+            );
+            Ok(batch.json(connections))
+        });
+        result["tls"] = tls.unwrap_or_else(|err| {
+            eprintln!("bench_l7:   {}: TLS memory: {err:#}", target.key());
+            json!({ "error": format!("{err:#}") })
+        });
+    }
+    Ok(result)
+}
+
+/// One batch of idle connections held by a proxy, and its resident set around them.
+struct IdleBatch {
+    connections: usize,
+    failed: usize,
+    first_error: Option<String>,
+    /// As the proxy's side sees them (`ss`), when that could be read.
+    established: Option<usize>,
+    open_seconds: f64,
+    before: u64,
+    after: u64,
+    released: Option<u64>,
+    /// Whether the proxy was still running while holding them.
+    alive: bool,
+}
+
+impl IdleBatch {
+    fn kib_per_connection(&self) -> f64 {
+        if self.connections > 0 {
+            self.after.saturating_sub(self.before) as f64 / self.connections as f64
+        } else {
+            0.0
+        }
+    }
+
+    fn json(&self, attempted: usize) -> Value {
+        json!({
+            "connections": self.connections,
+            "attempted": attempted,
+            "failed": self.failed,
+            "first_error": self.first_error,
+            "established_on_proxy_side": self.established,
+            "open_seconds": self.open_seconds,
+            "rss_before_kib": self.before,
+            "rss_after_kib": self.after,
+            "rss_after_close_kib": self.released,
+            "kib_per_connection": self.kib_per_connection(),
+        })
+    }
+}
+
+/// Opens `connections` idle connections to `port` (over TLS with `tls`), reads the proxy's
+/// RSS before, 1 s after they are all open, and 500 ms after resetting them.
+fn idle_batch(
+    netns: &Netns,
+    process: &mut Proc,
+    port: u16,
+    tls: bool,
+    connections: usize,
+) -> anyhow::Result<IdleBatch> {
     let before = rss_kib(process.pid)?;
     let start = Instant::now();
-    let opened = netns.run(move || open_idle(port, connections))??;
+    let opened = netns.run(move || open_idle(port, tls, connections))??;
     let open_seconds = start.elapsed().as_secs_f64();
     // Let the proxy settle (deferred frees, idle upstream sweeps) before reading.
     std::thread::sleep(Duration::from_secs(1));
-    let after = rss_kib(process.pid)?;
+    let after = rss_kib(process.pid);
     let established = established_to(netns, port).ok();
     let alive = process.alive();
     // RST instead of FIN: no TIME_WAIT left behind for the runs that follow.
@@ -1539,50 +1769,17 @@ fn measure_memory(
     let count = opened.streams.len();
     drop(opened.streams);
     std::thread::sleep(Duration::from_millis(500));
-    let released = rss_kib(process.pid).ok();
-    ensure!(
-        alive,
-        "{} exited while holding the idle connections",
-        target.key()
-    );
-    // A second batch as large: whether the memory the first one left behind is reused (an
-    // allocator keeping freed pages) or RSS grows again (memory kept per past connection).
-    let second = netns.run(move || open_idle(port, connections))??;
-    std::thread::sleep(Duration::from_secs(1));
-    let second_rss = rss_kib(process.pid).ok();
-    for stream in &second.streams {
-        let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
-    }
-    let second_count = second.streams.len();
-    drop(second.streams);
-    std::thread::sleep(Duration::from_millis(500));
-    let per_connection = if count > 0 {
-        after.saturating_sub(before) as f64 / count as f64
-    } else {
-        0.0
-    };
-    eprintln!(
-        "bench_l7:   {}: {count} idle connections (of {connections}; {} failed, {:?} established \
-         on its side): RSS {before} → {after} KiB, {per_connection:.2} KiB per connection; \
-         {released:?} KiB after closing them, {second_rss:?} KiB with {second_count} again",
-        target.key(),
-        opened.failed,
+    Ok(IdleBatch {
+        connections: count,
+        failed: opened.failed,
+        first_error: opened.first_error,
         established,
-    );
-    Ok(json!({
-        "connections": count,
-        "attempted": connections,
-        "failed": opened.failed,
-        "first_error": opened.first_error,
-        "established_on_proxy_side": established,
-        "open_seconds": open_seconds,
-        "rss_before_kib": before,
-        "rss_after_kib": after,
-        "rss_after_close_kib": released,
-        "second_batch_connections": second_count,
-        "rss_with_second_batch_kib": second_rss,
-        "kib_per_connection": per_connection,
-    }))
+        open_seconds,
+        before,
+        after: after?,
+        released: rss_kib(process.pid).ok(),
+        alive,
+    })
 }
 
 struct IdleConnections {
@@ -1591,9 +1788,11 @@ struct IdleConnections {
     first_error: Option<String>,
 }
 
-/// Opens `n` connections to 127.0.0.1:`port`, each sending one GET and reading its whole
-/// response, then left idle. Runs on a thread inside the namespace.
-fn open_idle(port: u16, n: usize) -> anyhow::Result<IdleConnections> {
+/// Opens `n` connections to 127.0.0.1:`port` (with `tls`, each with a full TLS 1.3
+/// handshake), each sending one GET and reading its whole response, then left idle. Runs on
+/// a thread inside the namespace.
+fn open_idle(port: u16, tls: bool, n: usize) -> anyhow::Result<IdleConnections> {
+    let connector = if tls { Some(tls_connector()?) } else { None };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -1602,8 +1801,10 @@ fn open_idle(port: u16, n: usize) -> anyhow::Result<IdleConnections> {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..n {
             let permit = permits.clone().acquire_owned().await?;
+            let connector = connector.clone();
             tasks.spawn(async move {
-                let result = tokio::time::timeout(IDLE_OPEN_TIMEOUT, one_idle(port)).await;
+                let result =
+                    tokio::time::timeout(IDLE_OPEN_TIMEOUT, one_idle(port, connector)).await;
                 drop(permit);
                 result.unwrap_or_else(|_| Err(anyhow!("timed out after {IDLE_OPEN_TIMEOUT:?}")))
             });
@@ -1626,20 +1827,41 @@ fn open_idle(port: u16, n: usize) -> anyhow::Result<IdleConnections> {
     })
 }
 
-async fn one_idle(port: u16) -> anyhow::Result<std::net::TcpStream> {
+async fn one_idle(
+    port: u16,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> anyhow::Result<std::net::TcpStream> {
     let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
         .await
         .context("connect")?;
+    let Some(connector) = tls else {
+        keepalive_request(&mut stream, "127.0.0.1").await?;
+        return Ok(stream.into_std()?);
+    };
+    let name = rustls_pki_types::ServerName::try_from("localhost")?;
+    let mut tls = connector.connect(name, stream).await.context("handshake")?;
+    // The name it was sent to (SNI): balancer answers 421 to a Host that differs.
+    keepalive_request(&mut tls, "localhost").await?;
+    // Only the socket is kept: this side's TLS state goes without a close_notify, so the
+    // proxy holds an open TLS connection and this driver no more than a descriptor.
+    Ok(tls.into_inner().0.into_std()?)
+}
+
+/// One GET for `host` whose response must leave the connection open.
+async fn keepalive_request(
+    stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    host: &str,
+) -> anyhow::Result<()> {
     stream
-        .write_all(b"GET /bench HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .write_all(format!("GET /bench HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
         .await
         .context("sending the request")?;
-    let head = read_response(&mut stream).await?;
+    let head = read_response(stream).await?;
     ensure!(
         !head.contains("\r\nconnection: close"),
         "the response closes the connection"
     );
-    Ok(stream.into_std()?)
+    Ok(())
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length body; fails unless it is a 200.
@@ -1757,8 +1979,13 @@ fn summary(run: &Value) -> String {
     if let Some(err) = run["error"].as_str() {
         return format!("error: {err}");
     }
+    let upstream = run["upstream_connections_per_1000_requests"]
+        .as_f64()
+        .map_or(String::new(), |n| {
+            format!(", {n:.2} new upstream connections per 1000 requests")
+        });
     format!(
-        "{:.0} req/s, p50 {} µs, p99 {} µs, {} errors, proxy CPU {}",
+        "{:.0} req/s, p50 {} µs, p99 {} µs, {} errors, proxy CPU {}{upstream}",
         run["requests_per_second"].as_f64().unwrap_or(0.0),
         run["p50_us"]
             .as_f64()
@@ -1801,6 +2028,11 @@ fn aggregate(runs: &[Value]) -> Value {
         "proxy_cpu_busy": median_of("proxy_cpu_busy"),
         "proxy_core_busy": median_of("proxy_core_busy"),
         "load_core_busy": median_of("load_core_busy"),
+        "backend_requests": median_of("backend_requests"),
+        "new_upstream_connections": median_of("new_upstream_connections"),
+        "upstream_connections_per_1000_requests": median_of("upstream_connections_per_1000_requests"),
+        "balancer_connections_opened": median_of("balancer_connections_opened"),
+        "balancer_connections_opened_per_1000_requests": median_of("balancer_connections_opened_per_1000_requests"),
         "errors": errors,
         "failed_runs": failed_runs.len(),
         "first_failure": failed_runs.first().map(|r| r["error"].clone()),
@@ -1829,15 +2061,37 @@ fn one_run(
     seconds: u64,
     round: usize,
 ) -> anyhow::Result<Value> {
+    let plain_url = format!("http://127.0.0.1:{}/bench", target.plain_port());
+    // The default-config runs measure a steady state: the upstream connections for this
+    // concurrency are opened by a warm-up at the same one, and only what the measured run
+    // opens on top of them is counted.
+    let upstream_before = match case {
+        Case::DefaultConfig(i) => {
+            wrk(
+                netns,
+                &plain_url,
+                DEFAULT_CONFIG_RUNS[i].1,
+                seconds.min(2),
+                false,
+            )
+            .context("warm-up")?;
+            Some(upstream_counts(netns, target)?)
+        }
+        _ => None,
+    };
     let cpu_before = proxy_pid.map(cpu_seconds);
     let proxy_core_before = cpu_ticks(PROXY_CPU);
     let load_core_before = cpu_ticks(LOAD_CPU);
     let start = Instant::now();
     let mut result = match case {
-        Case::Http1 => {
-            let url = format!("http://127.0.0.1:{}/bench", target.plain_port());
+        Case::Http1 => wrk(netns, &plain_url, WRK_CONNECTIONS, seconds, false)?,
+        Case::Http1Tls => {
+            // A name, as for new TLS connections below (wrk sends the host as SNI).
+            let port = target.tls_port().context("no TLS port")?;
+            let url = format!("https://localhost:{port}/bench");
             wrk(netns, &url, WRK_CONNECTIONS, seconds, false)?
         }
+        Case::DefaultConfig(i) => wrk(netns, &plain_url, DEFAULT_CONFIG_RUNS[i].1, seconds, false)?,
         Case::H2 => {
             let url = match target.tls_port() {
                 Some(port) => format!("https://127.0.0.1:{port}/bench"),
@@ -1864,6 +2118,24 @@ fn one_run(
         }
     };
     let wall = start.elapsed().as_secs_f64();
+    if let Some(before) = upstream_before {
+        let after = upstream_counts(netns, target)?;
+        let new = after
+            .backend_connections
+            .saturating_sub(before.backend_connections);
+        let requests = after
+            .backend_requests
+            .saturating_sub(before.backend_requests);
+        let per_1000 = |n: u64| (requests > 0).then(|| n as f64 * 1000.0 / requests as f64);
+        result["backend_requests"] = json!(requests);
+        result["new_upstream_connections"] = json!(new);
+        result["upstream_connections_per_1000_requests"] = json!(per_1000(new));
+        if let (Some(after), Some(before)) = (after.opened, before.opened) {
+            let opened = after.saturating_sub(before);
+            result["balancer_connections_opened"] = json!(opened);
+            result["balancer_connections_opened_per_1000_requests"] = json!(per_1000(opened));
+        }
+    }
     let busy = |(busy_after, total_after): (u64, u64), (busy_before, total_before): (u64, u64)| {
         let total = total_after.saturating_sub(total_before);
         if total == 0 {
@@ -1888,6 +2160,52 @@ fn one_run(
         }
     }
     Ok(result)
+}
+
+/// What the backend has seen (connections accepted, requests) and, for balancer, the upstream
+/// connections it says it opened.
+struct UpstreamCounts {
+    backend_connections: u64,
+    backend_requests: u64,
+    opened: Option<u64>,
+}
+
+/// Reads the backend's `/stats` (which leave themselves out of its counts) and balancer's
+/// `/api/state` (`connections_opened` summed over its pools' servers).
+fn upstream_counts(netns: &Netns, target: Target) -> anyhow::Result<UpstreamCounts> {
+    let get = |url: &str| -> anyhow::Result<Value> {
+        let probe = curl(netns, url, &[])?;
+        ensure!(probe.status == 200, "{url}: status {}", probe.status);
+        serde_json::from_str(&probe.body).with_context(|| format!("{url}: not JSON"))
+    };
+    let stats = get(&format!("http://127.0.0.1:{BACKEND_PORT}/stats"))?;
+    let count = |key: &str| {
+        stats[key]
+            .as_u64()
+            .with_context(|| format!("the backend's /stats has no {key}"))
+    };
+    let opened = match target.admin() {
+        None => None,
+        Some(admin) => {
+            let state = get(&format!("http://{admin}/api/state"))?;
+            let servers = state["pools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|pool| pool["servers"].as_array().into_iter().flatten());
+            Some(
+                servers
+                    .map(|server| server["connections_opened"].as_u64())
+                    .sum::<Option<u64>>()
+                    .context("/api/state: a server without connections_opened")?,
+            )
+        }
+    };
+    Ok(UpstreamCounts {
+        backend_connections: count("connections")?,
+        backend_requests: count("requests")?,
+        opened,
+    })
 }
 
 /// `wrk -t1 -cN -dS --latency URL` on the load CPU; with `close`, one request per
