@@ -1,6 +1,7 @@
 //! The L7 section of the report, from `bench_l7`'s JSON: one table per load case (rows
 //! direct, balancer, nginx, HAProxy, then the balancer's ratios to the two peers), the
-//! memory table, and the issue's targets next to the measured ratios.
+//! default-config runs with their new upstream connections, the memory tables (plain and
+//! TLS), and each issue's targets next to the measured ratios.
 
 use std::fmt::Write as _;
 
@@ -34,6 +35,35 @@ const PEERS: [(&str, &str); 2] = [("nginx", "nginx"), ("haproxy", "HAProxy")];
 /// The idle-connection memory target, KiB per connection.
 const MEMORY_TARGET_KIB: f64 = 16.0;
 
+/// The rows of the default-config runs: balancer as a new user configures it, then the three
+/// proxies with their bench configs.
+const DEFAULT_ROWS: [(&str, &str); 4] = [
+    ("balancer_default", "balancer, **default config**"),
+    ("balancer", "balancer, bench config"),
+    ("nginx", "nginx"),
+    ("haproxy", "HAProxy"),
+];
+/// (case key, wrk connections) of the default-config runs.
+const DEFAULT_CASES: [(&str, u32); 2] =
+    [("default_config_c64", 64), ("default_config_c1000", 1000)];
+
+/// The L7 engine issue's targets: balancer's user CPU per request at most this share of
+/// nginx's (HTTP/1.1 keep-alive, plain), its whole CPU per request no more than nginx's,
+/// its requests/s per core this many times HAProxy's.
+const ENGINE_USER_CPU: f64 = 0.8;
+const ENGINE_CPU: f64 = 1.0;
+const ENGINE_PER_CORE_HAPROXY: f64 = 1.15;
+/// Requests/s over TLS as multiples of the peers': HTTP/1.1 of nginx's, h2 of nginx's and
+/// HAProxy's.
+const ENGINE_TLS_HTTP1_NGINX: f64 = 1.2;
+const ENGINE_H2_NGINX: f64 = 1.2;
+const ENGINE_H2_HAPROXY: f64 = 1.0;
+/// KiB per idle plain connection; per idle TLS connection as a multiple of nginx's.
+const ENGINE_PLAIN_KIB: f64 = 1.5;
+const ENGINE_TLS_MEMORY_NGINX: f64 = 1.5;
+/// New upstream connections per 1000 requests with the default config.
+const ENGINE_NEW_UPSTREAM_PER_1000: f64 = 1.0;
+
 pub fn render(md: &mut String, raw: &Value) -> anyhow::Result<()> {
     render_setup(md, raw);
     render_failures(md, raw);
@@ -55,6 +85,20 @@ pub fn render(md: &mut String, raw: &Value) -> anyhow::Result<()> {
     );
     render_floor(md, &cases["http1_keepalive"]);
     render_logging(md, &cases["http1_keepalive"]);
+    render_case(
+        md,
+        raw,
+        &cases["http1_tls_keepalive"],
+        &format!(
+            "HTTP/1.1 keep-alive over TLS (`wrk -t1 -c{} -d{}s --latency`, HTTPS)",
+            raw["wrk_connections"], raw["seconds_per_run"]
+        ),
+        "requests/s",
+        "The HTTP/1.1 case against each proxy's HTTPS port: wrk (OpenSSL) offers no ALPN, so \
+         every proxy speaks HTTP/1.1 inside TLS 1.3 connections that are opened once and kept, \
+         and the difference from the plain case is the record layer (decrypting each request, \
+         encrypting each response). The backend has no TLS: no direct row.",
+    );
     render_case(
         md,
         raw,
@@ -101,8 +145,10 @@ pub fn render(md: &mut String, raw: &Value) -> anyhow::Result<()> {
          the handshake signature but not the certificate (as wrk and `curl -k` do). Latency is \
          the whole connection, from connect to the end of the response.",
     );
+    render_default_config(md, raw);
     render_memory(md, raw);
     render_targets(md, raw);
+    render_engine_targets(md, raw);
     Ok(())
 }
 
@@ -300,32 +346,19 @@ fn render_case(
             );
             continue;
         }
-        let errors = row["errors"].as_u64().unwrap_or(0);
-        let failed_runs = row["failed_runs"].as_u64().unwrap_or(0);
-        let errors = if failed_runs > 0 {
-            format!("**{errors}** ({failed_runs} runs failed)")
-        } else if errors > 0 {
-            format!("**{}**", group(errors))
-        } else {
-            "0".into()
-        };
         let _ = writeln!(
             md,
-            "| {label} | {} | {} | {} | {errors} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
             row["requests_per_second"]
                 .as_f64()
                 .map_or("?".into(), |v| group(v.round() as u64)),
             latency(&row["p50_us"]),
             latency(&row["p99_us"]),
+            errors(row),
             row["proxy_cpu_us_per_request"]
                 .as_f64()
                 .map_or("".into(), |v| format!("{v:.1} µs")),
-            row["proxy_user_us_per_request"]
-                .as_f64()
-                .zip(row["proxy_kernel_us_per_request"].as_f64())
-                .map_or("".into(), |(user, kernel)| format!(
-                    "{user:.1} / {kernel:.1} µs"
-                )),
+            cpu_split(row).unwrap_or_default(),
             row["proxy_core_busy"]
                 .as_f64()
                 .map_or("".into(), |v| format!("{:.0} %", v * 100.0)),
@@ -414,6 +447,11 @@ fn render_floor(md: &mut String, rows: &Value) {
 pub fn charts(raw: &Value) -> Vec<(String, String, String)> {
     let cases = [
         ("http1_keepalive", "HTTP/1.1 keep-alive", "request"),
+        (
+            "http1_tls_keepalive",
+            "HTTP/1.1 keep-alive over TLS",
+            "request",
+        ),
         ("h2", "h2 over TLS", "request"),
         (
             "tls_new_connections",
@@ -609,6 +647,75 @@ fn render_memory(md: &mut String, raw: &Value) {
             )
         );
     }
+    render_tls_memory(md, memory);
+}
+
+/// The same idle connections over TLS, beside each proxy's figure for plain ones.
+fn render_tls_memory(md: &mut String, memory: &Value) {
+    if PROXIES.iter().all(|(key, _)| memory[*key]["tls"].is_null()) {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "
+Then as many idle connections to each proxy's HTTPS port, opened the same way over \
+         TLS: a full TLS 1.3 handshake (no resumption, ALPN http/1.1), one `GET /bench`, its \
+         response, and the connection kept open. This driver then drops its own TLS state \
+         without a `close_notify`, so each proxy still holds a live TLS connection (its keys \
+         and whatever buffers it keeps while idle) for each.\n\n\
+         | | TLS connections held | RSS before | RSS with them | per TLS connection | per plain \
+         connection (above) | TLS / plain | RSS after closing |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (key, label) in PROXIES {
+        let row = &memory[key]["tls"];
+        if row.is_null() {
+            continue;
+        }
+        if let Some(err) = row["error"].as_str() {
+            let _ = writeln!(
+                md,
+                "| {label} | failed: {} | | | | | | |",
+                one_line(&Value::from(err))
+            );
+            continue;
+        }
+        let kib = |k: &str| {
+            row[k]
+                .as_u64()
+                .map_or("?".into(), |v| format!("{} KiB", group(v)))
+        };
+        let failed = row["failed"].as_u64().unwrap_or(0);
+        let plain = &memory[key]["kib_per_connection"];
+        let _ = writeln!(
+            md,
+            "| {label} | {}{} | {} | {} | **{:.2} KiB** | {} | {} | {} |",
+            group(row["connections"].as_u64().unwrap_or(0)),
+            if failed > 0 {
+                format!(" ({failed} failed: {})", one_line(&row["first_error"]))
+            } else {
+                String::new()
+            },
+            kib("rss_before_kib"),
+            kib("rss_after_kib"),
+            row["kib_per_connection"].as_f64().unwrap_or(0.0),
+            plain
+                .as_f64()
+                .map_or(String::new(), |v| format!("{v:.2} KiB")),
+            ratio(&row["kib_per_connection"], plain),
+            kib("rss_after_close_kib"),
+        );
+    }
+    for (peer, label) in PEERS {
+        let _ = writeln!(
+            md,
+            "| **balancer / {label}** | | | | **{}** | | | |",
+            ratio(
+                &memory["balancer"]["tls"]["kib_per_connection"],
+                &memory[peer]["tls"]["kib_per_connection"]
+            )
+        );
+    }
 }
 
 fn render_targets(md: &mut String, raw: &Value) {
@@ -673,6 +780,331 @@ fn render_targets(md: &mut String, raw: &Value) {
         "\nMeasured, never asserted: a missed target does not fail the run. The p99s come from \
          the same closed-loop wrk runs (50 connections), so each proxy's is taken at its own \
          top rate; tails also reflect whatever else the machine scheduled on the cores."
+    );
+}
+
+/// The default-config runs: requests/s and new upstream connections per 1000 requests at
+/// 64 and at 1000 connections, balancer with a new user's config beside the bench configs.
+fn render_default_config(md: &mut String, raw: &Value) {
+    let cases = &raw["cases"];
+    let seconds = raw["seconds_per_run"].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        md,
+        "\n### Default config: requests/s and new upstream connections (`wrk -t1 -c64` and \
+         `-c1000`, {seconds} s, plain HTTP)\n\n\
+         balancer as a new user starts it: the config below (a listener, a route, a pool of \
+         one server; no keep-alive table, no limits, so its access log is on and goes to \
+         stderr, here a file) and no environment but `RUST_LOG`'s default (`info`), beside \
+         balancer, nginx and HAProxy with their bench configs (upstream keep-alive: balancer \
+         `keepalive.max_idle = 64`, nginx `keepalive 64`, HAProxy `http-reuse always`; no \
+         access log). Only `[admin] listen` differs from what a new user writes: the other \
+         balancer holds the default address. Each run follows a warm-up of {} s at the same \
+         number of connections, so the upstream connections that concurrency needs are \
+         already open; \"new upstream connections\" are the ones the backend accepted during \
+         the measured run (its `/stats`), per 1000 requests it answered in it, and for \
+         balancer also its own count of connections it opened (`connections_opened`, \
+         `/api/state`).\n\n```toml\n{}```\n",
+        seconds.min(2),
+        raw["default_config"].as_str().unwrap_or("(not reported)\n"),
+    );
+    if DEFAULT_CASES
+        .iter()
+        .all(|(key, _)| cases[*key].as_object().is_none_or(|m| m.is_empty()))
+    {
+        let _ = writeln!(md, "Not measured.");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "| | connections | requests/s | p99 | errors | proxy CPU per request | of it user / \
+         kernel | new upstream connections | per 1000 requests | balancer's own count |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (key, connections) in DEFAULT_CASES {
+        let rows = &cases[key];
+        for (target, label) in DEFAULT_ROWS {
+            let row = &rows[target];
+            if row.is_null() {
+                continue;
+            }
+            if row["requests_per_second"].is_null() {
+                let _ = writeln!(
+                    md,
+                    "| {label} | {connections} | failed: {} | | | | | | | |",
+                    one_line(&row["first_failure"])
+                );
+                continue;
+            }
+            let count = |field: &str| {
+                row[field]
+                    .as_f64()
+                    .map_or(String::new(), |v| group(v.round() as u64))
+            };
+            let per_1000 = |field: &str| {
+                row[field]
+                    .as_f64()
+                    .map_or(String::new(), |v| format!("{v:.2}"))
+            };
+            let own = if row["balancer_connections_opened"].is_null() {
+                String::new()
+            } else {
+                format!(
+                    "{} ({} per 1000)",
+                    count("balancer_connections_opened"),
+                    per_1000("balancer_connections_opened_per_1000_requests")
+                )
+            };
+            let _ = writeln!(
+                md,
+                "| {label} | {connections} | {} | {} | {} | {} | {} | {} | **{}** | {own} |",
+                count("requests_per_second"),
+                latency(&row["p99_us"]),
+                errors(row),
+                row["proxy_cpu_us_per_request"]
+                    .as_f64()
+                    .map_or(String::new(), |v| format!("{v:.1} µs")),
+                cpu_split(row).unwrap_or_default(),
+                count("new_upstream_connections"),
+                per_1000("upstream_connections_per_1000_requests"),
+            );
+        }
+        for (peer, label) in PEERS.into_iter().filter(|(peer, _)| !rows[*peer].is_null()) {
+            let _ = writeln!(
+                md,
+                "| **default config / {label}** | {connections} | **{}** | {} | | {} | | | | |",
+                ratio(
+                    &rows["balancer_default"]["requests_per_second"],
+                    &rows[peer]["requests_per_second"]
+                ),
+                ratio(&rows["balancer_default"]["p99_us"], &rows[peer]["p99_us"]),
+                ratio(
+                    &rows["balancer_default"]["proxy_cpu_us_per_request"],
+                    &rows[peer]["proxy_cpu_us_per_request"]
+                ),
+            );
+        }
+    }
+}
+
+/// "1.2 / 3.4 µs": user and kernel CPU time per request of a load row.
+fn cpu_split(row: &Value) -> Option<String> {
+    let user = row["proxy_user_us_per_request"].as_f64()?;
+    let kernel = row["proxy_kernel_us_per_request"].as_f64()?;
+    Some(format!("{user:.1} / {kernel:.1} µs"))
+}
+
+/// A load row's error count, bold when not zero, with the runs that failed.
+fn errors(row: &Value) -> String {
+    let errors = row["errors"].as_u64().unwrap_or(0);
+    let failed_runs = row["failed_runs"].as_u64().unwrap_or(0);
+    if failed_runs > 0 {
+        format!("**{errors}** ({failed_runs} runs failed)")
+    } else if errors > 0 {
+        format!("**{}**", group(errors))
+    } else {
+        "0".into()
+    }
+}
+
+/// The targets of the L7 engine issue (HTTP/1.1 engine of our own), each met or missed with
+/// the measured ratio and, where it is about CPU, the user / kernel split behind it.
+fn render_engine_targets(md: &mut String, raw: &Value) {
+    let cases = &raw["cases"];
+    let h1 = &cases["http1_keepalive"];
+    let num = |rows: &Value, target: &str, field: &str| rows[target][field].as_f64();
+    let split = |rows: &Value, target: &str, label: &str| {
+        cpu_split(&rows[target]).map_or(String::new(), |s| format!("{label} {s}"))
+    };
+    let splits = |rows: &Value, peer: &str, label: &str| {
+        [
+            split(rows, "balancer", "balancer"),
+            split(rows, peer, label),
+        ]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+    };
+    let _ = writeln!(
+        md,
+        "\n### Targets (L7 engine issue)\n\n\
+         | target | measured | user / kernel CPU per request | met |\n|---|---|---|---|"
+    );
+    let mut row = |target: String, measured: Option<(String, bool)>, split: String| {
+        let (text, met) = match measured {
+            Some((text, met)) => (text, if met { "met" } else { "**missed**" }),
+            None => ("not measured".to_string(), "–"),
+        };
+        let _ = writeln!(md, "| {target} | {text} | {split} | {met} |");
+    };
+
+    // HTTP/1.1 keep-alive, plain: CPU per request against the peers'.
+    row(
+        format!("HTTP/1.1 keep-alive: proxy user CPU per request ≤ {ENGINE_USER_CPU}× nginx's"),
+        num(h1, "balancer", "proxy_user_us_per_request")
+            .zip(num(h1, "nginx", "proxy_user_us_per_request"))
+            .map(|(b, n)| {
+                (
+                    format!("{:.2}× ({b:.1} vs {n:.1} µs)", b / n),
+                    b / n <= ENGINE_USER_CPU,
+                )
+            }),
+        splits(h1, "nginx", "nginx"),
+    );
+    row(
+        format!(
+            "HTTP/1.1 keep-alive: total CPU per request ≤ {ENGINE_CPU:.1}× nginx's \
+             (requests/s per core ≥ {ENGINE_CPU:.1}× nginx)"
+        ),
+        num(h1, "balancer", "proxy_cpu_us_per_request")
+            .zip(num(h1, "nginx", "proxy_cpu_us_per_request"))
+            .map(|(b, n)| {
+                (
+                    format!(
+                        "{:.2}× ({b:.1} vs {n:.1} µs; per core {:.2}×)",
+                        b / n,
+                        n / b
+                    ),
+                    b / n <= ENGINE_CPU,
+                )
+            }),
+        splits(h1, "nginx", "nginx"),
+    );
+    row(
+        format!("HTTP/1.1 keep-alive: requests/s per core ≥ {ENGINE_PER_CORE_HAPROXY}× HAProxy"),
+        num(h1, "balancer", "proxy_cpu_us_per_request")
+            .zip(num(h1, "haproxy", "proxy_cpu_us_per_request"))
+            .map(|(b, h)| {
+                (
+                    format!("{:.2}× ({b:.1} vs {h:.1} µs per request)", h / b),
+                    h / b >= ENGINE_PER_CORE_HAPROXY,
+                )
+            }),
+        splits(h1, "haproxy", "HAProxy"),
+    );
+    row(
+        "HTTP/1.1 keep-alive: p99 ≤ nginx's".to_string(),
+        num(h1, "balancer", "p99_us")
+            .zip(num(h1, "nginx", "p99_us"))
+            .map(|(b, n)| {
+                (
+                    format!(
+                        "{:.2}× ({} vs {})",
+                        b / n,
+                        latency(&b.into()),
+                        latency(&n.into())
+                    ),
+                    b <= n,
+                )
+            }),
+        String::new(),
+    );
+
+    // Requests/s over TLS against the peers'.
+    let tls_rate = |key: &str, peer: &str, wanted: f64| {
+        let rows = &cases[key];
+        num(rows, "balancer", "requests_per_second")
+            .zip(num(rows, peer, "requests_per_second"))
+            .map(|(b, p)| {
+                let per_core = num(rows, "balancer", "proxy_cpu_us_per_request")
+                    .zip(num(rows, peer, "proxy_cpu_us_per_request"))
+                    .map_or(String::new(), |(bc, pc)| {
+                        format!("; per core {:.2}×", pc / bc)
+                    });
+                (
+                    format!(
+                        "{:.2}× ({} vs {} requests/s{per_core})",
+                        b / p,
+                        group(b.round() as u64),
+                        group(p.round() as u64)
+                    ),
+                    b / p >= wanted,
+                )
+            })
+    };
+    for (key, name, peer, label, wanted) in [
+        (
+            "http1_tls_keepalive",
+            "HTTP/1.1 keep-alive over TLS",
+            "nginx",
+            "nginx",
+            ENGINE_TLS_HTTP1_NGINX,
+        ),
+        ("h2", "h2 over TLS", "haproxy", "HAProxy", ENGINE_H2_HAPROXY),
+        ("h2", "h2 over TLS", "nginx", "nginx", ENGINE_H2_NGINX),
+    ] {
+        row(
+            format!("{name}: requests/s ≥ {wanted:.1}× {label}"),
+            tls_rate(key, peer, wanted),
+            splits(&cases[key], peer, label),
+        );
+    }
+
+    // Idle keep-alive memory.
+    let memory = &raw["memory"];
+    row(
+        format!("Idle keep-alive memory ≤ {ENGINE_PLAIN_KIB} KiB per plain connection"),
+        memory["balancer"]["kib_per_connection"]
+            .as_f64()
+            .map(|m| (format!("{m:.2} KiB"), m <= ENGINE_PLAIN_KIB)),
+        String::new(),
+    );
+    row(
+        format!("Idle keep-alive memory per TLS connection ≤ {ENGINE_TLS_MEMORY_NGINX}× nginx's"),
+        memory["balancer"]["tls"]["kib_per_connection"]
+            .as_f64()
+            .zip(memory["nginx"]["tls"]["kib_per_connection"].as_f64())
+            .map(|(b, n)| {
+                (
+                    format!("{:.2}× ({b:.2} vs {n:.2} KiB)", b / n),
+                    b <= ENGINE_TLS_MEMORY_NGINX * n,
+                )
+            }),
+        String::new(),
+    );
+
+    // Upstream connection reuse with the default config.
+    for (key, connections) in DEFAULT_CASES {
+        let rows = &cases[key];
+        row(
+            format!(
+                "Default config, {connections} connections: ≤ {ENGINE_NEW_UPSTREAM_PER_1000:.0} \
+                 new upstream connection per 1000 requests"
+            ),
+            num(
+                rows,
+                "balancer_default",
+                "upstream_connections_per_1000_requests",
+            )
+            .map(|n| {
+                let rate = num(rows, "balancer_default", "requests_per_second")
+                    .zip(num(rows, "nginx", "requests_per_second"))
+                    .map_or(String::new(), |(b, p)| {
+                        format!("; requests/s {:.2}× nginx", b / p)
+                    });
+                (
+                    format!(
+                        "{n:.2} ({} new for {} requests{rate})",
+                        group(
+                            num(rows, "balancer_default", "new_upstream_connections").unwrap_or(0.0)
+                                as u64
+                        ),
+                        group(
+                            num(rows, "balancer_default", "backend_requests").unwrap_or(0.0) as u64
+                        ),
+                    ),
+                    n <= ENGINE_NEW_UPSTREAM_PER_1000,
+                )
+            }),
+            split(rows, "balancer_default", "default config"),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nMeasured, never asserted, like the table above. \"Per core\" is the inverse ratio of \
+         the proxies' CPU time per request (each is pinned to one core): the rate each would \
+         sustain on a core of its own. The CPU split column is each proxy's user / kernel time \
+         per request in the same runs."
     );
 }
 
@@ -748,6 +1180,94 @@ mod tests {
             md.contains("with 9 850 connections instead of 10 000"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn renders_the_engine_targets() {
+        let row = |rps: f64, cpu: f64, user: f64| {
+            json!({
+                "requests_per_second": rps, "p50_us": 400.0, "p99_us": 1e6 / rps, "errors": 0,
+                "failed_runs": 0, "proxy_cpu_us_per_request": cpu,
+                "proxy_user_us_per_request": user, "proxy_kernel_us_per_request": cpu - user,
+            })
+        };
+        let default_row = |rps: f64, new: f64, requests: f64| {
+            let mut r = row(rps, 20.0, 5.0);
+            r["new_upstream_connections"] = json!(new);
+            r["backend_requests"] = json!(requests);
+            r["upstream_connections_per_1000_requests"] = json!(new * 1000.0 / requests);
+            r
+        };
+        let memory = |plain: f64, tls: f64| {
+            json!({"connections": 1000, "failed": 0, "rss_before_kib": 1000,
+                "rss_after_kib": 1000 + (plain * 1000.0) as u64, "kib_per_connection": plain,
+                "tls": {"connections": 1000, "failed": 0, "rss_before_kib": 2000,
+                    "rss_after_kib": 2000 + (tls * 1000.0) as u64, "kib_per_connection": tls}})
+        };
+        let mut c1000 = json!({
+            "balancer_default": default_row(30000.0, 150.0, 90000.0),
+            "nginx": default_row(25000.0, 9000.0, 75000.0),
+        });
+        c1000["balancer_default"]["balancer_connections_opened"] = json!(150.0);
+        c1000["balancer_default"]["balancer_connections_opened_per_1000_requests"] =
+            json!(150.0 / 90.0);
+        let raw = json!({
+            "proxy_cpu": 1, "seconds_per_run": 5, "wrk_connections": 50,
+            "default_config": "[[listener]]\nname = \"web\"\n",
+            "cases": {
+                "http1_keepalive": {
+                    "balancer": row(40000.0, 20.0, 6.0),
+                    "nginx": row(36000.0, 25.0, 10.0),
+                    "haproxy": row(30000.0, 24.0, 9.0),
+                },
+                "http1_tls_keepalive": {
+                    "balancer": row(30000.0, 30.0, 12.0),
+                    "nginx": row(27000.0, 33.0, 15.0),
+                },
+                "h2": {
+                    "balancer": row(50000.0, 18.0, 12.0),
+                    "haproxy": row(45000.0, 20.0, 13.0),
+                    "nginx": row(40000.0, 22.0, 14.0),
+                },
+                "default_config_c64": {"balancer_default": default_row(35000.0, 0.0, 100000.0)},
+                "default_config_c1000": c1000,
+            },
+            "memory": {"balancer": memory(1.2, 30.0), "nginx": memory(2.5, 25.0)},
+        });
+        let mut md = String::new();
+        render_default_config(&mut md, &raw);
+        render_memory(&mut md, &raw);
+        render_engine_targets(&mut md, &raw);
+        for expected in [
+            "```toml\n[[listener]]\nname = \"web\"\n```",
+            "| balancer, **default config** | 64 | 35 000 | 29 µs | 0 | 20.0 µs | 5.0 / 15.0 µs \
+             | 0 | **0.00** |  |",
+            "| balancer, **default config** | 1000 | 30 000 | 33 µs | 0 | 20.0 µs | 5.0 / 15.0 \
+             µs | 150 | **1.67** | 150 (1.67 per 1000) |",
+            "| **default config / nginx** | 1000 | **1.20×** | 0.83× | | 1.00× |",
+            "| 1000 | 25 000 | 40 µs | 0 | 20.0 µs | 5.0 / 15.0 µs | 9 000 | **120.00** |  |",
+            "| balancer | 1 000 | 2 000 KiB | 32 000 KiB | **30.00 KiB** | 1.20 KiB | 25.00× |",
+            "| **balancer / nginx** | | | | **1.20×** | | | |",
+            "| HTTP/1.1 keep-alive: proxy user CPU per request ≤ 0.8× nginx's | 0.60× (6.0 vs \
+             10.0 µs) | balancer 6.0 / 14.0 µs; nginx 10.0 / 15.0 µs | met |",
+            "total CPU per request ≤ 1.0× nginx's (requests/s per core ≥ 1.0× nginx) | 0.80× \
+             (20.0 vs 25.0 µs; per core 1.25×) |",
+            "requests/s per core ≥ 1.15× HAProxy | 1.20× (20.0 vs 24.0 µs per request) |",
+            "| HTTP/1.1 keep-alive over TLS: requests/s ≥ 1.2× nginx | 1.11× (30 000 vs 27 000 \
+             requests/s; per core 1.10×) | balancer 12.0 / 18.0 µs; nginx 15.0 / 18.0 µs | \
+             **missed** |",
+            "| h2 over TLS: requests/s ≥ 1.0× HAProxy | 1.11× (50 000 vs 45 000 requests/s; per \
+             core 1.11×) |",
+            "| h2 over TLS: requests/s ≥ 1.2× nginx | 1.25× (",
+            "≤ 1.5 KiB per plain connection | 1.20 KiB |  | met |",
+            "per TLS connection ≤ 1.5× nginx's | 1.20× (30.00 vs 25.00 KiB) |  | met |",
+            "| Default config, 64 connections: ≤ 1 new upstream connection per 1000 requests | \
+             0.00 (0 new for 100 000 requests) | default config 5.0 / 15.0 µs | met |",
+            "| Default config, 1000 connections: ≤ 1 new upstream connection per 1000 requests | \
+             1.67 (150 new for 90 000 requests; requests/s 1.20× nginx) |",
+        ] {
+            assert!(md.contains(expected), "{expected}\n\n{md}");
+        }
     }
 
     #[test]
