@@ -886,6 +886,15 @@ fn render_default_config(md: &mut String, raw: &Value) {
     }
 }
 
+/// A ratio to two decimals, or to as many more (up to four) as it takes not to round it onto
+/// its target: a 0.9995× shown as "1.00×" beside "missed" would read as a contradiction.
+fn against(ratio: f64, target: f64) -> String {
+    let digits = (2..4)
+        .find(|&d| ratio == target || format!("{ratio:.d$}") != format!("{target:.d$}"))
+        .unwrap_or(4);
+    format!("{ratio:.digits$}×")
+}
+
 /// "1.2 / 3.4 µs": user and kernel CPU time per request of a load row.
 fn cpu_split(row: &Value) -> Option<String> {
     let user = row["proxy_user_us_per_request"].as_f64()?;
@@ -945,7 +954,7 @@ fn render_engine_targets(md: &mut String, raw: &Value) {
             .zip(num(h1, "nginx", "proxy_user_us_per_request"))
             .map(|(b, n)| {
                 (
-                    format!("{:.2}× ({b:.1} vs {n:.1} µs)", b / n),
+                    format!("{} ({b:.1} vs {n:.1} µs)", against(b / n, ENGINE_USER_CPU)),
                     b / n <= ENGINE_USER_CPU,
                 )
             }),
@@ -961,8 +970,8 @@ fn render_engine_targets(md: &mut String, raw: &Value) {
             .map(|(b, n)| {
                 (
                     format!(
-                        "{:.2}× ({b:.1} vs {n:.1} µs; per core {:.2}×)",
-                        b / n,
+                        "{} ({b:.1} vs {n:.1} µs; per core {:.2}×)",
+                        against(b / n, ENGINE_CPU),
                         n / b
                     ),
                     b / n <= ENGINE_CPU,
@@ -976,7 +985,10 @@ fn render_engine_targets(md: &mut String, raw: &Value) {
             .zip(num(h1, "haproxy", "proxy_cpu_us_per_request"))
             .map(|(b, h)| {
                 (
-                    format!("{:.2}× ({b:.1} vs {h:.1} µs per request)", h / b),
+                    format!(
+                        "{} ({b:.1} vs {h:.1} µs per request)",
+                        against(h / b, ENGINE_PER_CORE_HAPROXY)
+                    ),
                     h / b >= ENGINE_PER_CORE_HAPROXY,
                 )
             }),
@@ -1013,8 +1025,8 @@ fn render_engine_targets(md: &mut String, raw: &Value) {
                     });
                 (
                     format!(
-                        "{:.2}× ({} vs {} requests/s{per_core})",
-                        b / p,
+                        "{} ({} vs {} requests/s{per_core})",
+                        against(b / p, wanted),
                         group(b.round() as u64),
                         group(p.round() as u64)
                     ),
@@ -1056,7 +1068,10 @@ fn render_engine_targets(md: &mut String, raw: &Value) {
             .zip(memory["nginx"]["tls"]["kib_per_connection"].as_f64())
             .map(|(b, n)| {
                 (
-                    format!("{:.2}× ({b:.2} vs {n:.2} KiB)", b / n),
+                    format!(
+                        "{} ({b:.2} vs {n:.2} KiB)",
+                        against(b / n, ENGINE_TLS_MEMORY_NGINX)
+                    ),
                     b <= ENGINE_TLS_MEMORY_NGINX * n,
                 )
             }),
@@ -1268,6 +1283,16 @@ mod tests {
         ] {
             assert!(md.contains(expected), "{expected}\n\n{md}");
         }
+    }
+
+    #[test]
+    fn shows_a_third_decimal_only_next_to_the_target() {
+        assert_eq!(against(0.999497, 1.0), "0.999×");
+        assert_eq!(against(0.99996, 1.0), "1.0000×");
+        assert_eq!(against(0.9949, 1.0), "0.99×");
+        assert_eq!(against(1.0, 1.0), "1.00×");
+        assert_eq!(against(1.151, 1.15), "1.151×");
+        assert_eq!(against(1.2, 1.15), "1.20×");
     }
 
     #[test]
