@@ -154,16 +154,20 @@ async fn serve(
                 use std::os::fd::AsRawFd;
                 let admin = (current.admin.listen, admin_socket.as_raw_fd());
                 let listeners = proxy.listener_sockets();
-                tracing::info!("upgrade: a new process asks for the listeners; handing them over");
                 let result = tokio::task::spawn_blocking(move || {
                     crate::upgrade::hand_over(stream, admin, &listeners)
                 })
                 .await
-                .map_err(|err| err.to_string())
+                .map_err(|err| crate::upgrade::HandOverError::Failed(err.to_string()))
                 .and_then(|result| result);
                 match result {
                     Ok(()) => break Ending::HandedOver,
-                    Err(err) => tracing::error!("upgrade failed, this process keeps serving: {err}"),
+                    Err(crate::upgrade::HandOverError::NotAsked) => {
+                        tracing::debug!("upgrade socket: a connection that asked for nothing (a liveness check)");
+                    }
+                    Err(crate::upgrade::HandOverError::Failed(err)) => {
+                        tracing::error!("upgrade failed, this process keeps serving: {err}");
+                    }
                 }
             }
             _ = hangup.recv() => {

@@ -4,7 +4,8 @@
 //! program goes over through its pinned link (the new process replaces it atomically).
 //!
 //! The exchange on `proxy.upgrade_socket`:
-//! 1. the new process connects;
+//! 1. the new process connects and writes `upgrade\n` (a connection that does not, such as
+//!    another balancer checking whether the path is in use, is closed with nothing sent);
 //! 2. the old one sends one line of JSON, `{"pid":…,"admin":"ADDR","listeners":["ADDR",…]}`,
 //!    with the descriptors attached in that order (admin first);
 //! 3. the new process starts with them (binding only addresses it did not get), attaches XDP,
@@ -98,19 +99,53 @@ impl Drop for UpgradeSocket {
     }
 }
 
-/// Old side: sends the sockets over `stream` and waits for the new process's `ready`. `Err`
-/// says why the upgrade did not happen; the caller keeps serving then.
+/// What the new process writes first: only then are the sockets sent.
+const HELLO: &[u8] = b"upgrade\n";
+
+/// Why no handover happened.
+#[derive(Debug)]
+pub enum HandOverError {
+    /// The connection did not ask for an upgrade (a process checking whether the socket is
+    /// live): nothing was sent.
+    NotAsked,
+    /// The upgrade failed; the reason.
+    Failed(String),
+}
+
+/// Old side: waits for the new process's `upgrade`, sends the sockets over `stream` and waits
+/// for its `ready`. `Err` says why the upgrade did not happen; the caller keeps serving then.
 pub fn hand_over(
     stream: tokio::net::UnixStream,
     admin: (SocketAddr, RawFd),
     listeners: &[(SocketAddr, RawFd)],
-) -> Result<(), String> {
+) -> Result<(), HandOverError> {
+    let failed = HandOverError::Failed;
     let stream = stream
         .into_std()
-        .map_err(|err| format!("upgrade socket: {err}"))?;
+        .map_err(|err| failed(format!("upgrade socket: {err}")))?;
     stream
         .set_nonblocking(false)
-        .map_err(|err| format!("upgrade socket: {err}"))?;
+        .map_err(|err| failed(format!("upgrade socket: {err}")))?;
+    stream
+        .set_read_timeout(Some(HELLO_TIMEOUT))
+        .map_err(|err| failed(format!("upgrade socket: {err}")))?;
+    let mut hello = Vec::new();
+    let _ = (&stream).take(HELLO.len() as u64).read_to_end(&mut hello);
+    if hello != HELLO {
+        return Err(HandOverError::NotAsked);
+    }
+    tracing::info!("upgrade: a new process asks for the listeners; handing them over");
+    hand_over_sockets(&stream, admin, listeners).map_err(failed)
+}
+
+/// How long a connection to the upgrade socket has to say `upgrade`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn hand_over_sockets(
+    stream: &UnixStream,
+    admin: (SocketAddr, RawFd),
+    listeners: &[(SocketAddr, RawFd)],
+) -> Result<(), String> {
     let message = json!({
         "pid": std::process::id(),
         "admin": admin.0.to_string(),
@@ -124,13 +159,13 @@ pub fn hand_over(
             fds.len()
         ));
     }
-    send_with_fds(&stream, format!("{message}\n").as_bytes(), &fds)
+    send_with_fds(stream, format!("{message}\n").as_bytes(), &fds)
         .map_err(|err| format!("sending the sockets: {err}"))?;
     stream
         .set_read_timeout(Some(READY_TIMEOUT))
         .map_err(|err| format!("upgrade socket: {err}"))?;
     let mut answer = Vec::new();
-    let read = (&stream).take(64).read_to_end(&mut answer);
+    let read = stream.take(64).read_to_end(&mut answer);
     match (read, answer.as_slice()) {
         (_, b"ready\n") => Ok(()),
         (Err(err), _) if err.kind() == io::ErrorKind::WouldBlock => Err(format!(
@@ -159,6 +194,9 @@ pub fn take_over(path: &Path) -> Result<(Inherited, UnixStream), String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|err| err.to_string())?;
+    (&stream)
+        .write_all(HELLO)
+        .map_err(|err| format!("asking for the sockets: {err}"))?;
     let (mut data, fds) =
         recv_with_fds(&stream).map_err(|err| format!("receiving the sockets: {err}"))?;
     while !data.ends_with(b"\n") {
@@ -353,6 +391,27 @@ mod tests {
         drop(accepted);
         let (admin_address, _admin) = inherited.admin.expect("admin");
         assert_eq!(admin_address, addresses.0);
+    }
+
+    #[test]
+    fn a_connection_that_does_not_ask_for_an_upgrade_gets_nothing() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _context = runtime.enter();
+        let (old, probe) = UnixStream::pair().expect("pair");
+        old.set_nonblocking(true).expect("nonblocking");
+        let old = tokio::net::UnixStream::from_std(old).expect("tokio stream");
+        // Another balancer checking whether the path is live: it connects and closes.
+        drop(probe);
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let result = hand_over(
+            old,
+            (admin.local_addr().expect("address"), admin.as_raw_fd()),
+            &[],
+        );
+        assert!(matches!(result, Err(HandOverError::NotAsked)), "{result:?}");
     }
 
     #[test]

@@ -276,6 +276,10 @@ impl<S: ClientStream> RequestBody for ClientBody<'_, S> {
 
 /// Serves HTTP/1.x on `stream` until the client closes, a clock runs out, or the proxy asks
 /// the connection to close.
+///
+/// This future is what an idle connection costs (a task holds its largest state): it keeps
+/// only the connection and the wait for the next request. Each request runs in a future of
+/// its own, boxed for as long as the request lives.
 pub async fn serve<S: ClientStream>(
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
@@ -283,11 +287,6 @@ pub async fn serve<S: ClientStream>(
     stream: S,
     mut closing: Closing,
 ) {
-    let head_limits = HeadLimits {
-        max_head_bytes: limits.max_header_bytes,
-        max_headers: limits.max_headers,
-        max_uri_bytes: limits.max_header_bytes.min(MAX_URI),
-    };
     let mut conn = ClientConn {
         stream,
         buf: BytesMut::new(),
@@ -319,64 +318,16 @@ pub async fn serve<S: ClientStream>(
                 return;
             }
         }
-        let started = Instant::now();
-        let deadline = started + limits.header_read_timeout;
-        let (request_head, length) = loop {
-            match head::parse_request(&conn.buf, &head_limits) {
-                Ok(Some(parsed)) => break parsed,
-                Ok(None) => {}
-                Err(err) => {
-                    refuse(&mut conn, &shared, &info, err.status, err.reason).await;
-                    return;
-                }
-            }
-            match tokio::time::timeout_at(deadline.into(), conn.read_more()).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-                Ok(Ok(_)) => {}
-            }
-        };
-        conn.buf.advance(length);
         first = false;
-
-        let head::RequestHead {
-            method,
-            uri,
-            version,
-            mut headers,
-            framing,
-            keep_alive,
-            expect_continue,
-        } = request_head;
-        headers.remove(header::EXPECT);
-        conn.version = version;
-        conn.body = BodyReader {
-            framing: match framing {
-                Framing::Length(0) | Framing::Empty | Framing::CloseDelimited => ReadFraming::Done,
-                Framing::Length(length) => ReadFraming::Length(length),
-                Framing::Chunked => ReadFraming::Chunked(ChunkedDecoder::new()),
-            },
-            expect_continue,
-            ..BodyReader::default()
-        };
-        let is_head = method == Method::HEAD;
-        let mut request = Request::new(ClientBody { conn: &mut conn });
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.version_mut() = version;
-        *request.headers_mut() = headers;
-        // Boxed: the request's future (handler, upstream exchange) is large and lives only
-        // while the request does; the connection's task keeps only this pointer's room.
-        let response = Box::pin(handler::handle(&shared, &info, request)).await;
-
-        let keep = keep_alive && conn.body_finished() && !closing.closed_now();
-        match write_response(&mut conn, response, version, is_head, keep).await {
-            Ok(Written::KeepAlive) => {}
-            Ok(Written::Close) | Err(_) => {
+        let outcome = Box::pin(one_request(&shared, &info, &limits, &mut conn, &closing)).await;
+        match outcome {
+            Written::KeepAlive => {}
+            Written::Close => {
                 let _ = conn.stream.shutdown().await;
                 return;
             }
-            Ok(Written::Tunnel(slot)) => {
-                run_tunnel(conn, slot).await;
+            Written::Tunnel(slot) => {
+                Box::pin(run_tunnel(conn, slot)).await;
                 return;
             }
         }
@@ -386,6 +337,70 @@ pub async fn serve<S: ClientStream>(
         }
         conn.body = BodyReader::default();
     }
+}
+
+/// One request: its head, the handler (which drives the server exchange), the response.
+async fn one_request<S: ClientStream>(
+    shared: &Arc<Shared>,
+    info: &Arc<ConnInfo>,
+    limits: &ConnLimits,
+    conn: &mut ClientConn<S>,
+    closing: &Closing,
+) -> Written {
+    let head_limits = HeadLimits {
+        max_head_bytes: limits.max_header_bytes,
+        max_headers: limits.max_headers,
+        max_uri_bytes: limits.max_header_bytes.min(MAX_URI),
+    };
+    let deadline = Instant::now() + limits.header_read_timeout;
+    let (request_head, length) = loop {
+        match head::parse_request(&conn.buf, &head_limits) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) => {}
+            Err(err) => {
+                refuse(conn, shared, info, err.status, err.reason).await;
+                return Written::Close;
+            }
+        }
+        match tokio::time::timeout_at(deadline.into(), conn.read_more()).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Written::Close,
+            Ok(Ok(_)) => {}
+        }
+    };
+    conn.buf.advance(length);
+
+    let head::RequestHead {
+        method,
+        uri,
+        version,
+        mut headers,
+        framing,
+        keep_alive,
+        expect_continue,
+    } = request_head;
+    headers.remove(header::EXPECT);
+    conn.version = version;
+    conn.body = BodyReader {
+        framing: match framing {
+            Framing::Length(0) | Framing::Empty | Framing::CloseDelimited => ReadFraming::Done,
+            Framing::Length(length) => ReadFraming::Length(length),
+            Framing::Chunked => ReadFraming::Chunked(ChunkedDecoder::new()),
+        },
+        expect_continue,
+        ..BodyReader::default()
+    };
+    let is_head = method == Method::HEAD;
+    let mut request = Request::new(ClientBody { conn: &mut *conn });
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    let response = handler::handle(shared, info, request).await;
+
+    let keep = keep_alive && conn.body_finished() && !closing.closed_now();
+    write_response(conn, response, version, is_head, keep)
+        .await
+        .unwrap_or(Written::Close)
 }
 
 /// Request targets longer than this get 414 (nginx's large_client_header_buffers: 8 KiB).
