@@ -48,13 +48,41 @@ pub struct AccessRecord {
     pub user_agent: String,
 }
 
+impl AccessRecord {
+    /// A record with nothing known yet but the client and the protocol version.
+    pub fn new(logged: bool, client: SocketAddr, version: &'static str) -> AccessRecord {
+        AccessRecord {
+            logged,
+            time: if logged {
+                SystemTime::now()
+            } else {
+                SystemTime::UNIX_EPOCH
+            },
+            started: Instant::now(),
+            client,
+            remote_user: String::new(),
+            listener: String::new(),
+            method: String::new(),
+            target: String::new(),
+            version,
+            host: String::new(),
+            route: String::new(),
+            pool: String::new(),
+            upstream: String::new(),
+            status: 0,
+            referer: String::new(),
+            user_agent: String::new(),
+        }
+    }
+}
+
 /// What is released and written when the response is over.
 pub struct Completion {
     pub record: AccessRecord,
     pub format: AccessLogFormat,
     /// `proxy.access_log_file`, when set; else lines go to the process log.
     pub file: Option<std::sync::Arc<AccessLogFile>>,
-    pub metrics: HttpMetrics,
+    pub metrics: std::sync::Arc<HttpMetrics>,
     /// The matched route's series; `None` for requests no route took.
     pub route_metrics: Option<std::sync::Arc<RouteMetrics>>,
     pub bytes: u64,

@@ -1,10 +1,14 @@
-//! One request through the proxy, as explicit phases:
-//! accept (listener.rs) → `request_host` → `redirect_phase` → `route_phase` → `body_limit_phase`
-//! → `upstream_request` (headers for the server) → `forward` (pick, connect, retry, send) →
-//! `response_headers` → access log (access_log.rs). Header trust and rewriting, and sticky
-//! sessions, slot in between these phases.
+//! One request through the proxy, as explicit phases over one [`RequestCtx`]:
+//! filter and route ([`RequestCtx::route_phase`]: limits, the one host, allowed hosts, the
+//! https redirect, SNI, path safety, then the route) → headers ([`header_phase`]: trust and
+//! hygiene) → the target: a static directory, or a pool through `forward`: read-ahead of the
+//! body, sticky, `pick_phase` (choose, connect, one retry elsewhere), `upstream_request_phase`
+//! (target, Host, forwarded headers, edits), `send_phase` (timeout, passive health),
+//! `tunnel_phase` (a 101) or the response (hop-by-hop, `rewrite_phase`, sticky cookie) → the
+//! route's response edits → log (the response body's completion, access_log.rs). The filter,
+//! route and header phases need no I/O: unit tests drive them.
 
-use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+use std::{net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 use hyper::{
@@ -49,7 +53,8 @@ use prometheus_client::metrics::{counter::Counter, family::Family};
 /// tracker of the tasks shutdown waits for.
 pub struct Shared {
     pub state: ArcSwap<ProxyState>,
-    pub metrics: HttpMetrics,
+    /// Shared by every request's completion (one reference count, not one per family).
+    pub metrics: Arc<HttpMetrics>,
     /// Client connections and upgraded tunnels: shutdown waits for them (up to
     /// `shutdown_timeout`).
     pub tracker: TaskTracker,
@@ -102,28 +107,7 @@ pub async fn handle<B: RequestBody>(
     let state = shared.state.load_full();
     let format = state.config.proxy.access_log;
     let logged = format != AccessLogFormat::Off;
-    let mut record = AccessRecord {
-        logged,
-        time: if logged {
-            SystemTime::now()
-        } else {
-            SystemTime::UNIX_EPOCH
-        },
-        started: std::time::Instant::now(),
-        client: conn.peer,
-        remote_user: String::new(),
-        listener: String::new(),
-        method: String::new(),
-        target: String::new(),
-        version: version_label(request.version()),
-        host: String::new(),
-        route: String::new(),
-        pool: String::new(),
-        upstream: String::new(),
-        status: 0,
-        referer: String::new(),
-        user_agent: String::new(),
-    };
+    let mut record = AccessRecord::new(logged, conn.peer, version_label(request.version()));
     if logged {
         record.listener = state
             .listener_at(conn.bind)
@@ -140,29 +124,30 @@ pub async fn handle<B: RequestBody>(
             record.remote_user = super::access_log::basic_user(authorization.as_bytes());
         }
     }
-    let mut pages = PageSet::default();
-    let mut route_metrics = None;
-    let (response, server) = match process(
+    let mut ctx = RequestCtx {
         shared,
-        &state,
+        state: &state,
         conn,
-        request,
-        &mut record,
-        &mut pages,
-        &mut route_metrics,
-    )
-    .await
-    {
+        record,
+        pages: PageSet::default(),
+        route_metrics: None,
+    };
+    let (response, server) = match process(&mut ctx, request).await {
         Ok(answer) => answer,
         Err(err) => {
             if err.side() != error::Side::Downstream {
-                tracing::warn!(route = %record.route, upstream = %record.upstream, "{err}");
+                tracing::warn!(route = %ctx.record.route, upstream = %ctx.record.upstream, "{err}");
             } else {
                 tracing::debug!("{err}");
             }
-            (error::respond(&err, &pages), None)
+            (error::respond(&err, &ctx.pages), None)
         }
     };
+    let RequestCtx {
+        mut record,
+        route_metrics,
+        ..
+    } = ctx;
     record.status = response.status().as_u16();
     let mut response = response;
     if http1
@@ -192,90 +177,154 @@ pub async fn handle<B: RequestBody>(
 
 type Answer = (Response<Body>, Option<ServerLoad>);
 
-async fn process<B: RequestBody>(
-    shared: &Shared,
-    state: &ProxyState,
-    conn: &ConnInfo,
-    mut request: Request<B>,
-    record: &mut AccessRecord,
-    pages: &mut PageSet,
-    route_metrics: &mut Option<Arc<RouteMetrics>>,
-) -> Result<Answer, ProxyError> {
-    let listener_runtime = state.listener_at(conn.bind).ok_or(ProxyError::NoRoute)?;
-    let listener = &listener_runtime.config;
-    // HTTP/1.1 heads over the limit never get here (hyper answers 431); HTTP/2 ones do.
-    if request.headers().len() > listener.max_headers {
-        return Err(ProxyError::TooManyHeaders {
-            count: request.headers().len(),
-            limit: listener.max_headers,
-        });
-    }
-    let host = request_host(&request)?;
-    if record.logged {
-        record.host.clone_from(&host);
-    }
-    if !listener_runtime.allowed_hosts.allows(&host) {
-        refused(shared, listener, "disallowed-host");
-        return Err(ProxyError::HostNotAllowed {
-            host,
-            status: listener.disallowed_host_status,
-        });
-    }
-    if let Some(response) = redirect_phase(listener, &host, request.uri()) {
-        return Ok((response, None));
-    }
-    if let Some(sni) = &conn.sni
-        && !tls::sni_matches_host(sni, &host)
-    {
-        return Err(ProxyError::MisdirectedRequest {
-            host,
-            sni: sni.clone(),
-        });
-    }
+/// What one request carries through its phases: where it arrived, the state it is served with
+/// (one snapshot for the whole request, whatever a reload does meanwhile), its access-log
+/// record, the error pages that apply and its route's metrics.
+pub struct RequestCtx<'a> {
+    pub shared: &'a Shared,
+    pub state: &'a ProxyState,
+    pub conn: &'a ConnInfo,
+    pub record: AccessRecord,
+    /// Most specific first: the route's, then the pool's.
+    pub pages: PageSet,
+    pub route_metrics: Option<Arc<RouteMetrics>>,
+}
 
-    if route::has_parameter_dot_segment(request.uri().path()) {
-        return Err(ProxyError::BadRequest(
-            "a dot segment with parameters (such as ..;) in the path",
-        ));
-    }
-    // `OPTIONS *` asks about the server as a whole (RFC 9112 §3.2.4): routed as `/`, forwarded
-    // as `*`.
-    let asterisk = request.method() == Method::OPTIONS && request.uri() == "*";
-    let path = if asterisk {
-        "/".to_string()
-    } else {
-        route::normalize_path(request.uri().path())
-            .ok_or(ProxyError::BadRequest("the path climbs above the root"))?
-            .into_owned()
-    };
-    let found = state
-        .routes
-        .find(&listener.name, &host, &path)
-        .ok_or(ProxyError::NoRoute)?;
-    let route = found.route;
-    if !route.allow_encoded_slashes && route::has_hidden_separator(&path) {
-        // Routing and the server must see the same path (see `has_hidden_separator`).
-        return Err(ProxyError::NotFound);
-    }
-    let runtime = &state.route_runtime[found.index];
-    record.route.clone_from(&route.name);
-    *route_metrics = Some(runtime.metrics.clone());
-    pages.0.push(runtime.error_pages.clone());
-    if let Target::Pool(pool) = &runtime.target {
-        record.pool.clone_from(&pool.config.name);
-        pages.0.push(pool.error_pages.clone());
-    }
-    let upstream_path = match found.action {
-        RouteAction::AddSlash { location_path } => {
-            let location = with_query(&location_path, request.uri());
-            return Ok((error::redirect(&location), None));
+/// Where the route phase sent a request.
+pub struct Routed<'a> {
+    pub listener: &'a ListenerRuntime,
+    pub host: String,
+    /// The normalized path routing matched (`/` for `OPTIONS *`).
+    pub path: String,
+    /// An `OPTIONS *` request: its target goes on as `*`.
+    pub asterisk: bool,
+    pub route: &'a RouteConfig,
+    pub runtime: &'a RouteRuntime,
+    /// The path the server gets (the route's prefix stripped when it says so).
+    pub upstream_path: String,
+}
+
+/// What the filter and route phases decided: a route, or an answer given without one (the
+/// https redirect, the add-a-slash redirect).
+pub enum Routing<'a> {
+    Routed(Routed<'a>),
+    Answered(Response<Body>),
+}
+
+impl<'a> RequestCtx<'a> {
+    /// The filter phase (limits, the one host, allowed hosts, the https redirect, SNI, path
+    /// safety) then the route phase (listener, host, longest prefix), from the head alone.
+    pub fn route_phase<B>(&mut self, request: &Request<B>) -> Result<Routing<'a>, ProxyError> {
+        let state = self.state;
+        let listener_runtime = state
+            .listener_at(self.conn.bind)
+            .ok_or(ProxyError::NoRoute)?;
+        let listener = &listener_runtime.config;
+        // HTTP/1.1 heads over the limit never get here (the engine answers 431); HTTP/2
+        // ones do.
+        if request.headers().len() > listener.max_headers {
+            return Err(ProxyError::TooManyHeaders {
+                count: request.headers().len(),
+                limit: listener.max_headers,
+            });
         }
-        RouteAction::Forward { upstream_path } => upstream_path,
+        let host = request_host(request)?;
+        if self.record.logged {
+            self.record.host.clone_from(&host);
+        }
+        if !listener_runtime.allowed_hosts.allows(&host) {
+            refused(self.shared, listener, "disallowed-host");
+            return Err(ProxyError::HostNotAllowed {
+                host,
+                status: listener.disallowed_host_status,
+            });
+        }
+        if let Some(response) = redirect_phase(listener, &host, request.uri()) {
+            return Ok(Routing::Answered(response));
+        }
+        if let Some(sni) = &self.conn.sni
+            && !tls::sni_matches_host(sni, &host)
+        {
+            return Err(ProxyError::MisdirectedRequest {
+                host,
+                sni: sni.clone(),
+            });
+        }
+        if route::has_parameter_dot_segment(request.uri().path()) {
+            return Err(ProxyError::BadRequest(
+                "a dot segment with parameters (such as ..;) in the path",
+            ));
+        }
+        // `OPTIONS *` asks about the server as a whole (RFC 9112 §3.2.4): routed as `/`,
+        // forwarded as `*`.
+        let asterisk = request.method() == Method::OPTIONS && request.uri() == "*";
+        let path = if asterisk {
+            "/".to_string()
+        } else {
+            route::normalize_path(request.uri().path())
+                .ok_or(ProxyError::BadRequest("the path climbs above the root"))?
+                .into_owned()
+        };
+        let found = state
+            .routes
+            .find(&listener.name, &host, &path)
+            .ok_or(ProxyError::NoRoute)?;
+        let route = found.route;
+        if !route.allow_encoded_slashes && route::has_hidden_separator(&path) {
+            // Routing and the server must see the same path (see `has_hidden_separator`).
+            return Err(ProxyError::NotFound);
+        }
+        let runtime = &state.route_runtime[found.index];
+        self.record.route.clone_from(&route.name);
+        self.route_metrics = Some(runtime.metrics.clone());
+        self.pages.0.push(runtime.error_pages.clone());
+        if let Target::Pool(pool) = &runtime.target {
+            self.record.pool.clone_from(&pool.config.name);
+            self.pages.0.push(pool.error_pages.clone());
+        }
+        let upstream_path = match found.action {
+            RouteAction::AddSlash { location_path } => {
+                let location = with_query(&location_path, request.uri());
+                return Ok(Routing::Answered(error::redirect(&location)));
+            }
+            RouteAction::Forward { upstream_path } => upstream_path,
+        };
+        Ok(Routing::Routed(Routed {
+            listener: listener_runtime,
+            host,
+            path,
+            asterisk,
+            route,
+            runtime,
+            upstream_path,
+        }))
+    }
+}
+
+/// The phases in order: filter and route, headers, then the target (a static directory, or
+/// a pool: pick, upstream request, send, response), then the route's response edits. The log
+/// phase is the response body's completion (access_log.rs).
+async fn process<B: RequestBody>(
+    ctx: &mut RequestCtx<'_>,
+    mut request: Request<B>,
+) -> Result<Answer, ProxyError> {
+    let routed = match ctx.route_phase(&request)? {
+        Routing::Answered(response) => return Ok((response, None)),
+        Routing::Routed(routed) => routed,
     };
+    let Routed {
+        listener: listener_runtime,
+        host,
+        path,
+        asterisk,
+        route,
+        runtime,
+        upstream_path,
+    } = routed;
     let received = route
         .debug_headers
         .then(|| crate::headers::edits::redacted(request.headers()));
-    let view = header_phase(shared, listener_runtime, conn, &host, &mut request)?;
+    let view = header_phase(ctx.shared, listener_runtime, ctx.conn, &host, &mut request)?;
 
     let mut answer = match &runtime.target {
         Target::Static(dir) => {
@@ -322,7 +371,7 @@ async fn process<B: RequestBody>(
                 received,
                 asterisk,
             };
-            forward(shared, conn, request, &forwarding, record).await?
+            forward(ctx.shared, ctx.conn, request, &forwarding, &mut ctx.record).await?
         }
     };
     runtime.response_edits.apply(answer.0.headers_mut());
@@ -332,7 +381,7 @@ async fn process<B: RequestBody>(
 /// What the server is told about the client: reads the forwarded headers the peer may send
 /// (trust), then rebuilds the header list without every forwarded, hop-by-hop, identity and
 /// underscore field (hygiene). Our own forwarded headers are added in `forward`.
-fn header_phase<B>(
+pub fn header_phase<B>(
     shared: &Shared,
     listener: &ListenerRuntime,
     conn: &ConnInfo,
@@ -998,6 +1047,139 @@ mod tests {
             builder = builder.header(*name, *value);
         }
         builder.body(error::empty()).expect("request")
+    }
+
+    const ROUTED: &str = r#"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:18080"
+allowed_hosts = ["www.example.test"]
+
+[[listener]]
+name = "http"
+bind = "127.0.0.1:18079"
+redirect_https = true
+
+[[route]]
+host = "www.example.test"
+path = "/app/"
+strip_prefix = true
+pool = "app"
+
+[[route]]
+host = "www.example.test"
+pool = "app"
+
+[pool.app]
+servers = [ { url = "http://127.0.0.1:18081" } ]
+"#;
+
+    fn shared_for(toml: &str) -> Shared {
+        let config = crate::config::Config::parse(toml, "test.toml").expect("config");
+        let state = ProxyState::build(&config.l7, None).expect("state");
+        Shared {
+            state: ArcSwap::from_pointee(state),
+            metrics: Arc::new(HttpMetrics::default()),
+            tracker: TaskTracker::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn conn_at(bind: &str) -> ConnInfo {
+        ConnInfo {
+            bind: bind.parse().expect("bind"),
+            peer: "198.18.0.9:40000".parse().expect("peer"),
+            sni: None,
+            tls: false,
+            activity: Activity::new(),
+        }
+    }
+
+    fn ctx<'a>(shared: &'a Shared, state: &'a ProxyState, conn: &'a ConnInfo) -> RequestCtx<'a> {
+        RequestCtx {
+            shared,
+            state,
+            conn,
+            record: AccessRecord::new(true, conn.peer, "HTTP/1.1"),
+            pages: PageSet::default(),
+            route_metrics: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_phases_route_then_clean_a_request_without_any_io() {
+        let shared = shared_for(ROUTED);
+        let state = shared.state.load_full();
+        let conn = conn_at("127.0.0.1:18080");
+        let mut ctx = ctx(&shared, &state, &conn);
+        let mut request = request(
+            Version::HTTP_11,
+            &[
+                ("host", "www.example.test"),
+                ("x-forwarded-for", "203.0.113.7"),
+                ("x-user_id", "admin"),
+                ("authorization", "Basic eA=="),
+            ],
+            "/app/x?y=1",
+        );
+        let Routing::Routed(routed) = ctx.route_phase(&request).expect("routed") else {
+            panic!("an answer instead of a route");
+        };
+        assert_eq!(routed.route.path, "/app/");
+        assert_eq!(routed.upstream_path, "/x");
+        assert_eq!(routed.host, "www.example.test");
+        assert_eq!(ctx.record.route, routed.route.name);
+        assert_eq!(ctx.record.pool, "app");
+        assert!(ctx.route_metrics.is_some());
+        assert_eq!(ctx.pages.0.len(), 2, "the route's pages, then the pool's");
+
+        let view = header_phase(&shared, routed.listener, &conn, &routed.host, &mut request)
+            .expect("headers");
+        // The peer is not a trusted proxy: its X-Forwarded-For is not believed, and goes.
+        assert_eq!(view.client.to_string(), "198.18.0.9");
+        assert!(!request.headers().contains_key("x-forwarded-for"));
+        assert!(
+            !request.headers().contains_key("x-user_id"),
+            "underscore names dropped"
+        );
+        assert_eq!(request.headers()["authorization"], "Basic eA==");
+    }
+
+    #[tokio::test]
+    async fn the_filter_phase_answers_or_refuses_before_any_route() {
+        let shared = shared_for(ROUTED);
+        let state = shared.state.load_full();
+        let conn = conn_at("127.0.0.1:18080");
+        let other_host = request(Version::HTTP_11, &[("host", "evil.test")], "/");
+        let refused = ctx(&shared, &state, &conn)
+            .route_phase(&other_host)
+            .err()
+            .expect("a host outside allowed_hosts is refused");
+        assert_eq!(refused.status(), 421);
+        let climbing = request(
+            Version::HTTP_11,
+            &[("host", "www.example.test")],
+            "/a/..;/b",
+        );
+        assert_eq!(
+            ctx(&shared, &state, &conn)
+                .route_phase(&climbing)
+                .err()
+                .expect("..; refused")
+                .status(),
+            400
+        );
+        let plain = conn_at("127.0.0.1:18079");
+        let to_https = request(Version::HTTP_11, &[("host", "www.example.test")], "/a?b");
+        let Ok(Routing::Answered(redirect)) = ctx(&shared, &state, &plain).route_phase(&to_https)
+        else {
+            panic!("a redirect_https listener answers itself");
+        };
+        assert_eq!(redirect.status(), 301);
+        assert_eq!(
+            redirect.headers()["location"],
+            "https://www.example.test/a?b"
+        );
     }
 
     #[test]

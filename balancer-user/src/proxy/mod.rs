@@ -97,7 +97,7 @@ impl Proxy {
         let mut proxy = Proxy {
             shared: Arc::new(Shared {
                 state: ArcSwap::from_pointee(state),
-                metrics,
+                metrics: Arc::new(metrics),
                 tracker: tracker.clone(),
                 draining: std::sync::atomic::AtomicBool::new(false),
             }),
