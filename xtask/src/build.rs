@@ -41,17 +41,7 @@ pub fn ebpf() -> anyhow::Result<PathBuf> {
         .current_dir(root.join("balancer-ebpf"))
         .env("PATH", std::env::join_paths(paths)?)
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
-    // Cargo sets these for xtask itself; they would pin the stable toolchain or our flags.
-    for var in [
-        "RUSTC",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO",
-        "RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-    ] {
-        command.env_remove(var);
-    }
+    without_cargo_env(&mut command);
     run_step(&mut command).context("building the eBPF object")?;
     Ok(ebpf_object())
 }
@@ -174,4 +164,20 @@ fn with_interface(config: &Path, iface: &str) -> anyhow::Result<PathBuf> {
     std::fs::write(&out, lines.join("\n") + "\n")?;
     eprintln!("xtask: using {} (xdp.interface = {iface:?})", out.display());
     Ok(out)
+}
+
+/// Removes what Cargo sets for xtask itself from a command that runs another toolchain's
+/// cargo (nightly): those variables would pin the stable toolchain, xtask's flags, or a
+/// shared target directory that would then be rebuilt back and forth between flag sets.
+pub fn without_cargo_env(command: &mut Command) {
+    for var in [
+        "RUSTC",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
+        command.env_remove(var);
+    }
 }

@@ -63,17 +63,7 @@ fn run_target(fuzz_dir: &Path, tools_bin: &Path, name: &str, seconds: u64) -> an
         .arg(format!("-dict={}", fuzz_dir.join("http.dict").display()))
         .current_dir(fuzz_dir)
         .env("PATH", std::env::join_paths(paths)?);
-    // Cargo sets these for xtask itself; they would pin the stable toolchain, and a shared
-    // target directory would be rebuilt back and forth between sanitizer and normal flags.
-    for var in [
-        "RUSTC",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO",
-        "RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-    ] {
-        command.env_remove(var);
-    }
+    // Sanitizer flags, nightly: not xtask's cargo environment.
+    crate::build::without_cargo_env(&mut command);
     run_step(&mut command)
 }

@@ -183,44 +183,20 @@ pub fn bpf_linker() -> anyhow::Result<PathBuf> {
 
 /// cargo-deb 3 in the tools directory (built from crates.io the first time); returns its path.
 pub fn cargo_deb() -> anyhow::Result<PathBuf> {
-    let tools = tools_dir();
-    let binary = tools.join("bin/cargo-deb");
-    let works = |binary: &Path| {
-        Command::new(binary)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if works(&binary) {
-        eprintln!("setup:   {} present", binary.display());
-        return Ok(binary);
-    }
-    eprintln!("setup:   building cargo-deb 3 (about a minute)");
-    run_step(
-        Command::new("cargo")
-            .args([
-                "install",
-                "cargo-deb",
-                "--version",
-                "^3",
-                "--locked",
-                "--root",
-            ])
-            .arg(&tools)
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .env_remove("CARGO_TARGET_DIR"),
-    )?;
-    if !works(&binary) {
-        bail!("cargo-deb was built but does not run: {}", binary.display());
-    }
-    Ok(binary)
+    cargo_tool("cargo-deb", "^3")
 }
 
 /// cargo-fuzz 0.13 in the tools directory (built from crates.io the first time); returns its
 /// path. It runs with the nightly toolchain that `rust_components` installs.
 pub fn cargo_fuzz() -> anyhow::Result<PathBuf> {
+    cargo_tool("cargo-fuzz", "^0.13")
+}
+
+/// A cargo subcommand from crates.io at `version`, installed into the tools directory the
+/// first time (`cargo install --locked`); its path once it runs.
+fn cargo_tool(name: &str, version: &str) -> anyhow::Result<PathBuf> {
     let tools = tools_dir();
-    let binary = tools.join("bin/cargo-fuzz");
+    let binary = tools.join("bin").join(name);
     let works = |binary: &Path| {
         Command::new(binary)
             .arg("--version")
@@ -231,26 +207,16 @@ pub fn cargo_fuzz() -> anyhow::Result<PathBuf> {
         eprintln!("setup:   {} present", binary.display());
         return Ok(binary);
     }
-    eprintln!("setup:   building cargo-fuzz 0.13 (about a minute)");
+    eprintln!("setup:   building {name} {version} (about a minute)");
     run_step(
         Command::new("cargo")
-            .args([
-                "install",
-                "cargo-fuzz",
-                "--version",
-                "^0.13",
-                "--locked",
-                "--root",
-            ])
+            .args(["install", name, "--version", version, "--locked", "--root"])
             .arg(&tools)
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO_TARGET_DIR"),
     )?;
     if !works(&binary) {
-        bail!(
-            "cargo-fuzz was built but does not run: {}",
-            binary.display()
-        );
+        bail!("{name} was built but does not run: {}", binary.display());
     }
     Ok(binary)
 }

@@ -59,7 +59,19 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
     }
 }
 
-/// The connection and the state of the request in flight.
+/// A borrowed stream is a stream: a request's future borrows the connection's.
+impl<T: ClientStream> ClientStream for &mut T {
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).wait_readable()
+    }
+
+    fn has_buffered(&mut self) -> bool {
+        (**self).has_buffered()
+    }
+}
+
+/// The connection as a request in flight sees it: its stream, its read buffer and the state
+/// of the request's body. Built per request (see `serve`).
 pub struct ClientConn<S> {
     stream: S,
     buf: BytesMut,
@@ -284,26 +296,22 @@ pub async fn serve<S: ClientStream>(
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
     limits: ConnLimits,
-    stream: S,
+    mut stream: S,
     mut closing: Closing,
 ) {
-    let mut conn = ClientConn {
-        stream,
-        buf: BytesMut::new(),
-        body: BodyReader::default(),
-        version: Version::HTTP_11,
-    };
+    // Bytes read past the last request (pipelining); no capacity while idle.
+    let mut buf = BytesMut::new();
     let mut first = true;
     loop {
         // Wait for the next request without a buffer.
-        if conn.buf.is_empty() && !conn.stream.has_buffered() {
+        if buf.is_empty() && !stream.has_buffered() {
             let wait = if first {
                 limits.header_read_timeout
             } else {
                 limits.keepalive_timeout
             };
             let ready = tokio::select! {
-                ready = tokio::time::timeout(wait, conn.stream.wait_readable()) => ready,
+                ready = tokio::time::timeout(wait, stream.wait_readable()) => ready,
                 reason = closing.signalled() => {
                     if reason == CloseReason::Close {
                         return;
@@ -319,34 +327,62 @@ pub async fn serve<S: ClientStream>(
             }
         }
         first = false;
-        let outcome = Box::pin(one_request(&shared, &info, &limits, &mut conn, &closing)).await;
-        match outcome {
-            Written::KeepAlive => {}
-            Written::Close => {
-                let _ = conn.stream.shutdown().await;
-                return;
-            }
-            Written::Tunnel(slot) => {
-                Box::pin(run_tunnel(conn, slot)).await;
-                return;
-            }
+        let outcome = Box::pin(one_request(
+            &shared,
+            &info,
+            &limits,
+            &mut stream,
+            &mut buf,
+            &closing,
+        ))
+        .await;
+        if outcome == Written::Close {
+            let _ = stream.shutdown().await;
+            return;
         }
-        if conn.buf.is_empty() {
+        if buf.is_empty() {
             // Idle from here: no buffer held while waiting.
-            conn.buf = BytesMut::new();
+            buf = BytesMut::new();
         }
-        conn.body = BodyReader::default();
     }
 }
 
-/// One request: its head, the handler (which drives the server exchange), the response.
+/// One request: its head, the handler (which drives the server exchange), the response, and
+/// the tunnel after a 101. The bytes read past the request stay in `buf`.
 async fn one_request<S: ClientStream>(
+    shared: &Arc<Shared>,
+    info: &Arc<ConnInfo>,
+    limits: &ConnLimits,
+    stream: &mut S,
+    buf: &mut BytesMut,
+    closing: &Closing,
+) -> Written {
+    let mut conn = ClientConn {
+        stream,
+        buf: std::mem::take(buf),
+        body: BodyReader::default(),
+        version: Version::HTTP_11,
+    };
+    let written = exchange(shared, info, limits, &mut conn, closing).await;
+    let written = match written {
+        Ok(Outcome::KeepAlive) => Written::KeepAlive,
+        Ok(Outcome::Close) | Err(_) => Written::Close,
+        Ok(Outcome::Tunnel(slot)) => {
+            run_tunnel(conn, slot).await;
+            return Written::Close;
+        }
+    };
+    *buf = conn.buf;
+    written
+}
+
+async fn exchange<S: ClientStream>(
     shared: &Arc<Shared>,
     info: &Arc<ConnInfo>,
     limits: &ConnLimits,
     conn: &mut ClientConn<S>,
     closing: &Closing,
-) -> Written {
+) -> io::Result<Outcome> {
     let head_limits = HeadLimits {
         max_head_bytes: limits.max_header_bytes,
         max_headers: limits.max_headers,
@@ -359,11 +395,11 @@ async fn one_request<S: ClientStream>(
             Ok(None) => {}
             Err(err) => {
                 refuse(conn, shared, info, err.status, err.reason).await;
-                return Written::Close;
+                return Ok(Outcome::Close);
             }
         }
         match tokio::time::timeout_at(deadline.into(), conn.read_more()).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Written::Close,
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(Outcome::Close),
             Ok(Ok(_)) => {}
         }
     };
@@ -398,9 +434,7 @@ async fn one_request<S: ClientStream>(
     let response = handler::handle(shared, info, request).await;
 
     let keep = keep_alive && conn.body_finished() && !closing.closed_now();
-    write_response(conn, response, version, is_head, keep)
-        .await
-        .unwrap_or(Written::Close)
+    write_response(conn, response, version, is_head, keep).await
 }
 
 /// Request targets longer than this get 414 (nginx's large_client_header_buffers: 8 KiB).
@@ -408,7 +442,15 @@ const MAX_URI: usize = 8 * 1024;
 
 use crate::proxy::listener::CloseReason;
 
+/// How a request left the connection.
+#[derive(PartialEq, Eq)]
 enum Written {
+    KeepAlive,
+    Close,
+}
+
+/// How a response left the connection.
+enum Outcome {
     KeepAlive,
     Close,
     Tunnel(TunnelSlot),
@@ -450,7 +492,7 @@ async fn write_response<S: ClientStream>(
     version: Version,
     is_head: bool,
     mut keep: bool,
-) -> io::Result<Written> {
+) -> io::Result<Outcome> {
     let (mut parts, body) = response.into_parts();
     let status = parts.status;
     let headers = &mut parts.headers;
@@ -472,7 +514,7 @@ async fn write_response<S: ClientStream>(
         conn.stream.write_all(&out).await?;
         conn.stream.flush().await?;
         drop(body);
-        return Ok(Written::Tunnel(slot));
+        return Ok(Outcome::Tunnel(slot));
     }
 
     let no_body = is_head
@@ -547,7 +589,7 @@ async fn write_response<S: ClientStream>(
                     if !out.is_empty() {
                         conn.stream.write_all(&out).await?;
                     }
-                    return Ok(Written::Close);
+                    return Ok(Outcome::Close);
                 }
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => data,
@@ -597,9 +639,9 @@ async fn write_response<S: ClientStream>(
     }
     conn.stream.flush().await?;
     Ok(if keep {
-        Written::KeepAlive
+        Outcome::KeepAlive
     } else {
-        Written::Close
+        Outcome::Close
     })
 }
 
