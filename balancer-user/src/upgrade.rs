@@ -4,8 +4,10 @@
 //! program goes over through its pinned link (the new process replaces it atomically).
 //!
 //! The exchange on `proxy.upgrade_socket`:
-//! 1. the new process connects and writes `upgrade\n` (a connection that does not, such as
-//!    another balancer checking whether the path is in use, is closed with nothing sent);
+//! 1. the new process connects and waits. A connection that its peer closes at once (another
+//!    balancer checking whether the path is in use) gets nothing: the old process first waits
+//!    `PROBE_WAIT` for such a close. Nothing new goes over the wire, so processes of earlier
+//!    releases upgrade to this one and back;
 //! 2. the old one sends one line of JSON, `{"pid":…,"admin":"ADDR","listeners":["ADDR",…]}`,
 //!    with the descriptors attached in that order (admin first);
 //! 3. the new process starts with them (binding only addresses it did not get), attaches XDP,
@@ -99,21 +101,18 @@ impl Drop for UpgradeSocket {
     }
 }
 
-/// What the new process writes first: only then are the sockets sent.
-const HELLO: &[u8] = b"upgrade\n";
-
 /// Why no handover happened.
 #[derive(Debug)]
 pub enum HandOverError {
-    /// The connection did not ask for an upgrade (a process checking whether the socket is
+    /// The peer closed the connection at once (a process checking whether the socket is
     /// live): nothing was sent.
     NotAsked,
     /// The upgrade failed; the reason.
     Failed(String),
 }
 
-/// Old side: waits for the new process's `upgrade`, sends the sockets over `stream` and waits
-/// for its `ready`. `Err` says why the upgrade did not happen; the caller keeps serving then.
+/// Old side: sends the sockets over `stream` to a peer that stays connected, and waits for its
+/// `ready`. `Err` says why the upgrade did not happen; the caller keeps serving then.
 pub fn hand_over(
     stream: tokio::net::UnixStream,
     admin: (SocketAddr, RawFd),
@@ -127,19 +126,21 @@ pub fn hand_over(
         .set_nonblocking(false)
         .map_err(|err| failed(format!("upgrade socket: {err}")))?;
     stream
-        .set_read_timeout(Some(HELLO_TIMEOUT))
+        .set_read_timeout(Some(PROBE_WAIT))
         .map_err(|err| failed(format!("upgrade socket: {err}")))?;
-    let mut hello = Vec::new();
-    let _ = (&stream).take(HELLO.len() as u64).read_to_end(&mut hello);
-    if hello != HELLO {
+    // A new process sends nothing before it has the sockets: a read that ends the stream is
+    // a probe that closed; one that times out is an upgrader waiting.
+    let mut byte = [0u8; 1];
+    if matches!((&stream).read(&mut byte), Ok(0)) {
         return Err(HandOverError::NotAsked);
     }
     tracing::info!("upgrade: a new process asks for the listeners; handing them over");
     hand_over_sockets(&stream, admin, listeners).map_err(failed)
 }
 
-/// How long a connection to the upgrade socket has to say `upgrade`.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the old process waits for a probe to close before it hands the sockets over: a
+/// probe closes within microseconds.
+const PROBE_WAIT: Duration = Duration::from_millis(300);
 
 fn hand_over_sockets(
     stream: &UnixStream,
@@ -194,9 +195,6 @@ pub fn take_over(path: &Path) -> Result<(Inherited, UnixStream), String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|err| err.to_string())?;
-    (&stream)
-        .write_all(HELLO)
-        .map_err(|err| format!("asking for the sockets: {err}"))?;
     let (mut data, fds) =
         recv_with_fds(&stream).map_err(|err| format!("receiving the sockets: {err}"))?;
     while !data.ends_with(b"\n") {
@@ -394,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_that_does_not_ask_for_an_upgrade_gets_nothing() {
+    fn a_connection_closed_at_once_gets_nothing_and_one_that_waits_gets_the_sockets() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -412,6 +410,25 @@ mod tests {
             &[],
         );
         assert!(matches!(result, Err(HandOverError::NotAsked)), "{result:?}");
+
+        // A new process (of this release or an earlier one) connects and waits, silent.
+        let (old, new) = UnixStream::pair().expect("pair");
+        old.set_nonblocking(true).expect("nonblocking");
+        let old = tokio::net::UnixStream::from_std(old).expect("tokio stream");
+        let upgrader = std::thread::spawn(move || {
+            let (data, fds) = recv_with_fds(&new).expect("the sockets");
+            (&new).write_all(b"ready\n").expect("ready");
+            (data, fds.len())
+        });
+        let result = hand_over(
+            old,
+            (admin.local_addr().expect("address"), admin.as_raw_fd()),
+            &[],
+        );
+        assert!(result.is_ok(), "{result:?}");
+        let (data, fds) = upgrader.join().expect("upgrader");
+        assert_eq!(fds, 1, "the admin listener");
+        assert!(String::from_utf8_lossy(&data).contains("\"admin\""));
     }
 
     #[test]
