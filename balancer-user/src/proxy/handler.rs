@@ -42,7 +42,7 @@ use super::{
 use crate::{
     config::{AccessLogFormat, Balance, ListenerConfig, RouteConfig},
     headers::{
-        hygiene::{HygieneError, RemovalReason, strip_hop_by_hop},
+        hygiene::{HygieneError, RemovalReason, connection_tokens, strip_hop_by_hop},
         rewrite::{BackendUrl, PublicUrl, ReverseMap, has_rewritable_headers},
         trust::{Arrival, ClientView, Scheme, TrustPolicy, public_prefix},
     },
@@ -591,16 +591,6 @@ fn wants_upgrade<B>(request: &Request<B>) -> bool {
                 name.eq_ignore_ascii_case("websocket")
             })
         && connection_tokens(request.headers()).any(|token| token.eq_ignore_ascii_case("upgrade"))
-}
-
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .filter(|token| !token.is_empty())
 }
 
 /// The request as the server gets it: origin-form `target` (the route's path and the query),

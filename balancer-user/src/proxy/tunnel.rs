@@ -20,30 +20,15 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::{h1::client::Stream, pool::ServerLoad};
 
-/// A server's 101, waiting for the client side to write its own 101 and start the tunnel:
-/// the server's connection with what it sent past its head, the idle limit, and the server's
-/// in-flight count (held for as long as the tunnel lives). Response extensions must be
-/// `Clone`: shared, and taken once.
-#[derive(Clone)]
-pub struct TunnelSlot(Arc<std::sync::Mutex<Option<PendingTunnel>>>);
+/// A server's 101, waiting for the client side to write its own 101 and start the tunnel.
+pub type TunnelSlot = super::h1::TakeOnce<PendingTunnel>;
 
+/// The server's connection with what it sent past its head, the idle limit, and the
+/// server's in-flight count (held for as long as the tunnel lives).
 pub struct PendingTunnel {
     pub upstream: (Stream, bytes::Bytes),
     pub idle: Duration,
     pub load: Option<ServerLoad>,
-}
-
-impl TunnelSlot {
-    pub fn new(pending: PendingTunnel) -> TunnelSlot {
-        TunnelSlot(Arc::new(std::sync::Mutex::new(Some(pending))))
-    }
-
-    pub fn take(&self) -> Option<PendingTunnel> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    }
 }
 
 /// An HTTP/2 client's WebSocket stream (RFC 8441): waits for hyper's upgrade, passes on what

@@ -615,11 +615,7 @@ fn render_memory(md: &mut String, raw: &Value) {
             );
             continue;
         }
-        let kib = |k: &str| {
-            row[k]
-                .as_u64()
-                .map_or("?".into(), |v| format!("{} KiB", group(v)))
-        };
+        let kib = |key: &str| kib_cell(row, key);
         let failed = row["failed"].as_u64().unwrap_or(0);
         let _ = writeln!(
             md,
@@ -648,6 +644,13 @@ fn render_memory(md: &mut String, raw: &Value) {
         );
     }
     render_tls_memory(md, memory);
+}
+
+/// A memory figure of `row` as a table cell: grouped KiB, or `?` when missing.
+fn kib_cell(row: &Value, key: &str) -> String {
+    row[key]
+        .as_u64()
+        .map_or("?".into(), |v| format!("{} KiB", group(v)))
 }
 
 /// The same idle connections over TLS, beside each proxy's figure for plain ones.
@@ -680,11 +683,7 @@ Then as many idle connections to each proxy's HTTPS port, opened the same way ov
             );
             continue;
         }
-        let kib = |k: &str| {
-            row[k]
-                .as_u64()
-                .map_or("?".into(), |v| format!("{} KiB", group(v)))
-        };
+        let kib = |key: &str| kib_cell(row, key);
         let failed = row["failed"].as_u64().unwrap_or(0);
         let plain = &memory[key]["kib_per_connection"];
         let _ = writeln!(

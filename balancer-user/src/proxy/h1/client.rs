@@ -11,7 +11,7 @@
 use std::{
     io::{self, IoSlice},
     pin::Pin,
-    sync::{Arc, Weak},
+    sync::Weak,
     task::{Context, Poll},
 };
 
@@ -27,7 +27,7 @@ use tokio::{
 };
 
 use super::{
-    chunked::ChunkedDecoder,
+    chunked::{self, ChunkedDecoder},
     head::{self, Framing, HeadLimits, ResponseHead},
     request_body::{BodyError, BodyLength, RequestBody},
 };
@@ -242,19 +242,8 @@ pub struct H1Conn {
 }
 
 /// The server's switch to another protocol (101): the connection, with whatever the server
-/// sent after its 101 head, for the client side to tunnel. Shared and taken once: response
-/// extensions must be `Clone`.
-#[derive(Clone)]
-pub struct UpstreamUpgrade(Arc<std::sync::Mutex<Option<(Stream, Bytes)>>>);
-
-impl UpstreamUpgrade {
-    pub fn take(&self) -> Option<(Stream, Bytes)> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    }
-}
+/// sent after its 101 head, for the client side to tunnel.
+pub type UpstreamUpgrade = super::TakeOnce<(Stream, Bytes)>;
 
 /// How an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -314,13 +303,10 @@ pub async fn exchange<B: RequestBody>(
             None => ended = true,
         }
     }
-    let mut frame_head = Vec::new();
+    // A chunked body (length unknown) is never pulled here: the first data goes unframed.
     let first_data = first.as_deref().unwrap_or_default();
-    if chunked && !first_data.is_empty() {
-        super::write_chunk_header(&mut frame_head, first_data.len());
-    }
     let head_written = stream
-        .write_all_watching(&mut [&head, &frame_head, first_data], None)
+        .write_all_watching(&mut [&head, first_data], None)
         .await
         .map_err(ExchangeError::Closed)?;
     debug_assert!(head_written);
@@ -414,7 +400,6 @@ async fn write_body<B: RequestBody>(
     chunked: bool,
     response: &mut BytesMut,
 ) -> Result<bool, ExchangeError> {
-    let mut frame_head = Vec::with_capacity(16);
     loop {
         // Waiting for the client: the server may answer meanwhile. The pull is not cancelled
         // for that (a pull may be writing a 100 Continue to the client).
@@ -436,11 +421,10 @@ async fn write_body<B: RequestBody>(
         let end = next.is_none();
         let written = match next {
             Some(Ok(data)) => {
-                frame_head.clear();
                 if chunked {
-                    super::write_chunk_header(&mut frame_head, data.len());
+                    let header = chunked::chunk_header(data.len());
                     stream
-                        .write_all_watching(&mut [&frame_head, &data, b"\r\n"], Some(response))
+                        .write_all_watching(&mut [&header, &data, chunked::CRLF], Some(response))
                         .await
                 } else {
                     stream
@@ -451,7 +435,7 @@ async fn write_body<B: RequestBody>(
             Some(Err(err)) => return Err(ExchangeError::Body(err)),
             None if chunked => {
                 stream
-                    .write_all_watching(&mut [super::LAST_CHUNK], Some(response))
+                    .write_all_watching(&mut [chunked::LAST_CHUNK], Some(response))
                     .await
             }
             None => return Ok(true),
@@ -504,10 +488,7 @@ pub fn into_response(
     *response.version_mut() = hyper::Version::HTTP_11;
     *response.headers_mut() = head.headers;
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
-        let upgrade = UpstreamUpgrade(Arc::new(std::sync::Mutex::new(Some((
-            conn.stream,
-            buf.freeze(),
-        )))));
+        let upgrade = UpstreamUpgrade::new((conn.stream, buf.freeze()));
         response.extensions_mut().insert(upgrade);
         return response;
     }

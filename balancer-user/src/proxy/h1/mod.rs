@@ -13,11 +13,25 @@ pub mod head;
 pub mod request_body;
 pub mod server;
 
-/// The line that starts a chunk of `len` bytes (RFC 9112 §7.1): the size in hex, CRLF.
-pub fn write_chunk_header(out: &mut Vec<u8>, len: usize) {
-    use std::io::Write;
-    let _ = write!(out, "{len:x}\r\n");
+/// A value handed from one phase to another through response extensions, which must be
+/// `Clone`: shared, and taken once (a server's connection after its 101, a pending tunnel).
+pub struct TakeOnce<T>(std::sync::Arc<std::sync::Mutex<Option<T>>>);
+
+impl<T> TakeOnce<T> {
+    pub fn new(value: T) -> TakeOnce<T> {
+        TakeOnce(std::sync::Arc::new(std::sync::Mutex::new(Some(value))))
+    }
+
+    pub fn take(&self) -> Option<T> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
 }
 
-/// The last chunk and the end of a chunked body, without trailers (RFC 9112 §7.1).
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+impl<T> Clone for TakeOnce<T> {
+    fn clone(&self) -> Self {
+        TakeOnce(self.0.clone())
+    }
+}

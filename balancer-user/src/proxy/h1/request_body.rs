@@ -103,11 +103,6 @@ impl BoxedBody {
             seen: 0,
         }
     }
-
-    /// The body itself, for a transport that takes a boxed body as a whole (h2c).
-    pub fn into_inner(self) -> Body {
-        self.body
-    }
 }
 
 impl RequestBody for BoxedBody {

@@ -29,10 +29,11 @@ use hyper::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{
-    chunked::ChunkedDecoder,
+    chunked::{self, ChunkedDecoder},
     head::{self, Framing, HeadLimits},
     request_body::{BodyError, BodyLength, RequestBody},
 };
+use crate::headers::hygiene::connection_tokens;
 use crate::proxy::{
     access_log::LoggedBody,
     handler::{self, ConnInfo, Shared},
@@ -496,7 +497,7 @@ async fn write_response<S: ClientStream>(
     let (mut parts, body) = response.into_parts();
     let status = parts.status;
     let headers = &mut parts.headers;
-    if says_close(headers) {
+    if connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("close")) {
         keep = false;
     }
     headers.remove(header::CONNECTION);
@@ -610,7 +611,7 @@ async fn write_response<S: ClientStream>(
             sent += data.len() as u64;
             let chunked = matches!(framing, Out::Chunked);
             if chunked {
-                super::write_chunk_header(&mut out, data.len());
+                out.extend_from_slice(&chunked::chunk_header(data.len()));
             }
             if data.len() <= COALESCE {
                 out.extend_from_slice(&data);
@@ -628,7 +629,7 @@ async fn write_response<S: ClientStream>(
             }
         }
         match framing {
-            Out::Chunked => out.extend_from_slice(super::LAST_CHUNK),
+            Out::Chunked => out.extend_from_slice(chunked::LAST_CHUNK),
             Out::Length(length) if sent != length => keep = false,
             Out::UntilClose => keep = false,
             _ => {}
@@ -670,15 +671,6 @@ async fn run_tunnel<S: ClientStream>(conn: ClientConn<S>, slot: TunnelSlot) {
     }
     tunnel::relay(stream, upstream, pending.idle).await;
     drop(pending.load);
-}
-
-fn says_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("close"))
 }
 
 /// `Date` (RFC 9110 §6.6.1), formatted once per second per thread.
