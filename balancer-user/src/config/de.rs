@@ -22,7 +22,7 @@ use toml::Spanned;
 
 pub(super) use l7::{
     AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, PoolHealthTable,
-    PoolTable, Pools, ProxyTable, RouteTable, StickyMode, StickyTable, TlsTable, Underscore,
+    OnDownKind, PoolTable, Pools, ProxyTable, RouteTable, StickyMode, StickyTable, TlsTable, Underscore,
 };
 
 use super::{

@@ -34,10 +34,26 @@ pub struct ProxySettings {
     /// with its own idle upstream connections (0 to 1024; `None`: one per CPU; 0: the main,
     /// work-stealing runtime serves them). Fixed at start: a reload keeps the running count.
     pub workers: Option<usize>,
+    /// `temp_dir`: where request and response bodies larger than their memory buffer spill,
+    /// into unlinked files (nothing is left behind, even after a crash). `None`: the system's
+    /// temporary directory (`$TMPDIR`, else /tmp).
+    pub temp_dir: Option<PathBuf>,
+    /// `body_buffer` (default 64 KiB): the part of a buffered request body kept in memory;
+    /// the rest goes to a temporary file (up to the route's `max_body_size`).
+    pub body_buffer: u64,
+    /// `response_buffer` (default 256 KiB): the part of a buffered response kept in memory
+    /// while the client reads it; the rest goes to a temporary file.
+    pub response_buffer: u64,
+    /// `max_response_buffer` (default 1 GiB): the most of one response held (memory and file)
+    /// for a slow client; past it the server is read only as fast as the client reads.
+    pub max_response_buffer: u64,
 }
 
 impl ProxySettings {
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_BODY_BUFFER: u64 = 64 * 1024;
+    pub const DEFAULT_RESPONSE_BUFFER: u64 = 256 * 1024;
+    pub const DEFAULT_MAX_RESPONSE_BUFFER: u64 = 1 << 30;
     pub const DEFAULT_UPGRADE_SOCKET: &'static str = "/run/balancer/upgrade.sock";
 
     /// The number of worker threads: configured, else one per CPU.
@@ -64,6 +80,10 @@ impl Default for ProxySettings {
             upgrade_socket: None,
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
             workers: None,
+            temp_dir: None,
+            body_buffer: Self::DEFAULT_BODY_BUFFER,
+            response_buffer: Self::DEFAULT_RESPONSE_BUFFER,
+            max_response_buffer: Self::DEFAULT_MAX_RESPONSE_BUFFER,
         }
     }
 }
@@ -209,6 +229,20 @@ pub struct RouteConfig {
     /// unit B, KB, MB, GB, KiB, MiB or GiB, like "10MiB", "512KiB"):
     /// larger request bodies get 413.
     pub max_body_size: u64,
+    /// `request_buffering` (default true): the whole request body is read from the client
+    /// (memory up to `proxy.body_buffer`, then a temporary file) before a server is chosen,
+    /// so a slow upload never holds a server's worker (nginx's `proxy_request_buffering`).
+    /// false: the body is streamed to the server as it arrives (after a 64 KiB read-ahead),
+    /// for large uploads and long polls.
+    pub request_buffering: bool,
+    /// `response_buffering` (default true): the server's response is read as fast as the
+    /// server sends it (memory up to `proxy.response_buffer`, then a temporary file up to
+    /// `proxy.max_response_buffer`), so the server is free while a slow client reads. Never
+    /// for `text/event-stream` or a response with `X-Accel-Buffering: no`.
+    pub response_buffering: bool,
+    /// `client_body_timeout` (default 60s, above 0 and at most 1h): the longest gap between
+    /// two reads of the request body; past it the client gets 408.
+    pub client_body_timeout: Duration,
     /// `error_pages = { 502 = "errors/502.html" }`: status → file served instead of the default
     /// body (status 400 to 599). Checked before the pool's.
     pub error_pages: BTreeMap<u16, PathBuf>,
@@ -259,6 +293,7 @@ impl HeaderEdits {
 
 impl RouteConfig {
     pub const DEFAULT_MAX_BODY_SIZE: u64 = 16 * 1024 * 1024;
+    pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,6 +340,25 @@ pub struct PoolConfig {
     /// `slow_start` (default 0s = off, at most 1h): after a server comes (back) up, its weight
     /// ramps from 10% to 100% over this time.
     pub slow_start: Duration,
+    /// `queue_timeout` (default 30s, 0s to 1h): how long a request waits for a server when
+    /// every server it may use is at its `max_conns`; then 503 with `Retry-After`.
+    pub queue_timeout: Duration,
+    /// `on_down` (default "abort"): requests waiting for a server's response when checks mark
+    /// it down get 502, or are retried elsewhere when that is safe (HAProxy's
+    /// `on-marked-down shutdown-sessions`). "keep": they wait up to `timeouts.response`.
+    pub on_down: OnDown,
+}
+
+/// `on_down`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnDown {
+    #[default]
+    Abort,
+    Keep,
+}
+
+impl PoolConfig {
+    pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 /// `sticky`: how a session is kept on its server.
@@ -443,6 +497,10 @@ pub struct ServerConfig {
     /// can take them (all down, drained, disabled or at weight 0), as HAProxy's and nginx's
     /// `backup` (Apache's `status=+H`). Sessions already on it stay while it is up.
     pub backup: bool,
+    /// `max_conns` (default 0 = no limit, at most 100 000): requests in flight to the server
+    /// at once, and open connections to it (idle ones included), never exceed it (HAProxy's
+    /// `maxconn`). Requests beyond it wait in the pool's queue (`queue_timeout`).
+    pub max_conns: u32,
 }
 
 /// A server's operator state as configured (`state`).
@@ -530,18 +588,31 @@ impl Default for KeepaliveConfig {
     }
 }
 
-/// `retry = { after_failure }`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `retry = { after_failure, methods, budget }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryConfig {
     /// `after_failure` (default 5s, 0s to 1h): a server whose connect failed is skipped this
     /// long (Apache retry=).
     pub after_failure: Duration,
+    /// `methods` (default GET, HEAD, OPTIONS; uppercase method tokens): requests whose
+    /// connection failed after they were sent, before any response byte, go to another
+    /// server once, when their body can be sent again. Only idempotent methods belong here
+    /// (RFC 9110 §9.2.2). A request that never reached a server (a failed connect) is
+    /// retried whatever its method.
+    pub methods: Vec<String>,
+    /// `budget` (default 0.2, 0 to 1): retries are at most this share of the pool's recent
+    /// requests (the last 10 s), so retries cannot multiply an outage (Envoy's and Linkerd's
+    /// retry budgets). A floor of a few retries per second keeps a quiet pool retrying.
+    /// Stored in thousandths.
+    pub budget_permille: u32,
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
             after_failure: Duration::from_secs(5),
+            methods: ["GET", "HEAD", "OPTIONS"].map(String::from).to_vec(),
+            budget_permille: 200,
         }
     }
 }

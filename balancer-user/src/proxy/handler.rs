@@ -8,7 +8,7 @@
 //! route's response edits → log (the response body's completion, access_log.rs). The filter,
 //! route and header phases need no I/O: unit tests drive them.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use arc_swap::ArcSwap;
 use hyper::{
@@ -23,6 +23,7 @@ use super::{
     access_log::{AccessRecord, Completion, LoggedBody},
     activity::Activity,
     balance,
+    buffering::request::ForwardBody,
     error::{self, PageSet, ProxyError},
     h1::{
         client::UpstreamUpgrade,
@@ -40,7 +41,7 @@ use super::{
     upstream::{Checkout, SendError},
 };
 use crate::{
-    config::{AccessLogFormat, Balance, ListenerConfig, RouteConfig},
+    config::{AccessLogFormat, Balance, ListenerConfig, ProxySettings, RouteConfig},
     headers::{
         hygiene::{HygieneError, RemovalReason, connection_tokens, strip_hop_by_hop},
         rewrite::{BackendUrl, PublicUrl, ReverseMap, has_rewritable_headers},
@@ -92,9 +93,9 @@ impl Shared {
     }
 }
 
-/// Bytes of request body read ahead before a server is chosen (see `RequestBody::prefetch`):
-/// most bodies fit, and arrive at the server whole and checked.
-const PREFETCH: usize = 64 * 1024;
+/// Bytes of request body read ahead before a server is chosen when the route streams bodies
+/// (`request_buffering = false`): most bodies fit, and arrive at the server whole and checked.
+const READ_AHEAD: usize = 64 * 1024;
 
 /// One request, start to end: never fails; every error becomes a response here.
 pub async fn handle<B: RequestBody>(
@@ -360,6 +361,7 @@ async fn process<B: RequestBody>(
                 .body_mut()
                 .limit(route.max_body_size)
                 .map_err(body_error)?;
+            request.body_mut().gap_timeout(route.client_body_timeout);
             let forwarding = Forwarding {
                 pool,
                 upstream_path: &upstream_path,
@@ -370,6 +372,8 @@ async fn process<B: RequestBody>(
                 client_host: &host,
                 received,
                 asterisk,
+                proxy: &ctx.state.config.proxy,
+                temp_dir: &ctx.state.temp_dir,
             };
             forward(ctx.shared, ctx.conn, request, &forwarding, &mut ctx.record).await?
         }
@@ -535,6 +539,7 @@ fn body_error(error: BodyError) -> ProxyError {
         BodyError::Timeout => ProxyError::BodyTimeout,
         BodyError::Aborted => ProxyError::ClientGone,
         BodyError::Other(_) => ProxyError::BadRequest("the request body failed"),
+        BodyError::Spool(reason) => ProxyError::Internal(reason),
     }
 }
 
@@ -648,16 +653,20 @@ struct Forwarding<'a> {
     received: Option<String>,
     /// An `OPTIONS *` request: its target goes on as `*`.
     asterisk: bool,
+    proxy: &'a ProxySettings,
+    /// Where bodies spill (`proxy.temp_dir`, resolved).
+    temp_dir: &'a Path,
 }
 
 async fn forward<B: RequestBody>(
     shared: &Shared,
     conn: &ConnInfo,
-    mut request: Request<B>,
+    request: Request<B>,
     forwarding: &Forwarding<'_>,
     record: &mut AccessRecord,
 ) -> Result<Answer, ProxyError> {
     let pool = forwarding.pool;
+    let mut request = request.map(ForwardBody::new);
     let h2_websocket = is_h2_websocket(&request);
     let upgrade = h2_websocket || wants_upgrade(&request);
     // An HTTP/2 client's WebSocket stream is hyper's to hand over; an HTTP/1.1 client's
@@ -666,13 +675,17 @@ async fn forward<B: RequestBody>(
     if h2_websocket {
         h2_websocket_as_upgrade(&mut request);
     }
-    // Read ahead before a server is chosen: a malformed body is refused before any server
-    // sees a byte of it, and a whole one can be sent again.
-    request
-        .body_mut()
-        .prefetch(PREFETCH)
-        .await
-        .map_err(body_error)?;
+    // Read before a server is chosen, whole (`request_buffering`) or its first part: a
+    // malformed body is refused before any server sees a byte of it, a slow upload holds no
+    // server, and a whole body can be sent again.
+    let body = request.body_mut();
+    let read = if forwarding.route.request_buffering && !upgrade {
+        let memory = usize::try_from(forwarding.proxy.body_buffer).unwrap_or(usize::MAX);
+        body.buffer_whole(memory, forwarding.temp_dir).await
+    } else {
+        body.read_ahead(READ_AHEAD).await
+    };
+    read.map_err(body_error)?;
     let key = match &pool.config.balance {
         Balance::Hash(on) => balance::hash_key(on, request.headers(), conn.peer.ip()),
         _ => None,

@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod activity;
 pub mod balance;
+pub mod buffering;
 pub mod error;
 pub mod h1;
 pub mod handler;
@@ -85,6 +86,7 @@ impl Proxy {
         let workers = workers::Workers::start(config.proxy.worker_count())?;
         let mut state = ProxyState::build(config, None).map_err(anyhow::Error::msg)?;
         state.access_log_file = open_access_log(config, None).map_err(anyhow::Error::msg)?;
+        check_temp_dir(&state.temp_dir).map_err(anyhow::Error::msg)?;
         if let Some(path) = &config.proxy.state_file {
             let kept = operator_file::restore(path, &state).map_err(anyhow::Error::msg)?;
             if kept > 0 {
@@ -124,6 +126,7 @@ impl Proxy {
         let previous = self.shared.state.load_full();
         let mut state = ProxyState::build(config, Some(&previous))?;
         state.access_log_file = open_access_log(config, previous.access_log_file.as_ref())?;
+        check_temp_dir(&state.temp_dir)?;
         let bound = bind_all(config, &self.listeners, None)?;
         self.shared.state.store(Arc::new(state));
 
@@ -276,6 +279,14 @@ impl Proxy {
             file.flush();
         }
     }
+}
+
+/// Bodies spill into `proxy.temp_dir`: one that cannot take a file refuses the start or the
+/// reload, rather than failing uploads later.
+fn check_temp_dir(dir: &std::path::Path) -> Result<(), String> {
+    buffering::spool::open_unlinked(dir)
+        .map(drop)
+        .map_err(|err| format!("proxy.temp_dir: {err}"))
 }
 
 /// The access-log file of `config`: the one open now if the path did not change (its pending

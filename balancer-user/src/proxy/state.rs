@@ -25,6 +25,8 @@ pub struct ProxyState {
     /// `proxy.access_log_file`, opened by `Proxy` (not here: `check-config` must not create
     /// files).
     pub access_log_file: Option<Arc<super::log_file::AccessLogFile>>,
+    /// `proxy.temp_dir`, or the system's temporary directory.
+    pub temp_dir: PathBuf,
 }
 
 pub struct RouteRuntime {
@@ -173,6 +175,11 @@ impl ProxyState {
             listeners,
             pools,
             access_log_file: None,
+            temp_dir: config
+                .proxy
+                .temp_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir),
         })
     }
 }

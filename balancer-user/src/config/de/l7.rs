@@ -16,7 +16,7 @@ use super::{
 };
 use crate::config::{KeepaliveConfig, ListenerConfig, RouteConfig};
 
-#[derive(Default, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct ProxyTable {
     #[serde(default, deserialize_with = "keyword")]
@@ -28,6 +28,45 @@ pub(in crate::config) struct ProxyTable {
     pub shutdown_timeout: Option<Spanned<Duration>>,
     #[serde(default, deserialize_with = "workers")]
     pub workers: Option<usize>,
+    pub temp_dir: Option<Spanned<String>>,
+    #[serde(default = "default_body_buffer", deserialize_with = "byte_size")]
+    pub body_buffer: u64,
+    #[serde(default = "default_response_buffer", deserialize_with = "byte_size")]
+    pub response_buffer: u64,
+    #[serde(
+        default = "default_max_response_buffer",
+        deserialize_with = "byte_size"
+    )]
+    pub max_response_buffer: u64,
+}
+
+impl Default for ProxyTable {
+    fn default() -> Self {
+        Self {
+            access_log: AccessLog::default(),
+            access_log_file: None,
+            state_file: None,
+            upgrade_socket: None,
+            shutdown_timeout: None,
+            workers: None,
+            temp_dir: None,
+            body_buffer: default_body_buffer(),
+            response_buffer: default_response_buffer(),
+            max_response_buffer: default_max_response_buffer(),
+        }
+    }
+}
+
+fn default_body_buffer() -> u64 {
+    crate::config::ProxySettings::DEFAULT_BODY_BUFFER
+}
+
+fn default_response_buffer() -> u64 {
+    crate::config::ProxySettings::DEFAULT_RESPONSE_BUFFER
+}
+
+fn default_max_response_buffer() -> u64 {
+    crate::config::ProxySettings::DEFAULT_MAX_RESPONSE_BUFFER
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -128,8 +167,14 @@ pub(in crate::config) struct RouteTable {
     pub static_dir: Option<Spanned<String>>,
     #[serde(default = "yes")]
     pub preserve_host: bool,
-    #[serde(default = "default_max_body_size", deserialize_with = "max_body_size")]
+    #[serde(default = "default_max_body_size", deserialize_with = "byte_size")]
     pub max_body_size: u64,
+    #[serde(default = "yes")]
+    pub request_buffering: bool,
+    #[serde(default = "yes")]
+    pub response_buffering: bool,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub client_body_timeout: Option<Spanned<Duration>>,
     #[serde(default)]
     pub error_pages: ErrorPages,
     #[serde(default)]
@@ -221,6 +266,19 @@ pub(in crate::config) struct PoolTable {
     pub passive: Table<PassiveTable>,
     #[serde(default, deserialize_with = "optional_duration")]
     pub slow_start: Option<Spanned<Duration>>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub queue_timeout: Option<Spanned<Duration>>,
+    #[serde(default, deserialize_with = "keyword")]
+    pub on_down: OnDownKind,
+}
+
+/// `on_down`: what happens to requests waiting on a server when it is marked down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(in crate::config) enum OnDownKind {
+    #[default]
+    Abort,
+    Keep,
 }
 
 /// `sticky`; which keys go with which `mode` is checked in `validate`.
@@ -325,6 +383,8 @@ pub(in crate::config) struct ServerTable {
     pub state: Option<Spanned<String>>,
     #[serde(default)]
     pub backup: bool,
+    #[serde(default, deserialize_with = "max_conns")]
+    pub max_conns: u32,
 }
 
 fn default_server_weight() -> u32 {
@@ -361,6 +421,8 @@ fn default_max_idle() -> usize {
 pub(in crate::config) struct RetryTable {
     #[serde(default, deserialize_with = "optional_duration")]
     pub after_failure: Option<Spanned<Duration>>,
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub budget: Option<Spanned<f64>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -427,6 +489,10 @@ impl Keyword for StickyMode {
 
 impl Keyword for Underscore {
     const ONE_OF: &'static str = "one of `drop`, `reject`, `allow`";
+}
+
+impl Keyword for OnDownKind {
+    const ONE_OF: &'static str = "`abort` or `keep`";
 }
 
 impl Keyword for BalanceKind {
@@ -572,12 +638,18 @@ fn server_weight<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::E
     in_range::<D, u32, 0, 1000>(deserializer).map(Spanned::into_inner)
 }
 
+/// A server's `max_conns`: 0 (no limit) to 100 000.
+fn max_conns<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    in_range::<D, u32, 0, 100_000>(deserializer).map(Spanned::into_inner)
+}
+
 fn max_idle<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
     in_range::<D, usize, 0, 10_000>(deserializer).map(Spanned::into_inner)
 }
 
-/// `max_body_size`: an integer of bytes, or a string with a unit ("512KiB", "10MiB", "1GB").
-fn max_body_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+/// A size (`max_body_size`, `body_buffer`, ...): an integer of bytes, or a string with a unit
+/// ("512KiB", "10MiB", "1GB").
+fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     deserializer.deserialize_any(ByteSizeVisitor)
 }
 

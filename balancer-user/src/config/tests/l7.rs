@@ -13,7 +13,7 @@ use serde::de::{IntoDeserializer, value::StrDeserializer};
 use super::{ORIGIN, XDP, assert_error, local_vip, parse};
 use crate::config::{
     AccessLogFormat, Balance, CertificatePaths, Config, HashOn, HeaderEdits, HealthTls,
-    HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig,
+    HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, OnDown, PassiveHealthConfig,
     PoolConfig, PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig,
     RouteTarget, ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig, TrustedHeader,
     UnderscorePolicy,
@@ -72,6 +72,7 @@ fn server(url: ServerUrl, weight: u32, route: Option<&str>) -> ServerConfig {
         route: route.map(str::to_string),
         state: InitialState::Enabled,
         backup: false,
+        max_conns: 0,
     }
 }
 
@@ -98,6 +99,10 @@ state_file = "/var/lib/balancer/state.json"
 upgrade_socket = "/run/balancer/up.sock"
 workers = 3
 shutdown_timeout = "1m"
+temp_dir = "spool"
+body_buffer = "16KiB"
+response_buffer = 1048576
+max_response_buffer = "2GiB"
 
 [[listener]]
 name = "http"
@@ -130,6 +135,9 @@ pool = "django"
 preserve_host = false
 max_body_size = "10MiB"
 error_pages = { 502 = "errors/502.html", 503 = "/srv/errors/503.html" }
+request_buffering = false
+response_buffering = false
+client_body_timeout = "15s"
 
 [[route]]
 listener = "https"
@@ -147,14 +155,17 @@ max_body_size = 1024
 balance = "hash"
 hash_on = "header:X-User-ID"
 servers = [
-  { url = "http://198.18.1.2:8000", route = "http-1" },
+  { url = "http://198.18.1.2:8000", route = "http-1", max_conns = 4 },
   { url = "unix:/run/app.sock", weight = 0, route = "http-2" },
   { url = "HTTP://[2001:DB8::2]:8000/", weight = 1000 },
 ]
 keepalive = { reuse = false, idle_timeout = "120s", max_idle = 0 }
-retry = { after_failure = "0s" }
+retry = { after_failure = "0s", methods = ["GET", "PUT", "GET"], budget = 0.5 }
 timeouts = { connect = "1s", response = "30s", websocket_idle = "24h" }
 h2c = true
+queue_timeout = "5s"
+on_down = "keep"
+
 error_pages = { 504 = "errors/504.html" }
 
 [pool.api]
@@ -196,6 +207,10 @@ servers = [ { url = "http://API.internal" } ]
             upgrade_socket: Some(path("/run/balancer/up.sock")),
             shutdown_timeout: Duration::from_secs(60),
             workers: Some(3),
+            temp_dir: Some(path("/etc/balancer/spool")),
+            body_buffer: 16 * 1024,
+            response_buffer: 1 << 20,
+            max_response_buffer: 2 << 30,
         },
         listeners: vec![
             ListenerConfig {
@@ -235,6 +250,9 @@ servers = [ { url = "http://API.internal" } ]
                 target: RouteTarget::Pool("django".to_string()),
                 preserve_host: false,
                 max_body_size: 10 * 1024 * 1024,
+                request_buffering: false,
+                response_buffering: false,
+                client_body_timeout: Duration::from_secs(15),
                 error_pages: BTreeMap::from([
                     (502, path("/etc/balancer/errors/502.html")),
                     (503, path("/srv/errors/503.html")),
@@ -257,6 +275,9 @@ servers = [ { url = "http://API.internal" } ]
                 target: RouteTarget::Static(path("/etc/balancer/static")),
                 preserve_host: true,
                 max_body_size: 16 * 1024 * 1024,
+                request_buffering: true,
+                response_buffering: true,
+                client_body_timeout: Duration::from_secs(60),
                 error_pages: BTreeMap::new(),
                 request_headers: HeaderEdits::default(),
                 response_headers: HeaderEdits::default(),
@@ -276,6 +297,9 @@ servers = [ { url = "http://API.internal" } ]
                 target: RouteTarget::Pool("api".to_string()),
                 preserve_host: true,
                 max_body_size: 1024,
+                request_buffering: true,
+                response_buffering: true,
+                client_body_timeout: Duration::from_secs(60),
                 error_pages: BTreeMap::new(),
                 request_headers: HeaderEdits::default(),
                 response_headers: HeaderEdits::default(),
@@ -302,12 +326,17 @@ servers = [ { url = "http://API.internal" } ]
                 health: None,
                 passive: PassiveHealthConfig::default(),
                 slow_start: Duration::ZERO,
+                queue_timeout: Duration::from_secs(30),
+                on_down: OnDown::Abort,
             },
             PoolConfig {
                 name: "django".to_string(),
                 balance: Balance::Hash(HashOn::Header("x-user-id".to_string())),
                 servers: vec![
-                    server(http("198.18.1.2", 8000), 1, Some("http-1")),
+                    ServerConfig {
+                        max_conns: 4,
+                        ..server(http("198.18.1.2", 8000), 1, Some("http-1"))
+                    },
                     server(ServerUrl::Unix(path("/run/app.sock")), 0, Some("http-2")),
                     server(http("2001:db8::2", 8000), 1000, None),
                 ],
@@ -318,6 +347,8 @@ servers = [ { url = "http://API.internal" } ]
                 },
                 retry: RetryConfig {
                     after_failure: Duration::ZERO,
+                    methods: vec!["GET".to_string(), "PUT".to_string()],
+                    budget_permille: 500,
                 },
                 timeouts: PoolTimeouts {
                     connect: Duration::from_secs(1),
@@ -330,6 +361,8 @@ servers = [ { url = "http://API.internal" } ]
                 health: None,
                 passive: PassiveHealthConfig::default(),
                 slow_start: Duration::ZERO,
+                queue_timeout: Duration::from_secs(5),
+                on_down: OnDown::Keep,
             },
         ],
     };
@@ -365,6 +398,10 @@ fn l7_defaults() {
                 upgrade_socket: None,
                 shutdown_timeout: Duration::from_secs(30),
                 workers: None,
+                temp_dir: None,
+                body_buffer: 64 * 1024,
+                response_buffer: 256 * 1024,
+                max_response_buffer: 1 << 30,
             },
             listeners: vec![ListenerConfig {
                 name: "http".to_string(),
@@ -398,6 +435,9 @@ fn l7_defaults() {
                 target: RouteTarget::Pool("app".to_string()),
                 preserve_host: true,
                 max_body_size: 16 * 1024 * 1024,
+                request_buffering: true,
+                response_buffering: true,
+                client_body_timeout: Duration::from_secs(60),
                 error_pages: BTreeMap::new(),
                 request_headers: HeaderEdits::default(),
                 response_headers: HeaderEdits::default(),
@@ -419,6 +459,8 @@ fn l7_defaults() {
                 },
                 retry: RetryConfig {
                     after_failure: Duration::from_secs(5),
+                    methods: vec!["GET".into(), "HEAD".into(), "OPTIONS".into()],
+                    budget_permille: 200,
                 },
                 timeouts: PoolTimeouts {
                     connect: Duration::from_secs(3),
@@ -431,6 +473,8 @@ fn l7_defaults() {
                 health: None,
                 passive: PassiveHealthConfig::default(),
                 slow_start: Duration::ZERO,
+                queue_timeout: Duration::from_secs(30),
+                on_down: OnDown::Abort,
             }],
         }
     );
@@ -840,14 +884,14 @@ fn l7_keyword_lists_match_the_enums() {
 // ---- Bad configs: unknown keys and table shapes ------------------------------------------------
 
 const LISTENER_KEYS: &str = "`name`, `bind`, `tls`, `redirect_https`, `https_port`, `header_read_timeout`, `keepalive_timeout`, `max_header_bytes`, `max_headers`, `max_connections`, `trusted_proxies`, `trusted_headers`, `underscore_headers`, `allowed_hosts`, `disallowed_host_status`, `identity_headers`, `emit_forwarded`, `emit_x_real_ip`";
-const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`, `allow_encoded_slashes`, `rewrite_cookie_domain`";
-const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, `timeouts`, `h2c`, `error_pages`, `sticky`, `health`, `passive`, `slow_start`";
+const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `request_buffering`, `response_buffering`, `client_body_timeout`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`, `allow_encoded_slashes`, `rewrite_cookie_domain`";
+const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, `timeouts`, `h2c`, `error_pages`, `sticky`, `health`, `passive`, `slow_start`, `queue_timeout`, `on_down`";
 
 #[test]
 fn unknown_key_in_proxy() {
     assert_error(
         "[proxy]\nthreads = 4\n",
-        "test.toml:2:1: proxy.threads: unknown field `threads`, expected one of `access_log`, `access_log_file`, `state_file`, `upgrade_socket`, `shutdown_timeout`, `workers`",
+        "test.toml:2:1: proxy.threads: unknown field `threads`, expected one of `access_log`, `access_log_file`, `state_file`, `upgrade_socket`, `shutdown_timeout`, `workers`, `temp_dir`, `body_buffer`, `response_buffer`, `max_response_buffer`",
     );
 }
 
@@ -901,7 +945,7 @@ fn unknown_keys_in_l7_sub_tables() {
     );
     assert_error(
         &pool_servers("{ url = \"http://a\", spare = true }"),
-        "test.toml:2:32: pool.app.servers[0].spare: unknown field `spare`, expected one of `url`, `weight`, `route`, `state`, `backup`",
+        "test.toml:2:32: pool.app.servers[0].spare: unknown field `spare`, expected one of `url`, `weight`, `route`, `state`, `backup`, `max_conns`",
     );
     assert_error(
         &format!("{POOL}keepalive = {{ timeout = \"1s\" }}\n"),
@@ -909,7 +953,7 @@ fn unknown_keys_in_l7_sub_tables() {
     );
     assert_error(
         &format!("{POOL}retry = {{ attempts = 3 }}\n"),
-        "test.toml:3:11: pool.app.retry.attempts: unknown field `attempts`, expected `after_failure`",
+        "test.toml:3:11: pool.app.retry.attempts: unknown field `attempts`, expected one of `after_failure`, `methods`, `budget`",
     );
     assert_error(
         &format!("{POOL}timeouts = {{ read = \"1s\" }}\n"),
@@ -2347,5 +2391,29 @@ fn rewrite_cookie_domain_maps_host_names() {
             "{LISTENER}{POOL}[[route]]\npool = \"app\"\nrewrite_cookie_domain = {{ \"app.internal\" = \"bad host/\" }}\n"
         ),
         "test.toml:8:44: route[0].rewrite_cookie_domain.app.internal: \"bad host/\" is not a host name (its replacement)",
+    );
+}
+
+#[test]
+fn buffering_queue_and_retry_keys_out_of_range() {
+    assert_error(
+        &format!("{POOL}retry = {{ methods = [\"GET\", \"POST\"] }}\n"),
+        "test.toml:3:29: pool.app.retry.methods: POST is not idempotent (RFC 9110 §9.2.2): a retry could do it twice",
+    );
+    assert_error(
+        &format!("{POOL}retry = {{ methods = [\"get\"] }}\n"),
+        "test.toml:3:22: pool.app.retry.methods: \"get\" is not a method name in uppercase, such as \"GET\"",
+    );
+    assert_error(
+        &format!("{POOL}retry = {{ budget = 1.5 }}\n"),
+        "test.toml:3:20: pool.app.retry.budget: must be between 0 and 1 (a share of recent requests), not 1.5",
+    );
+    assert_error(
+        &format!("{POOL}queue_timeout = \"2h\"\n"),
+        "test.toml:3:17: pool.app.queue_timeout: must be between 0s and 1h, not 2h",
+    );
+    assert_error(
+        &format!("{POOL}on_down = \"retry\"\n"),
+        "test.toml:3:11: pool.app.on_down: unknown variant `retry`, expected `abort` or `keep`",
     );
 }

@@ -21,12 +21,12 @@ use super::{
 };
 use crate::config::{
     AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HeaderEdits, HealthTls,
-    HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, PassiveHealthConfig,
+    HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, OnDown, PassiveHealthConfig,
     PoolConfig, PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig,
     RouteTarget, ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig, TrustedHeader,
     UnderscorePolicy,
     de::{
-        AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, PoolHealthTable,
+        AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, OnDownKind, PoolHealthTable,
         PoolTable, Pools, ProxyTable, RouteTable, StickyMode, StickyTable, Table, TlsTable,
         Underscore,
     },
@@ -87,6 +87,14 @@ fn proxy_settings(table: &ProxyTable, base_dir: &Path) -> Result<ProxySettings, 
             AccessLog::Off => AccessLogFormat::Off,
         },
         workers: table.workers,
+        temp_dir: table
+            .temp_dir
+            .as_ref()
+            .map(|dir| file_path("proxy.temp_dir", dir, base_dir))
+            .transpose()?,
+        body_buffer: table.body_buffer,
+        response_buffer: table.response_buffer,
+        max_response_buffer: table.max_response_buffer,
         shutdown_timeout: duration(
             "proxy.shutdown_timeout",
             table.shutdown_timeout.as_ref(),
@@ -549,6 +557,14 @@ fn route_configs(
             target,
             preserve_host: route.preserve_host,
             max_body_size: route.max_body_size,
+            request_buffering: route.request_buffering,
+            response_buffering: route.response_buffering,
+            client_body_timeout: duration(
+                &format!("{key}.client_body_timeout"),
+                route.client_body_timeout.as_ref(),
+                RouteConfig::DEFAULT_CLIENT_BODY_TIMEOUT,
+                Limits::AboveZeroUpTo(HOUR),
+            )?,
             error_pages: error_pages(&key, &route.error_pages, base_dir)?,
             request_headers: header_edits(
                 &format!("{key}.request_headers"),
@@ -790,13 +806,16 @@ fn pool_config(
         name: name.to_string(),
         balance: balance(&key, pool)?,
         keepalive: keepalive(&key, pool)?,
-        retry: RetryConfig {
-            after_failure: duration(
-                &format!("{key}.retry.after_failure"),
-                pool.retry.after_failure.as_ref(),
-                RetryConfig::default().after_failure,
-                Limits::UpTo(HOUR),
-            )?,
+        retry: retry(&key, pool)?,
+        queue_timeout: duration(
+            &format!("{key}.queue_timeout"),
+            pool.queue_timeout.as_ref(),
+            PoolConfig::DEFAULT_QUEUE_TIMEOUT,
+            Limits::UpTo(HOUR),
+        )?,
+        on_down: match pool.on_down {
+            OnDownKind::Abort => OnDown::Abort,
+            OnDownKind::Keep => OnDown::Keep,
         },
         timeouts: pool_timeouts(&key, pool)?,
         h2c: pool.h2c,
@@ -1183,6 +1202,7 @@ fn servers(key: &str, pool: &PoolTable) -> Result<Vec<ServerConfig>, Invalid> {
             route,
             state,
             backup: server.backup,
+            max_conns: server.max_conns,
         });
     }
     if servers.iter().all(|server| server.weight == 0) {
@@ -1193,6 +1213,70 @@ fn servers(key: &str, pool: &PoolTable) -> Result<Vec<ServerConfig>, Invalid> {
         ));
     }
     Ok(servers)
+}
+
+/// `retry = { after_failure, methods, budget }`.
+fn retry(key: &str, pool: &PoolTable) -> Result<RetryConfig, Invalid> {
+    let defaults = RetryConfig::default();
+    let table = &pool.retry;
+    let methods = match &table.methods {
+        None => defaults.methods,
+        Some(written) => {
+            let mut methods: Vec<String> = Vec::new();
+            for method in written.get_ref() {
+                let name = method.get_ref();
+                let is_token = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+                if !is_token {
+                    return Err(Invalid::at(
+                        format!("{key}.retry.methods"),
+                        method,
+                        format!("{name:?} is not a method name in uppercase, such as \"GET\""),
+                    ));
+                }
+                if matches!(name.as_str(), "POST" | "PATCH" | "CONNECT") {
+                    return Err(Invalid::at(
+                        format!("{key}.retry.methods"),
+                        method,
+                        format!(
+                            "{name} is not idempotent (RFC 9110 §9.2.2): a retry could do it twice"
+                        ),
+                    ));
+                }
+                if !methods.contains(name) {
+                    methods.push(name.clone());
+                }
+            }
+            methods
+        }
+    };
+    let budget_permille = match &table.budget {
+        None => defaults.budget_permille,
+        Some(written) => {
+            let budget = *written.get_ref();
+            if !(0.0..=1.0).contains(&budget) {
+                return Err(Invalid::at(
+                    format!("{key}.retry.budget"),
+                    written,
+                    format!("must be between 0 and 1 (a share of recent requests), not {budget}"),
+                ));
+            }
+            // In range: the product fits.
+            (budget * 1000.0).round() as u32
+        }
+    };
+    Ok(RetryConfig {
+        after_failure: duration(
+            &format!("{key}.retry.after_failure"),
+            table.after_failure.as_ref(),
+            defaults.after_failure,
+            Limits::UpTo(HOUR),
+        )?,
+        methods,
+        budget_permille,
+    })
 }
 
 /// `http://host[:port]` (no user, path, query or fragment) or `unix:/absolute/path`.

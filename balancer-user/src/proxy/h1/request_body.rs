@@ -7,7 +7,7 @@
 //! route's limit, a slow or aborted upload) comes back as a [`BodyError`] that says it was the
 //! client's doing, never the server's.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -42,12 +42,15 @@ pub enum BodyError {
     /// Any other body error (an HTTP/2 stream reset, an I/O error).
     #[error("request body failed: {0}")]
     Other(BoxError),
+    /// The proxy could not keep the body (its temporary file): not the client's fault.
+    #[error("request body could not be buffered: {0}")]
+    Spool(String),
 }
 
 /// A request body the upstream side can pull from. Implemented by our HTTP/1.1 engine's client
 /// body (borrowing its connection) and by [`Body`].
 pub trait RequestBody: Send {
-    /// The length as known now; `Exact` after [`RequestBody::prefetch`] read the whole body.
+    /// The length of what is still to come, as known now.
     fn length(&self) -> BodyLength;
 
     /// The next piece of data, or `None` at the end.
@@ -57,13 +60,9 @@ pub trait RequestBody: Send {
     /// answers 413 before anything is sent), a streamed body fails when it passes it.
     fn limit(&mut self, limit: u64) -> Result<(), BodyError>;
 
-    /// Reads ahead, before a server is chosen, up to `up_to` bytes of body: a body that fits
-    /// is then whole in memory (a malformed one is refused before any server sees a byte of
-    /// it, and it can be sent again). Default: nothing is read ahead.
-    fn prefetch(&mut self, up_to: usize) -> impl Future<Output = Result<(), BodyError>> + Send {
-        let _ = up_to;
-        async { Ok(()) }
-    }
+    /// The longest wait for the next piece of the body (the route's `client_body_timeout`);
+    /// past it `next_data` fails with [`BodyError::Timeout`].
+    fn gap_timeout(&mut self, gap: Duration);
 
     /// Whether the whole body can still be sent (again) from its start: nothing was pulled
     /// yet, or it is whole in memory. What a retry on a new connection needs.
@@ -92,6 +91,7 @@ pub struct BoxedBody {
     pulled: bool,
     limit: Option<u64>,
     seen: u64,
+    gap: Option<Duration>,
 }
 
 impl BoxedBody {
@@ -101,6 +101,7 @@ impl BoxedBody {
             pulled: false,
             limit: None,
             seen: 0,
+            gap: None,
         }
     }
 }
@@ -116,7 +117,14 @@ impl RequestBody for BoxedBody {
     async fn next_data(&mut self) -> Option<Result<Bytes, BodyError>> {
         self.pulled = true;
         loop {
-            let frame = match self.body.frame().await? {
+            let frame = match self.gap {
+                Some(gap) => match tokio::time::timeout(gap, self.body.frame()).await {
+                    Ok(frame) => frame,
+                    Err(_) => return Some(Err(BodyError::Timeout)),
+                },
+                None => self.body.frame().await,
+            };
+            let frame = match frame? {
                 Ok(frame) => frame,
                 Err(err) => return Some(Err(BodyError::Other(err))),
             };
@@ -143,6 +151,10 @@ impl RequestBody for BoxedBody {
         }
         self.limit = Some(limit);
         Ok(())
+    }
+
+    fn gap_timeout(&mut self, gap: Duration) {
+        self.gap = Some(gap);
     }
 
     fn replayable(&self) -> bool {

@@ -43,7 +43,8 @@ use crate::proxy::{
 
 /// How much one read asks for while a message is in flight.
 const READ_CHUNK: usize = 8 * 1024;
-/// The longest gap between two reads of a request body (nginx's `client_body_timeout`).
+/// The longest gap between two reads of a request body until the route sets its own
+/// (`client_body_timeout`, nginx's name and default).
 const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Response data up to this size is copied into the head's write buffer (one write for head
 /// and body); larger frames are written as they are.
@@ -89,12 +90,9 @@ struct BodyReader {
     expect_continue: bool,
     limit: Option<u64>,
     seen: u64,
-    /// Data read ahead by `prefetch`, and whether it is the whole body.
-    prefetched: Bytes,
-    prefetched_whole: bool,
-    /// `prefetched` was handed out (to be handed out again on a rewind when whole).
-    prefetched_taken: bool,
-    /// Data past `prefetched` was handed out: the body cannot be sent again.
+    /// The route's `client_body_timeout` (`None`: [`CLIENT_BODY_TIMEOUT`]).
+    gap: Option<Duration>,
+    /// Data was handed out: the body cannot be sent again.
     streamed: bool,
     failed: bool,
 }
@@ -176,7 +174,8 @@ impl<S: ClientStream> ClientConn<S> {
                     }
                 }
             }
-            match tokio::time::timeout(CLIENT_BODY_TIMEOUT, self.read_more()).await {
+            let gap = self.body.gap.unwrap_or(CLIENT_BODY_TIMEOUT);
+            match tokio::time::timeout(gap, self.read_more()).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return Some(Err(BodyError::Aborted)),
                 Ok(Ok(_)) => {}
                 Err(_) => return Some(Err(BodyError::Timeout)),
@@ -204,30 +203,14 @@ pub struct ClientBody<'a, S> {
 
 impl<S: ClientStream> RequestBody for ClientBody<'_, S> {
     fn length(&self) -> BodyLength {
-        let body = &self.conn.body;
-        if body.prefetched_whole {
-            return BodyLength::Exact(body.prefetched.len() as u64);
-        }
-        match &body.framing {
-            ReadFraming::Done => BodyLength::Exact(body.prefetched.len() as u64),
-            ReadFraming::Length(remaining) => {
-                BodyLength::Exact(remaining + body.prefetched.len() as u64)
-            }
+        match &self.conn.body.framing {
+            ReadFraming::Done => BodyLength::Exact(0),
+            ReadFraming::Length(remaining) => BodyLength::Exact(*remaining),
             ReadFraming::Chunked(_) => BodyLength::Unknown,
         }
     }
 
     async fn next_data(&mut self) -> Option<Result<Bytes, BodyError>> {
-        let body = &mut self.conn.body;
-        if !body.prefetched_taken {
-            body.prefetched_taken = true;
-            if !body.prefetched.is_empty() {
-                return Some(Ok(body.prefetched.clone()));
-            }
-        }
-        if body.prefetched_whole {
-            return None;
-        }
         self.conn.body.streamed = true;
         self.conn.read_body().await
     }
@@ -242,36 +225,17 @@ impl<S: ClientStream> RequestBody for ClientBody<'_, S> {
         Ok(())
     }
 
-    async fn prefetch(&mut self, up_to: usize) -> Result<(), BodyError> {
-        if self.conn.body.prefetched_taken || self.conn.body.streamed {
-            return Ok(());
-        }
-        let mut gathered = BytesMut::new();
-        loop {
-            if gathered.len() >= up_to {
-                break;
-            }
-            match self.conn.read_body().await {
-                Some(Ok(data)) => gathered.extend_from_slice(&data),
-                Some(Err(err)) => return Err(err),
-                None => {
-                    self.conn.body.prefetched_whole = true;
-                    break;
-                }
-            }
-        }
-        self.conn.body.prefetched = gathered.freeze();
-        Ok(())
+    fn gap_timeout(&mut self, gap: Duration) {
+        self.conn.body.gap = Some(gap);
     }
 
+    /// Only before any of it was read: what was read is gone (`buffering::ForwardBody` keeps
+    /// what it read ahead).
     fn replayable(&self) -> bool {
-        let body = &self.conn.body;
-        !body.streamed && (body.prefetched_whole || !body.prefetched_taken)
+        !self.conn.body.streamed
     }
 
-    fn rewind(&mut self) {
-        self.conn.body.prefetched_taken = false;
-    }
+    fn rewind(&mut self) {}
 
     async fn informational(&mut self, status: u16, headers: &HeaderMap) {
         if self.conn.version != Version::HTTP_11 {
