@@ -174,26 +174,47 @@ impl Collector for XdpCollector {
 /// The pool servers' state at scrape time.
 #[derive(Debug)]
 struct PoolServers {
-    /// (pool, server, takes new sessions, changes by `Transition::ALL`).
-    servers: Vec<(String, String, bool, Vec<u64>)>,
+    /// (pool, server, takes new sessions, changes by `Transition::ALL`, requests in flight).
+    servers: Vec<(String, String, bool, Vec<u64>, u32)>,
+    /// (pool, queue depth, requests that waited, their total wait in µs, queue timeouts).
+    queues: Vec<(String, usize, u64, u64, u64)>,
 }
 
 impl PoolServers {
     fn read(state: &crate::proxy::state::ProxyState) -> PoolServers {
         let now = std::time::Instant::now();
         let mut servers = Vec::new();
+        let mut queues = Vec::new();
         for (name, pool) in &state.pools {
+            let stats = &pool.queue_stats;
+            let count = |counter: &std::sync::atomic::AtomicU64| {
+                counter.load(std::sync::atomic::Ordering::Relaxed)
+            };
+            queues.push((
+                name.clone(),
+                pool.queue_depth(),
+                count(&stats.waited),
+                count(&stats.wait_micros),
+                count(&stats.timeouts),
+            ));
             for (index, server) in pool.servers.iter().enumerate() {
                 let changes = Transition::ALL
                     .iter()
                     .map(|&to| server.health.changes(to))
                     .collect();
                 let up = pool.view(index, now).takes_new;
-                servers.push((name.clone(), server.label.clone(), up, changes));
+                servers.push((
+                    name.clone(),
+                    server.label.clone(),
+                    up,
+                    changes,
+                    server.in_flight(),
+                ));
             }
         }
         servers.sort();
-        PoolServers { servers }
+        queues.sort();
+        PoolServers { servers, queues }
     }
 }
 
@@ -206,9 +227,69 @@ impl Collector for PoolServers {
                 None,
                 MetricType::Gauge,
             )?;
-            for (pool, server, up, _) in &self.servers {
+            for (pool, server, up, _, _) in &self.servers {
                 let labels = [("pool", pool.as_str()), ("server", server.as_str())];
                 ConstGauge::new(i64::from(*up)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "balancer_backend_in_flight",
+                "Requests in flight to the pool server (what max_conns limits)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (pool, server, _, _, in_flight) in &self.servers {
+                let labels = [("pool", pool.as_str()), ("server", server.as_str())];
+                ConstGauge::new(i64::from(*in_flight)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "balancer_pool_queue_depth",
+                "Requests waiting for a server below its max_conns",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (pool, depth, ..) in &self.queues {
+                ConstGauge::new(i64::try_from(*depth).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&[("pool", pool.as_str())])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "balancer_pool_queued_requests",
+                "Requests that waited in the pool's queue",
+                None,
+                MetricType::Counter,
+            )?;
+            for (pool, _, waited, ..) in &self.queues {
+                ConstCounter::new(*waited)
+                    .encode(family.encode_family(&[("pool", pool.as_str())])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "balancer_pool_queue_wait_seconds",
+                "Time requests spent in the pool's queue",
+                None,
+                MetricType::Counter,
+            )?;
+            for (pool, _, _, micros, _) in &self.queues {
+                ConstCounter::new(*micros as f64 / 1e6)
+                    .encode(family.encode_family(&[("pool", pool.as_str())])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "balancer_pool_queue_timeouts",
+                "Requests answered 503 after queue_timeout in the pool's queue",
+                None,
+                MetricType::Counter,
+            )?;
+            for (pool, .., timeouts) in &self.queues {
+                ConstCounter::new(*timeouts)
+                    .encode(family.encode_family(&[("pool", pool.as_str())])?)?;
             }
         }
         let mut family = encoder.encode_descriptor(
@@ -217,7 +298,7 @@ impl Collector for PoolServers {
             None,
             MetricType::Counter,
         )?;
-        for (pool, server, _, changes) in &self.servers {
+        for (pool, server, _, changes, _) in &self.servers {
             for (to, count) in Transition::ALL.iter().zip(changes) {
                 let labels = [
                     ("pool", pool.as_str()),

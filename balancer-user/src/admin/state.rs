@@ -61,7 +61,15 @@ fn pools(state: &crate::proxy::state::ProxyState) -> serde_json::Value {
                 .enumerate()
                 .map(|(index, server)| server_json(pool, index, server, now))
                 .collect();
-            json!({ "name": name, "servers": servers })
+            let stats = &pool.queue_stats;
+            let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+            let queue = json!({
+                "depth": pool.queue_depth(),
+                "waited": count(&stats.waited),
+                "wait_seconds_total": count(&stats.wait_micros) as f64 / 1e6,
+                "timeouts": count(&stats.timeouts),
+            });
+            json!({ "name": name, "servers": servers, "queue": queue })
         })
         .collect();
     serde_json::Value::Array(pools)
@@ -79,6 +87,7 @@ fn server_json(pool: &Pool, index: usize, server: &Server, now: Instant) -> serd
         "route": server.config.route,
         "weight": server.config.weight,
         "backup": server.config.backup,
+        "max_conns": server.config.max_conns,
         "effective_weight": f64::from(server.config.weight) * f64::from(view.weight_permille) / 1000.0,
         "state": summary(&view),
         "health": if view.health_up { "up" } else { "down" },

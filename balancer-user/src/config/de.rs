@@ -21,8 +21,9 @@ use serde::{
 use toml::Spanned;
 
 pub(super) use l7::{
-    AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, PoolHealthTable,
-    OnDownKind, PoolTable, Pools, ProxyTable, RouteTable, StickyMode, StickyTable, TlsTable, Underscore,
+    AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, OnDownKind,
+    PoolHealthTable, PoolTable, Pools, ProxyTable, RouteTable, StickyMode, StickyTable, TlsTable,
+    Underscore,
 };
 
 use super::{

@@ -60,6 +60,14 @@ pub enum ProxyError {
     /// Every server of the pool is excluded (failed recently, or weight 0).
     #[error("no server available in pool {pool}")]
     NoServer { pool: String },
+    /// Every server the request could use stayed at its `max_conns` for `waited`: 503 with
+    /// `Retry-After`. Not a server failure.
+    #[error("pool {pool}: every server at max_conns, waited {waited:?} in the queue")]
+    QueueTimeout {
+        pool: String,
+        waited: std::time::Duration,
+        retry_after_secs: u64,
+    },
     #[error("connecting to {server} failed: {reason}")]
     Connect { server: String, reason: String },
     #[error("upstream {server} failed: {reason}")]
@@ -90,7 +98,9 @@ impl ProxyError {
             ProxyError::ClientGone => StatusCode::BAD_REQUEST,
             ProxyError::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoServer { .. } | ProxyError::QueueTimeout { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,6 +110,7 @@ impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
             ProxyError::NoServer { .. }
+            | ProxyError::QueueTimeout { .. }
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UpstreamTimeout { .. } => Side::Upstream,
@@ -190,6 +201,11 @@ pub fn respond(error: &ProxyError, pages: &PageSet) -> Response<Body> {
     match error {
         ProxyError::MethodNotAllowed { allow } => {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        ProxyError::QueueTimeout {
+            retry_after_secs, ..
+        } => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         ProxyError::RangeNotSatisfiable { length } => {
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {

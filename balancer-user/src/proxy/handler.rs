@@ -23,7 +23,7 @@ use super::{
     access_log::{AccessRecord, Completion, LoggedBody},
     activity::Activity,
     balance,
-    buffering::request::ForwardBody,
+    buffering::{self, request::ForwardBody},
     error::{self, PageSet, ProxyError},
     h1::{
         client::UpstreamUpgrade,
@@ -31,7 +31,7 @@ use super::{
     },
     html,
     metrics::{HttpMetrics, PolicyLabels, RewriteLabels, RouteMetrics, ServerLabels},
-    pool::{Pool, ServerLoad},
+    pool::{NoPick, Pool, ServerLoad},
     route::{self, RouteAction},
     server_state::Outcome,
     state::{ListenerRuntime, ProxyState, RouteRuntime, Target},
@@ -783,6 +783,17 @@ async fn forward<B: RequestBody>(
             public_prefix.as_deref().unwrap_or_default(),
         );
     }
+    // Read the server's answer ahead of the client (the server is free once it is read);
+    // `X-Accel-Buffering` is the proxy's marker and goes no further either way.
+    let wanted = buffering::response::wanted(&mut parts.headers);
+    if forwarding.route.response_buffering && wanted && !method_is_head {
+        let limits = buffering::response::Limits {
+            memory: usize::try_from(forwarding.proxy.response_buffer).unwrap_or(usize::MAX),
+            total: forwarding.proxy.max_response_buffer,
+        };
+        let body = buffering::response::buffer(body, Some(load), limits, forwarding.temp_dir);
+        return Ok((Response::from_parts(parts, body), None));
+    }
     Ok((Response::from_parts(parts, body), Some(load)))
 }
 
@@ -799,16 +810,34 @@ async fn pick_phase(
 ) -> Result<(ServerLoad, Checkout), ProxyError> {
     let (load, checkout) = loop {
         let preferred = if excluded.is_none() { stuck } else { None };
-        let Some(load) = pool.pick_with(key, *excluded, preferred) else {
-            return Err(match excluded {
-                None => ProxyError::NoServer {
+        let queue_timeout = pool.config.queue_timeout;
+        let picked = match pool.pick_with(key, *excluded, preferred) {
+            // Boxed: the queue's state would enlarge every request's future.
+            Err(NoPick::Full) => {
+                Box::pin(pool.wait_for_slot(key, *excluded, preferred, queue_timeout)).await
+            }
+            picked => picked,
+        };
+        let load = match picked {
+            Ok(load) => load,
+            Err(NoPick::Full) => {
+                return Err(ProxyError::QueueTimeout {
                     pool: pool.config.name.clone(),
-                },
-                Some(_) => ProxyError::Connect {
-                    server: record.upstream.clone(),
-                    reason: "no other server to retry on".into(),
-                },
-            });
+                    waited: queue_timeout,
+                    retry_after_secs: queue_timeout.as_secs().clamp(1, 30),
+                });
+            }
+            Err(NoPick::NoServer) => {
+                return Err(match excluded {
+                    None => ProxyError::NoServer {
+                        pool: pool.config.name.clone(),
+                    },
+                    Some(_) => ProxyError::Connect {
+                        server: record.upstream.clone(),
+                        reason: "no other server to retry on".into(),
+                    },
+                });
+            }
         };
         let server = load.server();
         record.upstream.clone_from(&server.label);

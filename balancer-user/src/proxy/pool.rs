@@ -4,13 +4,15 @@
 //! servers take over the health state of the old pool's servers with the same url.
 
 use std::{
+    collections::VecDeque,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -23,6 +25,9 @@ use super::{
 };
 use crate::config::{InitialState, PoolConfig, ServerConfig};
 use crate::sticky::{ServerIdentity, StickyPolicy};
+
+/// How often a queued request looks again for a slot that no release handed to it.
+const QUEUE_RECHECK: Duration = Duration::from_millis(500);
 
 pub struct Pool {
     pub config: PoolConfig,
@@ -41,6 +46,38 @@ pub struct Pool {
     pub check_tls: Option<Arc<rustls::ClientConfig>>,
     /// The `health.tls_ca_file` content `check_tls` was built with (a reload re-reads it).
     check_ca: Option<Vec<u8>>,
+    /// Requests waiting for a server below its `max_conns`, oldest first.
+    queue: Mutex<VecDeque<Waiter>>,
+    /// `queue.len()`, readable without the lock (a release checks it on every request).
+    queued: AtomicUsize,
+    /// Requests that waited in the queue, how long in total, and how many gave up.
+    pub queue_stats: QueueStats,
+}
+
+/// A request in the queue: the slot of a server is handed to it directly when one frees up,
+/// so a request that arrives later cannot take it first (FIFO).
+struct Waiter {
+    /// Its session's server: it waits for that one only.
+    preferred: Option<usize>,
+    /// A server it must not get (it failed this request already).
+    exclude: Option<usize>,
+    handoff: oneshot::Sender<ServerLoad>,
+}
+
+#[derive(Default)]
+pub struct QueueStats {
+    pub waited: AtomicU64,
+    pub wait_micros: AtomicU64,
+    pub timeouts: AtomicU64,
+}
+
+/// Why [`Pool::pick_with`] found no server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPick {
+    /// No server can take the request (down, drained, disabled, excluded, weight 0).
+    NoServer,
+    /// Servers could take it, but each is at its `max_conns`: the request may wait.
+    Full,
 }
 
 pub struct Server {
@@ -116,17 +153,26 @@ impl Server {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Whether `in_flight` requests fill the server's `max_conns`.
+    fn at_limit(&self, in_flight: u32) -> bool {
+        self.config.max_conns > 0 && in_flight >= self.config.max_conns
+    }
+
     /// The id the admin API knows the server by: its `route`, else its url.
     pub fn admin_id(&self) -> &str {
         self.config.route.as_deref().unwrap_or(&self.label)
     }
 }
 
-/// Counts a request against its server until dropped (the response body finished).
+/// Counts a request against its server until dropped (the response read whole from the
+/// server, or sent to the client).
 pub struct ServerLoad {
     pool: Arc<Pool>,
     index: usize,
     preferred: bool,
+    /// false: the count was handed to a waiting request (or never taken); dropping does
+    /// nothing.
+    armed: bool,
 }
 
 impl ServerLoad {
@@ -143,9 +189,9 @@ impl ServerLoad {
 
 impl Drop for ServerLoad {
     fn drop(&mut self) {
-        self.pool.servers[self.index]
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed);
+        if self.armed {
+            self.pool.release_slot(self.index);
+        }
     }
 }
 
@@ -190,6 +236,9 @@ impl Pool {
             sticky_key: None,
             check_tls: None,
             check_ca: None,
+            queue: Mutex::new(VecDeque::new()),
+            queued: AtomicUsize::new(0),
+            queue_stats: QueueStats::default(),
         }
     }
 
@@ -283,65 +332,217 @@ impl Pool {
     /// request on it; the session's sticky server `preferred` is used when it takes sticky
     /// requests (enabled or draining, healthy, not ejected) and is not `exclude`d, otherwise
     /// a normal pick among the servers taking new sessions ([`ServerLoad::used_preferred`]
-    /// tells which). `None`: no server can take it.
+    /// tells which). Servers at their `max_conns` are skipped; when that leaves none (or the
+    /// sticky server is full), the answer is [`NoPick::Full`].
     pub fn pick_with(
         self: &Arc<Self>,
         key: Option<&[u8]>,
         exclude: Option<usize>,
         preferred: Option<usize>,
-    ) -> Option<ServerLoad> {
+    ) -> Result<ServerLoad, NoPick> {
         let now = Instant::now();
         let sticky = preferred.filter(|&index| {
             Some(index) != exclude
                 && index < self.servers.len()
                 && self.admission(index, now).takes_sticky
         });
-        let index = match sticky {
-            Some(index) => index,
-            None => {
-                let mut candidates: Vec<Candidate> = self
-                    .servers
+        if let Some(index) = sticky {
+            // A session waits for its own server rather than going elsewhere when it is full.
+            return self.acquire(index, true).ok_or(NoPick::Full);
+        }
+        // A slot taken between the selection and the count (another request won it) means
+        // selecting again; a few rounds settle any race, then the request queues.
+        for _ in 0..4 {
+            let mut full = false;
+            let mut candidates: Vec<Candidate> = self
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(index, server)| {
+                    let admission = self.admission(index, now);
+                    let in_flight = server.in_flight();
+                    let usable = Some(index) != exclude && admission.takes_new;
+                    let at_limit = server.at_limit(in_flight);
+                    full |= usable && at_limit && server.config.weight > 0;
+                    Candidate {
+                        id: server.id,
+                        // Scaled by the slow-start share (all by 1000: ratios are unchanged).
+                        weight: server
+                            .config
+                            .weight
+                            .saturating_mul(admission.weight_permille),
+                        in_flight,
+                        eligible: usable && !at_limit,
+                    }
+                })
+                .collect();
+            // Backups take new requests only when no other server can.
+            if self.servers.iter().any(|server| server.config.backup) {
+                let primary_can = candidates
                     .iter()
-                    .enumerate()
-                    .map(|(index, server)| {
-                        let admission = self.admission(index, now);
-                        Candidate {
-                            id: server.id,
-                            // Scaled by the slow-start share (all by 1000: ratios are unchanged).
-                            weight: server
-                                .config
-                                .weight
-                                .saturating_mul(admission.weight_permille),
-                            in_flight: server.in_flight(),
-                            eligible: Some(index) != exclude && admission.takes_new,
-                        }
-                    })
-                    .collect();
-                // Backups take new requests only when no other server can.
-                if self.servers.iter().any(|server| server.config.backup) {
-                    let primary_can = candidates
-                        .iter()
-                        .zip(&self.servers)
-                        .any(|(c, server)| !server.config.backup && c.eligible && c.weight > 0);
-                    if primary_can {
-                        for (candidate, server) in candidates.iter_mut().zip(&self.servers) {
-                            if server.config.backup {
-                                candidate.eligible = false;
-                            }
+                    .zip(&self.servers)
+                    .any(|(c, server)| !server.config.backup && c.eligible && c.weight > 0);
+                if primary_can {
+                    for (candidate, server) in candidates.iter_mut().zip(&self.servers) {
+                        if server.config.backup {
+                            candidate.eligible = false;
                         }
                     }
                 }
-                self.selector.select(&candidates, key)?
             }
-        };
+            let Some(index) = self.selector.select(&candidates, key) else {
+                return Err(if full { NoPick::Full } else { NoPick::NoServer });
+            };
+            if let Some(load) = self.acquire(index, false) {
+                return Ok(load);
+            }
+        }
+        Err(NoPick::Full)
+    }
+
+    /// Counts a request on server `index` if it is below its `max_conns`.
+    fn acquire(self: &Arc<Self>, index: usize, preferred: bool) -> Option<ServerLoad> {
         let server = &self.servers[index];
-        server.in_flight.fetch_add(1, Ordering::Relaxed);
+        let limit = server.config.max_conns;
+        if limit == 0 {
+            server.in_flight.fetch_add(1, Ordering::SeqCst);
+        } else {
+            server
+                .in_flight
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |count| {
+                    (count < limit).then_some(count + 1)
+                })
+                .ok()?;
+        }
         server.requests.fetch_add(1, Ordering::Relaxed);
         Some(ServerLoad {
             pool: self.clone(),
             index,
-            preferred: sticky.is_some(),
+            preferred,
+            armed: true,
         })
+    }
+
+    /// After [`Pool::pick_with`] said [`NoPick::Full`]: waits in the pool's queue up to `wait`
+    /// for a slot. `Err(Full)` after that: the caller answers 503.
+    pub async fn wait_for_slot(
+        self: &Arc<Self>,
+        key: Option<&[u8]>,
+        exclude: Option<usize>,
+        preferred: Option<usize>,
+        wait: Duration,
+    ) -> Result<ServerLoad, NoPick> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + wait;
+        let (handoff, mut slot) = oneshot::channel();
+        {
+            let mut queue = lock(&self.queue);
+            queue.push_back(Waiter {
+                preferred,
+                exclude,
+                handoff,
+            });
+            self.queued.store(queue.len(), Ordering::SeqCst);
+        }
+        self.queue_stats.waited.fetch_add(1, Ordering::Relaxed);
+        let result = loop {
+            // Queued first, picked again after: a slot freed in between is either seen here
+            // or handed over by its release (which sees the queue). Then again every so often,
+            // for what frees a server without a release (its health, the operator, a sticky
+            // server going down).
+            match self.pick_with(key, exclude, preferred) {
+                Err(NoPick::Full) => {}
+                other => break other,
+            }
+            let tick = (tokio::time::Instant::now() + QUEUE_RECHECK).min(deadline);
+            match tokio::time::timeout_at(tick, &mut slot).await {
+                Ok(Ok(load)) => break Ok(load),
+                // The pool dropped the waiter (it is being replaced): pick again, then wait.
+                Ok(Err(_)) => {
+                    (_, slot) = oneshot::channel();
+                    if tokio::time::Instant::now() >= deadline {
+                        break Err(NoPick::Full);
+                    }
+                    tokio::time::sleep_until(tick).await;
+                }
+                Err(_) if tokio::time::Instant::now() >= deadline => break Err(NoPick::Full),
+                Err(_) => {}
+            }
+        };
+        // Out of the queue; a slot handed over meanwhile goes back (to the next waiter).
+        slot.close();
+        if let Ok(extra) = slot.try_recv() {
+            drop(extra);
+        }
+        self.forget_closed_waiters();
+        self.queue_stats
+            .wait_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if matches!(result, Err(NoPick::Full)) {
+            self.queue_stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Requests waiting now.
+    pub fn queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    fn forget_closed_waiters(&self) {
+        let mut queue = lock(&self.queue);
+        queue.retain(|waiter| !waiter.handoff.is_closed());
+        self.queued.store(queue.len(), Ordering::SeqCst);
+    }
+
+    /// A request on server `index` is done: its slot goes to the oldest waiting request that
+    /// may use that server, or is freed.
+    fn release_slot(self: &Arc<Self>, index: usize) {
+        let server = &self.servers[index];
+        // Freed first, the queue read after (both SeqCst, as a waiter queues then picks): a
+        // request queueing now either sees this slot free or is seen here.
+        server.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if server.config.max_conns == 0 || self.queued.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let admission = self.admission(index, now);
+        let mut queue = lock(&self.queue);
+        queue.retain(|waiter| !waiter.handoff.is_closed());
+        let fits = |waiter: &Waiter| {
+            Some(index) != waiter.exclude
+                && match waiter.preferred {
+                    Some(preferred) if preferred == index => admission.takes_sticky,
+                    // Waits for its own server while that one takes it.
+                    Some(preferred)
+                        if preferred < self.servers.len()
+                            && self.admission(preferred, now).takes_sticky =>
+                    {
+                        false
+                    }
+                    _ => admission.takes_new && server.config.weight > 0,
+                }
+        };
+        while let Some(position) = queue.iter().position(&fits) {
+            let Some(waiter) = queue.remove(position) else {
+                break;
+            };
+            // Taken again for the waiter (a request arriving meanwhile may have won it).
+            let Some(load) = self.acquire(index, waiter.preferred == Some(index)) else {
+                queue.push_front(waiter);
+                break;
+            };
+            match waiter.handoff.send(load) {
+                Ok(()) => break,
+                // The waiter gave up just now: the count is undone here (its drop would
+                // come back for this lock), and the next one in line may take the slot.
+                Err(mut returned) => {
+                    returned.armed = false;
+                    server.in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+        self.queued.store(queue.len(), Ordering::SeqCst);
     }
 
     /// What the request on `load` told about its server (passive health checks).
@@ -419,6 +620,10 @@ impl Pool {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,7 +659,96 @@ mod tests {
         preferred: Option<usize>,
     ) -> Option<(usize, bool)> {
         pool.pick_with(None, exclude, preferred)
+            .ok()
             .map(|load| (Pool::index_of(&load), load.used_preferred()))
+    }
+
+    const TWO_LIMITED: &str = "servers = [ { url = \"http://10.0.0.1:80\", route = \"a\", max_conns = 1 }, \
+                               { url = \"http://10.0.0.2:80\", route = \"b\", max_conns = 2 } ]";
+
+    #[test]
+    fn servers_at_max_conns_are_skipped_then_the_pool_is_full() {
+        let pool = pool(TWO_LIMITED);
+        let mut loads: Vec<ServerLoad> = (0..3)
+            .map(|_| pool.pick_with(None, None, None).unwrap())
+            .collect();
+        let mut counts = [0, 0];
+        for load in &loads {
+            counts[Pool::index_of(load)] += 1;
+        }
+        assert_eq!(counts, [1, 2]);
+        assert_eq!(pool.pick_with(None, None, None).err(), Some(NoPick::Full));
+        // A sticky request waits for its own server, even when another has room.
+        let on_b = loads
+            .iter()
+            .position(|load| Pool::index_of(load) == 1)
+            .unwrap();
+        drop(loads.remove(on_b));
+        assert_eq!(
+            pool.pick_with(None, None, Some(0)).err(),
+            Some(NoPick::Full)
+        );
+        assert_eq!(
+            pool.pick_with(None, None, Some(1))
+                .map(|l| Pool::index_of(&l))
+                .ok(),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_pool_with_every_server_excluded_has_no_server_rather_than_a_queue() {
+        let pool = pool("servers = [ { url = \"http://10.0.0.1:80\", max_conns = 1 } ]");
+        assert_eq!(
+            pool.pick_with(None, Some(0), None).err(),
+            Some(NoPick::NoServer)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_oldest_waiter_first() {
+        let pool = pool("servers = [ { url = \"http://10.0.0.1:80\", max_conns = 1 } ]");
+        let held = pool.pick_with(None, None, None).unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for n in 0..3 {
+            let (pool, order) = (pool.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let load = pool
+                    .wait_for_slot(None, None, None, Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                order.lock().unwrap().push(n);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(load);
+            }));
+            // Queued in this order.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(pool.queue_depth(), 3);
+        drop(held);
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2]);
+        assert_eq!(pool.queue_depth(), 0);
+        assert_eq!(pool.servers[0].in_flight(), 0);
+        assert_eq!(pool.queue_stats.waited.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gives_up_at_the_queue_timeout_and_its_slot_is_not_lost() {
+        let pool = pool("servers = [ { url = \"http://10.0.0.1:80\", max_conns = 1 } ]");
+        let held = pool.pick_with(None, None, None).unwrap();
+        let timed_out = pool
+            .wait_for_slot(None, None, None, Duration::from_millis(200))
+            .await;
+        assert_eq!(timed_out.err(), Some(NoPick::Full));
+        assert_eq!(pool.queue_stats.timeouts.load(Ordering::Relaxed), 1);
+        assert_eq!(pool.queue_depth(), 0);
+        drop(held);
+        assert_eq!(pool.servers[0].in_flight(), 0);
+        assert!(pool.pick_with(None, None, None).is_ok());
     }
 
     #[test]

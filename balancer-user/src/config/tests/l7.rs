@@ -13,10 +13,10 @@ use serde::de::{IntoDeserializer, value::StrDeserializer};
 use super::{ORIGIN, XDP, assert_error, local_vip, parse};
 use crate::config::{
     AccessLogFormat, Balance, CertificatePaths, Config, HashOn, HeaderEdits, HealthTls,
-    HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, OnDown, PassiveHealthConfig,
-    PoolConfig, PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig,
-    RouteTarget, ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig, TrustedHeader,
-    UnderscorePolicy,
+    HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, OnDown,
+    PassiveHealthConfig, PoolConfig, PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig,
+    RouteConfig, RouteTarget, ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig,
+    TrustedHeader, UnderscorePolicy,
     de::{AccessLog, BalanceKind, Keyword, StickyMode, Underscore},
 };
 

@@ -21,14 +21,14 @@ use super::{
 };
 use crate::config::{
     AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HeaderEdits, HealthTls,
-    HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, OnDown, PassiveHealthConfig,
-    PoolConfig, PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig, RouteConfig,
-    RouteTarget, ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig, TrustedHeader,
-    UnderscorePolicy,
+    HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, OnDown,
+    PassiveHealthConfig, PoolConfig, PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig,
+    RouteConfig, RouteTarget, ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig,
+    TrustedHeader, UnderscorePolicy,
     de::{
-        AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, OnDownKind, PoolHealthTable,
-        PoolTable, Pools, ProxyTable, RouteTable, StickyMode, StickyTable, Table, TlsTable,
-        Underscore,
+        AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, OnDownKind,
+        PoolHealthTable, PoolTable, Pools, ProxyTable, RouteTable, StickyMode, StickyTable, Table,
+        TlsTable, Underscore,
     },
     error::Invalid,
 };

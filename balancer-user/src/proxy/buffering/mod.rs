@@ -4,4 +4,5 @@
 //! and then in unlinked temporary files (`spool.rs`).
 
 pub mod request;
+pub mod response;
 pub mod spool;
