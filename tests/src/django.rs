@@ -243,6 +243,17 @@ impl DjangoSite {
         name: &str,
         listen: &[&str],
     ) -> anyhow::Result<Gunicorn> {
+        self.start_backend_with(netns, name, listen, Workers::Threaded)
+    }
+
+    /// [`DjangoSite::start_backend`] with the worker model `workers`.
+    pub fn start_backend_with(
+        &self,
+        netns: &Netns,
+        name: &str,
+        listen: &[&str],
+        workers: Workers,
+    ) -> anyhow::Result<Gunicorn> {
         ensure!(!listen.is_empty(), "backend {name}: nothing to listen on");
         let access_log = self.dir().join(format!("gunicorn-{name}.access.log"));
         let stderr = self.dir().join(format!("gunicorn-{name}.stderr"));
@@ -269,16 +280,20 @@ impl DjangoSite {
             // gunicorn 23 takes addresses only; it needs just its peer, the balancer.
             .filter(|p| *p != "unix" && !p.contains('/'))
             .collect();
+        let (class, count, threads) = match workers {
+            Workers::Threaded => ("gthread", 1, 4),
+            Workers::Sync(count) => ("sync", count, 1),
+        };
         args.extend(
             [
                 "--chdir",
                 &project.display().to_string(),
                 "--worker-class",
-                "gthread",
+                class,
                 "--workers",
-                "1",
+                &count.to_string(),
                 "--threads",
-                "4",
+                &threads.to_string(),
                 "--graceful-timeout",
                 "3",
                 "--access-logfile",
@@ -316,6 +331,16 @@ impl DjangoSite {
             })?;
         Ok(backend)
     }
+}
+
+/// How a gunicorn backend serves requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One worker process with 4 threads (keep-alive works with it).
+    Threaded,
+    /// `n` sync worker processes: one request at a time each, no keep-alive. The deployment
+    /// gunicorn's docs describe, and the one a slow client can starve.
+    Sync(u32),
 }
 
 /// One gunicorn master (and its worker) serving a [`DjangoSite`]; SIGTERM on drop (the

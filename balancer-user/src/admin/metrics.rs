@@ -178,6 +178,8 @@ struct PoolServers {
     servers: Vec<(String, String, bool, Vec<u64>, u32)>,
     /// (pool, queue depth, requests that waited, their total wait in µs, queue timeouts).
     queues: Vec<(String, usize, u64, u64, u64)>,
+    /// (pool, retries made, retries the budget refused).
+    retries: Vec<(String, u64, u64)>,
 }
 
 impl PoolServers {
@@ -185,7 +187,17 @@ impl PoolServers {
         let now = std::time::Instant::now();
         let mut servers = Vec::new();
         let mut queues = Vec::new();
+        let mut retries = Vec::new();
         for (name, pool) in &state.pools {
+            retries.push((
+                name.clone(),
+                pool.retry_budget
+                    .made
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                pool.retry_budget
+                    .refused
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ));
             let stats = &pool.queue_stats;
             let count = |counter: &std::sync::atomic::AtomicU64| {
                 counter.load(std::sync::atomic::Ordering::Relaxed)
@@ -214,7 +226,12 @@ impl PoolServers {
         }
         servers.sort();
         queues.sort();
-        PoolServers { servers, queues }
+        retries.sort();
+        PoolServers {
+            servers,
+            queues,
+            retries,
+        }
     }
 }
 
@@ -289,6 +306,30 @@ impl Collector for PoolServers {
             )?;
             for (pool, .., timeouts) in &self.queues {
                 ConstCounter::new(*timeouts)
+                    .encode(family.encode_family(&[("pool", pool.as_str())])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "balancer_upstream_retries",
+                "Requests sent again to another server after one ended without an answer",
+                None,
+                MetricType::Counter,
+            )?;
+            for (pool, made, _) in &self.retries {
+                ConstCounter::new(*made)
+                    .encode(family.encode_family(&[("pool", pool.as_str())])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "balancer_upstream_retries_refused",
+                "Retries the pool's retry budget refused",
+                None,
+                MetricType::Counter,
+            )?;
+            for (pool, _, refused) in &self.retries {
+                ConstCounter::new(*refused)
                     .encode(family.encode_family(&[("pool", pool.as_str())])?)?;
             }
         }

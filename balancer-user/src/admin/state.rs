@@ -69,7 +69,11 @@ fn pools(state: &crate::proxy::state::ProxyState) -> serde_json::Value {
                 "wait_seconds_total": count(&stats.wait_micros) as f64 / 1e6,
                 "timeouts": count(&stats.timeouts),
             });
-            json!({ "name": name, "servers": servers, "queue": queue })
+            let retries = json!({
+                "made": count(&pool.retry_budget.made),
+                "refused_by_budget": count(&pool.retry_budget.refused),
+            });
+            json!({ "name": name, "servers": servers, "queue": queue, "retries": retries })
         })
         .collect();
     serde_json::Value::Array(pools)

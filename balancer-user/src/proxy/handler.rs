@@ -41,7 +41,7 @@ use super::{
     upstream::{Checkout, SendError},
 };
 use crate::{
-    config::{AccessLogFormat, Balance, ListenerConfig, ProxySettings, RouteConfig},
+    config::{AccessLogFormat, Balance, ListenerConfig, OnDown, ProxySettings, RouteConfig},
     headers::{
         hygiene::{HygieneError, RemovalReason, connection_tokens, strip_hop_by_hop},
         rewrite::{BackendUrl, PublicUrl, ReverseMap, has_rewritable_headers},
@@ -683,7 +683,7 @@ async fn forward<B: RequestBody>(
         let memory = usize::try_from(forwarding.proxy.body_buffer).unwrap_or(usize::MAX);
         body.buffer_whole(memory, forwarding.temp_dir).await
     } else {
-        body.read_ahead(READ_AHEAD).await
+        body.read_ahead(READ_AHEAD)
     };
     read.map_err(body_error)?;
     let key = match &pool.config.balance {
@@ -708,6 +708,8 @@ async fn forward<B: RequestBody>(
     }
 
     let mut excluded = None;
+    pool.retry_budget
+        .record_request(super::retry_budget::now_second());
     let (mut load, mut checkout) = pick_phase(
         shared,
         pool,
@@ -748,6 +750,21 @@ async fn forward<B: RequestBody>(
                     reason: err.to_string(),
                 });
             }
+            // It reached the server, which ended without a byte of answer (or was marked
+            // down while it waited): another server gets it, once, when that is safe.
+            Err(Unanswered(err)) if excluded.is_none() && may_retry(pool, &request) => {
+                tracing::warn!(pool = %pool.config.name, server = %label, "{err}; retrying on another server");
+                excluded = Some(Pool::index_of(&load));
+                request.body_mut().rewind();
+                (load, checkout) =
+                    pick_phase(shared, pool, key.as_deref(), None, &mut excluded, record).await?;
+                if !forwarding.route.preserve_host
+                    && let Ok(host) = HeaderValue::from_str(&load.server().authority)
+                {
+                    request.headers_mut().insert(header::HOST, host);
+                }
+            }
+            Err(Unanswered(err)) => return Err(err),
             Ok(response) => break response,
             Err(Sent(err)) => return Err(err),
         }
@@ -908,15 +925,19 @@ fn upstream_request_phase<B>(
     Ok(request)
 }
 
-/// How a send failed: before anything reached the server (it may go to another), or after.
+/// How a send failed: before anything reached the server (it may go to another), after it
+/// reached the server but before any answer (it may go to another when that is safe), or in a
+/// way that ends the request.
 enum SendFailure {
     Unsent(SendError),
+    Unanswered(ProxyError),
     Sent(ProxyError),
 }
-use SendFailure::{Sent, Unsent};
+use SendFailure::{Sent, Unanswered, Unsent};
 
 /// Sends the request within the pool's response timeout, and tells passive health what the
-/// answer says about the server (a client's broken body says nothing about it).
+/// answer says about the server (a client's broken body says nothing about it). With
+/// `on_down = "abort"`, a server marked down meanwhile ends the wait.
 async fn send_phase<B: RequestBody>(
     pool: &Pool,
     load: &ServerLoad,
@@ -925,7 +946,23 @@ async fn send_phase<B: RequestBody>(
     server_label: &str,
 ) -> Result<Response<Body>, SendFailure> {
     let timeout = pool.config.timeouts.response;
-    match tokio::time::timeout(timeout, checkout.send(request)).await {
+    let send = tokio::time::timeout(timeout, checkout.send(request));
+    let sent = if pool.config.on_down == OnDown::Abort {
+        let marked_down = load.server().marked_down.notified();
+        tokio::select! {
+            biased;
+            sent = send => sent,
+            () = marked_down => {
+                return Err(Unanswered(ProxyError::Upstream {
+                    server: server_label.to_string(),
+                    reason: "marked down by its health checks while the request waited".into(),
+                }));
+            }
+        }
+    } else {
+        send.await
+    };
+    match sent {
         Err(_) => {
             pool.report_outcome(load, Outcome::NoResponse);
             Err(Sent(ProxyError::UpstreamTimeout {
@@ -935,6 +972,13 @@ async fn send_phase<B: RequestBody>(
         }
         Ok(Err(SendError::Body(err))) => Err(Sent(body_error(err))),
         Ok(Err(err @ SendError::NotSent(_))) => Err(Unsent(err)),
+        Ok(Err(err @ SendError::NoResponse(_))) => {
+            pool.report_outcome(load, Outcome::NoResponse);
+            Err(Unanswered(ProxyError::Upstream {
+                server: server_label.to_string(),
+                reason: err.to_string(),
+            }))
+        }
         Ok(Err(err)) => {
             pool.report_outcome(load, Outcome::NoResponse);
             Err(Sent(ProxyError::Upstream {
@@ -947,6 +991,18 @@ async fn send_phase<B: RequestBody>(
             Ok(response)
         }
     }
+}
+
+/// Whether a request that reached a server without an answer may go to another: its method
+/// is in `retry.methods` (idempotent ones only, RFC 9110 §9.2.2), its body can be sent again,
+/// and the pool's retry budget allows one more.
+fn may_retry<B: RequestBody>(pool: &Pool, request: &Request<B>) -> bool {
+    let method = request.method().as_str();
+    pool.config.retry.methods.iter().any(|m| m == method)
+        && request.body().replayable()
+        && pool
+            .retry_budget
+            .try_retry(super::retry_budget::now_second())
 }
 
 /// The server's 101: the connection becomes a tunnel. An HTTP/1.1 client's is run by our

@@ -20,6 +20,7 @@ pub mod log_file;
 pub mod metrics;
 pub mod operator_file;
 pub mod pool;
+pub mod retry_budget;
 pub mod route;
 pub mod server_state;
 pub mod state;

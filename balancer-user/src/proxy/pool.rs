@@ -12,12 +12,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     balance::{self, Candidate, Selector},
     error::ErrorPages,
+    retry_budget::RetryBudget,
     server_state::{
         Admission, Change, HealthRules, Operator, Outcome, ServerState, StateView, Transition,
     },
@@ -52,6 +53,8 @@ pub struct Pool {
     queued: AtomicUsize,
     /// Requests that waited in the queue, how long in total, and how many gave up.
     pub queue_stats: QueueStats,
+    /// `retry.budget`: how many requests that reached a server may go to another.
+    pub retry_budget: RetryBudget,
 }
 
 /// A request in the queue: the slot of a server is handed to it directly when one frees up,
@@ -96,6 +99,8 @@ pub struct Server {
     pub connect_failures: AtomicU64,
     /// Requests that went to this server because their session sticks to it.
     pub sticky_requests: AtomicU64,
+    /// Woken when checks mark the server down: requests waiting on it stop (`on_down`).
+    pub marked_down: Notify,
 }
 
 /// A server's state and how often it changed, by where it went.
@@ -146,6 +151,7 @@ impl Server {
             requests: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             sticky_requests: AtomicU64::new(0),
+            marked_down: Notify::new(),
         }
     }
 
@@ -239,6 +245,7 @@ impl Pool {
             queue: Mutex::new(VecDeque::new()),
             queued: AtomicUsize::new(0),
             queue_stats: QueueStats::default(),
+            retry_budget: RetryBudget::new(config.retry.budget_permille),
         }
     }
 
@@ -300,6 +307,9 @@ impl Pool {
             return;
         };
         server.health.changes[change.to as usize].fetch_add(1, Ordering::Relaxed);
+        if change.to == Transition::Down {
+            server.marked_down.notify_waiters();
+        }
         let (pool, to, cause) = (&self.config.name, change.to.label(), &change.cause);
         if change.to.is_loss() {
             tracing::warn!(%pool, server = %server.label, %to, %cause, "server state changed");

@@ -11,8 +11,10 @@
 //! byte of response, the request is sent again, ONCE, on a brand-new connection to the same
 //! server — if its body can be sent again, and, once any of it was written, only for
 //! idempotent methods. [`SendError::NotSent`] is returned only when that new connection cannot
-//! be made: the caller may then send the request to another server. [`SendError::Failed`] means
-//! the request may have reached the server; [`SendError::Body`] that the client's body failed.
+//! be made: the caller may then send the request to another server. [`SendError::NoResponse`]
+//! means the request was sent and the connection ended before any answer (the caller may retry
+//! it elsewhere when that is safe); [`SendError::Failed`] that it may have reached the server;
+//! [`SendError::Body`] that the client's body failed.
 
 use std::collections::VecDeque;
 use std::io;
@@ -75,6 +77,11 @@ pub enum SendError {
     /// the one retry on a new connection could not connect): it may be sent to another server.
     #[error("request not sent: {0}")]
     NotSent(ConnectError),
+    /// The connection closed or was reset after the request was written, before a byte of
+    /// response: the request may be retried elsewhere when that is safe (idempotent,
+    /// replayable).
+    #[error("connection closed before any response: {0}")]
+    NoResponse(io::Error),
     /// Failed after (part of) the request may have been written.
     #[error("request failed: {0}")]
     Failed(BoxError),
@@ -510,6 +517,7 @@ impl Checkout {
                     reused = false;
                 }
                 Err(ExchangeError::Body(error)) => return Err(SendError::Body(error)),
+                Err(ExchangeError::Closed(error)) => return Err(SendError::NoResponse(error)),
                 Err(error) => return Err(SendError::Failed(error.to_string().into())),
             }
         }

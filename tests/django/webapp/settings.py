@@ -35,7 +35,9 @@ CSRF_TRUSTED_ORIGINS = [PUBLIC_ORIGIN]
 # Anything that arrives as plain http is redirected to https, except the health check, which
 # the balancer sends to the server directly.
 SECURE_SSL_REDIRECT = True
-SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
+# The health check, and the views of the slow-client tests (tests/tests/l7_protect.rs), which
+# run over plain HTTP: without the exemption they would get a redirect, not the view.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/$", r"^(upload|big|busy)/$"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 

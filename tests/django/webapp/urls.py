@@ -10,4 +10,7 @@ urlpatterns = [
     path("redirect/", views.redirect_view),
     path("target/", views.target, name="target"),
     path("session/", views.session),
+    path("upload/", views.upload),
+    path("big/", views.big),
+    path("busy/", views.busy),
 ]

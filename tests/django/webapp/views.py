@@ -1,9 +1,15 @@
 """Views the tests read: what Django concluded about a request (`meta`), redirects of every
-kind an app makes (`redirect_view`), a session counter (`session`) and a health check."""
+kind an app makes (`redirect_view`), a session counter (`session`), a health check, and for
+the slow-client tests an upload sink (`upload`), a large response (`big`) and a request that
+holds its worker for a while (`busy`)."""
+
+import os
+import time
 
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 
 
 def healthz(request):
@@ -54,3 +60,24 @@ def session(request):
     count = request.session.get("count", 0) + 1
     request.session["count"] = count
     return JsonResponse({"count": count, "backend": settings.BACKEND_NAME})
+
+
+@csrf_exempt
+def upload(request):
+    """Reads the whole request body (a sync worker is held until the last byte arrives)."""
+    body = request.body
+    return JsonResponse({"bytes": len(body), "pid": os.getpid(), "backend": settings.BACKEND_NAME})
+
+
+def big(request):
+    """`?size=` bytes of text: a response larger than socket buffers."""
+    size = int(request.GET.get("size", "2000000"))
+    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-+\n"
+    body = (line * (size // len(line) + 1))[:size]
+    return HttpResponse(body, content_type="text/plain")
+
+
+def busy(request):
+    """Holds its worker for `?ms=` milliseconds, then says which worker it was."""
+    time.sleep(int(request.GET.get("ms", "100")) / 1000)
+    return JsonResponse({"pid": os.getpid(), "backend": settings.BACKEND_NAME})

@@ -10,6 +10,7 @@
 use std::{path::Path, time::Duration};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use hyper::http::HeaderMap;
 
 use super::spool::{Cursor, Spool};
@@ -55,13 +56,19 @@ impl<B: RequestBody> ForwardBody<B> {
         Ok(())
     }
 
-    /// Reads up to about `up_to` bytes ahead into memory: a body that fits is then whole (sent
-    /// with its length, checked before any server sees it, and replayable); a longer one is
-    /// streamed after this part.
-    pub async fn read_ahead(&mut self, up_to: usize) -> Result<(), BodyError> {
+    /// Takes up to about `up_to` bytes of what the client has sent already, without waiting
+    /// for more: a body that came whole with its head (most do) is then whole here (sent with
+    /// its length, checked before any server sees it, and replayable); the rest of a longer or
+    /// slower one is streamed to the server as it comes (`request_buffering = false`).
+    pub fn read_ahead(&mut self, up_to: usize) -> Result<(), BodyError> {
         self.spool = Spool::new(usize::MAX);
         while self.spool.in_memory() < up_to {
-            match self.client.next_data().await {
+            // Polled once: reading from a socket is cancel-safe, and what is not there yet is
+            // the server's to wait for.
+            let Some(next) = self.client.next_data().now_or_never() else {
+                break;
+            };
+            match next {
                 Some(Ok(data)) => self
                     .spool
                     .push(data, Path::new("/"))
@@ -174,7 +181,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_ahead_streams_the_rest_and_then_cannot_be_replayed() {
         let mut body = ForwardBody::new(streamed(&[b"abc", b"def", b"ghi"]));
-        body.read_ahead(4).await.unwrap();
+        body.read_ahead(4).unwrap();
         assert_eq!(body.buffered(), 6);
         assert!(body.replayable());
         assert_eq!(drain(&mut body).await, b"abcdefghi");
@@ -184,7 +191,7 @@ mod tests {
     #[tokio::test]
     async fn a_short_body_read_ahead_is_whole() {
         let mut body = ForwardBody::new(streamed(&[b"abc"]));
-        body.read_ahead(64).await.unwrap();
+        body.read_ahead(64).unwrap();
         assert_eq!(body.length(), BodyLength::Exact(3));
         assert_eq!(drain(&mut body).await, b"abc");
         assert!(body.replayable());
