@@ -12,6 +12,7 @@ pub mod l4topology;
 pub mod l7;
 pub mod netns;
 pub mod process;
+pub mod slow_clients;
 pub mod topology;
 pub mod traffic;
 

@@ -16,19 +16,17 @@
 
 use std::{
     io::{Read, Write},
-    net::TcpStream,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use balancer_tests::{
     BalancerProcess, Client, L7Net, Request,
     django::{DjangoSite, Gunicorn, SiteSettings, Workers},
-    in_netns,
+    slow_clients::{Crowd, slow_upload},
 };
 
 const PUBLIC_HOST: &str = "www.example.test";
@@ -139,61 +137,6 @@ servers = [{{ url = "{}"{server_keys} }}]
     }
 }
 
-/// Clients in the namespace that each do `work` on a raw socket until `stop` is set.
-struct Crowd {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Crowd {
-    fn start(
-        net: &L7Net,
-        count: usize,
-        work: impl Fn(TcpStream, &AtomicBool) + Send + Sync + 'static,
-    ) -> Crowd {
-        let stop = Arc::new(AtomicBool::new(false));
-        let work = Arc::new(work);
-        let threads = (0..count)
-            .map(|_| {
-                let (stop, work, path) = (stop.clone(), work.clone(), net.path());
-                std::thread::spawn(move || {
-                    let _ = in_netns(&path, move || {
-                        if let Ok(stream) = TcpStream::connect(LISTEN) {
-                            work(stream, &stop);
-                        }
-                    });
-                })
-            })
-            .collect();
-        Crowd { stop, threads }
-    }
-}
-
-impl Drop for Crowd {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Uploads 4 KiB to /upload/ at 100 bytes/s (10 bytes every 100 ms) until done or stopped.
-fn slow_upload(mut stream: TcpStream, stop: &AtomicBool) {
-    let head = format!(
-        "POST /upload/ HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\nContent-Type: application/octet-stream\r\nContent-Length: 4096\r\n\r\n"
-    );
-    if stream.write_all(head.as_bytes()).is_err() {
-        return;
-    }
-    for _ in 0..(4096 / 10) {
-        if stop.load(Ordering::Relaxed) || stream.write_all(&[b'x'; 10]).is_err() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// What a normal client saw while the crowd was at it: GET /healthz/ every 200 ms for `span`.
 fn normal_client(stack: &Stack, span: Duration) -> Vec<(Result<u16, String>, Duration)> {
     let started = Instant::now();
@@ -208,7 +151,9 @@ fn normal_client(stack: &Stack, span: Duration) -> Vec<(Result<u16, String>, Dur
 #[test]
 fn slow_uploads_do_not_hold_the_sync_workers() {
     let stack = Stack::start("slowup", "", "", "");
-    let crowd = Crowd::start(&stack.net, 10, slow_upload);
+    let crowd = Crowd::start(&stack.net, LISTEN, 10, move |stream, stop| {
+        slow_upload(stream, stop, PUBLIC_HOST)
+    });
     // Every upload is under way (connected, head sent) before the normal client starts.
     std::thread::sleep(Duration::from_millis(500));
     let seen = normal_client(&stack, Duration::from_secs(5));
@@ -234,7 +179,9 @@ fn slow_uploads_do_not_hold_the_sync_workers() {
 #[test]
 fn slow_uploads_starve_sync_workers_when_bodies_are_streamed() {
     let stack = Stack::start("slowup-stream", "request_buffering = false", "", "");
-    let crowd = Crowd::start(&stack.net, 10, slow_upload);
+    let crowd = Crowd::start(&stack.net, LISTEN, 10, move |stream, stop| {
+        slow_upload(stream, stop, PUBLIC_HOST)
+    });
     std::thread::sleep(Duration::from_millis(500));
     let seen = normal_client(&stack, Duration::from_secs(4));
     drop(crowd);
@@ -254,7 +201,7 @@ fn slow_uploads_starve_sync_workers_when_bodies_are_streamed() {
 fn slow_readers_do_not_hold_the_sync_workers() {
     let stack = Stack::start("slowread", "", "", "");
     // Each reads a 2 MB response at 10 KB/s.
-    let crowd = Crowd::start(&stack.net, 10, |mut stream, stop| {
+    let crowd = Crowd::start(&stack.net, LISTEN, 10, |mut stream, stop| {
         let head = format!(
             "GET /big/?size=2000000 HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\nConnection: close\r\n\r\n"
         );
