@@ -34,6 +34,10 @@ pub struct ProxySettings {
     /// with its own idle upstream connections (0 to 1024; `None`: one per CPU; 0: the main,
     /// work-stealing runtime serves them). Fixed at start: a reload keeps the running count.
     pub workers: Option<usize>,
+    /// `request_id` (default true): every request gets an `X-Request-ID` (kept from a trusted
+    /// proxy when well-formed, else a new UUIDv7), sent to the server, echoed in the response
+    /// and written in the access log (headers/request_id.rs). false: the field is left alone.
+    pub request_id: bool,
 }
 
 impl ProxySettings {
@@ -64,6 +68,7 @@ impl Default for ProxySettings {
             upgrade_socket: None,
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
             workers: None,
+            request_id: true,
         }
     }
 }
@@ -241,6 +246,9 @@ pub struct RouteConfig {
     /// (case-insensitive, a leading dot kept) becomes its value, whatever
     /// `rewrite_cookie_path` says. Keys lowercase, in order.
     pub rewrite_cookie_domain: Vec<(String, String)>,
+    /// `compress` (default false): gzip, br or zstd, as the client's `Accept-Encoding` prefers,
+    /// for compressible types the server did not compress (proxy/compress.rs).
+    pub compress: bool,
 }
 
 /// `set` and `unset` of `request_headers` / `response_headers`. Names lowercase.

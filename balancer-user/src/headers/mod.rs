@@ -5,6 +5,7 @@
 pub mod edits;
 pub mod forwarded;
 pub mod hygiene;
+pub mod request_id;
 pub mod rewrite;
 pub mod trust;
 

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::config::{KeepaliveConfig, ListenerConfig, RouteConfig};
 
-#[derive(Default, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct ProxyTable {
     #[serde(default, deserialize_with = "keyword")]
@@ -28,6 +28,23 @@ pub(in crate::config) struct ProxyTable {
     pub shutdown_timeout: Option<Spanned<Duration>>,
     #[serde(default, deserialize_with = "workers")]
     pub workers: Option<usize>,
+    #[serde(default = "yes")]
+    pub request_id: bool,
+}
+
+/// No `[proxy]` table: every key's default (`request_id` is on).
+impl Default for ProxyTable {
+    fn default() -> Self {
+        ProxyTable {
+            access_log: AccessLog::default(),
+            access_log_file: None,
+            state_file: None,
+            upgrade_socket: None,
+            shutdown_timeout: None,
+            workers: None,
+            request_id: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -148,6 +165,8 @@ pub(in crate::config) struct RouteTable {
     pub allow_encoded_slashes: bool,
     #[serde(default)]
     pub rewrite_cookie_domain: std::collections::BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub compress: bool,
 }
 
 /// `request_headers` / `response_headers`.

@@ -97,6 +97,7 @@ access_log_file = "logs/access.log"
 state_file = "/var/lib/balancer/state.json"
 upgrade_socket = "/run/balancer/up.sock"
 workers = 3
+request_id = false
 shutdown_timeout = "1m"
 
 [[listener]]
@@ -130,6 +131,7 @@ pool = "django"
 preserve_host = false
 max_body_size = "10MiB"
 error_pages = { 502 = "errors/502.html", 503 = "/srv/errors/503.html" }
+compress = true
 
 [[route]]
 listener = "https"
@@ -196,6 +198,7 @@ servers = [ { url = "http://API.internal" } ]
             upgrade_socket: Some(path("/run/balancer/up.sock")),
             shutdown_timeout: Duration::from_secs(60),
             workers: Some(3),
+            request_id: false,
         },
         listeners: vec![
             ListenerConfig {
@@ -247,6 +250,7 @@ servers = [ { url = "http://API.internal" } ]
                 debug_headers: false,
                 allow_encoded_slashes: false,
                 rewrite_cookie_domain: Vec::new(),
+                compress: true,
             },
             RouteConfig {
                 name: "route-1".to_string(),
@@ -266,6 +270,7 @@ servers = [ { url = "http://API.internal" } ]
                 debug_headers: false,
                 allow_encoded_slashes: false,
                 rewrite_cookie_domain: Vec::new(),
+                compress: false,
             },
             RouteConfig {
                 name: "route-2".to_string(),
@@ -285,6 +290,7 @@ servers = [ { url = "http://API.internal" } ]
                 debug_headers: false,
                 allow_encoded_slashes: false,
                 rewrite_cookie_domain: Vec::new(),
+                compress: false,
             },
         ],
         // Sorted by name.
@@ -365,6 +371,7 @@ fn l7_defaults() {
                 upgrade_socket: None,
                 shutdown_timeout: Duration::from_secs(30),
                 workers: None,
+                request_id: true,
             },
             listeners: vec![ListenerConfig {
                 name: "http".to_string(),
@@ -407,6 +414,7 @@ fn l7_defaults() {
                 debug_headers: false,
                 allow_encoded_slashes: false,
                 rewrite_cookie_domain: Vec::new(),
+                compress: false,
             }],
             pools: vec![PoolConfig {
                 name: "app".to_string(),
@@ -840,14 +848,14 @@ fn l7_keyword_lists_match_the_enums() {
 // ---- Bad configs: unknown keys and table shapes ------------------------------------------------
 
 const LISTENER_KEYS: &str = "`name`, `bind`, `tls`, `redirect_https`, `https_port`, `header_read_timeout`, `keepalive_timeout`, `max_header_bytes`, `max_headers`, `max_connections`, `trusted_proxies`, `trusted_headers`, `underscore_headers`, `allowed_hosts`, `disallowed_host_status`, `identity_headers`, `emit_forwarded`, `emit_x_real_ip`";
-const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`, `allow_encoded_slashes`, `rewrite_cookie_domain`";
+const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`, `allow_encoded_slashes`, `rewrite_cookie_domain`, `compress`";
 const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, `timeouts`, `h2c`, `error_pages`, `sticky`, `health`, `passive`, `slow_start`";
 
 #[test]
 fn unknown_key_in_proxy() {
     assert_error(
         "[proxy]\nthreads = 4\n",
-        "test.toml:2:1: proxy.threads: unknown field `threads`, expected one of `access_log`, `access_log_file`, `state_file`, `upgrade_socket`, `shutdown_timeout`, `workers`",
+        "test.toml:2:1: proxy.threads: unknown field `threads`, expected one of `access_log`, `access_log_file`, `state_file`, `upgrade_socket`, `shutdown_timeout`, `workers`, `request_id`",
     );
 }
 

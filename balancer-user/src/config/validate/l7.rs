@@ -87,6 +87,7 @@ fn proxy_settings(table: &ProxyTable, base_dir: &Path) -> Result<ProxySettings, 
             AccessLog::Off => AccessLogFormat::Off,
         },
         workers: table.workers,
+        request_id: table.request_id,
         shutdown_timeout: duration(
             "proxy.shutdown_timeout",
             table.shutdown_timeout.as_ref(),
@@ -564,6 +565,7 @@ fn route_configs(
             debug_headers: route.debug_headers,
             allow_encoded_slashes: route.allow_encoded_slashes,
             rewrite_cookie_domain: cookie_domains(&key, &route.rewrite_cookie_domain)?,
+            compress: route.compress,
         });
     }
     Ok(configs)
