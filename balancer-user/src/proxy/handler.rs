@@ -22,7 +22,7 @@ use super::{
     Body,
     access_log::{AccessRecord, Completion, LoggedBody},
     activity::Activity,
-    balance,
+    balance, compress,
     error::{self, PageSet, ProxyError},
     h1::{
         client::UpstreamUpgrade,
@@ -42,6 +42,7 @@ use super::{
 use crate::{
     config::{AccessLogFormat, Balance, ListenerConfig, RouteConfig},
     headers::{
+        compression,
         hygiene::{HygieneError, RemovalReason, connection_tokens, strip_hop_by_hop},
         request_id::{self, X_REQUEST_ID},
         rewrite::{BackendUrl, PublicUrl, ReverseMap, has_rewritable_headers},
@@ -339,6 +340,10 @@ async fn process<B: RequestBody>(
     let received = route
         .debug_headers
         .then(|| crate::headers::edits::redacted(request.headers()));
+    // Read before the request goes: the answer's coding (route `compress` only).
+    let coding = route
+        .compress
+        .then(|| compression::for_request(request.method(), request.headers()));
     let view = header_phase(
         ctx.shared,
         listener_runtime,
@@ -396,6 +401,10 @@ async fn process<B: RequestBody>(
             forward(ctx.shared, ctx.conn, request, &forwarding, &mut ctx.record).await?
         }
     };
+    // After HTML rewriting (which decodes the server's gzip), before the route's own edits.
+    if let Some(coding) = coding {
+        compress::response_phase(&ctx.shared.metrics, &route.name, coding, &mut answer.0);
+    }
     runtime.response_edits.apply(answer.0.headers_mut());
     Ok(answer)
 }

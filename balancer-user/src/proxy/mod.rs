@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod activity;
 pub mod balance;
+pub mod compress;
 pub mod error;
 pub mod h1;
 pub mod handler;
