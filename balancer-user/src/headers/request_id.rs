@@ -5,6 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use hyper::{
     HeaderMap,
     header::{HeaderName, HeaderValue},
@@ -67,7 +68,9 @@ pub fn resolve(headers: &HeaderMap, trusted_peer: bool) -> HeaderValue {
     }
 }
 
-/// A new UUIDv7 from the clock and the thread's random generator.
+/// A new UUIDv7 from the clock and the thread's random generator: one allocation, which holds
+/// the text and the reference count (`Bytes::from_owner`), so that the copies for the server,
+/// the response and the log line are counts, not allocations.
 pub fn generate() -> HeaderValue {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -78,7 +81,8 @@ pub fn generate() -> HeaderValue {
         rand::random(),
     );
     // Lowercase hex digits and '-' only: always a valid header value.
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// A UUIDv7 in its hyphenated text form (RFC 9562 §4, §5.7): 48 bits of Unix milliseconds,
