@@ -3,15 +3,19 @@
 //! `--compressed` decodes each coding: the test compares what it decoded with the file).
 //!
 //! - br, zstd and gzip are each negotiated by `Accept-Encoding` (weights, `q=0`, and the tie
-//!   order br > zstd > gzip) and decode to the original; `Vary: Accept-Encoding` is set.
+//!   order br > zstd > gzip) and decode to the original, over HTTP/1.1 and HTTP/2;
+//!   `Vary: Accept-Encoding` is set.
 //! - Nothing below the minimum size, of an incompressible type (image/png), for HEAD, for a
 //!   range, or on a route without `compress` is compressed; what nginx compressed itself is
 //!   passed on as nginx sent it.
 
 mod l7_support;
 
-use balancer_tests::{BalancerProcess, L7Net, Nginx, curl, l7::CurlReply};
-use l7_support::{LISTEN, metrics, sample, start};
+use balancer_tests::{BalancerProcess, Certs, L7Net, Nginx, curl, l7::CurlReply};
+use l7_support::{LISTEN, LISTEN_TLS, metrics, sample, start};
+
+/// The TLS listener's name (its certificate's), for HTTP/2 clients.
+const PUBLIC_HOST: &str = "www.example.test";
 
 /// nginx serving `html/` as it is, and the same files gzipped by nginx itself.
 const NGINX: &str = "127.0.0.1:8091";
@@ -39,6 +43,7 @@ fn noise(size: usize) -> Vec<u8> {
 struct Site {
     net: L7Net,
     nginx: Nginx,
+    certs: Certs,
     balancer: BalancerProcess,
 }
 
@@ -71,6 +76,8 @@ impl Site {
             String::from_utf8(big_text()).expect("text")
         );
         std::fs::write(html.join("data.json"), data).expect("write data.json");
+        let certs = Certs::new().expect("CA");
+        let cert = certs.issue("site", &[PUBLIC_HOST]).expect("certificate");
         let balancer = start(
             &net,
             &format!(
@@ -79,9 +86,20 @@ impl Site {
 name = "web"
 bind = "{LISTEN}"
 
+[[listener]]
+name = "tls"
+bind = "{LISTEN_TLS}"
+tls = {{ certificates = [ {cert} ] }}
+
 [[route]]
 name = "main"
 listener = "web"
+pool = "nginx"
+compress = true
+
+[[route]]
+name = "h2"
+listener = "tls"
 pool = "nginx"
 compress = true
 
@@ -105,12 +123,14 @@ servers = [ {{ url = "http://{NGINX}" }} ]
 
 [pool.nginx_gzip]
 servers = [ {{ url = "http://{NGINX_GZIP}" }} ]
-"#
+"#,
+                cert = cert.toml()
             ),
         );
         Site {
             net,
             nginx,
+            certs,
             balancer,
         }
     }
@@ -212,7 +232,49 @@ fn each_coding_is_negotiated_and_decodes_to_the_original() {
     assert_eq!(vary(&refused), ["Accept-Encoding"]);
     assert!(refused.body == big);
 
+    // HTTP/2 over TLS: the stream ends the body (no length), the same coding as HTTP/1.1.
+    let ca = site.certs.ca_path().display().to_string();
+    let resolve = format!("{PUBLIC_HOST}:8443:127.0.0.1");
+    let url = format!("https://{PUBLIC_HOST}:8443/big.txt");
+    let h2 = curl(
+        &site.net,
+        &[
+            "--http2",
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            "--compressed",
+            "-H",
+            "Accept-Encoding: zstd, gzip;q=0.5",
+            &url,
+        ],
+    )
+    .unwrap_or_else(|err| {
+        panic!(
+            "curl --http2: {err:#}\nbalancer log:\n{}",
+            site.balancer.log()
+        )
+    });
+    assert_eq!((h2.status, h2.http_version.as_str()), (200, "2"));
+    assert_eq!(
+        h2.header("content-encoding"),
+        Some("zstd"),
+        "{:?}",
+        h2.headers
+    );
+    assert_eq!(h2.header("content-length"), None, "{:?}", h2.headers);
+    assert!(h2.body == big, "HTTP/2: decodes to the file");
+
     let m = metrics(&site.balancer);
+    assert_eq!(
+        sample(
+            &m,
+            "balancer_http_compressed_responses_total{route=\"h2\",encoding=\"zstd\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
     for (encoding, count) in [("br", 3.0), ("zstd", 3.0), ("gzip", 2.0)] {
         let series = format!(
             "balancer_http_compressed_responses_total{{route=\"main\",encoding=\"{encoding}\"}}"
