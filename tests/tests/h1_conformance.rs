@@ -84,9 +84,21 @@ fn name_as_forwarded(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
-/// The fields the proxy appends to every forwarded request (README, "Forwarded headers"), for a
-/// client on 127.0.0.1 of the plain listener whose request names `host` (empty: none).
+/// The fields the proxy appends to every forwarded request (README, "Forwarded headers" and
+/// `request_id`), for a client on 127.0.0.1 of the plain listener whose request names `host`
+/// (empty: none). The request ID is new for every request: compared as [`REQUEST_ID`] (see
+/// [`mask_request_ids`]).
 fn proxy_added(host: &str) -> String {
+    format!("{}{}", request_id_added(), forwarded_added(host))
+}
+
+/// The request ID field of [`proxy_added`] (set when the request's own fields are clean).
+fn request_id_added() -> String {
+    format!("x-request-id: {REQUEST_ID}\r\n")
+}
+
+/// The forwarded fields of [`proxy_added`].
+fn forwarded_added(host: &str) -> String {
     let mut fields = String::from("x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n");
     if !host.is_empty() {
         fields.push_str(&format!("x-forwarded-host: {host}\r\n"));
@@ -97,6 +109,37 @@ fn proxy_added(host: &str) -> String {
     }
     fields.push_str("\r\n");
     fields
+}
+
+/// What a request ID the proxy made is compared as.
+const REQUEST_ID: &str = "<uuid-v7>";
+
+/// `bytes` with the value of each `x-request-id` field that is a UUIDv7 (RFC 9562: 8-4-4-4-12
+/// lowercase hex digits, version 7) replaced by [`REQUEST_ID`]; any other value stays as it
+/// is, and so fails the comparison.
+fn mask_request_ids(bytes: &[u8]) -> Vec<u8> {
+    const FIELD: &[u8] = b"\r\nx-request-id: ";
+    let is_uuid_v7 = |value: &[u8]| {
+        value.len() == 36
+            && value.iter().enumerate().all(|(i, &b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                14 => b == b'7',
+                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+            })
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(FIELD.len()).position(|w| w == FIELD) {
+        let value_at = at + FIELD.len();
+        out.extend_from_slice(&rest[..value_at]);
+        rest = &rest[value_at..];
+        if rest.get(..36).is_some_and(is_uuid_v7) && rest[36..].starts_with(b"\r\n") {
+            out.extend_from_slice(REQUEST_ID.as_bytes());
+            rest = &rest[36..];
+        }
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// The framing field of a chunked request body as forwarded: the client's Transfer-Encoding is
@@ -797,16 +840,18 @@ fn head_syntax_cases() -> Vec<Case> {
             "GET / HTTP/1.0\r\n\r\n",
         )
         // To the server it is HTTP/1.1, which needs a Host: empty when the target URI has no
-        // authority (RFC 9112 §3.2). HTTP/1.0 without keep-alive closes after the response.
+        // authority (RFC 9112 §3.2); the proxy adds it with the target, after the request ID.
+        // HTTP/1.0 without keep-alive closes after the response.
         .answers(&[200])
         .closed()
-        .forwards(vec![forwarded(
-            "GET",
-            "/",
-            "",
-            &[("Host", "")],
-            Sent::Plain(b""),
-        )]),
+        .forwards(vec![
+            format!(
+                "GET / HTTP/1.1\r\n{}host: \r\n{}\r\n",
+                request_id_added(),
+                forwarded_added("")
+            )
+            .into_bytes(),
+        ]),
         case(
             "two spaces after the method",
             "RFC 9112 §3 (single SP; the proxy's rule: strict)",
@@ -1763,10 +1808,11 @@ impl Recorder {
         }
     }
 
+    /// Request IDs masked (see [`mask_request_ids`]).
     fn since(&self, mark: Mark) -> Seen {
         let log = self.lock();
         Seen {
-            bytes: log.chunks[mark.chunks..].concat(),
+            bytes: mask_request_ids(&log.chunks[mark.chunks..].concat()),
             requests: log.requests - mark.requests,
             errors: log.errors[mark.errors..].to_vec(),
         }

@@ -313,6 +313,7 @@ fn an_untrusted_client_cannot_spoof_forwarded_or_identity_headers() {
             "cookie",
             "x-app-trace",
             "accept-language",
+            "x-request-id",
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host",

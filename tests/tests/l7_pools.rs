@@ -691,9 +691,10 @@ fn a_unix_socket_server_gets_what_a_direct_request_would_carry() {
             "{field}: through the proxy vs directly"
         );
     }
-    // The same header fields, the proxy's own forwarding headers aside.
+    // The same header fields, the proxy's own forwarding headers and request ID aside.
     let own = |name: &str| {
-        name.starts_with("x-forwarded-") || ["forwarded", "via", "x-real-ip"].contains(&name)
+        name.starts_with("x-forwarded-")
+            || ["forwarded", "via", "x-real-ip", "x-request-id"].contains(&name)
     };
     let headers = |json: &serde_json::Value| -> Vec<(String, String)> {
         json["headers"]

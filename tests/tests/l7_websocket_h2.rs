@@ -20,6 +20,8 @@ tls = {{ certificates = [ {cert} ] }}
 [[route]]
 listener = "https"
 pool = "app"
+# The tunnel's 200 has a body that is the tunnel: compression must leave it alone.
+compress = true
 
 [pool.app]
 servers = [ {{ url = "{url}" }} ]

@@ -47,6 +47,10 @@ pub struct ProxySettings {
     /// `max_response_buffer` (default 1 GiB): the most of one response held (memory and file)
     /// for a slow client; past it the server is read only as fast as the client reads.
     pub max_response_buffer: u64,
+    /// `request_id` (default true): every request gets an `X-Request-ID` (kept from a trusted
+    /// proxy when well-formed, else a new UUIDv7), sent to the server, echoed in the response
+    /// and written in the access log (headers/request_id.rs). false: the field is left alone.
+    pub request_id: bool,
 }
 
 impl ProxySettings {
@@ -84,6 +88,7 @@ impl Default for ProxySettings {
             body_buffer: Self::DEFAULT_BODY_BUFFER,
             response_buffer: Self::DEFAULT_RESPONSE_BUFFER,
             max_response_buffer: Self::DEFAULT_MAX_RESPONSE_BUFFER,
+            request_id: true,
         }
     }
 }
@@ -275,6 +280,9 @@ pub struct RouteConfig {
     /// (case-insensitive, a leading dot kept) becomes its value, whatever
     /// `rewrite_cookie_path` says. Keys lowercase, in order.
     pub rewrite_cookie_domain: Vec<(String, String)>,
+    /// `compress` (default false): gzip, br or zstd, as the client's `Accept-Encoding` prefers,
+    /// for compressible types the server did not compress (proxy/compress.rs).
+    pub compress: bool,
 }
 
 /// `set` and `unset` of `request_headers` / `response_headers`. Names lowercase.

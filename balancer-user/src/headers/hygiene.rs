@@ -1,7 +1,9 @@
 //! Header hygiene: which fields never cross the proxy. One pass builds a new map in the
 //! original order (`HeaderMap::remove` swap-removes, which would reorder what we promise to keep
 //! in order), so the server gets every end-to-end field (Authorization, Cookie, ...) exactly as
-//! the client sent it, minus what this module removes and reports.
+//! the client sent it, minus what this module removes and reports. `X-Request-ID` is not this
+//! module's: it passes here like any end-to-end field, and request_id.rs decides whether the
+//! server gets it or a new one (the header phase sets it after this pass).
 
 use hyper::{HeaderMap, header::HeaderName, header::HeaderValue};
 

@@ -11,7 +11,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::{
+    body::{Body as HttpBody, Frame, SizeHint},
+    header::HeaderValue,
+};
 
 use super::{
     Body, BoxError,
@@ -46,6 +49,9 @@ pub struct AccessRecord {
     pub status: u16,
     pub referer: String,
     pub user_agent: String,
+    /// The request's `X-Request-ID` (`proxy.request_id`); `None` when that is off, or for a
+    /// request refused before its listener was known. A shared value, not a copy.
+    pub request_id: Option<HeaderValue>,
 }
 
 impl AccessRecord {
@@ -72,7 +78,17 @@ impl AccessRecord {
             status: 0,
             referer: String::new(),
             user_agent: String::new(),
+            request_id: None,
         }
+    }
+
+    /// The request ID as text ("" without one; IDs are visible ASCII, see
+    /// headers/request_id.rs).
+    fn request_id_text(&self) -> &str {
+        self.request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or_default()
     }
 }
 
@@ -157,7 +173,8 @@ fn push_escaped(out: &mut Vec<u8>, value: &str) {
 /// nginx's `combined` format exactly:
 /// `$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
 /// "$http_referer" "$http_user_agent"`, then what a proxy operator needs, at the end where
-/// combined-log parsers ignore it: ` host=… route=… upstream=… duration=…`. Ends with `\n`.
+/// combined-log parsers ignore it: ` host=… route=… upstream=… duration=…`, and
+/// ` request_id=…` last when the request has one. Ends with `\n`.
 pub fn write_combined(
     out: &mut Vec<u8>,
     record: &AccessRecord,
@@ -182,7 +199,12 @@ pub fn write_combined(
     push_escaped(out, &record.route);
     out.extend_from_slice(b" upstream=");
     push_escaped(out, &record.upstream);
-    let _ = writeln!(out, " duration={seconds:.6}");
+    let _ = write!(out, " duration={seconds:.6}");
+    if record.request_id.is_some() {
+        out.extend_from_slice(b" request_id=");
+        push_escaped(out, record.request_id_text());
+    }
+    out.push(b'\n');
 }
 
 /// One JSON object and `\n`.
@@ -204,6 +226,7 @@ pub fn write_json(out: &mut Vec<u8>, record: &AccessRecord, bytes: u64, seconds:
         "upstream": record.upstream,
         "referer": record.referer,
         "user_agent": record.user_agent,
+        "request_id": record.request_id.is_some().then(|| record.request_id_text()),
     });
     // Writing into a Vec cannot fail, and a json! value always serializes.
     let _ = serde_json::to_writer(&mut *out, &value);
@@ -305,6 +328,7 @@ mod tests {
             status: 200,
             referer: String::new(),
             user_agent: "curl/8".into(),
+            request_id: None,
         }
     }
 
@@ -316,6 +340,31 @@ mod tests {
             String::from_utf8(line).expect("ascii"),
             "198.18.0.1 - - [01/Jan/1970:00:00:00 +0000] \"GET /a?b=\\x22c\\x22 HTTP/2.0\" 200 12 \"-\" \"curl/8\" host=www.example.test route=app upstream=http://198.18.1.2:8000 duration=0.500000\n"
         );
+    }
+
+    #[test]
+    fn the_request_id_comes_last_in_both_formats() {
+        let record = AccessRecord {
+            request_id: Some(HeaderValue::from_static(
+                "0192e7a8-1c3b-7f00-8a1b-2c3d4e5f6a7b",
+            )),
+            ..record()
+        };
+        let mut line = Vec::new();
+        write_combined(&mut line, &record, "t", 12, 0.5);
+        let line = String::from_utf8(line).expect("ascii");
+        assert!(
+            line.ends_with(" duration=0.500000 request_id=0192e7a8-1c3b-7f00-8a1b-2c3d4e5f6a7b\n"),
+            "after every field nginx's combined has, and after ours: {line}"
+        );
+        let mut json = Vec::new();
+        write_json(&mut json, &record, 12, 0.5);
+        let value: serde_json::Value = serde_json::from_slice(&json).expect("json");
+        assert_eq!(value["request_id"], "0192e7a8-1c3b-7f00-8a1b-2c3d4e5f6a7b");
+        let mut json = Vec::new();
+        write_json(&mut json, &self::record(), 12, 0.5);
+        let value: serde_json::Value = serde_json::from_slice(&json).expect("json");
+        assert!(value["request_id"].is_null(), "{value}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use super::{
     activity::Activity,
     balance,
     buffering::{self, request::ForwardBody},
+    compress,
     error::{self, PageSet, ProxyError},
     h1::{
         client::UpstreamUpgrade,
@@ -43,7 +44,9 @@ use super::{
 use crate::{
     config::{AccessLogFormat, Balance, ListenerConfig, OnDown, ProxySettings, RouteConfig},
     headers::{
+        compression,
         hygiene::{HygieneError, RemovalReason, connection_tokens, strip_hop_by_hop},
+        request_id::{self, X_REQUEST_ID},
         rewrite::{BackendUrl, PublicUrl, ReverseMap, has_rewritable_headers},
         trust::{Arrival, ClientView, Scheme, TrustPolicy, public_prefix},
     },
@@ -109,9 +112,15 @@ pub async fn handle<B: RequestBody>(
     let format = state.config.proxy.access_log;
     let logged = format != AccessLogFormat::Off;
     let mut record = AccessRecord::new(logged, conn.peer, version_label(request.version()));
+    let listener = state.listener_at(conn.bind);
+    // Decided first, so that every answer carries it, the proxy's own refusals too.
+    let request_id = state.config.proxy.request_id.then(|| {
+        let trusted_peer =
+            listener.is_some_and(|listener| listener.trust.is_trusted(conn.peer.ip()));
+        request_id::resolve(request.headers(), trusted_peer)
+    });
     if logged {
-        record.listener = state
-            .listener_at(conn.bind)
+        record.listener = listener
             .map(|listener| listener.config.name.clone())
             .unwrap_or_default();
         record.method = request.method().to_string();
@@ -132,6 +141,7 @@ pub async fn handle<B: RequestBody>(
         record,
         pages: PageSet::default(),
         route_metrics: None,
+        request_id,
     };
     let (response, server) = match process(&mut ctx, request).await {
         Ok(answer) => answer,
@@ -147,10 +157,15 @@ pub async fn handle<B: RequestBody>(
     let RequestCtx {
         mut record,
         route_metrics,
+        request_id,
         ..
     } = ctx;
     record.status = response.status().as_u16();
     let mut response = response;
+    if let Some(id) = request_id {
+        response.headers_mut().insert(X_REQUEST_ID, id.clone());
+        record.request_id = Some(id);
+    }
     if http1
         && response.status() != StatusCode::SWITCHING_PROTOCOLS
         && shared.draining.load(std::sync::atomic::Ordering::Relaxed)
@@ -189,6 +204,8 @@ pub struct RequestCtx<'a> {
     /// Most specific first: the route's, then the pool's.
     pub pages: PageSet,
     pub route_metrics: Option<Arc<RouteMetrics>>,
+    /// The request's `X-Request-ID` (headers/request_id.rs); `None` with `request_id = false`.
+    pub request_id: Option<HeaderValue>,
 }
 
 /// Where the route phase sent a request.
@@ -325,7 +342,18 @@ async fn process<B: RequestBody>(
     let received = route
         .debug_headers
         .then(|| crate::headers::edits::redacted(request.headers()));
-    let view = header_phase(ctx.shared, listener_runtime, ctx.conn, &host, &mut request)?;
+    // Read before the request goes: the answer's coding (route `compress` only).
+    let coding = route
+        .compress
+        .then(|| compression::for_request(request.method(), request.headers()));
+    let view = header_phase(
+        ctx.shared,
+        listener_runtime,
+        ctx.conn,
+        &host,
+        ctx.request_id.as_ref(),
+        &mut request,
+    )?;
 
     let mut answer = match &runtime.target {
         Target::Static(dir) => {
@@ -378,18 +406,25 @@ async fn process<B: RequestBody>(
             forward(ctx.shared, ctx.conn, request, &forwarding, &mut ctx.record).await?
         }
     };
+    // After HTML rewriting (which decodes the server's gzip), before the route's own edits.
+    if let Some(coding) = coding {
+        compress::response_phase(&ctx.shared.metrics, &route.name, coding, &mut answer.0);
+    }
     runtime.response_edits.apply(answer.0.headers_mut());
     Ok(answer)
 }
 
 /// What the server is told about the client: reads the forwarded headers the peer may send
 /// (trust), then rebuilds the header list without every forwarded, hop-by-hop, identity and
-/// underscore field (hygiene). Our own forwarded headers are added in `forward`.
+/// underscore field (hygiene), then sets the request's `X-Request-ID` (after hygiene, so that
+/// a client's `Connection: x-request-id` cannot remove ours). Our own forwarded headers are
+/// added in `forward`.
 pub fn header_phase<B>(
     shared: &Shared,
     listener: &ListenerRuntime,
     conn: &ConnInfo,
     host: &str,
+    request_id: Option<&HeaderValue>,
     request: &mut Request<B>,
 ) -> Result<ClientView, ProxyError> {
     let policy = &listener.trust;
@@ -421,6 +456,9 @@ pub fn header_phase<B>(
         }
     })?;
     *request.headers_mut() = cleaned;
+    if let Some(id) = request_id {
+        request.headers_mut().insert(X_REQUEST_ID, id.clone());
+    }
     for (header, reason) in &report.removed {
         let trusted_member = view.trusted_peer
             && policy
@@ -1191,6 +1229,7 @@ servers = [ { url = "http://127.0.0.1:18081" } ]
             record: AccessRecord::new(true, conn.peer, "HTTP/1.1"),
             pages: PageSet::default(),
             route_metrics: None,
+            request_id: None,
         }
     }
 
@@ -1221,8 +1260,28 @@ servers = [ { url = "http://127.0.0.1:18081" } ]
         assert!(ctx.route_metrics.is_some());
         assert_eq!(ctx.pages.0.len(), 2, "the route's pages, then the pool's");
 
-        let view = header_phase(&shared, routed.listener, &conn, &routed.host, &mut request)
-            .expect("headers");
+        let id = HeaderValue::from_static("0192e7a8-1c3b-7f00-8a1b-2c3d4e5f6a7b");
+        request
+            .headers_mut()
+            .insert("connection", HeaderValue::from_static("x-request-id"));
+        let view = header_phase(
+            &shared,
+            routed.listener,
+            &conn,
+            &routed.host,
+            Some(&id),
+            &mut request,
+        )
+        .expect("headers");
+        assert_eq!(
+            request
+                .headers()
+                .get_all("x-request-id")
+                .iter()
+                .collect::<Vec<_>>(),
+            [&id],
+            "the request's ID is set after hygiene, which a Connection token cannot undo"
+        );
         // The peer is not a trusted proxy: its X-Forwarded-For is not believed, and goes.
         assert_eq!(view.client.to_string(), "198.18.0.9");
         assert!(!request.headers().contains_key("x-forwarded-for"));

@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use hyper::{
     StatusCode,
     body::{Body as HttpBody, Frame, SizeHint},
-    header::{self, HeaderMap, HeaderValue},
+    header::{self, HeaderMap},
     http::response::Parts,
 };
 use lol_html::{
@@ -29,7 +29,7 @@ use lol_html::{
 };
 
 use super::{Body, BoxError};
-use crate::headers::rewrite::ReverseMap;
+use crate::headers::{compression::weaken_etag, rewrite::ReverseMap};
 
 /// A lol_html rewriter buffers at most one tag that spans input chunks (plus its own state); a
 /// tag larger than this (a huge inline `data:` URL) ends rewriting for the rest of the body,
@@ -160,6 +160,8 @@ pub fn rewrite_html_response(parts: &mut Parts, body: Body, map: Arc<ReverseMap>
     if coding != Coding::Identity {
         headers.remove(header::CONTENT_ENCODING);
     }
+    // The rewritten body is a different representation: a strong validator would claim byte
+    // equality with the server's (RFC 9110 §8.8.1).
     weaken_etag(headers);
 
     let output = SharedOutput::default();
@@ -242,21 +244,6 @@ fn content_coding(headers: &HeaderMap) -> Result<Coding, String> {
         [one] if one == "gzip" || one == "x-gzip" => Ok(Coding::Gzip),
         [one] if one == "deflate" => Ok(Coding::Deflate),
         _ => Err(codings.join(", ")),
-    }
-}
-
-/// The rewritten body is a different representation: a strong validator would claim byte
-/// equality with the server's (RFC 9110 §8.8.1).
-fn weaken_etag(headers: &mut HeaderMap) {
-    let Some(etag) = headers.get(header::ETAG) else {
-        return;
-    };
-    if etag.as_bytes().starts_with(b"\"") {
-        let mut weak = b"W/".to_vec();
-        weak.extend_from_slice(etag.as_bytes());
-        if let Ok(weak) = HeaderValue::from_bytes(&weak) {
-            headers.insert(header::ETAG, weak);
-        }
     }
 }
 

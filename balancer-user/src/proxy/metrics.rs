@@ -49,6 +49,13 @@ pub struct RewriteLabels {
     pub what: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CompressLabels {
+    pub route: String,
+    /// The content coding: "br", "zstd" or "gzip".
+    pub encoding: &'static str,
+}
+
 type DurationFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 #[derive(Clone)]
@@ -66,6 +73,8 @@ pub struct HttpMetrics {
     pub requests_refused: Family<PolicyLabels, Counter>,
     /// Response headers and bodies rewritten to the public URL.
     pub rewrites: Family<RewriteLabels, Counter>,
+    /// Responses compressed by the proxy (route `compress`), by coding.
+    pub compressed: Family<CompressLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -87,6 +96,7 @@ impl Default for HttpMetrics {
             forwarded_anomalies: Family::default(),
             requests_refused: Family::default(),
             rewrites: Family::default(),
+            compressed: Family::default(),
         }
     }
 }
@@ -138,6 +148,11 @@ impl HttpMetrics {
             "balancer_http_rewrites",
             "Response headers and bodies rewritten to the public URL, by route",
             self.rewrites.clone(),
+        );
+        registry.register(
+            "balancer_http_compressed_responses",
+            "Responses the proxy compressed (route compress), by route and content coding",
+            self.compressed.clone(),
         );
     }
 }

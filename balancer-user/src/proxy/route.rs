@@ -410,6 +410,7 @@ mod tests {
             debug_headers: false,
             allow_encoded_slashes: false,
             rewrite_cookie_domain: Vec::new(),
+            compress: false,
         }
     }
 

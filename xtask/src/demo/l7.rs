@@ -23,6 +23,7 @@ const SHOWN_HEADERS: &[&str] = &[
     "remote-user",
     "x_forwarded_for",
     "authorization",
+    "x-request-id",
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -250,6 +251,8 @@ fn header_view(get: Get<'_>) -> anyhow::Result<()> {
         "X_Forwarded_For: 6.6.6.6",
         "-H",
         "Authorization: Basic  dXNlcjpwYXNz",
+        "-H",
+        "X-Request-ID: spoofed-1",
     ];
     let from_proxy = [
         "--interface",
@@ -262,6 +265,8 @@ fn header_view(get: Get<'_>) -> anyhow::Result<()> {
         "Remote-User: admin",
         "-H",
         "Authorization: Basic  dXNlcjpwYXNz",
+        "-H",
+        "X-Request-ID: edge-7f3a",
     ];
     let url = "https://www.example.test/app/who";
     let seen = |extra: &[&str]| -> anyhow::Result<serde_json::Value> {
@@ -279,12 +284,15 @@ fn header_view(get: Get<'_>) -> anyhow::Result<()> {
         "    a spoofing client at 127.0.0.1 sends X-Forwarded-For: 6.6.6.6, X-Forwarded-Proto: http,"
     );
     println!(
-        "      X-Real-IP: 6.6.6.6, Remote-User: admin, X_Forwarded_For: 6.6.6.6, Authorization"
+        "      X-Real-IP: 6.6.6.6, Remote-User: admin, X_Forwarded_For: 6.6.6.6, Authorization,"
     );
+    println!("      X-Request-ID: spoofed-1");
     println!(
         "    the trusted proxy {TRUSTED_PROXY} sends X-Forwarded-For: 6.6.6.6, 198.18.9.9 (6.6.6.6 is what 198.18.9.9 claimed),"
     );
-    println!("      X-Forwarded-Proto: https, Remote-User: admin, Authorization");
+    println!(
+        "      X-Forwarded-Proto: https, Remote-User: admin, Authorization, X-Request-ID: edge-7f3a"
+    );
     println!(
         "    {:<20} {:<48} from the trusted proxy",
         "header", "from the spoofing client"
@@ -303,6 +311,12 @@ fn header_view(get: Get<'_>) -> anyhow::Result<()> {
             && header_value(&client, "remote-user") == "-"
             && header_value(&client, "x_forwarded_for") == "-",
         "the backend saw forwarded headers it must not see (above)"
+    );
+    // A client's request ID is replaced by a new one; the trusted proxy's is kept.
+    ensure!(
+        !["-", "spoofed-1"].contains(&header_value(&client, "x-request-id").as_str())
+            && header_value(&proxy, "x-request-id") == "edge-7f3a",
+        "X-Request-ID was not replaced for the client or not kept for the trusted proxy (above)"
     );
 
     let redirect = get("--http1.1", "https://www.example.test/app/redirect", &[])?;

@@ -38,11 +38,14 @@ pub(in crate::config) struct ProxyTable {
         deserialize_with = "byte_size"
     )]
     pub max_response_buffer: u64,
+    #[serde(default = "yes")]
+    pub request_id: bool,
 }
 
+/// No `[proxy]` table: every key's default (`request_id` is on, the buffers at their sizes).
 impl Default for ProxyTable {
     fn default() -> Self {
-        Self {
+        ProxyTable {
             access_log: AccessLog::default(),
             access_log_file: None,
             state_file: None,
@@ -53,6 +56,7 @@ impl Default for ProxyTable {
             body_buffer: default_body_buffer(),
             response_buffer: default_response_buffer(),
             max_response_buffer: default_max_response_buffer(),
+            request_id: true,
         }
     }
 }
@@ -193,6 +197,8 @@ pub(in crate::config) struct RouteTable {
     pub allow_encoded_slashes: bool,
     #[serde(default)]
     pub rewrite_cookie_domain: std::collections::BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub compress: bool,
 }
 
 /// `request_headers` / `response_headers`.

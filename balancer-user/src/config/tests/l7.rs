@@ -98,6 +98,7 @@ access_log_file = "logs/access.log"
 state_file = "/var/lib/balancer/state.json"
 upgrade_socket = "/run/balancer/up.sock"
 workers = 3
+request_id = false
 shutdown_timeout = "1m"
 temp_dir = "spool"
 body_buffer = "16KiB"
@@ -138,6 +139,7 @@ error_pages = { 502 = "errors/502.html", 503 = "/srv/errors/503.html" }
 request_buffering = false
 response_buffering = false
 client_body_timeout = "15s"
+compress = true
 
 [[route]]
 listener = "https"
@@ -211,6 +213,7 @@ servers = [ { url = "http://API.internal" } ]
             body_buffer: 16 * 1024,
             response_buffer: 1 << 20,
             max_response_buffer: 2 << 30,
+            request_id: false,
         },
         listeners: vec![
             ListenerConfig {
@@ -265,6 +268,7 @@ servers = [ { url = "http://API.internal" } ]
                 debug_headers: false,
                 allow_encoded_slashes: false,
                 rewrite_cookie_domain: Vec::new(),
+                compress: true,
             },
             RouteConfig {
                 name: "route-1".to_string(),
@@ -287,6 +291,7 @@ servers = [ { url = "http://API.internal" } ]
                 debug_headers: false,
                 allow_encoded_slashes: false,
                 rewrite_cookie_domain: Vec::new(),
+                compress: false,
             },
             RouteConfig {
                 name: "route-2".to_string(),
@@ -309,6 +314,7 @@ servers = [ { url = "http://API.internal" } ]
                 debug_headers: false,
                 allow_encoded_slashes: false,
                 rewrite_cookie_domain: Vec::new(),
+                compress: false,
             },
         ],
         // Sorted by name.
@@ -402,6 +408,7 @@ fn l7_defaults() {
                 body_buffer: 64 * 1024,
                 response_buffer: 256 * 1024,
                 max_response_buffer: 1 << 30,
+                request_id: true,
             },
             listeners: vec![ListenerConfig {
                 name: "http".to_string(),
@@ -447,6 +454,7 @@ fn l7_defaults() {
                 debug_headers: false,
                 allow_encoded_slashes: false,
                 rewrite_cookie_domain: Vec::new(),
+                compress: false,
             }],
             pools: vec![PoolConfig {
                 name: "app".to_string(),
@@ -884,14 +892,14 @@ fn l7_keyword_lists_match_the_enums() {
 // ---- Bad configs: unknown keys and table shapes ------------------------------------------------
 
 const LISTENER_KEYS: &str = "`name`, `bind`, `tls`, `redirect_https`, `https_port`, `header_read_timeout`, `keepalive_timeout`, `max_header_bytes`, `max_headers`, `max_connections`, `trusted_proxies`, `trusted_headers`, `underscore_headers`, `allowed_hosts`, `disallowed_host_status`, `identity_headers`, `emit_forwarded`, `emit_x_real_ip`";
-const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `request_buffering`, `response_buffering`, `client_body_timeout`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`, `allow_encoded_slashes`, `rewrite_cookie_domain`";
+const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `request_buffering`, `response_buffering`, `client_body_timeout`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`, `allow_encoded_slashes`, `rewrite_cookie_domain`, `compress`";
 const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, `timeouts`, `h2c`, `error_pages`, `sticky`, `health`, `passive`, `slow_start`, `queue_timeout`, `on_down`";
 
 #[test]
 fn unknown_key_in_proxy() {
     assert_error(
         "[proxy]\nthreads = 4\n",
-        "test.toml:2:1: proxy.threads: unknown field `threads`, expected one of `access_log`, `access_log_file`, `state_file`, `upgrade_socket`, `shutdown_timeout`, `workers`, `temp_dir`, `body_buffer`, `response_buffer`, `max_response_buffer`",
+        "test.toml:2:1: proxy.threads: unknown field `threads`, expected one of `access_log`, `access_log_file`, `state_file`, `upgrade_socket`, `shutdown_timeout`, `workers`, `temp_dir`, `body_buffer`, `response_buffer`, `max_response_buffer`, `request_id`",
     );
 }
 

@@ -95,6 +95,7 @@ fn proxy_settings(table: &ProxyTable, base_dir: &Path) -> Result<ProxySettings, 
         body_buffer: table.body_buffer,
         response_buffer: table.response_buffer,
         max_response_buffer: table.max_response_buffer,
+        request_id: table.request_id,
         shutdown_timeout: duration(
             "proxy.shutdown_timeout",
             table.shutdown_timeout.as_ref(),
@@ -580,6 +581,7 @@ fn route_configs(
             debug_headers: route.debug_headers,
             allow_encoded_slashes: route.allow_encoded_slashes,
             rewrite_cookie_domain: cookie_domains(&key, &route.rewrite_cookie_domain)?,
+            compress: route.compress,
         });
     }
     Ok(configs)
