@@ -129,40 +129,21 @@ impl Announcer {
     /// One pass: what should be announced now, and the table changes to get there. A failed
     /// change is logged and retried on the next pass.
     pub async fn reconcile(&self) -> AnnounceView {
-        let mut installed = self.routes.lock().await;
+        // The model first, before the table's lock: its own lock may be held for a while (a
+        // Maglev table rewritten after a health change), and a withdraw must not wait for it.
         let vips = decide::vip_health(
             self.control
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .vips(),
         );
-        let host = Host {
-            serving: !self.stopping.load(Ordering::SeqCst),
-            xdp_attached: true,
-            withdrawn: self.withdrawn.load(Ordering::SeqCst),
-        };
+        let mut installed = self.routes.lock().await;
+        // Read under the table's lock: a withdraw or stop that ran while this pass waited
+        // for it counts.
+        let host = self.host();
         let verdicts = decide::verdicts(host, &vips);
         let wanted = decide::addresses(&verdicts);
-        let changes = decide::changes(&installed.addresses, &wanted);
-        let mut error = None;
-        for address in changes.remove {
-            match installed.table.remove(address).await {
-                Ok(()) => {
-                    installed.addresses.remove(&address);
-                    tracing::info!(%address, table = installed.table.table(), "announce: withdrawn");
-                }
-                Err(err) => error = Some(err.to_string()),
-            }
-        }
-        for address in changes.add {
-            match installed.table.add(address).await {
-                Ok(()) => {
-                    installed.addresses.insert(address);
-                    tracing::info!(%address, table = installed.table.table(), "announce: announced");
-                }
-                Err(err) => error = Some(err.to_string()),
-            }
-        }
+        let error = apply(&mut installed, &wanted).await;
         let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(err) = &error
             && view.error.as_ref() != Some(err)
@@ -186,6 +167,24 @@ impl Announcer {
         view.clone()
     }
 
+    fn host(&self) -> Host {
+        Host {
+            serving: !self.stopping.load(Ordering::SeqCst),
+            xdp_attached: true,
+            withdrawn: self.withdrawn.load(Ordering::SeqCst),
+        }
+    }
+
+    /// A host-wide withdraw (operator or SIGTERM): every route goes at once, without reading
+    /// the model; then a pass for the view.
+    async fn withdraw_everything(&self) -> AnnounceView {
+        let error = apply(&mut *self.routes.lock().await, &BTreeSet::new()).await;
+        if let Some(err) = error {
+            tracing::error!("announce: {err}; retrying every {POLL:?}");
+        }
+        self.reconcile().await
+    }
+
     /// The state as of the last pass.
     pub fn view(&self) -> AnnounceView {
         self.view
@@ -206,16 +205,47 @@ impl Announcer {
             )
         });
         self.withdrawn.store(withdrawn, Ordering::SeqCst);
-        (self.reconcile().await, saved)
+        let view = if withdrawn {
+            self.withdraw_everything().await
+        } else {
+            self.reconcile().await
+        };
+        (view, saved)
     }
 
     /// SIGTERM: withdraws every route (the XDP program keeps forwarding what still arrives).
     pub async fn stop(&self) -> AnnounceView {
         self.stopping.store(true, Ordering::SeqCst);
-        self.reconcile().await
+        self.withdraw_everything().await
     }
 
     pub fn withdraw_delay(&self) -> Duration {
         self.config.withdraw_delay
     }
+}
+
+/// Removes from the table what is not `wanted` and adds what is missing (removals first: a
+/// withdraw should not wait behind additions). Returns the last failure, if any.
+async fn apply(installed: &mut Installed, wanted: &BTreeSet<IpAddr>) -> Option<String> {
+    let changes = decide::changes(&installed.addresses, wanted);
+    let mut error = None;
+    for address in changes.remove {
+        match installed.table.remove(address).await {
+            Ok(()) => {
+                installed.addresses.remove(&address);
+                tracing::info!(%address, table = installed.table.table(), "announce: withdrawn");
+            }
+            Err(err) => error = Some(err.to_string()),
+        }
+    }
+    for address in changes.add {
+        match installed.table.add(address).await {
+            Ok(()) => {
+                installed.addresses.insert(address);
+                tracing::info!(%address, table = installed.table.table(), "announce: announced");
+            }
+            Err(err) => error = Some(err.to_string()),
+        }
+    }
+    error
 }
