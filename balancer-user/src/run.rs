@@ -105,7 +105,7 @@ async fn serve(
     // Validation allows [announce] only with [xdp]: routes go out once the program is attached.
     let announcer = match (&config.announce, &xdp_view) {
         (Some(announce), Some(xdp)) => {
-            let announcer = Announcer::start(announce, xdp.control.clone())
+            let announcer = Announcer::start(announce, xdp.control.clone(), &xdp.interface)
                 .await
                 .map_err(anyhow::Error::msg)
                 .context("[announce]")?;

@@ -417,6 +417,26 @@ fn routes_follow_backend_health_and_the_operator() -> anyhow::Result<()> {
             .is_empty(),
         "a refused GET must not withdraw"
     );
+
+    // The XDP interface goes away (with it the program): nothing would forward the VIPs here,
+    // so they are withdrawn while the BGP session (on another link) stays up.
+    let removed = Instant::now();
+    setup
+        .topology
+        .lb()
+        .ip(&["link", "del", setup.topology.lb_interface()])?;
+    setup.router_route(vip4(), false)?;
+    figure(
+        "XDP interface deleted -> router lost v4 route",
+        removed.elapsed(),
+    );
+    setup.router_route(vip6(), false)?;
+    let state = setup.state()?;
+    ensure!(
+        state["announce"]["vips"][0]["reason"] == "the XDP program is not attached",
+        "/api/state should say why nothing is announced: {}",
+        state["announce"]
+    );
     Ok(())
 }
 

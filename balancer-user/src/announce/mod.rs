@@ -3,8 +3,9 @@
 //! routers then spread each VIP over the hosts announcing it (ECMP) and stop sending to a host
 //! as soon as it withdraws.
 //!
-//! `decide` says what to announce (no I/O), `routes` talks to the kernel, `withdrawn` keeps an
-//! operator's withdraw across restarts; this module ties them to the data plane's model.
+//! `decide` says what to announce (no I/O), `routes` keeps the kernel table, `link` asks
+//! whether the XDP program is still attached, `withdrawn` keeps an operator's withdraw across
+//! restarts; this module ties them to the data plane's model.
 //!
 //! Health changes reach the model from several writers (VIP health checks, the admin API, the
 //! proxy's linked L7 health), so the announcer polls the model every `POLL` instead of asking
@@ -12,6 +13,7 @@
 //! 100 ms is small next to the health checks' own `fall × interval` before a backend is down.
 
 mod decide;
+mod link;
 mod routes;
 mod withdrawn;
 
@@ -55,6 +57,11 @@ pub struct Announcer {
     control: SharedControl,
     withdrawn: AtomicBool,
     stopping: AtomicBool,
+    link: link::XdpLink,
+    /// The last answer of `link` (a failed question keeps it).
+    xdp_attached: AtomicBool,
+    /// The last question failed (logged once until one succeeds).
+    xdp_unknown: AtomicBool,
     /// The table and what this process installed in it; one pass at a time.
     routes: tokio::sync::Mutex<Installed>,
     view: Mutex<AnnounceView>,
@@ -72,8 +79,10 @@ impl Announcer {
     pub async fn start(
         config: &AnnounceConfig,
         control: SharedControl,
+        interface: &str,
     ) -> Result<std::sync::Arc<Self>, String> {
         let table = RouteTable::open(config.table).map_err(|err| err.to_string())?;
+        let link = link::XdpLink::open(interface).map_err(|err| err.to_string())?;
         let removed = table.flush().await.map_err(|err| err.to_string())?;
         if !removed.is_empty() {
             tracing::info!(
@@ -95,6 +104,9 @@ impl Announcer {
             control,
             withdrawn: AtomicBool::new(withdrawn),
             stopping: AtomicBool::new(false),
+            link,
+            xdp_attached: AtomicBool::new(true),
+            xdp_unknown: AtomicBool::new(false),
             routes: tokio::sync::Mutex::new(Installed {
                 table,
                 addresses: BTreeSet::new(),
@@ -137,6 +149,7 @@ impl Announcer {
                 .unwrap_or_else(PoisonError::into_inner)
                 .vips(),
         );
+        self.check_xdp().await;
         let mut installed = self.routes.lock().await;
         // Read under the table's lock: a withdraw or stop that ran while this pass waited
         // for it counts.
@@ -167,10 +180,43 @@ impl Announcer {
         view.clone()
     }
 
+    /// Asks the kernel whether the program is still attached; says so in the log when that
+    /// changes. A failed question keeps the last answer: one lost netlink reply must not
+    /// withdraw every VIP.
+    async fn check_xdp(&self) {
+        match self.link.attached().await {
+            Ok(attached) => {
+                if self.xdp_attached.swap(attached, Ordering::SeqCst) != attached {
+                    if attached {
+                        tracing::info!(
+                            interface = self.link.interface(),
+                            "announce: an XDP program is attached again"
+                        );
+                    } else {
+                        tracing::error!(
+                            interface = self.link.interface(),
+                            "announce: no XDP program is attached: withdrawing every VIP"
+                        );
+                    }
+                }
+            }
+            Err(err) => {
+                if !self.xdp_unknown.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        interface = self.link.interface(),
+                        "announce: cannot tell whether XDP is attached (keeping the last answer): {err}"
+                    );
+                }
+                return;
+            }
+        }
+        self.xdp_unknown.store(false, Ordering::SeqCst);
+    }
+
     fn host(&self) -> Host {
         Host {
             serving: !self.stopping.load(Ordering::SeqCst),
-            xdp_attached: true,
+            xdp_attached: self.xdp_attached.load(Ordering::SeqCst),
             withdrawn: self.withdrawn.load(Ordering::SeqCst),
         }
     }
