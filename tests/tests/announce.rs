@@ -363,6 +363,16 @@ fn routes_follow_backend_health_and_the_operator() -> anyhow::Result<()> {
         "after the withdraw answer, table {TABLE} should be empty"
     );
     setup.router_route(vip4(), false)?;
+    let (_, metrics) = setup.balancer().admin_get("/metrics")?;
+    for line in [
+        "balancer_announce_withdrawn 1",
+        "balancer_vip_announced{vip=\"web4\",address=\"198.18.60.10\"} 0",
+    ] {
+        ensure!(
+            metrics.contains(line),
+            "/metrics should have {line:?}:\n{metrics}"
+        );
+    }
     figure("operator withdraw: POST answered", answered);
     figure(
         "operator withdraw: POST -> router lost v4 route",
@@ -403,6 +413,16 @@ fn routes_follow_backend_health_and_the_operator() -> anyhow::Result<()> {
         "operator restore: POST -> router has v4 route",
         asked.elapsed(),
     );
+    let (_, metrics) = setup.balancer().admin_get("/metrics")?;
+    for line in [
+        "balancer_announce_withdrawn 0",
+        "balancer_vip_announced{vip=\"web4\",address=\"198.18.60.10\"} 1",
+    ] {
+        ensure!(
+            metrics.contains(line),
+            "/metrics should have {line:?}:\n{metrics}"
+        );
+    }
     setup.router_route(vip6(), true)?;
 
     // A GET is not an action, and the actions are POSTs only.

@@ -43,6 +43,8 @@ pub const POLL: Duration = Duration::from_millis(100);
 pub struct AnnounceView {
     /// "announcing", "withdrawn" (by the operator) or "stopping".
     pub state: &'static str,
+    /// An operator's withdraw is in force (also while stopping).
+    pub operator_withdrawn: bool,
     pub table: u32,
     pub protocol: u8,
     /// The addresses whose routes are in the table now.
@@ -113,6 +115,7 @@ impl Announcer {
             }),
             view: Mutex::new(AnnounceView {
                 state: "announcing",
+                operator_withdrawn: withdrawn,
                 table: config.table,
                 protocol: PROTOCOL,
                 announced: Vec::new(),
@@ -171,6 +174,7 @@ impl Announcer {
             } else {
                 "announcing"
             },
+            operator_withdrawn: host.withdrawn,
             table: self.config.table,
             protocol: PROTOCOL,
             announced: installed.addresses.iter().copied().collect(),
