@@ -425,6 +425,33 @@ fn routes_follow_backend_health_and_the_operator() -> anyhow::Result<()> {
     }
     setup.router_route(vip6(), true)?;
 
+    // The announce actions pass the admin API's cross-site checks like every other POST: a
+    // page on another origin cannot withdraw the host.
+    let refused = run_in(
+        &setup.topology.lb().path(),
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "Origin: http://attacker.example",
+            &format!("http://{ADMIN}/api/announce/withdraw"),
+        ],
+    )?;
+    ensure!(
+        refused.trim() == "403",
+        "a cross-origin withdraw should be refused with 403, got {refused}"
+    );
+    ensure!(
+        setup.state()?["announce"]["state"] == "announcing",
+        "a refused cross-origin withdraw must change nothing"
+    );
+
     // A GET is not an action, and the actions are POSTs only.
     let (status, _) = setup.balancer().admin_get("/api/announce/withdraw")?;
     ensure!(
