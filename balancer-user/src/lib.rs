@@ -5,6 +5,7 @@
 //! `admin` (metrics, state, health), and `run` (wiring them together).
 
 pub mod admin;
+pub mod announce;
 pub mod config;
 pub mod dataplane;
 pub mod headers;

@@ -18,8 +18,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// forwards them to backends (IPIP or L2 direct server return; Maglev
 /// hashing, a connection table, health checks), or passes them to the local
 /// stack. The admin listener exports state and counters (`GET /metrics`,
-/// `GET /api/state`, `GET /healthz`, `POST /api/vips/...`). One binary, one
-/// TOML config file.
+/// `GET /api/state`, `GET /healthz`, `POST /api/vips/...`,
+/// `POST /api/announce/{withdraw,restore}`). With [announce], a kernel route
+/// per served VIP (table `announce.table`, protocol 250) lets BIRD announce the
+/// VIPs over BGP to routers spreading them over several hosts (ECMP). One
+/// binary, one TOML config file.
 #[derive(Parser)]
 #[command(name = "balancer", version, about, long_about)]
 struct Cli {
@@ -32,6 +35,9 @@ enum Command {
     /// Load the config, attach XDP to `xdp.interface`, serve the admin API until SIGINT/SIGTERM.
     ///
     /// Needs root (or CAP_BPF + CAP_NET_ADMIN) when the config has an [xdp] section.
+    /// With [announce]: removes its stale protocol-250 routes from `announce.table`, then keeps
+    /// a route per VIP address that has an up backend; SIGTERM withdraws them, waits
+    /// `announce.withdraw_delay`, then drains the proxy and exits.
     /// Log verbosity follows RUST_LOG (default: info); `balancer_ebpf=debug` also
     /// turns on the XDP program's own records of malformed packets.
     Run {

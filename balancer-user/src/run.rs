@@ -1,5 +1,6 @@
 //! `balancer run`: start every configured part, reload on SIGHUP or `POST /api/reload`, serve
-//! until SIGINT/SIGTERM, then shut down in order (drain the proxy, stop admin, detach XDP).
+//! until SIGINT/SIGTERM, then shut down in order (withdraw the announced routes and wait
+//! `announce.withdraw_delay`, drain the proxy, stop admin, detach XDP).
 
 use std::{path::Path, sync::Arc};
 
@@ -11,6 +12,7 @@ use tokio::{
 
 use crate::{
     admin::{self, AdminContext, XdpView},
+    announce::Announcer,
     config::{Config, XdpAttachMode},
     dataplane::{Dataplane, DecapProgram, supervise},
     proxy::{Proxy, metrics::HttpMetrics},
@@ -100,6 +102,18 @@ async fn serve(
     } else {
         tracing::info!("no [xdp] section: the XDP data plane is not loaded");
     }
+    // Validation allows [announce] only with [xdp]: routes go out once the program is attached.
+    let announcer = match (&config.announce, &xdp_view) {
+        (Some(announce), Some(xdp)) => {
+            let announcer = Announcer::start(announce, xdp.control.clone(), &xdp.interface)
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("[announce]")?;
+            tokio::spawn(announcer.clone().run(shutdown_rx.clone()));
+            Some(announcer)
+        }
+        _ => None,
+    };
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let context = Arc::new(AdminContext {
@@ -108,6 +122,7 @@ async fn serve(
         proxy: Some(proxy.shared()),
         reload: Some(reload_tx),
         token: std::sync::RwLock::new(token),
+        announce: announcer.clone(),
     });
     tracing::info!(listen = %config.admin.listen, "admin API listening");
     if let Some(xdp) = &context.xdp {
@@ -199,6 +214,9 @@ async fn serve(
                 "{signal_name} received: shutting down (waiting up to {timeout:?} for requests in flight)"
             );
             crate::notify::stopping();
+            if let Some(announcer) = &announcer {
+                withdraw_before_stopping(announcer).await;
+            }
             proxy.shutdown(timeout).await;
             let _ = shutdown_tx.send(true);
         }
@@ -223,6 +241,24 @@ async fn serve(
         plane.shut_down()?;
     }
     Ok(())
+}
+
+/// SIGTERM's first steps: withdraw every route, then give the routers `withdraw_delay` to
+/// stop sending here before the proxy stops accepting. The XDP program forwards throughout.
+async fn withdraw_before_stopping(announcer: &Announcer) {
+    let view = announcer.stop().await;
+    let delay = announcer.withdraw_delay();
+    match &view.error {
+        None => tracing::info!(
+            table = view.table,
+            "announce: every route withdrawn; waiting {delay:?} (announce.withdraw_delay) for the routers"
+        ),
+        Some(err) => tracing::error!(
+            "announce: withdrawing failed ({err}); still announced: {:?}; waiting {delay:?}",
+            view.announced
+        ),
+    }
+    tokio::time::sleep(delay).await;
 }
 
 /// The upgrade socket of a fresh start: the configured path must be ours; the default one is
@@ -336,6 +372,9 @@ fn apply_reload(
         return Err("admin.listen changed: restart balancer to apply it".into());
     }
     let token = admin_token(&new)?;
+    if new.announce != current.announce {
+        return Err("[announce] changed: restart balancer to apply it".into());
+    }
     if new.xdp != current.xdp || new.vips != current.vips {
         return Err(
             "[xdp] or [[vip]] changed: restart balancer to apply (with xdp.pin_path set, \

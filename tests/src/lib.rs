@@ -6,6 +6,7 @@
 //! Everything created here is also recorded in a process-wide registry so an
 //! interrupt (Ctrl-C) can tear it down: see [`cleanup_everything`].
 
+pub mod bird;
 pub mod browser;
 pub mod django;
 pub mod l4topology;

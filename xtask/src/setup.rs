@@ -36,6 +36,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("dpkg", "dpkg-deb"),
     // A real browser for the balancer-manager page's test (tests/tests/manager_page.rs).
     ("chromium", "chromium"),
+    // BGP for the announce tests (tests/tests/announce.rs): a router and the balancer hosts'
+    // daemon, which exports the VIP routes with packaging/bird.conf.
+    ("bird2", "bird"),
 ];
 
 /// Debian packages proven by a module of Debian's python3 rather than a command: python3-venv

@@ -28,6 +28,9 @@ pub fn render(context: &AdminContext) -> Result<String, aya::maps::MapError> {
             stats,
         }));
     }
+    if let Some(announcer) = &context.announce {
+        registry.register_collector(Box::new(AnnounceCollector(announcer.view())));
+    }
     let mut body = String::new();
     encode(&mut body, &registry).expect("writing to a String cannot fail");
     Ok(body)
@@ -45,6 +48,38 @@ impl Collector for BuildInfo {
             MetricType::Gauge,
         )?;
         ConstGauge::new(1).encode(family.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)
+    }
+}
+
+/// `[announce]`: what this host announces, as of the announcer's last pass.
+#[derive(Debug)]
+struct AnnounceCollector(crate::announce::AnnounceView);
+
+impl Collector for AnnounceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            let family = encoder.encode_descriptor(
+                "balancer_announce_withdrawn",
+                "1 while an operator has withdrawn this host (POST /api/announce/withdraw)",
+                None,
+                MetricType::Gauge,
+            )?;
+            let withdrawn = i64::from(self.0.operator_withdrawn);
+            ConstGauge::new(withdrawn).encode(family)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "balancer_vip_announced",
+            "1 while the VIP's address is announced (its route is in announce.table)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for vip in &self.0.vips {
+            let address = vip.address.to_string();
+            let announced = i64::from(self.0.announced.contains(&vip.address));
+            let labels = [("vip", vip.name.as_str()), ("address", address.as_str())];
+            ConstGauge::new(announced).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 

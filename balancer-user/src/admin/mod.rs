@@ -32,6 +32,8 @@ pub struct AdminContext {
     pub reload: Option<tokio::sync::mpsc::Sender<crate::run::ReloadRequest>>,
     /// The bearer token from `admin.token_file` (replaced on reload); `None`: no token needed.
     pub token: std::sync::RwLock<Option<String>>,
+    /// `[announce]`: the VIP routes this host announces.
+    pub announce: Option<Arc<crate::announce::Announcer>>,
 }
 
 pub struct XdpView {
@@ -84,6 +86,9 @@ pub async fn serve(
                     }
                     if request.uri().path() == "/api/reload" {
                         return Ok::<_, Infallible>(reload(&context, &request).await);
+                    }
+                    if let Some(action) = request.uri().path().strip_prefix("/api/announce/") {
+                        return Ok::<_, Infallible>(announce(&context, &request, action).await);
                     }
                     Ok::<_, Infallible>(respond(&context, &request))
                 }
@@ -164,6 +169,54 @@ async fn reload(context: &AdminContext, request: &Request<Incoming>) -> Response
         ),
         Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
     }
+}
+
+/// `POST /api/announce/{withdraw|restore}`: withdraws every VIP route of this host (the XDP
+/// program keeps forwarding the flows that still arrive) or announces them again; 200 with the
+/// announce state once the table holds the change.
+async fn announce(
+    context: &AdminContext,
+    request: &Request<Incoming>,
+    action: &str,
+) -> Response<Full<Bytes>> {
+    let withdraw = match action {
+        "withdraw" => true,
+        "restore" => false,
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                &format!("unknown action {action:?}: use withdraw or restore\n"),
+            );
+        }
+    };
+    if request.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    let Some(announcer) = &context.announce else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "announcing is not configured: add an [announce] section\n",
+        );
+    };
+    let (view, not_saved) = announcer.set_withdrawn(withdraw).await;
+    tracing::info!(
+        "admin: announce {action} by API request; announced now: {:?}",
+        view.announced
+    );
+    let mut body = serde_json::to_value(&view).expect("plain data serializes");
+    let status = match not_saved {
+        Some(err) => {
+            tracing::error!("{err}");
+            body["persist_error"] = serde_json::json!(err);
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        None => StatusCode::OK,
+    };
+    with_type(
+        status,
+        serde_json::to_string_pretty(&body).expect("JSON values serialize") + "\n",
+        "application/json",
+    )
 }
 
 fn method_not_allowed(allowed: &'static str) -> Response<Full<Bytes>> {

@@ -37,11 +37,18 @@ pub fn render(context: &AdminContext) -> Result<String, aya::maps::MapError> {
         .proxy
         .as_ref()
         .map_or(serde_json::Value::Null, |proxy| pools(&proxy.state.load()));
+    let announce = context
+        .announce
+        .as_ref()
+        .map_or(serde_json::Value::Null, |announcer| {
+            serde_json::to_value(announcer.view()).expect("plain data serializes")
+        });
     let state = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": uptime,
         "xdp": xdp,
         "pools": pools,
+        "announce": announce,
     });
     Ok(serde_json::to_string_pretty(&state).expect("JSON values serialize") + "\n")
 }

@@ -51,6 +51,7 @@ pub(super) struct ConfigFile {
     pub routes: Vec<Spanned<Table<RouteTable>>>,
     #[serde(default, rename = "pool")]
     pub pools: Pools,
+    pub announce: Option<Spanned<Table<AnnounceTable>>>,
 }
 
 #[derive(Deserialize)]
@@ -204,6 +205,7 @@ pub(super) trait TableOf: DeserializeOwned {
 }
 
 impl TableOf for AdminTable {}
+impl TableOf for AnnounceTable {}
 impl TableOf for XdpTable {}
 impl TableOf for VipTable {}
 impl TableOf for HealthTable {}
@@ -572,6 +574,28 @@ pub(super) struct AdminTable {
     #[serde(default, deserialize_with = "optional_socket_addr")]
     pub listen: Option<Spanned<SocketAddr>>,
     pub token_file: Option<Spanned<String>>,
+}
+
+/// `[announce]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AnnounceTable {
+    /// The span is empty (0..0) when defaulted.
+    #[serde(default = "default_announce_table", deserialize_with = "route_table")]
+    pub table: Spanned<u32>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub withdraw_delay: Option<Spanned<Duration>>,
+    pub state_file: Option<Spanned<String>>,
+}
+
+fn default_announce_table() -> Spanned<u32> {
+    Spanned::new(0..0, super::AnnounceConfig::DEFAULT_TABLE)
+}
+
+/// A kernel routing table id: 1 to 2^32 - 1 (0 is "unspecified"); the reserved ids are refused
+/// in `validate`, where the message can say what they are.
+fn route_table<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Spanned<u32>, D::Error> {
+    in_range::<D, u32, 1, { u32::MAX as u64 }>(deserializer)
 }
 
 fn optional_socket_addr<'de, D: Deserializer<'de>>(

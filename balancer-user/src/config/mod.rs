@@ -51,6 +51,30 @@ pub struct Config {
     pub vips: Vec<VipConfig>,
     /// The proxy: listeners, routes and pools (empty without `[[listener]]`).
     pub l7: L7Config,
+    /// `[announce]`: routes for the VIPs this host serves, for a BGP daemon to export. `None`:
+    /// no route is announced or flushed.
+    pub announce: Option<AnnounceConfig>,
+}
+
+/// `[announce]`, validated: the kernel routing table the balancer owns, where it keeps one
+/// route per VIP address it serves (see `crate::announce`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceConfig {
+    /// `table`: a routing table id, not one of the kernel's own (0, 253, 254, 255).
+    pub table: u32,
+    /// `withdraw_delay`: how long SIGTERM waits after withdrawing for the routers to stop
+    /// sending, before the proxy drains and the process exits (0 to `MAX_WITHDRAW_DELAY`).
+    pub withdraw_delay: Duration,
+    /// `state_file`: where an operator's withdraw is kept across restarts (absolute).
+    pub state_file: PathBuf,
+}
+
+impl AnnounceConfig {
+    pub const DEFAULT_TABLE: u32 = 200;
+    pub const DEFAULT_WITHDRAW_DELAY: Duration = Duration::from_secs(2);
+    pub const MAX_WITHDRAW_DELAY: Duration = Duration::from_secs(600);
+    /// In the systemd unit's `StateDirectory`.
+    pub const DEFAULT_STATE_FILE: &str = "/var/lib/balancer/announce.json";
 }
 
 /// `[admin]`, validated (as written: `de::AdminTable`).

@@ -1,6 +1,7 @@
 //! Parsing and validation of the config file, and the exact text of every error: an operator
 //! reads these to find the line to fix, so they are pinned word for word.
 
+mod announce;
 mod l7;
 
 use std::{
@@ -271,7 +272,7 @@ fn vips_may_be_an_inline_array_of_tables() {
 fn unknown_top_level_key() {
     assert_error(
         "# comment\nbogus = 1\n",
-        "test.toml:2:1: bogus: unknown field `bogus`, expected one of `admin`, `xdp`, `vip`, `proxy`, `listener`, `route`, `pool`",
+        "test.toml:2:1: bogus: unknown field `bogus`, expected one of `admin`, `xdp`, `vip`, `proxy`, `listener`, `route`, `pool`, `announce`",
     );
 }
 
@@ -280,7 +281,7 @@ fn unknown_top_level_table() {
     // The column is that of the name inside the brackets.
     assert_error(
         "[upstream]\nname = \"https\"\n",
-        "test.toml:1:2: upstream: unknown field `upstream`, expected one of `admin`, `xdp`, `vip`, `proxy`, `listener`, `route`, `pool`",
+        "test.toml:1:2: upstream: unknown field `upstream`, expected one of `admin`, `xdp`, `vip`, `proxy`, `listener`, `route`, `pool`, `announce`",
     );
 }
 

@@ -13,12 +13,12 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::{
-    AclConfig, AdminConfig, BACKEND_SLOTS_LIMIT, BackendConfig, Config, ForwardMode,
-    HealthCheckConfig, HealthCheckKind, MAGLEV_SLOTS_LIMIT, Protocol, UdpHash, VipConfig,
-    XdpConfig,
+    AclConfig, AdminConfig, AnnounceConfig, BACKEND_SLOTS_LIMIT, BackendConfig, Config,
+    ForwardMode, HealthCheckConfig, HealthCheckKind, MAGLEV_SLOTS_LIMIT, Protocol, UdpHash,
+    VipConfig, XdpConfig,
     de::{
-        AclTable, AdminTable, Array, Cidr, ConfigFile, HealthCheck, HealthTable, Status, Table,
-        VipTable, XdpTable,
+        AclTable, AdminTable, AnnounceTable, Array, Cidr, ConfigFile, HealthCheck, HealthTable,
+        Status, Table, VipTable, XdpTable,
     },
     error::Invalid,
 };
@@ -35,6 +35,7 @@ pub(super) fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, Inva
         listeners,
         routes,
         pools,
+        announce,
     } = file;
     let admin = admin_config(admin, base_dir)?;
     let (xdp, vips) = match xdp {
@@ -53,12 +54,16 @@ pub(super) fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, Inva
             (None, Vec::new())
         }
     };
+    let announce = announce
+        .map(|table| announce_config(&table, xdp.is_some(), base_dir))
+        .transpose()?;
     let l7 = l7::l7_config(&admin, &proxy, &listeners, &routes, &pools, base_dir)?;
     Ok(Config {
         admin,
         xdp,
         vips,
         l7,
+        announce,
     })
 }
 
@@ -531,6 +536,72 @@ fn admin_config(
         ));
     }
     Ok(AdminConfig { listen, token_file })
+}
+
+/// `[announce]`: a table of our own (the kernel's own ids hold its local, main and default
+/// routes, which the startup flush of protocol-250 routes must never touch), and VIPs to
+/// announce, which need the data plane.
+fn announce_config(
+    written: &Spanned<Table<AnnounceTable>>,
+    has_xdp: bool,
+    base_dir: &Path,
+) -> Result<AnnounceConfig, Invalid> {
+    if !has_xdp {
+        return Err(Invalid::at(
+            "announce",
+            written,
+            "announces VIPs, which need the XDP data plane: add an [xdp] section",
+        ));
+    }
+    let Table(table) = written.get_ref();
+    let id = *table.table.get_ref();
+    let reserved = match id {
+        253 => Some("default"),
+        254 => Some("main"),
+        255 => Some("local"),
+        _ => None,
+    };
+    if let Some(name) = reserved {
+        return Err(Invalid::at(
+            "announce.table",
+            &table.table,
+            format!(
+                "{id} is the kernel's {name:?} table: give a table of the balancer's own, such as {}",
+                AnnounceConfig::DEFAULT_TABLE
+            ),
+        ));
+    }
+    let withdraw_delay = match &table.withdraw_delay {
+        Some(delay) if *delay.get_ref() > AnnounceConfig::MAX_WITHDRAW_DELAY => {
+            return Err(Invalid::at(
+                "announce.withdraw_delay",
+                delay,
+                format!(
+                    "{} is longer than the limit of {}",
+                    show(*delay.get_ref()),
+                    show(AnnounceConfig::MAX_WITHDRAW_DELAY)
+                ),
+            ));
+        }
+        Some(delay) => *delay.get_ref(),
+        None => AnnounceConfig::DEFAULT_WITHDRAW_DELAY,
+    };
+    let state_file = match &table.state_file {
+        Some(file) if file.get_ref().is_empty() => {
+            return Err(Invalid::at(
+                "announce.state_file",
+                file,
+                "is empty: give the path of the file that keeps an operator's withdraw",
+            ));
+        }
+        Some(file) => base_dir.join(file.get_ref()),
+        None => PathBuf::from(AnnounceConfig::DEFAULT_STATE_FILE),
+    };
+    Ok(AnnounceConfig {
+        table: id,
+        withdraw_delay,
+        state_file,
+    })
 }
 
 /// `interval` and `timeout` of a health check (VIP or pool): the interval in its range, the

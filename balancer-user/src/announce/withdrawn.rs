@@ -1,0 +1,78 @@
+//! `announce.state_file`: whether an operator withdrew this host, kept across restarts so that
+//! a host taken out for maintenance does not come back into the routers' ECMP groups because
+//! its balancer restarted.
+//!
+//! ```json
+//! {"withdrawn": true}
+//! ```
+//!
+//! Written whole on each change (a temporary file renamed over the old one, so a crash never
+//! leaves half a file) and read at start; a missing file means "not withdrawn".
+
+use std::{io, path::Path};
+
+pub fn encode(withdrawn: bool) -> String {
+    format!("{}\n", serde_json::json!({ "withdrawn": withdrawn }))
+}
+
+pub fn decode(text: &str) -> Result<bool, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
+    value
+        .get("withdrawn")
+        .and_then(serde_json::Value::as_bool)
+        .ok_or_else(|| "expected {\"withdrawn\": true|false}".to_string())
+}
+
+/// The operator's last word: `false` when the file does not exist (never withdrawn).
+pub fn load(path: &Path) -> Result<bool, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => decode(&text).map_err(|err| format!("{}: {err}", path.display())),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(format!("{}: {err}", path.display())),
+    }
+}
+
+/// Writes `withdrawn` to `path`: into `path.tmp`, then renamed over `path`.
+pub fn save(path: &Path, withdrawn: bool) -> io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    std::fs::write(&temporary, encode(withdrawn))?;
+    std::fs::rename(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_and_decode_agree() {
+        for withdrawn in [true, false] {
+            assert_eq!(decode(&encode(withdrawn)), Ok(withdrawn));
+        }
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_not_a_guess() {
+        // Guessing "not withdrawn" would put a host under maintenance back into service.
+        assert_eq!(
+            decode("{\"withdrawn\": \"yes\"}"),
+            Err("expected {\"withdrawn\": true|false}".to_string())
+        );
+        assert!(decode("{\"withdrawn\": tr").is_err());
+    }
+
+    #[test]
+    fn a_missing_file_is_not_withdrawn_and_a_saved_one_is_read_back() {
+        let dir = std::env::temp_dir().join(format!("balancer-withdrawn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let path = dir.join("announce.json");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(load(&path), Ok(false));
+        save(&path, true).expect("save");
+        assert_eq!(load(&path), Ok(true));
+        save(&path, false).expect("save");
+        assert_eq!(load(&path), Ok(false));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
