@@ -8,6 +8,7 @@
 
 mod l7;
 mod plot;
+mod protect;
 
 use std::{
     fmt::Write as _,
@@ -57,6 +58,8 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "l7_backend",
         "--bin",
         "l7_relay",
+        "--bin",
+        "bench_protect",
     ]))
     .context("building the benchmark drivers")?;
     let binaries = Binaries {
@@ -80,6 +83,13 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let sections = vec![
         l4(&binaries, quick).unwrap_or_else(|err| failed_section("L4", "L4 (bench_l4)", &err)),
         l7(&binaries, quick).unwrap_or_else(|err| failed_section("L7", "L7 (bench_l7)", &err)),
+        protect(&binaries, quick).unwrap_or_else(|err| {
+            failed_section(
+                "Protecting the app servers",
+                "Protecting the app servers (bench_protect)",
+                &err,
+            )
+        }),
     ];
     let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -608,6 +618,24 @@ fn l7(binaries: &Binaries, quick: bool) -> anyhow::Result<Section> {
     Ok(Section {
         markdown: md,
         raw_name: "L7 (bench_l7)",
+        raw,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Protecting the app servers
+
+fn protect(binaries: &Binaries, quick: bool) -> anyhow::Result<Section> {
+    let args: &[&str] = if quick { &["--quick"] } else { &[] };
+    let raw = run_driver(binaries, "bench_protect", args)?;
+    let mut md = String::from(
+        "## Protecting the app servers
+",
+    );
+    protect::render(&mut md, &raw)?;
+    Ok(Section {
+        markdown: md,
+        raw_name: "Protecting the app servers (bench_protect)",
         raw,
     })
 }

@@ -1,0 +1,148 @@
+//! The "protecting the app servers" section, from `bench_protect`'s JSON: how long a normal
+//! request waits while slow clients upload to gunicorn's sync workers (balancer, balancer with
+//! streamed bodies, nginx), what buffering costs on 1 MB uploads, and the memory 200
+//! concurrent 5 MB bodies take next to what the buffers allow.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+/// The issue's target: a normal request's wait under slow uploads at most nginx's.
+const WAIT_TARGET_NGINX: f64 = 1.0;
+
+pub fn render(md: &mut String, raw: &Value) -> anyhow::Result<()> {
+    render_slow_clients(md, &raw["slow_clients"]);
+    render_uploads(md, &raw["uploads"]);
+    render_memory(md, &raw["memory"]);
+    Ok(())
+}
+
+fn ms(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or_else(|| "—".to_string(), |ms| format!("{ms:.1} ms"))
+}
+
+fn render_slow_clients(md: &mut String, slow: &Value) {
+    let _ = writeln!(
+        md,
+        "\n### Slow uploads in front of gunicorn sync workers\n\n\
+         gunicorn runs {} sync workers of the Django acceptance app; {} clients upload {} bytes \
+         at {} bytes/s while a normal client asks `/healthz/` every 100 ms for {} s (each \
+         request on a new connection, 5 s timeout). balancer runs the config a new user \
+         writes; nginx its defaults behind `proxy_pass` (which buffer request bodies too).\n",
+        slow["workers"],
+        slow["slow_uploads"],
+        slow["upload_bytes"],
+        slow["upload_rate_bytes_per_s"],
+        slow["seconds"]
+    );
+    md.push_str("| proxy | normal requests | failed or timed out | p50 | p99 | max |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|\n");
+    let runs = &slow["runs"];
+    for (key, label) in [
+        ("balancer", "balancer (default: `request_buffering = true`)"),
+        ("balancer_streamed", "balancer, `request_buffering = false`"),
+        ("nginx", "nginx"),
+    ] {
+        let run = &runs[key];
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {} | {} | {} | {} |",
+            run["requests"],
+            run["failed"],
+            ms(&run["p50_ms"]),
+            ms(&run["p99_ms"]),
+            ms(&run["max_ms"])
+        );
+    }
+    let balancer = runs["balancer"]["p99_ms"].as_f64();
+    let nginx = runs["nginx"]["p99_ms"].as_f64();
+    let failed = runs["balancer"]["failed"].as_u64().unwrap_or(0);
+    if let (Some(balancer), Some(nginx)) = (balancer, nginx) {
+        let ratio = balancer / nginx;
+        let met = ratio <= WAIT_TARGET_NGINX && failed == 0;
+        let _ = writeln!(
+            md,
+            "\nTarget: a normal request waits no longer than through nginx. p99 wait \
+             {:.2}× nginx's ({:.1} ms against {:.1} ms; {}), and {} failed: **{}**. Both \
+             answer in milliseconds where streaming bodies leaves the client waiting for a \
+             worker until the uploads end.",
+            ratio,
+            balancer,
+            nginx,
+            if ratio <= 1.0 {
+                "at most nginx's"
+            } else {
+                "longer than nginx's: at these sizes a millisecond or two of scheduling on a \
+                 2-CPU machine"
+            },
+            failed,
+            if met { "met" } else { "missed" }
+        );
+    }
+}
+
+fn render_uploads(md: &mut String, uploads: &Value) {
+    let _ = writeln!(
+        md,
+        "\n### 1 MB uploads, buffered and streamed\n\n\
+         `wrk -t2 -c{} -d{}s` POSTing {}-byte bodies through balancer (one worker) to \
+         `l7_backend`, which reads each body whole. Peak RSS is the process's `VmHWM`.\n",
+        uploads["connections"], uploads["seconds"], uploads["body_bytes"]
+    );
+    md.push_str("| balancer | requests/s | errors | RSS before | peak RSS |\n");
+    md.push_str("|---|---:|---:|---:|---:|\n");
+    for (key, label) in [
+        ("buffered", "buffered (default)"),
+        ("streamed", "`request_buffering = false`"),
+    ] {
+        let run = &uploads["runs"][key];
+        let _ = writeln!(
+            md,
+            "| {label} | {:.1} | {} | {} KiB | {} KiB |",
+            run["requests_per_s"].as_f64().unwrap_or(0.0),
+            run["errors"],
+            run["rss_before_kib"],
+            run["peak_rss_kib"]
+        );
+    }
+    let buffered = uploads["runs"]["buffered"]["requests_per_s"].as_f64();
+    let streamed = uploads["runs"]["streamed"]["requests_per_s"].as_f64();
+    if let (Some(buffered), Some(streamed)) = (buffered, streamed) {
+        let _ = writeln!(
+            md,
+            "\nBuffering runs at {:.2}× the streamed rate: the body goes through memory \
+             (64 KiB) and an unlinked temporary file before the server gets it.",
+            buffered / streamed
+        );
+    }
+}
+
+fn render_memory(md: &mut String, memory: &Value) {
+    let _ = writeln!(
+        md,
+        "\n### Memory under {} concurrent {}-byte bodies\n\n\
+         `wrk -c{}` for {} s, buffered. What the buffers allow is the connections times \
+         `body_buffer` (uploads) or `response_buffer` (downloads); the rest of each body is in \
+         temporary files. The growth beyond that is per-connection state and the allocator.\n",
+        memory["connections"], memory["body_bytes"], memory["connections"], memory["seconds"]
+    );
+    md.push_str(
+        "| bodies | requests/s | errors | RSS before | peak RSS | growth | buffers allow |\n",
+    );
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+    for key in ["uploads", "downloads"] {
+        let run = &memory["runs"][key];
+        let _ = writeln!(
+            md,
+            "| {key} | {:.1} | {} | {} KiB | {} KiB | {} KiB | {} KiB |",
+            run["requests_per_s"].as_f64().unwrap_or(0.0),
+            run["errors"],
+            run["rss_before_kib"],
+            run["peak_rss_kib"],
+            run["growth_kib"],
+            run["buffers_allow_kib"]
+        );
+    }
+}
