@@ -10,7 +10,7 @@ use super::{
     metrics::RouteMetrics,
     pool::Pool,
     route::{AllowedHosts, RouteTable},
-    tls,
+    tls, upstream_tls,
 };
 use crate::config::{L7Config, ListenerConfig, PoolConfig, RouteTarget, StickyConfig, StickyKey};
 use crate::headers::{edits::CompiledEdits, trust::TrustPolicy};
@@ -89,12 +89,14 @@ impl ProxyState {
         for pool in &config.pools {
             let sticky_key = sticky_key(pool)?;
             let check_ca = check_ca(pool)?;
+            let server_tls = upstream_tls::read_files(pool)?;
             let reused = previous
                 .and_then(|state| state.pools.get(&pool.name))
                 .filter(|existing| {
                     existing.config == *pool
                         && existing.sticky_key() == sticky_key.as_deref()
                         && existing.check_ca() == check_ca.as_deref()
+                        && existing.server_tls_files() == server_tls.as_ref()
                 })
                 .cloned();
             let pool = match reused {
@@ -104,6 +106,7 @@ impl ProxyState {
                     previous.and_then(|state| state.pools.get(&pool.name)),
                     sticky_key,
                     check_ca,
+                    server_tls,
                 )?),
             };
             pools.insert(pool.config.name.clone(), pool);
@@ -184,14 +187,28 @@ fn new_pool(
     previous: Option<&Arc<Pool>>,
     sticky_key: Option<Vec<u8>>,
     check_ca: Option<Vec<u8>>,
+    server_tls: Option<upstream_tls::TlsFiles>,
 ) -> Result<Pool, String> {
     let error_pages = ErrorPages::load(&config.error_pages)
         .map_err(|err| format!("pool {}: {err}", config.name))?;
-    Pool::new(config, Arc::new(error_pages), previous.map(AsRef::as_ref))
-        .with_sticky(sticky_key)
-        .map_err(|err| format!("pool {}: sticky: {err}", config.name))?
-        .with_check_tls(check_ca)
-        .map_err(|err| format!("pool {}: health tls_ca_file {err}", config.name))
+    let server_tls = match server_tls {
+        Some(files) => {
+            let client = upstream_tls::client_config(&config.tls, &files, config.h2)
+                .map_err(|err| format!("pool {}: {err}", config.name))?;
+            Some((files, client))
+        }
+        None => None,
+    };
+    Pool::new(
+        config,
+        Arc::new(error_pages),
+        previous.map(AsRef::as_ref),
+        server_tls,
+    )
+    .with_sticky(sticky_key)
+    .map_err(|err| format!("pool {}: sticky: {err}", config.name))?
+    .with_check_tls(check_ca)
+    .map_err(|err| format!("pool {}: health tls_ca_file {err}", config.name))
 }
 
 /// The content of a pool's `health.tls_ca_file`, read on every load so a reload picks up a new

@@ -1,6 +1,7 @@
-//! Client connections to ONE server of a pool: connect (TCP or unix socket), HTTP/1.1 keep-alive
-//! on our own engine (h1/client.rs) with an idle list, or one shared HTTP/2 prior-knowledge
-//! (h2c) connection through hyper.
+//! Client connections to ONE server of a pool: connect (TCP, TLS over TCP for https://, or unix
+//! socket), HTTP/1.1 keep-alive on our own engine (h1/client.rs) with an idle list, or one
+//! shared HTTP/2 connection through hyper: prior knowledge (h2c), or an https:// server that
+//! picked `h2` by ALPN (the pool's `h2 = true`).
 //!
 //! # Sent or not sent
 //!
@@ -17,7 +18,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -36,6 +37,7 @@ use tracing::debug;
 
 use super::h1::client::{self as h1, ExchangeError, H1Conn, Stream};
 use super::h1::request_body::{BodyError, RequestBody};
+use super::upstream_tls::ServerTls;
 use super::{Body, BoxError};
 use crate::config::{KeepaliveConfig, ServerUrl};
 
@@ -53,9 +55,13 @@ pub enum ConnectError {
     Io(io::Error),
     #[error("cannot resolve server address: {0}")]
     Resolve(io::Error),
-    /// The h2c handshake failed.
+    /// The HTTP/2 handshake failed.
     #[error("HTTP connection failed: {0}")]
     Handshake(hyper::Error),
+    /// The TLS handshake with an https:// server failed: rustls's reason (the certificate's
+    /// issuer unknown, expired, not for the name; no common protocol) is in the error.
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
 }
 
 impl From<io::Error> for ConnectError {
@@ -90,15 +96,20 @@ pub struct ServerConnections {
     keepalive: KeepaliveConfig,
     connect_timeout: Duration,
     h2c: bool,
+    /// https:// servers: the pool's TLS client config and the name to verify.
+    tls: Option<ServerTls>,
+    /// The server picked `h2` by ALPN on the last connection made: checkouts share one
+    /// HTTP/2 connection (as with h2c) instead of taking idle HTTP/1.1 ones.
+    alpn_h2: AtomicBool,
     opened: AtomicU64,
     /// HTTP/1.1 idle connections, oldest first (checkout takes the newest): one list per
     /// worker (workers.rs), so a connection is reused by the thread whose reactor it is
     /// registered with, and a list's lock is only ever taken by its own worker (and the
     /// sweep), never contended on the request path.
     idle: Box<[Mutex<VecDeque<Idle>>]>,
-    /// h2c: the shared connection.
+    /// h2c or ALPN h2: the shared connection.
     h2: Mutex<Option<http2::SendRequest<Body>>>,
-    /// h2c: held while a new shared connection is made, so that one is made at a time.
+    /// h2c or ALPN h2: held while a new shared connection is made, so that one is made at a time.
     h2_connecting: tokio::sync::Mutex<()>,
 }
 
@@ -127,11 +138,25 @@ impl ServerConnections {
         connect_timeout: Duration,
         h2c: bool,
     ) -> Arc<Self> {
+        Self::with_tls(url, keepalive, connect_timeout, h2c, None)
+    }
+
+    /// As [`ServerConnections::new`]; `tls` for an https:// server (without it, connecting to
+    /// one fails).
+    pub fn with_tls(
+        url: ServerUrl,
+        keepalive: KeepaliveConfig,
+        connect_timeout: Duration,
+        h2c: bool,
+        tls: Option<ServerTls>,
+    ) -> Arc<Self> {
         let this = Arc::new(Self {
             url,
             keepalive,
             connect_timeout,
             h2c,
+            tls,
+            alpn_h2: AtomicBool::new(false),
             opened: AtomicU64::new(0),
             idle: (0..super::workers::slots())
                 .map(|_| Mutex::new(VecDeque::new()))
@@ -159,21 +184,24 @@ impl ServerConnections {
     }
 
     /// HTTP/1.1: the idle connections (open and not expired). h2c: 1 while the shared
-    /// connection is open, else 0.
+    /// connection is open, else 0; ALPN h2: both.
     pub fn idle_connections(&self) -> usize {
+        let shared = usize::from(lock(&self.h2).as_ref().is_some_and(|s| !s.is_closed()));
         if self.h2c {
-            return usize::from(lock(&self.h2).as_ref().is_some_and(|s| !s.is_closed()));
+            return shared;
         }
         let timeout = self.keepalive.idle_timeout;
-        self.idle
-            .iter()
-            .map(|idle| {
-                lock(idle)
-                    .iter()
-                    .filter(|e| e.since.elapsed() < timeout && e.conn.stream.idle_usable())
-                    .count()
-            })
-            .sum()
+        shared
+            + self
+                .idle
+                .iter()
+                .map(|idle| {
+                    lock(idle)
+                        .iter()
+                        .filter(|e| e.since.elapsed() < timeout && e.conn.stream.idle_usable())
+                        .count()
+                })
+                .sum::<usize>()
     }
 
     /// Drops every idle connection (server removed or drained on reload); h2c: forgets the
@@ -191,15 +219,15 @@ impl ServerConnections {
     /// open), else a new one. An error here means nothing was sent: the caller may retry the
     /// request on another server.
     pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, ConnectError> {
-        if self.h2c {
+        if self.h2c || self.alpn_h2.load(Ordering::Relaxed) {
             // The shared connection without a future; boxed only to make one (rare).
-            let (sender, reused) = match self.open_shared_h2() {
-                Some(sender) => (sender, true),
+            let (conn, reused) = match self.open_shared_h2() {
+                Some(sender) => (Conn::H2(sender), true),
                 None => Box::pin(self.shared_h2()).await?,
             };
             return Ok(Checkout {
                 server: Arc::clone(self),
-                conn: Conn::H2(sender),
+                conn,
                 reused,
             });
         }
@@ -212,10 +240,14 @@ impl ServerConnections {
         }
         // Boxed, as every connect below: connecting is the rare path, and its state would
         // otherwise enlarge every request's future (moved and copied per request).
-        let conn = Box::pin(self.open_h1()).await?;
+        let conn = Box::pin(self.open()).await?;
+        if let Conn::H2(sender) = &conn {
+            // An https:// server picked h2: later checkouts share this connection.
+            self.share_h2(sender);
+        }
         Ok(Checkout {
             server: Arc::clone(self),
-            conn: Conn::H1(conn),
+            conn,
             reused: false,
         })
     }
@@ -241,7 +273,12 @@ impl ServerConnections {
         }
         // None of our own: another worker's idle connection beats a new one (a server's
         // connections are few and its workers slow to accept). It moves to this worker's
-        // reactor; under load every worker has its own and this is not reached.
+        // reactor; under load every worker has its own and this is not reached. TLS
+        // connections cannot move (`Stream::into_current_runtime`): they stay with their
+        // worker rather than being taken and closed.
+        if self.tls.is_some() {
+            return None;
+        }
         (0..self.idle.len())
             .filter(|&slot| slot != own)
             .find_map(|slot| self.take_idle_from(slot))
@@ -305,19 +342,30 @@ impl ServerConnections {
         });
     }
 
-    /// The shared h2c connection, made if there is none open; `true` when it already existed.
-    async fn shared_h2(&self) -> Result<(http2::SendRequest<Body>, bool), ConnectError> {
+    /// The shared HTTP/2 connection, made if there is none open; `true` when it already
+    /// existed. An https:// server that no longer picks h2 gives an HTTP/1.1 connection.
+    async fn shared_h2(&self) -> Result<(Conn, bool), ConnectError> {
         if let Some(sender) = self.open_shared_h2() {
-            return Ok((sender, true));
+            return Ok((Conn::H2(sender), true));
         }
         let _connecting = self.h2_connecting.lock().await;
         // Another checkout may have made it while this one waited.
         if let Some(sender) = self.open_shared_h2() {
-            return Ok((sender, true));
+            return Ok((Conn::H2(sender), true));
         }
-        let sender = self.open_h2().await?;
-        *lock(&self.h2) = Some(sender.clone());
-        Ok((sender, false))
+        let conn = self.open().await?;
+        if let Conn::H2(sender) = &conn {
+            *lock(&self.h2) = Some(sender.clone());
+        }
+        Ok((conn, false))
+    }
+
+    /// Makes `sender` the shared connection unless one is open already.
+    fn share_h2(&self, sender: &http2::SendRequest<Body>) {
+        let mut shared = lock(&self.h2);
+        if shared.as_ref().is_none_or(http2::SendRequest::is_closed) {
+            *shared = Some(sender.clone());
+        }
     }
 
     fn open_shared_h2(&self) -> Option<http2::SendRequest<Body>> {
@@ -332,57 +380,79 @@ impl ServerConnections {
         }
     }
 
-    async fn open_h1(&self) -> Result<H1Conn, ConnectError> {
-        let stream = tokio::time::timeout(self.connect_timeout, self.connect())
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
-        self.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(H1Conn { stream })
-    }
-
-    async fn open_h2(&self) -> Result<http2::SendRequest<Body>, ConnectError> {
-        let sender = tokio::time::timeout(self.connect_timeout, async {
-            match self.connect().await? {
+    /// A new connection: HTTP/2 for h2c or an https:// server that picked `h2` by ALPN (its
+    /// handshake made), else HTTP/1.1.
+    async fn open(&self) -> Result<Conn, ConnectError> {
+        let conn = tokio::time::timeout(self.connect_timeout, async {
+            let stream = self.connect().await?;
+            if !self.h2c && !stream.alpn_h2() {
+                return Ok(Conn::H1(H1Conn { stream }));
+            }
+            let sender = match stream {
                 Stream::Tcp(stream) => handshake_h2(stream).await,
                 Stream::Unix(stream) => handshake_h2(stream).await,
-            }
+                Stream::Tls(stream) => handshake_h2(stream).await,
+            }?;
+            Ok::<_, ConnectError>(Conn::H2(sender))
         })
         .await
         .map_err(|_| ConnectError::Timeout)??;
         self.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(sender)
+        if self.tls.as_ref().is_some_and(|tls| tls.offers_h2) {
+            self.alpn_h2
+                .store(matches!(conn, Conn::H2(_)), Ordering::Relaxed);
+        }
+        Ok(conn)
     }
 
-    /// TCP (resolving the name each time, trying each address in turn) or unix connect.
+    /// TCP (resolving the name each time, trying each address in turn), then TLS for an
+    /// https:// server; or unix connect.
     async fn connect(&self) -> Result<Stream, ConnectError> {
         match &self.url {
-            ServerUrl::Http { host, port } => {
-                let addrs = tokio::net::lookup_host((host.as_str(), *port))
+            ServerUrl::Http { host, port } => Ok(Stream::Tcp(self.connect_tcp(host, *port).await?)),
+            ServerUrl::Https { host, port } => {
+                let tcp = self.connect_tcp(host, *port).await?;
+                let Some(tls) = &self.tls else {
+                    return Err(ConnectError::Tls(io::Error::other(
+                        "no TLS settings for this https:// server",
+                    )));
+                };
+                let stream = tls
+                    .connector
+                    .connect(tls.name.clone(), tcp)
                     .await
-                    .map_err(ConnectError::Resolve)?;
-                let mut last = None;
-                for addr in addrs {
-                    match TcpStream::connect(addr).await {
-                        Ok(stream) => {
-                            stream.set_nodelay(true)?;
-                            return Ok(Stream::Tcp(stream));
-                        }
-                        Err(error) => {
-                            debug!(server = %self.url, %addr, %error, "connect failed");
-                            last = Some(error);
-                        }
-                    }
-                }
-                Err(match last {
-                    Some(error) => error.into(),
-                    None => ConnectError::Resolve(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        "no address found",
-                    )),
-                })
+                    .map_err(ConnectError::Tls)?;
+                Ok(Stream::Tls(Box::new(stream)))
             }
             ServerUrl::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
         }
+    }
+
+    /// Resolves `host` with the system resolver (so /etc/hosts counts) at each connect, and
+    /// tries its addresses in turn.
+    async fn connect_tcp(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        let addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(ConnectError::Resolve)?;
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(stream);
+                }
+                Err(error) => {
+                    debug!(server = %self.url, %addr, %error, "connect failed");
+                    last = Some(error);
+                }
+            }
+        }
+        Err(match last {
+            Some(error) => error.into(),
+            None => {
+                ConnectError::Resolve(io::Error::new(io::ErrorKind::NotFound, "no address found"))
+            }
+        })
     }
 }
 
@@ -504,9 +574,15 @@ impl Checkout {
                         "reused connection closed without an answer; retrying on a new connection"
                     );
                     request.body_mut().rewind();
-                    conn = Box::pin(server.open_h1())
-                        .await
-                        .map_err(SendError::NotSent)?;
+                    match Box::pin(server.open()).await.map_err(SendError::NotSent)? {
+                        Conn::H1(new) => conn = new,
+                        // An https:// server that picked h2 this time.
+                        Conn::H2(sender) => {
+                            server.share_h2(&sender);
+                            absolute_form(request, &server.url);
+                            return Box::pin(send_h2(sender, request)).await;
+                        }
+                    }
                     reused = false;
                 }
                 Err(ExchangeError::Body(error)) => return Err(SendError::Body(error)),
@@ -528,6 +604,11 @@ async fn send_h2<B: RequestBody>(
     parts.uri = request.uri().clone();
     parts.version = request.version();
     parts.headers = request.headers().clone();
+    // The authority travels as :authority (`absolute_form` took it from Host): a Host beside
+    // it is one that servers such as nginx refuse as a duplicate (RFC 9113 §8.3.1).
+    if parts.uri.authority().is_some() {
+        parts.headers.remove(HOST);
+    }
     let body = request.body_mut();
     let (feed, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(4);
     let boxed = BoxBody::new(ChannelBody {
@@ -646,7 +727,11 @@ fn absolute_form<B>(request: &mut Request<B>, url: &ServerUrl) {
         return;
     };
     let mut parts = uri.clone().into_parts();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(if url.is_https() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
     parts.authority = Some(authority);
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
