@@ -1396,4 +1396,286 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, SendError::Failed(_)), "{error:?}");
     }
+
+    // ---- https:// servers ----------------------------------------------------------------
+
+    /// A TLS server on 127.0.0.1 with a self-signed certificate for "localhost" and
+    /// 127.0.0.1, offering `alpn`; it speaks h2 when that is what was negotiated. The
+    /// certificate's PEM comes back for the client's roots.
+    async fn tls_server(alpn: &[&[u8]], handler: Handler) -> (TestServer, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        // Its own issuer name: another server's certificate is then of an unknown issuer.
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("test server {port}"));
+        let cert = params.self_signed(&key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                let handler = Arc::clone(&handler);
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let proto = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        Proto::H2
+                    } else {
+                        Proto::H1 { keep_alive: true }
+                    };
+                    serve_connection(stream, proto, handler);
+                });
+            }
+        });
+        let server = TestServer {
+            url: ServerUrl::Https {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            accepted,
+            dir: None,
+        };
+        (server, cert.pem())
+    }
+
+    /// What connections to an https:// server trusting `ca` (PEM) need, offering h2 or not.
+    fn server_tls(ca: &str, name: &str, h2: bool) -> ServerTls {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = if h2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        ServerTls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name: rustls_pki_types::ServerName::try_from(name.to_string()).unwrap(),
+            offers_h2: h2,
+        }
+    }
+
+    use rustls_pki_types::pem::PemObject;
+
+    /// `/big` and `/upgrade` as [`default_handler`]; `/length` answers the request body's size.
+    fn length_handler() -> Handler {
+        let default = default_handler();
+        Arc::new(move |req: Request<Incoming>| {
+            let default = Arc::clone(&default);
+            Box::pin(async move {
+                if req.uri().path() != "/length" {
+                    return default(req).await;
+                }
+                let version = format!("{:?}", req.version());
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                Response::new(Full::new(Bytes::from(format!("{} {version}", body.len()))))
+            })
+        })
+    }
+
+    fn post(path: &str, body: Vec<u8>) -> Request<BoxedBody> {
+        Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(HOST, "test.local")
+            .body(BoxedBody::new(
+                Full::new(Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            ))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tls_keeps_one_connection_carries_bodies_both_ways_and_tunnels() {
+        let (server, ca) = tls_server(&[b"http/1.1"], length_handler()).await;
+        let conns = ServerConnections::with_tls(
+            server.url.clone(),
+            keepalive(true, 32, LONG),
+            CONNECT,
+            false,
+            Some(server_tls(&ca, "127.0.0.1", false)),
+        );
+        for _ in 0..5 {
+            let (status, body) = fetch(&conns, "/").await;
+            assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
+        }
+        let (_, body) = fetch(&conns, "/big").await;
+        assert_eq!(body.len(), BIG);
+        // A body larger than the socket and rustls buffers: written as the server reads it.
+        let response = conns
+            .checkout()
+            .await
+            .unwrap()
+            .send(&mut post("/length", vec![b'y'; 3 * 1024 * 1024]))
+            .await
+            .unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"3145728 HTTP/1.1");
+        assert_eq!((conns.connections_opened(), server.accepted()), (1, 1));
+        assert_eq!(conns.idle_connections(), 1);
+
+        // A 101 over TLS: the tunnel carries bytes both ways.
+        let mut request = get("/upgrade");
+        request
+            .headers_mut()
+            .insert(CONNECTION, "upgrade".parse().unwrap());
+        request
+            .headers_mut()
+            .insert(hyper::header::UPGRADE, "echo".parse().unwrap());
+        let mut response = conns
+            .checkout()
+            .await
+            .unwrap()
+            .send(&mut request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let (mut tunnel, leftover) = response
+            .extensions_mut()
+            .remove::<UpstreamUpgrade>()
+            .expect("a 101 carries the connection")
+            .take()
+            .expect("once");
+        assert!(leftover.is_empty());
+        tunnel.write_all(b"ping over tls").await.unwrap();
+        let mut echoed = [0u8; 13];
+        tunnel.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"ping over tls");
+    }
+
+    #[tokio::test]
+    async fn tls_name_or_issuer_mismatch_is_a_tls_connect_error() {
+        let (server, ca) = tls_server(&[b"http/1.1"], default_handler()).await;
+        let (_, other_ca) = tls_server(&[b"http/1.1"], default_handler()).await;
+        for (ca, name, reason) in [
+            (
+                &other_ca,
+                "127.0.0.1",
+                "invalid peer certificate: UnknownIssuer",
+            ),
+            (
+                &ca,
+                "other.test",
+                "certificate not valid for name \"other.test\"",
+            ),
+        ] {
+            let conns = ServerConnections::with_tls(
+                server.url.clone(),
+                KeepaliveConfig::default(),
+                CONNECT,
+                false,
+                Some(server_tls(ca, name, false)),
+            );
+            match conns.checkout().await {
+                Err(error @ ConnectError::Tls(_)) => {
+                    let text = error.to_string();
+                    assert!(
+                        text.starts_with("TLS handshake failed: ") && text.contains(reason),
+                        "{text}"
+                    );
+                }
+                other => panic!("expected a TLS error naming {reason:?}, got {other:?}"),
+            }
+            assert_eq!(conns.connections_opened(), 0);
+        }
+        // Without TLS settings an https:// server cannot be spoken to.
+        let conns = ServerConnections::new(
+            server.url.clone(),
+            KeepaliveConfig::default(),
+            CONNECT,
+            false,
+        );
+        assert!(matches!(conns.checkout().await, Err(ConnectError::Tls(_))));
+    }
+
+    #[tokio::test]
+    async fn alpn_h2_shares_one_connection_and_http11_is_the_fallback() {
+        let (h2_server, ca) = tls_server(&[b"h2", b"http/1.1"], length_handler()).await;
+        let conns = ServerConnections::with_tls(
+            h2_server.url.clone(),
+            keepalive(true, 32, LONG),
+            CONNECT,
+            false,
+            Some(server_tls(&ca, "localhost", true)),
+        );
+        let tasks: Vec<_> = (0..5)
+            .map(|_| {
+                let conns = Arc::clone(&conns);
+                tokio::spawn(async move {
+                    let checkout = conns.checkout().await.unwrap();
+                    let response = checkout
+                        .send(&mut post("/length", vec![b'z'; 100]))
+                        .await
+                        .unwrap();
+                    response.into_body().collect().await.unwrap().to_bytes()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(&task.await.unwrap()[..], b"100 HTTP/2.0");
+        }
+        for _ in 0..3 {
+            let response = conns
+                .checkout()
+                .await
+                .unwrap()
+                .send(&mut post("/length", vec![b'z'; 10]))
+                .await
+                .unwrap();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"10 HTTP/2.0");
+        }
+        // The first concurrent checkouts may each have opened one; after that, one is shared.
+        let opened = conns.connections_opened();
+        assert!((1..=5).contains(&opened), "{opened}");
+        assert!(conns.checkout().await.unwrap().reused());
+        assert_eq!(conns.connections_opened(), opened);
+
+        let (h1_server, ca) = tls_server(&[b"http/1.1"], length_handler()).await;
+        let conns = ServerConnections::with_tls(
+            h1_server.url.clone(),
+            keepalive(true, 32, LONG),
+            CONNECT,
+            false,
+            Some(server_tls(&ca, "localhost", true)),
+        );
+        for _ in 0..3 {
+            let response = conns
+                .checkout()
+                .await
+                .unwrap()
+                .send(&mut post("/length", vec![b'z'; 10]))
+                .await
+                .unwrap();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"10 HTTP/1.1");
+        }
+        assert_eq!((conns.connections_opened(), h1_server.accepted()), (1, 1));
+    }
 }
