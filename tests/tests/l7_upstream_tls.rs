@@ -9,6 +9,7 @@
 //! - mTLS with `tls_cert_file`/`tls_key_file`; without them nginx's own 400 passes through.
 //! - Health checks of https:// servers use the pool's TLS settings.
 //! - `h2 = true` speaks HTTP/2 to an nginx that offers it, HTTP/1.1 to one that does not.
+//! - A WebSocket upgrade is tunnelled over the TLS connection to the server.
 //!
 //! Each test has its own namespace, so the fixed ports never collide.
 
@@ -17,9 +18,10 @@ mod l7_support;
 use std::time::Duration;
 
 use balancer_tests::{
-    BalancerProcess, CertFiles, Certs, L7Net, Nginx, Reply, Request, http_request,
+    Backend, BalancerProcess, CertFiles, Certs, L7Net, Nginx, Reply, Request, http_request,
+    websocket_echo,
 };
-use l7_support::{LISTEN, eventually, ok, server_state, start};
+use l7_support::{LISTEN, eventually, ok, server_counter, server_state, start};
 
 fn net(tag: &str) -> L7Net {
     L7Net::new(tag).unwrap_or_else(|err| panic!("namespace for {tag}: {err:#}"))
@@ -189,6 +191,19 @@ fn verification_failures_are_502_with_the_reason_in_the_log() {
             "{path}: a warning naming {reason:?} expected in the log:\n{log}"
         );
     }
+    // The server's fault: counted against it for passive health.
+    for (pool, port) in [("ca", 9441), ("name", 9442), ("expired", 9443)] {
+        assert_eq!(
+            server_counter(
+                &balancer,
+                pool,
+                &format!("https://localhost:{port}"),
+                "connect_failures"
+            ),
+            1,
+            "pool {pool}"
+        );
+    }
 }
 
 #[test]
@@ -292,7 +307,8 @@ fn h2_is_used_when_the_server_offers_it_else_http11() {
     );
     let ca = path_str(certs.ca_path());
     let pools = format!(
-        "[pool.h2]\nservers = [ {{ url = \"https://localhost:9441\" }} ]\ntls_ca_file = \"{ca}\"\nh2 = true\n\n\
+        "[pool.h2]\nservers = [ {{ url = \"https://localhost:9441\" }} ]\ntls_ca_file = \"{ca}\"\nh2 = true\n\
+         health = {{ path = \"/health\", interval = \"200ms\", timeout = \"150ms\", rise = 1, fall = 1 }}\n\n\
          [pool.h1]\nservers = [ {{ url = \"https://localhost:9442\" }} ]\ntls_ca_file = \"{ca}\"\nh2 = true\n\n\
          [pool.off]\nservers = [ {{ url = \"https://localhost:9441\" }} ]\ntls_ca_file = \"{ca}\"\n"
     );
@@ -300,6 +316,10 @@ fn h2_is_used_when_the_server_offers_it_else_http11() {
         &net,
         &config(&[("/h2/", "h2"), ("/h1/", "h1"), ("/off/", "off")], &pools),
     );
+    // Its checks speak h2 too (a new server with checks starts down until one passes).
+    eventually(Duration::from_secs(5), "the h2 server checked up", || {
+        (server_state(&balancer, "h2", "https://localhost:9441")["state"] == "up").then_some(())
+    });
     for (path, protocol) in [
         ("/h2/", "proto=HTTP/2.0"),
         ("/h2/again", "proto=HTTP/2.0"),
@@ -330,4 +350,55 @@ fn h2_is_used_when_the_server_offers_it_else_http11() {
         connection_of(&h2_again),
         "one shared HTTP/2 connection"
     );
+    let checks = nginx
+        .access_log()
+        .lines()
+        .filter(|line| line.contains("\"GET /health HTTP/2.0\" 200"))
+        .count();
+    assert!(checks >= 1, "checks over h2:\n{}", nginx.access_log());
+}
+
+#[test]
+fn websocket_upgrade_is_tunnelled_over_tls_to_the_server() {
+    let net = net("utls-ws");
+    let _backend = Backend::start(&net, "b1", &["127.0.0.1:8081"]).expect("backend");
+    let certs = Certs::new().expect("CA");
+    let cert = certs.issue("localhost", &["localhost"]).expect("cert");
+    // nginx terminates the TLS and passes the upgrade on to the backend's WebSocket echo.
+    let _nginx = nginx(
+        &net,
+        &format!(
+            "    server {{
+        listen 127.0.0.1:9443 ssl;
+        ssl_certificate {};
+        ssl_certificate_key {};
+        location / {{
+            proxy_pass http://127.0.0.1:8081;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection \"upgrade\";
+        }}
+    }}\n",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+    );
+    let balancer = start(
+        &net,
+        &config(
+            &[("/", "app")],
+            &format!(
+                "[pool.app]\nservers = [ {{ url = \"https://localhost:9443\" }} ]\ntls_ca_file = \"{}\"\n",
+                path_str(certs.ca_path())
+            ),
+        ),
+    );
+    let messages = ["one", "two over TLS", "three"];
+    let echo = ok(
+        websocket_echo(&net, LISTEN, "ws://app.test/ws", None, &messages),
+        "WebSocket through the balancer to a TLS server",
+        &balancer,
+    );
+    assert_eq!(echo.status, 101);
+    assert_eq!(echo.echoes, messages);
 }

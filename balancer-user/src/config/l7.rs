@@ -605,7 +605,8 @@ impl Default for RetryConfig {
 /// `timeouts = { connect, response, websocket_idle }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolTimeouts {
-    /// `connect` (default 3s, above 0 and at most 1h): TCP/unix connect to a server.
+    /// `connect` (default 3s, above 0 and at most 1h): TCP/unix connect to a server, with the
+    /// TLS handshake of an https:// server (and the HTTP/2 handshake of h2c or ALPN h2).
     pub connect: Duration,
     /// `response` (default 60s, above 0 and at most 1h): from the request sent until the
     /// response header arrives.
