@@ -1678,4 +1678,89 @@ mod tests {
         }
         assert_eq!((conns.connections_opened(), h1_server.accepted()), (1, 1));
     }
+
+    /// A POST whose body (`chunks` of `size` bytes) is of unknown length: it goes out chunked,
+    /// pulled chunk by chunk as the server takes it.
+    fn streamed_post(path: &str, chunks: usize, size: usize) -> Request<BoxedBody> {
+        let frames = (0..chunks).map(move |_| {
+            Ok::<_, BoxError>(hyper::body::Frame::data(Bytes::from(vec![b'u'; size])))
+        });
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(HOST, "test.local")
+            .body(BoxedBody::new(BoxBody::new(body)))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tls_server_answering_before_reading_the_body_is_heard() {
+        // A server of our own: it reads the head only, answers 413, ends its TLS side and
+        // stops reading. 32 MiB of body cannot fit in the socket buffers: the answer is only
+        // heard if it is read while the body waits to be written.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "early answer");
+        let cert = params.self_signed(&key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut stream = acceptor.accept(stream).await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the head arrives");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
+                .await
+                .unwrap();
+            stream.shutdown().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        });
+        let conns = ServerConnections::with_tls(
+            ServerUrl::Https {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            keepalive(true, 32, LONG),
+            CONNECT,
+            false,
+            Some(server_tls(&cert.pem(), "127.0.0.1", false)),
+        );
+        let send = async {
+            conns
+                .checkout()
+                .await
+                .unwrap()
+                .send(&mut streamed_post("/upload", 512, 64 * 1024))
+                .await
+                .unwrap()
+        };
+        let response = tokio::time::timeout(Duration::from_secs(5), send)
+            .await
+            .expect("the early answer is read while the body cannot be written");
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"big!");
+        assert_eq!(conns.idle_connections(), 0);
+    }
 }
