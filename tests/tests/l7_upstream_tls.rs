@@ -3,7 +3,8 @@
 //! expired one, another CA's, a client CA for mTLS).
 //!
 //! - A verified request over https:// succeeds, and keep-alive keeps one TLS connection
-//!   (nginx's `$connection` is the same for two requests).
+//!   (nginx's `$connection` is the same for two requests); the server's own 4xx passes
+//!   through; a CA file broken under a running balancer makes SIGHUP refuse the reload.
 //! - A wrong CA, a wrong name and an expired certificate give 502, and the balancer's log
 //!   names rustls's reason.
 //! - mTLS with `tls_cert_file`/`tls_key_file`; without them nginx's own 400 passes through.
@@ -96,7 +97,7 @@ fn verified_https_server_answers_and_keeps_its_connection() {
     // (/etc/hosts), sent as SNI and verified against the certificate.
     let cert = certs.issue("localhost", &["localhost"]).expect("cert");
     let nginx = nginx(&net, &tls_server(9443, &cert, ""));
-    let balancer = start(
+    let mut balancer = start(
         &net,
         &config(
             &[("/", "app")],
@@ -134,6 +135,27 @@ fn verified_https_server_answers_and_keeps_its_connection() {
         (403, "not here\n"),
         "nginx's own answer"
     );
+
+    // A CA file broken under a running balancer: the reload is refused, naming the file, and
+    // the running config keeps serving.
+    std::fs::write(certs.ca_path(), "broken").expect("break the CA file");
+    ok(balancer.reload(), "SIGHUP", &balancer);
+    eventually(Duration::from_secs(5), "the reload refused", || {
+        let log = balancer.log();
+        log.lines()
+            .find(|line| line.contains("SIGHUP: reload refused"))
+            .map(str::to_string)
+    });
+    let log = balancer.log();
+    assert!(
+        log.contains(&format!(
+            "pool app: tls_ca_file {}: no certificate found",
+            certs.ca_path().display()
+        )),
+        "the refusal names the file:\n{log}"
+    );
+    let reply = get(&net, &balancer, "/after");
+    assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
 #[test]
