@@ -5,6 +5,7 @@
 //! - A verified request over https:// succeeds, and keep-alive keeps one TLS connection
 //!   (nginx's `$connection` is the same for two requests); the server's own 4xx passes
 //!   through; a CA file broken under a running balancer makes SIGHUP refuse the reload.
+//! - `tls_server_name` is the SNI sent and the name verified, whatever the URL's host.
 //! - A wrong CA, a wrong name and an expired certificate give 502, and the balancer's log
 //!   names rustls's reason.
 //! - mTLS with `tls_cert_file`/`tls_key_file`; without them nginx's own 400 passes through.
@@ -156,6 +157,42 @@ fn verified_https_server_answers_and_keeps_its_connection() {
     );
     let reply = get(&net, &balancer, "/after");
     assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[test]
+fn tls_server_name_is_sent_and_verified_instead_of_the_url_host() {
+    let net = net("utls-sni");
+    let certs = Certs::new().expect("CA");
+    let cert = certs.issue("app", &["app.internal"]).expect("cert");
+    let _nginx = nginx(&net, &tls_server(9443, &cert, ""));
+    let ca = path_str(certs.ca_path());
+    let pools = format!(
+        "[pool.named]\nservers = [ {{ url = \"https://127.0.0.1:9443\" }} ]\ntls_ca_file = \"{ca}\"\n\
+         tls_server_name = \"app.internal\"\n\n\
+         [pool.bare]\nservers = [ {{ url = \"https://127.0.0.1:9443\" }} ]\ntls_ca_file = \"{ca}\"\n"
+    );
+    let balancer = start(&net, &config(&[("/n/", "named"), ("/b/", "bare")], &pools));
+    let reply = get(&net, &balancer, "/n/");
+    assert_eq!(
+        reply.status,
+        200,
+        "{}\nlog:\n{}",
+        reply.text(),
+        balancer.log()
+    );
+    assert!(
+        reply.text().contains("sni=app.internal"),
+        "{}",
+        reply.text()
+    );
+    // Without it the URL's IP address is the name to verify, which the certificate lacks.
+    let reply = get(&net, &balancer, "/b/");
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let log = balancer.log();
+    assert!(
+        log.contains("certificate not valid for name \"127.0.0.1\""),
+        "the reason in the log:\n{log}"
+    );
 }
 
 #[test]
