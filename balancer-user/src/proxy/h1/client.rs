@@ -115,6 +115,19 @@ impl Stream {
         })
     }
 
+    /// Whether nothing was received past what has been read: always for plain sockets (their
+    /// unread bytes stay in the kernel, where `idle_usable` looks); for TLS, rustls may hold
+    /// records it read from the socket beyond the response (bytes nobody asked for, or the
+    /// server's close_notify), which make the connection one not to reuse. No I/O.
+    fn nothing_pending(&mut self) -> bool {
+        match self {
+            Stream::Tcp(_) | Stream::Unix(_) => true,
+            Stream::Tls(s) => s.get_mut().1.process_new_packets().is_ok_and(|state| {
+                state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed()
+            }),
+        }
+    }
+
     /// Whether the server picked `h2` by ALPN (TLS only).
     pub fn alpn_h2(&self) -> bool {
         match self {
@@ -128,8 +141,8 @@ impl Stream {
     /// peek; the keep-alive race (RFC 9112 §9.3.1) is mostly caught here. For TLS the peek is
     /// on the socket under it: a server's close_notify or a late TLS 1.3 session ticket both
     /// show as bytes there, and either makes the connection one not to reuse (a ticket only
-    /// costs a new connection). A connection goes idle only once its response was read to
-    /// its end with nothing after it, so rustls holds no unread plaintext then.
+    /// costs a new connection). Records rustls already took from the socket were checked when
+    /// the connection went idle (`nothing_pending`).
     pub fn idle_usable(&self) -> bool {
         let mut byte = [0u8; 1];
         use std::os::fd::AsRawFd;
@@ -603,8 +616,9 @@ impl UpstreamBody {
     fn finish(&mut self) {
         self.state = BodyState::Done;
         let conn = self.conn.take();
-        if let (Some(conn), Some(pool)) = (conn, self.back_to.take())
+        if let (Some(mut conn), Some(pool)) = (conn, self.back_to.take())
             && self.buf.is_empty()
+            && conn.stream.nothing_pending()
             && let Some(pool) = pool.upgrade()
         {
             pool.release(conn);
