@@ -273,12 +273,8 @@ impl ServerConnections {
         }
         // None of our own: another worker's idle connection beats a new one (a server's
         // connections are few and its workers slow to accept). It moves to this worker's
-        // reactor; under load every worker has its own and this is not reached. TLS
-        // connections cannot move (`Stream::into_current_runtime`): they stay with their
-        // worker rather than being taken and closed.
-        if self.tls.is_some() {
-            return None;
-        }
+        // reactor (TLS: the socket under the same rustls session); under load every worker
+        // has its own and this is not reached.
         (0..self.idle.len())
             .filter(|&slot| slot != own)
             .find_map(|slot| self.take_idle_from(slot))
@@ -419,7 +415,7 @@ impl ServerConnections {
                 };
                 let stream = tls
                     .connector
-                    .connect(tls.name.clone(), tcp)
+                    .connect(tls.name.clone(), h1::TlsIo::new(tcp))
                     .await
                     .map_err(ConnectError::Tls)?;
                 Ok(Stream::Tls(Box::new(stream)))
@@ -1762,5 +1758,52 @@ mod tests {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"big!");
         assert_eq!(conns.idle_connections(), 0);
+    }
+
+    /// An idle connection moves to another worker's runtime (`take_idle` does it when a worker
+    /// has none of its own): for TLS the socket under the same rustls session moves, and the
+    /// connection carries the next request there, after the runtime that made it is gone.
+    #[test]
+    fn idle_tls_connection_moves_to_another_runtime() {
+        let current = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let servers = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (server, ca) = servers.block_on(tls_server(&[b"http/1.1"], default_handler()));
+        let first = current();
+        let (conns, conn) = first.block_on(async {
+            let conns = ServerConnections::with_tls(
+                server.url.clone(),
+                keepalive(true, 32, LONG),
+                CONNECT,
+                false,
+                Some(server_tls(&ca, "127.0.0.1", false)),
+            );
+            fetch(&conns, "/").await;
+            let conn = conns.take_idle_from(0).expect("an idle connection");
+            (conns, conn)
+        });
+        assert!(matches!(conn.stream, Stream::Tls(_)));
+        // Its reactor is gone: the connection works on only if it moved.
+        drop(first);
+        let body = current().block_on(async move {
+            let stream = conn.stream.into_current_runtime().expect("moved");
+            assert!(stream.idle_usable());
+            let mut request = get("/");
+            let answer = h1::exchange(H1Conn { stream }, &mut request)
+                .await
+                .expect("answered on the moved connection");
+            let response = h1::into_response(answer, None);
+            response.into_body().collect().await.unwrap().to_bytes()
+        });
+        assert_eq!(&body[..], b"hello");
+        assert_eq!((conns.connections_opened(), server.accepted()), (1, 1));
     }
 }

@@ -49,7 +49,67 @@ pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
     /// An https:// server. Boxed: rustls's state is kilobytes; the plain variants stay small.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<TlsIo>>),
+}
+
+/// The TCP socket under a TLS stream. In an `Option` so that it can be re-registered with
+/// another worker's reactor in place, under the same rustls session: tokio-rustls has no way
+/// to build a stream around an existing session.
+#[derive(Debug)]
+pub struct TlsIo(Option<TcpStream>);
+
+impl TlsIo {
+    pub fn new(stream: TcpStream) -> TlsIo {
+        TlsIo(Some(stream))
+    }
+
+    /// The socket; `NotConnected` only after a failed move between runtimes (the stream is
+    /// dropped then).
+    fn socket(&mut self) -> io::Result<&mut TcpStream> {
+        self.0
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl AsyncRead for TlsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().socket()?).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().socket()?).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().socket()?).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().socket()?).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().socket()?).poll_shutdown(cx)
+    }
 }
 
 impl Stream {
@@ -99,18 +159,17 @@ impl Stream {
     }
 
     /// The same socket, registered with the calling thread's runtime (a connection that moves
-    /// from one worker to another). Not for TLS: tokio-rustls cannot rebuild a stream around
-    /// an existing rustls session, so TLS idle connections stay with the worker that made them
-    /// (`ServerConnections` does not move them).
+    /// from one worker to another). TLS keeps its rustls session: only the socket under it
+    /// moves.
     pub fn into_current_runtime(self) -> io::Result<Stream> {
         Ok(match self {
             Stream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
             Stream::Unix(s) => Stream::Unix(UnixStream::from_std(s.into_std()?)?),
-            Stream::Tls(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "a TLS connection cannot move to another worker",
-                ));
+            Stream::Tls(mut s) => {
+                let io = &mut s.get_mut().0;
+                let socket = io.0.take().ok_or(io::ErrorKind::NotConnected)?;
+                io.0 = Some(TcpStream::from_std(socket.into_std()?)?);
+                Stream::Tls(s)
             }
         })
     }
@@ -149,7 +208,10 @@ impl Stream {
         let fd = match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
-            Stream::Tls(s) => s.get_ref().0.as_raw_fd(),
+            Stream::Tls(s) => match &s.get_ref().0.0 {
+                Some(socket) => socket.as_raw_fd(),
+                None => return false,
+            },
         };
         // tokio has no non-blocking peek for unix sockets: ask the socket directly.
         // SAFETY: recv with MSG_PEEK | MSG_DONTWAIT into a valid one-byte buffer of ours.
