@@ -2403,6 +2403,7 @@ fn https_pool_keys() {
         config.l7.pools[0].tls.server_name.as_deref(),
         Some("198.18.1.2")
     );
+    assert!(!parse(&format!("{POOL}h2 = false\n")).l7.pools[0].h2);
     // A pool may mix http:// and https:// servers; h2c is then refused, not half applied.
     let mixed = pool_servers("{ url = \"http://198.18.1.2\" }, { url = \"https://198.18.1.3\" }");
     assert_eq!(parse(&mixed).l7.pools[0].servers.len(), 2);

@@ -865,7 +865,11 @@ fn server_tls(
             pool.tls_cert_file.as_ref().map(|w| w.span()),
         ),
         ("tls_key_file", pool.tls_key_file.as_ref().map(|w| w.span())),
-        ("h2", pool.h2.as_ref().map(|w| w.span())),
+        // `h2 = false` says what an http:// pool does anyway.
+        (
+            "h2",
+            pool.h2.as_ref().filter(|w| *w.get_ref()).map(|w| w.span()),
+        ),
     ];
     if https.is_none()
         && let Some((name, Some(span))) = written.iter().find(|(_, span)| span.is_some())
