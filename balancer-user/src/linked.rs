@@ -25,7 +25,7 @@ const SYNC_EVERY: Duration = Duration::from_millis(250);
 /// be VIP backends).
 pub fn server_address(url: &ServerUrl) -> Option<IpAddr> {
     match url {
-        ServerUrl::Http { host, .. } => host.parse().ok(),
+        ServerUrl::Http { host, .. } | ServerUrl::Https { host, .. } => host.parse().ok(),
         ServerUrl::Unix(_) => None,
     }
 }

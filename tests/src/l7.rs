@@ -605,15 +605,26 @@ impl Certs {
     /// literals; the first is also the common name) into `NAME.pem` (leaf + CA) and
     /// `NAME.key`, replacing files of the same name.
     pub fn issue(&self, name: &str, sans: &[&str]) -> anyhow::Result<CertFiles> {
-        self.issue_with(name, sans, false)
+        self.issue_with(name, sans, false, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
     /// Like [`Self::issue`], valid only in the year 2000.
     pub fn issue_expired(&self, name: &str, sans: &[&str]) -> anyhow::Result<CertFiles> {
-        self.issue_with(name, sans, true)
+        self.issue_with(name, sans, true, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
-    fn issue_with(&self, name: &str, sans: &[&str], expired: bool) -> anyhow::Result<CertFiles> {
+    /// Like [`Self::issue`], a client certificate (for mTLS): extended key usage clientAuth.
+    pub fn issue_client(&self, name: &str, sans: &[&str]) -> anyhow::Result<CertFiles> {
+        self.issue_with(name, sans, false, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue_with(
+        &self,
+        name: &str,
+        sans: &[&str],
+        expired: bool,
+        purpose: ExtendedKeyUsagePurpose,
+    ) -> anyhow::Result<CertFiles> {
         ensure!(!sans.is_empty(), "certificate {name}: no SANs");
         let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(sans.clone())
@@ -623,7 +634,7 @@ impl Certs {
             .push(DnType::CommonName, sans[0].as_str());
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = vec![purpose];
         params.use_authority_key_identifier_extension = true;
         if expired {
             params.not_before = rcgen::date_time_ymd(2000, 1, 1);

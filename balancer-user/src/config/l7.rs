@@ -334,8 +334,15 @@ pub struct PoolConfig {
     pub keepalive: KeepaliveConfig,
     pub retry: RetryConfig,
     pub timeouts: PoolTimeouts,
-    /// `h2c = true`: speak HTTP/2 without TLS to the servers (prior knowledge).
+    /// `h2c = true`: speak HTTP/2 without TLS to the servers (prior knowledge). Not with
+    /// https:// servers (see `h2`).
     pub h2c: bool,
+    /// `tls_ca_file`, `tls_server_name`, `tls_cert_file` + `tls_key_file`: how https:// servers
+    /// are spoken to (only in a pool with at least one https:// server).
+    pub tls: ServerTlsConfig,
+    /// `h2 = true` (only with https:// servers): offer `h2` besides `http/1.1` by ALPN and
+    /// speak HTTP/2 to a server that picks it; HTTP/1.1 to one that does not.
+    pub h2: bool,
     /// Like `RouteConfig::error_pages`, used when the route has none for the status.
     pub error_pages: BTreeMap<u16, PathBuf>,
     /// `sticky = { mode = "route-suffix" | "insert", ... }`: keep a session on its server.
@@ -367,6 +374,31 @@ pub enum OnDown {
 
 impl PoolConfig {
     pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+/// A pool's TLS settings for its https:// servers (also used by their health checks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerTlsConfig {
+    /// `tls_ca_file = "PATH"` (PEM, read when the pool is built): the servers' certificates
+    /// must chain to one of its certificates. `None`: the system's roots
+    /// ([`ServerTlsConfig::SYSTEM_CA_BUNDLES`]).
+    pub ca_file: Option<PathBuf>,
+    /// `tls_server_name`: a DNS name or an IP address, sent as SNI (names only) and verified
+    /// against the certificate. `None`: each server's URL host.
+    pub server_name: Option<String>,
+    /// `tls_cert_file` and `tls_key_file` (both or neither): the client certificate chain and
+    /// its key (PEM) presented to servers that ask for one (mTLS).
+    pub client_cert: Option<CertificatePaths>,
+}
+
+impl ServerTlsConfig {
+    /// Where the system's CA bundle is looked for, in order, when `tls_ca_file` is not given:
+    /// Debian and Ubuntu, Fedora and RHEL, then the BSDs', Alpine's and macOS's.
+    pub const SYSTEM_CA_BUNDLES: &'static [&'static str] = &[
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ];
 }
 
 /// `sticky`: how a session is kept on its server.
@@ -523,8 +555,11 @@ pub enum InitialState {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ServerUrl {
     /// `http://host:port`: host is a name (lowercase) or an IP literal (IPv6 without brackets
-    /// here). "https://" is refused: TLS to servers is not supported yet.
+    /// here).
     Http { host: String, port: u16 },
+    /// `https://host:port` (port default 443): as `Http`, spoken to over TLS with the pool's
+    /// `tls_*` settings.
+    Https { host: String, port: u16 },
     /// `unix:/path`: absolute, without "." components or repeated '/', at most 107 bytes.
     Unix(PathBuf),
 }
@@ -534,13 +569,13 @@ impl ServerUrl {
     /// omitted, IPv6 in brackets); "localhost" for a unix socket.
     pub fn authority(&self) -> String {
         match self {
-            ServerUrl::Http { host, port } => {
+            ServerUrl::Http { host, port } | ServerUrl::Https { host, port } => {
                 let host = if host.contains(':') {
                     format!("[{host}]")
                 } else {
                     host.clone()
                 };
-                if *port == 80 {
+                if *port == self.default_port() {
                     host
                 } else {
                     format!("{host}:{port}")
@@ -548,6 +583,23 @@ impl ServerUrl {
             }
             ServerUrl::Unix(_) => "localhost".to_string(),
         }
+    }
+
+    /// The host and port of an http:// or https:// URL.
+    pub fn host_port(&self) -> Option<(&str, u16)> {
+        match self {
+            ServerUrl::Http { host, port } | ServerUrl::Https { host, port } => Some((host, *port)),
+            ServerUrl::Unix(_) => None,
+        }
+    }
+
+    pub fn is_https(&self) -> bool {
+        matches!(self, ServerUrl::Https { .. })
+    }
+
+    /// The port a URL of this scheme has when it names none.
+    fn default_port(&self) -> u16 {
+        if self.is_https() { 443 } else { 80 }
     }
 }
 
@@ -558,6 +610,10 @@ impl std::fmt::Display for ServerUrl {
                 write!(f, "http://[{host}]:{port}")
             }
             ServerUrl::Http { host, port } => write!(f, "http://{host}:{port}"),
+            ServerUrl::Https { host, port } if host.contains(':') => {
+                write!(f, "https://[{host}]:{port}")
+            }
+            ServerUrl::Https { host, port } => write!(f, "https://{host}:{port}"),
             ServerUrl::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
@@ -628,7 +684,8 @@ impl Default for RetryConfig {
 /// `timeouts = { connect, response, websocket_idle }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolTimeouts {
-    /// `connect` (default 3s, above 0 and at most 1h): TCP/unix connect to a server.
+    /// `connect` (default 3s, above 0 and at most 1h): TCP/unix connect to a server, with the
+    /// TLS handshake of an https:// server (and the HTTP/2 handshake of h2c or ALPN h2).
     pub connect: Duration,
     /// `response` (default 60s, above 0 and at most 1h): from the request sent until the
     /// response header arrives.

@@ -4,8 +4,11 @@
 //! kept-alive connection. Results go through the server's state (rise/fall, re-admission after
 //! a passive ejection). The tasks end when the pool is deactivated or dropped.
 //!
-//! With `health.port` the checks go to the server's host at that port; with `health.tls` they
-//! speak TLS there (HTTP/1.1 inside, SNI = the check's host when it is a DNS name), verifying
+//! https:// servers are checked over TLS with the pool's `tls_*` settings (its client config,
+//! the same name verified), as requests reach them.
+//!
+//! With `health.port` the checks go to the server's host at that port; with `health.tls` (for
+//! http:// servers) they speak TLS there (HTTP/1.1 inside, SNI = the check's host when it is a DNS name), verifying
 //! the certificate against `tls_ca_file`, or not at all without it (HAProxy `verify none`).
 
 use std::{
@@ -33,7 +36,7 @@ use tokio::{net::TcpStream, time::MissedTickBehavior};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, error, pool::Pool, upstream::ServerConnections};
+use super::{Body, error, pool::Pool, upstream::ServerConnections, upstream_tls::ServerTls};
 use crate::config::{KeepaliveConfig, PoolHealthConfig, ServerUrl};
 use crate::health::{CheckOutcome, USER_AGENT_VALUE, accepts_2xx_3xx};
 
@@ -55,12 +58,13 @@ async fn check_loop(
     check: PoolHealthConfig,
     stop: CancellationToken,
 ) {
-    let Some((url, h2c, tls)) = pool.upgrade().map(|pool| {
-        (
-            pool.servers[index].config.url.clone(),
-            pool.config.h2c,
-            pool.check_tls.clone(),
-        )
+    let Some((url, h2c, tls, server_tls)) = pool.upgrade().map(|pool| {
+        let url = pool.servers[index].config.url.clone();
+        let server_tls = pool
+            .server_tls
+            .as_ref()
+            .and_then(|config| ServerTls::new(&url, &pool.config.tls, config));
+        (url, pool.config.h2c, pool.check_tls.clone(), server_tls)
     }) else {
         return;
     };
@@ -74,7 +78,7 @@ async fn check_loop(
         }
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
-            outcome = probe(&url, h2c, &check, tls.as_ref()) => outcome,
+            outcome = probe(&url, h2c, &check, tls.as_ref(), server_tls.as_ref()) => outcome,
         };
         let Some(pool) = pool.upgrade() else {
             return;
@@ -84,27 +88,35 @@ async fn check_loop(
 }
 
 /// One check of the server at `url` (at `check.port` if set; over TLS with `tls`, the config
-/// built by [`check_tls_config`] when `check.tls` is set): passes when `GET path` answers,
-/// within `timeout`, with a status in `expect` (empty: any 2xx or 3xx).
+/// built by [`check_tls_config`] when `check.tls` is set, or with `server_tls`, the pool's, for
+/// an https:// server): passes when `GET path` answers, within `timeout`, with a status in
+/// `expect` (empty: any 2xx or 3xx).
 pub async fn probe(
     url: &ServerUrl,
     h2c: bool,
     check: &PoolHealthConfig,
     tls: Option<&Arc<ClientConfig>>,
+    server_tls: Option<&ServerTls>,
 ) -> CheckOutcome {
     let url = &match (url, check.port) {
         (ServerUrl::Http { host, .. }, Some(port)) => ServerUrl::Http {
             host: host.clone(),
             port,
         },
+        (ServerUrl::Https { host, .. }, Some(port)) => ServerUrl::Https {
+            host: host.clone(),
+            port,
+        },
         _ => url.clone(),
     };
+    // An https:// server may pick h2 when the pool offers it.
+    let may_be_h2 = h2c || server_tls.is_some_and(|tls| tls.offers_h2);
     let attempt = async {
         let host = check.host.clone().unwrap_or_else(|| url.authority());
         let mut request = Request::get(check.path.as_str())
             .header(HOST, &host)
             .header(USER_AGENT, USER_AGENT_VALUE);
-        if !h2c || tls.is_some() {
+        if !may_be_h2 || tls.is_some() {
             // HTTP/2 has no Connection header (RFC 9113 §8.2.2).
             request = request.header(CONNECTION, "close");
         }
@@ -119,7 +131,7 @@ pub async fn probe(
                 },
                 Some(tls),
             ) => send_over_tls(address, *port, sni_host(&host), tls.clone(), request).await?,
-            _ => send_plain(url, h2c, check.timeout, request).await?,
+            _ => send_plain(url, h2c, server_tls, check.timeout, request).await?,
         };
         let accepted = if check.expect.is_empty() {
             accepts_2xx_3xx(status)
@@ -139,16 +151,17 @@ pub async fn probe(
     }
 }
 
-/// Sends `request` through the proxy's own connector (TCP or unix socket, h2c if the pool
-/// speaks it), on a connection made for it; its status.
+/// Sends `request` through the proxy's own connector (TCP, TLS with `tls` for an https://
+/// server, or unix socket; h2c if the pool speaks it), on a connection made for it; its status.
 async fn send_plain(
     url: &ServerUrl,
     h2c: bool,
+    tls: Option<&ServerTls>,
     timeout: Duration,
     request: Request<Body>,
 ) -> Result<u16, String> {
     // reuse = false: the connection is made for this check and closed after it.
-    let connections = ServerConnections::new(
+    let connections = ServerConnections::with_tls(
         url.clone(),
         KeepaliveConfig {
             reuse: false,
@@ -157,6 +170,7 @@ async fn send_plain(
         },
         timeout,
         h2c,
+        tls.cloned(),
     );
     let checkout = connections
         .checkout()

@@ -29,6 +29,7 @@ pub mod static_files;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
+pub mod upstream_tls;
 pub mod workers;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};

@@ -23,6 +23,7 @@ use super::{
         Admission, Change, HealthRules, Operator, Outcome, ServerState, StateView, Transition,
     },
     upstream::ServerConnections,
+    upstream_tls::{ServerTls, TlsFiles},
 };
 use crate::config::{InitialState, PoolConfig, ServerConfig};
 use crate::sticky::{ServerIdentity, StickyPolicy};
@@ -47,6 +48,10 @@ pub struct Pool {
     pub check_tls: Option<Arc<rustls::ClientConfig>>,
     /// The `health.tls_ca_file` content `check_tls` was built with (a reload re-reads it).
     check_ca: Option<Vec<u8>>,
+    /// https:// servers: the pool's TLS client config (its connections and their checks use
+    /// it), and the files it was built from (a reload re-reads them).
+    pub server_tls: Option<Arc<rustls::ClientConfig>>,
+    server_tls_files: Option<TlsFiles>,
     /// Requests waiting for a server below its `max_conns`, oldest first.
     queue: Mutex<VecDeque<Waiter>>,
     /// `queue.len()`, readable without the lock (a release checks it on every request).
@@ -133,14 +138,21 @@ impl ServerHealth {
 }
 
 impl Server {
-    fn new(pool: &PoolConfig, config: &ServerConfig, health: Arc<ServerHealth>) -> Server {
+    fn new(
+        pool: &PoolConfig,
+        config: &ServerConfig,
+        health: Arc<ServerHealth>,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Server {
         let label = config.url.to_string();
+        let tls = tls.and_then(|tls| ServerTls::new(&config.url, &pool.tls, tls));
         Server {
-            connections: ServerConnections::new(
+            connections: ServerConnections::with_tls(
                 config.url.clone(),
                 pool.keepalive,
                 pool.timeouts.connect,
                 pool.h2c,
+                tls,
             ),
             id: balance::server_id(&config.url),
             label,
@@ -204,8 +216,15 @@ impl Drop for ServerLoad {
 impl Pool {
     /// A pool for `config`; servers also in `previous` (the pool of the same name in the config
     /// being replaced) keep their health state, new ones start fresh (down if the pool has
-    /// active checks).
-    pub fn new(config: &PoolConfig, error_pages: Arc<ErrorPages>, previous: Option<&Pool>) -> Pool {
+    /// active checks). `server_tls`: the TLS client config of the pool's https:// servers and
+    /// the files it was built from.
+    pub fn new(
+        config: &PoolConfig,
+        error_pages: Arc<ErrorPages>,
+        previous: Option<&Pool>,
+        server_tls: Option<(TlsFiles, Arc<rustls::ClientConfig>)>,
+    ) -> Pool {
+        let (server_tls_files, server_tls) = server_tls.unzip();
         let rules = HealthRules::of(config);
         Pool {
             servers: config
@@ -230,7 +249,7 @@ impl Pool {
                             },
                             |kept| kept.health.clone(),
                         );
-                    Server::new(config, server, health)
+                    Server::new(config, server, health, server_tls.as_ref())
                 })
                 .collect(),
             selector: balance::selector(&config.balance),
@@ -246,7 +265,14 @@ impl Pool {
             queued: AtomicUsize::new(0),
             queue_stats: QueueStats::default(),
             retry_budget: RetryBudget::new(config.retry.budget_permille),
+            server_tls,
+            server_tls_files,
         }
+    }
+
+    /// The TLS files the pool's https:// servers' config was built from.
+    pub fn server_tls_files(&self) -> Option<&TlsFiles> {
+        self.server_tls_files.as_ref()
     }
 
     /// Adds the TLS client config of the pool's checks when `health.tls` is set, verifying
@@ -655,6 +681,7 @@ mod tests {
             &config.l7.pools[0],
             Arc::new(ErrorPages::default()),
             previous,
+            None,
         )
     }
 

@@ -10,7 +10,7 @@ use super::{
     metrics::RouteMetrics,
     pool::Pool,
     route::{AllowedHosts, RouteTable},
-    tls,
+    tls, upstream_tls,
 };
 use crate::config::{L7Config, ListenerConfig, PoolConfig, RouteTarget, StickyConfig, StickyKey};
 use crate::headers::{edits::CompiledEdits, trust::TrustPolicy};
@@ -91,12 +91,14 @@ impl ProxyState {
         for pool in &config.pools {
             let sticky_key = sticky_key(pool)?;
             let check_ca = check_ca(pool)?;
+            let server_tls = upstream_tls::read_files(pool)?;
             let reused = previous
                 .and_then(|state| state.pools.get(&pool.name))
                 .filter(|existing| {
                     existing.config == *pool
                         && existing.sticky_key() == sticky_key.as_deref()
                         && existing.check_ca() == check_ca.as_deref()
+                        && existing.server_tls_files() == server_tls.as_ref()
                 })
                 .cloned();
             let pool = match reused {
@@ -106,6 +108,7 @@ impl ProxyState {
                     previous.and_then(|state| state.pools.get(&pool.name)),
                     sticky_key,
                     check_ca,
+                    server_tls,
                 )?),
             };
             pools.insert(pool.config.name.clone(), pool);
@@ -191,14 +194,28 @@ fn new_pool(
     previous: Option<&Arc<Pool>>,
     sticky_key: Option<Vec<u8>>,
     check_ca: Option<Vec<u8>>,
+    server_tls: Option<upstream_tls::TlsFiles>,
 ) -> Result<Pool, String> {
     let error_pages = ErrorPages::load(&config.error_pages)
         .map_err(|err| format!("pool {}: {err}", config.name))?;
-    Pool::new(config, Arc::new(error_pages), previous.map(AsRef::as_ref))
-        .with_sticky(sticky_key)
-        .map_err(|err| format!("pool {}: sticky: {err}", config.name))?
-        .with_check_tls(check_ca)
-        .map_err(|err| format!("pool {}: health tls_ca_file {err}", config.name))
+    let server_tls = match server_tls {
+        Some(files) => {
+            let client = upstream_tls::client_config(&config.tls, &files, config.h2)
+                .map_err(|err| format!("pool {}: {err}", config.name))?;
+            Some((files, client))
+        }
+        None => None,
+    };
+    Pool::new(
+        config,
+        Arc::new(error_pages),
+        previous.map(AsRef::as_ref),
+        server_tls,
+    )
+    .with_sticky(sticky_key)
+    .map_err(|err| format!("pool {}: sticky: {err}", config.name))?
+    .with_check_tls(check_ca)
+    .map_err(|err| format!("pool {}: health tls_ca_file {err}", config.name))
 }
 
 /// The content of a pool's `health.tls_ca_file`, read on every load so a reload picks up a new
@@ -251,4 +268,138 @@ fn sticky_key(pool: &PoolConfig) -> Result<Option<Vec<u8>>, String> {
         }
     };
     Ok(Some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A scratch directory, removed on drop.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let path =
+                std::env::temp_dir().join(format!("balancer-state-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("scratch dir");
+            Dir(path)
+        }
+
+        fn file(&self, name: &str, content: &str) -> String {
+            let path = self.0.join(name);
+            std::fs::write(&path, content).expect("write");
+            path.display().to_string()
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn l7(pool_keys: &str) -> L7Config {
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\n\n\
+             [[route]]\nlistener = \"web\"\npool = \"app\"\n\n\
+             [pool.app]\nservers = [ {{ url = \"https://app.internal:8443\" }} ]\n{pool_keys}\n"
+        );
+        Config::parse(&text, "test.toml").expect("valid config").l7
+    }
+
+    fn build_error(pool_keys: &str) -> String {
+        match ProxyState::build(&l7(pool_keys), None) {
+            Ok(_) => panic!("{pool_keys:?} should be refused"),
+            Err(err) => err,
+        }
+    }
+
+    fn certificate(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn unreadable_and_bad_tls_files_are_refused_naming_them() {
+        let dir = Dir::new("tls-files");
+        let (cert, key) = certificate("client.test");
+        let ca = dir.file("ca.pem", &cert);
+        let garbage = dir.file("garbage.pem", "not a certificate");
+        let client = dir.file("client.pem", &cert);
+        let client_key = dir.file("client.key", &key);
+        let missing = dir.0.join("missing.pem").display().to_string();
+        assert_eq!(
+            build_error(&format!("tls_ca_file = \"{missing}\"")),
+            format!("pool app: tls_ca_file {missing}: No such file or directory (os error 2)")
+        );
+        assert_eq!(
+            build_error(&format!(
+                "tls_ca_file = \"{ca}\"\ntls_cert_file = \"{missing}\"\ntls_key_file = \"{client_key}\""
+            )),
+            format!("pool app: tls_cert_file {missing}: No such file or directory (os error 2)")
+        );
+        assert_eq!(
+            build_error(&format!(
+                "tls_ca_file = \"{ca}\"\ntls_cert_file = \"{client}\"\ntls_key_file = \"{missing}\""
+            )),
+            format!("pool app: tls_key_file {missing}: No such file or directory (os error 2)")
+        );
+        assert_eq!(
+            build_error(&format!("tls_ca_file = \"{garbage}\"")),
+            format!(
+                "pool app: tls_ca_file {garbage}: no certificate found (expected a PEM \"CERTIFICATE\" section)"
+            )
+        );
+        let state = ProxyState::build(
+            &l7(&format!(
+                "tls_ca_file = \"{ca}\"\ntls_cert_file = \"{client}\"\ntls_key_file = \"{client_key}\""
+            )),
+            None,
+        )
+        .expect("good files");
+        let pool = &state.pools["app"];
+        assert!(pool.server_tls.is_some());
+    }
+
+    #[test]
+    fn default_roots_are_the_system_bundle() {
+        match ProxyState::build(&l7(""), None) {
+            Ok(state) => assert!(state.pools["app"].server_tls.is_some()),
+            // A machine without a CA bundle: the error says what to do.
+            Err(err) => {
+                assert!(
+                    crate::config::ServerTlsConfig::SYSTEM_CA_BUNDLES
+                        .iter()
+                        .all(|path| !std::path::Path::new(path).exists()),
+                    "a bundle exists, yet: {err}"
+                );
+                assert!(err.ends_with("set tls_ca_file"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_pool_while_its_tls_files_are_unchanged() {
+        let dir = Dir::new("tls-reload");
+        let (cert, _) = certificate("app.internal");
+        let ca = dir.file("ca.pem", &cert);
+        let config = l7(&format!("tls_ca_file = \"{ca}\""));
+        let first = ProxyState::build(&config, None).expect("state");
+        let same = ProxyState::build(&config, Some(&first)).expect("state");
+        assert!(Arc::ptr_eq(&first.pools["app"], &same.pools["app"]));
+        // A new CA in the same file: a new pool (and client config, and session cache).
+        let (other, _) = certificate("app.internal");
+        dir.file("ca.pem", &other);
+        let changed = ProxyState::build(&config, Some(&same)).expect("state");
+        assert!(!Arc::ptr_eq(&same.pools["app"], &changed.pools["app"]));
+        // A broken file refuses the reload (the caller keeps the running state).
+        dir.file("ca.pem", "broken");
+        assert!(ProxyState::build(&config, Some(&changed)).is_err());
+    }
 }

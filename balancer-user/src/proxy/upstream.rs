@@ -1,6 +1,7 @@
-//! Client connections to ONE server of a pool: connect (TCP or unix socket), HTTP/1.1 keep-alive
-//! on our own engine (h1/client.rs) with an idle list, or one shared HTTP/2 prior-knowledge
-//! (h2c) connection through hyper.
+//! Client connections to ONE server of a pool: connect (TCP, TLS over TCP for https://, or unix
+//! socket), HTTP/1.1 keep-alive on our own engine (h1/client.rs) with an idle list, or one
+//! shared HTTP/2 connection through hyper: prior knowledge (h2c), or an https:// server that
+//! picked `h2` by ALPN (the pool's `h2 = true`).
 //!
 //! # Sent or not sent
 //!
@@ -19,7 +20,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ use tracing::debug;
 
 use super::h1::client::{self as h1, ExchangeError, H1Conn, Stream};
 use super::h1::request_body::{BodyError, RequestBody};
+use super::upstream_tls::ServerTls;
 use super::{Body, BoxError};
 use crate::config::{KeepaliveConfig, ServerUrl};
 
@@ -55,9 +57,13 @@ pub enum ConnectError {
     Io(io::Error),
     #[error("cannot resolve server address: {0}")]
     Resolve(io::Error),
-    /// The h2c handshake failed.
+    /// The HTTP/2 handshake failed.
     #[error("HTTP connection failed: {0}")]
     Handshake(hyper::Error),
+    /// The TLS handshake with an https:// server failed: rustls's reason (the certificate's
+    /// issuer unknown, expired, not for the name; no common protocol) is in the error.
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
 }
 
 impl From<io::Error> for ConnectError {
@@ -97,15 +103,20 @@ pub struct ServerConnections {
     keepalive: KeepaliveConfig,
     connect_timeout: Duration,
     h2c: bool,
+    /// https:// servers: the pool's TLS client config and the name to verify.
+    tls: Option<ServerTls>,
+    /// The server picked `h2` by ALPN on the last connection made: checkouts share one
+    /// HTTP/2 connection (as with h2c) instead of taking idle HTTP/1.1 ones.
+    alpn_h2: AtomicBool,
     opened: AtomicU64,
     /// HTTP/1.1 idle connections, oldest first (checkout takes the newest): one list per
     /// worker (workers.rs), so a connection is reused by the thread whose reactor it is
     /// registered with, and a list's lock is only ever taken by its own worker (and the
     /// sweep), never contended on the request path.
     idle: Box<[Mutex<VecDeque<Idle>>]>,
-    /// h2c: the shared connection.
+    /// h2c or ALPN h2: the shared connection.
     h2: Mutex<Option<http2::SendRequest<Body>>>,
-    /// h2c: held while a new shared connection is made, so that one is made at a time.
+    /// h2c or ALPN h2: held while a new shared connection is made, so that one is made at a time.
     h2_connecting: tokio::sync::Mutex<()>,
 }
 
@@ -134,11 +145,25 @@ impl ServerConnections {
         connect_timeout: Duration,
         h2c: bool,
     ) -> Arc<Self> {
+        Self::with_tls(url, keepalive, connect_timeout, h2c, None)
+    }
+
+    /// As [`ServerConnections::new`]; `tls` for an https:// server (without it, connecting to
+    /// one fails).
+    pub fn with_tls(
+        url: ServerUrl,
+        keepalive: KeepaliveConfig,
+        connect_timeout: Duration,
+        h2c: bool,
+        tls: Option<ServerTls>,
+    ) -> Arc<Self> {
         let this = Arc::new(Self {
             url,
             keepalive,
             connect_timeout,
             h2c,
+            tls,
+            alpn_h2: AtomicBool::new(false),
             opened: AtomicU64::new(0),
             idle: (0..super::workers::slots())
                 .map(|_| Mutex::new(VecDeque::new()))
@@ -166,21 +191,24 @@ impl ServerConnections {
     }
 
     /// HTTP/1.1: the idle connections (open and not expired). h2c: 1 while the shared
-    /// connection is open, else 0.
+    /// connection is open, else 0; ALPN h2: both.
     pub fn idle_connections(&self) -> usize {
+        let shared = usize::from(lock(&self.h2).as_ref().is_some_and(|s| !s.is_closed()));
         if self.h2c {
-            return usize::from(lock(&self.h2).as_ref().is_some_and(|s| !s.is_closed()));
+            return shared;
         }
         let timeout = self.keepalive.idle_timeout;
-        self.idle
-            .iter()
-            .map(|idle| {
-                lock(idle)
-                    .iter()
-                    .filter(|e| e.since.elapsed() < timeout && e.conn.stream.idle_usable())
-                    .count()
-            })
-            .sum()
+        shared
+            + self
+                .idle
+                .iter()
+                .map(|idle| {
+                    lock(idle)
+                        .iter()
+                        .filter(|e| e.since.elapsed() < timeout && e.conn.stream.idle_usable())
+                        .count()
+                })
+                .sum::<usize>()
     }
 
     /// Drops every idle connection (server removed or drained on reload); h2c: forgets the
@@ -198,15 +226,15 @@ impl ServerConnections {
     /// open), else a new one. An error here means nothing was sent: the caller may retry the
     /// request on another server.
     pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, ConnectError> {
-        if self.h2c {
+        if self.h2c || self.alpn_h2.load(Ordering::Relaxed) {
             // The shared connection without a future; boxed only to make one (rare).
-            let (sender, reused) = match self.open_shared_h2() {
-                Some(sender) => (sender, true),
+            let (conn, reused) = match self.open_shared_h2() {
+                Some(sender) => (Conn::H2(sender), true),
                 None => Box::pin(self.shared_h2()).await?,
             };
             return Ok(Checkout {
                 server: Arc::clone(self),
-                conn: Conn::H2(sender),
+                conn,
                 reused,
             });
         }
@@ -219,10 +247,14 @@ impl ServerConnections {
         }
         // Boxed, as every connect below: connecting is the rare path, and its state would
         // otherwise enlarge every request's future (moved and copied per request).
-        let conn = Box::pin(self.open_h1()).await?;
+        let conn = Box::pin(self.open()).await?;
+        if let Conn::H2(sender) = &conn {
+            // An https:// server picked h2: later checkouts share this connection.
+            self.share_h2(sender);
+        }
         Ok(Checkout {
             server: Arc::clone(self),
-            conn: Conn::H1(conn),
+            conn,
             reused: false,
         })
     }
@@ -248,7 +280,8 @@ impl ServerConnections {
         }
         // None of our own: another worker's idle connection beats a new one (a server's
         // connections are few and its workers slow to accept). It moves to this worker's
-        // reactor; under load every worker has its own and this is not reached.
+        // reactor (TLS: the socket under the same rustls session); under load every worker
+        // has its own and this is not reached.
         (0..self.idle.len())
             .filter(|&slot| slot != own)
             .find_map(|slot| self.take_idle_from(slot))
@@ -312,19 +345,30 @@ impl ServerConnections {
         });
     }
 
-    /// The shared h2c connection, made if there is none open; `true` when it already existed.
-    async fn shared_h2(&self) -> Result<(http2::SendRequest<Body>, bool), ConnectError> {
+    /// The shared HTTP/2 connection, made if there is none open; `true` when it already
+    /// existed. An https:// server that no longer picks h2 gives an HTTP/1.1 connection.
+    async fn shared_h2(&self) -> Result<(Conn, bool), ConnectError> {
         if let Some(sender) = self.open_shared_h2() {
-            return Ok((sender, true));
+            return Ok((Conn::H2(sender), true));
         }
         let _connecting = self.h2_connecting.lock().await;
         // Another checkout may have made it while this one waited.
         if let Some(sender) = self.open_shared_h2() {
-            return Ok((sender, true));
+            return Ok((Conn::H2(sender), true));
         }
-        let sender = self.open_h2().await?;
-        *lock(&self.h2) = Some(sender.clone());
-        Ok((sender, false))
+        let conn = self.open().await?;
+        if let Conn::H2(sender) = &conn {
+            *lock(&self.h2) = Some(sender.clone());
+        }
+        Ok((conn, false))
+    }
+
+    /// Makes `sender` the shared connection unless one is open already.
+    fn share_h2(&self, sender: &http2::SendRequest<Body>) {
+        let mut shared = lock(&self.h2);
+        if shared.as_ref().is_none_or(http2::SendRequest::is_closed) {
+            *shared = Some(sender.clone());
+        }
     }
 
     fn open_shared_h2(&self) -> Option<http2::SendRequest<Body>> {
@@ -339,57 +383,79 @@ impl ServerConnections {
         }
     }
 
-    async fn open_h1(&self) -> Result<H1Conn, ConnectError> {
-        let stream = tokio::time::timeout(self.connect_timeout, self.connect())
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
-        self.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(H1Conn { stream })
-    }
-
-    async fn open_h2(&self) -> Result<http2::SendRequest<Body>, ConnectError> {
-        let sender = tokio::time::timeout(self.connect_timeout, async {
-            match self.connect().await? {
+    /// A new connection: HTTP/2 for h2c or an https:// server that picked `h2` by ALPN (its
+    /// handshake made), else HTTP/1.1.
+    async fn open(&self) -> Result<Conn, ConnectError> {
+        let conn = tokio::time::timeout(self.connect_timeout, async {
+            let stream = self.connect().await?;
+            if !self.h2c && !stream.alpn_h2() {
+                return Ok(Conn::H1(H1Conn { stream }));
+            }
+            let sender = match stream {
                 Stream::Tcp(stream) => handshake_h2(stream).await,
                 Stream::Unix(stream) => handshake_h2(stream).await,
-            }
+                Stream::Tls(stream) => handshake_h2(stream).await,
+            }?;
+            Ok::<_, ConnectError>(Conn::H2(sender))
         })
         .await
         .map_err(|_| ConnectError::Timeout)??;
         self.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(sender)
+        if self.tls.as_ref().is_some_and(|tls| tls.offers_h2) {
+            self.alpn_h2
+                .store(matches!(conn, Conn::H2(_)), Ordering::Relaxed);
+        }
+        Ok(conn)
     }
 
-    /// TCP (resolving the name each time, trying each address in turn) or unix connect.
+    /// TCP (resolving the name each time, trying each address in turn), then TLS for an
+    /// https:// server; or unix connect.
     async fn connect(&self) -> Result<Stream, ConnectError> {
         match &self.url {
-            ServerUrl::Http { host, port } => {
-                let addrs = tokio::net::lookup_host((host.as_str(), *port))
+            ServerUrl::Http { host, port } => Ok(Stream::Tcp(self.connect_tcp(host, *port).await?)),
+            ServerUrl::Https { host, port } => {
+                let tcp = self.connect_tcp(host, *port).await?;
+                let Some(tls) = &self.tls else {
+                    return Err(ConnectError::Tls(io::Error::other(
+                        "no TLS settings for this https:// server",
+                    )));
+                };
+                let stream = tls
+                    .connector
+                    .connect(tls.name.clone(), h1::TlsIo::new(tcp))
                     .await
-                    .map_err(ConnectError::Resolve)?;
-                let mut last = None;
-                for addr in addrs {
-                    match TcpStream::connect(addr).await {
-                        Ok(stream) => {
-                            stream.set_nodelay(true)?;
-                            return Ok(Stream::Tcp(stream));
-                        }
-                        Err(error) => {
-                            debug!(server = %self.url, %addr, %error, "connect failed");
-                            last = Some(error);
-                        }
-                    }
-                }
-                Err(match last {
-                    Some(error) => error.into(),
-                    None => ConnectError::Resolve(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        "no address found",
-                    )),
-                })
+                    .map_err(ConnectError::Tls)?;
+                Ok(Stream::Tls(Box::new(stream)))
             }
             ServerUrl::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
         }
+    }
+
+    /// Resolves `host` with the system resolver (so /etc/hosts counts) at each connect, and
+    /// tries its addresses in turn.
+    async fn connect_tcp(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        let addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(ConnectError::Resolve)?;
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(stream);
+                }
+                Err(error) => {
+                    debug!(server = %self.url, %addr, %error, "connect failed");
+                    last = Some(error);
+                }
+            }
+        }
+        Err(match last {
+            Some(error) => error.into(),
+            None => {
+                ConnectError::Resolve(io::Error::new(io::ErrorKind::NotFound, "no address found"))
+            }
+        })
     }
 }
 
@@ -511,9 +577,15 @@ impl Checkout {
                         "reused connection closed without an answer; retrying on a new connection"
                     );
                     request.body_mut().rewind();
-                    conn = Box::pin(server.open_h1())
-                        .await
-                        .map_err(SendError::NotSent)?;
+                    match Box::pin(server.open()).await.map_err(SendError::NotSent)? {
+                        Conn::H1(new) => conn = new,
+                        // An https:// server that picked h2 this time.
+                        Conn::H2(sender) => {
+                            server.share_h2(&sender);
+                            absolute_form(request, &server.url);
+                            return Box::pin(send_h2(sender, request)).await;
+                        }
+                    }
                     reused = false;
                 }
                 Err(ExchangeError::Body(error)) => return Err(SendError::Body(error)),
@@ -536,6 +608,11 @@ async fn send_h2<B: RequestBody>(
     parts.uri = request.uri().clone();
     parts.version = request.version();
     parts.headers = request.headers().clone();
+    // The authority travels as :authority (`absolute_form` took it from Host): a Host beside
+    // it is one that servers such as nginx refuse as a duplicate (RFC 9113 §8.3.1).
+    if parts.uri.authority().is_some() {
+        parts.headers.remove(HOST);
+    }
     let body = request.body_mut();
     let (feed, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(4);
     let boxed = BoxBody::new(ChannelBody {
@@ -654,7 +731,11 @@ fn absolute_form<B>(request: &mut Request<B>, url: &ServerUrl) {
         return;
     };
     let mut parts = uri.clone().into_parts();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(if url.is_https() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
     parts.authority = Some(authority);
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
@@ -1320,5 +1401,419 @@ mod tests {
         // Sent, then closed without a byte of answer: the caller may retry it elsewhere
         // when that is safe, and it is the server's failure.
         assert!(matches!(error, SendError::NoResponse(_)), "{error:?}");
+    }
+
+    // ---- https:// servers ----------------------------------------------------------------
+
+    /// A TLS server on 127.0.0.1 with a self-signed certificate for "localhost" and
+    /// 127.0.0.1, offering `alpn`; it speaks h2 when that is what was negotiated. The
+    /// certificate's PEM comes back for the client's roots.
+    async fn tls_server(alpn: &[&[u8]], handler: Handler) -> (TestServer, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        // Its own issuer name: another server's certificate is then of an unknown issuer.
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("test server {port}"));
+        let cert = params.self_signed(&key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                let handler = Arc::clone(&handler);
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let proto = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        Proto::H2
+                    } else {
+                        Proto::H1 { keep_alive: true }
+                    };
+                    serve_connection(stream, proto, handler);
+                });
+            }
+        });
+        let server = TestServer {
+            url: ServerUrl::Https {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            accepted,
+            dir: None,
+        };
+        (server, cert.pem())
+    }
+
+    /// What connections to an https:// server trusting `ca` (PEM) need, offering h2 or not.
+    fn server_tls(ca: &str, name: &str, h2: bool) -> ServerTls {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = if h2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        ServerTls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name: rustls_pki_types::ServerName::try_from(name.to_string()).unwrap(),
+            offers_h2: h2,
+        }
+    }
+
+    use rustls_pki_types::pem::PemObject;
+
+    /// `/big` and `/upgrade` as [`default_handler`]; `/length` answers the request body's size.
+    fn length_handler() -> Handler {
+        let default = default_handler();
+        Arc::new(move |req: Request<Incoming>| {
+            let default = Arc::clone(&default);
+            Box::pin(async move {
+                if req.uri().path() != "/length" {
+                    return default(req).await;
+                }
+                let version = format!("{:?}", req.version());
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                Response::new(Full::new(Bytes::from(format!("{} {version}", body.len()))))
+            })
+        })
+    }
+
+    fn post(path: &str, body: Vec<u8>) -> Request<BoxedBody> {
+        Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(HOST, "test.local")
+            .body(BoxedBody::new(
+                Full::new(Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            ))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tls_keeps_one_connection_carries_bodies_both_ways_and_tunnels() {
+        let (server, ca) = tls_server(&[b"http/1.1"], length_handler()).await;
+        let conns = ServerConnections::with_tls(
+            server.url.clone(),
+            keepalive(true, 32, LONG),
+            CONNECT,
+            false,
+            Some(server_tls(&ca, "127.0.0.1", false)),
+        );
+        for _ in 0..5 {
+            let (status, body) = fetch(&conns, "/").await;
+            assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
+        }
+        let (_, body) = fetch(&conns, "/big").await;
+        assert_eq!(body.len(), BIG);
+        // A body larger than the socket and rustls buffers: written as the server reads it.
+        let response = conns
+            .checkout()
+            .await
+            .unwrap()
+            .send(&mut post("/length", vec![b'y'; 3 * 1024 * 1024]))
+            .await
+            .unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"3145728 HTTP/1.1");
+        assert_eq!((conns.connections_opened(), server.accepted()), (1, 1));
+        assert_eq!(conns.idle_connections(), 1);
+
+        // A 101 over TLS: the tunnel carries bytes both ways.
+        let mut request = get("/upgrade");
+        request
+            .headers_mut()
+            .insert(CONNECTION, "upgrade".parse().unwrap());
+        request
+            .headers_mut()
+            .insert(hyper::header::UPGRADE, "echo".parse().unwrap());
+        let mut response = conns
+            .checkout()
+            .await
+            .unwrap()
+            .send(&mut request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let (mut tunnel, leftover) = response
+            .extensions_mut()
+            .remove::<UpstreamUpgrade>()
+            .expect("a 101 carries the connection")
+            .take()
+            .expect("once");
+        assert!(leftover.is_empty());
+        tunnel.write_all(b"ping over tls").await.unwrap();
+        let mut echoed = [0u8; 13];
+        tunnel.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"ping over tls");
+    }
+
+    #[tokio::test]
+    async fn tls_name_or_issuer_mismatch_is_a_tls_connect_error() {
+        let (server, ca) = tls_server(&[b"http/1.1"], default_handler()).await;
+        let (_, other_ca) = tls_server(&[b"http/1.1"], default_handler()).await;
+        for (ca, name, reason) in [
+            (
+                &other_ca,
+                "127.0.0.1",
+                "invalid peer certificate: UnknownIssuer",
+            ),
+            (
+                &ca,
+                "other.test",
+                "certificate not valid for name \"other.test\"",
+            ),
+        ] {
+            let conns = ServerConnections::with_tls(
+                server.url.clone(),
+                KeepaliveConfig::default(),
+                CONNECT,
+                false,
+                Some(server_tls(ca, name, false)),
+            );
+            match conns.checkout().await {
+                Err(error @ ConnectError::Tls(_)) => {
+                    let text = error.to_string();
+                    assert!(
+                        text.starts_with("TLS handshake failed: ") && text.contains(reason),
+                        "{text}"
+                    );
+                }
+                other => panic!("expected a TLS error naming {reason:?}, got {other:?}"),
+            }
+            assert_eq!(conns.connections_opened(), 0);
+        }
+        // Without TLS settings an https:// server cannot be spoken to.
+        let conns = ServerConnections::new(
+            server.url.clone(),
+            KeepaliveConfig::default(),
+            CONNECT,
+            false,
+        );
+        assert!(matches!(conns.checkout().await, Err(ConnectError::Tls(_))));
+    }
+
+    #[tokio::test]
+    async fn alpn_h2_shares_one_connection_and_http11_is_the_fallback() {
+        let (h2_server, ca) = tls_server(&[b"h2", b"http/1.1"], length_handler()).await;
+        let conns = ServerConnections::with_tls(
+            h2_server.url.clone(),
+            keepalive(true, 32, LONG),
+            CONNECT,
+            false,
+            Some(server_tls(&ca, "localhost", true)),
+        );
+        let tasks: Vec<_> = (0..5)
+            .map(|_| {
+                let conns = Arc::clone(&conns);
+                tokio::spawn(async move {
+                    let checkout = conns.checkout().await.unwrap();
+                    let response = checkout
+                        .send(&mut post("/length", vec![b'z'; 100]))
+                        .await
+                        .unwrap();
+                    response.into_body().collect().await.unwrap().to_bytes()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(&task.await.unwrap()[..], b"100 HTTP/2.0");
+        }
+        for _ in 0..3 {
+            let response = conns
+                .checkout()
+                .await
+                .unwrap()
+                .send(&mut post("/length", vec![b'z'; 10]))
+                .await
+                .unwrap();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"10 HTTP/2.0");
+        }
+        // The first concurrent checkouts may each have opened one; after that, one is shared.
+        let opened = conns.connections_opened();
+        assert!((1..=5).contains(&opened), "{opened}");
+        assert!(conns.checkout().await.unwrap().reused());
+        assert_eq!(conns.connections_opened(), opened);
+
+        let (h1_server, ca) = tls_server(&[b"http/1.1"], length_handler()).await;
+        let conns = ServerConnections::with_tls(
+            h1_server.url.clone(),
+            keepalive(true, 32, LONG),
+            CONNECT,
+            false,
+            Some(server_tls(&ca, "localhost", true)),
+        );
+        for _ in 0..3 {
+            let response = conns
+                .checkout()
+                .await
+                .unwrap()
+                .send(&mut post("/length", vec![b'z'; 10]))
+                .await
+                .unwrap();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"10 HTTP/1.1");
+        }
+        assert_eq!((conns.connections_opened(), h1_server.accepted()), (1, 1));
+    }
+
+    /// A POST whose body (`chunks` of `size` bytes) is of unknown length: it goes out chunked,
+    /// pulled chunk by chunk as the server takes it.
+    fn streamed_post(path: &str, chunks: usize, size: usize) -> Request<BoxedBody> {
+        let frames = (0..chunks).map(move |_| {
+            Ok::<_, BoxError>(hyper::body::Frame::data(Bytes::from(vec![b'u'; size])))
+        });
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(HOST, "test.local")
+            .body(BoxedBody::new(BoxBody::new(body)))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tls_server_answering_before_reading_the_body_is_heard() {
+        // A server of our own: it reads the head only, answers 413, ends its TLS side and
+        // stops reading. 32 MiB of body cannot fit in the socket buffers: the answer is only
+        // heard if it is read while the body waits to be written.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "early answer");
+        let cert = params.self_signed(&key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut stream = acceptor.accept(stream).await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the head arrives");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
+                .await
+                .unwrap();
+            stream.shutdown().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        });
+        let conns = ServerConnections::with_tls(
+            ServerUrl::Https {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            keepalive(true, 32, LONG),
+            CONNECT,
+            false,
+            Some(server_tls(&cert.pem(), "127.0.0.1", false)),
+        );
+        let send = async {
+            conns
+                .checkout()
+                .await
+                .unwrap()
+                .send(&mut streamed_post("/upload", 512, 64 * 1024))
+                .await
+                .unwrap()
+        };
+        let response = tokio::time::timeout(Duration::from_secs(5), send)
+            .await
+            .expect("the early answer is read while the body cannot be written");
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"big!");
+        assert_eq!(conns.idle_connections(), 0);
+    }
+
+    /// An idle connection moves to another worker's runtime (`take_idle` does it when a worker
+    /// has none of its own): for TLS the socket under the same rustls session moves, and the
+    /// connection carries the next request there, after the runtime that made it is gone.
+    #[test]
+    fn idle_tls_connection_moves_to_another_runtime() {
+        let current = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let servers = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (server, ca) = servers.block_on(tls_server(&[b"http/1.1"], default_handler()));
+        let first = current();
+        let (conns, conn) = first.block_on(async {
+            let conns = ServerConnections::with_tls(
+                server.url.clone(),
+                keepalive(true, 32, LONG),
+                CONNECT,
+                false,
+                Some(server_tls(&ca, "127.0.0.1", false)),
+            );
+            fetch(&conns, "/").await;
+            let conn = conns.take_idle_from(0).expect("an idle connection");
+            (conns, conn)
+        });
+        assert!(matches!(conn.stream, Stream::Tls(_)));
+        // Its reactor is gone: the connection works on only if it moved.
+        drop(first);
+        let body = current().block_on(async move {
+            let stream = conn.stream.into_current_runtime().expect("moved");
+            assert!(stream.idle_usable());
+            let mut request = get("/");
+            let answer = h1::exchange(H1Conn { stream }, &mut request)
+                .await
+                .expect("answered on the moved connection");
+            let response = h1::into_response(answer, None);
+            response.into_body().collect().await.unwrap().to_bytes()
+        });
+        assert_eq!(&body[..], b"hello");
+        assert_eq!((conns.connections_opened(), server.accepted()), (1, 1));
     }
 }

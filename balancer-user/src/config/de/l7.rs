@@ -262,8 +262,12 @@ pub(in crate::config) struct PoolTable {
     pub retry: Table<RetryTable>,
     #[serde(default)]
     pub timeouts: Table<TimeoutsTable>,
-    #[serde(default)]
-    pub h2c: bool,
+    pub h2c: Option<Spanned<bool>>,
+    pub tls_ca_file: Option<Spanned<String>>,
+    pub tls_server_name: Option<Spanned<String>>,
+    pub tls_cert_file: Option<Spanned<String>>,
+    pub tls_key_file: Option<Spanned<String>>,
+    pub h2: Option<Spanned<bool>>,
     #[serde(default)]
     pub error_pages: ErrorPages,
     pub sticky: Option<Spanned<Table<StickyTable>>>,

@@ -15,8 +15,8 @@ use crate::config::{
     AccessLogFormat, Balance, CertificatePaths, Config, HashOn, HeaderEdits, HealthTls,
     HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, OnDown,
     PassiveHealthConfig, PoolConfig, PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig,
-    RouteConfig, RouteTarget, ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig,
-    TrustedHeader, UnderscorePolicy,
+    RouteConfig, RouteTarget, ServerConfig, ServerTlsConfig, ServerUrl, StickyConfig, StickyKey,
+    TlsConfig, TrustedHeader, UnderscorePolicy,
     de::{AccessLog, BalanceKind, Keyword, StickyMode, Underscore},
 };
 
@@ -56,6 +56,13 @@ fn pool_servers(servers: &str) -> String {
 
 fn path(text: &str) -> PathBuf {
     PathBuf::from(text)
+}
+
+fn https(host: &str, port: u16) -> ServerUrl {
+    ServerUrl::Https {
+        host: host.to_string(),
+        port,
+    }
 }
 
 fn http(host: &str, port: u16) -> ServerUrl {
@@ -327,6 +334,8 @@ servers = [ { url = "http://API.internal" } ]
                 retry: RetryConfig::default(),
                 timeouts: PoolTimeouts::default(),
                 h2c: false,
+                tls: ServerTlsConfig::default(),
+                h2: false,
                 error_pages: BTreeMap::new(),
                 sticky: None,
                 health: None,
@@ -362,6 +371,8 @@ servers = [ { url = "http://API.internal" } ]
                     websocket_idle: Duration::from_secs(24 * 3600),
                 },
                 h2c: true,
+                tls: ServerTlsConfig::default(),
+                h2: false,
                 error_pages: BTreeMap::from([(504, path("/etc/balancer/errors/504.html"))]),
                 sticky: None,
                 health: None,
@@ -476,6 +487,8 @@ fn l7_defaults() {
                     websocket_idle: Duration::from_secs(300),
                 },
                 h2c: false,
+                tls: ServerTlsConfig::default(),
+                h2: false,
                 error_pages: BTreeMap::new(),
                 sticky: None,
                 health: None,
@@ -764,6 +777,12 @@ fn server_urls_are_normalized() {
         ("http://[::1]", http("::1", 80)),
         ("http://[2001:DB8:0::2]:81", http("2001:db8::2", 81)),
         ("unix:/run/app.sock", ServerUrl::Unix(path("/run/app.sock"))),
+        ("https://198.18.1.2", https("198.18.1.2", 443)),
+        (
+            "HTTPS://App1.Example.test:8443/",
+            https("app1.example.test", 8443),
+        ),
+        ("https://[2001:db8::2]:443", https("2001:db8::2", 443)),
         (
             "unix:///run//app/./x.sock",
             ServerUrl::Unix(path("/run/app/x.sock")),
@@ -893,7 +912,7 @@ fn l7_keyword_lists_match_the_enums() {
 
 const LISTENER_KEYS: &str = "`name`, `bind`, `tls`, `redirect_https`, `https_port`, `header_read_timeout`, `keepalive_timeout`, `max_header_bytes`, `max_headers`, `max_connections`, `trusted_proxies`, `trusted_headers`, `underscore_headers`, `allowed_hosts`, `disallowed_host_status`, `identity_headers`, `emit_forwarded`, `emit_x_real_ip`";
 const ROUTE_KEYS: &str = "`name`, `listener`, `host`, `path`, `strip_prefix`, `pool`, `static_dir`, `preserve_host`, `max_body_size`, `request_buffering`, `response_buffering`, `client_body_timeout`, `error_pages`, `request_headers`, `response_headers`, `rewrite_location`, `rewrite_cookie_path`, `rewrite_html`, `debug_headers`, `allow_encoded_slashes`, `rewrite_cookie_domain`, `compress`";
-const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, `timeouts`, `h2c`, `error_pages`, `sticky`, `health`, `passive`, `slow_start`, `queue_timeout`, `on_down`";
+const POOL_KEYS: &str = "`balance`, `hash_on`, `servers`, `keepalive`, `retry`, `timeouts`, `h2c`, `tls_ca_file`, `tls_server_name`, `tls_cert_file`, `tls_key_file`, `h2`, `error_pages`, `sticky`, `health`, `passive`, `slow_start`, `queue_timeout`, `on_down`";
 
 #[test]
 fn unknown_key_in_proxy() {
@@ -1663,20 +1682,12 @@ fn pool_servers_malformed() {
 fn server_url_invalid() {
     for (url, what) in [
         (
-            "https://198.18.1.2",
-            "uses https: TLS to servers is not supported yet; use \"http://\" (clients can still use TLS: give the listener a tls table)",
-        ),
-        (
-            "HTTPS://198.18.1.2:8443",
-            "uses https: TLS to servers is not supported yet; use \"http://\" (clients can still use TLS: give the listener a tls table)",
-        ),
-        (
             "198.18.1.2:8000",
-            "must be \"http://host[:port]\" or \"unix:/absolute/path\"",
+            "must be \"http://host[:port]\", \"https://host[:port]\" or \"unix:/absolute/path\"",
         ),
         (
             "ftp://198.18.1.2",
-            "must be \"http://host[:port]\" or \"unix:/absolute/path\"",
+            "must be \"http://host[:port]\", \"https://host[:port]\" or \"unix:/absolute/path\"",
         ),
         (
             "http://198.18.1.2:8000/app",
@@ -2249,7 +2260,7 @@ fn pool_health_port_and_tls_errors() {
     let unix = "servers = [{ url = \"http://a\" }, { url = \"unix:/run/b.sock\" }]\n";
     assert_error(
         &pool_with(&format!("{unix}health = {{ path = \"/\", port = 8443 }}\n")),
-        "test.toml:2:42: pool.app.servers[1]: unix:/run/b.sock is a unix socket: health checks with port = 8443 need http:// servers",
+        "test.toml:2:42: pool.app.servers[1]: unix:/run/b.sock is a unix socket: health checks with port = 8443 need http:// or https:// servers",
     );
     assert_error(
         &pool_with(&format!("{unix}health = {{ path = \"/\", tls = true }}\n")),
@@ -2424,4 +2435,99 @@ fn buffering_queue_and_retry_keys_out_of_range() {
         &format!("{POOL}on_down = \"retry\"\n"),
         "test.toml:3:11: pool.app.on_down: unknown variant `retry`, expected `abort` or `keep`",
     );
+}
+
+// ---- https:// servers: the pool's tls_* keys and h2 -----------------------------------------
+
+/// A pool "app" with one https:// server, its table going on with `rest` (on line 3).
+fn https_pool(rest: &str) -> String {
+    format!("[pool.app]\nservers = [{{ url = \"https://app1.example.test:8443\" }}]\n{rest}")
+}
+
+#[test]
+fn https_pool_keys() {
+    let pool = parse_in(&https_pool(""));
+    let pool = &pool.l7.pools[0];
+    assert_eq!(pool.servers[0].url, https("app1.example.test", 8443));
+    assert_eq!(
+        pool.servers[0].url.to_string(),
+        "https://app1.example.test:8443"
+    );
+    assert_eq!(pool.servers[0].url.authority(), "app1.example.test:8443");
+    assert_eq!(https("app.test", 443).authority(), "app.test");
+    assert_eq!((&pool.tls, pool.h2), (&ServerTlsConfig::default(), false));
+
+    let config = parse_in(&https_pool(
+        "tls_ca_file = \"certs/ca.pem\"\ntls_server_name = \"App.Internal.\"\ntls_cert_file = \"/etc/ssl/client.pem\"\ntls_key_file = \"client.key\"\nh2 = true\n",
+    ));
+    let pool = &config.l7.pools[0];
+    assert_eq!(
+        pool.tls,
+        ServerTlsConfig {
+            ca_file: Some(path("/etc/balancer/certs/ca.pem")),
+            server_name: Some("app.internal".to_string()),
+            client_cert: Some(CertificatePaths {
+                cert: path("/etc/ssl/client.pem"),
+                key: path("/etc/balancer/client.key"),
+            }),
+        }
+    );
+    assert!(pool.h2);
+    // An IP address is a name too (verified against the certificate's IP SANs).
+    let config = parse_in(&https_pool("tls_server_name = \"198.18.1.2\"\n"));
+    assert_eq!(
+        config.l7.pools[0].tls.server_name.as_deref(),
+        Some("198.18.1.2")
+    );
+    assert!(!parse(&format!("{POOL}h2 = false\n")).l7.pools[0].h2);
+    // A pool may mix http:// and https:// servers; h2c is then refused, not half applied.
+    let mixed = pool_servers("{ url = \"http://198.18.1.2\" }, { url = \"https://198.18.1.3\" }");
+    assert_eq!(parse(&mixed).l7.pools[0].servers.len(), 2);
+}
+
+#[test]
+fn https_pool_key_errors() {
+    assert_error(
+        &https_pool("tls_cert_file = \"client.pem\"\n"),
+        "test.toml:3:17: pool.app.tls_cert_file: needs tls_key_file: a client certificate is presented with its private key",
+    );
+    assert_error(
+        &https_pool("tls_key_file = \"client.key\"\n"),
+        "test.toml:3:16: pool.app.tls_key_file: needs tls_cert_file: a private key alone is no client certificate",
+    );
+    assert_error(
+        &https_pool("tls_ca_file = \"\"\n"),
+        "test.toml:3:15: pool.app.tls_ca_file: must not be empty",
+    );
+    assert_error(
+        &https_pool("tls_server_name = \"not a name\"\n"),
+        "test.toml:3:19: pool.app.tls_server_name: \"not a name\" is not a DNS name or an IP address (it is sent as SNI and verified against the certificate)",
+    );
+    assert_error(
+        &https_pool("h2c = true\n"),
+        "test.toml:3:7: pool.app.h2c: speaks HTTP/2 without TLS, but servers[0] is https://app1.example.test:8443: use h2 = true to offer HTTP/2 to https:// servers",
+    );
+    assert_error(
+        &https_pool("h2 = \"yes\"\n"),
+        "test.toml:3:6: pool.app.h2: invalid type: string \"yes\", expected a boolean",
+    );
+    for (key, value, column) in [
+        ("tls_ca_file", "\"ca.pem\"", 15),
+        ("tls_server_name", "\"app.internal\"", 19),
+        ("h2", "true", 6),
+    ] {
+        assert_error(
+            &format!("{POOL}{key} = {value}\n"),
+            &format!(
+                "test.toml:3:{column}: pool.app.{key}: applies to https:// servers, and the pool has none"
+            ),
+        );
+    }
+    assert_error(
+        &https_pool("health = { path = \"/\", tls = true }\n"),
+        "test.toml:3:30: pool.app.health.tls: https://app1.example.test:8443 is checked over TLS with the pool's tls_* settings already: health tls = true is for http:// servers",
+    );
+    // A port for the checks is fine: they speak TLS there too.
+    let config = parse(&https_pool("health = { path = \"/\", port = 9443 }\n"));
+    assert_eq!(config.l7.pools[0].health.as_ref().unwrap().port, Some(9443));
 }

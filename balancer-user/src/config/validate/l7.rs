@@ -23,8 +23,8 @@ use crate::config::{
     AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HeaderEdits, HealthTls,
     HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, OnDown,
     PassiveHealthConfig, PoolConfig, PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig,
-    RouteConfig, RouteTarget, ServerConfig, ServerUrl, StickyConfig, StickyKey, TlsConfig,
-    TrustedHeader, UnderscorePolicy,
+    RouteConfig, RouteTarget, ServerConfig, ServerTlsConfig, ServerUrl, StickyConfig, StickyKey,
+    TlsConfig, TrustedHeader, UnderscorePolicy,
     de::{
         AccessLog, BalanceKind, ErrorPages, HeaderEditsTable, ListenerTable, OnDownKind,
         PoolHealthTable, PoolTable, Pools, ProxyTable, RouteTable, StickyMode, StickyTable, Table,
@@ -804,6 +804,7 @@ fn pool_config(
     }
     let pool: &PoolTable = written.get_ref();
     let servers = servers(&key, pool)?;
+    let (tls, h2) = server_tls(&key, pool, &servers, base_dir)?;
     Ok(PoolConfig {
         name: name.to_string(),
         balance: balance(&key, pool)?,
@@ -820,7 +821,9 @@ fn pool_config(
             OnDownKind::Keep => OnDown::Keep,
         },
         timeouts: pool_timeouts(&key, pool)?,
-        h2c: pool.h2c,
+        h2c: pool.h2c.as_ref().is_some_and(|h2c| *h2c.get_ref()),
+        tls,
+        h2,
         error_pages: error_pages(&key, &pool.error_pages, base_dir)?,
         sticky: pool
             .sticky
@@ -851,7 +854,131 @@ fn pool_config(
     })
 }
 
-/// A pool's `health` (`pool_key` is "pool.NAME"); `port` and `tls` need http:// servers.
+/// A pool's `tls_*` keys and `h2`, which only https:// servers use (`h2c` is for http://
+/// ones): a key written for a pool without one is an error, not silently unused.
+fn server_tls(
+    key: &str,
+    pool: &PoolTable,
+    servers: &[ServerConfig],
+    base_dir: &Path,
+) -> Result<(ServerTlsConfig, bool), Invalid> {
+    let https = servers.iter().position(|server| server.url.is_https());
+    if let (Some(position), Some(h2c)) = (https, &pool.h2c)
+        && *h2c.get_ref()
+    {
+        return Err(Invalid::at(
+            format!("{key}.h2c"),
+            h2c,
+            format!(
+                "speaks HTTP/2 without TLS, but servers[{position}] is {}: use h2 = true to offer HTTP/2 to https:// servers",
+                servers[position].url
+            ),
+        ));
+    }
+    let written = [
+        ("tls_ca_file", pool.tls_ca_file.as_ref().map(|w| w.span())),
+        (
+            "tls_server_name",
+            pool.tls_server_name.as_ref().map(|w| w.span()),
+        ),
+        (
+            "tls_cert_file",
+            pool.tls_cert_file.as_ref().map(|w| w.span()),
+        ),
+        ("tls_key_file", pool.tls_key_file.as_ref().map(|w| w.span())),
+        // `h2 = false` says what an http:// pool does anyway.
+        (
+            "h2",
+            pool.h2.as_ref().filter(|w| *w.get_ref()).map(|w| w.span()),
+        ),
+    ];
+    if https.is_none()
+        && let Some((name, Some(span))) = written.iter().find(|(_, span)| span.is_some())
+    {
+        return Err(Invalid {
+            key: format!("{key}.{name}"),
+            span: span.clone(),
+            what: "applies to https:// servers, and the pool has none".to_string(),
+        });
+    }
+    let file = |name: &str, written: &Option<Spanned<String>>| {
+        written
+            .as_ref()
+            .map(|written| file_path(&format!("{key}.{name}"), written, base_dir))
+            .transpose()
+    };
+    let client_cert = match (&pool.tls_cert_file, &pool.tls_key_file) {
+        (Some(_), Some(_)) => Some(CertificatePaths {
+            cert: file("tls_cert_file", &pool.tls_cert_file)?.expect("written"),
+            key: file("tls_key_file", &pool.tls_key_file)?.expect("written"),
+        }),
+        (Some(cert), None) => {
+            return Err(Invalid::at(
+                format!("{key}.tls_cert_file"),
+                cert,
+                "needs tls_key_file: a client certificate is presented with its private key",
+            ));
+        }
+        (None, Some(written)) => {
+            return Err(Invalid::at(
+                format!("{key}.tls_key_file"),
+                written,
+                "needs tls_cert_file: a private key alone is no client certificate",
+            ));
+        }
+        (None, None) => None,
+    };
+    let server_name = match &pool.tls_server_name {
+        Some(written) => {
+            let name = written.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            if !is_tls_server_name(&name) {
+                return Err(Invalid::at(
+                    format!("{key}.tls_server_name"),
+                    written,
+                    format!(
+                        "{:?} is not a DNS name or an IP address (it is sent as SNI and verified against the certificate)",
+                        written.get_ref()
+                    ),
+                ));
+            }
+            Some(name)
+        }
+        None => {
+            // Without it each https:// server's own host is the name to verify.
+            if let Some((position, server)) = servers.iter().enumerate().find(|(_, server)| {
+                server.url.is_https()
+                    && !server
+                        .url
+                        .host_port()
+                        .is_some_and(|(host, _)| is_tls_server_name(host))
+            }) {
+                return Err(Invalid::at(
+                    format!("{key}.servers[{position}].url"),
+                    &pool.servers.get_ref().0[position].url,
+                    format!(
+                        "{}: its host is not a name a certificate can carry; set tls_server_name to the name its certificate has",
+                        server.url
+                    ),
+                ));
+            }
+            None
+        }
+    };
+    let tls = ServerTlsConfig {
+        ca_file: file("tls_ca_file", &pool.tls_ca_file)?,
+        server_name,
+        client_cert,
+    };
+    Ok((tls, pool.h2.as_ref().is_some_and(|h2| *h2.get_ref())))
+}
+
+/// A DNS name (as rustls takes it for SNI) or an IP address.
+fn is_tls_server_name(name: &str) -> bool {
+    rustls_pki_types::ServerName::try_from(name).is_ok()
+}
+
+/// A pool's `health` (`pool_key` is "pool.NAME"); `port` needs http:// or https:// servers,
+/// `tls` http:// ones (https:// servers are checked with the pool's `tls_*` settings).
 fn pool_health(
     pool_key: &str,
     table: &PoolHealthTable,
@@ -864,8 +991,11 @@ fn pool_health(
         check_interval_and_timeout(key, table.interval.as_ref(), table.timeout.as_ref())?;
     let tls = table.tls.as_ref().is_some_and(|tls| *tls.get_ref());
     let needs_http = match (&table.port, tls) {
-        (Some(port), _) => Some(format!("port = {}", port.get_ref())),
-        (None, true) => Some("tls = true".to_string()),
+        (Some(port), _) => Some(format!(
+            "port = {} need http:// or https://",
+            port.get_ref()
+        )),
+        (None, true) => Some("tls = true need http://".to_string()),
         (None, false) => None,
     };
     if let Some(setting) = needs_http
@@ -877,8 +1007,20 @@ fn pool_health(
             format!("{pool_key}.servers[{position}]"),
             &pool.servers.get_ref().0[position].url,
             format!(
-                "{} is a unix socket: health checks with {setting} need http:// servers",
+                "{} is a unix socket: health checks with {setting} servers",
                 servers[position].url
+            ),
+        ));
+    }
+    if let Some(written) = table.tls.as_ref().filter(|_| tls)
+        && let Some(server) = servers.iter().find(|server| server.url.is_https())
+    {
+        return Err(Invalid::at(
+            format!("{key}.tls"),
+            written,
+            format!(
+                "{} is checked over TLS with the pool's tls_* settings already: health tls = true is for http:// servers",
+                server.url
             ),
         ));
     }
@@ -1281,21 +1423,21 @@ fn retry(key: &str, pool: &PoolTable) -> Result<RetryConfig, Invalid> {
     })
 }
 
-/// `http://host[:port]` (no user, path, query or fragment) or `unix:/absolute/path`.
+/// `http://host[:port]` or `https://host[:port]` (no user, path, query or fragment) or
+/// `unix:/absolute/path`.
 fn server_url(key: &str, written: &Spanned<String>) -> Result<ServerUrl, Invalid> {
     let text = written.get_ref();
     let error = |what: &str| Invalid::at(key, written, format!("{text:?} {what}"));
     if let Some(path) = strip_prefix_ignoring_case(text, "unix:") {
         return unix_url(path).map_err(|what| error(&what));
     }
-    let Some(rest) = strip_prefix_ignoring_case(text, "http://") else {
-        if strip_prefix_ignoring_case(text, "https://").is_some() {
-            return Err(error(
-                "uses https: TLS to servers is not supported yet; use \"http://\" (clients can still use TLS: give the listener a tls table)",
-            ));
-        }
+    let (rest, https) = if let Some(rest) = strip_prefix_ignoring_case(text, "http://") {
+        (rest, false)
+    } else if let Some(rest) = strip_prefix_ignoring_case(text, "https://") {
+        (rest, true)
+    } else {
         return Err(error(
-            "must be \"http://host[:port]\" or \"unix:/absolute/path\"",
+            "must be \"http://host[:port]\", \"https://host[:port]\" or \"unix:/absolute/path\"",
         ));
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -1347,6 +1489,7 @@ fn server_url(key: &str, written: &Spanned<String>) -> Result<ServerUrl, Invalid
         (host, port)
     };
     let port = match port {
+        None if https => 443,
         None => 80,
         Some(port) => Some(port)
             .filter(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
@@ -1354,7 +1497,11 @@ fn server_url(key: &str, written: &Spanned<String>) -> Result<ServerUrl, Invalid
             .filter(|&port| port != 0)
             .ok_or_else(|| error("must have a port between 1 and 65535 after ':'"))?,
     };
-    Ok(ServerUrl::Http { host, port })
+    Ok(if https {
+        ServerUrl::Https { host, port }
+    } else {
+        ServerUrl::Http { host, port }
+    })
 }
 
 fn unix_url(path: &str) -> Result<ServerUrl, String> {

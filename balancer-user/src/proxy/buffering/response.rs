@@ -385,6 +385,7 @@ mod tests {
             &config.l7.pools[0],
             Arc::new(ErrorPages::default()),
             None,
+            None,
         ))
     }
 

@@ -3,12 +3,14 @@
 //! that gives the connection back to its pool once read to its end.
 //!
 //! Everything runs in the task of the client connection that made the request: no task per
-//! upstream connection, no channel, no lock on the way. The socket is used through `&self`
-//! readiness calls (`readable`, `try_write`), which lets the body writer watch for an early
-//! response while it writes (a server that answers before it has read the whole body, then
-//! stops reading, would otherwise leave us blocked on a full socket).
+//! upstream connection, no channel, no lock on the way. The socket is driven by poll functions
+//! that, while a body is being written, also read what the server answers meanwhile (a server
+//! that answers before it has read the whole body, then stops reading, would otherwise leave
+//! us blocked on a full socket). Plain sockets are read with `try_read_buf` straight into the
+//! response buffer; TLS streams (https:// servers) through rustls.
 
 use std::{
+    future::{Future, poll_fn},
     io::{self, IoSlice},
     pin::Pin,
     sync::Weak,
@@ -25,6 +27,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpStream, UnixStream},
 };
+use tokio_rustls::client::TlsStream;
 
 use super::{
     chunked::{self, ChunkedDecoder},
@@ -45,62 +48,170 @@ const READ_CHUNK: usize = 16 * 1024;
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// An https:// server. Boxed: rustls's state is kilobytes; the plain variants stay small.
+    Tls(Box<TlsStream<TlsIo>>),
+}
+
+/// The TCP socket under a TLS stream. In an `Option` so that it can be re-registered with
+/// another worker's reactor in place, under the same rustls session: tokio-rustls has no way
+/// to build a stream around an existing session.
+#[derive(Debug)]
+pub struct TlsIo(Option<TcpStream>);
+
+impl TlsIo {
+    pub fn new(stream: TcpStream) -> TlsIo {
+        TlsIo(Some(stream))
+    }
+
+    /// The socket; `NotConnected` only after a failed move between runtimes (the stream is
+    /// dropped then).
+    fn socket(&mut self) -> io::Result<&mut TcpStream> {
+        self.0
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl AsyncRead for TlsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().socket()?).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().socket()?).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().socket()?).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().socket()?).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().socket()?).poll_shutdown(cx)
+    }
 }
 
 impl Stream {
-    async fn readable(&self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
+    /// Reads what is there into `buf`'s spare capacity (the caller reserves it); `Ok(0)` is
+    /// the end of the stream.
+    fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let read = match self {
+                Stream::Tcp(s) => s.try_read_buf(buf),
+                Stream::Unix(s) => s.try_read_buf(buf),
+                Stream::Tls(s) => return tokio_util::io::poll_read_buf(Pin::new(s), cx, buf),
+            };
+            match read {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => match self {
+                    Stream::Tcp(s) => std::task::ready!(s.poll_read_ready(cx))?,
+                    Stream::Unix(s) => std::task::ready!(s.poll_read_ready(cx))?,
+                    Stream::Tls(_) => unreachable!("TLS reads returned above"),
+                },
+                other => return Poll::Ready(other),
+            }
         }
     }
 
-    async fn writable(&self) -> io::Result<()> {
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         match self {
-            Stream::Tcp(s) => s.writable().await,
-            Stream::Unix(s) => s.writable().await,
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Plain sockets have nothing to flush; rustls may hold records the socket had no room
+    /// for when a write returned.
+    fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Stream::Tcp(s) => s.poll_read_ready(cx),
-            Stream::Unix(s) => s.poll_read_ready(cx),
-        }
-    }
-
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.try_read_buf(buf),
-            Stream::Unix(s) => s.try_read_buf(buf),
-        }
-    }
-
-    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.try_write_vectored(bufs),
-            Stream::Unix(s) => s.try_write_vectored(bufs),
+            Stream::Tcp(_) | Stream::Unix(_) => Poll::Ready(Ok(())),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     /// The same socket, registered with the calling thread's runtime (a connection that moves
-    /// from one worker to another).
+    /// from one worker to another). TLS keeps its rustls session: only the socket under it
+    /// moves.
     pub fn into_current_runtime(self) -> io::Result<Stream> {
         Ok(match self {
             Stream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
             Stream::Unix(s) => Stream::Unix(UnixStream::from_std(s.into_std()?)?),
+            Stream::Tls(mut s) => {
+                let io = &mut s.get_mut().0;
+                let socket = io.0.take().ok_or(io::ErrorKind::NotConnected)?;
+                io.0 = Some(TcpStream::from_std(socket.into_std()?)?);
+                Stream::Tls(s)
+            }
         })
+    }
+
+    /// Whether nothing was received past what has been read: always for plain sockets (their
+    /// unread bytes stay in the kernel, where `idle_usable` looks); for TLS, rustls may hold
+    /// records it read from the socket beyond the response (bytes nobody asked for, or the
+    /// server's close_notify), which make the connection one not to reuse. No I/O.
+    fn nothing_pending(&mut self) -> bool {
+        match self {
+            Stream::Tcp(_) | Stream::Unix(_) => true,
+            Stream::Tls(s) => s.get_mut().1.process_new_packets().is_ok_and(|state| {
+                state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed()
+            }),
+        }
+    }
+
+    /// Whether the server picked `h2` by ALPN (TLS only).
+    pub fn alpn_h2(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+            Stream::Tcp(_) | Stream::Unix(_) => false,
+        }
     }
 
     /// Whether an idle connection is still usable: open, and with nothing unread (a server
     /// that closed it, or sent bytes nobody asked for, makes it unusable). One non-blocking
-    /// peek; the keep-alive race (RFC 9112 §9.3.1) is mostly caught here.
+    /// peek; the keep-alive race (RFC 9112 §9.3.1) is mostly caught here. For TLS the peek is
+    /// on the socket under it: a server's close_notify or a late TLS 1.3 session ticket both
+    /// show as bytes there, and either makes the connection one not to reuse (a ticket only
+    /// costs a new connection). Records rustls already took from the socket were checked when
+    /// the connection went idle (`nothing_pending`).
     pub fn idle_usable(&self) -> bool {
         let mut byte = [0u8; 1];
         use std::os::fd::AsRawFd;
         let fd = match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(s) => match &s.get_ref().0.0 {
+                Some(socket) => socket.as_raw_fd(),
+                None => return false,
+            },
         };
         // tokio has no non-blocking peek for unix sockets: ask the socket directly.
         // SAFETY: recv with MSG_PEEK | MSG_DONTWAIT into a valid one-byte buffer of ours.
@@ -127,26 +238,44 @@ impl Stream {
     /// `Ok(false)`: the server closed its side (or has no room left in `early`) while we still
     /// had bytes to write; the rest is not sent.
     async fn write_all_watching(
-        &self,
+        &mut self,
         parts: &mut [&[u8]],
         mut early: Option<&mut BytesMut>,
     ) -> io::Result<bool> {
-        let mut first = 0;
+        poll_fn(|cx| self.poll_write_all_watching(cx, parts, early.as_deref_mut())).await
+    }
+
+    fn poll_write_all_watching(
+        &mut self,
+        cx: &mut Context<'_>,
+        parts: &mut [&[u8]],
+        mut early: Option<&mut BytesMut>,
+    ) -> Poll<io::Result<bool>> {
         loop {
-            while first < parts.len() && parts[first].is_empty() {
-                first += 1;
-            }
-            if first == parts.len() {
-                return Ok(true);
-            }
-            let mut slices = [IoSlice::new(&[]); 4];
-            let count = (parts.len() - first).min(slices.len());
-            for (slice, part) in slices.iter_mut().zip(&parts[first..first + count]) {
-                *slice = IoSlice::new(part);
-            }
-            match self.try_write_vectored(&slices[..count]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(mut written) => {
+            let first = parts
+                .iter()
+                .position(|part| !part.is_empty())
+                .unwrap_or(parts.len());
+            let progress = if first == parts.len() {
+                match self.poll_flush_tls(cx) {
+                    Poll::Ready(Ok(())) => return Poll::Ready(Ok(true)),
+                    Poll::Ready(Err(err)) if early.is_some() && is_reset(&err) => {
+                        return Poll::Ready(Ok(false));
+                    }
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                    Poll::Pending => Poll::Pending,
+                }
+            } else {
+                let mut slices = [IoSlice::new(&[]); 4];
+                let count = (parts.len() - first).min(slices.len());
+                for (slice, part) in slices.iter_mut().zip(&parts[first..first + count]) {
+                    *slice = IoSlice::new(part);
+                }
+                self.poll_write_vectored(cx, &slices[..count])
+            };
+            match progress {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(mut written)) => {
                     for part in parts[first..].iter_mut() {
                         let take = written.min(part.len());
                         *part = &part[take..];
@@ -156,38 +285,41 @@ impl Stream {
                         }
                     }
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => match early.as_deref_mut() {
-                    Some(response) => {
-                        tokio::select! {
-                            ready = self.writable() => ready?,
-                            ready = self.readable(), if response.len() < MAX_EARLY_RESPONSE => {
-                                ready?;
-                                if !self.read_early(response)? {
-                                    return Ok(false);
-                                }
-                            }
+                Poll::Ready(Err(err)) if early.is_some() && is_reset(&err) => {
+                    return Poll::Ready(Ok(false));
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                // No room: read what the server sends meanwhile, if we may.
+                Poll::Pending => match early.as_deref_mut() {
+                    Some(response) if response.len() < MAX_EARLY_RESPONSE => {
+                        match self.poll_read_early(cx, response) {
+                            Poll::Ready(Ok(true)) => {}
+                            Poll::Ready(Ok(false)) => return Poll::Ready(Ok(false)),
+                            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                            Poll::Pending => return Poll::Pending,
                         }
                     }
-                    None => self.writable().await?,
+                    _ => return Poll::Pending,
                 },
-                Err(err) if early.is_some() && is_reset(&err) => return Ok(false),
-                Err(err) => return Err(err),
             }
         }
     }
 
     /// Reads what the server sent while the request is still being written. `false` when it
     /// closed its side.
-    fn read_early(&self, response: &mut BytesMut) -> io::Result<bool> {
+    fn poll_read_early(
+        &mut self,
+        cx: &mut Context<'_>,
+        response: &mut BytesMut,
+    ) -> Poll<io::Result<bool>> {
         if response.capacity() - response.len() < 1024 {
             response.reserve(READ_CHUNK);
         }
-        match self.try_read_buf(response) {
-            Ok(0) => Ok(false),
-            Ok(_) => Ok(true),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(true),
-            Err(err) if is_reset(&err) => Ok(false),
-            Err(err) => Err(err),
+        match std::task::ready!(self.poll_read_buf(cx, response)) {
+            Ok(0) => Poll::Ready(Ok(false)),
+            Ok(_) => Poll::Ready(Ok(true)),
+            Err(err) if is_reset(&err) => Poll::Ready(Ok(false)),
+            Err(err) => Poll::Ready(Err(err)),
         }
     }
 }
@@ -204,6 +336,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -217,6 +350,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -224,6 +358,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -231,6 +366,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -277,7 +413,7 @@ pub struct Answer {
 /// path and query; `headers` are sent as they are, with the framing headers set here from the
 /// body's length.
 pub async fn exchange<B: RequestBody>(
-    conn: H1Conn,
+    mut conn: H1Conn,
     request: &mut Request<B>,
 ) -> Result<Answer, ExchangeError> {
     let mut head = Vec::with_capacity(512);
@@ -292,7 +428,7 @@ pub async fn exchange<B: RequestBody>(
     head::write_request_head(&mut head, request.method(), &target, request.headers());
     let body = request.body_mut();
 
-    let stream = &conn.stream;
+    let stream = &mut conn.stream;
     // A body that is whole in memory goes out with the head in one write.
     let mut first = None;
     let mut ended = length == BodyLength::Exact(0);
@@ -347,7 +483,7 @@ pub async fn exchange<B: RequestBody>(
             Ok(None) => {}
             Err(err) => return Err(ExchangeError::Server(err.reason.to_string())),
         }
-        let read = read_some(&conn.stream, &mut buf).await;
+        let read = read_some(&mut conn.stream, &mut buf).await;
         match read {
             Ok(0) if buf.is_empty() => {
                 return Err(ExchangeError::Closed(io::ErrorKind::UnexpectedEof.into()));
@@ -358,7 +494,13 @@ pub async fn exchange<B: RequestBody>(
                 ));
             }
             Ok(_) => {}
-            Err(err) if buf.is_empty() && is_reset(&err) => return Err(ExchangeError::Closed(err)),
+            // A TLS server that closes without close_notify reads as an unexpected end.
+            Err(err)
+                if buf.is_empty()
+                    && (is_reset(&err) || err.kind() == io::ErrorKind::UnexpectedEof) =>
+            {
+                return Err(ExchangeError::Closed(err));
+            }
             Err(err) => return Err(ExchangeError::Io(err)),
         }
     }
@@ -395,7 +537,7 @@ fn frame_request(headers: &mut HeaderMap, length: BodyLength) -> bool {
 /// Writes the rest of the body, reading what the server answers meanwhile into `response`.
 /// `Ok(false)`: the server closed its side first (the rest is not sent).
 async fn write_body<B: RequestBody>(
-    stream: &Stream,
+    stream: &mut Stream,
     body: &mut B,
     chunked: bool,
     response: &mut BytesMut,
@@ -405,17 +547,24 @@ async fn write_body<B: RequestBody>(
         // for that (a pull may be writing a 100 Continue to the client).
         let next = {
             let mut pull = std::pin::pin!(body.next_data());
-            loop {
-                tokio::select! {
-                    biased;
-                    next = &mut pull => break next,
-                    ready = stream.readable(), if response.len() < MAX_EARLY_RESPONSE => {
-                        ready.map_err(ExchangeError::Io)?;
-                        if !stream.read_early(response).map_err(ExchangeError::Io)? {
-                            return Ok(false);
-                        }
+            let waited = poll_fn(|cx| {
+                if let Poll::Ready(next) = pull.as_mut().poll(cx) {
+                    return Poll::Ready(Ok(Some(next)));
+                }
+                while response.len() < MAX_EARLY_RESPONSE {
+                    match std::task::ready!(stream.poll_read_early(cx, response)) {
+                        Ok(true) => {}
+                        Ok(false) => return Poll::Ready(Ok(None)),
+                        Err(err) => return Poll::Ready(Err(err)),
                     }
                 }
+                Poll::Pending
+            })
+            .await;
+            match waited.map_err(ExchangeError::Io)? {
+                Some(next) => next,
+                // The server closed its side first.
+                None => return Ok(false),
             }
         };
         let end = next.is_none();
@@ -449,16 +598,11 @@ async fn write_body<B: RequestBody>(
     }
 }
 
-async fn read_some(stream: &Stream, buf: &mut BytesMut) -> io::Result<usize> {
-    loop {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
-        }
-        match stream.try_read_buf(buf) {
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => stream.readable().await?,
-            other => return other,
-        }
+async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
     }
+    poll_fn(|cx| stream.poll_read_buf(cx, buf)).await
 }
 
 fn is_reset(err: &io::Error) -> bool {
@@ -534,8 +678,9 @@ impl UpstreamBody {
     fn finish(&mut self) {
         self.state = BodyState::Done;
         let conn = self.conn.take();
-        if let (Some(conn), Some(pool)) = (conn, self.back_to.take())
+        if let (Some(mut conn), Some(pool)) = (conn, self.back_to.take())
             && self.buf.is_empty()
+            && conn.stream.nothing_pending()
             && let Some(pool) = pool.upgrade()
         {
             pool.release(conn);
@@ -606,7 +751,7 @@ impl hyper::body::Body for UpstreamBody {
             if matches!(this.state, BodyState::Done) {
                 return Poll::Ready(None);
             }
-            let Some(conn) = &this.conn else {
+            let Some(conn) = &mut this.conn else {
                 return Poll::Ready(None);
             };
             let want = match this.state {
@@ -618,7 +763,7 @@ impl hyper::body::Body for UpstreamBody {
             if this.buf.capacity() - this.buf.len() < want.min(1024) {
                 this.buf.reserve(want);
             }
-            match conn.stream.try_read_buf(&mut this.buf) {
+            match std::task::ready!(conn.stream.poll_read_buf(cx, &mut this.buf)) {
                 Ok(0) => {
                     let state = std::mem::replace(&mut this.state, BodyState::Done);
                     this.conn = None;
@@ -630,9 +775,6 @@ impl hyper::body::Body for UpstreamBody {
                     });
                 }
                 Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    std::task::ready!(conn.stream.poll_read_ready(cx))?;
-                }
                 Err(err) => {
                     this.conn = None;
                     this.state = BodyState::Done;
