@@ -393,3 +393,45 @@ fn a_queue_timeout_is_a_503_with_retry_after_and_no_server_failure() {
     assert_eq!(pool["servers"][0]["state"], "up", "{pool}");
     assert_eq!(pool["queue"]["timeouts"], 2, "{pool}");
 }
+
+#[test]
+fn a_stalled_upload_gets_408_and_never_reaches_the_server() {
+    let stack = Stack::start("stall", "client_body_timeout = \"1s\"", "", "");
+    let path = stack.net.path();
+    let (status, took) = balancer_tests::in_netns(&path, || {
+        let mut stream = std::net::TcpStream::connect(LISTEN).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let started = Instant::now();
+        stream
+            .write_all(
+                format!(
+                    "POST /upload/ HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\nContent-Length: 1000\r\n\r\nonly this"
+                )
+                .as_bytes(),
+            )
+            .expect("write");
+        // Then nothing: the proxy's clock between two reads of the body runs out.
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+    })
+    .expect("client");
+    assert!(
+        status.starts_with("HTTP/1.1 408"),
+        "a body that stalls past client_body_timeout gets 408 (after {took:?}): {status:?}\n{}",
+        stack.diagnostics()
+    );
+    assert!(
+        !stack.gunicorn.access_log().contains("/upload/"),
+        "the stalled upload never reached gunicorn:\n{}",
+        stack.diagnostics()
+    );
+    let (_, state) = stack.balancer.admin_get("/api/state").expect("state");
+    let state: serde_json::Value = serde_json::from_str(&state).expect("JSON");
+    assert_eq!(
+        state["pools"][0]["servers"][0]["state"], "up",
+        "a client's stall is not the server's failure"
+    );
+}
