@@ -146,3 +146,59 @@ fn render_memory(md: &mut String, memory: &Value) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_three_tables_and_the_target() {
+        let raw = serde_json::json!({
+            "slow_clients": {
+                "workers": 2, "slow_uploads": 10, "upload_bytes": 4096,
+                "upload_rate_bytes_per_s": 100, "seconds": 4,
+                "runs": {
+                    "balancer": { "requests": 39, "failed": 0, "p50_ms": 2.8, "p99_ms": 8.2, "max_ms": 8.2 },
+                    "balancer_streamed": { "requests": 1, "failed": 1, "p50_ms": null, "p99_ms": null, "max_ms": null },
+                    "nginx": { "requests": 39, "failed": 0, "p50_ms": 2.2, "p99_ms": 5.2, "max_ms": 5.2 }
+                }
+            },
+            "uploads": {
+                "body_bytes": 1048576, "connections": 50, "seconds": 3,
+                "runs": {
+                    "buffered": { "requests_per_s": 477.7, "errors": 0, "rss_before_kib": 10460, "peak_rss_kib": 15512 },
+                    "streamed": { "requests_per_s": 489.5, "errors": 0, "rss_before_kib": 10780, "peak_rss_kib": 16804 }
+                }
+            },
+            "memory": {
+                "connections": 200, "body_bytes": 5242880, "seconds": 3,
+                "runs": {
+                    "uploads": { "requests_per_s": 43.6, "errors": 0, "rss_before_kib": 10880, "peak_rss_kib": 28648, "growth_kib": 17768, "buffers_allow_kib": 12800 },
+                    "downloads": { "requests_per_s": 81.5, "errors": 0, "rss_before_kib": 10500, "peak_rss_kib": 55728, "growth_kib": 45228, "buffers_allow_kib": 51200 }
+                }
+            }
+        });
+        let mut md = String::new();
+        render(&mut md, &raw).unwrap();
+        assert!(
+            md.contains("| nginx | 39 | 0 | 2.2 ms | 5.2 ms | 5.2 ms |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| balancer, `request_buffering = false` | 1 | 1 | — | — | — |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("1.58× nginx's") && md.contains("**missed**"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| buffered (default) | 477.7 | 0 | 10460 KiB | 15512 KiB |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| downloads | 81.5 | 0 | 10500 KiB | 55728 KiB | 45228 KiB | 51200 KiB |"),
+            "{md}"
+        );
+    }
+}
