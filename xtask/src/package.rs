@@ -17,11 +17,12 @@ use crate::{
 };
 
 /// Files the package must install, as `dpkg-deb -c` lists them.
-const FILES: [&str; 4] = [
+const FILES: [&str; 5] = [
     "./usr/bin/balancer",
     "./lib/systemd/system/balancer.service",
     "./etc/balancer/balancer.toml",
     "./usr/share/doc/balancer/README.md",
+    "./usr/share/doc/balancer/examples/bird.conf",
 ];
 
 /// Builds the release binary and the `.deb`; returns the `.deb`'s path.
