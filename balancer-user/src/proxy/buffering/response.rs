@@ -65,6 +65,8 @@ pub fn wanted(headers: &mut HeaderMap) -> bool {
 /// A file, if one is needed, goes in `dir` (`proxy.temp_dir`).
 pub fn buffer(body: Body, load: Option<ServerLoad>, limits: Limits, dir: &Path) -> Body {
     let mut body = body;
+    // Usually one piece: kept apart, so that the common case allocates no queue.
+    let mut first: Option<Bytes> = None;
     let mut early = VecDeque::new();
     let mut early_bytes = 0;
     // What the server sent already, read without waiting: usually the whole body.
@@ -77,13 +79,17 @@ pub fn buffer(body: Body, load: Option<ServerLoad>, limits: Limits, dir: &Path) 
             Poll::Ready(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     early_bytes += data.len();
-                    early.push_back(data);
+                    match first {
+                        None => first = Some(data),
+                        Some(_) => early.push_back(data),
+                    }
                 }
             }
             Poll::Ready(None) => {
                 drop(load);
                 return Body::new(Whole {
-                    pieces: early,
+                    first,
+                    rest: early,
                     error: None,
                 });
             }
@@ -91,7 +97,8 @@ pub fn buffer(body: Body, load: Option<ServerLoad>, limits: Limits, dir: &Path) 
             Poll::Ready(Some(Err(err))) => {
                 drop(load);
                 return Body::new(Whole {
-                    pieces: early,
+                    first,
+                    rest: early,
                     error: Some(err),
                 });
             }
@@ -104,7 +111,12 @@ pub fn buffer(body: Body, load: Option<ServerLoad>, limits: Limits, dir: &Path) 
         .map(|rest| rest + early_bytes as u64);
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            memory: early,
+            memory: {
+                if let Some(first) = first {
+                    early.push_front(first);
+                }
+                early
+            },
             in_memory: early_bytes,
             file: None,
             file_written: 0,
@@ -126,7 +138,8 @@ pub fn buffer(body: Body, load: Option<ServerLoad>, limits: Limits, dir: &Path) 
 
 /// A body that is whole in memory (and may end with the server's error).
 struct Whole {
-    pieces: VecDeque<Bytes>,
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
     error: Option<BoxError>,
 }
 
@@ -138,21 +151,23 @@ impl hyper::body::Body for Whole {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(data) = self.pieces.pop_front() {
+        if let Some(data) = self.first.take().or_else(|| self.rest.pop_front()) {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         Poll::Ready(self.error.take().map(Err))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pieces.is_empty() && self.error.is_none()
+        self.first.is_none() && self.rest.is_empty() && self.error.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
         if self.error.is_some() {
             return SizeHint::default();
         }
-        SizeHint::with_exact(self.pieces.iter().map(|piece| piece.len() as u64).sum())
+        let first = self.first.as_ref().map_or(0, Bytes::len);
+        let rest: usize = self.rest.iter().map(Bytes::len).sum();
+        SizeHint::with_exact((first + rest) as u64)
     }
 }
 
