@@ -1,7 +1,8 @@
 //! A restart of `balancer run` with `xdp.pin_path` loses no packet (issue 18, "A restart
 //! that loses nothing").
 //!
-//! Through an `ipip` VIP pair (TCP over IPv4 and IPv6, with health checks) and a UDP VIP,
+//! Through a VIP pair (TCP over IPv4 and IPv6, with health checks) and a UDP VIP, forwarded
+//! with `ipip` in one test and `l2-dsr` in the other,
 //! the client keeps one UDP flow at 1 kHz (numbered datagrams, echoed by the backend) and
 //! eight TCP echo flows busy while the balancer is restarted five times the way an operator
 //! does it: SIGTERM, wait for the exit, start it again. The pinned program forwards while
@@ -48,7 +49,7 @@ const SETTLE: Duration = Duration::from_millis(1500);
 /// How long replies may still arrive after the last datagram was sent.
 const UDP_DRAIN: Duration = Duration::from_secs(1);
 
-fn config(topology: &L4Topology, pin_dir: &Path) -> String {
+fn config(topology: &L4Topology, forward: &str, pin_dir: &Path) -> String {
     let backends = |family: Family| topology.backends_toml(family, &[1, 1, 1]);
     let health =
         "{ check = \"tcp\", interval = \"200ms\", timeout = \"150ms\", rise = 1, fall = 2 }";
@@ -69,7 +70,7 @@ name = "web4"
 address = "{VIP4}"
 port = {PORT}
 protocol = "tcp"
-forward = "ipip"
+forward = "{forward}"
 backends = {b4}
 health = {health}
 
@@ -78,7 +79,7 @@ name = "web6"
 address = "{VIP6}"
 port = {PORT}
 protocol = "tcp"
-forward = "ipip"
+forward = "{forward}"
 backends = {b6}
 health = {health}
 
@@ -87,7 +88,7 @@ name = "dns4"
 address = "{UDP_VIP4}"
 port = {PORT}
 protocol = "udp"
-forward = "ipip"
+forward = "{forward}"
 backends = {b4}
 "#,
         iface = topology.lb_interface(),
@@ -125,27 +126,29 @@ struct Setup {
     topology: L4Topology,
 }
 
-fn setup() -> anyhow::Result<Setup> {
-    let mut topology = L4Topology::new("rst", 3)?;
+fn setup(tag: &str, forward: &str) -> anyhow::Result<Setup> {
+    let mut topology = L4Topology::new(tag, 3)?;
     for vip in [VIP4, VIP6, UDP_VIP4] {
         topology.add_vip(vip.parse()?)?;
     }
     topology.start_name_servers(PORT)?;
     topology.attach_pass_on_lb_peer()?;
-    let dir = ScratchDir(std::env::temp_dir().join(format!("balancer-rst-{}", unique_suffix())));
+    let dir = ScratchDir(std::env::temp_dir().join(format!("balancer-{tag}-{}", unique_suffix())));
     fs::create_dir_all(&dir.0)?;
-    let decap = (1..=3)
+    // `ipip` backends strip the outer header with `balancer decap`; `l2-dsr` ones need nothing.
+    let decap_hosts = if forward == "ipip" { 3 } else { 0 };
+    let decap = (1..=decap_hosts)
         .map(|k| {
             let log = dir.0.join(format!("decap-b{k}.log"));
             BalancerProcess::start_decap(topology.backend(k), "veth0", &log)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/balancer-test-rst-{}",
+        "/sys/fs/bpf/balancer-test-{tag}-{}",
         unique_suffix()
     )));
     let config_path = dir.0.join("balancer.toml");
-    fs::write(&config_path, config(&topology, &pins.0))?;
+    fs::write(&config_path, config(&topology, forward, &pins.0))?;
     let balancer = BalancerProcess::start(topology.lb(), &config_path, ADMIN)?;
     Ok(Setup {
         balancer: Some(balancer),
@@ -462,7 +465,7 @@ fn restart(setup: &mut Setup) -> anyhow::Result<Restart> {
     })
 }
 
-fn exercise(setup: &mut Setup) -> anyhow::Result<()> {
+fn exercise(setup: &mut Setup, forward: &str) -> anyhow::Result<()> {
     setup.wait_ready()?;
     let traffic = Traffic::start(&setup.topology)?;
     // A second of steady traffic first: losses there would not be the restarts' doing.
@@ -473,14 +476,14 @@ fn exercise(setup: &mut Setup) -> anyhow::Result<()> {
     }
     let outcome = traffic.finish()?;
 
-    let mut failures = Vec::new();
-    println!(
-        "restart | balancer away | UDP lost (longest run) | longest TCP stall | next_hop_unresolved"
+    // One print: the two tests run side by side and their lines must not interleave.
+    let mut report = format!(
+        "{forward}: restart | balancer away | UDP lost (longest run) | longest TCP stall | next_hop_unresolved\n"
     );
     for (round, restart) in restarts.iter().enumerate() {
         let lost = outcome.udp_lost(restart.from, restart.to);
-        println!(
-            "{:>7} | {:>10} ms | {:>9} ({:>4})        | {:>14} ms | +{}",
+        report += &format!(
+            "{forward}: {:>7} | {:>10} ms | {:>9} ({:>4})        | {:>14} ms | +{}\n",
             round + 1,
             restart.away.as_millis(),
             lost.len(),
@@ -490,20 +493,22 @@ fn exercise(setup: &mut Setup) -> anyhow::Result<()> {
         );
     }
     let all_lost = outcome.udp_lost(outcome.started, Instant::now());
-    println!(
-        "UDP: {} datagrams sent at 1 kHz, {} lost (longest run {}), echoed by {:?}",
+    report += &format!(
+        "{forward}: UDP: {} datagrams sent at 1 kHz, {} lost (longest run {}), echoed by {:?}\n",
         outcome.sent,
         all_lost.len(),
         longest_run(&all_lost),
         outcome.echoes.backends
     );
-    println!(
-        "TCP: {} echo flows, longest stall over the whole run {} ms",
+    report += &format!(
+        "{forward}: TCP: {} echo flows, longest stall over the whole run {} ms",
         outcome.tcp.len(),
         outcome
             .longest_stall(outcome.started, Instant::now())
             .as_millis()
     );
+    println!("{report}");
+    let mut failures = Vec::new();
     if !all_lost.is_empty() {
         failures.push(format!(
             "{} of {} datagrams lost (first {:?})",
@@ -531,17 +536,26 @@ fn exercise(setup: &mut Setup) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn restarts_with_pinned_maps_lose_nothing() {
-    let mut setup = setup().expect("topology and balancer start");
-    if let Err(err) = exercise(&mut setup) {
+fn restarts_lose_nothing(tag: &str, forward: &str) {
+    let mut setup = setup(tag, forward).expect("topology and balancer start");
+    if let Err(err) = exercise(&mut setup, forward) {
         let log = setup
             .balancer
             .as_ref()
             .map(BalancerProcess::log)
             .unwrap_or_default();
-        panic!("{err:#}\nbalancer log:\n{log}");
+        panic!("{forward}: {err:#}\nbalancer log:\n{log}");
     }
+}
+
+#[test]
+fn ipip_restarts_with_pinned_maps_lose_nothing() {
+    restarts_lose_nothing("rsti", "ipip");
+}
+
+#[test]
+fn l2_dsr_restarts_with_pinned_maps_lose_nothing() {
+    restarts_lose_nothing("rstl", "l2-dsr");
 }
 
 #[test]
