@@ -279,7 +279,7 @@ impl Control {
         xdp: &XdpConfig,
         configs: &[VipConfig],
         xdp_ifindex: u32,
-        hops: &[(IpAddr, Result<NextHop, NextHopError>)],
+        hops: &[nexthop::Resolved],
     ) -> Result<Control, ControlError> {
         let ControlMaps {
             vips: mut vips_map,
@@ -346,7 +346,7 @@ impl Control {
         key: VipKey,
         id: u32,
         old_meta: Option<VipMeta>,
-        hops: &[(IpAddr, Result<NextHop, NextHopError>)],
+        hops: &[nexthop::Resolved],
     ) -> Result<VipModel, ControlError> {
         let l2 = *config.forward.get_ref() == ForwardMode::L2Dsr;
         let per_vip = self.backends_per_vip;

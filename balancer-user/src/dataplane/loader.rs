@@ -28,7 +28,7 @@ use tokio::io::unix::AsyncFd;
 use super::{
     EBPF_OBJECT, StatsReader,
     control::{Control, ControlMaps},
-    nexthop::{NextHop, NextHopError},
+    nexthop::Resolved,
 };
 use crate::config::{VipConfig, XdpAttachMode, XdpConfig};
 
@@ -134,7 +134,7 @@ impl Dataplane {
     pub fn start(
         xdp: &XdpConfig,
         vips: &[VipConfig],
-        hops: &[(IpAddr, Result<NextHop, NextHopError>)],
+        hops: &[Resolved],
     ) -> Result<(Dataplane, Control, StatsReader), DataplaneError> {
         let interface = xdp.interface.get_ref().clone();
         let ifindex = if_index(&interface)?;

@@ -101,18 +101,18 @@ impl NextHopError {
     }
 }
 
+/// A backend's address and what resolving its next hop gave.
+pub type Resolved = (IpAddr, Result<NextHop, NextHopError>);
+
 /// Resolves each of `backends` once (duplicates are resolved once), before the data plane
 /// uses them. A neighbour not resolved yet is solicited and asked again every
 /// `RESOLVE_RETRY` until `patience` is up, so a start that takes forwarding over finds its
 /// next hops known rather than dropping the first packets as `next_hop_unresolved`.
 ///
 /// Blocking: runs `ip` (three times per backend and attempt) and sleeps between attempts.
-pub fn resolve_all(
-    backends: &[IpAddr],
-    patience: std::time::Duration,
-) -> Vec<(IpAddr, Result<NextHop, NextHopError>)> {
+pub fn resolve_all(backends: &[IpAddr], patience: std::time::Duration) -> Vec<Resolved> {
     let deadline = std::time::Instant::now() + patience;
-    let mut results: Vec<(IpAddr, Result<NextHop, NextHopError>)> = Vec::new();
+    let mut results: Vec<Resolved> = Vec::new();
     for backend in backends {
         if results.iter().all(|(address, _)| address != backend) {
             results.push((*backend, resolve(*backend)));

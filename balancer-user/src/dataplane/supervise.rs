@@ -32,12 +32,7 @@ const NEXT_HOP_PATIENCE_AT_START: Duration = Duration::from_secs(1);
 /// The next hops of every forwarding backend of `vips`, resolved before the data plane
 /// starts (see [`super::Control::new`]): with pinned maps, the program keeps forwarding
 /// with the previous run's hops until these replace them.
-pub async fn resolve_before_start(
-    vips: &[VipConfig],
-) -> Vec<(
-    std::net::IpAddr,
-    Result<nexthop::NextHop, nexthop::NextHopError>,
-)> {
+pub async fn resolve_before_start(vips: &[VipConfig]) -> Vec<nexthop::Resolved> {
     let backends: Vec<std::net::IpAddr> = vips
         .iter()
         .filter(|vip| *vip.forward.get_ref() != ForwardMode::Local)
