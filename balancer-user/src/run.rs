@@ -89,7 +89,10 @@ async fn serve(
     let mut xdp_view = None;
     let mut supervisors = None;
     if let Some(xdp) = &config.xdp {
-        let (plane, control, stats) = Dataplane::start(xdp, &config.vips)?;
+        // Next hops first: a restart with pinned maps must not take over (or write a
+        // backend slot) before it knows where the backends' packets go.
+        let hops = supervise::resolve_before_start(&config.vips).await;
+        let (plane, control, stats) = Dataplane::start(xdp, &config.vips, &hops)?;
         let control = Arc::new(std::sync::Mutex::new(control));
         supervisors = Some(supervise::spawn(control.clone(), shutdown_rx.clone()));
         xdp_view = Some(XdpView {

@@ -594,7 +594,13 @@ impl LongLived {
         Ok(self.writer.local_addr()?)
     }
 
-    /// Sends a line and expects it echoed within 2 s.
+    /// How long [`Self::ping`] waits for its echo (2 s unless set): a test that measures
+    /// stalls sets it longer, so that a long stall is measured rather than a failure.
+    pub fn set_ping_timeout(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        Ok(self.reader.get_ref().set_read_timeout(Some(timeout))?)
+    }
+
+    /// Sends a line and expects it echoed within 2 s (see [`Self::set_ping_timeout`]).
     pub fn ping(&mut self) -> anyhow::Result<()> {
         self.pings += 1;
         let line = format!("ping {}\n", self.pings);

@@ -26,7 +26,7 @@ use super::{
     VipInfo,
     layout::{self, AdminState, LayoutError, TableMember},
     loader::vip_key,
-    nexthop::NextHop,
+    nexthop::{self, NextHop, NextHopError},
 };
 use crate::config::{AclConfig, ForwardMode, HealthCheckConfig, UdpHash, VipConfig, XdpConfig};
 
@@ -115,6 +115,93 @@ impl From<&NextHop> for NextHopView {
     }
 }
 
+impl NextHopView {
+    /// The next hop a backend slot holds, when it holds a resolved one (a pinned map keeps
+    /// what the previous run resolved). The gateway is not kept in the slot: `None`.
+    fn from_slot(info: &BackendInfo, interface: impl FnOnce(u32) -> String) -> Option<Self> {
+        if info.flags & BACKEND_FLAG_RESOLVED == 0 {
+            return None;
+        }
+        // The route towards a backend has a source address of the backend's family.
+        let source = match info.family {
+            FAMILY_IPV4 => IpAddr::from([
+                info.outer_src[0],
+                info.outer_src[1],
+                info.outer_src[2],
+                info.outer_src[3],
+            ]),
+            FAMILY_IPV6 => IpAddr::from(info.outer_src),
+            _ => return None,
+        };
+        let hop = NextHop {
+            ifindex: info.ifindex,
+            interface: interface(info.ifindex),
+            src_mac: info.src_mac,
+            dst_mac: info.dst_mac,
+            src_addr: source,
+            mtu: info.mtu,
+            via_gateway: None,
+        };
+        Some(NextHopView::from(&hop))
+    }
+}
+
+/// Why a next hop could not be resolved, and whether that makes the last resolved one wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopError {
+    pub message: String,
+    /// See [`NextHopError::invalidates_last_hop`].
+    pub invalidates: bool,
+}
+
+impl From<&NextHopError> for HopError {
+    fn from(err: &NextHopError) -> Self {
+        HopError {
+            message: err.to_string(),
+            invalidates: err.invalidates_last_hop(),
+        }
+    }
+}
+
+/// A backend's next hop after a resolution attempt, and the error to show with it.
+///
+/// A resolved hop is replaced by a newer resolved one, or dropped when the kernel's answer
+/// shows it is wrong now. Any other failure keeps it: the XDP program forwards with what it
+/// has rather than dropping the backend's packets as `next_hop_unresolved` (a restart with
+/// pinned maps starts from the previous run's hops, and must never lose them to a neighbour
+/// entry that is being refreshed).
+fn next_hop_after(
+    current: Option<NextHopView>,
+    attempt: Result<NextHopView, HopError>,
+) -> (Option<NextHopView>, Option<String>) {
+    match (attempt, current) {
+        (Ok(hop), _) => (Some(hop), None),
+        (Err(err), Some(hop)) if !err.invalidates => (
+            Some(hop),
+            Some(format!(
+                "{}; forwarding with the last resolved next hop",
+                err.message
+            )),
+        ),
+        (Err(err), _) => (None, Some(err.message)),
+    }
+}
+
+/// A resolution result as a VIP can use it: `l2-dsr` needs the backend on-link.
+fn usable_hop(l2: bool, hop: Result<&NextHop, HopError>) -> Result<NextHopView, HopError> {
+    match hop {
+        Ok(hop) if l2 && hop.via_gateway.is_some() => Err(HopError {
+            message: format!(
+                "l2-dsr needs the backend on-link, but the route goes via {}",
+                hop.via_gateway.expect("checked")
+            ),
+            invalidates: true,
+        }),
+        Ok(hop) => Ok(NextHopView::from(hop)),
+        Err(err) => Err(err),
+    }
+}
+
 /// What the proxy's health checks say of the pool servers on a backend's address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LinkedHealth {
@@ -182,11 +269,17 @@ pub struct ControlMaps {
 impl Control {
     /// Takes over the maps (fresh, or pinned by an earlier run), reuses the
     /// ids and slots found in them, and writes the configured VIPs.
+    ///
+    /// `hops` are the backends' next hops, resolved before anything is written: a backend's
+    /// slot never goes from resolved (pinned) to unresolved, which would drop its flows'
+    /// packets while the program runs on. A backend missing from `hops`, or whose resolution
+    /// failed without proving the pinned hop wrong, keeps the pinned hop.
     pub fn new(
         maps: ControlMaps,
         xdp: &XdpConfig,
         configs: &[VipConfig],
         xdp_ifindex: u32,
+        hops: &[nexthop::Resolved],
     ) -> Result<Control, ControlError> {
         let ControlMaps {
             vips: mut vips_map,
@@ -232,8 +325,14 @@ impl Control {
         for ((config, key), (id, existed)) in configs.iter().zip(keys).zip(ids) {
             let old_meta = existing.iter().find(|(k, _)| *k == key).map(|(_, m)| *m);
             let model =
-                control.vip_model(config, key, id, existed.then_some(old_meta).flatten())?;
+                control.vip_model(config, key, id, existed.then_some(old_meta).flatten(), hops)?;
             control.vips.push(model);
+        }
+        for vip in 0..control.vips.len() {
+            for backend in 0..control.vips[vip].backends.len() {
+                control.add_tx_port(vip, backend)?;
+                control.log_next_hop(vip, backend);
+            }
         }
         for index in 0..control.vips.len() {
             control.apply(index)?;
@@ -247,7 +346,9 @@ impl Control {
         key: VipKey,
         id: u32,
         old_meta: Option<VipMeta>,
+        hops: &[nexthop::Resolved],
     ) -> Result<VipModel, ControlError> {
+        let l2 = *config.forward.get_ref() == ForwardMode::L2Dsr;
         let per_vip = self.backends_per_vip;
         // What the pinned map holds for this VIP id: reused when the address matches.
         let mut present: Vec<(IpAddr, u32, BackendInfo)> = Vec::new();
@@ -294,6 +395,21 @@ impl Control {
                     .map(|info| AdminState::from_code(info.admin))
                     .unwrap_or_default();
                 let state_code = layout::effective_state(healthy, admin);
+                let pinned = previous.and_then(|info| {
+                    NextHopView::from_slot(&info, |ifindex| {
+                        nexthop::interface_name(ifindex)
+                            .unwrap_or_else(|| format!("ifindex {ifindex}"))
+                    })
+                });
+                let resolved = hops
+                    .iter()
+                    .find(|(address, _)| *address == backend.address)
+                    .map(|(_, result)| usable_hop(l2, result.as_ref().map_err(HopError::from)));
+                let (next_hop, next_hop_error) = match resolved {
+                    Some(attempt) => next_hop_after(pinned, attempt),
+                    None if pinned.is_some() => (pinned, None),
+                    None => (None, Some("not resolved yet".to_string())),
+                };
                 BackendModel {
                     address: backend.address,
                     weight: backend.weight,
@@ -304,8 +420,8 @@ impl Control {
                     pool_health: None,
                     state: layout::state_label(state_code),
                     state_code,
-                    next_hop: None,
-                    next_hop_error: Some("not resolved yet".to_string()),
+                    next_hop,
+                    next_hop_error,
                 }
             })
             .collect();
@@ -449,54 +565,63 @@ impl Control {
         Ok(changed)
     }
 
-    /// Records where packets for a backend go (or why that is unknown).
+    /// Records where packets for a backend go (or why that is unknown); see
+    /// [`next_hop_after`] for when a failed resolution keeps the last resolved hop.
     pub fn set_next_hop(
         &mut self,
         vip: usize,
         backend: usize,
-        hop: Result<&NextHop, String>,
+        hop: Result<&NextHop, HopError>,
     ) -> Result<(), ControlError> {
         let l2 = self.vips[vip].info.forward == ForwardMode::L2Dsr;
-        let (view, error) = match hop {
-            Ok(hop) if l2 && hop.via_gateway.is_some() => (
-                None,
-                Some(format!(
-                    "l2-dsr needs the backend on-link, but the route goes via {}",
-                    hop.via_gateway.expect("checked")
-                )),
-            ),
-            Ok(hop) => (Some(NextHopView::from(hop)), None),
-            Err(error) => (None, Some(error)),
-        };
         let model = &mut self.vips[vip].backends[backend];
+        let (view, error) = next_hop_after(model.next_hop.clone(), usable_hop(l2, hop));
         if model.next_hop == view && model.next_hop_error == error {
             return Ok(());
         }
+        let hop_changed = model.next_hop != view;
         model.next_hop = view;
         model.next_hop_error = error;
+        self.add_tx_port(vip, backend)?;
+        self.log_next_hop(vip, backend);
+        if !hop_changed {
+            // Only the error to show changed: the slot already holds this hop.
+            return Ok(());
+        }
+        let info = self.backend_info(vip, backend);
+        let slot = self.vips[vip].backends[backend].slot;
+        self.write_slot_raw(slot, &info)
+    }
+
+    /// A next hop on another interface is reached with XDP_REDIRECT through the devmap.
+    fn add_tx_port(&mut self, vip: usize, backend: usize) -> Result<(), ControlError> {
         if let Some(hop) = &self.vips[vip].backends[backend].next_hop
             && hop.ifindex != self.xdp_ifindex
         {
-            // Another interface: reachable through the devmap with XDP_REDIRECT.
             self.tx_ports
                 .insert(hop.ifindex, hop.ifindex, None, 0)
                 .map_err(|err| ControlError::Devmap(err.to_string()))?;
         }
+        Ok(())
+    }
+
+    fn log_next_hop(&self, vip: usize, backend: usize) {
         let name = &self.vips[vip].info.name;
         let model = &self.vips[vip].backends[backend];
         match (&model.next_hop, &model.next_hop_error) {
-            (Some(hop), _) => tracing::info!(
+            (Some(hop), None) => tracing::info!(
                 vip = %name, backend = %model.address, interface = %hop.interface,
                 mac = %hop.mac, mtu = hop.mtu, "next hop resolved"
+            ),
+            (Some(hop), Some(error)) => tracing::warn!(
+                vip = %name, backend = %model.address, interface = %hop.interface,
+                mac = %hop.mac, "next hop not re-resolved: {error}"
             ),
             (None, Some(error)) => {
                 tracing::warn!(vip = %name, backend = %model.address, "next hop unknown: {error}")
             }
             (None, None) => {}
         }
-        let info = self.backend_info(vip, backend);
-        let slot = self.vips[vip].backends[backend].slot;
-        self.write_slot_raw(slot, &info)
     }
 
     /// Recomputes a VIP's backend states and table and writes what changed.
@@ -717,4 +842,103 @@ fn sync_trie<K: aya::Pod + PartialEq>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(mac_byte: u8, gateway: Option<&str>) -> NextHop {
+        NextHop {
+            ifindex: 3,
+            interface: "eth1".into(),
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, mac_byte],
+            src_addr: "198.18.0.2".parse().unwrap(),
+            mtu: 1500,
+            via_gateway: gateway.map(|g| g.parse().unwrap()),
+        }
+    }
+
+    fn failure(invalidates: bool) -> HopError {
+        HopError {
+            message: "it failed".into(),
+            invalidates,
+        }
+    }
+
+    #[test]
+    fn a_resolved_hop_replaces_whatever_was_there() {
+        let old = NextHopView::from(&hop(0x0b, None));
+        let new = NextHopView::from(&hop(0x0c, None));
+        assert_eq!(
+            next_hop_after(Some(old), Ok(new.clone())),
+            (Some(new.clone()), None)
+        );
+        assert_eq!(next_hop_after(None, Ok(new.clone())), (Some(new), None));
+    }
+
+    #[test]
+    fn a_failure_that_proves_nothing_keeps_the_last_resolved_hop() {
+        let old = NextHopView::from(&hop(0x0b, None));
+        let (kept, error) = next_hop_after(Some(old.clone()), Err(failure(false)));
+        assert_eq!(kept, Some(old));
+        assert_eq!(
+            error.as_deref(),
+            Some("it failed; forwarding with the last resolved next hop")
+        );
+        // Nothing to keep: unresolved, with the reason.
+        assert_eq!(
+            next_hop_after(None, Err(failure(false))),
+            (None, Some("it failed".into()))
+        );
+    }
+
+    #[test]
+    fn a_failure_that_proves_the_hop_wrong_drops_it() {
+        let old = NextHopView::from(&hop(0x0b, None));
+        assert_eq!(
+            next_hop_after(Some(old), Err(failure(true))),
+            (None, Some("it failed".into()))
+        );
+    }
+
+    #[test]
+    fn l2_dsr_refuses_a_hop_via_a_gateway_as_wrong() {
+        let routed = hop(0x0b, Some("198.18.0.1"));
+        let err = usable_hop(true, Ok(&routed)).unwrap_err();
+        assert!(err.invalidates);
+        assert!(err.message.contains("via 198.18.0.1"), "{}", err.message);
+        assert_eq!(
+            usable_hop(false, Ok(&routed)),
+            Ok(NextHopView::from(&routed))
+        );
+    }
+
+    #[test]
+    fn a_pinned_slot_gives_back_the_hop_it_was_written_with() {
+        let written = hop(0x0b, None);
+        let mut info = empty_info();
+        info.family = FAMILY_IPV4;
+        info.addr[..4].copy_from_slice(&[198, 18, 0, 11]);
+        info.flags = BACKEND_FLAG_RESOLVED | BACKEND_FLAG_HEALTHY;
+        info.ifindex = written.ifindex;
+        info.src_mac = written.src_mac;
+        info.dst_mac = written.dst_mac;
+        info.mtu = written.mtu;
+        info.outer_src[..4].copy_from_slice(&[198, 18, 0, 2]);
+        let view = NextHopView::from_slot(&info, |ifindex| {
+            assert_eq!(ifindex, 3);
+            "eth1".into()
+        });
+        assert_eq!(view, Some(NextHopView::from(&written)));
+        // Not resolved when written: nothing to keep.
+        info.flags = BACKEND_FLAG_HEALTHY;
+        assert_eq!(NextHopView::from_slot(&info, |_| "eth1".into()), None);
+        // An unused slot.
+        assert_eq!(
+            NextHopView::from_slot(&empty_info(), |_| "eth1".into()),
+            None
+        );
+    }
 }

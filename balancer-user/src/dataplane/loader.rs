@@ -28,6 +28,7 @@ use tokio::io::unix::AsyncFd;
 use super::{
     EBPF_OBJECT, StatsReader,
     control::{Control, ControlMaps},
+    nexthop::Resolved,
 };
 use crate::config::{VipConfig, XdpAttachMode, XdpConfig};
 
@@ -127,12 +128,13 @@ const PINNED_LINK: &str = "link";
 
 impl Dataplane {
     /// Loads the program (reusing pinned maps when `xdp.pin_path` has them),
-    /// writes the VIPs, backends and tables, and attaches to `xdp.interface`
-    /// (replacing a pinned program atomically). Must run inside a tokio
-    /// runtime (eBPF log records are read by a task).
+    /// writes the VIPs, backends (with `hops`, the next hops resolved just before) and
+    /// tables, and only then attaches to `xdp.interface` (replacing a pinned program
+    /// atomically). Must run inside a tokio runtime (eBPF log records are read by a task).
     pub fn start(
         xdp: &XdpConfig,
         vips: &[VipConfig],
+        hops: &[Resolved],
     ) -> Result<(Dataplane, Control, StatsReader), DataplaneError> {
         let interface = xdp.interface.get_ref().clone();
         let ifindex = if_index(&interface)?;
@@ -173,7 +175,7 @@ impl Dataplane {
             acl_v6: typed(&mut ebpf, MAP_ACL_V6)?,
             tx_ports: typed(&mut ebpf, MAP_TX_PORTS)?,
         };
-        let control = Control::new(maps, xdp, vips, ifindex)?;
+        let control = Control::new(maps, xdp, vips, ifindex, hops)?;
         let stats = StatsReader::new(
             typed(&mut ebpf, MAP_VIP_STATS)?,
             typed(&mut ebpf, MAP_REASON_STATS)?,

@@ -9,7 +9,9 @@ pub mod nexthop;
 mod stats;
 pub mod supervise;
 
-pub use control::{AdminError, BackendModel, Control, ControlError, LinkedHealth, VipModel};
+pub use control::{
+    AdminError, BackendModel, Control, ControlError, HopError, LinkedHealth, VipModel,
+};
 pub use layout::AdminState;
 pub use loader::{
     AttachedMode, Dataplane, DataplaneError, DecapProgram, PassProgram, if_index, unload,

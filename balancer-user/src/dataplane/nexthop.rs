@@ -84,6 +84,72 @@ impl NextHopError {
     pub fn is_transient(&self) -> bool {
         matches!(self, NextHopError::NeighbourNotResolved { .. })
     }
+
+    /// True when the kernel's answer shows that a next hop resolved earlier is wrong now
+    /// (no route, a local address, no source address or MAC): forwarding with it would send
+    /// packets where the kernel itself would not. Every other failure (a neighbour being
+    /// re-resolved, `ip` failing) teaches nothing new, and the last resolved hop stays the
+    /// best knowledge there is.
+    pub fn invalidates_last_hop(&self) -> bool {
+        matches!(
+            self,
+            NextHopError::NoRoute { .. }
+                | NextHopError::NotUnicast { .. }
+                | NextHopError::NoSourceAddress { .. }
+                | NextHopError::NoMac { .. }
+        )
+    }
+}
+
+/// A backend's address and what resolving its next hop gave.
+pub type Resolved = (IpAddr, Result<NextHop, NextHopError>);
+
+/// Resolves each of `backends` once (duplicates are resolved once), before the data plane
+/// uses them. A neighbour not resolved yet is solicited and asked again every
+/// `RESOLVE_RETRY` until `patience` is up, so a start that takes forwarding over finds its
+/// next hops known rather than dropping the first packets as `next_hop_unresolved`.
+///
+/// Blocking: runs `ip` (three times per backend and attempt) and sleeps between attempts.
+pub fn resolve_all(backends: &[IpAddr], patience: std::time::Duration) -> Vec<Resolved> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut results: Vec<Resolved> = Vec::new();
+    for backend in backends {
+        if results.iter().all(|(address, _)| address != backend) {
+            results.push((*backend, resolve(*backend)));
+        }
+    }
+    loop {
+        let pending: Vec<usize> = (0..results.len())
+            .filter(|i| matches!(&results[*i].1, Err(err) if err.is_transient()))
+            .collect();
+        if pending.is_empty() || std::time::Instant::now() >= deadline {
+            return results;
+        }
+        for i in &pending {
+            solicit(results[*i].0);
+        }
+        std::thread::sleep(RESOLVE_RETRY);
+        for i in pending {
+            results[i].1 = resolve(results[i].0);
+        }
+    }
+}
+
+/// Pause between two attempts of [`resolve_all`] (ARP/ND on a LAN answers within it).
+const RESOLVE_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The name of interface `ifindex` in the current network namespace, if it exists.
+pub fn interface_name(ifindex: u32) -> Option<String> {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires; on success it
+    // holds a NUL-terminated name.
+    let found = unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) };
+    if found.is_null() {
+        return None;
+    }
+    // SAFETY: NUL-terminated within the buffer (checked by the call's success).
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// Resolves the next hop for `backend` in the current network namespace.
@@ -723,6 +789,7 @@ mod tests {
             state: "INCOMPLETE".into(),
         };
         assert!(e.is_transient());
+        assert!(!e.invalidates_last_hop());
         assert_eq!(
             e.to_string(),
             "the next hop 198.18.0.2 for backend 198.18.1.5 on eth0 is not resolved yet (INCOMPLETE)"
@@ -732,6 +799,7 @@ mod tests {
             reason: "network is unreachable".into(),
         };
         assert!(!e.is_transient());
+        assert!(e.invalidates_last_hop());
         assert_eq!(
             e.to_string(),
             "no route to backend 203.0.113.1: network is unreachable"

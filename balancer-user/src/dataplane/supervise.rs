@@ -12,9 +12,9 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::{Control, nexthop};
+use super::{Control, HopError, nexthop};
 use crate::{
-    config::{HealthCheckConfig, HealthCheckKind},
+    config::{ForwardMode, HealthCheckConfig, HealthCheckKind, VipConfig},
     health::{self, CheckSpec, Probe},
 };
 
@@ -25,6 +25,26 @@ pub type SharedControl = Arc<Mutex<Control>>;
 const NEXT_HOP_REFRESH: Duration = Duration::from_secs(5);
 /// How often unresolved ones are retried.
 const NEXT_HOP_RETRY: Duration = Duration::from_millis(500);
+/// How long a start waits for neighbours that are not resolved yet before it writes the
+/// maps and takes the program over (unresolved ones are then retried every `NEXT_HOP_RETRY`).
+const NEXT_HOP_PATIENCE_AT_START: Duration = Duration::from_secs(1);
+
+/// The next hops of every forwarding backend of `vips`, resolved before the data plane
+/// starts (see [`super::Control::new`]): with pinned maps, the program keeps forwarding
+/// with the previous run's hops until these replace them.
+pub async fn resolve_before_start(vips: &[VipConfig]) -> Vec<nexthop::Resolved> {
+    let backends: Vec<std::net::IpAddr> = vips
+        .iter()
+        .filter(|vip| *vip.forward.get_ref() != ForwardMode::Local)
+        .flat_map(|vip| vip.backends.iter().map(|backend| backend.address))
+        .collect();
+    if backends.is_empty() {
+        return Vec::new();
+    }
+    tokio::task::spawn_blocking(move || nexthop::resolve_all(&backends, NEXT_HOP_PATIENCE_AT_START))
+        .await
+        .unwrap_or_default()
+}
 
 /// Health-check ids carry (VIP index, backend index).
 const ID_STRIDE: usize = 1 << 16;
@@ -135,7 +155,7 @@ async fn resolve_next_hops(control: SharedControl, mut shutdown: watch::Receiver
             let mut control = lock(&control);
             for (v, b, result) in &resolved {
                 all_resolved &= result.is_ok();
-                let hop = result.as_ref().map_err(|err| err.to_string());
+                let hop = result.as_ref().map_err(HopError::from);
                 if let Err(err) = control.set_next_hop(*v, *b, hop) {
                     tracing::error!("writing a next hop failed: {err}");
                 }

@@ -9,7 +9,8 @@
 //!   and check that it is still alive and still on the same backend.
 //! - UDP: answers every datagram with `NAME\n`, from the address the datagram was sent to
 //!   (`IP_PKTINFO` / `IPV6_PKTINFO`), so replies to a VIP held on `lo` come from the VIP
-//!   (direct server return).
+//!   (direct server return). A datagram `echo PAYLOAD` is answered with `NAME PAYLOAD`
+//!   instead, so a client sending numbered datagrams can tell which ones came back.
 //! - `[::]` binds are dual stack (IPv4 arrives as v4-mapped addresses).
 //! - Prints `ready` on stdout once every socket is bound; exits 0 on SIGTERM or SIGINT.
 
@@ -111,8 +112,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     for &address in &args.udp {
         let socket = udp_socket(address).with_context(|| format!("UDP {address}"))?;
-        let reply = format!("{name}\n").into_bytes();
-        std::thread::spawn(move || udp_loop(socket, reply));
+        let name = name.as_bytes().to_vec();
+        std::thread::spawn(move || udp_loop(socket, name));
     }
     {
         let mut stdout = std::io::stdout().lock();
@@ -200,8 +201,21 @@ fn udp_socket(address: SocketAddr) -> anyhow::Result<Socket> {
 #[repr(C, align(8))]
 struct ControlBuffer([u8; 128]);
 
-/// Answers each datagram with `reply`, sent from the datagram's destination address.
-fn udp_loop(socket: Socket, reply: Vec<u8>) {
+/// What a datagram is answered with: `NAME\n`, or `NAME PAYLOAD` for `echo PAYLOAD`.
+fn udp_reply(name: &[u8], datagram: &[u8]) -> Vec<u8> {
+    let mut reply = name.to_vec();
+    match datagram.strip_prefix(b"echo ") {
+        Some(payload) => {
+            reply.push(b' ');
+            reply.extend_from_slice(payload);
+        }
+        None => reply.push(b'\n'),
+    }
+    reply
+}
+
+/// Answers each datagram ([`udp_reply`]), from the datagram's destination address.
+fn udp_loop(socket: Socket, name: Vec<u8>) {
     let fd = socket.as_raw_fd();
     let v6 = matches!(socket.local_addr().ok().and_then(|a| a.as_socket()), Some(a) if a.is_ipv6());
     let mut data = [0u8; 2048];
@@ -250,6 +264,7 @@ fn udp_loop(socket: Socket, reply: Vec<u8>) {
                 message = libc::CMSG_NXTHDR(&raw const header, message);
             }
 
+            let reply = udp_reply(&name, &data[..received as usize]);
             let mut reply_iov = libc::iovec {
                 iov_base: reply.as_ptr() as *mut libc::c_void,
                 iov_len: reply.len(),
