@@ -114,27 +114,44 @@ servers = [{{ url = "{}"{server_keys} }}]
         (reply, started.elapsed())
     }
 
-    /// Server-side connections established on the backend's port now (accepted or waiting in
-    /// gunicorn's backlog alike).
+    /// Server-side connections established on the backend's port now.
     fn backend_connections(&self) -> usize {
-        let output = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                self.net.name(),
-                "ss",
-                "-Htn",
-                "state",
-                "established",
-                &format!("( sport = :{BACKEND_PORT} )"),
-            ])
-            .output()
-            .expect("ss");
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter(|line| !line.trim().is_empty())
-            .count()
+        established_on(self.net.name(), BACKEND_PORT)
     }
+}
+
+/// Server-side connections established on `port` in namespace `netns` now (accepted or
+/// waiting in the server's backlog alike).
+fn established_on(netns: &str, port: &str) -> usize {
+    let output = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "ss",
+            "-Htn",
+            "state",
+            "established",
+            &format!("( sport = :{port} )"),
+        ])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .count()
+}
+
+/// 10 slow uploads, and meanwhile a normal client: what it saw over `span`.
+fn under_slow_uploads(stack: &Stack, span: Duration) -> Vec<(Result<u16, String>, Duration)> {
+    let crowd = Crowd::start(&stack.net, LISTEN, 10, move |stream, stop| {
+        slow_upload(stream, stop, PUBLIC_HOST)
+    });
+    // Every upload is under way (connected, head sent) before the normal client starts.
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = normal_client(stack, span);
+    drop(crowd);
+    seen
 }
 
 /// What a normal client saw while the crowd was at it: GET /healthz/ every 200 ms for `span`.
@@ -151,13 +168,7 @@ fn normal_client(stack: &Stack, span: Duration) -> Vec<(Result<u16, String>, Dur
 #[test]
 fn slow_uploads_do_not_hold_the_sync_workers() {
     let stack = Stack::start("slowup", "", "", "");
-    let crowd = Crowd::start(&stack.net, LISTEN, 10, move |stream, stop| {
-        slow_upload(stream, stop, PUBLIC_HOST)
-    });
-    // Every upload is under way (connected, head sent) before the normal client starts.
-    std::thread::sleep(Duration::from_millis(500));
-    let seen = normal_client(&stack, Duration::from_secs(5));
-    drop(crowd);
+    let seen = under_slow_uploads(&stack, Duration::from_secs(5));
     let slow: Vec<_> = seen
         .iter()
         .filter(|(status, took)| *status != Ok(200) || *took >= Duration::from_secs(1))
@@ -179,12 +190,7 @@ fn slow_uploads_do_not_hold_the_sync_workers() {
 #[test]
 fn slow_uploads_starve_sync_workers_when_bodies_are_streamed() {
     let stack = Stack::start("slowup-stream", "request_buffering = false", "", "");
-    let crowd = Crowd::start(&stack.net, LISTEN, 10, move |stream, stop| {
-        slow_upload(stream, stop, PUBLIC_HOST)
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let seen = normal_client(&stack, Duration::from_secs(4));
-    drop(crowd);
+    let seen = under_slow_uploads(&stack, Duration::from_secs(4));
     let starved = seen
         .iter()
         .filter(|(status, took)| *status != Ok(200) || *took >= Duration::from_secs(2))
@@ -262,23 +268,7 @@ fn max_conns_queues_an_overload_and_a_short_queue_timeout_answers_503() {
         let stack_name = stack.net.name().to_string();
         std::thread::spawn(move || {
             while sampling.load(Ordering::Relaxed) {
-                let output = std::process::Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        &stack_name,
-                        "ss",
-                        "-Htn",
-                        "state",
-                        "established",
-                        &format!("( sport = :{BACKEND_PORT} )"),
-                    ])
-                    .output()
-                    .expect("ss");
-                let count = String::from_utf8_lossy(&output.stdout)
-                    .lines()
-                    .filter(|line| !line.trim().is_empty())
-                    .count();
+                let count = established_on(&stack_name, BACKEND_PORT);
                 peak.fetch_max(count, Ordering::Relaxed);
             }
         })

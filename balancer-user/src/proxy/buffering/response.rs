@@ -19,7 +19,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{
     HeaderMap,
@@ -28,7 +28,7 @@ use hyper::{
 };
 use tokio::sync::Notify;
 
-use super::spool::{FILE_CHUNK, open_unlinked};
+use super::spool::{open_unlinked, read_piece};
 use crate::proxy::{Body, BoxError, pool::ServerLoad};
 
 /// nginx's per-response switch, honoured the same way: `no` streams this response.
@@ -245,24 +245,20 @@ impl State {
             self.in_memory -= data.len();
             return Ok(Some(data));
         }
-        let left = self.file_written - self.file_read;
         let Some(file) = &self.file else {
             return Ok(None);
         };
-        if left == 0 {
+        let Some(piece) = read_piece(file, self.file_read, self.file_written)? else {
             return Ok(None);
-        }
-        let size = usize::try_from(left).unwrap_or(usize::MAX).min(FILE_CHUNK);
-        let mut buf = BytesMut::zeroed(size);
-        file.read_exact_at(&mut buf, self.file_read)?;
-        self.file_read += size as u64;
+        };
+        self.file_read += piece.len() as u64;
         if self.file_read == self.file_written {
             // Read up: the file is written from its start again, so it never grows past the
             // allowance however long the response.
             self.file_read = 0;
             self.file_written = 0;
         }
-        Ok(Some(buf.freeze()))
+        Ok(Some(piece))
     }
 }
 

@@ -94,16 +94,25 @@ impl Spool {
         let Some(file) = &self.file else {
             return Ok(None);
         };
-        let left = self.file_len - cursor.file_offset;
-        if left == 0 {
-            return Ok(None);
+        let piece = read_piece(file, cursor.file_offset, self.file_len)?;
+        if let Some(piece) = &piece {
+            cursor.file_offset += piece.len() as u64;
         }
-        let size = usize::try_from(left).unwrap_or(usize::MAX).min(FILE_CHUNK);
-        let mut buf = BytesMut::zeroed(size);
-        file.read_exact_at(&mut buf, cursor.file_offset)?;
-        cursor.file_offset += size as u64;
-        Ok(Some(buf.freeze()))
+        Ok(piece)
     }
+}
+
+/// Up to [`FILE_CHUNK`] bytes of `file` from `offset`, where the data ends at `end`; `None`
+/// when there is nothing left.
+pub fn read_piece(file: &File, offset: u64, end: u64) -> io::Result<Option<Bytes>> {
+    let left = end - offset;
+    if left == 0 {
+        return Ok(None);
+    }
+    let size = usize::try_from(left).unwrap_or(usize::MAX).min(FILE_CHUNK);
+    let mut buf = BytesMut::zeroed(size);
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(Some(buf.freeze()))
 }
 
 /// A new file in `dir` that no directory entry names: it disappears with its last descriptor,
