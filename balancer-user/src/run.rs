@@ -2,7 +2,10 @@
 //! until SIGINT/SIGTERM, then shut down in order (withdraw the announced routes and wait
 //! `announce.withdraw_delay`, drain the proxy, stop admin, detach XDP).
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, PoisonError},
+};
 
 use anyhow::Context;
 use tokio::{
@@ -118,6 +121,8 @@ async fn serve(
         _ => None,
     };
 
+    // The handover freezes the map writers through it.
+    let handover_control = xdp_view.as_ref().map(|xdp| xdp.control.clone());
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let context = Arc::new(AdminContext {
         xdp: xdp_view,
@@ -172,8 +177,22 @@ async fn serve(
                 use std::os::fd::AsRawFd;
                 let admin = (current.admin.listen, admin_socket.as_raw_fd());
                 let listeners = proxy.listener_sockets();
+                let control = handover_control.clone();
                 let result = tokio::task::spawn_blocking(move || {
-                    crate::upgrade::hand_over(stream, admin, &listeners)
+                    // The new process writes the maps as it starts, before its `ready`: this
+                    // one must not meanwhile (both could take the same unused half of a VIP's
+                    // table). Its writers wait on the lock; a failed handover lets them go
+                    // on, a completed one retires them before the lock is let go.
+                    let mut frozen = control
+                        .as_ref()
+                        .map(|control| control.lock().unwrap_or_else(PoisonError::into_inner));
+                    let result = crate::upgrade::hand_over(stream, admin, &listeners);
+                    if result.is_ok()
+                        && let Some(control) = frozen.as_mut()
+                    {
+                        control.retire();
+                    }
+                    result
                 })
                 .await
                 .map_err(|err| crate::upgrade::HandOverError::Failed(err.to_string()))

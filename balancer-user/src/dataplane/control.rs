@@ -254,6 +254,9 @@ pub struct Control {
     backends_per_vip: u32,
     xdp_ifindex: u32,
     vips: Vec<VipModel>,
+    /// A new process took the maps over (`balancer upgrade`): this one keeps its model but
+    /// writes nothing more, so two writers can never take the same unused half of a table.
+    retired: bool,
 }
 
 /// The maps `Control` owns, taken out of the loaded object.
@@ -321,6 +324,7 @@ impl Control {
             backends_per_vip: xdp.max_backends,
             xdp_ifindex,
             vips: Vec::with_capacity(configs.len()),
+            retired: false,
         };
         for ((config, key), (id, existed)) in configs.iter().zip(keys).zip(ids) {
             let old_meta = existing.iter().find(|(k, _)| *k == key).map(|(_, m)| *m);
@@ -593,8 +597,17 @@ impl Control {
         self.write_slot_raw(slot, &info)
     }
 
+    /// From now on the maps belong to another process (a handover completed): nothing is
+    /// written to them any more.
+    pub fn retire(&mut self) {
+        self.retired = true;
+    }
+
     /// A next hop on another interface is reached with XDP_REDIRECT through the devmap.
     fn add_tx_port(&mut self, vip: usize, backend: usize) -> Result<(), ControlError> {
+        if self.retired {
+            return Ok(());
+        }
         if let Some(hop) = &self.vips[vip].backends[backend].next_hop
             && hop.ifindex != self.xdp_ifindex
         {
@@ -663,6 +676,9 @@ impl Control {
             })
             .collect();
         let table = layout::build_vip_table(&members, self.table_size)?;
+        if self.retired {
+            return Ok(());
+        }
         let model = &self.vips[vip];
         let active = model.meta.table_half as usize;
         if model.halves[active].as_deref() == Some(table.as_slice()) {
@@ -685,6 +701,9 @@ impl Control {
     }
 
     fn write_meta(&mut self, vip: usize) -> Result<(), ControlError> {
+        if self.retired {
+            return Ok(());
+        }
         let model = &self.vips[vip];
         self.vips_map
             .insert(model.key, model.meta, 0)
@@ -698,6 +717,9 @@ impl Control {
     }
 
     fn write_slot_raw(&mut self, slot: u32, info: &BackendInfo) -> Result<(), ControlError> {
+        if self.retired {
+            return Ok(());
+        }
         self.backends_map
             .set(slot, *info, 0)
             .map_err(map_err("BACKENDS"))
