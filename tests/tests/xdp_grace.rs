@@ -29,10 +29,10 @@ use balancer::{
 };
 use balancer_common::{
     Action, BACKEND_DOWN, BACKEND_UP, FAMILY_IPV4, FlowEvent, FlowHashKey, FlowKey,
-    GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, IPPROTO_TCP, MAP_ACL_V4, MAP_ACL_V6, MAP_BACKEND_STATS,
-    MAP_BACKENDS, MAP_FLOW_HASH_KEY, MAP_FLOW_STATS, MAP_FLOWS, MAP_GRACE, MAP_MAGLEV,
-    MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NO_BACKEND, PROGRAM_LB, flow_maglev_hash, flow_sets,
-    ipv4_in_16,
+    GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, IPPROTO_TCP, IPPROTO_UDP, MAP_ACL_V4, MAP_ACL_V6,
+    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOW_HASH_KEY, MAP_FLOW_STATS, MAP_FLOWS, MAP_GRACE,
+    MAP_MAGLEV, MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NO_BACKEND, PROGRAM_LB, flow_maglev_hash,
+    flow_sets, ipv4_in_16,
 };
 use balancer_tests::traffic::internet_checksum;
 
@@ -41,9 +41,12 @@ const TABLE_SIZE: u32 = 65_537;
 const PER_VIP: u32 = 8;
 const MAX_CONNECTIONS: u32 = 65_536;
 const LOOPBACK: u32 = 1;
+const MAX_VIPS: u32 = 2;
 
 const VIP: [u8; 4] = [10, 0, 0, 10];
 const VIP_PORT: u16 = 80;
+/// A UDP VIP on the same address, with the same backends.
+const UDP_PORT: u16 = 53;
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x1b];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
 const TCP_SYN: u8 = 0x02;
@@ -70,11 +73,13 @@ fn config(backends: usize, flow_grace: &str) -> Config {
         .map(|i| format!("{{ address = \"{}\" }}", backend(i)))
         .collect();
     let text = format!(
-        "[xdp]\ninterface = \"lo\"\nmax_vips = 1\ntable_size = {TABLE_SIZE}\n\
+        "[xdp]\ninterface = \"lo\"\nmax_vips = {MAX_VIPS}\ntable_size = {TABLE_SIZE}\n\
          max_backends = {PER_VIP}\nmax_connections = {MAX_CONNECTIONS}\nflow_grace = \"{flow_grace}\"\n\n\
          [[vip]]\nname = \"web\"\naddress = \"10.0.0.10\"\nport = {VIP_PORT}\nprotocol = \"tcp\"\n\
-         forward = \"l2-dsr\"\nbackends = [ {} ]\n",
-        list.join(", ")
+         forward = \"l2-dsr\"\nbackends = [ {list} ]\n\n\
+         [[vip]]\nname = \"dns\"\naddress = \"10.0.0.10\"\nport = {UDP_PORT}\nprotocol = \"udp\"\n\
+         forward = \"l2-dsr\"\nbackends = [ {list} ]\n",
+        list = list.join(", ")
     );
     Config::parse(&text, "grace.toml").unwrap_or_else(|err| panic!("{text}\ndoes not parse: {err}"))
 }
@@ -92,13 +97,13 @@ impl Rig {
         let config = config(backends, flow_grace);
         let xdp = config.xdp.as_ref().expect("[xdp]");
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(MAP_VIPS, 1)
-            .map_max_entries(MAP_VIP_STATS, Action::COUNT)
-            .map_max_entries(MAP_BACKENDS, PER_VIP)
-            .map_max_entries(MAP_BACKEND_STATS, PER_VIP)
-            .map_max_entries(MAP_MAGLEV, 2 * TABLE_SIZE)
+            .map_max_entries(MAP_VIPS, MAX_VIPS)
+            .map_max_entries(MAP_VIP_STATS, MAX_VIPS * Action::COUNT)
+            .map_max_entries(MAP_BACKENDS, MAX_VIPS * PER_VIP)
+            .map_max_entries(MAP_BACKEND_STATS, MAX_VIPS * PER_VIP)
+            .map_max_entries(MAP_MAGLEV, MAX_VIPS * 2 * TABLE_SIZE)
             .map_max_entries(MAP_FLOWS, flow_sets(MAX_CONNECTIONS))
-            .map_max_entries(MAP_GRACE, 1)
+            .map_max_entries(MAP_GRACE, MAX_VIPS)
             .override_global(GLOBAL_FLOW_SETS, &flow_sets(MAX_CONNECTIONS), true)
             .override_global(GLOBAL_TABLE_SIZE, &TABLE_SIZE, true)
             .load(EBPF_OBJECT)
@@ -151,17 +156,23 @@ impl Rig {
         }
     }
 
-    /// The backend-set change: an operator disables or enables backend `i`.
+    /// The backend-set change: an operator disables or enables backend `i` (of both VIPs).
     fn set_up(&mut self, i: usize, up: bool) {
-        let admin = if up {
-            AdminState::Enabled
-        } else {
-            AdminState::Disabled
-        };
-        self.control
-            .set_admin("web", backend(i), admin)
-            .unwrap_or_else(|err| panic!("setting backend {i} {admin:?}: {err}"));
+        self.set_admin(
+            i,
+            if up {
+                AdminState::Enabled
+            } else {
+                AdminState::Disabled
+            },
+        );
         self.up[i] = up;
+    }
+
+    fn set_admin(&mut self, i: usize, admin: AdminState) {
+        self.control
+            .set_admin_at(backend(i), admin)
+            .unwrap_or_else(|err| panic!("setting backend {i} {admin:?}: {err}"));
     }
 
     /// The Maglev table `Control` builds for these backends (`up[i]`: backend `i` is up), as
@@ -184,7 +195,7 @@ impl Rig {
             .collect()
     }
 
-    /// Sends one TCP frame of `flow` with `flags`; the backend it went to.
+    /// Sends one frame of `flow` (TCP with `flags`, or UDP); the backend it went to.
     fn send(&self, flow: Flow, flags: u8) -> usize {
         let frame = flow.frame(flags);
         let program: &Xdp = self
@@ -230,6 +241,7 @@ impl Rig {
 #[derive(Clone, Copy, Debug)]
 struct Flow {
     id: u32,
+    udp: bool,
 }
 
 impl Flow {
@@ -248,8 +260,8 @@ impl Flow {
             src: ipv4_in_16(self.src()),
             dst: ipv4_in_16(VIP),
             src_port_be: self.port().to_be(),
-            dst_port_be: VIP_PORT.to_be(),
-            protocol: IPPROTO_TCP,
+            dst_port_be: self.vip_port().to_be(),
+            protocol: self.protocol(),
             family: FAMILY_IPV4,
             _pad: [0; 2],
         };
@@ -257,18 +269,32 @@ impl Flow {
         (((hash >> 32) as u32 ^ hash as u32) % TABLE_SIZE) as usize
     }
 
+    fn vip_port(self) -> u16 {
+        if self.udp { UDP_PORT } else { VIP_PORT }
+    }
+
+    fn protocol(self) -> u8 {
+        if self.udp { IPPROTO_UDP } else { IPPROTO_TCP }
+    }
+
+    /// `flags`: the TCP flags (ignored for UDP).
     fn frame(self, flags: u8) -> Vec<u8> {
         let mut tcp = Vec::with_capacity(40);
         tcp.extend_from_slice(&self.port().to_be_bytes());
-        tcp.extend_from_slice(&VIP_PORT.to_be_bytes());
-        tcp.extend_from_slice(&1u32.to_be_bytes()); // seq
-        tcp.extend_from_slice(&1u32.to_be_bytes()); // ack
-        tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        tcp.extend_from_slice(&self.vip_port().to_be_bytes());
+        if self.udp {
+            tcp.extend_from_slice(&28u16.to_be_bytes()); // length
+            tcp.extend_from_slice(&[0, 0]); // no checksum
+        } else {
+            tcp.extend_from_slice(&1u32.to_be_bytes()); // seq
+            tcp.extend_from_slice(&1u32.to_be_bytes()); // ack
+            tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        }
         tcp.extend_from_slice(&[0x61; 20]);
         let total = u16::try_from(20 + tcp.len()).expect("small");
         let mut ip = vec![0x45, 0];
         ip.extend_from_slice(&total.to_be_bytes());
-        ip.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, IPPROTO_TCP, 0, 0]);
+        ip.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, self.protocol(), 0, 0]);
         ip.extend_from_slice(&self.src());
         ip.extend_from_slice(&VIP);
         let check = internet_checksum(&ip);
@@ -286,6 +312,7 @@ impl Flow {
 /// Hands out fresh flows and finds ones whose picks in two tables satisfy a condition.
 struct Flows {
     next: u32,
+    udp: bool,
 }
 
 impl Flows {
@@ -297,7 +324,10 @@ impl Flows {
         what: &str,
     ) -> Flow {
         for _ in 0..100_000 {
-            let flow = Flow { id: self.next };
+            let flow = Flow {
+                id: self.next,
+                udp: self.udp,
+            };
             self.next += 1;
             if wanted(previous[flow.slot()], current[flow.slot()]) {
                 return flow;
@@ -320,7 +350,10 @@ fn disable_then_enable(rig: &mut Rig) -> (Vec<Option<usize>>, Vec<Option<usize>>
 #[test]
 fn within_grace_a_non_syn_miss_goes_where_the_previous_table_sent_it() {
     let mut rig = Rig::new(3, "60s");
-    let mut flows = Flows { next: 0 };
+    let mut flows = Flows {
+        next: 0,
+        udp: false,
+    };
     let all = rig.table(&[true, true, true]);
 
     // C disabled: the previous table's C is down, so its flows take the current pick.
@@ -373,7 +406,10 @@ fn within_grace_a_non_syn_miss_goes_where_the_previous_table_sent_it() {
 fn flow_grace_zero_sends_a_non_syn_miss_to_the_current_pick() {
     let mut rig = Rig::new(3, "0s");
     let (previous, current) = disable_then_enable(&mut rig);
-    let mut flows = Flows { next: 0 };
+    let mut flows = Flows {
+        next: 0,
+        udp: false,
+    };
     let flow = flows.find(
         &previous,
         &current,
@@ -391,7 +427,10 @@ fn after_the_grace_a_non_syn_miss_goes_to_the_current_pick() {
     // Not a timing assertion: the check only needs the deadline to have passed, and a sleep
     // of 1.5 s guarantees that on the monotonic clock both sides read.
     std::thread::sleep(Duration::from_millis(1_500));
-    let mut flows = Flows { next: 0 };
+    let mut flows = Flows {
+        next: 0,
+        udp: false,
+    };
     let flow = flows.find(
         &previous,
         &current,
@@ -421,7 +460,10 @@ fn share_of_moved_flows_kept() {
         let current = rig.table(&rig.up.clone());
         let (mut moved, mut kept) = (0u32, 0u32);
         for _ in 0..FLOWS {
-            let flow = Flow { id: next };
+            let flow = Flow {
+                id: next,
+                udp: false,
+            };
             next += 1;
             let (p, c) = (previous[flow.slot()], current[flow.slot()]);
             let got = rig.send(flow, TCP_ACK);
@@ -447,4 +489,36 @@ fn share_of_moved_flows_kept() {
             f64::from(kept) * 100.0 / f64::from(moved.max(1))
         );
     }
+}
+
+#[test]
+fn a_draining_previous_backend_keeps_its_flows_and_udp_uses_the_current_table() {
+    let mut rig = Rig::new(3, "60s");
+    let previous = rig.table(&[true, true, true]);
+    // Draining takes C out of the table (no new flows) but keeps its established ones.
+    rig.set_admin(2, AdminState::Draining);
+    let current = rig.table(&[true, true, false]);
+    let on_c = |p: Option<usize>, _: Option<usize>| p == Some(2);
+    let flow = Flows {
+        next: 0,
+        udp: false,
+    }
+    .find(&previous, &current, on_c, "on C before");
+    assert_eq!(
+        rig.send(flow, TCP_ACK),
+        2,
+        "a non-SYN miss of a flow on a draining backend stays there"
+    );
+    assert_eq!(rig.grace_hits(), 1);
+    let flow = Flows {
+        next: 1_000_000,
+        udp: true,
+    }
+    .find(&previous, &current, on_c, "on C before");
+    assert_eq!(
+        Some(rig.send(flow, 0)),
+        current[flow.slot()],
+        "UDP always uses the current table"
+    );
+    assert_eq!(rig.grace_hits(), 1);
 }
