@@ -24,6 +24,7 @@ pub const MAP_ACL_V6: &str = "ACL_V6";
 pub const MAP_TX_PORTS: &str = "TX_PORTS";
 pub const MAP_DECAP_ADDRS: &str = "DECAP_ADDRS";
 pub const MAP_DECAP_STATS: &str = "DECAP_STATS";
+pub const MAP_GRACE: &str = "GRACE";
 
 /// Globals in the eBPF object's read-only data, set by the loader.
 pub const GLOBAL_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
@@ -152,6 +153,30 @@ impl VipMeta {
     pub const fn table_base(&self, table_size: u32) -> u32 {
         maglev_table_base(self.id, self.table_half, table_size)
     }
+}
+
+/// The half of a VIP's Maglev tables that is not `table_half`: the table new flows read
+/// before the last switch, i.e. the VIP's previous table while `GRACE` says it is valid.
+pub const fn previous_half(table_half: u8) -> u8 {
+    table_half ^ 1
+}
+
+/// Whether a VIP's previous Maglev table still counts at `now_ns`: its `GRACE` entry holds
+/// the `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) time it stops counting, and 0 when there is
+/// none (never switched, `xdp.flow_grace = "0s"`, or the half is being rewritten).
+pub const fn grace_active(deadline_ns: u64, now_ns: u64) -> bool {
+    now_ns < deadline_ns
+}
+
+/// Whether a flow missing from the connection table may go to `previous`, the backend its
+/// VIP's previous table names, rather than `current`, the current table's pick, given the
+/// state of `previous`. Only while that backend is still usable: up, or draining (a non-SYN
+/// packet belongs to an established flow, and draining keeps established flows, as the
+/// connection table does); never a down one. The same pick needs no grace.
+pub const fn grace_keeps(previous: u32, current: u32, previous_state: u8) -> bool {
+    previous != NO_BACKEND
+        && previous != current
+        && (previous_state == BACKEND_UP || previous_state == BACKEND_DRAINING)
 }
 
 /// First slot of one of a VIP's two Maglev tables in the `MAGLEV` array.

@@ -163,15 +163,21 @@ pub enum FlowEvent {
     SynRepick = 2,
     /// The table's backend is down: re-picked at once.
     DownRepick = 3,
+    /// No entry, not a SYN (TCP): a flow another host (or this one, before its entry was
+    /// evicted) placed before the VIP's last table change, kept on the backend its previous
+    /// Maglev table names (`xdp.flow_grace`). Counted only where that differs from the pick of
+    /// the current table.
+    GraceHit = 4,
 }
 
 impl FlowEvent {
-    pub const COUNT: u32 = 4;
-    pub const ALL: [FlowEvent; 4] = [
+    pub const COUNT: u32 = 5;
+    pub const ALL: [FlowEvent; 5] = [
         FlowEvent::TableHit,
         FlowEvent::TableMiss,
         FlowEvent::SynRepick,
         FlowEvent::DownRepick,
+        FlowEvent::GraceHit,
     ];
 
     /// The `event` label in metrics.
@@ -181,6 +187,7 @@ impl FlowEvent {
             FlowEvent::TableMiss => "miss",
             FlowEvent::SynRepick => "syn_repick",
             FlowEvent::DownRepick => "down_repick",
+            FlowEvent::GraceHit => "grace_hit",
         }
     }
 }

@@ -28,6 +28,12 @@ pub static BACKENDS: Array<BackendInfo> =
 pub static MAGLEV: Array<u32> =
     Array::with_max_entries(DEFAULT_MAX_VIPS * 2 * DEFAULT_TABLE_SIZE, 0);
 
+/// Per VIP id: until when (`bpf_ktime_get_ns`) the VIP's other Maglev table half is its
+/// previous table, for non-SYN TCP misses (`xdp.flow_grace`); 0: no previous table.
+/// Written by userspace around each table switch; read per non-SYN TCP miss.
+#[map]
+pub static GRACE: Array<u64> = Array::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
 /// The connection table: client tuple → backend, shared by all CPUs so a flow
 /// keeps its backend whichever queue its packets arrive on. Sets of
 /// `FLOW_WAYS` entries, LRU within a set (`balancer_common::flows` says why

@@ -1,16 +1,20 @@
 //! Who may reach a VIP (ACL) and which backend a flow goes to (connection
 //! table first, then the VIP's Maglev table), with the backend's health state.
 
-use aya_ebpf::{helpers::bpf_jiffies64, maps::lpm_trie::Key};
+use aya_ebpf::{
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
+    maps::lpm_trie::Key,
+};
 use balancer_common::{
     ACL_DENY, ACL_SCOPE_GLOBAL, BACKEND_DOWN, BACKEND_UP, BackendInfo, FAMILY_IPV4, FlowEvent,
-    IPPROTO_UDP, NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES,
-    VIP_FLAG_UDP_HASH_SOURCE, VipMeta, acl_key_v4, acl_key_v6, flow_maglev_hash, flow_set_index,
-    flow_source_hash, flow_table_hash, flow_tag, flow_tick,
+    IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST,
+    VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipMeta, acl_key_v4, acl_key_v6,
+    flow_maglev_hash, flow_set_index, flow_source_hash, flow_table_hash, flow_tag, flow_tick,
+    grace_active, grace_keeps, maglev_table_base, previous_half,
 };
 
 use crate::{
-    maps::{ACL_V4, ACL_V6, BACKENDS, FLOW_HASH_KEY, FLOWS, MAGLEV},
+    maps::{ACL_V4, ACL_V6, BACKENDS, FLOW_HASH_KEY, FLOWS, GRACE, MAGLEV},
     parse::Packet,
 };
 
@@ -72,6 +76,10 @@ pub struct Choice {
 /// Connection table first: an entry whose backend is up or draining keeps the
 /// flow there. A missing entry or a down backend picks from the Maglev table,
 /// which only ever lists up backends, and a TCP SYN always picks (port reuse).
+/// A non-SYN TCP packet with no entry at all is of a flow placed before the VIP's
+/// last table change (on another host, or evicted here): within `xdp.flow_grace`
+/// it goes where the previous table sends it, if that backend is still usable
+/// (see [`grace_pick`]).
 #[inline(always)]
 pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReason> {
     // SAFETY: reading jiffies has no preconditions.
@@ -115,16 +123,27 @@ pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReas
         return Err(PacketReason::NoBackend);
     }
     let slot = maglev_hash(pkt, meta) % table_size;
-    let index = match MAGLEV.get(meta.table_base(table_size) + slot) {
+    let mut index = match MAGLEV.get(meta.table_base(table_size) + slot) {
         Some(&index) if index != NO_BACKEND => index,
         _ => return Err(PacketReason::NoBackend),
     };
-    let backend = match BACKENDS.get(index) {
+    let mut backend = match BACKENDS.get(index) {
         // Userspace removes a backend from the table before it marks it
         // draining or down; this guards the moment in between.
         Some(backend) if backend.state == BACKEND_UP => backend,
         _ => return Err(PacketReason::NoBackend),
     };
+    // Only a packet with no entry at all: a known flow whose backend went down
+    // re-picks at once, and a SYN starts a new flow.
+    if known_way.is_none()
+        && pkt.flow.protocol == IPPROTO_TCP
+        && !pkt.tcp_syn
+        && let Some((previous, previous_backend)) = grace_pick(meta, table_size, slot, index)
+    {
+        index = previous;
+        backend = previous_backend;
+        event = FlowEvent::GraceHit;
+    }
     if let Some(set) = set {
         match known_way {
             Some(way) => set.repoint(way, tag, index, now),
@@ -137,6 +156,31 @@ pub fn choose_backend(pkt: &Packet, meta: &VipMeta) -> Result<Choice, PacketReas
         backend,
         event,
     })
+}
+
+/// The backend the VIP's previous Maglev table has in `slot`, while the VIP's
+/// grace lasts and when it differs from `current` and is still usable
+/// (`grace_keeps`). Userspace zeroes the VIP's `GRACE` entry before it rewrites
+/// the previous half, so a valid deadline means the half holds a whole table.
+#[inline(always)]
+fn grace_pick(
+    meta: &VipMeta,
+    table_size: u32,
+    slot: u32,
+    current: u32,
+) -> Option<(u32, &'static BackendInfo)> {
+    let deadline = *GRACE.get(meta.id)?;
+    if deadline == 0 {
+        return None;
+    }
+    // SAFETY: reading the monotonic clock has no preconditions.
+    if !grace_active(deadline, unsafe { bpf_ktime_get_ns() }) {
+        return None;
+    }
+    let base = maglev_table_base(meta.id, previous_half(meta.table_half), table_size);
+    let previous = *MAGLEV.get(base + slot)?;
+    let backend = BACKENDS.get(previous)?;
+    grace_keeps(previous, current, backend.state).then_some((previous, backend))
 }
 
 /// The Maglev slot hash: unkeyed, so every balancer in front of the same

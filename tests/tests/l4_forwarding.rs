@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use balancer_common::{FlowHashKey, MAP_FLOW_HASH_KEY, MAP_FLOWS};
+use balancer_common::{FlowEvent, FlowHashKey, MAP_FLOW_HASH_KEY, MAP_FLOW_STATS, MAP_FLOWS};
 use balancer_tests::{BalancerProcess, Family, L4Topology, LongLived, run_in, unique_suffix};
 
 const PORT: u16 = 8080;
@@ -475,7 +475,8 @@ fn unload(setup: &mut Setup) -> anyhow::Result<()> {
         "XDP still attached after unload: {link}"
     );
     refuses_pin_with_other_layout(setup)?;
-    refuses_table_without_its_key(setup)
+    refuses_table_without_its_key(setup)?;
+    replaces_counters_of_another_build(setup)
 }
 
 /// A connection table pinned by a balancer with another entry layout (here the
@@ -522,6 +523,50 @@ fn refuses_table_without_its_key(setup: &mut Setup) -> anyhow::Result<()> {
     ensure!(
         !setup.pins.0.join(MAP_FLOWS).exists(),
         "balancer unload left the connection table pinned"
+    );
+    Ok(())
+}
+
+/// Flow-event counters pinned by a build that counted fewer events (before `grace_hit`) are
+/// replaced at start, not refused: they are counters, not state flows depend on.
+fn replaces_counters_of_another_build(setup: &mut Setup) -> anyhow::Result<()> {
+    fs::create_dir_all(&setup.pins.0)?;
+    let stats = setup.pins.0.join(MAP_FLOW_STATS);
+    let stats_arg = stats.to_string_lossy();
+    let older = (FlowEvent::COUNT - 1).to_string();
+    run_in(
+        &setup.topology.lb().path(),
+        "bpftool",
+        &[
+            "map",
+            "create",
+            &stats_arg,
+            "type",
+            "percpu_array",
+            "key",
+            "4",
+            "value",
+            "8",
+            "entries",
+            &older,
+            "name",
+            "FLOW_STATS",
+        ],
+    )?;
+    let mut balancer = BalancerProcess::start(setup.topology.lb(), &setup.config_path, ADMIN)
+        .context("start over flow-event counters pinned by an older build")?;
+    let shown = run_in(
+        &setup.topology.lb().path(),
+        "bpftool",
+        &["-j", "map", "show", "pinned", &stats_arg],
+    );
+    balancer.stop()?;
+    run_unload(setup)?;
+    let shown: serde_json::Value = serde_json::from_str(&shown?)?;
+    ensure!(
+        shown["max_entries"] == FlowEvent::COUNT,
+        "the pinned FLOW_STATS was not replaced by one of {} entries: {shown}",
+        FlowEvent::COUNT
     );
     Ok(())
 }

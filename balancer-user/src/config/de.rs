@@ -76,6 +76,8 @@ pub(super) struct XdpTable {
     pub max_connections: u32,
     #[serde(default = "default_max_acl_rules", deserialize_with = "max_acl_rules")]
     pub max_acl_rules: u32,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub flow_grace: Option<Spanned<Duration>>,
     #[serde(default)]
     pub acl: Table<AclTable>,
 }

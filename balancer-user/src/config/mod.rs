@@ -125,11 +125,20 @@ pub struct XdpConfig {
     /// Entries of each ACL trie (one per family): 1 to `MAX_ACL_RULES_LIMIT`. The rules of a
     /// family in `acl` and in every VIP's `acl` together fit in it.
     pub max_acl_rules: u32,
+    /// `flow_grace`: how long a VIP's previous Maglev table still places non-SYN TCP packets
+    /// that miss the connection table, after a change of its backends (0: not at all; at most
+    /// `MAX_FLOW_GRACE`).
+    pub flow_grace: Duration,
     /// Rules for every VIP's traffic.
     pub acl: AclConfig,
 }
 
 impl XdpConfig {
+    pub const DEFAULT_FLOW_GRACE: Duration = Duration::from_secs(60);
+    /// A flow silent for an hour on a host that never saw it is not worth a stale table; the
+    /// bound also keeps the deadline far from the `u64` nanosecond clock's end.
+    pub const MAX_FLOW_GRACE: Duration = Duration::from_secs(3600);
+
     pub fn max_vips(&self) -> u32 {
         *self.max_vips.get_ref()
     }

@@ -203,6 +203,40 @@ fn xdp_section_defaults() {
     assert_eq!(xdp.acl, AclConfig::default());
     assert!(xdp.acl.is_empty());
     assert_eq!(xdp.maglev_slots(), 64 * 65_537 * 2);
+    assert_eq!(xdp.flow_grace, std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn flow_grace_is_read_and_zero_turns_it_off() {
+    for (text, grace) in [
+        ("\"1s\"", std::time::Duration::from_secs(1)),
+        ("\"250ms\"", std::time::Duration::from_millis(250)),
+        ("\"0s\"", std::time::Duration::ZERO),
+        ("\"1h\"", std::time::Duration::from_secs(3600)),
+    ] {
+        let config = parse(&format!("{XDP}flow_grace = {text}\n"));
+        assert_eq!(
+            config.xdp.expect("[xdp] is present").flow_grace,
+            grace,
+            "flow_grace = {text}"
+        );
+    }
+}
+
+#[test]
+fn flow_grace_needs_a_unit_and_a_bound() {
+    assert_error(
+        &format!("{XDP}flow_grace = \"60\"\n"),
+        "test.toml:3:14: xdp.flow_grace: invalid value: string \"60\", expected a duration with a unit, such as \"500ms\", \"2s\" or \"1m\"",
+    );
+    assert_error(
+        &format!("{XDP}flow_grace = \"61m\"\n"),
+        "test.toml:3:14: xdp.flow_grace: 1h 1m is longer than the limit of 1h",
+    );
+    assert_error(
+        &format!("{XDP}flow_grace = 60\n"),
+        "test.toml:3:14: xdp.flow_grace: invalid type: integer `60`, expected a string with a duration with a unit, such as \"500ms\", \"2s\" or \"1m\"",
+    );
 }
 
 #[test]
@@ -298,7 +332,7 @@ fn unknown_key_in_xdp() {
     // A plausible name for table_size: it must not be ignored.
     assert_error(
         &format!("{XDP}maglev_size = 65537\n"),
-        "test.toml:3:1: xdp.maglev_size: unknown field `maglev_size`, expected one of `interface`, `mode`, `max_vips`, `pin_path`, `table_size`, `max_backends`, `max_connections`, `max_acl_rules`, `acl`",
+        "test.toml:3:1: xdp.maglev_size: unknown field `maglev_size`, expected one of `interface`, `mode`, `max_vips`, `pin_path`, `table_size`, `max_backends`, `max_connections`, `max_acl_rules`, `flow_grace`, `acl`",
     );
 }
 
@@ -336,7 +370,7 @@ fn key_after_xdp_belongs_to_xdp() {
     );
     assert_error(
         &text,
-        "test.toml:3:1: xdp.vip: unknown field `vip`, expected one of `interface`, `mode`, `max_vips`, `pin_path`, `table_size`, `max_backends`, `max_connections`, `max_acl_rules`, `acl`",
+        "test.toml:3:1: xdp.vip: unknown field `vip`, expected one of `interface`, `mode`, `max_vips`, `pin_path`, `table_size`, `max_backends`, `max_connections`, `max_acl_rules`, `flow_grace`, `acl`",
     );
 }
 
@@ -2209,7 +2243,7 @@ vip = [
     // The inline array sits under [xdp], so it is an unknown key there, on line 12.
     assert_error(
         text,
-        "test.toml:12:1: xdp.vip: unknown field `vip`, expected one of `interface`, `mode`, `max_vips`, `pin_path`, `table_size`, `max_backends`, `max_connections`, `max_acl_rules`, `acl`",
+        "test.toml:12:1: xdp.vip: unknown field `vip`, expected one of `interface`, `mode`, `max_vips`, `pin_path`, `table_size`, `max_backends`, `max_connections`, `max_acl_rules`, `flow_grace`, `acl`",
     );
 
     let text = r#"# The balancer's config.

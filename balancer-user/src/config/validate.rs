@@ -191,6 +191,22 @@ fn xdp_config(table: &XdpTable, vips: &[Table<VipTable>]) -> Result<XdpConfig, I
         ));
     }
 
+    let flow_grace = match &table.flow_grace {
+        Some(grace) if *grace.get_ref() > XdpConfig::MAX_FLOW_GRACE => {
+            return Err(Invalid::at(
+                "xdp.flow_grace",
+                grace,
+                format!(
+                    "{} is longer than the limit of {}",
+                    show(*grace.get_ref()),
+                    show(XdpConfig::MAX_FLOW_GRACE)
+                ),
+            ));
+        }
+        Some(grace) => *grace.get_ref(),
+        None => XdpConfig::DEFAULT_FLOW_GRACE,
+    };
+
     Ok(XdpConfig {
         interface: table.interface.clone(),
         mode: table.mode,
@@ -200,6 +216,7 @@ fn xdp_config(table: &XdpTable, vips: &[Table<VipTable>]) -> Result<XdpConfig, I
         max_backends: table.max_backends,
         max_connections: table.max_connections,
         max_acl_rules: table.max_acl_rules,
+        flow_grace,
         acl: acl_config(&table.acl, "xdp.acl", None)?,
     })
 }

@@ -7,7 +7,7 @@
 //! the table that lists it is activated; a backend going draining or down
 //! leaves the active table first and is marked after.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use aya::maps::{
     Array, DevMapHash, HashMap, MapData, MapError,
@@ -15,7 +15,7 @@ use aya::maps::{
 };
 use balancer_common::{
     ACL_ALLOW, ACL_DENY, AclKeyV4, AclKeyV6, BACKEND_DOWN, BACKEND_FLAG_HEALTHY,
-    BACKEND_FLAG_RESOLVED, BACKEND_UP, BackendInfo, FAMILY_IPV4, FAMILY_IPV6,
+    BACKEND_FLAG_RESOLVED, BACKEND_UP, BackendInfo, FAMILY_IPV4, FAMILY_IPV6, FORWARD_LOCAL,
     VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta,
     acl_key_v4, acl_key_v6, backend_index, maglev_table_base,
 };
@@ -232,6 +232,11 @@ pub struct VipModel {
     /// What each of the two tables in `MAGLEV` holds, when known.
     #[serde(skip)]
     halves: [Option<Vec<u32>>; 2],
+    /// The active half holds a table of this VIP's backends (written by this run, or pinned
+    /// by the last one), so after the next switch it can serve as the previous table. A
+    /// fresh map's zeros name slot 0, another VIP's backend.
+    #[serde(skip)]
+    active_is_table: bool,
 }
 
 impl VipModel {
@@ -246,6 +251,8 @@ pub struct Control {
     backends_map: Array<MapData, BackendInfo>,
     maglev_map: Array<MapData, u32>,
     tx_ports: DevMapHash<MapData>,
+    grace_map: Array<MapData, u64>,
+    flow_grace: Duration,
     // Held so the program's references to them stay valid until it is loaded
     // (and for rewriting rules later).
     _acl_v4: LpmTrie<MapData, AclKeyV4, u8>,
@@ -267,6 +274,7 @@ pub struct ControlMaps {
     pub acl_v4: LpmTrie<MapData, AclKeyV4, u8>,
     pub acl_v6: LpmTrie<MapData, AclKeyV6, u8>,
     pub tx_ports: DevMapHash<MapData>,
+    pub grace: Array<MapData, u64>,
 }
 
 impl Control {
@@ -291,6 +299,7 @@ impl Control {
             mut acl_v4,
             mut acl_v6,
             tx_ports,
+            grace: grace_map,
         } = maps;
         let max_vips = *xdp.max_vips.get_ref();
         let existing: Vec<(VipKey, VipMeta)> = vips_map
@@ -318,6 +327,8 @@ impl Control {
             backends_map,
             maglev_map,
             tx_ports,
+            grace_map,
+            flow_grace: xdp.flow_grace,
             _acl_v4: acl_v4,
             _acl_v6: acl_v6,
             table_size: xdp.table_size,
@@ -463,6 +474,8 @@ impl Control {
             key,
             // Unknown: a fresh map is zeros, a pinned one holds the last run's tables.
             halves: [None, None],
+            // Only a forwarding VIP's tables were ever written.
+            active_is_table: old_meta.is_some_and(|m| m.forward != FORWARD_LOCAL),
         })
     }
 
@@ -664,6 +677,15 @@ impl Control {
 
     /// Writes the new table into the inactive half (only the slots that
     /// differ from what it holds), then flips the VIP to it.
+    ///
+    /// The half left behind becomes the VIP's previous table for `xdp.flow_grace`
+    /// (its `GRACE` deadline). The inactive half is always the previous table, so a
+    /// second change within the grace overwrites it: the table before the first
+    /// change stops counting, and the one just replaced counts, with a new grace
+    /// from now. Keeping the older one would leave no room to write the new table,
+    /// and holding a change back would keep flows on a set of backends that is no
+    /// longer right. Every host sees the same changes, so every host keeps the
+    /// same previous table.
     fn write_table(&mut self, vip: usize) -> Result<(), ControlError> {
         let members: Vec<TableMember> = self.vips[vip]
             .backends
@@ -685,7 +707,11 @@ impl Control {
             return self.write_meta(vip);
         }
         let target = 1 - active;
-        let base = maglev_table_base(model.meta.id, target as u8, self.table_size);
+        let id = model.meta.id;
+        // The half about to be written stops being a previous table first: the
+        // program never reads a half-written table as one.
+        self.grace_map.set(id, 0, 0).map_err(map_err("GRACE"))?;
+        let base = maglev_table_base(id, target as u8, self.table_size);
         let mut written = 0usize;
         for (index, value) in layout::changed_slots(model.halves[target].as_deref(), &table) {
             self.maglev_map
@@ -696,8 +722,21 @@ impl Control {
         let model = &mut self.vips[vip];
         model.halves[target] = Some(table);
         model.meta.table_half = target as u8;
+        let previous_is_table = std::mem::replace(&mut model.active_is_table, true);
         tracing::debug!(vip = %model.info.name, half = target, written, "Maglev table written");
-        self.write_meta(vip)
+        self.write_meta(vip)?;
+        if previous_is_table {
+            self.set_grace(id, grace_deadline(monotonic_ns(), self.flow_grace))?;
+        }
+        Ok(())
+    }
+
+    /// Writes a VIP's `GRACE` entry: until when (monotonic ns) its inactive half is
+    /// its previous table; 0: not at all.
+    fn set_grace(&mut self, id: u32, deadline: u64) -> Result<(), ControlError> {
+        self.grace_map
+            .set(id, deadline, 0)
+            .map_err(map_err("GRACE"))
     }
 
     fn write_meta(&mut self, vip: usize) -> Result<(), ControlError> {
@@ -756,6 +795,26 @@ impl Control {
         }
         info
     }
+}
+
+/// When a previous table switched out at `now_ns` stops counting: `flow_grace` later, or 0
+/// (never counts) when the grace is off.
+fn grace_deadline(now_ns: u64, flow_grace: Duration) -> u64 {
+    if flow_grace.is_zero() {
+        return 0;
+    }
+    now_ns.saturating_add(u64::try_from(flow_grace.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
 }
 
 fn empty_info() -> BackendInfo {
@@ -887,6 +946,50 @@ mod tests {
             message: "it failed".into(),
             invalidates,
         }
+    }
+
+    #[test]
+    fn a_grace_ends_flow_grace_after_the_switch_and_zero_means_none() {
+        assert_eq!(grace_deadline(5_000, Duration::from_secs(1)), 1_000_005_000);
+        assert_eq!(grace_deadline(5_000, Duration::ZERO), 0);
+        assert_eq!(
+            grace_deadline(u64::MAX - 1, Duration::from_secs(60)),
+            u64::MAX
+        );
+        let deadline = grace_deadline(5_000, Duration::from_millis(1));
+        assert!(balancer_common::grace_active(deadline, 5_000));
+        assert!(balancer_common::grace_active(deadline, deadline - 1));
+        assert!(!balancer_common::grace_active(deadline, deadline));
+        assert!(
+            !balancer_common::grace_active(0, 0),
+            "0 is no previous table, even at boot"
+        );
+    }
+
+    #[test]
+    fn the_monotonic_clock_moves_forward() {
+        let first = monotonic_ns();
+        assert!(first > 0);
+        assert!(monotonic_ns() >= first);
+    }
+
+    #[test]
+    fn a_previous_pick_is_kept_only_when_it_differs_and_is_usable() {
+        use balancer_common::{BACKEND_DRAINING, NO_BACKEND, grace_keeps};
+        assert!(grace_keeps(3, 5, BACKEND_UP));
+        assert!(
+            grace_keeps(3, 5, BACKEND_DRAINING),
+            "draining keeps established flows"
+        );
+        assert!(
+            !grace_keeps(3, 5, BACKEND_DOWN),
+            "a down backend is not used"
+        );
+        assert!(
+            !grace_keeps(5, 5, BACKEND_UP),
+            "the same pick needs no grace"
+        );
+        assert!(!grace_keeps(NO_BACKEND, 5, BACKEND_UP));
     }
 
     #[test]

@@ -20,8 +20,9 @@ use balancer_common::{
     Action, AddrKey, DecapReason, FAMILY_IPV4, FAMILY_IPV6, FlowEvent, FlowHashKey, FlowSet,
     GLOBAL_ACL_FLAGS, GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, MAP_ACL_V4, MAP_ACL_V6,
     MAP_BACKEND_STATS, MAP_BACKENDS, MAP_DECAP_ADDRS, MAP_DECAP_STATS, MAP_FLOW_HASH_KEY,
-    MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS, MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS,
-    MAX_TX_PORTS, PROGRAM_DECAP, PROGRAM_LB, PROGRAM_PASS, PacketReason, VipKey, flow_sets,
+    MAP_FLOW_STATS, MAP_FLOWS, MAP_GRACE, MAP_MAGLEV, MAP_REASON_STATS, MAP_TX_PORTS,
+    MAP_VIP_STATS, MAP_VIPS, MAX_TX_PORTS, PROGRAM_DECAP, PROGRAM_LB, PROGRAM_PASS, PacketReason,
+    VipKey, flow_sets,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -120,6 +121,7 @@ fn map_sizes(xdp: &XdpConfig) -> Vec<(&'static str, u32)> {
         (MAP_ACL_V4, xdp.max_acl_rules),
         (MAP_ACL_V6, xdp.max_acl_rules),
         (MAP_TX_PORTS, MAX_TX_PORTS),
+        (MAP_GRACE, max_vips),
     ]
 }
 
@@ -174,6 +176,7 @@ impl Dataplane {
             acl_v4: typed(&mut ebpf, MAP_ACL_V4)?,
             acl_v6: typed(&mut ebpf, MAP_ACL_V6)?,
             tx_ports: typed(&mut ebpf, MAP_TX_PORTS)?,
+            grace: typed(&mut ebpf, MAP_GRACE)?,
         };
         let control = Control::new(maps, xdp, vips, ifindex, hops)?;
         let stats = StatsReader::new(
@@ -283,6 +286,16 @@ fn prepare_pin_dir(dir: &Path, sizes: &[(&'static str, u32)]) -> Result<(), Data
                 ),
             });
         }
+        if info.max_entries() != *size && counts_by_build(name) {
+            // Its size follows this build's list of reasons or events, not the config: a
+            // balancer that counts more starts these counters afresh rather than refusing.
+            std::fs::remove_file(&path).map_err(|err| DataplaneError::Pin {
+                path: path.clone(),
+                message: err.to_string(),
+            })?;
+            tracing::info!(path = %path.display(), "pinned counters of another build removed");
+            continue;
+        }
         if info.max_entries() != *size {
             return Err(DataplaneError::Pin {
                 path,
@@ -307,6 +320,11 @@ fn prepare_pin_dir(dir: &Path, sizes: &[(&'static str, u32)]) -> Result<(), Data
         });
     }
     Ok(())
+}
+
+/// Counter maps with one entry per `PacketReason` or `FlowEvent` of this build.
+fn counts_by_build(map: &str) -> bool {
+    map == MAP_REASON_STATS || map == MAP_FLOW_STATS
 }
 
 /// Entry size of the pinned maps whose layout has changed between releases.

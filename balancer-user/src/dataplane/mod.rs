@@ -10,7 +10,7 @@ mod stats;
 pub mod supervise;
 
 pub use control::{
-    AdminError, BackendModel, Control, ControlError, HopError, LinkedHealth, VipModel,
+    AdminError, BackendModel, Control, ControlError, ControlMaps, HopError, LinkedHealth, VipModel,
 };
 pub use layout::AdminState;
 pub use loader::{
