@@ -444,6 +444,10 @@ fn example_sticky_http_https() {
         &output,
         "  { url = \"https://198.18.1.21:443\", route = \"https-1\" },\n  { url = \"https://198.18.1.22:443\", weight = 2, route = \"https-2\" },\n",
     );
+    assert_has(
+        &output,
+        "# balancer does, against the system's CAs: set tls_ca_file to the members' CA.",
+    );
     assert_eq!(
         output
             .matches(

@@ -1080,6 +1080,16 @@ impl Translation<'_> {
                 let _ = writeln!(out, "  {{ {} }},", fields.join(", "));
             }
             let _ = writeln!(out, "]");
+            if pool.servers.iter().any(|s| s.url.starts_with("https://")) {
+                let _ = writeln!(
+                    out,
+                    "# Apache does not verify https:// members' certificates unless SSLProxyVerify says so;"
+                );
+                let _ = writeln!(
+                    out,
+                    "# balancer does, against the system's CAs: set tls_ca_file to the members' CA."
+                );
+            }
             if let Some((cookie, param)) = &pool.sticky {
                 if pool.servers.iter().all(|s| s.route.is_some()) {
                     let _ = writeln!(
