@@ -251,6 +251,21 @@ fn trusted_front_sticks_drains_and_keeps_the_standby() {
         );
     }
 
+    // With a disabled from the manager, no member but the standby takes new sessions: they go
+    // to c, as Apache's hot standby takes over when no other member is usable.
+    let (status, body) = ok(
+        balancer.admin_post("/api/pools/shop/servers/a/disable"),
+        "disabling a",
+        &balancer,
+    );
+    assert_eq!(status, 200, "POST …/a/disable: {body}");
+    let counts = spread(&net, &balancer, "shop.example.test", "/cart", 5);
+    let expected: BTreeMap<String, usize> = [("c".to_string(), 5)].into();
+    assert_eq!(
+        counts, expected,
+        "new sessions with a disabled and b draining"
+    );
+
     // Header unset Server.
     let reply = send(
         &net,

@@ -370,6 +370,28 @@ fn forwarded_headers_and_header_forms_without_equivalent() {
 }
 
 #[test]
+fn ssl_proxy_directives_give_the_pool_its_ca_or_a_comment() {
+    let output = in_vhost(
+        "SSLProxyEngine on\nSSLProxyCACertificateFile certs/members-ca.pem\nSSLProxyVerify none\n\
+         <Proxy balancer://app>\nBalancerMember https://198.18.1.1:443\n</Proxy>\nProxyPass / balancer://app/\n",
+    );
+    assert_has(
+        &output,
+        "# line 3: SSLProxyEngine on — nothing to translate",
+    );
+    assert_has(
+        &output,
+        "# line 5: SSLProxyVerify none — not translated: balancer always verifies",
+    );
+    assert_has(
+        &output,
+        "tls_ca_file = \"/etc/apache2/certs/members-ca.pem\"   # SSLProxyCACertificateFile",
+    );
+    assert_lacks(&output, "set tls_ca_file to the members' CA");
+    assert_toml(&output);
+}
+
+#[test]
 fn remoteip_gives_trusted_proxies_and_headers() {
     let output =
         in_vhost("RemoteIPHeader X-Forwarded-For\nRemoteIPTrustedProxy 198.18.5.0/24 198.18.6.1\n");

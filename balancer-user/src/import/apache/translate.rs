@@ -137,6 +137,8 @@ struct Pool {
     after_failure: Option<(Duration, usize)>,
     connect_timeout: Option<(Duration, usize)>,
     response_timeout: Option<(Duration, usize)>,
+    /// `SSLProxyCACertificateFile` of a virtual host routing to the pool.
+    tls_ca_file: Option<String>,
 }
 
 struct Server {
@@ -158,6 +160,8 @@ struct Scope {
     response_timeout: Option<Duration>,
     /// The virtual host has `SSLEngine on`: what balancer sends as X-Forwarded-Proto.
     tls: bool,
+    /// `SSLProxyCACertificateFile`: the CAs of https:// members.
+    proxy_ca: Option<String>,
 }
 
 impl Translation<'_> {
@@ -471,6 +475,21 @@ impl Translation<'_> {
                 }
             } else if directive.is("ProxyRequests") {
                 self.proxy_requests(directive);
+            } else if directive.is("SSLProxyEngine") {
+                self.note(
+                    directive,
+                    "nothing to translate: balancer speaks TLS to every https:// server",
+                );
+            } else if directive.is("SSLProxyCACertificateFile") {
+                scope.proxy_ca = first.map(|p| self.relative_path(p));
+            } else if directive.is("SSLProxyVerify")
+                || directive.is("SSLProxyCheckPeerName")
+                || directive.is("SSLProxyCheckPeerCN")
+            {
+                self.skip(
+                    directive,
+                    "balancer always verifies https:// servers' certificates and names (tls_ca_file, tls_server_name)",
+                );
             } else if directive.is("Proxy")
                 || directive.is("ProxyPass")
                 || directive.is("Location")
@@ -686,6 +705,10 @@ impl Translation<'_> {
                 return;
             };
         let pool = self.pools.get_mut(&pool_name).expect("inserted above");
+        if pool.tls_ca_file.is_none() && pool.servers.iter().any(|s| s.url.starts_with("https://"))
+        {
+            pool.tls_ca_file.clone_from(&scope.proxy_ca);
+        }
         if pool.response_timeout.is_none()
             && let Some(time) = scope.response_timeout
         {
@@ -1080,7 +1103,13 @@ impl Translation<'_> {
                 let _ = writeln!(out, "  {{ {} }},", fields.join(", "));
             }
             let _ = writeln!(out, "]");
-            if pool.servers.iter().any(|s| s.url.starts_with("https://")) {
+            if let Some(ca) = &pool.tls_ca_file {
+                let _ = writeln!(
+                    out,
+                    "tls_ca_file = {}   # SSLProxyCACertificateFile",
+                    quote(ca)
+                );
+            } else if pool.servers.iter().any(|s| s.url.starts_with("https://")) {
                 let _ = writeln!(
                     out,
                     "# Apache does not verify https:// members' certificates unless SSLProxyVerify says so;"
