@@ -3,7 +3,9 @@
 //! accepts, and `balancer run` on it, unchanged, routes, balances over the members and sticks
 //! as Apache would. The members are `l7_backend` processes on the examples' own addresses
 //! (198.18.1.x, the project's test range) in a second namespace behind a veth pair; the
-//! certificate the https virtual host names is issued at the path the output names.
+//! certificate the https virtual host names is issued at the path the output names. The https
+//! members are nginx with certificates for their addresses, reached through the
+//! `SSLProxyEngine` / `SSLProxyCACertificateFile` lines a working Apache config needs.
 
 mod l7_support;
 
@@ -14,7 +16,7 @@ use std::{
 };
 
 use balancer_tests::{
-    Backend, BalancerProcess, Certs, Client, L7Net, Netns, Reply, Request, TlsOptions,
+    Backend, BalancerProcess, Certs, Client, L7Net, Netns, Nginx, Reply, Request, TlsOptions,
     balancer_binary, unique_suffix,
 };
 use l7_support::ok;
@@ -367,4 +369,98 @@ fn sticky_http_https_keeps_the_prefix_and_sticks_by_route() {
     );
     // No route for /other (only <Location /webapps> proxies): the proxy itself answers 404.
     assert_eq!(reply.status, 404, "{}", reply.text());
+}
+
+/// The https virtual host of `sticky-http-https.conf` with the two lines a working Apache needs
+/// for https:// members (`SSLProxyEngine on`, and the members' CA, which the example leaves to
+/// the system's store): nginx members with certificates for their addresses, weighted 1:2 by
+/// `loadfactor=2`, sticky by the route suffix, the prefix kept.
+#[test]
+fn sticky_https_members_are_weighted_and_sticky_over_tls() {
+    let (net, members) = nets("imp-https", &["198.18.1.21", "198.18.1.22"]);
+    let certs = Certs::new().expect("a CA");
+    let mut servers = String::new();
+    for (route, address) in [("https-1", "198.18.1.21"), ("https-2", "198.18.1.22")] {
+        let cert = certs
+            .issue(route, &[address])
+            .expect("a member certificate");
+        servers.push_str(&format!(
+            "    server {{
+        listen {address}:443 ssl;
+        ssl_certificate {};
+        ssl_certificate_key {};
+        location / {{ return 200 \"server={route} uri=$request_uri cookie=$http_cookie\\n\"; }}
+    }}\n",
+            cert.cert.display(),
+            cert.key.display()
+        ));
+    }
+    let _nginx = Nginx::start(&members, &servers)
+        .unwrap_or_else(|err| panic!("nginx should start (run `cargo xtask setup`): {err:#}"));
+
+    let apache = copy_fixture(&net, "sticky-http-https.conf");
+    let text = std::fs::read_to_string(&apache).expect("the copy");
+    let text = text.replace(
+        "    SSLCertificateKeyFile certs/www.example.test.key\n",
+        "    SSLCertificateKeyFile certs/www.example.test.key\n    SSLProxyEngine on\n    SSLProxyCACertificateFile certs/ca.pem\n",
+    );
+    std::fs::write(&apache, text).expect("the edited copy");
+    let cert_dir = net.dir().join("certs");
+    std::fs::create_dir_all(&cert_dir).expect("certs/");
+    let site = certs
+        .issue("www.example.test", &["www.example.test"])
+        .expect("the site's certificate");
+    std::fs::copy(&site.cert, cert_dir.join("www.example.test.pem")).expect("the cert");
+    std::fs::copy(&site.key, cert_dir.join("www.example.test.key")).expect("the key");
+    std::fs::copy(certs.ca_path(), cert_dir.join("ca.pem")).expect("the CA");
+
+    let (toml, config) = import(&apache);
+    assert!(toml.contains("tls_ca_file = "), "{toml}");
+    let balancer = run(&net, &config, &toml);
+    let client = Client::tcp(&net, "127.0.0.1:443")
+        .tls(TlsOptions::new(certs.ca_path()).sni("www.example.test"));
+    let get = |cookie: Option<&str>| {
+        let mut request = Request::get("/webapps/cart").host("www.example.test");
+        if let Some(cookie) = cookie {
+            request = request.header("Cookie", cookie);
+        }
+        let reply = ok(client.send(&request), "GET over TLS", &balancer);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.text()
+    };
+
+    // loadfactor=2: https-2 takes two requests in three.
+    let mut counts = BTreeMap::new();
+    for _ in 0..30 {
+        let text = get(None);
+        assert!(
+            text.contains("uri=/webapps/cart "),
+            "the prefix is kept: {text}"
+        );
+        let server = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("server="))
+            .unwrap_or_else(|| panic!("no server= in {text}"))
+            .to_string();
+        *counts.entry(server).or_insert(0) += 1;
+    }
+    let expected: BTreeMap<String, usize> = [("https-1", 10), ("https-2", 20)]
+        .map(|(s, n)| (s.to_string(), n))
+        .into();
+    assert_eq!(counts, expected, "1:2 by loadfactor");
+
+    // stickysession=sessionid: the route suffix picks the member; the cookie arrives as sent.
+    for route in ["https-1", "https-2"] {
+        for _ in 0..3 {
+            let text = get(Some(&format!("sessionid=abc.{route}")));
+            assert!(
+                text.starts_with(&format!("server={route} ")),
+                "a session of {route}: {text}"
+            );
+            assert!(
+                text.contains(&format!("cookie=sessionid=abc.{route}")),
+                "{text}"
+            );
+        }
+    }
 }
