@@ -464,3 +464,32 @@ fn sticky_https_members_are_weighted_and_sticky_over_tls() {
         }
     }
 }
+
+#[test]
+fn unreadable_files_and_unbalanced_sections_fail_with_the_line() {
+    let dir = std::env::temp_dir().join(format!("bltest-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let missing = dir.join("missing.conf");
+    let (code, stdout, stderr) = balancer(&["import", "apache", &missing.display().to_string()]);
+    assert_ne!(code, 0, "a missing file must fail");
+    assert!(stdout.is_empty(), "nothing on stdout: {stdout}");
+    assert!(stderr.contains("missing.conf"), "{stderr}");
+
+    let bad = dir.join("bad.conf");
+    std::fs::write(
+        &bad,
+        "<VirtualHost *:80>\n    ServerName a.test\n    <Location /x>\n</VirtualHost>\n",
+    )
+    .expect("writing bad.conf");
+    let (code, stdout, stderr) = balancer(&["import", "apache", &bad.display().to_string()]);
+    assert_ne!(code, 0, "unbalanced sections must fail");
+    assert!(stdout.is_empty(), "nothing on stdout: {stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:4: </VirtualHost> does not close <Location> opened at line 3",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -523,6 +523,10 @@ fn example_trusted_front() {
         &output,
         "# line 18: ProxyPass        /static/ ! — not translated:",
     );
+    assert_has(
+        &output,
+        "# line 4: ProxyRequests Off — nothing to translate: balancer is a reverse proxy only",
+    );
     assert_has(&output, "balance = \"least-conn\"");
     assert_has(
         &output,
