@@ -445,7 +445,18 @@ impl Translation<'_> {
             if directive.is("ServerName") {
                 names.extend(first.map(host_name));
             } else if directive.is("ServerAlias") {
-                names.extend(directive.args.iter().map(|a| host_name(a)));
+                for alias in &directive.args {
+                    let name = host_name(alias);
+                    let wildcard = name.strip_prefix("*.").unwrap_or(&name);
+                    if wildcard.contains(['*', '?']) {
+                        self.skip(
+                            directive,
+                            &format!("{alias}: a wildcard other than a leading *. has no equivalent in allowed_hosts"),
+                        );
+                    } else {
+                        names.push(name);
+                    }
+                }
             } else if directive.is("SSLEngine") {
                 ssl = first.is_some_and(|a| a.eq_ignore_ascii_case("on"));
             } else if directive.is("SSLCertificateFile") {
