@@ -556,3 +556,28 @@ fn example_trusted_front() {
     assert_has(&output, "response_headers = { unset = [\"Server\"] }");
     assert_has(&output, "preserve_host = true");
 }
+
+#[test]
+fn empty_pools_repeated_routes_and_reused_direct_targets_are_reported() {
+    let output = translate(
+        "<Proxy balancer://empty>\nBalancerMember ftp://x\n</Proxy>\n\
+         <Proxy balancer://app>\nBalancerMember http://198.18.1.1:8000\n</Proxy>\n\
+         <VirtualHost *:80>\nProxyPass / balancer://app/\n</VirtualHost>\n\
+         <VirtualHost *:80>\nProxyPass / balancer://app/\nProxyPass /e/ balancer://empty/\nProxyPass /d/ http://198.18.1.9:8000/\n</VirtualHost>\n\
+         <VirtualHost *:8080>\nProxyPass /d/ http://198.18.1.9:8000/ timeout=5\n</VirtualHost>\n",
+    );
+    assert_has(
+        &output,
+        "# line 11: ProxyPass / balancer://app/ — not translated: an earlier <VirtualHost> on this address already routes this path",
+    );
+    assert_has(
+        &output,
+        "# line 12: ProxyPass /e/ balancer://empty/ — not translated: balancer://empty has no member",
+    );
+    assert_has(
+        &output,
+        "# line 16: ProxyPass /d/ http://198.18.1.9:8000/ timeout=5 — not translated: the parameters of the first ProxyPass",
+    );
+    assert_lacks(&output, "[pool.empty]");
+    assert_eq!(output.matches("[[route]]").count(), 3, "{output}");
+}

@@ -88,8 +88,9 @@ struct Route {
     listener: String,
     /// The virtual host's line, to set `host` when several share a listener.
     vhost_line: usize,
-    /// Where the route came from, for its comment.
-    origin: String,
+    /// The `ProxyPass` it came from: its line and text.
+    line: usize,
+    text: String,
     path: String,
     strip_prefix: bool,
     pool: String,
@@ -658,63 +659,76 @@ impl Translation<'_> {
         params: &[String],
         scope: &Scope,
     ) {
-        let (pool_name, target_path) =
-            if let Some(rest) = strip_ignoring_case(target, "balancer://") {
-                let (name, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-                if !self.pools.contains_key(name) {
-                    self.skip(
-                        directive,
-                        &format!("no <Proxy balancer://{name}> defines its members"),
-                    );
-                    return;
-                }
-                for param in params {
-                    let mut pool = self.pools.remove(name).unwrap_or_default();
-                    self.balancer_param(&mut pool, directive, param);
-                    self.pools.insert(name.to_string(), pool);
-                }
-                (name.to_string(), path.to_string())
-            } else if let Some((server_url, target_path)) = split_member_url(target) {
-                // A direct target: a pool of one server, named after it.
-                let name = direct_pool_name(&server_url);
-                let mut pool = self.pools.remove(&name).unwrap_or_else(|| Pool {
-                    line: directive.line,
-                    origin: directive.text.clone(),
-                    ..Pool::default()
-                });
-                if pool.servers.is_empty() {
-                    let mut server = Server {
-                        url: server_url,
-                        weight: None,
-                        route: None,
-                        state: None,
-                        backup: false,
-                        max_conns: None,
-                    };
-                    for param in params {
-                        match param.split_once('=') {
-                            Some((key, value)) => self.member_param(
-                                &mut pool,
-                                &mut server,
-                                directive,
-                                &key.to_ascii_lowercase(),
-                                value,
-                            ),
-                            None => self.skip(directive, &format!("{param:?} is not key=value")),
-                        }
-                    }
-                    pool.servers.push(server);
-                    pool.member_path = Some(String::new());
-                }
-                self.pools.insert(name.clone(), pool);
-                (name, target_path)
-            } else {
+        let (pool_name, target_path) = if let Some(rest) =
+            strip_ignoring_case(target, "balancer://")
+        {
+            let (name, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            if !self.pools.contains_key(name) {
                 self.skip(
                     directive,
-                    "the target is not balancer://NAME, http://, https:// or unix:",
+                    &format!("no <Proxy balancer://{name}> defines its members"),
                 );
                 return;
-            };
+            }
+            if self.pools.get(name).is_some_and(|p| p.servers.is_empty()) {
+                self.skip(
+                    directive,
+                    &format!("balancer://{name} has no member that could be translated"),
+                );
+                return;
+            }
+            for param in params {
+                let mut pool = self.pools.remove(name).unwrap_or_default();
+                self.balancer_param(&mut pool, directive, param);
+                self.pools.insert(name.to_string(), pool);
+            }
+            (name.to_string(), path.to_string())
+        } else if let Some((server_url, target_path)) = split_member_url(target) {
+            // A direct target: a pool of one server, named after it.
+            let name = direct_pool_name(&server_url);
+            let mut pool = self.pools.remove(&name).unwrap_or_else(|| Pool {
+                line: directive.line,
+                origin: directive.text.clone(),
+                ..Pool::default()
+            });
+            if pool.servers.is_empty() {
+                let mut server = Server {
+                    url: server_url,
+                    weight: None,
+                    route: None,
+                    state: None,
+                    backup: false,
+                    max_conns: None,
+                };
+                for param in params {
+                    match param.split_once('=') {
+                        Some((key, value)) => self.member_param(
+                            &mut pool,
+                            &mut server,
+                            directive,
+                            &key.to_ascii_lowercase(),
+                            value,
+                        ),
+                        None => self.skip(directive, &format!("{param:?} is not key=value")),
+                    }
+                }
+                pool.servers.push(server);
+                pool.member_path = Some(String::new());
+            } else if !params.is_empty() {
+                self.skip(
+                        directive,
+                        "the parameters of the first ProxyPass to this URL apply: its routes share one pool",
+                    );
+            }
+            self.pools.insert(name.clone(), pool);
+            (name, target_path)
+        } else {
+            self.skip(
+                directive,
+                "the target is not balancer://NAME, http://, https:// or unix:",
+            );
+            return;
+        };
         let pool = self.pools.get_mut(&pool_name).expect("inserted above");
         if pool.tls_ca_file.is_none() && pool.servers.iter().any(|s| s.url.starts_with("https://"))
         {
@@ -751,7 +765,8 @@ impl Translation<'_> {
         self.routes.push(Route {
             listener: listener.to_string(),
             vhost_line,
-            origin: format!("line {}: {}", directive.line, directive.text),
+            line: directive.line,
+            text: directive.text.clone(),
             path: route_path.to_string(),
             strip_prefix,
             pool: pool_name,
@@ -922,6 +937,57 @@ impl Translation<'_> {
 
     // ---- Output ------------------------------------------------------------------------------
 
+    /// The `[[route]]` tables to write: each route once per host name of its virtual host
+    /// when several virtual hosts share its listener, else once without `host`. A route that
+    /// repeats an earlier one (listener, host and path) is reported instead: Apache would have
+    /// served that path from the earlier virtual host.
+    fn route_entries(&mut self) -> Vec<(usize, Option<String>)> {
+        let mut entries = Vec::new();
+        let mut seen: Vec<(String, Option<String>, String)> = Vec::new();
+        let mut repeated = Vec::new();
+        for (index, route) in self.routes.iter().enumerate() {
+            let listener = self
+                .listeners
+                .iter()
+                .find(|l| l.name == route.listener)
+                .expect("every route's listener is made first");
+            let hosts: Vec<Option<String>> = if listener.vhosts.len() > 1 {
+                listener
+                    .vhosts
+                    .iter()
+                    .filter(|(line, _)| *line == route.vhost_line)
+                    .flat_map(|(_, names)| names.iter().cloned().map(Some))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let hosts = if hosts.is_empty() { vec![None] } else { hosts };
+            for host in hosts {
+                let key = (
+                    route.listener.clone(),
+                    host.clone(),
+                    route.path.trim_end_matches('/').to_string(),
+                );
+                if seen.contains(&key) {
+                    repeated.push((route.line, route.text.clone(), host));
+                } else {
+                    seen.push(key);
+                    entries.push((index, host));
+                }
+            }
+        }
+        for (line, text, host) in repeated {
+            let host = host.map_or_else(String::new, |h| format!(" for {h}"));
+            self.notes.push((
+                line,
+                format!(
+                    "# line {line}: {text} — not translated: an earlier <VirtualHost> on this address already routes this path{host}, and Apache would have served it from that one"
+                ),
+            ));
+        }
+        entries
+    }
+
     fn render(mut self, source: &str) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# Imported from {source} by `balancer import apache`.");
@@ -929,6 +995,7 @@ impl Translation<'_> {
             out,
             "# Check every \"not translated\" line before serving with this config."
         );
+        let entries = self.route_entries();
         self.notes.sort_by_key(|(line, _)| *line);
         if !self.notes.is_empty() {
             out.push('\n');
@@ -1004,34 +1071,14 @@ impl Translation<'_> {
                 }
             }
         }
-        for route in &self.routes {
-            let listener = self
-                .listeners
-                .iter()
-                .find(|l| l.name == route.listener)
-                .expect("every route's listener is made first");
-            // Several virtual hosts on one address: the route belongs to its host's names only.
-            let hosts: Vec<&String> = if listener.vhosts.len() > 1 {
-                listener
-                    .vhosts
-                    .iter()
-                    .filter(|(line, _)| *line == route.vhost_line)
-                    .flat_map(|(_, names)| names)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let host_list: Vec<Option<&String>> = if hosts.is_empty() {
-                vec![None]
-            } else {
-                hosts.into_iter().map(Some).collect()
-            };
-            for host in host_list {
+        for (index, host) in entries {
+            let route = &self.routes[index];
+            {
                 out.push('\n');
                 let _ = writeln!(out, "[[route]]");
-                let _ = writeln!(out, "# {}", route.origin);
+                let _ = writeln!(out, "# line {}: {}", route.line, route.text);
                 let _ = writeln!(out, "listener = {}", quote(&route.listener));
-                if let Some(host) = host {
+                if let Some(host) = &host {
                     let _ = writeln!(out, "host = {}", quote(host));
                 }
                 let _ = writeln!(out, "path = {}", quote(&route.path));
@@ -1079,7 +1126,9 @@ impl Translation<'_> {
                 write_header_edits(&mut out, "response_headers", &route.response_headers);
             }
         }
-        for (name, pool) in &self.pools {
+        // A pool whose members were all left out (each said why) cannot be served, and no
+        // route refers to it.
+        for (name, pool) in self.pools.iter().filter(|(_, p)| !p.servers.is_empty()) {
             out.push('\n');
             let _ = writeln!(out, "[pool.{}]", key(name));
             let _ = writeln!(out, "# line {}: {}", pool.line, pool.origin);
