@@ -418,6 +418,42 @@ fn remoteip_gives_trusted_proxies_and_headers() {
 }
 
 #[test]
+fn remoteip_values_without_equivalent_are_comments() {
+    let output = in_vhost(
+        "RemoteIPHeader CF-Connecting-IP\nRemoteIPTrustedProxy 198.18.5.0/24 lb.example.test 10.1\n",
+    );
+    assert_has(
+        &output,
+        "# line 3: RemoteIPHeader CF-Connecting-IP — not translated: balancer takes the client address",
+    );
+    assert_has(
+        &output,
+        "# line 4: RemoteIPTrustedProxy 198.18.5.0/24 lb.example.test 10.1 — not translated: lb.example.test:",
+    );
+    assert_has(
+        &output,
+        "# line 4: RemoteIPTrustedProxy 198.18.5.0/24 lb.example.test 10.1 — not translated: 10.1:",
+    );
+    assert_has(
+        &output,
+        "# line 4: RemoteIPTrustedProxy 198.18.5.0/24 lb.example.test 10.1 — not translated: without a RemoteIPHeader",
+    );
+    assert_lacks(&output, "trusted_proxies =");
+    assert_lacks(&output, "trusted_headers =");
+
+    // mod_remoteip without trusted proxies believes the header from anyone.
+    let output = in_vhost("RemoteIPHeader X-Forwarded-For\n");
+    assert_has(&output, "trusted_proxies = [\"0.0.0.0/0\", \"::/0\"]\n");
+
+    let output =
+        in_vhost("RemoteIPHeader X-Real-IP\nRemoteIPTrustedProxy lb.example.test 198.18.5.7\n");
+    assert_has(
+        &output,
+        "trusted_proxies = [\"198.18.5.7\"]\ntrusted_headers = [\"X-Real-IP\"]\n",
+    );
+}
+
+#[test]
 fn other_directives_are_comments_with_their_line() {
     let output = translate(
         "Listen 80\n<IfModule mod_proxy.c>\n<VirtualHost *:80>\nServerName a.test\nDocumentRoot /var/www\nProxyRequests On\n</VirtualHost>\n</IfModule>\n",

@@ -472,10 +472,29 @@ impl Translation<'_> {
                     _ => self.skip(directive, "ProxyTimeout needs a number of seconds above 0"),
                 }
             } else if directive.is("RemoteIPHeader") {
-                trusted_header = first.map(ToString::to_string);
+                match first {
+                    Some(header) if is_client_address_header(header) => {
+                        trusted_header = Some(header.to_string());
+                    }
+                    _ => self.skip(
+                        directive,
+                        "balancer takes the client address from X-Forwarded-For, X-Real-IP, X-Client-IP or Forwarded only",
+                    ),
+                }
             } else if directive.is("RemoteIPTrustedProxy") || directive.is("RemoteIPInternalProxy")
             {
-                trusted_proxies.extend(directive.args.iter().cloned());
+                for proxy in &directive.args {
+                    if proxy.parse::<ipnet::IpNet>().is_ok()
+                        || proxy.parse::<std::net::IpAddr>().is_ok()
+                    {
+                        trusted_proxies.push(proxy.clone());
+                    } else {
+                        self.skip(
+                            directive,
+                            &format!("{proxy}: trusted_proxies takes addresses and CIDR blocks, not host names or partial addresses"),
+                        );
+                    }
+                }
             } else if directive.is("RequestHeader") || directive.is("Header") {
                 self.header(&mut scope, directive);
             } else if directive.is("ProxyPassReverseCookieDomain") {
@@ -536,6 +555,18 @@ impl Translation<'_> {
             if trusted_proxies.is_empty() {
                 // mod_remoteip without RemoteIPTrustedProxy believes the header from anyone.
                 trusted_proxies.extend(["0.0.0.0/0".to_string(), "::/0".to_string()]);
+            }
+        } else if !trusted_proxies.is_empty() {
+            // Without RemoteIPHeader, mod_remoteip reads no header, so its proxies change nothing.
+            trusted_proxies.clear();
+            for directive in children
+                .iter()
+                .filter(|d| d.is("RemoteIPTrustedProxy") || d.is("RemoteIPInternalProxy"))
+            {
+                self.skip(
+                    directive,
+                    "without a RemoteIPHeader (that balancer reads) no header is trusted",
+                );
             }
         }
         for proxy in trusted_proxies {
@@ -1283,6 +1314,13 @@ fn write_header_edits(out: &mut String, key: &str, edits: &HeaderEdits) {
     if !parts.is_empty() {
         let _ = writeln!(out, "{key} = {{ {} }}", parts.join(", "));
     }
+}
+
+/// The client-address headers balancer's `trusted_headers` reads (what `RemoteIPHeader` names).
+fn is_client_address_header(name: &str) -> bool {
+    ["x-forwarded-for", "x-real-ip", "x-client-ip", "forwarded"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Headers balancer sets itself from what it knows of the connection.
