@@ -61,6 +61,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print a balancer config equivalent to another proxy's config (on stdout), with a
+    /// comment for each directive that has no equivalent.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// On a backend of `ipip` VIPs: attach `balancer_decap` to an interface. It
     /// strips the outer IPIP / IPv6-in-IPv6 header of packets addressed to this
     /// host, so the inner packet (to a VIP on `lo`) reaches the local stack.
@@ -83,6 +89,19 @@ enum Command {
         /// The TOML config file (for `xdp.pin_path`).
         #[arg(long, short)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// An Apache httpd config: <VirtualHost>, <Proxy balancer://…> with BalancerMember,
+    /// ProxyPass (also in <Location>), ProxyPassReverse*, ProxyPreserveHost, RequestHeader /
+    /// Header set|unset, RemoteIP*, ProxyTimeout. Relative certificate paths are taken from the
+    /// file's directory. Each directive it cannot translate becomes
+    /// `# line N: <directive> — not translated: <why>`.
+    Apache {
+        /// The Apache config file.
+        file: PathBuf,
     },
 }
 
@@ -112,6 +131,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Import {
+            from: ImportFrom::Apache { file },
+        } => import_apache(&file),
         Command::Run { config } => {
             raise_open_file_limit();
             run_async(balancer::run::run(&config))
@@ -134,6 +156,33 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn import_apache(file: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("{}: {err}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // Certificate paths in the output are the Apache file's own, made absolute so that the
+    // printed config works wherever it is saved.
+    let base_dir = file
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let base_dir = std::fs::canonicalize(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
+    match balancer::import::apache::import(&text, &file.display().to_string(), &base_dir) {
+        Ok(toml) => {
+            print!("{toml}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{}:{}: {}", file.display(), err.line, err.message);
+            ExitCode::FAILURE
         }
     }
 }

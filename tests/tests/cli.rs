@@ -26,7 +26,7 @@ fn version_and_help() {
     );
     let (code, stdout, _) = balancer(&["--help"]);
     assert_eq!(code, 0);
-    for expected in ["run", "check-config", "XDP"] {
+    for expected in ["run", "check-config", "import", "XDP"] {
         assert!(
             stdout.contains(expected),
             "--help should mention {expected}:\n{stdout}"
