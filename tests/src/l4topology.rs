@@ -940,3 +940,74 @@ fn disable_tx_checksum(interface: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The VIPs of the L4 forwarding tests (l4_forwarding.rs, restart_noloss.rs): a TCP VIP per
+/// family and a UDP VIP, all on [`VIP_PORT`], admin API on [`VIP_ADMIN`].
+pub const VIP_PORT: u16 = 8080;
+pub const VIP_ADMIN: &str = "127.0.0.1:9100";
+pub const VIP4: &str = "198.18.100.1";
+pub const VIP6: &str = "2001:2:0:100::1";
+pub const UDP_VIP4: &str = "198.18.100.2";
+
+/// A bpffs pin directory (program, link and maps), removed on drop, also when a test fails.
+pub struct PinDir(pub std::path::PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl L4Topology {
+    /// `balancer run`'s config for the three forwarding-test VIPs over this topology's
+    /// backends (`weights` of b1, b2, b3), `forward` mode, maps pinned in `pin_dir`, TCP
+    /// health checks on the TCP VIPs.
+    pub fn vips_config(&self, forward: &str, pin_dir: &std::path::Path, weights: &[u32]) -> String {
+        let backends = |family: Family| self.backends_toml(family, weights);
+        let health =
+            "{ check = \"tcp\", interval = \"200ms\", timeout = \"150ms\", rise = 1, fall = 2 }";
+        format!(
+            r#"
+[admin]
+listen = "{VIP_ADMIN}"
+
+[xdp]
+interface = "{iface}"
+pin_path = "{pin}"
+max_vips = 4
+max_backends = 8
+max_connections = 65536
+
+[[vip]]
+name = "web4"
+address = "{VIP4}"
+port = {VIP_PORT}
+protocol = "tcp"
+forward = "{forward}"
+backends = {b4}
+health = {health}
+
+[[vip]]
+name = "web6"
+address = "{VIP6}"
+port = {VIP_PORT}
+protocol = "tcp"
+forward = "{forward}"
+backends = {b6}
+health = {health}
+
+[[vip]]
+name = "dns4"
+address = "{UDP_VIP4}"
+port = {VIP_PORT}
+protocol = "udp"
+forward = "{forward}"
+backends = {b4}
+"#,
+            iface = self.lb_interface(),
+            pin = pin_dir.display(),
+            b4 = backends(Family::V4),
+            b6 = backends(Family::V6),
+        )
+    }
+}

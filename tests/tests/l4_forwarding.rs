@@ -18,73 +18,18 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use balancer_common::{FlowEvent, FlowHashKey, MAP_FLOW_HASH_KEY, MAP_FLOW_STATS, MAP_FLOWS};
-use balancer_tests::{BalancerProcess, Family, L4Topology, LongLived, run_in, unique_suffix};
+use balancer_tests::{
+    BalancerProcess, Family, L4Topology, LongLived,
+    l4topology::{PinDir, UDP_VIP4, VIP_ADMIN as ADMIN, VIP_PORT as PORT, VIP4, VIP6},
+    run_in, unique_suffix,
+};
 
-const PORT: u16 = 8080;
-const ADMIN: &str = "127.0.0.1:9100";
-const VIP4: &str = "198.18.100.1";
-const VIP6: &str = "2001:2:0:100::1";
-const UDP_VIP4: &str = "198.18.100.2";
 /// Weights of b1, b2, b3.
 const WEIGHTS: [u32; 3] = [1, 1, 2];
 const CONNECTIONS: usize = 300;
 
-/// Removes the bpffs pin directory, also when the test fails.
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 fn config(topology: &L4Topology, forward: &str, pin_dir: &Path) -> String {
-    let backends = |family: Family| topology.backends_toml(family, &WEIGHTS);
-    let health =
-        "{ check = \"tcp\", interval = \"200ms\", timeout = \"150ms\", rise = 1, fall = 2 }";
-    format!(
-        r#"
-[admin]
-listen = "{ADMIN}"
-
-[xdp]
-interface = "{iface}"
-pin_path = "{pin}"
-max_vips = 4
-max_backends = 8
-max_connections = 65536
-
-[[vip]]
-name = "web4"
-address = "{VIP4}"
-port = {PORT}
-protocol = "tcp"
-forward = "{forward}"
-backends = {b4}
-health = {health}
-
-[[vip]]
-name = "web6"
-address = "{VIP6}"
-port = {PORT}
-protocol = "tcp"
-forward = "{forward}"
-backends = {b6}
-health = {health}
-
-[[vip]]
-name = "dns4"
-address = "{UDP_VIP4}"
-port = {PORT}
-protocol = "udp"
-forward = "{forward}"
-backends = {b4}
-"#,
-        iface = topology.lb_interface(),
-        pin = pin_dir.display(),
-        b4 = backends(Family::V4),
-        b6 = backends(Family::V6),
-    )
+    topology.vips_config(forward, pin_dir, &WEIGHTS)
 }
 
 struct Setup {

@@ -27,13 +27,12 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use balancer_common::{Counter, MAP_REASON_STATS, PacketReason};
-use balancer_tests::{BalancerProcess, Family, L4Topology, LongLived, unique_suffix};
+use balancer_tests::{
+    BalancerProcess, L4Topology, LongLived,
+    l4topology::{PinDir, UDP_VIP4, VIP_ADMIN as ADMIN, VIP_PORT as PORT, VIP4, VIP6},
+    unique_suffix,
+};
 
-const PORT: u16 = 8080;
-const ADMIN: &str = "127.0.0.1:9100";
-const VIP4: &str = "198.18.100.1";
-const VIP6: &str = "2001:2:0:100::1";
-const UDP_VIP4: &str = "198.18.100.2";
 const RESTARTS: usize = 5;
 /// TCP echo flows per TCP VIP.
 const TCP_FLOWS: usize = 4;
@@ -50,61 +49,7 @@ const SETTLE: Duration = Duration::from_millis(1500);
 const UDP_DRAIN: Duration = Duration::from_secs(1);
 
 fn config(topology: &L4Topology, forward: &str, pin_dir: &Path) -> String {
-    let backends = |family: Family| topology.backends_toml(family, &[1, 1, 1]);
-    let health =
-        "{ check = \"tcp\", interval = \"200ms\", timeout = \"150ms\", rise = 1, fall = 2 }";
-    format!(
-        r#"
-[admin]
-listen = "{ADMIN}"
-
-[xdp]
-interface = "{iface}"
-pin_path = "{pin}"
-max_vips = 4
-max_backends = 8
-max_connections = 65536
-
-[[vip]]
-name = "web4"
-address = "{VIP4}"
-port = {PORT}
-protocol = "tcp"
-forward = "{forward}"
-backends = {b4}
-health = {health}
-
-[[vip]]
-name = "web6"
-address = "{VIP6}"
-port = {PORT}
-protocol = "tcp"
-forward = "{forward}"
-backends = {b6}
-health = {health}
-
-[[vip]]
-name = "dns4"
-address = "{UDP_VIP4}"
-port = {PORT}
-protocol = "udp"
-forward = "{forward}"
-backends = {b4}
-"#,
-        iface = topology.lb_interface(),
-        pin = pin_dir.display(),
-        b4 = backends(Family::V4),
-        b6 = backends(Family::V6),
-    )
-}
-
-/// Removes the bpffs pin directory (program, link and maps), also when the test fails.
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+    topology.vips_config(forward, pin_dir, &[1, 1, 1])
 }
 
 /// A scratch directory removed on drop.
