@@ -913,6 +913,34 @@ mod tests {
         }
     }
 
+    /// An `Upgrade: echo` request through `conns`: the tunnel its 101 gives, with nothing
+    /// read past the head.
+    async fn upgraded(conns: &Arc<ServerConnections>) -> Stream {
+        let mut request = get("/upgrade");
+        request
+            .headers_mut()
+            .insert(CONNECTION, "upgrade".parse().unwrap());
+        request
+            .headers_mut()
+            .insert(hyper::header::UPGRADE, "echo".parse().unwrap());
+        let mut response = conns
+            .checkout()
+            .await
+            .unwrap()
+            .send(&mut request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let (tunnel, leftover) = response
+            .extensions_mut()
+            .remove::<UpstreamUpgrade>()
+            .expect("a 101 carries the connection")
+            .take()
+            .expect("once");
+        assert!(leftover.is_empty());
+        tunnel
+    }
+
     fn keepalive(reuse: bool, max_idle: usize, idle_timeout: Duration) -> KeepaliveConfig {
         KeepaliveConfig {
             reuse,
@@ -1308,29 +1336,7 @@ mod tests {
             CONNECT,
             false,
         );
-        let mut request = get("/upgrade");
-        request
-            .headers_mut()
-            .insert(CONNECTION, "upgrade".parse().unwrap());
-        request
-            .headers_mut()
-            .insert(hyper::header::UPGRADE, "echo".parse().unwrap());
-        let mut response = conns
-            .checkout()
-            .await
-            .unwrap()
-            .send(&mut request)
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-        let (mut tunnel, leftover) = response
-            .extensions_mut()
-            .remove::<UpstreamUpgrade>()
-            .expect("a 101 carries the connection")
-            .take()
-            .expect("once");
-        assert!(leftover.is_empty());
-        drop(response);
+        let mut tunnel = upgraded(&conns).await;
         tunnel.write_all(b"ping pong").await.unwrap();
         let mut echoed = [0u8; 9];
         tunnel.read_exact(&mut echoed).await.unwrap();
@@ -1547,28 +1553,7 @@ mod tests {
         assert_eq!(conns.idle_connections(), 1);
 
         // A 101 over TLS: the tunnel carries bytes both ways.
-        let mut request = get("/upgrade");
-        request
-            .headers_mut()
-            .insert(CONNECTION, "upgrade".parse().unwrap());
-        request
-            .headers_mut()
-            .insert(hyper::header::UPGRADE, "echo".parse().unwrap());
-        let mut response = conns
-            .checkout()
-            .await
-            .unwrap()
-            .send(&mut request)
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-        let (mut tunnel, leftover) = response
-            .extensions_mut()
-            .remove::<UpstreamUpgrade>()
-            .expect("a 101 carries the connection")
-            .take()
-            .expect("once");
-        assert!(leftover.is_empty());
+        let mut tunnel = upgraded(&conns).await;
         tunnel.write_all(b"ping over tls").await.unwrap();
         let mut echoed = [0u8; 13];
         tunnel.read_exact(&mut echoed).await.unwrap();
