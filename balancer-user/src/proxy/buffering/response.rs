@@ -86,20 +86,20 @@ pub fn buffer(body: Body, load: Option<ServerLoad>, limits: Limits, dir: &Path) 
                 }
             }
             Poll::Ready(None) => {
-                drop(load);
                 return Body::new(Whole {
                     first,
                     rest: early,
                     error: None,
+                    ended: Some((body, load)),
                 });
             }
             // The error reaches the client where it happened, after the data before it.
             Poll::Ready(Some(Err(err))) => {
-                drop(load);
                 return Body::new(Whole {
                     first,
                     rest: early,
                     error: Some(err),
+                    ended: Some((body, load)),
                 });
             }
             Poll::Pending => break,
@@ -141,6 +141,12 @@ struct Whole {
     first: Option<Bytes>,
     rest: VecDeque<Bytes>,
     error: Option<BoxError>,
+    /// The server's body, read to its end, and the server's request slot. The connection is
+    /// already back in its pool, or is one to close. Both go (the connection first, so that a
+    /// request waiting for the slot never finds the server with one connection too many)
+    /// once the data has been handed on, without waiting for the client: the close is not on
+    /// the way of the client's response.
+    ended: Option<(Body, Option<ServerLoad>)>,
 }
 
 impl hyper::body::Body for Whole {
@@ -154,6 +160,7 @@ impl hyper::body::Body for Whole {
         if let Some(data) = self.first.take().or_else(|| self.rest.pop_front()) {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
+        self.ended = None;
         Poll::Ready(self.error.take().map(Err))
     }
 
@@ -437,10 +444,20 @@ mod tests {
         let body = Body::new(
             http_body_util::Full::new(Bytes::from_static(b"hello")).map_err(|never| match never {}),
         );
-        let body = buffer(body, Some(load), LIMITS, &std::env::temp_dir());
-        assert_eq!(pool.servers[0].in_flight(), 0);
+        let mut body = buffer(body, Some(load), LIMITS, &std::env::temp_dir());
         assert_eq!(body.size_hint().exact(), Some(5));
-        assert_eq!(read_all(body).await, b"hello");
+        // The data is handed on first; the server is free as soon as the body's end is
+        // polled, with no task and no wait for the client.
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) else {
+            panic!("the data at once");
+        };
+        assert_eq!(frame.into_data().ok(), Some(Bytes::from_static(b"hello")));
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+        assert_eq!(pool.servers[0].in_flight(), 0);
     }
 
     #[tokio::test]

@@ -674,14 +674,16 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     /// The body has been read to its end: the connection goes back to its pool, if it may
-    /// carry another request (nothing unread after the body).
+    /// carry another request (nothing unread after the body). One that may not is closed
+    /// when the body is dropped, after its data has been handed on: the close is not on the
+    /// way of the client's response.
     fn finish(&mut self) {
         self.state = BodyState::Done;
-        let conn = self.conn.take();
-        if let (Some(mut conn), Some(pool)) = (conn, self.back_to.take())
+        if let (Some(conn), Some(pool)) = (self.conn.as_mut(), self.back_to.take())
             && self.buf.is_empty()
             && conn.stream.nothing_pending()
             && let Some(pool) = pool.upgrade()
+            && let Some(conn) = self.conn.take()
         {
             pool.release(conn);
         }

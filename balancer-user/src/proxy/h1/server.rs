@@ -15,8 +15,9 @@
 
 use std::{
     io,
+    pin::Pin,
     sync::Arc,
-    task::Poll,
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -262,10 +263,12 @@ pub async fn serve<S: ClientStream>(
     info: Arc<ConnInfo>,
     limits: ConnLimits,
     mut stream: S,
+    first: BytesMut,
     mut closing: Closing,
 ) {
-    // Bytes read past the last request (pipelining); no capacity while idle.
-    let mut buf = BytesMut::new();
+    // Bytes read past the last request (pipelining), or the connection's first bytes (read
+    // to tell HTTP/2 from HTTP/1.1); no capacity while idle.
+    let mut buf = first;
     let mut first = true;
     loop {
         // Wait for the next request without a buffer.
@@ -590,6 +593,11 @@ async fn write_response<S: ClientStream>(
             if out.len() >= 64 * 1024 {
                 conn.stream.write_all(&out).await?;
                 out.clear();
+            } else if expected == Some(sent) {
+                // The whole body is here. It goes to the client before the body's end is
+                // polled: that end writes the access log, records the metrics and closes or
+                // pools the server's connection, none of which the client should wait for.
+                write_now(&mut conn.stream, &mut out)?;
             }
         }
         match framing {
@@ -608,6 +616,28 @@ async fn write_response<S: ClientStream>(
     } else {
         Outcome::Close
     })
+}
+
+/// Writes as much of `out` as the socket takes without waiting, and removes it from `out`;
+/// the rest goes out with the next awaited write.
+fn write_now<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>) -> io::Result<()> {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut written = 0;
+    while written < out.len() {
+        match Pin::new(&mut *stream).poll_write(&mut cx, &out[written..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => written += n,
+            Poll::Ready(Err(err)) => return Err(err),
+            Poll::Pending => break,
+        }
+    }
+    if written == out.len()
+        && let Poll::Ready(Err(err)) = Pin::new(&mut *stream).poll_flush(&mut cx)
+    {
+        return Err(err);
+    }
+    out.drain(..written);
+    Ok(())
 }
 
 /// After a 101: the bytes each side sent past its head go to the other first, then bytes are
