@@ -3,8 +3,9 @@
 //!
 //! - **Slow clients:** gunicorn with 2 sync workers serving the Django acceptance app; 10
 //!   clients upload 4 KiB at 100 bytes/s while a normal client asks `/healthz/` every 100 ms.
-//!   How long the normal requests wait, through balancer (default config), through balancer
-//!   with `request_buffering = false`, and through nginx (its defaults buffer bodies too).
+//!   How long the normal requests wait, through balancer (default config) and through nginx
+//!   (its defaults buffer bodies too) side by side, the normal client taking turns between
+//!   them; then through balancer with `request_buffering = false`.
 //! - **Uploads of 1 MB:** `wrk -c50` POSTing 1 MB bodies through balancer, buffered (the
 //!   default) and streamed: requests/s and the process's peak RSS.
 //! - **Memory under 200 concurrent 5 MB uploads and downloads** (buffered): the peak RSS
@@ -93,28 +94,31 @@ fn slow_clients(net: &L7Net, quick: bool) -> anyhow::Result<Value> {
             gunicorn.url()
         )
     };
+    // balancer and nginx run side by side, each with its own slow uploaders, and the normal
+    // client takes turns between them: both are measured under the same machine load at the
+    // same moments (on 2 shared CPUs, one after the other would compare two different
+    // machines). Both buffer the uploads, so gunicorn sees only the normal requests.
     let balancer = net.start_balancer(&balancer_config(""))?;
-    runs.insert(
-        "balancer".into(),
-        wait_under_slow_uploads(net, BALANCER, span)?,
-    );
-    drop(balancer);
-    // nginx as its users run it in front of gunicorn: proxy_pass, its defaults buffer bodies.
+    // nginx as gunicorn's deployment guide configures it: its defaults buffer bodies too, and
+    // the app gets the client's address and scheme as it does through balancer.
     let nginx = Nginx::start(
         net,
         &format!(
             "server {{ listen {NGINX}; location / {{ proxy_pass http://{GUNICORN}; \
-             proxy_set_header Host $host; }} }}"
+             proxy_set_header Host $http_host; \
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; \
+             proxy_set_header X-Forwarded-Proto $scheme; proxy_redirect off; }} }}"
         ),
     )?;
-    runs.insert("nginx".into(), wait_under_slow_uploads(net, NGINX, span)?);
+    let [through_balancer, through_nginx] = waits_under_slow_uploads(net, [BALANCER, NGINX], span)?;
+    runs.insert("balancer".into(), through_balancer);
+    runs.insert("nginx".into(), through_nginx);
     drop(nginx);
+    drop(balancer);
     // Last: streamed uploads leave the workers busy until their clients are gone.
     let balancer = net.start_balancer(&balancer_config("request_buffering = false"))?;
-    runs.insert(
-        "balancer_streamed".into(),
-        wait_under_slow_uploads(net, BALANCER, span)?,
-    );
+    let [streamed] = waits_under_slow_uploads(net, [BALANCER], span)?;
+    runs.insert("balancer_streamed".into(), streamed);
     drop(balancer);
     drop(gunicorn);
     Ok(json!({
@@ -123,44 +127,63 @@ fn slow_clients(net: &L7Net, quick: bool) -> anyhow::Result<Value> {
         "upload_bytes": 4096,
         "upload_rate_bytes_per_s": 100,
         "seconds": span.as_secs(),
+        "interleaved": true,
         "runs": runs,
     }))
 }
 
-/// 10 slow uploads to `addr`, and meanwhile a normal client's GET /healthz/ every 100 ms:
-/// their times (ms) and failures.
-fn wait_under_slow_uploads(net: &L7Net, addr: &str, span: Duration) -> anyhow::Result<Value> {
-    let crowd = Crowd::start(net, addr, 10, |stream, stop: &AtomicBool| {
-        slow_upload(stream, stop, PUBLIC_HOST)
-    });
+/// 10 slow uploads to each proxy in `addrs`, and meanwhile a normal client's GET /healthz/
+/// every 100 ms, to each proxy in turn: their times (ms) and failures, per proxy.
+fn waits_under_slow_uploads<const N: usize>(
+    net: &L7Net,
+    addrs: [&str; N],
+    span: Duration,
+) -> anyhow::Result<[Value; N]> {
+    let crowds: Vec<Crowd> = addrs
+        .iter()
+        .map(|addr| {
+            Crowd::start(net, addr, 10, |stream, stop: &AtomicBool| {
+                slow_upload(stream, stop, PUBLIC_HOST)
+            })
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let client = Client::tcp(net, addr).timeout(Duration::from_secs(5));
+    let clients = addrs.map(|addr| Client::tcp(net, addr).timeout(Duration::from_secs(5)));
     let started = Instant::now();
-    let mut times = Vec::new();
-    let mut failed = 0;
+    let mut times: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    let mut failed = [0u64; N];
+    let mut round = 0;
     while started.elapsed() < span {
-        let sent = Instant::now();
-        match client.send(&Request::get("/healthz/").host(PUBLIC_HOST)) {
-            Ok(reply) if reply.status == 200 => {
-                times.push(sent.elapsed().as_secs_f64() * 1000.0);
+        // Alternate which goes first, so neither always follows the other.
+        for step in 0..N {
+            let which = if round % 2 == 0 { step } else { N - 1 - step };
+            let sent = Instant::now();
+            match clients[which].send(&Request::get("/healthz/").host(PUBLIC_HOST)) {
+                Ok(reply) if reply.status == 200 => {
+                    times[which].push(sent.elapsed().as_secs_f64() * 1000.0);
+                }
+                _ => failed[which] += 1,
             }
-            _ => failed += 1,
+            std::thread::sleep(Duration::from_millis(100) / N as u32);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        round += 1;
     }
-    drop(crowd);
-    times.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        times
-            .get(((times.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-    };
-    Ok(json!({
-        "requests": times.len() + failed,
-        "failed": failed,
-        "p50_ms": pick(0.5),
-        "p99_ms": pick(0.99),
-        "max_ms": times.last().copied(),
+    drop(crowds);
+    Ok(std::array::from_fn(|which| {
+        let times = &mut times[which];
+        times.sort_by(f64::total_cmp);
+        let pick = |q: f64| {
+            times
+                .get(((times.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+        };
+        json!({
+            "requests": times.len() as u64 + failed[which],
+            "failed": failed[which],
+            "p50_ms": pick(0.5),
+            "p99_ms": pick(0.99),
+            "max_ms": times.last().copied(),
+        })
     }))
 }
 

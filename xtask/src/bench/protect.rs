@@ -28,9 +28,13 @@ fn render_slow_clients(md: &mut String, slow: &Value) {
         md,
         "\n### Slow uploads in front of gunicorn sync workers\n\n\
          gunicorn runs {} sync workers of the Django acceptance app; {} clients upload {} bytes \
-         at {} bytes/s while a normal client asks `/healthz/` every 100 ms for {} s (each \
-         request on a new connection, 5 s timeout). balancer runs the config a new user \
-         writes; nginx its defaults behind `proxy_pass` (which buffer request bodies too).\n",
+         at {} bytes/s to each proxy while a normal client asks each proxy for `/healthz/` \
+         every 100 ms for {} s (each request on a new connection, 5 s timeout). balancer and \
+         nginx run side by side and the normal client takes turns between them, so both are \
+         measured under the same load at the same moments; the streamed run comes after. \
+         balancer runs the config a new user writes; nginx the `proxy_pass` block of \
+         gunicorn's deployment guide (`Host`, `X-Forwarded-For`, `X-Forwarded-Proto`), whose \
+         defaults buffer request bodies too.\n",
         slow["workers"],
         slow["slow_uploads"],
         slow["upload_bytes"],
