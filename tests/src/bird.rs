@@ -102,6 +102,17 @@ impl Bird {
     }
 }
 
+impl Bird {
+    /// SIGKILL: BIRD sends no BGP notification (the kernel still closes its TCP sessions,
+    /// unless the namespace's traffic is dropped, as for a host that died). Reaped.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Drop for Bird {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
