@@ -189,6 +189,16 @@ fn lose_a_host(tag: &str, loss: Loss, after: Duration) -> anyhow::Result<()> {
         "scale-out figure: {loss:?}: on lb{VICTIM}: {}",
         stall_summary(&on_victim)
     );
+    let elsewhere: Vec<&FlowReport> = reports
+        .iter()
+        .zip(&hosts)
+        .filter(|(_, h)| **h != VICTIM)
+        .map(|(r, _)| r)
+        .collect();
+    eprintln!(
+        "scale-out figure: {loss:?}: on the other hosts: {}",
+        stall_summary(&elsewhere)
+    );
     eprintln!("scale-out figure: {loss:?}: all: {}", stall_summary(&all));
     eprintln!(
         "scale-out figure: {loss:?}: test took {:?}",
