@@ -19,9 +19,9 @@
 //!   `ipip` VIP over the backends).
 //! - The router runs BIRD (`merge paths on`: one ECMP route over every host announcing the
 //!   VIP) and hashes on the 5-tuple (`fib_multipath_hash_policy=3`,
-//!   `fib_multipath_hash_fields=0x0037`). Its `rk` interfaces carry an `XDP_PASS` program, so
-//!   the IPIP frames a host sends back with `XDP_TX` are delivered; it routes them to the
-//!   backends.
+//!   `fib_multipath_hash_fields=0x0037`). With backends, its `rk` interfaces carry an
+//!   `XDP_PASS` program, so the IPIP frames a host sends back with `XDP_TX` are delivered; it
+//!   routes them to the backends.
 //! - Backend `k`: `veth0` 198.18.252.(4k+2)/30, the router's `bk` .(4k+1); the VIP on `lo`,
 //!   `balancer decap` on `veth0`, and `name_server` (greets with `bK`, then echoes) on
 //!   [`PORT`]. Backends answer the client directly (through the router).
