@@ -23,8 +23,8 @@
 //!   `XDP_PASS` program, so the IPIP frames a host sends back with `XDP_TX` are delivered; it
 //!   routes them to the backends.
 //! - Backend `k`: `veth0` 198.18.252.(4k+2)/30, the router's `bk` .(4k+1); the VIP on `lo`,
-//!   `balancer decap` on `veth0`, and `name_server` (greets with `bK`, then echoes) on
-//!   [`PORT`]. Backends answer the client directly (through the router).
+//!   `balancer decap` on `veth0`, and `name_server` (greets with `bK`, then echoes) bound to
+//!   [`VIP`]:[`PORT`]. Backends answer the client directly (through the router).
 //!
 //! Everything (processes, XDP programs, namespaces, nftables rules, the scratch directory) is
 //! removed on drop, also on panic.
@@ -238,10 +238,12 @@ impl EcmpTopology {
                 BalancerProcess::start_decap(netns, BACKEND_INTERFACE, &log)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // The echo servers listen on the VIP itself (held on lo), not on a wildcard.
+        let vip_listen = format!("{VIP}:{PORT}");
         let servers = backend_list
             .iter()
             .enumerate()
-            .map(|(i, netns)| NameServer::start(netns, &format!("b{}", i + 1), PORT))
+            .map(|(i, netns)| NameServer::start_on(netns, &format!("b{}", i + 1), &vip_listen))
             .collect::<anyhow::Result<Vec<_>>>()?;
 
         let router_bird = Bird::start(&router, &dir.0, "router", &router_bird_config(hosts))?;

@@ -660,6 +660,12 @@ impl NameServer {
     /// Starts `name_server --name NAME` in `netns` on `[::]:port` (TCP and UDP, dual stack);
     /// returns once it says `ready`.
     pub fn start(netns: &Netns, name: &str, port: u16) -> anyhow::Result<NameServer> {
+        Self::start_on(netns, name, &format!("[::]:{port}"))
+    }
+
+    /// Starts `name_server --name NAME` in `netns` on `listen` (`ADDR:PORT`, TCP and UDP),
+    /// e.g. a VIP held on the namespace's `lo`; returns once it says `ready`.
+    pub fn start_on(netns: &Netns, name: &str, listen: &str) -> anyhow::Result<NameServer> {
         let binary = name_server_binary();
         ensure!(
             binary.is_file(),
@@ -667,11 +673,10 @@ impl NameServer {
              (cargo test builds it) or set BALANCER_NAME_SERVER",
             binary.display()
         );
-        let listen = format!("[::]:{port}");
         let mut child = Command::new("nsenter")
             .arg(format!("--net={}", netns.path()))
             .arg(&binary)
-            .args(["--name", name, "--listen", &listen, "--udp", &listen])
+            .args(["--name", name, "--listen", listen, "--udp", listen])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
