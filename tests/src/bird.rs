@@ -12,7 +12,10 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::{netns::Netns, process::run_in};
+use crate::{
+    netns::{LIVE_CHILDREN, Netns},
+    process::run_in,
+};
 
 /// `packaging/bird.conf`, the snippet the balancer ships.
 pub fn packaged_snippet() -> PathBuf {
@@ -48,6 +51,11 @@ impl Bird {
             .stderr(log_file)
             .spawn()
             .context("starting bird (Debian package bird2; `cargo xtask setup` installs it)")?;
+        // Recorded for cleanup_everything (Ctrl-C in the demo): nsenter execs bird.
+        LIVE_CHILDREN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
         let mut bird = Bird {
             child: Some(child),
             socket,
@@ -102,12 +110,24 @@ impl Bird {
     }
 }
 
-impl Drop for Bird {
-    fn drop(&mut self) {
+impl Bird {
+    /// SIGKILL: BIRD sends no BGP notification (the kernel still closes its TCP sessions,
+    /// unless the namespace's traffic is dropped, as for a host that died). Reaped.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            LIVE_CHILDREN
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|p| *p != child.id());
         }
+    }
+}
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

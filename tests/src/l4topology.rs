@@ -277,36 +277,12 @@ impl L4Topology {
         {
             return Ok(());
         }
-        let object = ebpf_object();
-        ensure!(
-            object.is_file(),
-            "the eBPF object {} does not exist: build it with `cargo xtask build` \
-             (or set BALANCER_EBPF_OBJECT)",
-            object.display()
-        );
-        let (name, iface) = (program.to_string(), interface.to_string());
-        let ebpf = netns
-            .run(move || -> anyhow::Result<aya::Ebpf> {
-                use aya::programs::{Xdp, XdpMode};
-                let mut ebpf = aya::Ebpf::load_file(&object)
-                    .with_context(|| format!("loading {}", object.display()))?;
-                let program: &mut Xdp = ebpf
-                    .program_mut(&name)
-                    .with_context(|| format!("{} has no program {name}", object.display()))?
-                    .try_into()
-                    .with_context(|| format!("{name} is not an XDP program"))?;
-                program.load().with_context(|| format!("loading {name}"))?;
-                program
-                    .attach(&iface, XdpMode::Driver)
-                    .with_context(|| format!("attaching {name} to {iface} (driver mode)"))?;
-                Ok(ebpf)
-            })?
-            .with_context(|| format!("in {}", netns.name()))?;
+        let attachment = XdpAttachment::attach(netns, interface, program)?;
         attached.push(AttachedXdp {
             netns_path: path,
             interface: interface.to_string(),
             program: program.to_string(),
-            ebpf,
+            _attachment: attachment,
         });
         Ok(())
     }
@@ -556,23 +532,71 @@ impl Drop for L4Topology {
         }
         // Detach inside each program's namespace (a netlink-attached program would be
         // detached by ifindex in the calling thread's namespace).
-        let attached = std::mem::take(self.xdp.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for AttachedXdp {
-            netns_path, ebpf, ..
-        } in attached
-        {
-            let _ = crate::in_netns(&netns_path, move || drop(ebpf));
-        }
+        drop(std::mem::take(
+            self.xdp.get_mut().unwrap_or_else(|e| e.into_inner()),
+        ));
         // The namespaces (and with them every veth and the bridge) go with the fields.
     }
 }
 
-/// An XDP program attached by [`L4Topology::attach_xdp`]; detached when `ebpf` drops.
+/// An XDP program attached by [`L4Topology::attach_xdp`].
 struct AttachedXdp {
     netns_path: String,
     interface: String,
     program: String,
-    ebpf: aya::Ebpf,
+    _attachment: XdpAttachment,
+}
+
+/// One program of the eBPF object ([`ebpf_object`]) attached to an interface of a namespace
+/// in driver mode, with the object's maps as created at load (e.g. `PROGRAM_PASS` on the far
+/// end of a veth that receives `XDP_TX` frames, or `PROGRAM_DECAP`). Detached on drop, inside
+/// its namespace (a netlink-attached program is detached by ifindex in the calling thread's
+/// namespace).
+pub struct XdpAttachment {
+    netns_path: String,
+    ebpf: Option<aya::Ebpf>,
+}
+
+impl XdpAttachment {
+    pub fn attach(netns: &Netns, interface: &str, program: &str) -> anyhow::Result<XdpAttachment> {
+        let object = ebpf_object();
+        ensure!(
+            object.is_file(),
+            "the eBPF object {} does not exist: build it with `cargo xtask build` \
+             (or set BALANCER_EBPF_OBJECT)",
+            object.display()
+        );
+        let (name, iface) = (program.to_string(), interface.to_string());
+        let ebpf = netns
+            .run(move || -> anyhow::Result<aya::Ebpf> {
+                use aya::programs::{Xdp, XdpMode};
+                let mut ebpf = aya::Ebpf::load_file(&object)
+                    .with_context(|| format!("loading {}", object.display()))?;
+                let program: &mut Xdp = ebpf
+                    .program_mut(&name)
+                    .with_context(|| format!("{} has no program {name}", object.display()))?
+                    .try_into()
+                    .with_context(|| format!("{name} is not an XDP program"))?;
+                program.load().with_context(|| format!("loading {name}"))?;
+                program
+                    .attach(&iface, XdpMode::Driver)
+                    .with_context(|| format!("attaching {name} to {iface} (driver mode)"))?;
+                Ok(ebpf)
+            })?
+            .with_context(|| format!("in {}", netns.name()))?;
+        Ok(XdpAttachment {
+            netns_path: netns.path(),
+            ebpf: Some(ebpf),
+        })
+    }
+}
+
+impl Drop for XdpAttachment {
+    fn drop(&mut self) {
+        if let Some(ebpf) = self.ebpf.take() {
+            let _ = crate::in_netns(&self.netns_path, move || drop(ebpf));
+        }
+    }
 }
 
 /// A TCP connection to a VIP from the client, kept open.
@@ -625,14 +649,23 @@ impl LongLived {
     }
 }
 
-/// One `name_server` process in a backend namespace; SIGTERM and reaped on drop.
-struct NameServer {
+/// One `name_server` process in a backend namespace (greets with its name, then echoes);
+/// SIGTERM and reaped on drop.
+pub struct NameServer {
     child: Option<Child>,
     name: String,
 }
 
 impl NameServer {
-    fn start(netns: &Netns, name: &str, port: u16) -> anyhow::Result<NameServer> {
+    /// Starts `name_server --name NAME` in `netns` on `[::]:port` (TCP and UDP, dual stack);
+    /// returns once it says `ready`.
+    pub fn start(netns: &Netns, name: &str, port: u16) -> anyhow::Result<NameServer> {
+        Self::start_on(netns, name, &format!("[::]:{port}"))
+    }
+
+    /// Starts `name_server --name NAME` in `netns` on `listen` (`ADDR:PORT`, TCP and UDP),
+    /// e.g. a VIP held on the namespace's `lo`; returns once it says `ready`.
+    pub fn start_on(netns: &Netns, name: &str, listen: &str) -> anyhow::Result<NameServer> {
         let binary = name_server_binary();
         ensure!(
             binary.is_file(),
@@ -640,11 +673,10 @@ impl NameServer {
              (cargo test builds it) or set BALANCER_NAME_SERVER",
             binary.display()
         );
-        let listen = format!("[::]:{port}");
         let mut child = Command::new("nsenter")
             .arg(format!("--net={}", netns.path()))
             .arg(&binary)
-            .args(["--name", name, "--listen", &listen, "--udp", &listen])
+            .args(["--name", name, "--listen", listen, "--udp", listen])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -693,7 +725,7 @@ impl NameServer {
     }
 
     /// SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status.
-    fn stop(mut self) -> anyhow::Result<ExitStatus> {
+    pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
         self.stop_inner()
     }
 
@@ -911,7 +943,7 @@ pub fn set_sysctls(netns: &Netns, settings: &[(&str, &str)]) -> anyhow::Result<(
 
 /// `ethtool -K IF tx off` with the legacy ETHTOOL_STXCSUM ioctl, in the calling thread's
 /// namespace (no ethtool package needed).
-fn disable_tx_checksum(interface: &str) -> anyhow::Result<()> {
+pub fn disable_tx_checksum(interface: &str) -> anyhow::Result<()> {
     const ETHTOOL_STXCSUM: u32 = 0x17;
     #[repr(C)]
     struct EthtoolValue {

@@ -9,6 +9,7 @@
 pub mod bird;
 pub mod browser;
 pub mod django;
+pub mod ecmp;
 pub mod l4topology;
 pub mod l7;
 pub mod netns;

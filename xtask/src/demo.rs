@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the balancer on namespace topologies with real traffic:
 //! local VIPs and what the XDP program counted, then L4 forwarding to three
-//! backends with a drain and a dead server, then the HTTPS proxy.
+//! backends with a drain and a dead server, then the HTTPS proxy, then three balancer
+//! hosts behind an ECMP router losing one.
 
 use std::{
     collections::BTreeMap,
@@ -18,6 +19,7 @@ use crate::build;
 
 mod l4;
 mod l7;
+mod scaleout;
 
 const CONFIG: &str = include_str!("demo.toml");
 const VIP4: &str = "198.18.0.10";
@@ -121,7 +123,9 @@ pub fn run() -> anyhow::Result<()> {
     let status = balancer.stop()?;
     println!("demo: balancer stopped ({status}); XDP detached; tearing down the namespaces");
     drop(topology);
-    let result = l4::run(&dir).and_then(|()| l7::run());
+    let result = l4::run(&dir)
+        .and_then(|()| l7::run())
+        .and_then(|()| scaleout::run());
     let _ = std::fs::remove_dir_all(dir);
     result
 }
