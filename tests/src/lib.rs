@@ -12,6 +12,7 @@ pub mod django;
 pub mod l4topology;
 pub mod l7;
 pub mod netns;
+pub mod packets;
 pub mod process;
 pub mod slow_clients;
 pub mod topology;
