@@ -42,10 +42,7 @@ use balancer_common::{
 };
 use balancer_tests::{
     Netns,
-    packets::{
-        ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, Frame, IPV4_DF, IPV4_MF, Mac, V4, V6, icmp, payload,
-        tcp, udp,
-    },
+    packets::{Frame, IPV4_MF, Mac, V4, V6, icmp, payload, tcp, udp},
     unique_suffix,
 };
 
