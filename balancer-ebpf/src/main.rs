@@ -155,11 +155,9 @@ fn unusual(ctx: &XdpContext, vip_id: &mut Option<u32>) -> Sent {
     let mut chosen = Chosen::NONE;
     let mut sent = match parsed {
         Ok(()) => route::<true>(ctx, &found.pkt, vip_id, &mut chosen),
-        Err(
-            reason @ (PacketReason::StackedVlan
-            | PacketReason::Ipv6ExtensionLimit
-            | PacketReason::FragmentOrphan),
-        ) => drop(reason),
+        Err(reason @ (PacketReason::StackedVlan | PacketReason::Ipv6ExtensionLimit)) => {
+            drop(reason)
+        }
         Err(reason) => pass(reason),
     };
     let forwarded = sent.reason == PacketReason::VipForwarded;
