@@ -16,13 +16,19 @@ use aya::{
 };
 use balancer::{
     config::Config,
-    dataplane::{AdminState, Control, ControlMaps, EBPF_OBJECT, nexthop::NextHop},
+    dataplane::{
+        AdminState, Control, ControlMaps, EBPF_OBJECT,
+        layout::{self, TableMember},
+        nexthop::NextHop,
+    },
 };
 use balancer_common::{
-    Action, Counter, FlowHashKey, GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, IPPROTO_ICMP,
-    IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAP_ACL_V4, MAP_ACL_V6,
-    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOW_HASH_KEY, MAP_FLOWS, MAP_GRACE, MAP_MAGLEV,
-    MAP_REASON_STATS, MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, PROGRAM_LB, PacketReason, flow_sets,
+    Action, BACKEND_DOWN, BACKEND_UP, Counter, FAMILY_IPV4, FlowEvent, FlowHashKey, FlowKey,
+    GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6,
+    IPPROTO_TCP, IPPROTO_UDP, MAP_ACL_V4, MAP_ACL_V6, MAP_BACKEND_STATS, MAP_BACKENDS,
+    MAP_FLOW_HASH_KEY, MAP_FLOW_STATS, MAP_FLOWS, MAP_GRACE, MAP_MAGLEV, MAP_REASON_STATS,
+    MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NO_BACKEND, PROGRAM_LB, PacketReason, flow_maglev_hash,
+    flow_sets, ipv4_in_16,
 };
 use balancer_tests::packets::{
     ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, Frame, IPV6_DEST_OPTIONS, IPV6_FRAGMENT,
@@ -47,6 +53,8 @@ const VIP6: [u8; 16] = [
 const TCP_PORT: u16 = 80;
 const UDP_PORT: u16 = 53;
 const TCP6_PORT: u16 = 443;
+/// An `l2-dsr` TCP VIP on the IPv4 address.
+const DSR_PORT: u16 = 8080;
 const OUTER_SRC4: [u8; 4] = [10, 1, 0, 254];
 const OUTER_SRC6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe,
@@ -107,6 +115,8 @@ fn config() -> Config {
          forward = \"ipip\"\nbackends = [ {list4} ]\n\n\
          [[vip]]\nname = \"dns4\"\naddress = \"10.0.0.10\"\nport = {UDP_PORT}\nprotocol = \"udp\"\n\
          forward = \"ipip\"\nbackends = [ {list4} ]\n\n\
+         [[vip]]\nname = \"dsr4\"\naddress = \"10.0.0.10\"\nport = {DSR_PORT}\nprotocol = \"tcp\"\n\
+         forward = \"l2-dsr\"\nbackends = [ {list4} ]\n\n\
          [[vip]]\nname = \"web6\"\naddress = \"{vip6}\"\nport = {TCP6_PORT}\nprotocol = \"tcp\"\n\
          forward = \"ipip\"\nbackends = [ {list6} ]\n",
         vip6 = IpAddr::from(VIP6),
@@ -367,15 +377,6 @@ fn icmp_errors_about_a_vip_flow_reach_its_backend() {
         );
         assert_eq!(inner, error, "client {n}: the ICMP packet arrives intact");
     }
-    // A flow the connection table does not know goes where the current table sends it.
-    let (got, _) = rig.forwarded(
-        "frag needed, new flow",
-        &CLIENT.ipv4(&frag_needed4(999, 1, 1400)),
-    );
-    assert_eq!(
-        got, keep,
-        "a miss takes the Maglev pick, as a data packet would"
-    );
 
     // Time exceeded (type 11) quoting a UDP reply of the UDP VIP: forwarded too.
     let reply = V4::new(VIP4, client4(7), IPPROTO_UDP).packet(&udp(UDP_PORT, 5353, &payload(8)));
@@ -411,7 +412,7 @@ fn icmp_errors_about_no_vip_flow_pass_and_echo_passes() {
         assert_eq!(run.out, frame, "{what}: untouched");
     };
     // Quoting a packet from a VIP address but a port that is no VIP's.
-    let reply = V4::new(VIP4, client4(1), IPPROTO_TCP).packet(&tcp(8080, 40_000, TCP_ACK, &[]));
+    let reply = V4::new(VIP4, client4(1), IPPROTO_TCP).packet(&tcp(8081, 40_000, TCP_ACK, &[]));
     let error = V4::new(ROUTER4, VIP4, IPPROTO_ICMP).packet(&icmp(
         3,
         4,
@@ -650,4 +651,122 @@ fn qinq_is_forwarded_with_both_tags_and_a_third_tag_is_dropped() {
         rig.run(&triple.ipv4(&tcp4(1, 43_000, TCP_ACK)))
     });
     assert_eq!(run.verdict, XDP_DROP, "three tags");
+}
+
+/// The Maglev table `Control` builds for the IPv4 backends (`up[i]`: backend `i` is up), as
+/// backend numbers (`None`: no backend).
+fn table(up: &[bool]) -> Vec<Option<usize>> {
+    let members: Vec<TableMember> = up
+        .iter()
+        .enumerate()
+        .map(|(i, &up)| TableMember {
+            address: IpAddr::from(backend4(i)),
+            weight: 1,
+            slot: u32::try_from(i).expect("few"),
+            state: if up { BACKEND_UP } else { BACKEND_DOWN },
+        })
+        .collect();
+    layout::build_vip_table(&members, TABLE_SIZE)
+        .expect("a table")
+        .into_iter()
+        .map(|slot| (slot != NO_BACKEND).then_some(slot as usize))
+        .collect()
+}
+
+/// The Maglev slot of client `n`'s TCP flow from `port` to the IPv4 VIP (select.rs).
+fn slot4(n: u16, port: u16) -> usize {
+    let key = FlowKey {
+        src: ipv4_in_16(client4(n)),
+        dst: ipv4_in_16(VIP4),
+        src_port_be: port.to_be(),
+        dst_port_be: TCP_PORT.to_be(),
+        protocol: IPPROTO_TCP,
+        family: FAMILY_IPV4,
+        _pad: [0; 2],
+    };
+    let hash = flow_maglev_hash(&key);
+    (((hash >> 32) as u32 ^ hash as u32) % TABLE_SIZE) as usize
+}
+
+/// An error about a flow the connection table does not know is routed as a data packet of
+/// that flow would be: it is not a SYN, so within `flow_grace` after a backend-set change it
+/// goes to the backend the previous Maglev table names.
+#[test]
+fn an_icmp_error_about_an_unknown_flow_follows_the_grace_table() {
+    let mut rig = Rig::new();
+    rig.set_admin4(2, AdminState::Disabled);
+    let previous = table(&[true, true, false]);
+    rig.set_admin4(2, AdminState::Enabled);
+    let current = table(&[true, true, true]);
+    let port = 40_000;
+    let n = (1..10_000u16)
+        .find(|&n| {
+            previous[slot4(n, port)].is_some()
+                && previous[slot4(n, port)] != current[slot4(n, port)]
+        })
+        .expect("a flow the change moved");
+    let grace_hits = || -> u64 {
+        let map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(rig.ebpf.map(MAP_FLOW_STATS).expect("FLOW_STATS"))
+                .expect("a per-CPU array");
+        map.get(&(FlowEvent::GraceHit as u32), 0)
+            .expect("reading FLOW_STATS")
+            .iter()
+            .sum()
+    };
+    let before = grace_hits();
+    let (got, _) = rig.counted(PacketReason::IcmpErrorForwarded, || {
+        rig.forwarded(
+            "frag needed, unknown flow",
+            &CLIENT.ipv4(&frag_needed4(n, port, 1400)),
+        )
+    });
+    assert_eq!(
+        Some(got),
+        previous[slot4(n, port)],
+        "client {n}: the previous table's backend (the current one says {:?})",
+        current[slot4(n, port)]
+    );
+    assert_eq!(grace_hits(), before + 1, "counted as a grace hit");
+}
+
+/// An `l2-dsr` VIP: the error goes to the flow's backend with only the MACs rewritten.
+#[test]
+fn icmp_errors_about_an_l2_dsr_flow_reach_its_backend() {
+    let rig = Rig::new();
+    let backend_of = |out: &[u8]| {
+        (0..BACKENDS)
+            .find(|&i| out[..6] == backend_mac(i))
+            .unwrap_or_else(|| panic!("sent to an unknown MAC {:02x?}", &out[..6]))
+    };
+    for n in 1..=8u16 {
+        let syn =
+            V4::new(client4(n), VIP4, IPPROTO_TCP).packet(&tcp(44_000, DSR_PORT, TCP_SYN, &[]));
+        let run = rig.run(&CLIENT.ipv4(&syn));
+        assert_eq!(run.verdict, XDP_TX, "client {n}: SYN");
+        let backend = backend_of(&run.out);
+        let reply = V4::new(VIP4, client4(n), IPPROTO_TCP).packet(&tcp(
+            DSR_PORT,
+            44_000,
+            TCP_ACK,
+            &payload(1400),
+        ));
+        let error = V4::new(ROUTER4, VIP4, IPPROTO_ICMP).packet(&icmp(
+            3,
+            4,
+            [0, 0, 5, 0x78],
+            &reply[..28],
+            None,
+        ));
+        let frame = CLIENT.ipv4(&error);
+        let run = rig.counted(PacketReason::IcmpErrorForwarded, || rig.run(&frame));
+        assert_eq!(run.verdict, XDP_TX, "client {n}: the error");
+        assert_eq!(
+            backend_of(&run.out),
+            backend,
+            "client {n}: the flow's backend"
+        );
+        assert_eq!(run.out[6..12], EGRESS_MAC, "source MAC");
+        assert_eq!(run.out[12..], frame[12..], "nothing but the MACs changes");
+    }
 }
