@@ -20,7 +20,11 @@ use std::{
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
-    sync::mpsc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
@@ -205,28 +209,61 @@ backends = {b6}
 }
 
 /// On every backend, a server on VIP:PORT that sends `REPLY_LEN` bytes to each connection,
-/// reporting which backend (1-based) accepted it.
-fn start_big_servers(topology: &L4Topology, vip: IpAddr) -> anyhow::Result<mpsc::Receiver<usize>> {
-    let (accepted, receiver) = mpsc::channel();
-    for k in 1..=2 {
-        let address = SocketAddr::new(vip, PORT);
-        let listener = topology
-            .backend(k)
-            .run(move || TcpListener::bind(address))?
-            .with_context(|| format!("binding {address} on b{k}"))?;
-        let accepted = accepted.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let _ = accepted.send(k);
-                std::thread::spawn(move || {
-                    let reply: Vec<u8> = (0..REPLY_LEN).map(|i| (i % 251) as u8).collect();
-                    let _ = stream.write_all(&reply);
-                });
-            }
-        });
+/// reporting which backend (1-based) accepted it. Its threads stop when it drops.
+struct BigServers {
+    accepted: mpsc::Receiver<usize>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BigServers {
+    fn start(topology: &L4Topology, vip: IpAddr) -> anyhow::Result<BigServers> {
+        let (accepted, receiver) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for k in 1..=2 {
+            let address = SocketAddr::new(vip, PORT);
+            let listener = topology
+                .backend(k)
+                .run(move || TcpListener::bind(address))?
+                .with_context(|| format!("binding {address} on b{k}"))?;
+            listener.set_nonblocking(true)?;
+            let (accepted, stop) = (accepted.clone(), Arc::clone(&stop));
+            threads.push(std::thread::spawn(move || {
+                let mut writers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((mut stream, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    let _ = accepted.send(k);
+                    writers.push(std::thread::spawn(move || {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_write_timeout(Some(TRANSFER_TIMEOUT));
+                        let reply: Vec<u8> = (0..REPLY_LEN).map(|i| (i % 251) as u8).collect();
+                        let _ = stream.write_all(&reply);
+                    }));
+                }
+                for writer in writers {
+                    let _ = writer.join();
+                }
+            }));
+        }
+        Ok(BigServers {
+            accepted: receiver,
+            stop,
+            threads,
+        })
     }
-    Ok(receiver)
+}
+
+impl Drop for BigServers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Connects from the client to VIP:PORT and reads the whole reply (or fails after
@@ -288,7 +325,7 @@ fn pmtu_through_the_balancer(family: Family, tag: &str) -> anyhow::Result<()> {
     let setup = setup(tag)?;
     let topology = &setup.topology;
     let vip = vip(family);
-    let accepted = start_big_servers(topology, vip)?;
+    let servers = BigServers::start(topology, vip)?;
     for k in 1..=2 {
         ensure!(
             cached_mtu(topology, k, family)?.is_none(),
@@ -297,7 +334,8 @@ fn pmtu_through_the_balancer(family: Family, tag: &str) -> anyhow::Result<()> {
     }
     let before = metric(&setup, "icmp_error_forwarded")?;
     let got = fetch(topology.client(), vip)?;
-    let backend = accepted
+    let backend = servers
+        .accepted
         .recv_timeout(Duration::from_secs(1))
         .context("no backend accepted the connection")?;
     ensure!(
