@@ -314,7 +314,7 @@ fn is_vlan(ether_type: u16) -> bool {
 /// The EtherType after at most two VLAN tags (802.1ad + 802.1Q, or two 802.1Q), and where
 /// the L3 header starts. A third tag is `StackedVlan`.
 #[inline(always)]
-fn ethernet_qinq(ctx: &XdpContext) -> Result<(u16, usize), PacketReason> {
+pub fn ethernet_qinq(ctx: &XdpContext) -> Result<(u16, usize), PacketReason> {
     let eth = header_at::<EthHdr>(ctx, 0).ok_or(PacketReason::TruncatedEthernet)?;
     let mut ether_type = be16(unsafe { (*eth).ether_type_be });
     let mut l3_offset = size_of::<EthHdr>();

@@ -42,7 +42,7 @@ use balancer_common::{
 };
 use balancer_tests::{
     Netns,
-    packets::{Frame, IPV4_MF, Mac, V4, V6, icmp, payload, tcp, udp},
+    packets::{ETH_P_8021AD, ETH_P_8021Q, Frame, IPV4_MF, Mac, V4, V6, icmp, payload, tcp, udp},
     unique_suffix,
 };
 
@@ -1674,6 +1674,14 @@ fn decap_strips_outer_headers() {
         options: vec![0x94, 0x04, 0, 0],
         ..V4::outer(OUTER_SRC4, BACKEND_A4, IPPROTO_IPIP, 0)
     };
+    let qinq = Frame {
+        outer_tags: &[(ETH_P_8021AD, 0x0123)],
+        ..eth.tagged(TCI)
+    };
+    let three_tags = Frame {
+        outer_tags: &[(ETH_P_8021AD, 0x0123), (ETH_P_8021Q, 0x0456)],
+        ..eth.tagged(TCI)
+    };
 
     // Addressed to us: the outer header goes, the MACs (and tag) stay.
     let stripped = [
@@ -1706,6 +1714,11 @@ fn decap_strips_outer_headers() {
             "ipip, outer ip options",
             eth.ipv4(&with_options.packet(&v4)),
             eth.ipv4(&v4),
+        ),
+        (
+            "ip6ip6, qinq (both tags kept)",
+            qinq.ipv6(&in6(BACKEND_A6, IPPROTO_IPV6, &v6)),
+            qinq.ipv6(&v6),
         ),
     ];
     for (name, frame, expected) in stripped {
@@ -1783,6 +1796,11 @@ fn decap_strips_outer_headers() {
         (
             "ipip, outer first fragment",
             eth.ipv4(&fragment.packet(&v4)),
+            Malformed,
+        ),
+        (
+            "ipip, three vlan tags",
+            three_tags.ipv4(&in4(BACKEND_A4, IPPROTO_IPIP, &v4)),
             Malformed,
         ),
     ];
