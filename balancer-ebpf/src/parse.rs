@@ -323,8 +323,7 @@ pub fn ethernet_qinq(ctx: &XdpContext) -> Result<(u16, usize), PacketReason> {
         ether_type = be16(unsafe { (*vlan).ether_type_be });
         l3_offset += size_of::<VlanHdr>();
         if is_vlan(ether_type) {
-            let vlan =
-                header_at::<VlanHdr>(ctx, l3_offset).ok_or(PacketReason::TruncatedVlan)?;
+            let vlan = header_at::<VlanHdr>(ctx, l3_offset).ok_or(PacketReason::TruncatedVlan)?;
             ether_type = be16(unsafe { (*vlan).ether_type_be });
             l3_offset += size_of::<VlanHdr>();
             if is_vlan(ether_type) {
@@ -564,7 +563,8 @@ fn icmp_v6(
     let protocol = unsafe { (*inner).next_header };
     // SAFETY: both addresses are inside the header `header_at` checked.
     let vip = unsafe { load16(&raw const (*inner).saddr) };
-    let same = (vip[0] ^ daddr[0]) | (vip[1] ^ daddr[1]) | (vip[2] ^ daddr[2]) | (vip[3] ^ daddr[3]);
+    let same =
+        (vip[0] ^ daddr[0]) | (vip[1] ^ daddr[1]) | (vip[2] ^ daddr[2]) | (vip[3] ^ daddr[3]);
     if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP) || same != 0 {
         return Err(PacketReason::IcmpErrorNotVip);
     }

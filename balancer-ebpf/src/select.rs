@@ -6,12 +6,12 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
 };
 use balancer_common::{
-    ACL_DENY, ACL_SCOPE_GLOBAL, BACKEND_DOWN, BACKEND_UP, BackendInfo, FAMILY_IPV4, FlowEvent,
-    IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST,
-    VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipMeta, acl_key_v4, acl_key_v6,
-    flow_maglev_hash, flow_set_index, flow_source_hash, flow_table_hash, flow_tag, flow_tick,
-    grace_active, grace_keeps, maglev_table_base, previous_half, FRAGMENT_TIMEOUT_NS,
-    FragmentKey, FragmentValue,
+    ACL_DENY, ACL_SCOPE_GLOBAL, BACKEND_DOWN, BACKEND_UP, BackendInfo, FAMILY_IPV4,
+    FRAGMENT_TIMEOUT_NS, FlowEvent, FragmentKey, FragmentValue, IPPROTO_TCP, IPPROTO_UDP,
+    NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES,
+    VIP_FLAG_UDP_HASH_SOURCE, VipMeta, acl_key_v4, acl_key_v6, flow_maglev_hash, flow_set_index,
+    flow_source_hash, flow_table_hash, flow_tag, flow_tick, grace_active, grace_keeps,
+    maglev_table_base, previous_half,
 };
 
 use crate::{
