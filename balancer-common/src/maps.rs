@@ -25,6 +25,7 @@ pub const MAP_TX_PORTS: &str = "TX_PORTS";
 pub const MAP_DECAP_ADDRS: &str = "DECAP_ADDRS";
 pub const MAP_DECAP_STATS: &str = "DECAP_STATS";
 pub const MAP_GRACE: &str = "GRACE";
+pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
 
 /// Globals in the eBPF object's read-only data, set by the loader.
 pub const GLOBAL_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
@@ -52,6 +53,15 @@ pub const DEFAULT_MAX_ACL_RULES: u32 = 4_096;
 pub const MAX_DECAP_ADDRS: u32 = 256;
 /// Egress interfaces `XDP_REDIRECT` can reach (devmap).
 pub const MAX_TX_PORTS: u32 = 64;
+/// Datagrams whose fragments the edge program keeps track of at once (`FRAGMENTS`, LRU).
+pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 8_192;
+/// How long the later fragments of a datagram follow its first fragment's verdict: Linux's
+/// own reassembly timeout (`net.ipv4.ipfrag_time`, 30 s).
+pub const FRAGMENT_TIMEOUT_NS: u64 = 30_000_000_000;
+/// IPv6 extension headers (hop-by-hop, routing, fragment, destination options) the edge
+/// program parses past before the upper-layer header; a packet with more is dropped.
+pub const MAX_IPV6_EXTENSIONS: usize = 4;
+
 /// Hard upper bound for `xdp.max_vips` (the per-VIP stats array is `max_vips × Action::COUNT`).
 pub const MAX_VIPS_LIMIT: u32 = 65_536;
 
@@ -266,6 +276,42 @@ pub const fn ipv4_in_16(addr: [u8; 4]) -> [u8; 16] {
     unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) }
 }
 
+/// Key of the fragment map: one IP datagram, as its fragments all carry it (RFC 791 /
+/// RFC 8200 §4.5: source, destination, identification, protocol). Aligned to 4, no padding.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// The identification field as it is in the packet (IPv4: 16 bits, the rest zero).
+    pub id: [u8; 4],
+    /// IPv4 protocol / IPv6 upper-layer next header.
+    pub protocol: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// `FragmentValue::forward` of a datagram whose first fragment was passed: its later
+/// fragments are passed too (the host's own fragmented traffic keeps working).
+pub const FRAGMENT_PASS: u8 = 0xff;
+
+/// Value of the fragment map: where the first fragment of a datagram went.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentValue {
+    /// `bpf_ktime_get_ns` when the first fragment was seen.
+    pub seen_ns: u64,
+    /// Index into `BACKENDS` (unused for `FRAGMENT_PASS`).
+    pub backend: u32,
+    /// The VIP's id (per-VIP counters).
+    pub vip_id: u32,
+    /// The client's source port, network byte order (the outer IPv6 flow label).
+    pub src_port_be: u16,
+    /// The VIP's `FORWARD_*` mode, or `FRAGMENT_PASS`.
+    pub forward: u8,
+    pub _pad: [u8; 5],
+}
+
 /// Key of the decap program's map of local addresses (outer destinations it accepts).
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -300,6 +346,8 @@ const _: () = assert!(core::mem::size_of::<VipMeta>() == 8);
 const _: () = assert!(core::mem::size_of::<BackendInfo>() == 56);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
+const _: () = assert!(core::mem::size_of::<FragmentKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FragmentValue>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -312,4 +360,6 @@ mod pod {
     unsafe impl aya::Pod for crate::flows::FlowSet {}
     unsafe impl aya::Pod for crate::flows::FlowHashKey {}
     unsafe impl aya::Pod for super::AddrKey {}
+    unsafe impl aya::Pod for super::FragmentKey {}
+    unsafe impl aya::Pod for super::FragmentValue {}
 }

@@ -66,7 +66,7 @@ pub enum PacketReason {
     TruncatedEthernet = 3,
     /// 802.1Q tag cut short: passed.
     TruncatedVlan = 4,
-    /// More than one VLAN tag (QinQ): not parsed, passed.
+    /// More than two VLAN tags (one 802.1ad + 802.1Q pair, QinQ, is parsed): dropped.
     StackedVlan = 5,
     /// Shorter than its IPv4 header or total length: passed.
     TruncatedIpv4 = 6,
@@ -77,11 +77,14 @@ pub enum PacketReason {
     TruncatedIpv6 = 8,
     /// TCP or UDP header cut short: passed.
     TruncatedL4 = 9,
-    /// IPv4 fragment (no ports to match in later fragments): passed.
+    /// IPv4 / IPv6 fragment that is not for an `ipip` / `l2-dsr` VIP (the first fragment of
+    /// a datagram to no VIP or to a `local` one, and the later fragments that follow it): passed.
     Fragment = 10,
-    /// IPv6 with an extension header first (fragment, routing, …): passed.
+    /// IPv6 with an extension header the program does not parse past (AH, mobility, HIP,
+    /// shim6, experimental; hop-by-hop, routing, destination options and fragment are parsed):
+    /// passed.
     Ipv6ExtensionHeader = 11,
-    /// Neither TCP nor UDP (ICMP, …): passed.
+    /// Neither TCP nor UDP nor an ICMP / ICMPv6 error (ICMP echo, GRE, …): passed.
     OtherL4 = 12,
     /// For an `ipip` / `l2-dsr` VIP: sent to a backend (`XDP_TX` or `XDP_REDIRECT`).
     VipForwarded = 13,
@@ -97,11 +100,26 @@ pub enum PacketReason {
     NextHopUnresolved = 18,
     /// The kernel refused to grow or shrink the packet: dropped.
     AdjustFailed = 19,
+    /// An ICMP / ICMPv6 error (destination unreachable, fragmentation needed / packet too
+    /// big, time exceeded, parameter problem) quoting a packet of a VIP flow: encapsulated to
+    /// that flow's backend, so path MTU discovery works under direct server return.
+    IcmpErrorForwarded = 20,
+    /// An ICMP / ICMPv6 error that quotes no TCP/UDP packet from a VIP (the host's own
+    /// traffic, or a VIP with no such port): passed.
+    IcmpErrorNotVip = 21,
+    /// A fragment of a datagram to an `ipip` / `l2-dsr` VIP: sent to the backend its first
+    /// fragment (the one with the ports) went to.
+    FragmentForwarded = 22,
+    /// A later fragment (no ports) with no first fragment seen within
+    /// `FRAGMENT_TIMEOUT_NS`: it cannot be placed, dropped.
+    FragmentOrphan = 23,
+    /// IPv6 with more than `MAX_IPV6_EXTENSIONS` extension headers: dropped.
+    Ipv6ExtensionLimit = 24,
 }
 
 impl PacketReason {
-    pub const COUNT: u32 = 20;
-    pub const ALL: [PacketReason; 20] = [
+    pub const COUNT: u32 = 25;
+    pub const ALL: [PacketReason; 25] = [
         PacketReason::NotIp,
         PacketReason::NotVip,
         PacketReason::VipLocal,
@@ -122,6 +140,11 @@ impl PacketReason {
         PacketReason::TooBigDropped,
         PacketReason::NextHopUnresolved,
         PacketReason::AdjustFailed,
+        PacketReason::IcmpErrorForwarded,
+        PacketReason::IcmpErrorNotVip,
+        PacketReason::FragmentForwarded,
+        PacketReason::FragmentOrphan,
+        PacketReason::Ipv6ExtensionLimit,
     ];
 
     /// The `reason` label in metrics.
@@ -147,6 +170,11 @@ impl PacketReason {
             PacketReason::TooBigDropped => "too_big_dropped",
             PacketReason::NextHopUnresolved => "next_hop_unresolved",
             PacketReason::AdjustFailed => "adjust_failed",
+            PacketReason::IcmpErrorForwarded => "icmp_error_forwarded",
+            PacketReason::IcmpErrorNotVip => "icmp_error_not_vip",
+            PacketReason::FragmentForwarded => "fragment_forwarded",
+            PacketReason::FragmentOrphan => "fragment_orphan",
+            PacketReason::Ipv6ExtensionLimit => "ipv6_extension_limit",
         }
     }
 }

@@ -12,7 +12,7 @@ use balancer_common::{
 use crate::{
     headers::{ETH_P_IPV4, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr},
     maps::DECAP_ADDRS,
-    parse::{be16, ethernet, header_at, header_mut},
+    parse::{be16, ethernet_qinq, header_at, header_mut},
 };
 
 const ETH_LEN: usize = size_of::<EthHdr>();
@@ -20,7 +20,8 @@ const ETH_LEN: usize = size_of::<EthHdr>();
 /// Decapsulates if the packet is for us; the reason says what happened.
 #[inline(always)]
 pub fn decapsulate(ctx: &XdpContext) -> DecapReason {
-    let (ether_type, l3_offset) = match ethernet(ctx) {
+    // Up to two VLAN tags: `balancer_lb` keeps a QinQ frame's both tags on encapsulation.
+    let (ether_type, l3_offset) = match ethernet_qinq(ctx) {
         Ok(found) => found,
         Err(_) => return DecapReason::Malformed,
     };
@@ -103,7 +104,7 @@ fn outer_v6(
     Ok(Some((size_of::<Ipv6Hdr>(), next_header, key)))
 }
 
-/// Moves the Ethernet header (and VLAN tag) forward over the outer IP header
+/// Moves the Ethernet header (and VLAN tags) forward over the outer IP header
 /// and drops the bytes before it.
 #[inline(always)]
 fn strip(
@@ -123,6 +124,16 @@ fn strip(
         let vlan = header_at::<VlanHdr>(ctx, ETH_LEN).ok_or(DecapReason::Malformed)?;
         // SAFETY: bounds-checked above.
         Some(unsafe { (*vlan).tci_be })
+    };
+    // A second tag (QinQ): the first tag's EtherType is its TPID.
+    let inner_tag = if l3_offset == ETH_LEN + 2 * size_of::<VlanHdr>() {
+        let outer = header_at::<VlanHdr>(ctx, ETH_LEN).ok_or(DecapReason::Malformed)?;
+        let vlan = header_at::<VlanHdr>(ctx, ETH_LEN + size_of::<VlanHdr>())
+            .ok_or(DecapReason::Malformed)?;
+        // SAFETY: bounds-checked above.
+        Some(unsafe { ((*outer).ether_type_be, (*vlan).tci_be) })
+    } else {
+        None
     };
     // The inner packet must at least start with its own IP header.
     if ctx.data() + l3_offset + outer_len + size_of::<Ipv4Hdr>() > ctx.data_end() {
@@ -155,6 +166,19 @@ fn strip(
                     ether_type_be: inner_type.to_be_bytes(),
                 };
             }
+        }
+    }
+    if let Some((tpid, tci)) = inner_tag {
+        let outer = header_mut::<VlanHdr>(ctx, ETH_LEN).ok_or(DecapReason::AdjustFailed)?;
+        let vlan = header_mut::<VlanHdr>(ctx, ETH_LEN + size_of::<VlanHdr>())
+            .ok_or(DecapReason::AdjustFailed)?;
+        // SAFETY: bounds-checked by `header_mut`.
+        unsafe {
+            (*outer).ether_type_be = tpid;
+            *vlan = VlanHdr {
+                tci_be: tci,
+                ether_type_be: inner_type.to_be_bytes(),
+            };
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use balancer_common::{
     Action, BackendInfo, FAMILY_IPV4, IPIP_OVERHEAD_V4, IPIP_OVERHEAD_V6, IPPROTO_ICMP,
-    IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, PacketReason,
+    IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, PacketReason,
 };
 
 use crate::{
@@ -34,9 +34,14 @@ pub struct Sent {
     pub reason: PacketReason,
 }
 
-/// Encapsulates towards the backend, or answers "too big" to the client.
+/// Encapsulates towards the backend, or answers "too big" to the client. `QINQ`: the frame
+/// may carry two VLAN tags (only packets `parse::unusual` parsed can); both are kept.
 #[inline(always)]
-pub fn ipip(ctx: &XdpContext, pkt: &Packet, backend: &BackendInfo) -> Result<Sent, PacketReason> {
+pub fn ipip<const QINQ: bool>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    backend: &BackendInfo,
+) -> Result<Sent, PacketReason> {
     let overhead = if backend.family == FAMILY_IPV4 {
         IPIP_OVERHEAD_V4
     } else {
@@ -55,10 +60,28 @@ pub fn ipip(ctx: &XdpContext, pkt: &Packet, backend: &BackendInfo) -> Result<Sen
             reason: PacketReason::TooBigIcmpSent,
         });
     }
+    // `unusual` packets live in a map, so the verifier knows nothing of their offset: bound
+    // it (14, 18 or 22) before it points into the packet.
+    let l3_offset = if QINQ {
+        if pkt.l3_offset > ETH_LEN + 2 * size_of::<VlanHdr>() {
+            return Err(PacketReason::AdjustFailed);
+        }
+        pkt.l3_offset
+    } else {
+        pkt.l3_offset
+    };
     let tag = vlan_tag(ctx, pkt.l3_offset)?;
+    let inner_tag = if QINQ {
+        inner_vlan_tag(ctx, pkt.l3_offset)?
+    } else {
+        None
+    };
     if backend.family == FAMILY_IPV4 {
         adjust_head(ctx, -(IPIP_OVERHEAD_V4 as i32))?;
         write_l2(ctx, backend, tag, ETH_P_IPV4)?;
+        if QINQ {
+            write_inner_tag(ctx, inner_tag, ETH_P_IPV4)?;
+        }
         let mut outer = Ipv4Hdr {
             version_ihl: 0x45,
             tos: pkt.tos,
@@ -76,12 +99,15 @@ pub fn ipip(ctx: &XdpContext, pkt: &Packet, backend: &BackendInfo) -> Result<Sen
             daddr: first4(&backend.addr),
         };
         outer.check_be = ipv4_checksum(&outer).to_be_bytes();
-        let ip = header_mut::<Ipv4Hdr>(ctx, pkt.l3_offset).ok_or(PacketReason::AdjustFailed)?;
+        let ip = header_mut::<Ipv4Hdr>(ctx, l3_offset).ok_or(PacketReason::AdjustFailed)?;
         // SAFETY: `header_mut` checked the header is inside the packet.
         unsafe { *ip = outer };
     } else {
         adjust_head(ctx, -(IPIP_OVERHEAD_V6 as i32))?;
         write_l2(ctx, backend, tag, ETH_P_IPV6)?;
+        if QINQ {
+            write_inner_tag(ctx, inner_tag, ETH_P_IPV6)?;
+        }
         // The flow label gives routers and NIC queues per-flow entropy.
         let label = (pkt.flow.src_port_be as u32 ^ u32::from_ne_bytes(first4(&pkt.flow.src[12..])))
             & 0x000f_ffff;
@@ -102,7 +128,7 @@ pub fn ipip(ctx: &XdpContext, pkt: &Packet, backend: &BackendInfo) -> Result<Sen
             saddr: backend.outer_src,
             daddr: backend.addr,
         };
-        let ip = header_mut::<Ipv6Hdr>(ctx, pkt.l3_offset).ok_or(PacketReason::AdjustFailed)?;
+        let ip = header_mut::<Ipv6Hdr>(ctx, l3_offset).ok_or(PacketReason::AdjustFailed)?;
         // SAFETY: `header_mut` checked the header is inside the packet.
         unsafe { *ip = outer };
     }
@@ -156,6 +182,48 @@ fn vlan_tag(
     let vlan = header_at::<VlanHdr>(ctx, ETH_LEN).ok_or(PacketReason::TruncatedVlan)?;
     // SAFETY: both headers were bounds-checked above.
     Ok(Some(unsafe { ((*eth).ether_type_be, (*vlan).tci_be) }))
+}
+
+/// The second VLAN tag (TPID, TCI) of a frame with two (`l3_offset` 22).
+#[inline(always)]
+fn inner_vlan_tag(
+    ctx: &XdpContext,
+    l3_offset: usize,
+) -> Result<Option<([u8; 2], [u8; 2])>, PacketReason> {
+    const TWO_TAGS: usize = ETH_LEN + 2 * size_of::<VlanHdr>();
+    if l3_offset != TWO_TAGS {
+        return Ok(None);
+    }
+    let outer = header_at::<VlanHdr>(ctx, ETH_LEN).ok_or(PacketReason::TruncatedVlan)?;
+    let vlan = header_at::<VlanHdr>(ctx, ETH_LEN + size_of::<VlanHdr>())
+        .ok_or(PacketReason::TruncatedVlan)?;
+    // SAFETY: bounds-checked above.
+    Ok(Some(unsafe { ((*outer).ether_type_be, (*vlan).tci_be) }))
+}
+
+/// After `write_l2` wrote the outer tag: the outer tag's EtherType becomes the inner tag's
+/// TPID, the inner tag follows, then the encapsulating header's EtherType.
+#[inline(always)]
+fn write_inner_tag(
+    ctx: &XdpContext,
+    inner: Option<([u8; 2], [u8; 2])>,
+    ether_type: u16,
+) -> Result<(), PacketReason> {
+    let Some((tpid, tci)) = inner else {
+        return Ok(());
+    };
+    let outer = header_mut::<VlanHdr>(ctx, ETH_LEN).ok_or(PacketReason::AdjustFailed)?;
+    let vlan = header_mut::<VlanHdr>(ctx, ETH_LEN + size_of::<VlanHdr>())
+        .ok_or(PacketReason::AdjustFailed)?;
+    // SAFETY: `header_mut` checked both tags are inside the packet.
+    unsafe {
+        (*outer).ether_type_be = tpid;
+        *vlan = VlanHdr {
+            tci_be: tci,
+            ether_type_be: ether_type.to_be_bytes(),
+        };
+    }
+    Ok(())
 }
 
 #[inline(always)]
@@ -243,6 +311,13 @@ fn too_big_v4(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> Result<(), PacketReas
     if pkt.l3_offset != ETH_LEN || pkt.ipv4_options || !pkt.dont_fragment {
         return Err(PacketReason::TooBigDropped);
     }
+    // Only about TCP / UDP: never an ICMP error about an ICMP error (RFC 1122 §3.2.2).
+    let ip = header_at::<Ipv4Hdr>(ctx, ETH_LEN).ok_or(PacketReason::TruncatedIpv4)?;
+    // SAFETY: bounds-checked above.
+    let protocol = unsafe { (*ip).protocol };
+    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+        return Err(PacketReason::TooBigDropped);
+    }
     let (client_mac, our_mac) = macs(ctx)?;
     // The new Ethernet header takes the old one's place: only IP + ICMP are added.
     let grow = size_of::<Ipv4Hdr>() + size_of::<IcmpHdr>();
@@ -285,6 +360,14 @@ fn too_big_v4(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> Result<(), PacketReas
 #[inline(never)]
 fn too_big_v6(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> Result<(), PacketReason> {
     if pkt.l3_offset != ETH_LEN {
+        return Err(PacketReason::TooBigDropped);
+    }
+    // Only about plain TCP / UDP: never about an ICMPv6 error (RFC 4443 §2.4), and the
+    // 48 quoted bytes must reach the ports.
+    let ip = header_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(PacketReason::TruncatedIpv6)?;
+    // SAFETY: bounds-checked above.
+    let next_header = unsafe { (*ip).next_header };
+    if next_header != IPPROTO_TCP && next_header != IPPROTO_UDP {
         return Err(PacketReason::TooBigDropped);
     }
     let (client_mac, our_mac) = macs(ctx)?;

@@ -54,6 +54,51 @@ pub const ICMP_DEST_UNREACH: u8 = 3;
 pub const ICMP_FRAG_NEEDED: u8 = 4;
 /// ICMPv6 "packet too big" (RFC 4443 §3.2).
 pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+/// ICMP "time exceeded" and "parameter problem" (RFC 792): errors that quote the packet too.
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
+/// ICMPv6 error messages are types 1 (destination unreachable), 2 (packet too big),
+/// 3 (time exceeded) and 4 (parameter problem) (RFC 4443 §2.1).
+pub const ICMPV6_ERROR_FIRST: u8 = 1;
+pub const ICMPV6_ERROR_LAST: u8 = 4;
+
+/// IPv4 fragment offset (in 8-byte units): non-zero on every fragment but the first.
+pub const IPV4_OFFSET: u16 = 0x1fff;
+
+/// IPv6 extension headers the edge program parses past (RFC 8200 §4): hop-by-hop options,
+/// routing, fragment, destination options.
+pub const IPV6_HOP_BY_HOP: u8 = 0;
+pub const IPV6_ROUTING: u8 = 43;
+pub const IPV6_FRAGMENT: u8 = 44;
+pub const IPV6_DEST_OPTIONS: u8 = 60;
+
+/// The common start of hop-by-hop, routing and destination options headers: the next
+/// header and the length in 8-byte units, not counting the first 8 bytes.
+#[repr(C, align(2))]
+pub struct Ipv6ExtHdr {
+    pub next_header: u8,
+    pub len: u8,
+}
+
+/// The IPv6 fragment header (RFC 8200 §4.5): offset (13 bits, 8-byte units) and the M flag
+/// in `frag_off_be`, and the identification all fragments of a datagram share.
+#[repr(C, align(2))]
+pub struct Ipv6FragHdr {
+    pub next_header: u8,
+    pub reserved: u8,
+    pub frag_off_be: [u8; 2],
+    pub id: [u8; 4],
+}
+
+/// IPv6 fragment header: the offset bits of `frag_off_be` (non-zero on later fragments).
+pub const IPV6_OFFSET: u16 = 0xfff8;
+
+/// The ports of a TCP or UDP header: the 8 bytes an ICMP error quotes hold them.
+#[repr(C, align(2))]
+pub struct L4Ports {
+    pub source_be: [u8; 2],
+    pub dest_be: [u8; 2],
+}
 
 /// The first 8 bytes of an ICMP / ICMPv6 message; `rest_be` carries the MTU for
 /// "fragmentation needed" (low 16 bits) and "packet too big" (all 32 bits).
@@ -103,6 +148,8 @@ const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == 40);
 const _: () = assert!(core::mem::size_of::<TcpHdr>() == 20);
 const _: () = assert!(core::mem::size_of::<UdpHdr>() == 8);
 const _: () = assert!(core::mem::size_of::<IcmpHdr>() == 8);
+const _: () = assert!(core::mem::size_of::<Ipv6FragHdr>() == 8);
+const _: () = assert!(core::mem::size_of::<L4Ports>() == 4);
 
 /// IPv6 next-header values that are extension headers (RFC 8200 §4, IANA registry).
 /// ESP (50) is left out on purpose: everything after it is encrypted, so it is

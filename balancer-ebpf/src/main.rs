@@ -14,12 +14,15 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use balancer_common::{Action, BACKEND_FLAG_RESOLVED, FORWARD_IPIP, FORWARD_L2_DSR, PacketReason};
+use balancer_common::{
+    Action, BACKEND_DOWN, BACKEND_FLAG_RESOLVED, BackendInfo, FORWARD_IPIP, FORWARD_L2_DSR,
+    FORWARD_LOCAL, FRAGMENT_PASS, NO_BACKEND, PacketReason,
+};
 
 use crate::{
     forward::Sent,
     headers::{ETH_P_IPV4, ETH_P_IPV6, EthHdr},
-    parse::header_mut,
+    parse::{Packet, header_mut},
 };
 
 /// The edge program: packets for a VIP are checked against the ACLs, then
@@ -49,21 +52,53 @@ pub fn balancer_lb(ctx: XdpContext) -> u32 {
 fn handle(ctx: &XdpContext, vip_id: &mut Option<u32>) -> Sent {
     let pkt = match parse::packet(ctx) {
         Ok(pkt) => pkt,
+        Err(
+            PacketReason::StackedVlan
+            | PacketReason::Fragment
+            | PacketReason::Ipv6ExtensionHeader
+            | PacketReason::OtherL4,
+        ) => return unusual(ctx, vip_id),
         Err(reason) => return pass(reason),
     };
+    let mut chosen = Chosen::NONE;
+    route::<false>(ctx, &pkt, vip_id, &mut chosen)
+}
+
+/// The backend a packet was sent to, for `unusual` (the common path never reads it).
+struct Chosen {
+    index: u32,
+    forward: u8,
+}
+
+impl Chosen {
+    const NONE: Chosen = Chosen {
+        index: NO_BACKEND,
+        forward: FORWARD_LOCAL,
+    };
+}
+
+/// From the VIP lookup to the verdict: ACL, forwarding mode, backend choice, encapsulation.
+/// `QINQ`: the packet may carry two VLAN tags (`unusual` only).
+#[inline(always)]
+fn route<const QINQ: bool>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    vip_id: &mut Option<u32>,
+    chosen: &mut Chosen,
+) -> Sent {
     // SAFETY: the map value is a plain Copy struct read once.
     let meta = match unsafe { maps::VIPS.get(&pkt.vip) } {
         Some(meta) => *meta,
         None => return pass(PacketReason::NotVip),
     };
     *vip_id = Some(meta.id);
-    if !select::acl_allows(&pkt, &meta) {
+    if !select::acl_allows(pkt, &meta) {
         return drop(PacketReason::AclDenied);
     }
     if meta.forward != FORWARD_IPIP && meta.forward != FORWARD_L2_DSR {
         return pass(PacketReason::VipLocal);
     }
-    let choice = match select::choose_backend(&pkt, &meta) {
+    let choice = match select::choose_backend(pkt, &meta) {
         Ok(choice) => choice,
         Err(reason) => return drop(reason),
     };
@@ -71,20 +106,108 @@ fn handle(ctx: &XdpContext, vip_id: &mut Option<u32>) -> Sent {
     if choice.backend.flags & BACKEND_FLAG_RESOLVED == 0 {
         return drop(PacketReason::NextHopUnresolved);
     }
-    let result = if meta.forward == FORWARD_IPIP {
-        forward::ipip(ctx, &pkt, choice.backend)
+    chosen.index = choice.index;
+    chosen.forward = meta.forward;
+    send::<QINQ>(ctx, pkt, meta.forward, choice.index, choice.backend)
+}
+
+/// Encapsulates or rewrites towards `backend` (slot `index`) by the VIP's `forward` mode.
+#[inline(always)]
+fn send<const QINQ: bool>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    forward: u8,
+    index: u32,
+    backend: &BackendInfo,
+) -> Sent {
+    let result = if forward == FORWARD_IPIP {
+        forward::ipip::<QINQ>(ctx, pkt, backend)
     } else {
-        forward::l2_dsr(ctx, choice.backend)
+        forward::l2_dsr(ctx, backend)
     };
     match result {
         Ok(sent) => {
             if sent.reason == PacketReason::VipForwarded {
-                stats::count_backend(choice.index, (ctx.data_end() - ctx.data()) as u64);
+                stats::count_backend(index, (ctx.data_end() - ctx.data()) as u64);
             }
             sent
         }
         Err(reason) => drop(reason),
     }
+}
+
+/// What the common path turned away (two VLAN tags, fragments, IPv6 extension headers,
+/// protocols other than TCP/UDP): parsed again further by `parse::unusual`, then routed
+/// as the common path routes, or, for later fragments, sent where their first went.
+/// Not inlined: its parsing and its stack frame stay off the common path.
+#[inline(never)]
+fn unusual(ctx: &XdpContext, vip_id: &mut Option<u32>) -> Sent {
+    let Some(found) = maps::UNUSUAL.get_ptr_mut(0) else {
+        return pass(PacketReason::OtherL4);
+    };
+    // SAFETY: this CPU's own slot of the scratch map; nothing else runs on it meanwhile.
+    let found = unsafe { &mut *found };
+    found.reset();
+    let parsed = parse::unusual(ctx, found);
+    if found.kind == parse::KIND_LATER_FRAGMENT {
+        return later_fragment(ctx, found, vip_id);
+    }
+    let mut chosen = Chosen::NONE;
+    let mut sent = match parsed {
+        Ok(()) => route::<true>(ctx, &found.pkt, vip_id, &mut chosen),
+        Err(reason @ (PacketReason::StackedVlan | PacketReason::Ipv6ExtensionLimit)) => {
+            drop(reason)
+        }
+        Err(reason) => pass(reason),
+    };
+    let forwarded = sent.reason == PacketReason::VipForwarded;
+    match found.kind {
+        parse::KIND_ICMP_ERROR => {
+            if forwarded {
+                sent.reason = PacketReason::IcmpErrorForwarded;
+            } else if sent.reason == PacketReason::NotVip {
+                sent.reason = PacketReason::IcmpErrorNotVip;
+            }
+        }
+        parse::KIND_FIRST_FRAGMENT => {
+            if forwarded {
+                sent.reason = PacketReason::FragmentForwarded;
+                select::remember_fragment(found, vip_id.unwrap_or(0), chosen.index, chosen.forward);
+            } else if sent.action == Action::Pass {
+                sent.reason = PacketReason::Fragment;
+                select::remember_fragment(found, 0, NO_BACKEND, FRAGMENT_PASS);
+            }
+        }
+        _ => {}
+    }
+    sent
+}
+
+/// A fragment without ports: where its datagram's first fragment went, if that was seen
+/// within `FRAGMENT_TIMEOUT_NS`; dropped otherwise (it could reach no one who can use it).
+#[inline(always)]
+fn later_fragment(ctx: &XdpContext, found: &mut parse::Unusual, vip_id: &mut Option<u32>) -> Sent {
+    let Some(first) = select::first_fragment(&found.fragment) else {
+        return drop(PacketReason::FragmentOrphan);
+    };
+    if first.forward == FRAGMENT_PASS {
+        return pass(PacketReason::Fragment);
+    }
+    *vip_id = Some(first.vip_id);
+    let backend = match maps::BACKENDS.get(first.backend) {
+        Some(backend) if backend.state != BACKEND_DOWN => backend,
+        _ => return drop(PacketReason::NoBackend),
+    };
+    if backend.flags & BACKEND_FLAG_RESOLVED == 0 {
+        return drop(PacketReason::NextHopUnresolved);
+    }
+    // The outer IPv6 flow label: the same as the first fragment's.
+    found.pkt.flow.src_port_be = first.src_port_be;
+    let mut sent = send::<true>(ctx, &found.pkt, first.forward, first.backend, backend);
+    if sent.reason == PacketReason::VipForwarded {
+        sent.reason = PacketReason::FragmentForwarded;
+    }
+    sent
 }
 
 #[inline(always)]
@@ -150,7 +273,6 @@ fn is_malformed(reason: PacketReason) -> bool {
         reason,
         PacketReason::TruncatedEthernet
             | PacketReason::TruncatedVlan
-            | PacketReason::StackedVlan
             | PacketReason::TruncatedIpv4
             | PacketReason::BadIpHeader
             | PacketReason::TruncatedIpv6

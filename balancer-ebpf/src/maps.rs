@@ -4,14 +4,16 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
     AclKeyV4, AclKeyV6, Action, AddrKey, BackendInfo, Counter, DEFAULT_BACKENDS_PER_VIP,
     DEFAULT_MAX_ACL_RULES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_VIPS, DEFAULT_TABLE_SIZE,
-    DecapReason, FlowEvent, FlowHashKey, FlowSet, MAX_DECAP_ADDRS, MAX_TX_PORTS, PacketReason,
-    VipKey, VipMeta, flow_sets,
+    DecapReason, FlowEvent, FlowHashKey, FlowSet, FragmentKey, FragmentValue, MAX_DECAP_ADDRS,
+    MAX_FRAGMENTED_DATAGRAMS, MAX_TX_PORTS, PacketReason, VipKey, VipMeta, flow_sets,
 };
+
+use crate::parse::Unusual;
 
 /// VIP (address, port, protocol) → id, forwarding mode, flags, active table.
 /// Written by userspace on start and reload; read per packet.
@@ -47,6 +49,17 @@ pub static FLOWS: Array<FlowSet> =
 /// writes a random one when the table is new; pinned with `FLOWS`.
 #[map]
 pub static FLOW_HASH_KEY: Array<FlowHashKey> = Array::with_max_entries(1, 0);
+
+/// Fragmented datagrams: where each one's first fragment (the one with the ports) went, so
+/// its later fragments follow. Written and read only for fragments, never on the common path.
+#[map]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentValue> =
+    LruHashMap::with_max_entries(MAX_FRAGMENTED_DATAGRAMS, 0);
+
+/// Scratch space for `parse::unusual` (one per CPU): the BPF stack is too small to hold it
+/// beside everything the routing after it needs.
+#[map]
+pub static UNUSUAL: PerCpuArray<Unusual> = PerCpuArray::with_max_entries(1, 0);
 
 /// ACL rules: (scope, source prefix) → `ACL_ALLOW` / `ACL_DENY`, longest prefix wins.
 #[map]

@@ -6,16 +6,17 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
 };
 use balancer_common::{
-    ACL_DENY, ACL_SCOPE_GLOBAL, BACKEND_DOWN, BACKEND_UP, BackendInfo, FAMILY_IPV4, FlowEvent,
-    IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST,
-    VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipMeta, acl_key_v4, acl_key_v6,
-    flow_maglev_hash, flow_set_index, flow_source_hash, flow_table_hash, flow_tag, flow_tick,
-    grace_active, grace_keeps, maglev_table_base, previous_half,
+    ACL_DENY, ACL_SCOPE_GLOBAL, BACKEND_DOWN, BACKEND_UP, BackendInfo, FAMILY_IPV4,
+    FRAGMENT_TIMEOUT_NS, FlowEvent, FragmentKey, FragmentValue, IPPROTO_TCP, IPPROTO_UDP,
+    NO_BACKEND, PacketReason, VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES,
+    VIP_FLAG_UDP_HASH_SOURCE, VipMeta, acl_key_v4, acl_key_v6, flow_maglev_hash, flow_set_index,
+    flow_source_hash, flow_table_hash, flow_tag, flow_tick, grace_active, grace_keeps,
+    maglev_table_base, previous_half,
 };
 
 use crate::{
-    maps::{ACL_V4, ACL_V6, BACKENDS, FLOW_HASH_KEY, FLOWS, GRACE, MAGLEV},
-    parse::Packet,
+    maps::{ACL_V4, ACL_V6, BACKENDS, FLOW_HASH_KEY, FLOWS, FRAGMENTS, GRACE, MAGLEV},
+    parse::{Packet, Unusual},
 };
 
 /// Maglev slots per VIP table (`xdp.table_size`), set by the loader.
@@ -195,4 +196,33 @@ fn maglev_hash(pkt: &Packet, meta: &VipMeta) -> u32 {
         flow_maglev_hash(&pkt.flow)
     };
     (hash >> 32) as u32 ^ hash as u32
+}
+
+/// Remembers where a datagram's first fragment went (`backend` of VIP `vip_id`, by the
+/// VIP's `forward` mode), or that it was passed (`FRAGMENT_PASS`), for its later fragments.
+#[inline(always)]
+pub fn remember_fragment(found: &Unusual, vip_id: u32, backend: u32, forward: u8) {
+    let value = FragmentValue {
+        // SAFETY: reading the monotonic clock has no preconditions.
+        seen_ns: unsafe { bpf_ktime_get_ns() },
+        backend,
+        vip_id,
+        src_port_be: found.pkt.flow.src_port_be,
+        forward,
+        _pad: [0; 5],
+    };
+    // A full map evicts its least recently used datagram: at worst a later fragment of
+    // that one is dropped as an orphan.
+    let _ = FRAGMENTS.insert(&found.fragment, &value, 0);
+}
+
+/// Where the first fragment of `key`'s datagram went, if it was seen within
+/// `FRAGMENT_TIMEOUT_NS`.
+#[inline(always)]
+pub fn first_fragment(key: &FragmentKey) -> Option<FragmentValue> {
+    // SAFETY: a plain lookup of a Copy value.
+    let value = *unsafe { FRAGMENTS.get(key) }?;
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    (now.wrapping_sub(value.seen_ns) < FRAGMENT_TIMEOUT_NS).then_some(value)
 }

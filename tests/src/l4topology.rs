@@ -94,6 +94,8 @@ pub struct L4Topology {
     client: Netns,
     lb: Netns,
     backends: Vec<Netns>,
+    /// Hosts added with [`L4Topology::add_host`] (routers, …).
+    extra: Vec<Netns>,
     bridge: Netns,
 }
 
@@ -125,6 +127,7 @@ impl L4Topology {
             client,
             lb,
             backends,
+            extra: Vec::new(),
             bridge,
         };
         topology
@@ -230,6 +233,36 @@ impl L4Topology {
         ])?;
         netns.ip(&["link", "set", HOST_INTERFACE, "up"])?;
         Ok(())
+    }
+
+    /// One more host on the segment (a router, …): namespace `bl-TAG-NAME-SUFFIX` of this
+    /// topology's tag and suffix, `veth0` with 198.18.0.BYTE/24 and 2001:2::BYTE/64 (hex)
+    /// and the MAC `02:00:c6:12:00:BYTE`, plugged into the bridge as `p-NAME`. `byte` must be
+    /// free: not 1 or 2, nor a backend's (10 + K). Removed with the topology.
+    pub fn add_host(&mut self, name: &str, byte: u8) -> anyhow::Result<&Netns> {
+        let taken =
+            |b: u8| b == 1 || b == 2 || (11..=10 + self.backends.len()).contains(&usize::from(b));
+        ensure!(
+            !taken(byte) && byte != 0 && byte != 255,
+            "address byte {byte} is taken"
+        );
+        let netns_name = self.client.name().replacen("-cl-", &format!("-{name}-"), 1);
+        let netns = Netns::new(netns_name)?;
+        set_sysctls(
+            &netns,
+            &[
+                ("net.ipv6.conf.all.accept_dad", "0"),
+                ("net.ipv6.conf.default.accept_dad", "0"),
+                ("net.ipv6.conf.default.dad_transmits", "0"),
+                ("net.ipv6.conf.all.accept_ra", "0"),
+                ("net.ipv6.conf.default.accept_ra", "0"),
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+            ],
+        )?;
+        self.plug(&netns, &format!("p-{name}"), byte)?;
+        self.extra.push(netns);
+        Ok(self.extra.last().expect("just pushed"))
     }
 
     /// Puts `vip` on `lo` of every backend and routes it from the client via the lb.

@@ -13,6 +13,7 @@ pub mod ecmp;
 pub mod l4topology;
 pub mod l7;
 pub mod netns;
+pub mod packets;
 pub mod process;
 pub mod slow_clients;
 pub mod topology;

@@ -4,8 +4,8 @@
 //! ACL tries, devmap, decap addresses), sends one frame, and asserts the
 //! verdict, the EXACT output bytes and the counters the packet moved.
 //!
-//! Expected frames are assembled here, independently of the eBPF code: a small
-//! `Frame` / `V4` / `V6` builder and an RFC 1071 `checksum`.
+//! Expected frames are assembled here, independently of the eBPF code, with the shared
+//! `Frame` / `V4` / `V6` builders (`balancer_tests::packets`) and an RFC 1071 checksum.
 //!
 //! Without `ctx_in`, the test run's ingress interface is the namespace's
 //! loopback (ifindex 1), so backends with `ifindex` 1 get `XDP_TX`. Every Maglev
@@ -40,7 +40,11 @@ use balancer_common::{
     VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta, acl_key_v4, acl_key_v6,
     backend_index, flow_set_index, flow_sets, flow_table_hash, flow_tag, maglev_table_base,
 };
-use balancer_tests::{Netns, unique_suffix};
+use balancer_tests::{
+    Netns,
+    packets::{ETH_P_8021AD, ETH_P_8021Q, Frame, IPV4_MF, Mac, V4, V6, icmp, payload, tcp, udp},
+    unique_suffix,
+};
 
 // `enum xdp_action`.
 const XDP_DROP: u32 = 1;
@@ -58,18 +62,12 @@ const MAX_ACL_RULES: u32 = 64;
 /// The test run's ingress interface: the namespace's loopback.
 const LOOPBACK: u32 = 1;
 
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_8021Q: u16 = 0x8100;
-const IPV4_DF: u16 = 0x4000;
-const IPV4_MF: u16 = 0x2000;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 /// 802.1Q TCI: priority 1, VLAN 100 (the priority bits must survive too).
 const TCI: u16 = 0x2064;
 
-type Mac = [u8; 6];
 const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc1];
 const LB_MAC: Mac = [0x02, 0, 0, 0, 0, 0x1b];
 const EGRESS_MAC: Mac = [0x02, 0, 0, 0, 0xee, 0x01];
@@ -102,182 +100,10 @@ const fn ip6(groups: [u16; 8]) -> [u8; 16] {
 }
 
 // ---------------------------------------------------------------------------
-// Frame builders.
-
-/// An Ethernet header: MACs, an optional 802.1Q tag, then EtherType and payload.
-#[derive(Clone, Copy)]
-struct Frame {
-    dst: Mac,
-    src: Mac,
-    tci: Option<u16>,
-}
-
-impl Frame {
-    const fn new(dst: Mac, src: Mac) -> Frame {
-        Frame {
-            dst,
-            src,
-            tci: None,
-        }
-    }
-
-    const fn tagged(self, tci: u16) -> Frame {
-        Frame {
-            tci: Some(tci),
-            ..self
-        }
-    }
-
-    fn with(&self, ether_type: u16, payload: &[u8]) -> Vec<u8> {
-        let mut frame = Vec::with_capacity(18 + payload.len());
-        frame.extend_from_slice(&self.dst);
-        frame.extend_from_slice(&self.src);
-        if let Some(tci) = self.tci {
-            frame.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
-            frame.extend_from_slice(&tci.to_be_bytes());
-        }
-        frame.extend_from_slice(&ether_type.to_be_bytes());
-        frame.extend_from_slice(payload);
-        frame
-    }
-
-    fn ipv4(&self, packet: &[u8]) -> Vec<u8> {
-        self.with(ETH_P_IPV4, packet)
-    }
-
-    fn ipv6(&self, packet: &[u8]) -> Vec<u8> {
-        self.with(ETH_P_IPV6, packet)
-    }
-}
+// Frames (the builders are `balancer_tests::packets`).
 
 /// What clients send: to the balancer's MAC.
 const CLIENT: Frame = Frame::new(LB_MAC, CLIENT_MAC);
-
-/// An IPv4 header (checksum computed; total length from the payload).
-#[derive(Clone)]
-struct V4 {
-    src: [u8; 4],
-    dst: [u8; 4],
-    protocol: u8,
-    tos: u8,
-    id: u16,
-    frag_off: u16,
-    ttl: u8,
-    options: Vec<u8>,
-}
-
-impl V4 {
-    fn new(src: [u8; 4], dst: [u8; 4], protocol: u8) -> V4 {
-        V4 {
-            src,
-            dst,
-            protocol,
-            tos: 0,
-            id: 0x1234,
-            frag_off: IPV4_DF,
-            ttl: 61,
-            options: Vec::new(),
-        }
-    }
-
-    /// The header an encapsulating balancer writes: id 0, no flags, TTL 64.
-    fn outer(src: [u8; 4], dst: [u8; 4], protocol: u8, tos: u8) -> V4 {
-        V4 {
-            tos,
-            id: 0,
-            frag_off: 0,
-            ttl: 64,
-            ..V4::new(src, dst, protocol)
-        }
-    }
-
-    fn packet(&self, payload: &[u8]) -> Vec<u8> {
-        assert!(self.options.len().is_multiple_of(4) && self.options.len() <= 40);
-        let header_len = 20 + self.options.len();
-        let total_len = u16::try_from(header_len + payload.len()).expect("fits");
-        let mut packet = vec![0x40 | (header_len / 4) as u8, self.tos];
-        packet.extend_from_slice(&total_len.to_be_bytes());
-        packet.extend_from_slice(&self.id.to_be_bytes());
-        packet.extend_from_slice(&self.frag_off.to_be_bytes());
-        packet.extend_from_slice(&[self.ttl, self.protocol, 0, 0]);
-        packet.extend_from_slice(&self.src);
-        packet.extend_from_slice(&self.dst);
-        packet.extend_from_slice(&self.options);
-        let check = internet_checksum(&packet);
-        packet[10..12].copy_from_slice(&check.to_be_bytes());
-        packet.extend_from_slice(payload);
-        packet
-    }
-}
-
-/// An IPv6 header (payload length from the payload).
-#[derive(Clone)]
-struct V6 {
-    src: [u8; 16],
-    dst: [u8; 16],
-    next_header: u8,
-    class: u8,
-    label: u32,
-    hop_limit: u8,
-}
-
-impl V6 {
-    fn new(src: [u8; 16], dst: [u8; 16], next_header: u8) -> V6 {
-        V6 {
-            src,
-            dst,
-            next_header,
-            class: 0,
-            label: 0x1_2345,
-            hop_limit: 61,
-        }
-    }
-
-    fn packet(&self, payload: &[u8]) -> Vec<u8> {
-        assert!(self.label <= 0xf_ffff);
-        let first = (6u32 << 28) | (u32::from(self.class) << 20) | self.label;
-        let mut packet = first.to_be_bytes().to_vec();
-        packet.extend_from_slice(&u16::try_from(payload.len()).expect("fits").to_be_bytes());
-        packet.extend_from_slice(&[self.next_header, self.hop_limit]);
-        packet.extend_from_slice(&self.src);
-        packet.extend_from_slice(&self.dst);
-        packet.extend_from_slice(payload);
-        packet
-    }
-}
-
-/// A TCP segment with a 20-byte header (checksum left zero: nothing here reads it).
-fn tcp(src_port: u16, dst_port: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut segment = Vec::with_capacity(20 + payload.len());
-    segment.extend_from_slice(&src_port.to_be_bytes());
-    segment.extend_from_slice(&dst_port.to_be_bytes());
-    segment.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
-    segment.extend_from_slice(&0u32.to_be_bytes()); // ack
-    segment.extend_from_slice(&[0x50, flags]); // data offset 5
-    segment.extend_from_slice(&0xffffu16.to_be_bytes()); // window
-    segment.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
-    segment.extend_from_slice(payload);
-    segment
-}
-
-/// A UDP datagram (checksum left zero).
-fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut datagram = Vec::with_capacity(8 + payload.len());
-    datagram.extend_from_slice(&src_port.to_be_bytes());
-    datagram.extend_from_slice(&dst_port.to_be_bytes());
-    datagram.extend_from_slice(
-        &u16::try_from(8 + payload.len())
-            .expect("fits")
-            .to_be_bytes(),
-    );
-    datagram.extend_from_slice(&[0, 0]);
-    datagram.extend_from_slice(payload);
-    datagram
-}
-
-fn payload(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + 3) as u8).collect()
-}
 
 /// A client's TCP packet to the IPv4 VIP's port 80, with 32 bytes of data.
 fn tcp4(src: [u8; 4], src_port: u16, flags: u8) -> Vec<u8> {
@@ -287,31 +113,6 @@ fn tcp4(src: [u8; 4], src_port: u16, flags: u8) -> Vec<u8> {
 /// A client's TCP packet to the IPv6 VIP's port 443, with 32 bytes of data.
 fn tcp6(src: [u8; 16], src_port: u16, flags: u8) -> Vec<u8> {
     V6::new(src, VIP6, IPPROTO_TCP).packet(&tcp(src_port, TCP6_PORT, flags, &payload(32)))
-}
-
-/// An ICMP (`pseudo` None) or ICMPv6 (`pseudo` = source, destination) message,
-/// checksum over the message, for ICMPv6 behind the RFC 8200 pseudo-header.
-fn icmp(
-    kind: u8,
-    code: u8,
-    rest: [u8; 4],
-    body: &[u8],
-    pseudo: Option<([u8; 16], [u8; 16])>,
-) -> Vec<u8> {
-    let mut message = vec![kind, code, 0, 0];
-    message.extend_from_slice(&rest);
-    message.extend_from_slice(body);
-    let mut summed = Vec::new();
-    if let Some((src, dst)) = pseudo {
-        summed.extend_from_slice(&src);
-        summed.extend_from_slice(&dst);
-        summed.extend_from_slice(&u32::try_from(message.len()).expect("fits").to_be_bytes());
-        summed.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
-    }
-    summed.extend_from_slice(&message);
-    let check = internet_checksum(&summed);
-    message[2..4].copy_from_slice(&check.to_be_bytes());
-    message
 }
 
 /// The outer IPv6 flow label the balancer derives from the inner packet: the
@@ -1873,6 +1674,14 @@ fn decap_strips_outer_headers() {
         options: vec![0x94, 0x04, 0, 0],
         ..V4::outer(OUTER_SRC4, BACKEND_A4, IPPROTO_IPIP, 0)
     };
+    let qinq = Frame {
+        outer_tags: &[(ETH_P_8021AD, 0x0123)],
+        ..eth.tagged(TCI)
+    };
+    let three_tags = Frame {
+        outer_tags: &[(ETH_P_8021AD, 0x0123), (ETH_P_8021Q, 0x0456)],
+        ..eth.tagged(TCI)
+    };
 
     // Addressed to us: the outer header goes, the MACs (and tag) stay.
     let stripped = [
@@ -1905,6 +1714,11 @@ fn decap_strips_outer_headers() {
             "ipip, outer ip options",
             eth.ipv4(&with_options.packet(&v4)),
             eth.ipv4(&v4),
+        ),
+        (
+            "ip6ip6, qinq (both tags kept)",
+            qinq.ipv6(&in6(BACKEND_A6, IPPROTO_IPV6, &v6)),
+            qinq.ipv6(&v6),
         ),
     ];
     for (name, frame, expected) in stripped {
@@ -1982,6 +1796,11 @@ fn decap_strips_outer_headers() {
         (
             "ipip, outer first fragment",
             eth.ipv4(&fragment.packet(&v4)),
+            Malformed,
+        ),
+        (
+            "ipip, three vlan tags",
+            three_tags.ipv4(&in4(BACKEND_A4, IPPROTO_IPIP, &v4)),
             Malformed,
         ),
     ];

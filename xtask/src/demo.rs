@@ -130,7 +130,8 @@ pub fn run() -> anyhow::Result<()> {
     result
 }
 
-/// Three frames the XDP program must count and pass, not choke on.
+/// Three frames the XDP program must count, not choke on: the first two pass, the orphan
+/// fragment is dropped.
 fn malformed_frames() -> Vec<Vec<u8>> {
     let ethernet = |ether_type: [u8; 2]| {
         let mut frame = vec![0xff; 6];
@@ -146,7 +147,8 @@ fn malformed_frames() -> Vec<Vec<u8>> {
     bad_ihl.extend_from_slice(&[
         0x43, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 10,
     ]);
-    // A non-first fragment to the VIP: no ports to match.
+    // A non-first fragment to the VIP whose first fragment never came: no ports to match,
+    // no backend to follow (`fragment_orphan`).
     let mut fragment = ethernet([0x08, 0x00]);
     fragment.extend_from_slice(&[
         0x45, 0, 0, 28, 0, 1, 0x00, 0x10, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 10,
