@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use hyper::{server::conn::http2, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{Semaphore, watch},
 };
@@ -177,7 +177,7 @@ impl ConnLimits {
 async fn serve_connection(
     shared: Arc<Shared>,
     bind: SocketAddr,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     closing: Closing,
 ) {
@@ -205,7 +205,7 @@ async fn serve_connection(
         None => {
             // Which protocol: see `first_bytes`.
             let sniffed =
-                tokio::time::timeout(limits.header_read_timeout, first_bytes(&stream)).await;
+                tokio::time::timeout(limits.header_read_timeout, first_bytes(&mut stream)).await;
             if let Ok(Ok((first, h2))) = sniffed {
                 let info = ConnInfo {
                     bind,
@@ -314,15 +314,13 @@ const FIRST_READ: usize = 8 * 1024;
 /// The first bytes of a plain connection, and whether they are the HTTP/2 preface. They are
 /// read, not peeked (one system call fewer per connection), and handed to the protocol's
 /// engine. Empty when the client closed before sending anything.
-async fn first_bytes(stream: &TcpStream) -> std::io::Result<(BytesMut, bool)> {
+async fn first_bytes(stream: &mut TcpStream) -> std::io::Result<(BytesMut, bool)> {
     let mut first = BytesMut::with_capacity(FIRST_READ);
     loop {
-        stream.readable().await?;
-        match stream.try_read_buf(&mut first) {
-            Ok(0) => return Ok((first, false)),
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(err) => return Err(err),
+        // Through `AsyncRead`, not `try_read_buf`: a short read then clears the socket's
+        // readiness, so the engine's wait for the next request does not wake at once.
+        if stream.read_buf(&mut first).await? == 0 {
+            return Ok((first, false));
         }
         let seen = first.len().min(H2_PREFACE.len());
         if first[..seen] != H2_PREFACE[..seen] {
