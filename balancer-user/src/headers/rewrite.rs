@@ -8,7 +8,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use hyper::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
-use super::{forwarded::split_host_port, trust::ClientView};
+use super::trust::ClientView;
+use crate::http::authority;
 
 /// Where the client reached the route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +30,10 @@ impl PublicUrl {
     /// stripped prefix.
     pub fn from_view(view: &ClientView, stripped_prefix: Option<&str>) -> PublicUrl {
         let scheme = view.scheme.as_str();
-        let host = match split_host_port(&view.host) {
-            Some((name, Some(port))) if port == view.scheme.default_port() => name.to_string(),
+        let host = match authority::parse_host_field(&view.host) {
+            Ok(authority) if authority.port == Some(view.scheme.default_port()) => {
+                authority.host.to_string()
+            }
             _ => view.host.clone(),
         };
         PublicUrl {
@@ -458,34 +461,11 @@ fn split_authority(rest: &str) -> (&str, &str) {
     rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()))
 }
 
-/// `host[:port]` → (host without IPv6 brackets, port). `None` for userinfo (never the server's
-/// own address), an empty host or a bad port.
-fn parse_authority(authority: &str) -> Option<(&str, Option<u16>)> {
-    if authority.contains('@') {
-        return None;
-    }
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let (host, after) = bracketed.split_once(']')?;
-        match after {
-            "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':')?)),
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() {
-        return None;
-    }
-    let port = match port {
-        // RFC 3986 §3.2.3: an empty port is the scheme's default.
-        None | Some("") => None,
-        Some(port) if port.bytes().all(|b| b.is_ascii_digit()) => Some(port.parse().ok()?),
-        Some(_) => return None,
-    };
-    Some((host, port))
+/// A URL's `host[:port]` → (host without IPv6 brackets, port; an empty port is the scheme's
+/// default). `None` for userinfo (never the server's own address), an empty host or a bad port.
+fn parse_authority(written: &str) -> Option<(&str, Option<u16>)> {
+    let written = authority::parse_in_url(written).ok()?;
+    Some((written.address(), written.port))
 }
 
 /// Host names compare case-insensitively, IPv6 literals by address ("2001:2::5" is

@@ -552,7 +552,7 @@ fn redirect_phase(listener: &ListenerConfig, host: &str, uri: &Uri) -> Option<Re
             &PageSet::default(),
         ));
     }
-    let name = route::host_without_port(host);
+    let name = crate::http::authority::host_without_port(host);
     let port = if listener.https_port == 443 {
         String::new()
     } else {
@@ -1366,15 +1366,5 @@ servers = [ { url = "http://127.0.0.1:18081" } ]
         assert_eq!(upstream.headers()["host"], "www.example.test");
         assert_eq!(upstream.headers()["cookie"], "a=1; b=2");
         assert_eq!(upstream.headers()["authorization"], "Basic eA==");
-    }
-
-    #[test]
-    fn ports_come_off_hosts_but_not_off_ipv6_literals() {
-        use route::host_without_port;
-        assert_eq!(host_without_port("a.test:8443"), "a.test");
-        assert_eq!(host_without_port("a.test"), "a.test");
-        assert_eq!(host_without_port("[2001:2::1]:8443"), "[2001:2::1]");
-        assert_eq!(host_without_port("[2001:2::1]"), "[2001:2::1]");
-        assert_eq!(host_without_port("2001:2::1"), "2001:2::1");
     }
 }
