@@ -3,3 +3,4 @@
 //! Each concern is one module; none depends on the rest of the crate.
 
 pub mod authority;
+pub mod set_cookie;
