@@ -3,4 +3,5 @@
 //! Each concern is one module; none depends on the rest of the crate.
 
 pub mod authority;
+pub mod percent;
 pub mod set_cookie;

@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::{Body, BoxError};
+use crate::http::percent;
 
 /// Read size when streaming a file.
 const CHUNK_SIZE: usize = 64 * 1024;
@@ -201,7 +202,7 @@ enum Target {
 
 /// Maps the request path to a regular file below `root`, refusing anything that could leave it.
 async fn resolve(root: &Path, relative_path: &str) -> Result<Target, StaticError> {
-    let decoded = percent_decode(relative_path).ok_or(StaticError::NotFound)?;
+    let decoded = percent::decode(relative_path).ok_or(StaticError::NotFound)?;
     if decoded.contains(&0) || decoded.contains(&b'\\') {
         return Err(StaticError::NotFound);
     }
@@ -269,26 +270,6 @@ fn classify(error: io::Error) -> StaticError {
             _ => StaticError::Io(error),
         },
     }
-}
-
-/// Decodes `%XX` escapes; `None` for a '%' not followed by two hex digits.
-pub(crate) fn percent_decode(input: &str) -> Option<Vec<u8>> {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let high = (hex[0] as char).to_digit(16)?;
-            let low = (hex[1] as char).to_digit(16)?;
-            out.push((high * 16 + low) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(out)
 }
 
 /// Content-Type by file extension; textual types get `charset=utf-8`.
