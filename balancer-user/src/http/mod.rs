@@ -3,5 +3,7 @@
 //! Each concern is one module; none depends on the rest of the crate.
 
 pub mod authority;
+pub mod conditional;
+pub mod date;
 pub mod percent;
 pub mod set_cookie;
