@@ -4,6 +4,7 @@
 
 pub mod authority;
 pub mod conditional;
+pub mod connection;
 pub mod date;
 pub mod percent;
 pub mod set_cookie;

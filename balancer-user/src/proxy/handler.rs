@@ -45,7 +45,7 @@ use crate::{
     config::{AccessLogFormat, Balance, ListenerConfig, OnDown, ProxySettings, RouteConfig},
     headers::{
         compression,
-        hygiene::{HygieneError, RemovalReason, connection_tokens, strip_hop_by_hop},
+        hygiene::{HygieneError, RemovalReason, strip_hop_by_hop},
         request_id::{self, X_REQUEST_ID},
         rewrite::{BackendUrl, PublicUrl, ReverseMap, has_rewritable_headers},
         trust::{Arrival, ClientView, Scheme, TrustPolicy, public_prefix},
@@ -633,7 +633,7 @@ fn wants_upgrade<B>(request: &Request<B>) -> bool {
                 let name = protocol.trim().split('/').next().unwrap_or_default();
                 name.eq_ignore_ascii_case("websocket")
             })
-        && connection_tokens(request.headers()).any(|token| token.eq_ignore_ascii_case("upgrade"))
+        && crate::http::connection::lists(request.headers(), "upgrade")
 }
 
 /// The request as the server gets it: origin-form `target` (the route's path and the query),
