@@ -679,6 +679,26 @@ mod tests {
         );
         let mut buf = [0u8; MAX_HOST_LEN];
         assert_eq!(normalize_host("[::1]x", &mut buf), HostKey::None);
+        // `http::authority` rules: a bare IPv6 literal is still read; an empty port is the
+        // default one (RFC 3986 §3.2.3); a bad port or userinfo makes no host to match.
+        let mut buf = [0u8; MAX_HOST_LEN];
+        assert_eq!(
+            normalize_host("2001:2::1", &mut buf),
+            HostKey::Ipv6("2001:2::1".parse().unwrap())
+        );
+        let mut buf = [0u8; MAX_HOST_LEN];
+        assert_eq!(
+            normalize_host("Ex.Test:", &mut buf),
+            HostKey::Name("ex.test")
+        );
+        for not_a_host in ["ex.test:http", "ex.test:0", "ex.test:65536", "u@ex.test"] {
+            let mut buf = [0u8; MAX_HOST_LEN];
+            assert_eq!(
+                normalize_host(not_a_host, &mut buf),
+                HostKey::None,
+                "{not_a_host}"
+            );
+        }
         let mut buf = [0u8; MAX_HOST_LEN];
         assert_eq!(normalize_host(&"a".repeat(300), &mut buf), HostKey::None);
         let mut buf = [0u8; MAX_HOST_LEN];

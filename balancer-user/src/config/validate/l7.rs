@@ -731,12 +731,12 @@ fn host_pattern(key: &str, written: &Spanned<String>) -> Result<HostPattern, Inv
         // Split as a request's Host is (`http::authority`), so a pattern matches what routing
         // compares.
         return match authority::parse(host) {
-            Ok(written) if written.port.is_none() => match written.ipv6() {
-                Some(address) => Ok(HostPattern::Exact(format!("[{address}]"))),
-                None => Err(error(format!(
-                    "{text:?} is not a valid IPv6 address in brackets"
-                ))),
-            },
+            Ok(written) if written.port.is_none() => {
+                let address = written
+                    .ipv6()
+                    .expect("a bracketed authority is an IPv6 literal");
+                Ok(HostPattern::Exact(format!("[{address}]")))
+            }
             Ok(_)
             | Err(authority::AuthorityError::AfterBracket | authority::AuthorityError::BadPort) => {
                 Err(error(format!(
