@@ -10,6 +10,7 @@ pub mod config;
 pub mod dataplane;
 pub mod headers;
 pub mod health;
+pub mod http;
 pub mod import;
 pub mod linked;
 pub mod notify;

@@ -137,7 +137,7 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 
 /// Decodes `%XX` escapes; `None` for a malformed escape or a result that is not UTF-8.
 fn percent_decode(text: &str) -> Option<String> {
-    String::from_utf8(crate::proxy::static_files::percent_decode(text)?).ok()
+    crate::http::percent::decode_utf8(text)
 }
 
 #[cfg(test)]

@@ -570,16 +570,7 @@ impl ServerUrl {
     pub fn authority(&self) -> String {
         match self {
             ServerUrl::Http { host, port } | ServerUrl::Https { host, port } => {
-                let host = if host.contains(':') {
-                    format!("[{host}]")
-                } else {
-                    host.clone()
-                };
-                if *port == self.default_port() {
-                    host
-                } else {
-                    format!("{host}:{port}")
-                }
+                crate::http::authority::format(host, *port, self.default_port())
             }
             ServerUrl::Unix(_) => "localhost".to_string(),
         }

@@ -803,35 +803,11 @@ fn is_valid_interface_name(name: &str) -> bool {
             .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
-/// A `Host` header value (RFC 9110 §7.2): a DNS name, an IPv4 address or a bracketed IPv6
-/// address, optionally followed by ":port" (1 to 65535).
+/// A `Host` header value (RFC 9110 §7.2, split by `http::authority`): a DNS name, an IPv4
+/// address or a bracketed IPv6 address, optionally followed by ":port" (1 to 65535).
 pub(super) fn is_valid_host_header(value: &str) -> bool {
-    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
-        let Some((inside, after)) = rest.split_once(']') else {
-            return false;
-        };
-        if inside.parse::<std::net::Ipv6Addr>().is_err() {
-            return false;
-        }
-        match after {
-            "" => return true,
-            _ => match after.strip_prefix(':') {
-                Some(port) => (None, Some(port)),
-                None => return false,
-            },
-        }
-    } else {
-        match value.split_once(':') {
-            Some((host, port)) => (Some(host), Some(port)),
-            None => (Some(value), None),
-        }
-    };
-    let port_ok = port.is_none_or(|port| {
-        !port.is_empty()
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && port.parse::<u16>().is_ok_and(|port| port != 0)
-    });
-    port_ok && host.is_none_or(is_valid_host_name)
+    crate::http::authority::parse(value)
+        .is_ok_and(|authority| authority.ipv6().is_some() || is_valid_host_name(authority.host))
 }
 
 /// A DNS name (letters, digits, '-' and '_' in labels of 1 to 63 characters that neither start

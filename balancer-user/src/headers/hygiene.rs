@@ -196,20 +196,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// The lowercase names the Connection field lists.
 fn connection_listed(headers: &HeaderMap) -> Vec<String> {
-    connection_tokens(headers)
+    crate::http::connection::tokens(headers)
         .map(str::to_ascii_lowercase)
         .collect()
-}
-
-/// The tokens of every Connection field (RFC 9110 §7.6.1), trimmed, as written.
-pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .filter(|token| !token.is_empty())
 }
 
 /// The rules requests and responses share.

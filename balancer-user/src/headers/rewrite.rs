@@ -8,7 +8,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use hyper::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
-use super::{forwarded::split_host_port, trust::ClientView};
+use super::trust::ClientView;
+use crate::http::{authority, set_cookie};
 
 /// Where the client reached the route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +30,10 @@ impl PublicUrl {
     /// stripped prefix.
     pub fn from_view(view: &ClientView, stripped_prefix: Option<&str>) -> PublicUrl {
         let scheme = view.scheme.as_str();
-        let host = match split_host_port(&view.host) {
-            Some((name, Some(port))) if port == view.scheme.default_port() => name.to_string(),
+        let host = match authority::parse_host_field(&view.host) {
+            Ok(authority) if authority.port == Some(view.scheme.default_port()) => {
+                authority.host.to_string()
+            }
             _ => view.host.clone(),
         };
         PublicUrl {
@@ -257,49 +260,46 @@ impl ReverseMap {
     /// Everything else (name, value, other attributes, order, spacing, case) is kept byte for
     /// byte.
     pub fn set_cookie(&self, value: &str) -> Option<String> {
-        let mut segments = value.split(';');
-        let mut out = String::with_capacity(value.len() + 16);
-        out.push_str(segments.next().unwrap_or_default());
-        let mut changed = false;
-        for segment in segments {
-            let Some((name, attribute)) = segment.split_once('=') else {
-                out.push(';');
-                out.push_str(segment);
+        let mut out = String::new();
+        // `value[..cursor]` is in `out` or dropped.
+        let mut cursor = 0;
+        for attribute in set_cookie::attributes(value.as_bytes()) {
+            let Some(range) = attribute.value else {
                 continue;
             };
-            let trimmed = attribute.trim_matches(is_ascii_space);
-            let lead = attribute.len() - attribute.trim_start_matches(is_ascii_space).len();
-            let replacement = match name.trim_matches(is_ascii_space) {
+            let current = &value[range.clone()];
+            let replacement = match &value[attribute.name] {
                 name if name.eq_ignore_ascii_case("path") && self.cookie_paths => {
-                    self.cookie_path(trimmed).map(Some)
+                    self.cookie_path(current).map(Some)
                 }
                 name if name.eq_ignore_ascii_case("domain") => {
-                    self.mapped_domain(trimmed).map(Some).or_else(|| {
+                    self.mapped_domain(current).map(Some).or_else(|| {
                         self.cookie_paths
-                            .then(|| self.cookie_domain(trimmed))
+                            .then(|| self.cookie_domain(current))
                             .flatten()
                     })
                 }
                 _ => None,
             };
             match replacement {
-                None => {
-                    out.push(';');
-                    out.push_str(segment);
+                None => {}
+                // The attribute goes with the ';' before it.
+                Some(None) => {
+                    out.push_str(&value[cursor..attribute.segment.start - 1]);
+                    cursor = attribute.segment.end;
                 }
-                Some(None) => changed = true,
                 Some(Some(new)) => {
-                    changed = true;
-                    out.push(';');
-                    out.push_str(name);
-                    out.push('=');
-                    out.push_str(&attribute[..lead]);
+                    out.push_str(&value[cursor..range.start]);
                     out.push_str(&new);
-                    out.push_str(&attribute[lead + trimmed.len()..]);
+                    cursor = range.end;
                 }
             }
         }
-        changed.then_some(out)
+        if cursor == 0 {
+            return None;
+        }
+        out.push_str(&value[cursor..]);
+        Some(out)
     }
 
     /// Applies `url` to `Location`, `Content-Location` and `URI`, and `refresh` to `Refresh`
@@ -458,34 +458,11 @@ fn split_authority(rest: &str) -> (&str, &str) {
     rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()))
 }
 
-/// `host[:port]` → (host without IPv6 brackets, port). `None` for userinfo (never the server's
-/// own address), an empty host or a bad port.
-fn parse_authority(authority: &str) -> Option<(&str, Option<u16>)> {
-    if authority.contains('@') {
-        return None;
-    }
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let (host, after) = bracketed.split_once(']')?;
-        match after {
-            "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':')?)),
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() {
-        return None;
-    }
-    let port = match port {
-        // RFC 3986 §3.2.3: an empty port is the scheme's default.
-        None | Some("") => None,
-        Some(port) if port.bytes().all(|b| b.is_ascii_digit()) => Some(port.parse().ok()?),
-        Some(_) => return None,
-    };
-    Some((host, port))
+/// A URL's `host[:port]` → (host without IPv6 brackets, port; an empty port is the scheme's
+/// default). `None` for userinfo (never the server's own address), an empty host or a bad port.
+fn parse_authority(written: &str) -> Option<(&str, Option<u16>)> {
+    let written = authority::parse_in_url(written).ok()?;
+    Some((written.address(), written.port))
 }
 
 /// Host names compare case-insensitively, IPv6 literals by address ("2001:2::5" is

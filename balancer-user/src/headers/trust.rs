@@ -22,7 +22,7 @@
 //!   segment ("//evil.test" would make redirects protocol-relative) or dot segment (also
 //!   percent-encoded), and loses its trailing '/'.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use hyper::{
     HeaderMap,
@@ -31,6 +31,7 @@ use hyper::{
 use ipnet::IpNet;
 
 use crate::config::ListenerConfig;
+use crate::http::authority;
 
 use super::{
     HeaderGroup, TrustedHeader, UnderscorePolicy,
@@ -249,7 +250,7 @@ impl TrustPolicy {
                 _ => {
                     let header = member.header_name();
                     let value = single_value(headers, header, &mut anomalies)?;
-                    if forwarded::split_host_port(value).is_none() {
+                    if authority::parse_host_field(value).is_err() {
                         anomalies.push(Anomaly::MalformedValue { header });
                         return None;
                     }
@@ -260,7 +261,7 @@ impl TrustPolicy {
         let trusted_port = self.member(HeaderGroup::Port).and_then(|member| {
             let header = member.header_name();
             let value = single_value(headers, header, &mut anomalies)?;
-            let port = parse_port(value);
+            let port = authority::parse_port(value);
             if port.is_none() {
                 anomalies.push(Anomaly::MalformedValue { header });
             }
@@ -539,27 +540,17 @@ fn single_value<'h>(
     Some(text)
 }
 
-/// An X-Forwarded-For entry: `IPv4`, `IPv6`, `[IPv6]`, `IPv4:port`, `[IPv6]:port`.
+/// An X-Forwarded-For entry: `IPv4`, `IPv6`, `[IPv6]`, `IPv4:port`, `[IPv6]:port` (ports as
+/// `http::authority` reads them: 1 to 65535).
 fn parse_address(entry: &str) -> Option<IpAddr> {
-    let is_port = |port: &str| {
-        (1..=5).contains(&port.len())
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && port.parse::<u16>().is_ok()
-    };
     let address = if let Ok(address) = entry.parse::<IpAddr>() {
         address
-    } else if let Some(bracketed) = entry.strip_prefix('[') {
-        let (address, rest) = bracketed.split_once(']')?;
-        if !(rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port)) {
-            return None;
-        }
-        IpAddr::V6(address.parse::<Ipv6Addr>().ok()?)
     } else {
-        let (address, port) = entry.split_once(':')?;
-        if !is_port(port) {
-            return None;
+        let written = authority::parse(entry).ok()?;
+        match written.ipv6() {
+            Some(address) => IpAddr::V6(address),
+            None => IpAddr::V4(written.host.parse::<Ipv4Addr>().ok()?),
         }
-        IpAddr::V4(address.parse::<Ipv4Addr>().ok()?)
     };
     Some(address.to_canonical())
 }
@@ -588,18 +579,11 @@ fn parse_scheme(member: TrustedHeader, value: &str) -> Option<Scheme> {
     }
 }
 
-/// One decimal port, 1 to 65535, digits only.
-fn parse_port(value: &str) -> Option<u16> {
-    let digits = (1..=5).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit());
-    digits
-        .then(|| value.parse::<u16>().ok())
-        .flatten()
-        .filter(|&port| port != 0)
-}
-
 /// The explicit port of `host[:port]`, when it has a valid one.
 fn explicit_port(host: &str) -> Option<u16> {
-    forwarded::split_host_port(host).and_then(|(_, port)| port)
+    authority::parse_host_field(host)
+        .ok()
+        .and_then(|authority| authority.port)
 }
 
 /// `Some(None)` for "/" (no prefix), `None` when unacceptable (see the module comment).

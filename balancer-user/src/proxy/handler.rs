@@ -45,7 +45,7 @@ use crate::{
     config::{AccessLogFormat, Balance, ListenerConfig, OnDown, ProxySettings, RouteConfig},
     headers::{
         compression,
-        hygiene::{HygieneError, RemovalReason, connection_tokens, strip_hop_by_hop},
+        hygiene::{HygieneError, RemovalReason, strip_hop_by_hop},
         request_id::{self, X_REQUEST_ID},
         rewrite::{BackendUrl, PublicUrl, ReverseMap, has_rewritable_headers},
         trust::{Arrival, ClientView, Scheme, TrustPolicy, public_prefix},
@@ -552,7 +552,7 @@ fn redirect_phase(listener: &ListenerConfig, host: &str, uri: &Uri) -> Option<Re
             &PageSet::default(),
         ));
     }
-    let name = route::host_without_port(host);
+    let name = crate::http::authority::host_without_port(host);
     let port = if listener.https_port == 443 {
         String::new()
     } else {
@@ -633,7 +633,7 @@ fn wants_upgrade<B>(request: &Request<B>) -> bool {
                 let name = protocol.trim().split('/').next().unwrap_or_default();
                 name.eq_ignore_ascii_case("websocket")
             })
-        && connection_tokens(request.headers()).any(|token| token.eq_ignore_ascii_case("upgrade"))
+        && crate::http::connection::lists(request.headers(), "upgrade")
 }
 
 /// The request as the server gets it: origin-form `target` (the route's path and the query),
@@ -1366,15 +1366,5 @@ servers = [ { url = "http://127.0.0.1:18081" } ]
         assert_eq!(upstream.headers()["host"], "www.example.test");
         assert_eq!(upstream.headers()["cookie"], "a=1; b=2");
         assert_eq!(upstream.headers()["authorization"], "Basic eA==");
-    }
-
-    #[test]
-    fn ports_come_off_hosts_but_not_off_ipv6_literals() {
-        use route::host_without_port;
-        assert_eq!(host_without_port("a.test:8443"), "a.test");
-        assert_eq!(host_without_port("a.test"), "a.test");
-        assert_eq!(host_without_port("[2001:2::1]:8443"), "[2001:2::1]");
-        assert_eq!(host_without_port("[2001:2::1]"), "[2001:2::1]");
-        assert_eq!(host_without_port("2001:2::1"), "2001:2::1");
     }
 }

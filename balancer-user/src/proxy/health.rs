@@ -130,7 +130,16 @@ pub async fn probe(
                     port,
                 },
                 Some(tls),
-            ) => send_over_tls(address, *port, sni_host(&host), tls.clone(), request).await?,
+            ) => {
+                send_over_tls(
+                    address,
+                    *port,
+                    crate::http::authority::bare_host(&host),
+                    tls.clone(),
+                    request,
+                )
+                .await?
+            }
             _ => send_plain(url, h2c, server_tls, check.timeout, request).await?,
         };
         let accepted = if check.expect.is_empty() {
@@ -216,19 +225,6 @@ async fn send_over_tls(
     };
     let response = response.map_err(|err| format!("no response: {err}"))?;
     Ok(response.status().as_u16())
-}
-
-/// The host of a Host header value, without its port or IPv6 brackets.
-fn sni_host(host: &str) -> &str {
-    if let Some(bracketed) = host.strip_prefix('[') {
-        return bracketed.split(']').next().unwrap_or(bracketed);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            name
-        }
-        _ => host,
-    }
 }
 
 /// The TLS client config of a pool's checks (ring, TLS 1.2 and 1.3, ALPN http/1.1): verifying
@@ -320,20 +316,6 @@ impl ServerCertVerifier for AnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sni_host_drops_port_and_brackets() {
-        for (host, expected) in [
-            ("www.example.test", "www.example.test"),
-            ("www.example.test:8443", "www.example.test"),
-            ("198.18.1.2:80", "198.18.1.2"),
-            ("[2001:db8::1]:8443", "2001:db8::1"),
-            ("[2001:db8::1]", "2001:db8::1"),
-            ("2001:db8::1", "2001:db8::1"),
-        ] {
-            assert_eq!(sni_host(host), expected, "{host}");
-        }
-    }
 
     #[test]
     fn check_tls_config_names_a_bad_ca_file() {

@@ -18,6 +18,7 @@ use std::{
 };
 
 use crate::config::{HostPattern, RouteConfig};
+use crate::http::authority;
 
 /// Longest host name looked up (DNS names are at most 253 bytes); longer hosts only match
 /// routes without a host.
@@ -325,10 +326,7 @@ impl AllowedHosts {
 /// A configured host pattern, in the form `normalize_host` gives requests.
 fn normalize_pattern(host: &str) -> String {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(inner) => inner.to_string(),
-        None => host,
-    }
+    authority::bare_host(&host).to_string()
 }
 
 /// An IPv6 literal, bare (as `normalize_pattern` leaves it).
@@ -341,20 +339,17 @@ fn parse_ipv6(host: &str) -> Option<Ipv6Addr> {
 }
 
 /// A request's Host / :authority without port, trailing dot or case; lowercased into `buf`.
+/// Split by `http::authority` (an empty port is taken as the default, as in a URL); a value
+/// that is no authority (a bad port, userinfo) matches no host, only the routes for any host.
 fn normalize_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> HostKey<'b> {
-    if let Some(bracketed) = host.strip_prefix('[') {
-        return match bracketed.split_once(']') {
-            Some((inner, rest)) if rest.is_empty() || rest.starts_with(':') => {
-                inner.parse().map_or(HostKey::None, HostKey::Ipv6)
-            }
-            _ => HostKey::None,
-        };
-    }
-    // A bare IPv6 literal is not valid in Host, but unambiguous enough to accept.
-    if host.bytes().filter(|&b| b == b':').nth(1).is_some() {
-        return host.parse().map_or(HostKey::None, HostKey::Ipv6);
-    }
-    let name = host.split_once(':').map_or(host, |(name, _port)| name);
+    let name = match authority::parse_in_url(host) {
+        Ok(authority) if authority.host.starts_with('[') => {
+            return authority.ipv6().map_or(HostKey::None, HostKey::Ipv6);
+        }
+        Ok(authority) => authority.host,
+        // A bare IPv6 literal is not valid in Host, but unambiguous enough to accept.
+        Err(_) => return host.parse().map_or(HostKey::None, HostKey::Ipv6),
+    };
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() || name.len() > MAX_HOST_LEN {
         return HostKey::None;
@@ -684,6 +679,26 @@ mod tests {
         );
         let mut buf = [0u8; MAX_HOST_LEN];
         assert_eq!(normalize_host("[::1]x", &mut buf), HostKey::None);
+        // `http::authority` rules: a bare IPv6 literal is still read; an empty port is the
+        // default one (RFC 3986 §3.2.3); a bad port or userinfo makes no host to match.
+        let mut buf = [0u8; MAX_HOST_LEN];
+        assert_eq!(
+            normalize_host("2001:2::1", &mut buf),
+            HostKey::Ipv6("2001:2::1".parse().unwrap())
+        );
+        let mut buf = [0u8; MAX_HOST_LEN];
+        assert_eq!(
+            normalize_host("Ex.Test:", &mut buf),
+            HostKey::Name("ex.test")
+        );
+        for not_a_host in ["ex.test:http", "ex.test:0", "ex.test:65536", "u@ex.test"] {
+            let mut buf = [0u8; MAX_HOST_LEN];
+            assert_eq!(
+                normalize_host(not_a_host, &mut buf),
+                HostKey::None,
+                "{not_a_host}"
+            );
+        }
         let mut buf = [0u8; MAX_HOST_LEN];
         assert_eq!(normalize_host(&"a".repeat(300), &mut buf), HostKey::None);
         let mut buf = [0u8; MAX_HOST_LEN];
@@ -692,19 +707,6 @@ mod tests {
             normalize_host(&long, &mut buf),
             HostKey::Name(long.as_str())
         );
-    }
-}
-
-/// The host of a Host header value: "host:port" → "host", "[v6]:port" → "[v6]" (brackets
-/// kept, as a URL needs them); a bare IPv6 address stays whole.
-pub fn host_without_port(host: &str) -> &str {
-    if let Some(end) = host.find(']') {
-        return &host[..=end];
-    }
-    match host.rsplit_once(':') {
-        Some((name, _)) if name.contains(':') => host,
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
     }
 }
 

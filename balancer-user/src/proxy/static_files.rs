@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::{Body, BoxError};
+use crate::http::{conditional, date, percent};
 
 /// Read size when streaming a file.
 const CHUNK_SIZE: usize = 64 * 1024;
@@ -108,15 +109,15 @@ pub async fn serve(
     let modified = metadata.modified().ok();
     let validators = Validators::new(length, modified);
 
-    match preconditions(headers, &validators) {
-        Precondition::Proceed => {}
-        Precondition::NotModified => {
+    match conditional::preconditions(headers, &validators.current()) {
+        conditional::Precondition::Proceed => {}
+        conditional::Precondition::NotModified => {
             return Ok(validators
                 .apply(empty_response(StatusCode::NOT_MODIFIED))
                 .body(empty_body())
                 .expect("valid 304"));
         }
-        Precondition::Failed => {
+        conditional::Precondition::Failed => {
             return Ok(empty_response(StatusCode::PRECONDITION_FAILED)
                 .header(header::CONTENT_LENGTH, 0)
                 .body(empty_body())
@@ -125,7 +126,7 @@ pub async fn serve(
     }
 
     // Range handling is defined for GET only (RFC 9110 §14.2).
-    let range = if head || !if_range_holds(headers, &validators) {
+    let range = if head || !conditional::if_range_holds(headers, &validators.current()) {
         None
     } else {
         requested_range(headers, length)?
@@ -201,7 +202,7 @@ enum Target {
 
 /// Maps the request path to a regular file below `root`, refusing anything that could leave it.
 async fn resolve(root: &Path, relative_path: &str) -> Result<Target, StaticError> {
-    let decoded = percent_decode(relative_path).ok_or(StaticError::NotFound)?;
+    let decoded = percent::decode(relative_path).ok_or(StaticError::NotFound)?;
     if decoded.contains(&0) || decoded.contains(&b'\\') {
         return Err(StaticError::NotFound);
     }
@@ -271,26 +272,6 @@ fn classify(error: io::Error) -> StaticError {
     }
 }
 
-/// Decodes `%XX` escapes; `None` for a '%' not followed by two hex digits.
-pub(crate) fn percent_decode(input: &str) -> Option<Vec<u8>> {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let high = (hex[0] as char).to_digit(16)?;
-            let low = (hex[1] as char).to_digit(16)?;
-            out.push((high * 16 + low) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
 /// Content-Type by file extension; textual types get `charset=utf-8`.
 fn content_type(path: &Path) -> String {
     let mime = mime_guess::from_path(path)
@@ -324,143 +305,18 @@ impl Validators {
     fn apply(&self, builder: hyper::http::response::Builder) -> hyper::http::response::Builder {
         let builder = builder.header(header::ETAG, &self.etag);
         match self.modified {
-            Some(seconds) => builder.header(header::LAST_MODIFIED, format_http_date(seconds)),
+            Some(seconds) => builder.header(header::LAST_MODIFIED, date::format(seconds)),
             None => builder,
         }
     }
 
-    /// The ETag without its quotes, as compared with entity tags parsed from requests.
-    fn opaque(&self) -> &str {
-        &self.etag[1..self.etag.len() - 1]
-    }
-}
-
-enum Precondition {
-    Proceed,
-    NotModified,
-    Failed,
-}
-
-/// RFC 9110 §13.2.2 steps 1 to 4 (for GET and HEAD).
-fn preconditions(headers: &HeaderMap, validators: &Validators) -> Precondition {
-    if let Some(tags) = header_list(headers, header::IF_MATCH) {
-        // Strong comparison; a malformed field matches nothing.
-        let matched = match parse_entity_tags(&tags) {
-            Some(EntityTags::Any) => true,
-            Some(EntityTags::List(list)) => list
-                .iter()
-                .any(|(weak, tag)| !weak && *tag == validators.opaque()),
-            None => false,
-        };
-        if !matched {
-            return Precondition::Failed;
-        }
-    } else if let (Some(since), Some(modified)) = (
-        single_date(headers, header::IF_UNMODIFIED_SINCE),
-        validators.modified,
-    ) && modified > since
-    {
-        return Precondition::Failed;
-    }
-
-    if let Some(tags) = header_list(headers, header::IF_NONE_MATCH) {
-        // Weak comparison.
-        let matched = match parse_entity_tags(&tags) {
-            Some(EntityTags::Any) => true,
-            Some(EntityTags::List(list)) => list.iter().any(|(_, tag)| *tag == validators.opaque()),
-            None => false,
-        };
-        if matched {
-            return Precondition::NotModified;
-        }
-    } else if let (Some(since), Some(modified)) = (
-        single_date(headers, header::IF_MODIFIED_SINCE),
-        validators.modified,
-    ) && modified <= since
-    {
-        return Precondition::NotModified;
-    }
-    Precondition::Proceed
-}
-
-/// Whether `If-Range` (if any) lets the `Range` apply: an ETag must match strongly, a date must
-/// equal Last-Modified exactly.
-fn if_range_holds(headers: &HeaderMap, validators: &Validators) -> bool {
-    let mut values = headers.get_all(header::IF_RANGE).iter();
-    let Some(value) = values.next() else {
-        return true;
-    };
-    if values.next().is_some() {
-        return false;
-    }
-    let Ok(value) = value.to_str() else {
-        return false;
-    };
-    let value = value.trim();
-    if value.starts_with('"') || value.starts_with("W/") {
-        return value == validators.etag;
-    }
-    matches!((parse_http_date(value), validators.modified), (Some(date), Some(modified)) if date == modified)
-}
-
-/// The values of a list header, joined with commas; `None` when absent.
-fn header_list(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    let mut joined: Option<String> = None;
-    for value in headers.get_all(name) {
-        let value = String::from_utf8_lossy(value.as_bytes());
-        match &mut joined {
-            Some(joined) => {
-                joined.push(',');
-                joined.push_str(&value);
-            }
-            None => joined = Some(value.into_owned()),
+    /// What the preconditions compare.
+    fn current(&self) -> conditional::Current<'_> {
+        conditional::Current {
+            etag: &self.etag,
+            modified: self.modified,
         }
     }
-    joined
-}
-
-/// A date header's value, ignored when repeated or not a valid HTTP-date.
-fn single_date(headers: &HeaderMap, name: header::HeaderName) -> Option<u64> {
-    let mut values = headers.get_all(name).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    parse_http_date(value.to_str().ok()?)
-}
-
-enum EntityTags<'a> {
-    Any,
-    /// (weak, opaque tag without quotes)
-    List(Vec<(bool, &'a str)>),
-}
-
-/// `*` or a comma-separated list of `"tag"` / `W/"tag"`; `None` when malformed.
-fn parse_entity_tags(value: &str) -> Option<EntityTags<'_>> {
-    if value.trim() == "*" {
-        return Some(EntityTags::Any);
-    }
-    let mut tags = Vec::new();
-    let mut rest = value;
-    loop {
-        rest = rest.trim_start_matches([' ', '\t', ',']);
-        if rest.is_empty() {
-            break;
-        }
-        let (weak, quoted) = match rest.strip_prefix("W/") {
-            Some(quoted) => (true, quoted),
-            None => (false, rest),
-        };
-        let inner = quoted.strip_prefix('"')?;
-        let end = inner.find('"')?;
-        tags.push((weak, &inner[..end]));
-        rest = &inner[end + 1..];
-        let after = rest.trim_start_matches([' ', '\t']);
-        if !after.is_empty() && !after.starts_with(',') {
-            return None;
-        }
-    }
-    (!tags.is_empty()).then_some(EntityTags::List(tags))
 }
 
 /// The inclusive byte range a `Range` header asks for. `Ok(None)`: no header, a malformed one,
@@ -528,112 +384,6 @@ fn parse_digits(s: &str) -> Option<u64> {
     Some(s.parse().unwrap_or(u64::MAX))
 }
 
-const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// IMF-fixdate (RFC 9110 §5.6.7) of seconds since the epoch: `Sun, 06 Nov 1994 08:49:37 GMT`.
-fn format_http_date(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let second_of_day = seconds % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        WEEKDAYS[((days + 4) % 7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
-    )
-}
-
-/// Seconds since the epoch of an HTTP-date in any of its three forms: IMF-fixdate, RFC 850
-/// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`).
-fn parse_http_date(value: &str) -> Option<u64> {
-    let fields: Vec<&str> = value.split_ascii_whitespace().collect();
-    let (day, month, year, time) = match fields[..] {
-        [weekday, day, month, year, time, "GMT"] if weekday.ends_with(',') => {
-            (day, month, parse_number(year)?, time)
-        }
-        [weekday, date, time, "GMT"] if weekday.ends_with(',') => {
-            let mut parts = date.split('-');
-            let (day, month, year) = (parts.next()?, parts.next()?, parts.next()?);
-            if parts.next().is_some() || year.len() != 2 {
-                return None;
-            }
-            let year = parse_number(year)?;
-            // Two-digit years: 70-99 are 19xx, the rest 20xx.
-            (
-                day,
-                month,
-                if year >= 70 { 1900 + year } else { 2000 + year },
-                time,
-            )
-        }
-        [_weekday, month, day, time, year] => (day, month, parse_number(year)?, time),
-        _ => return None,
-    };
-    let day = parse_number(day)?;
-    let month = MONTHS.iter().position(|m| *m == month)? as u64 + 1;
-    let mut hms = time.split(':');
-    let (hour, minute, second) = (
-        parse_number(hms.next()?)?,
-        parse_number(hms.next()?)?,
-        parse_number(hms.next()?)?,
-    );
-    if hms.next().is_some()
-        || !(1970..=9999).contains(&year)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let days = days_from_civil(year as i64, month as i64, day as i64);
-    Some(days as u64 * 86_400 + hour * 3600 + minute * 60 + second)
-}
-
-fn parse_number(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (eras of 400 years, March-based years).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let march_month = (month + 9) % 12;
-    let day_of_year = (153 * march_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The (year, month, day) of a day count since 1970-01-01; inverse of `days_from_civil`.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let march_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * march_month + 2) / 5 + 1;
-    let month = if march_month < 10 {
-        march_month + 3
-    } else {
-        march_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -643,7 +393,7 @@ mod tests {
     use super::*;
 
     fn http_date(time: SystemTime) -> String {
-        format_http_date(time.duration_since(UNIX_EPOCH).unwrap().as_secs())
+        date::format(time.duration_since(UNIX_EPOCH).unwrap().as_secs())
     }
 
     /// A directory under the system temp dir, removed on drop.
@@ -1040,7 +790,7 @@ mod tests {
         let etag = header_of(&response, header::ETAG).to_string();
         let modified = header_of(&response, header::LAST_MODIFIED).to_string();
         let weak = format!("W/{etag}");
-        let earlier = format_http_date(parse_http_date(&modified).unwrap() - 1);
+        let earlier = date::format(date::parse(&modified).unwrap() - 1);
 
         let with = |if_range: String| {
             let site = &site;
@@ -1078,8 +828,8 @@ mod tests {
         let (response, _) = get(&site, "/digits.txt").await.unwrap();
         let etag = header_of(&response, header::ETAG).to_string();
         let modified = header_of(&response, header::LAST_MODIFIED).to_string();
-        let earlier = format_http_date(parse_http_date(&modified).unwrap() - 1);
-        let later = format_http_date(parse_http_date(&modified).unwrap() + 3600);
+        let earlier = date::format(date::parse(&modified).unwrap() - 1);
+        let later = date::format(date::parse(&modified).unwrap() + 3600);
 
         let expected_etag = etag.as_str();
         let status_of = |headers: Vec<(&'static str, String)>, method: Method| {
@@ -1255,57 +1005,5 @@ mod tests {
             StaticError::Io(io::Error::other("x")).status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
-    }
-
-    #[test]
-    fn http_dates() {
-        assert_eq!(format_http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(
-            format_http_date(784_111_777),
-            "Sun, 06 Nov 1994 08:49:37 GMT"
-        );
-        assert_eq!(
-            format_http_date(951_782_400),
-            "Tue, 29 Feb 2000 00:00:00 GMT"
-        );
-        for form in [
-            "Sun, 06 Nov 1994 08:49:37 GMT",
-            "Sunday, 06-Nov-94 08:49:37 GMT",
-            "Sun Nov  6 08:49:37 1994",
-        ] {
-            assert_eq!(parse_http_date(form), Some(784_111_777), "{form}");
-        }
-        assert_eq!(
-            parse_http_date("Wed, 09 Jun 2021 10:18:14 GMT"),
-            Some(1_623_233_894)
-        );
-        for bad in [
-            "",
-            "yesterday",
-            "Sun, 06 Nov 1994 08:49:37 UTC",
-            "Sun, 06 Foo 1994 08:49:37 GMT",
-            "Sun, 32 Nov 1994 08:49:37 GMT",
-            "Sun, 06 Nov 1994 24:00:00 GMT",
-            "Sun, 06 Nov 1994 08:49 GMT",
-        ] {
-            assert_eq!(parse_http_date(bad), None, "{bad}");
-        }
-        // Every day from 1970 to 2200 round-trips.
-        for day in 0..84_000u64 {
-            let seconds = day * 86_400 + 3_723;
-            assert_eq!(parse_http_date(&format_http_date(seconds)), Some(seconds));
-        }
-    }
-
-    #[test]
-    fn entity_tag_lists() {
-        let Some(EntityTags::List(tags)) = parse_entity_tags(r#""a", W/"b",  "c,d" "#) else {
-            panic!("list");
-        };
-        assert_eq!(tags, vec![(false, "a"), (true, "b"), (false, "c,d")]);
-        assert!(matches!(parse_entity_tags(" * "), Some(EntityTags::Any)));
-        for bad in ["a", "\"a", "\"a\" b", "", "W/a"] {
-            assert!(parse_entity_tags(bad).is_none(), "{bad}");
-        }
     }
 }

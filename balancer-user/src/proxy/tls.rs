@@ -104,11 +104,7 @@ pub fn certificate_names(tls: &TlsConfig) -> Result<Vec<Vec<String>>, TlsError> 
 /// stripped from `host`. An SNI is never an IP address, so an IP-literal host never matches.
 /// The proxy answers 421 (Misdirected Request) when this is false.
 pub fn sni_matches_host(sni: &str, host: &str) -> bool {
-    let host = super::route::host_without_port(host.trim());
-    let host = host
-        .strip_prefix('[')
-        .and_then(|address| address.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = crate::http::authority::bare_host(host.trim());
     let sni = trim_dot(sni.trim());
     !sni.is_empty() && sni.eq_ignore_ascii_case(trim_dot(host))
 }

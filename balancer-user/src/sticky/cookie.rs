@@ -3,6 +3,8 @@
 
 use std::ops::Range;
 
+use crate::http::set_cookie;
+
 /// What to do with one occurrence of the cookie in a Cookie field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Edit {
@@ -118,26 +120,27 @@ fn push_segment(out: &mut Vec<u8>, segment: &[u8], first_kept: &mut bool) {
     }
 }
 
-/// The parts of one Set-Cookie field (RFC 6265 §5.2: `name=value; attributes`).
+/// The parts of one Set-Cookie field (RFC 6265 §5.2: `name=value; attributes`), split by
+/// `http::set_cookie`.
 pub(super) struct SetCookie<'f> {
     pub name: &'f [u8],
     /// Where the value is (without spaces and quotes), to splice a new one in.
     pub value: Range<usize>,
-    /// Everything after the first ';' (empty without attributes).
-    pub attributes: &'f [u8],
+    /// The whole field, whose attributes `is_deletion` walks.
+    field: &'f [u8],
 }
 
 impl<'f> SetCookie<'f> {
     /// `None`: no '=' in the name-value pair, which RFC 6265 §5.2 makes a nameless cookie that
     /// sticky sessions never touch.
     pub fn parse(field: &'f [u8]) -> Option<SetCookie<'f>> {
-        let pair_end = field.iter().position(|&b| b == b';').unwrap_or(field.len());
+        let pair_end = set_cookie::pair_end(field);
         let eq = field[..pair_end].iter().position(|&b| b == b'=')?;
         let name = trimmed(field, 0..eq);
         Some(SetCookie {
             name: &field[name],
             value: unquoted(field, trimmed(field, eq + 1..pair_end)),
-            attributes: field.get(pair_end + 1..).unwrap_or_default(),
+            field,
         })
     }
 
@@ -149,17 +152,14 @@ impl<'f> SetCookie<'f> {
         if self.value.is_empty() {
             return true;
         }
-        self.attributes.split(|&b| b == b';').any(|attribute| {
-            let Some(eq) = attribute.iter().position(|&b| b == b'=') else {
+        set_cookie::attributes(self.field).any(|attribute| {
+            let Some(value) = attribute.value else {
                 return false;
             };
-            if !attribute[..eq]
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"max-age")
-            {
+            if !self.field[attribute.name].eq_ignore_ascii_case(b"max-age") {
                 return false;
             }
-            let delta = attribute[eq + 1..].trim_ascii();
+            let delta = &self.field[value];
             // §5.2.2: a leading '-' or all digits, else the attribute is ignored.
             match delta {
                 [b'-', rest @ ..] => !rest.is_empty() && rest.iter().all(u8::is_ascii_digit),

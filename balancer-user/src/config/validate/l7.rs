@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use crate::headers::HeaderGroup;
+use crate::http::authority;
 
 use super::{
     check_expect, check_host, check_interval_and_timeout, check_path, is_valid_host_name,
@@ -726,21 +727,26 @@ fn host_pattern(key: &str, written: &Spanned<String>) -> Result<HostPattern, Inv
     if host.contains("://") {
         return Err(error(format!("{text:?} must be a host, not a URL")));
     }
-    if let Some(inside) = host.strip_prefix('[') {
-        let parsed = inside
-            .split_once(']')
-            .and_then(|(address, after)| Some((address.parse::<Ipv6Addr>().ok()?, after)));
-        let Some((address, after)) = parsed else {
-            return Err(error(format!(
+    if host.starts_with('[') {
+        // Split as a request's Host is (`http::authority`), so a pattern matches what routing
+        // compares.
+        return match authority::parse(host) {
+            Ok(written) if written.port.is_none() => {
+                let address = written
+                    .ipv6()
+                    .expect("a bracketed authority is an IPv6 literal");
+                Ok(HostPattern::Exact(format!("[{address}]")))
+            }
+            Ok(_)
+            | Err(authority::AuthorityError::AfterBracket | authority::AuthorityError::BadPort) => {
+                Err(error(format!(
+                    "{text:?} must not have a port: a route matches the host whatever the port"
+                )))
+            }
+            Err(_) => Err(error(format!(
                 "{text:?} is not a valid IPv6 address in brackets"
-            )));
+            ))),
         };
-        if !after.is_empty() {
-            return Err(error(format!(
-                "{text:?} must not have a port: a route matches the host whatever the port"
-            )));
-        }
-        return Ok(HostPattern::Exact(format!("[{address}]")));
     }
     if host.parse::<Ipv6Addr>().is_ok() {
         return Err(error(format!(
@@ -1441,7 +1447,7 @@ fn server_url(key: &str, written: &Spanned<String>) -> Result<ServerUrl, Invalid
         ));
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
+    let (host_port, tail) = rest.split_at(end);
     if tail.contains('?') {
         return Err(error("must not have a query"));
     }
@@ -1453,49 +1459,33 @@ fn server_url(key: &str, written: &Spanned<String>) -> Result<ServerUrl, Invalid
             "must not have a path: requests are forwarded with their own path (see a route's strip_prefix)",
         ));
     }
-    if authority.contains('@') {
-        return Err(error("must not have user information (user@)"));
-    }
-    let (host, port) = if let Some(inside) = authority.strip_prefix('[') {
-        let Some((address, after)) = inside.split_once(']') else {
-            return Err(error("has an IPv6 address without its closing ']'"));
-        };
-        let Ok(address) = address.parse::<Ipv6Addr>() else {
-            return Err(error("has no valid IPv6 address in its brackets"));
-        };
-        let port = match after.strip_prefix(':') {
-            Some(port) => Some(port),
-            None if after.is_empty() => None,
-            None => return Err(error("has text after its IPv6 address's ']'")),
-        };
-        (address.to_string(), port)
-    } else {
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        };
-        if host.contains(':') {
+    // `http::authority` (with an empty port refused: a config says which port it means).
+    let written = match authority::parse(host_port) {
+        Ok(written) => written,
+        Err(authority::AuthorityError::UserInfo) => {
+            return Err(error("must not have user information (user@)"));
+        }
+        Err(authority::AuthorityError::UnbracketedIpv6) => {
             return Err(error(
                 "has an IPv6 address without brackets: write it as in \"http://[2001:db8::1]:8080\"",
             ));
         }
-        if host.is_empty() {
-            return Err(error("has no host"));
-        }
-        let host = host.to_ascii_lowercase();
-        if !is_valid_host_name(&host) {
-            return Err(error("has no valid host name or IP address"));
-        }
-        (host, port)
+        Err(why) => return Err(error(&why.to_string())),
     };
-    let port = match port {
+    let host = match written.ipv6() {
+        Some(address) => address.to_string(),
+        None => {
+            let host = written.host.to_ascii_lowercase();
+            if !is_valid_host_name(&host) {
+                return Err(error("has no valid host name or IP address"));
+            }
+            host
+        }
+    };
+    let port = match written.port {
         None if https => 443,
         None => 80,
-        Some(port) => Some(port)
-            .filter(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|port| port.parse::<u16>().ok())
-            .filter(|&port| port != 0)
-            .ok_or_else(|| error("must have a port between 1 and 65535 after ':'"))?,
+        Some(port) => port,
     };
     Ok(if https {
         ServerUrl::Https { host, port }

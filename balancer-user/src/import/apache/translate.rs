@@ -7,6 +7,7 @@
 use std::{collections::BTreeMap, fmt::Write as _, path::Path, time::Duration};
 
 use super::parse::Directive;
+use crate::http::authority;
 
 /// The balancer config equivalent to `directives`, as TOML text.
 pub fn translate(directives: &[Directive], source: &str, base_dir: &Path) -> String {
@@ -1337,13 +1338,10 @@ fn is_forwarded_header(name: &str) -> bool {
 
 /// `*:80`, `_default_:443`, `198.18.0.1:8080`, `[2001:db8::1]:80`, `*` → a bind address.
 fn vhost_bind(address: Option<&str>) -> Option<String> {
-    let address = address.unwrap_or("*");
-    let (host, port) = match address.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (host, port),
-        _ => (address, "80"),
-    };
-    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
-    let host = match host {
+    // Split as a Host is (`http::authority`); `*` and `_default_` pass as names.
+    let written = authority::parse(address.unwrap_or("*")).ok()?;
+    let port = written.port.unwrap_or(80);
+    let host = match written.host {
         "*" | "_default_" => "0.0.0.0".to_string(),
         host if host.starts_with('[') => host.to_string(),
         host => host.parse::<std::net::Ipv4Addr>().ok()?.to_string(),
@@ -1354,12 +1352,7 @@ fn vhost_bind(address: Option<&str>) -> Option<String> {
 /// `ServerName host[:port]` → the host name.
 fn host_name(name: &str) -> String {
     let name = name.split_once("://").map_or(name, |(_, rest)| rest);
-    match name.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']') => {
-            host.to_ascii_lowercase()
-        }
-        _ => name.to_ascii_lowercase(),
-    }
+    authority::host_without_port(name).to_ascii_lowercase()
 }
 
 /// A member URL as a server URL without its path, and that path (without a trailing `/`).

@@ -34,7 +34,7 @@ use super::{
     head::{self, Framing, HeadLimits},
     request_body::{BodyError, BodyLength, RequestBody},
 };
-use crate::headers::hygiene::connection_tokens;
+use crate::http::connection;
 use crate::proxy::{
     access_log::LoggedBody,
     handler::{self, ConnInfo, Shared},
@@ -464,7 +464,7 @@ async fn write_response<S: ClientStream>(
     let (mut parts, body) = response.into_parts();
     let status = parts.status;
     let headers = &mut parts.headers;
-    if connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("close")) {
+    if connection::lists(headers, "close") {
         keep = false;
     }
     headers.remove(header::CONNECTION);
