@@ -60,7 +60,17 @@ pub enum NextHopError {
         source: rtnetlink::Error,
     },
     #[error("unexpected netlink answer to {what}: {detail}")]
-    Parse { what: String, detail: String },
+    Parse {
+        what: String,
+        #[source]
+        detail: Malformed,
+    },
+    #[error("no interface named {interface}: {source}")]
+    NoInterface {
+        interface: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no route to backend {backend}: {reason}")]
     NoRoute { backend: IpAddr, reason: String },
     #[error("backend {backend} is a {kind} address here (via {interface}), not a remote host")]
@@ -90,6 +100,25 @@ pub enum NextHopError {
         /// `no neighbour entry`, `INCOMPLETE`, `FAILED`, ...
         state: String,
     },
+}
+
+/// What was wrong with a netlink answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("no answer")]
+    NoAnswer,
+    #[error("the route has no outgoing interface")]
+    NoOutgoingInterface,
+    #[error("link {0} has no name")]
+    NoLinkName(u32),
+    #[error("link {0} has no MTU")]
+    NoMtu(String),
+    #[error("link {link}: bad MAC address {address:02x?}")]
+    BadLinkAddress { link: String, address: Vec<u8> },
+    #[error("bad link-layer address {0:02x?}")]
+    BadNeighbourAddress(Vec<u8>),
+    #[error("unexpected message {0}")]
+    Unexpected(String),
 }
 
 impl NextHopError {
@@ -213,7 +242,7 @@ fn link_type_name(kind: LinkLayerType) -> String {
     }
 }
 
-fn link_info(link: &LinkMessage) -> Result<LinkInfo, String> {
+fn link_info(link: &LinkMessage) -> Result<LinkInfo, Malformed> {
     let mut name = None;
     let mut mtu = None;
     let mut address = None;
@@ -225,13 +254,15 @@ fn link_info(link: &LinkMessage) -> Result<LinkInfo, String> {
             _ => {}
         }
     }
-    let name = name.ok_or_else(|| format!("link {} has no name", link.header.index))?;
-    let mtu = mtu.ok_or_else(|| format!("link {name} has no MTU"))?;
+    let name = name.ok_or(Malformed::NoLinkName(link.header.index))?;
+    let mtu = mtu.ok_or_else(|| Malformed::NoMtu(name.clone()))?;
     let mac = match (link.header.link_layer_type, address) {
-        (LinkLayerType::Ether, Some(address)) => Some(
-            <[u8; 6]>::try_from(address)
-                .map_err(|_| format!("link {name}: bad MAC address {address:02x?}"))?,
-        ),
+        (LinkLayerType::Ether, Some(address)) => Some(<[u8; 6]>::try_from(address).map_err(
+            |_| Malformed::BadLinkAddress {
+                link: name.clone(),
+                address: address.to_vec(),
+            },
+        )?),
         _ => None,
     }
     .filter(|mac| *mac != [0; 6]);
@@ -287,7 +318,7 @@ fn usable_state(state: NeighbourState) -> bool {
 }
 
 /// Judges the neighbour entry of the next hop (`None`: the kernel has no entry).
-fn neigh_lookup(entry: Option<&NeighbourMessage>) -> Result<NeighLookup, String> {
+fn neigh_lookup(entry: Option<&NeighbourMessage>) -> Result<NeighLookup, Malformed> {
     let Some(entry) = entry else {
         return Ok(NeighLookup::NotResolved { state: None });
     };
@@ -302,7 +333,7 @@ fn neigh_lookup(entry: Option<&NeighbourMessage>) -> Result<NeighLookup, String>
     match (usable_state(state), lladdr) {
         (true, Some(lladdr)) => {
             let mac = <[u8; 6]>::try_from(lladdr)
-                .map_err(|_| format!("bad link-layer address {lladdr:02x?}"))?;
+                .map_err(|_| Malformed::BadNeighbourAddress(lladdr.to_vec()))?;
             Ok(NeighLookup::Usable {
                 mac,
                 state: nud_name(state),

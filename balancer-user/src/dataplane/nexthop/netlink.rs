@@ -21,9 +21,9 @@ use rtnetlink::{
 };
 
 use super::{
-    Change, LinkInfo, NeighLookup, NextHop, NextHopError, Resolved, RouteInfo, choose, concerns,
-    interface_addresses_of, link_info, neigh_lookup, neighbour_of, route_info, route_refusal,
-    unspecified,
+    Change, LinkInfo, Malformed, NeighLookup, NextHop, NextHopError, Resolved, RouteInfo, choose,
+    concerns, interface_addresses_of, link_info, neigh_lookup, neighbour_of, route_info,
+    route_refusal, unspecified,
 };
 
 /// A netlink connection for next-hop questions, served by a task on the current tokio
@@ -49,7 +49,7 @@ impl Resolver {
         let route = self.route(backend).await?;
         let oif = route.oif.ok_or_else(|| NextHopError::Parse {
             what: format!("the route lookup for {backend}"),
-            detail: "the route has no outgoing interface".to_owned(),
+            detail: Malformed::NoOutgoingInterface,
         })?;
         let link = self.link(oif).await?;
         let neighbour = if route.kind == RouteType::Unicast {
@@ -83,7 +83,7 @@ impl Resolver {
             Ok(Some(route)) => Ok(route_info(&route)),
             Ok(None) => Err(NextHopError::Parse {
                 what: format!("the route lookup for {backend}"),
-                detail: "no route in the answer".to_owned(),
+                detail: Malformed::NoAnswer,
             }),
             Err(rtnetlink::Error::NetlinkError(error))
                 if error
@@ -115,7 +115,7 @@ impl Resolver {
             }),
             Ok(None) => Err(NextHopError::Parse {
                 what: what(),
-                detail: "no link in the answer".to_owned(),
+                detail: Malformed::NoAnswer,
             }),
             Err(source) => Err(NextHopError::Netlink {
                 what: what(),
@@ -154,7 +154,7 @@ impl Resolver {
         let Some(answer) = answers.next().await else {
             return Err(NextHopError::Parse {
                 what: what(),
-                detail: "no answer".to_owned(),
+                detail: Malformed::NoAnswer,
             });
         };
         match answer.payload {
@@ -170,16 +170,16 @@ impl Resolver {
             }),
             other => Err(NextHopError::Parse {
                 what: what(),
-                detail: format!("unexpected message {other:?}"),
+                detail: Malformed::Unexpected(format!("{other:?}")),
             }),
         }
     }
 
     /// Every address of `interface` except link-local ones.
     pub async fn interface_addresses(&self, interface: &str) -> Result<Vec<IpAddr>, NextHopError> {
-        let ifindex = if_index(interface).map_err(|source| NextHopError::Parse {
-            what: format!("the index of interface {interface}"),
-            detail: source.to_string(),
+        let ifindex = if_index(interface).map_err(|source| NextHopError::NoInterface {
+            interface: interface.to_owned(),
+            source,
         })?;
         let addresses: Vec<_> = self
             .handle

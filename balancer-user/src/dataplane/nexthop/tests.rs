@@ -215,7 +215,7 @@ fn link_garbage() {
     assert!(link_info(&link(2, LinkLayerType::Ether, "x", 1500, Some(&[1, 2, 3]))).is_err());
     let mut nameless = link(2, LinkLayerType::Ether, "x", 1500, None);
     nameless.attributes.remove(0);
-    assert!(link_info(&nameless).unwrap_err().contains("no name"));
+    assert_eq!(link_info(&nameless).unwrap_err(), Malformed::NoLinkName(2));
 }
 
 #[test]
