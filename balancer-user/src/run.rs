@@ -444,6 +444,7 @@ pub async fn decap(
     };
     let addresses = if addresses.is_empty() {
         crate::dataplane::nexthop::interface_addresses(&interface)
+            .await
             .with_context(|| format!("reading the addresses of {interface}"))?
     } else {
         addresses

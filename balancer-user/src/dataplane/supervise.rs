@@ -2,7 +2,8 @@
 //! next-hop resolution, both feeding `Control`.
 
 use std::{
-    net::SocketAddr,
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -21,10 +22,16 @@ use crate::{
 /// Shared by the supervisors and the admin API.
 pub type SharedControl = Arc<Mutex<Control>>;
 
-/// How often resolved next hops are re-checked (neighbour entries age out and change).
-const NEXT_HOP_REFRESH: Duration = Duration::from_secs(5);
-/// How often unresolved ones are retried.
+/// How often resolved next hops are re-checked in full, as a safety net: every neighbour,
+/// route and link change already triggers a resolution (see `resolve_next_hops`).
+const NEXT_HOP_REFRESH: Duration = Duration::from_secs(30);
+/// How often they are re-checked when the change notifications are not available.
+const NEXT_HOP_REFRESH_WITHOUT_EVENTS: Duration = Duration::from_secs(5);
+/// How often unresolved ones are solicited and retried.
 const NEXT_HOP_RETRY: Duration = Duration::from_millis(500);
+/// After a change notification, how long to let the ones that come with it arrive
+/// before resolving (a moved route or a link going down brings several).
+const NEXT_HOP_SETTLE: Duration = Duration::from_millis(5);
 /// How long a start waits for neighbours that are not resolved yet before it writes the
 /// maps and takes the program over (unresolved ones are then retried every `NEXT_HOP_RETRY`).
 const NEXT_HOP_PATIENCE_AT_START: Duration = Duration::from_secs(1);
@@ -33,7 +40,7 @@ const NEXT_HOP_PATIENCE_AT_START: Duration = Duration::from_secs(1);
 /// starts (see [`super::Control::new`]): with pinned maps, the program keeps forwarding
 /// with the previous run's hops until these replace them.
 pub async fn resolve_before_start(vips: &[VipConfig]) -> Vec<nexthop::Resolved> {
-    let backends: Vec<std::net::IpAddr> = vips
+    let backends: Vec<IpAddr> = vips
         .iter()
         .filter(|vip| *vip.forward.get_ref() != ForwardMode::Local)
         .flat_map(|vip| vip.backends.iter().map(|backend| backend.address))
@@ -41,9 +48,7 @@ pub async fn resolve_before_start(vips: &[VipConfig]) -> Vec<nexthop::Resolved> 
     if backends.is_empty() {
         return Vec::new();
     }
-    tokio::task::spawn_blocking(move || nexthop::resolve_all(&backends, NEXT_HOP_PATIENCE_AT_START))
-        .await
-        .unwrap_or_default()
+    nexthop::resolve_all(&backends, NEXT_HOP_PATIENCE_AT_START).await
 }
 
 /// Health-check ids carry (VIP index, backend index).
@@ -120,11 +125,36 @@ pub fn check_spec(target: SocketAddr, health: &HealthCheckConfig) -> CheckSpec {
     }
 }
 
-/// Keeps every forwarding backend's next hop (interface, MACs, source, MTU)
-/// current: retries unresolved ones quickly, re-checks resolved ones slowly.
+/// Keeps every forwarding backend's next hop (interface, MACs, source, MTU) current:
+/// resolves them again whenever the kernel notifies a neighbour, route or link change
+/// that can move one, retries unresolved ones quickly (soliciting their neighbours), and
+/// re-checks everything slowly in case a notification was missed.
 async fn resolve_next_hops(control: SharedControl, mut shutdown: watch::Receiver<bool>) {
+    // Subscribed before the first resolution: a change in between is not missed.
+    let mut changes = match nexthop::watch_changes() {
+        Ok(changes) => Some(changes),
+        Err(err) => {
+            tracing::warn!(
+                "next hops: no change notifications ({err}); re-checking every {}s",
+                NEXT_HOP_REFRESH_WITHOUT_EVENTS.as_secs()
+            );
+            None
+        }
+    };
+    let resolver = loop {
+        match nexthop::Resolver::open() {
+            Ok(resolver) => break resolver,
+            Err(err) => {
+                tracing::error!("next hops: {err}; trying again in 5s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    };
     loop {
-        let targets: Vec<(usize, usize, std::net::IpAddr)> = lock(&control)
+        let targets: Vec<(usize, usize, IpAddr)> = lock(&control)
             .vips()
             .iter()
             .enumerate()
@@ -136,39 +166,66 @@ async fn resolve_next_hops(control: SharedControl, mut shutdown: watch::Receiver
                     .map(move |(b, backend)| (v, b, backend.address))
             })
             .collect();
-        let resolved = tokio::task::spawn_blocking(move || {
-            targets
-                .into_iter()
-                .map(|(v, b, address)| {
-                    let result = nexthop::resolve(address);
-                    if result.is_err() {
-                        nexthop::solicit(address);
-                    }
-                    (v, b, result)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        let mut all_resolved = true;
+        // One resolution per address, whatever the number of VIPs it backs.
+        let mut resolved: HashMap<IpAddr, Result<nexthop::NextHop, nexthop::NextHopError>> =
+            HashMap::new();
+        for (_, _, address) in &targets {
+            if !resolved.contains_key(address) {
+                let result = resolver.resolve(*address).await;
+                if result.is_err() {
+                    nexthop::solicit(*address);
+                }
+                resolved.insert(*address, result);
+            }
+        }
+        let all_resolved = resolved.values().all(Result::is_ok);
         {
             let mut control = lock(&control);
-            for (v, b, result) in &resolved {
-                all_resolved &= result.is_ok();
-                let hop = result.as_ref().map_err(HopError::from);
+            for (v, b, address) in &targets {
+                let hop = resolved[address].as_ref().map_err(HopError::from);
                 if let Err(err) = control.set_next_hop(*v, *b, hop) {
                     tracing::error!("writing a next hop failed: {err}");
                 }
             }
         }
-        let wait = if all_resolved {
-            NEXT_HOP_REFRESH
-        } else {
-            NEXT_HOP_RETRY
+        let watched = nexthop::watched_neighbours(
+            resolved
+                .iter()
+                .map(|(address, result)| (*address, Some(result))),
+        );
+        let wait = match (all_resolved, &changes) {
+            (false, _) => NEXT_HOP_RETRY,
+            (true, Some(_)) => NEXT_HOP_REFRESH,
+            (true, None) => NEXT_HOP_REFRESH_WITHOUT_EVENTS,
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+        let woken = tokio::select! {
+            _ = tokio::time::sleep(wait) => None,
+            change = next_change(changes.as_mut(), &watched) => Some(change),
             _ = shutdown.changed() => return,
+        };
+        match woken {
+            Some(Some(change)) => {
+                tracing::debug!(?change, "next hops: re-resolving after a change");
+            }
+            Some(None) => {
+                tracing::warn!(
+                    "next hops: the change notifications stopped; re-checking every {}s",
+                    NEXT_HOP_REFRESH_WITHOUT_EVENTS.as_secs()
+                );
+                changes = None;
+            }
+            None => {}
         }
+    }
+}
+
+/// The next change that concerns `watched`; never, without a subscription.
+async fn next_change(
+    changes: Option<&mut nexthop::ChangeStream>,
+    watched: &std::collections::HashSet<IpAddr>,
+) -> Option<nexthop::Change> {
+    match changes {
+        Some(changes) => changes.next(watched, NEXT_HOP_SETTLE).await,
+        None => std::future::pending().await,
     }
 }
