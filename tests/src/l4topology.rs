@@ -42,7 +42,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::{
     Family,
     netns::{LIVE_CHILDREN, Netns, unique_suffix},
-    process::balancer_binary,
+    process::{BalancerProcess, balancer_binary},
 };
 
 /// Every host's interface towards the bridge.
@@ -1017,62 +1017,117 @@ pub const UDP_VIP4: &str = "198.18.100.2";
 /// A bpffs pin directory (program, link and maps), removed on drop, also when a test fails.
 pub struct PinDir(pub std::path::PathBuf);
 
+impl PinDir {
+    /// A fresh directory name under /sys/fs/bpf for test `tag` (`balancer run` creates it).
+    pub fn new(tag: &str) -> PinDir {
+        PinDir(PathBuf::from(format!(
+            "/sys/fs/bpf/balancer-test-{tag}-{}",
+            unique_suffix()
+        )))
+    }
+}
+
 impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
+/// One `[[vip]]` of a test's `balancer run` config.
+pub struct TestVip<'a> {
+    pub name: &'a str,
+    pub address: &'a str,
+    pub port: u16,
+    pub protocol: &'a str,
+    pub forward: &'a str,
+    /// The TOML array of backends ([`L4Topology::backends_toml`]).
+    pub backends: String,
+    /// An inline `health = { ... }` table, if any.
+    pub health: Option<&'a str>,
+}
+
+impl<'a> TestVip<'a> {
+    /// A VIP without health checks.
+    pub fn new(
+        name: &'a str,
+        (address, port): (&'a str, u16),
+        protocol: &'a str,
+        forward: &'a str,
+        backends: String,
+    ) -> TestVip<'a> {
+        TestVip {
+            name,
+            address,
+            port,
+            protocol,
+            forward,
+            backends,
+            health: None,
+        }
+    }
+}
+
 impl L4Topology {
+    /// `balancer run`'s config over this topology: the admin API on `admin`, XDP on the lb's
+    /// interface with its maps pinned in `pin_dir`, and `vips`.
+    pub fn xdp_config(&self, admin: &str, pin_dir: &Path, vips: &[TestVip]) -> String {
+        let mut config = format!(
+            "[admin]\nlisten = \"{admin}\"\n\n[xdp]\ninterface = \"{}\"\npin_path = \"{}\"\n\
+             max_vips = 4\nmax_backends = 8\nmax_connections = 65536\n",
+            self.lb_interface(),
+            pin_dir.display()
+        );
+        for vip in vips {
+            config.push_str(&format!(
+                "\n[[vip]]\nname = \"{}\"\naddress = \"{}\"\nport = {}\nprotocol = \"{}\"\n\
+                 forward = \"{}\"\nbackends = {}\n",
+                vip.name, vip.address, vip.port, vip.protocol, vip.forward, vip.backends
+            ));
+            if let Some(health) = vip.health {
+                config.push_str(&format!("health = {health}\n"));
+            }
+        }
+        config
+    }
+
     /// `balancer run`'s config for the three forwarding-test VIPs over this topology's
     /// backends (`weights` of b1, b2, b3), `forward` mode, maps pinned in `pin_dir`, TCP
     /// health checks on the TCP VIPs.
     pub fn vips_config(&self, forward: &str, pin_dir: &std::path::Path, weights: &[u32]) -> String {
-        let backends = |family: Family| self.backends_toml(family, weights);
         let health =
             "{ check = \"tcp\", interval = \"200ms\", timeout = \"150ms\", rise = 1, fall = 2 }";
-        format!(
-            r#"
-[admin]
-listen = "{VIP_ADMIN}"
-
-[xdp]
-interface = "{iface}"
-pin_path = "{pin}"
-max_vips = 4
-max_backends = 8
-max_connections = 65536
-
-[[vip]]
-name = "web4"
-address = "{VIP4}"
-port = {VIP_PORT}
-protocol = "tcp"
-forward = "{forward}"
-backends = {b4}
-health = {health}
-
-[[vip]]
-name = "web6"
-address = "{VIP6}"
-port = {VIP_PORT}
-protocol = "tcp"
-forward = "{forward}"
-backends = {b6}
-health = {health}
-
-[[vip]]
-name = "dns4"
-address = "{UDP_VIP4}"
-port = {VIP_PORT}
-protocol = "udp"
-forward = "{forward}"
-backends = {b4}
-"#,
-            iface = self.lb_interface(),
-            pin = pin_dir.display(),
-            b4 = backends(Family::V4),
-            b6 = backends(Family::V6),
+        let vip = |name, address, protocol, family, health| TestVip {
+            health,
+            ..TestVip::new(
+                name,
+                (address, VIP_PORT),
+                protocol,
+                forward,
+                self.backends_toml(family, weights),
+            )
+        };
+        self.xdp_config(
+            VIP_ADMIN,
+            pin_dir,
+            &[
+                vip("web4", VIP4, "tcp", Family::V4, Some(health)),
+                vip("web6", VIP6, "tcp", Family::V6, Some(health)),
+                vip("dns4", UDP_VIP4, "udp", Family::V4, None),
+            ],
         )
+    }
+
+    /// `balancer decap` on every backend's `veth0` (backends of `ipip` VIPs), each logging
+    /// into `dir`; they stop when dropped.
+    pub fn start_decaps(&self, dir: &Path) -> anyhow::Result<Vec<BalancerProcess>> {
+        (1..=self.backend_count())
+            .map(|k| {
+                BalancerProcess::start_decap(
+                    self.backend(k),
+                    "veth0",
+                    &dir.join(format!("decap-b{k}.log")),
+                )
+            })
+            .collect()
     }
 }

@@ -74,21 +74,12 @@ fn setup(tag: &str, forward: &str) -> anyhow::Result<Setup> {
     topology.start_name_servers(PORT)?;
     topology.attach_pass_on_lb_peer()?;
     let dir = tempdir::Dir::new(tag)?;
-    let mut decap = Vec::new();
-    if forward == "ipip" {
-        for k in 1..=3 {
-            let log = dir.path().join(format!("decap-b{k}.log"));
-            decap.push(BalancerProcess::start_decap(
-                topology.backend(k),
-                "veth0",
-                &log,
-            )?);
-        }
-    }
-    let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/balancer-test-{tag}-{}",
-        unique_suffix()
-    )));
+    let decap = if forward == "ipip" {
+        topology.start_decaps(dir.path())?
+    } else {
+        Vec::new()
+    };
+    let pins = PinDir::new(tag);
     let config_path = dir.path().join("balancer.toml");
     fs::write(&config_path, config(&topology, forward, &pins.0))?;
     let balancer = BalancerProcess::start(topology.lb(), &config_path, ADMIN)?;

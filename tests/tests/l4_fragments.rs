@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context, ensure};
 use balancer_tests::{
     BalancerProcess, Family, L4Topology,
-    l4topology::{PinDir, UDP_VIP4, VIP_ADMIN as ADMIN, VIP_PORT as PORT},
+    l4topology::{PinDir, TestVip, UDP_VIP4, VIP_ADMIN as ADMIN, VIP_PORT as PORT},
     unique_suffix,
 };
 
@@ -67,50 +67,27 @@ fn setup(tag: &str) -> anyhow::Result<Setup> {
     topology.attach_pass_on_lb_peer()?;
     let dir = std::env::temp_dir().join(format!("balancer-{tag}-{}", unique_suffix()));
     fs::create_dir_all(&dir)?;
-    let mut decap = Vec::new();
-    for k in 1..=2 {
-        decap.push(BalancerProcess::start_decap(
-            topology.backend(k),
-            "veth0",
-            &dir.join(format!("decap-b{k}.log")),
-        )?);
-    }
-    let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/balancer-test-{tag}-{}",
-        unique_suffix()
-    )));
-    let config = format!(
-        r#"
-[admin]
-listen = "{ADMIN}"
-
-[xdp]
-interface = "{iface}"
-pin_path = "{pin}"
-max_vips = 4
-max_backends = 8
-max_connections = 65536
-
-[[vip]]
-name = "dns4"
-address = "{UDP_VIP4}"
-port = {PORT}
-protocol = "udp"
-forward = "ipip"
-backends = {b4}
-
-[[vip]]
-name = "dns6"
-address = "{UDP_VIP6}"
-port = {PORT}
-protocol = "udp"
-forward = "ipip"
-backends = {b6}
-"#,
-        iface = topology.lb_interface(),
-        pin = pins.0.display(),
-        b4 = topology.backends_toml(Family::V4, &[1, 1]),
-        b6 = topology.backends_toml(Family::V6, &[1, 1]),
+    let decap = topology.start_decaps(&dir)?;
+    let pins = PinDir::new(tag);
+    let config = topology.xdp_config(
+        ADMIN,
+        &pins.0,
+        &[
+            TestVip::new(
+                "dns4",
+                (UDP_VIP4, PORT),
+                "udp",
+                "ipip",
+                topology.backends_toml(Family::V4, &[1, 1]),
+            ),
+            TestVip::new(
+                "dns6",
+                (UDP_VIP6, PORT),
+                "udp",
+                "ipip",
+                topology.backends_toml(Family::V6, &[1, 1]),
+            ),
+        ],
     );
     let config_path = dir.join("balancer.toml");
     fs::write(&config_path, config)?;

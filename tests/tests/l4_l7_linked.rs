@@ -9,15 +9,15 @@ mod l7_support;
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail, ensure};
 use balancer_tests::{
     Backend, BalancerProcess, Family, L4Topology, LongLived, Request, http_request,
+    l4topology::PinDir,
     l7::{TempDir, write_config},
-    unique_suffix,
 };
 use l7_support::server_of;
 
@@ -37,15 +37,6 @@ const INTERVAL: Duration = Duration::from_millis(200);
 const FALL: u32 = 2;
 /// How long the API's effects and the first checks may take to show.
 const SETTLE: Duration = Duration::from_secs(20);
-
-/// Removes the bpffs pin directory, also when the test fails.
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The topology with its name servers, an `l7_backend` on every backend host and the balancer.
 /// Fields drop in order: the processes before the namespaces they run in.
@@ -130,10 +121,7 @@ fn setup(tag: &str) -> anyhow::Result<Linked> {
         .map(|k| start_http(&topology, k).map(Some))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let dir = TempDir::new(tag)?;
-    let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/balancer-test-{tag}-{}",
-        unique_suffix()
-    )));
+    let pins = PinDir::new(tag);
     let config_path = write_config(dir.path(), &config(&topology, &pins.0))?;
     let balancer = BalancerProcess::start(topology.lb(), &config_path, ADMIN)?;
     let linked = Linked {

@@ -31,7 +31,7 @@ use std::{
 use anyhow::{Context, ensure};
 use balancer_tests::{
     BalancerProcess, Family, L4Topology, Netns,
-    l4topology::{PinDir, VIP_ADMIN as ADMIN, VIP4, VIP6, set_sysctls},
+    l4topology::{PinDir, TestVip, VIP_ADMIN as ADMIN, VIP4, VIP6, set_sysctls},
     run_in, unique_suffix,
 };
 
@@ -151,50 +151,27 @@ fn setup(tag: &str) -> anyhow::Result<Setup> {
     topology.attach_pass_on_lb_peer()?;
     let dir = std::env::temp_dir().join(format!("balancer-{tag}-{}", unique_suffix()));
     fs::create_dir_all(&dir)?;
-    let mut decap = Vec::new();
-    for k in 1..=2 {
-        decap.push(BalancerProcess::start_decap(
-            topology.backend(k),
-            "veth0",
-            &dir.join(format!("decap-b{k}.log")),
-        )?);
-    }
-    let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/balancer-test-{tag}-{}",
-        unique_suffix()
-    )));
-    let config = format!(
-        r#"
-[admin]
-listen = "{ADMIN}"
-
-[xdp]
-interface = "{iface}"
-pin_path = "{pin}"
-max_vips = 4
-max_backends = 8
-max_connections = 65536
-
-[[vip]]
-name = "big4"
-address = "{VIP4}"
-port = {PORT}
-protocol = "tcp"
-forward = "ipip"
-backends = {b4}
-
-[[vip]]
-name = "big6"
-address = "{VIP6}"
-port = {PORT}
-protocol = "tcp"
-forward = "ipip"
-backends = {b6}
-"#,
-        iface = topology.lb_interface(),
-        pin = pins.0.display(),
-        b4 = topology.backends_toml(Family::V4, &[1, 1]),
-        b6 = topology.backends_toml(Family::V6, &[1, 1]),
+    let decap = topology.start_decaps(&dir)?;
+    let pins = PinDir::new(tag);
+    let config = topology.xdp_config(
+        ADMIN,
+        &pins.0,
+        &[
+            TestVip::new(
+                "big4",
+                (VIP4, PORT),
+                "tcp",
+                "ipip",
+                topology.backends_toml(Family::V4, &[1, 1]),
+            ),
+            TestVip::new(
+                "big6",
+                (VIP6, PORT),
+                "tcp",
+                "ipip",
+                topology.backends_toml(Family::V6, &[1, 1]),
+            ),
+        ],
     );
     let config_path = dir.join("balancer.toml");
     fs::write(&config_path, config)?;

@@ -24,7 +24,7 @@ use std::{
 use anyhow::{Context, ensure};
 use balancer_tests::{
     BalancerProcess, Family, L4Topology,
-    l4topology::{PinDir, VIP_ADMIN as ADMIN, VIP_PORT as PORT, VIP4, VIP6},
+    l4topology::{PinDir, TestVip, VIP_ADMIN as ADMIN, VIP_PORT as PORT, VIP4, VIP6},
     unique_suffix,
 };
 
@@ -51,46 +51,30 @@ fn setup() -> anyhow::Result<Setup> {
     }
     topology.start_name_servers(PORT)?;
     topology.attach_pass_on_lb_peer()?;
-    let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/balancer-test-nhev-{}",
-        unique_suffix()
-    )));
+    let pins = PinDir::new("nhev");
     let dir = std::env::temp_dir().join(format!("balancer-nhev-{}", unique_suffix()));
     fs::create_dir_all(&dir)?;
     // b1 only, no health checks: after the MAC swap the kernel's own packets to b1 (a
     // health check) would reach b2 and fail, and the test is about next hops.
-    let config = format!(
-        r#"
-[admin]
-listen = "{ADMIN}"
-
-[xdp]
-interface = "{iface}"
-pin_path = "{pin}"
-max_vips = 4
-max_backends = 8
-max_connections = 65536
-
-[[vip]]
-name = "web4"
-address = "{VIP4}"
-port = {PORT}
-protocol = "tcp"
-forward = "l2-dsr"
-backends = {b4}
-
-[[vip]]
-name = "web6"
-address = "{VIP6}"
-port = {PORT}
-protocol = "tcp"
-forward = "l2-dsr"
-backends = {b6}
-"#,
-        iface = topology.lb_interface(),
-        pin = pins.0.display(),
-        b4 = topology.backends_toml(Family::V4, &[1]),
-        b6 = topology.backends_toml(Family::V6, &[1]),
+    let config = topology.xdp_config(
+        ADMIN,
+        &pins.0,
+        &[
+            TestVip::new(
+                "web4",
+                (VIP4, PORT),
+                "tcp",
+                "l2-dsr",
+                topology.backends_toml(Family::V4, &[1]),
+            ),
+            TestVip::new(
+                "web6",
+                (VIP6, PORT),
+                "tcp",
+                "l2-dsr",
+                topology.backends_toml(Family::V6, &[1]),
+            ),
+        ],
     );
     let config_path = dir.join("balancer.toml");
     fs::write(&config_path, config)?;

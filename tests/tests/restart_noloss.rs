@@ -81,17 +81,12 @@ fn setup(tag: &str, forward: &str) -> anyhow::Result<Setup> {
     let dir = ScratchDir(std::env::temp_dir().join(format!("balancer-{tag}-{}", unique_suffix())));
     fs::create_dir_all(&dir.0)?;
     // `ipip` backends strip the outer header with `balancer decap`; `l2-dsr` ones need nothing.
-    let decap_hosts = if forward == "ipip" { 3 } else { 0 };
-    let decap = (1..=decap_hosts)
-        .map(|k| {
-            let log = dir.0.join(format!("decap-b{k}.log"));
-            BalancerProcess::start_decap(topology.backend(k), "veth0", &log)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/balancer-test-{tag}-{}",
-        unique_suffix()
-    )));
+    let decap = if forward == "ipip" {
+        topology.start_decaps(&dir.0)?
+    } else {
+        Vec::new()
+    };
+    let pins = PinDir::new(tag);
     let config_path = dir.0.join("balancer.toml");
     fs::write(&config_path, config(&topology, forward, &pins.0))?;
     let balancer = BalancerProcess::start(topology.lb(), &config_path, ADMIN)?;
