@@ -71,10 +71,21 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        // Deleting the namespace also deletes the veths inside it.
-        let _ = Command::new("ip")
+        // Deleting the namespace also deletes the veths inside it. A delete that fails leaves
+        // the namespace behind for the next run: said on stderr (a panic in drop would abort).
+        match Command::new("ip")
             .args(["netns", "del", &self.name])
-            .status();
+            .output()
+        {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => eprintln!(
+                "netns {}: `ip netns del` failed ({}): {}",
+                self.name,
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Err(err) => eprintln!("netns {}: cannot run `ip netns del`: {err}", self.name),
+        }
         LIVE_NAMESPACES
             .lock()
             .unwrap_or_else(|e| e.into_inner())
