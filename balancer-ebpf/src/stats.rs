@@ -27,6 +27,7 @@ pub fn count_vip(vip_id: u32, action: Action, frame_len: u64) {
     add(&VIP_STATS, action.vip_stats_index(vip_id), frame_len);
 }
 
+/// `frame_len`: the frame as it leaves, encapsulated (what the backend's link carries).
 #[inline(always)]
 pub fn count_backend(backend: u32, frame_len: u64) {
     add(&BACKEND_STATS, backend, frame_len);

@@ -150,7 +150,7 @@ impl Collector for XdpCollector {
             ),
             (
                 "balancer_xdp_backend_bytes",
-                "Bytes forwarded to each VIP backend (frames as received)",
+                "Bytes forwarded to each VIP backend (frames as sent: after encapsulation)",
                 BYTES,
             ),
         ] {
