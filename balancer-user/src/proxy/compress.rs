@@ -22,7 +22,7 @@ use hyper::{
 };
 use tokio::io::AsyncWrite;
 
-use super::{Body, BoxError, error, metrics::CompressLabels, metrics::HttpMetrics};
+use super::{Body, BoxError, metrics::CompressLabels, metrics::HttpMetrics};
 use crate::headers::compression::{self, Coding};
 
 /// Brotli's quality 11 (its default) is meant for files compressed once: on the fly it costs
@@ -56,7 +56,7 @@ pub fn response_phase(
             encoding: coding.token(),
         })
         .inc();
-    let body = std::mem::replace(response.body_mut(), error::empty());
+    let body = std::mem::replace(response.body_mut(), crate::proxy::empty_body());
     *response.body_mut() = CompressedBody::new(body, coding).boxed();
 }
 

@@ -5,13 +5,12 @@
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper::{
     Response, StatusCode,
     header::{self, HeaderValue},
 };
 
-use super::Body;
+use super::{Body, full_body};
 
 /// Where a failure came from: the client's request, the upstream server, or the proxy itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +192,7 @@ pub fn respond(error: &ProxyError, pages: &PageSet) -> Response<Body> {
             HeaderValue::from_static("text/html; charset=utf-8"),
         ),
     };
-    let mut response = Response::new(full(body));
+    let mut response = Response::new(full_body(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
@@ -226,7 +225,7 @@ pub fn respond(error: &ProxyError, pages: &PageSet) -> Response<Body> {
 
 /// A redirect (301) to `location`.
 pub fn redirect(location: &str) -> Response<Body> {
-    let mut response = Response::new(full(Bytes::from(default_body(
+    let mut response = Response::new(full_body(Bytes::from(default_body(
         StatusCode::MOVED_PERMANENTLY,
     ))));
     *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
@@ -258,16 +257,10 @@ pub fn default_body(status: StatusCode) -> String {
     )
 }
 
-pub fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
-}
-
-pub fn empty() -> Body {
-    full(Bytes::new())
-}
-
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt;
+
     use super::*;
 
     async fn body_text(response: Response<Body>) -> String {

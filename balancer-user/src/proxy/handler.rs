@@ -822,7 +822,11 @@ async fn forward<B: RequestBody>(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    let body = if method_is_head { error::empty() } else { body };
+    let body = if method_is_head {
+        crate::proxy::empty_body()
+    } else {
+        body
+    };
     let body = rewrite_phase(shared, forwarding, server_authority, &mut parts, body);
     // After the cookie rewriting: the sticky cookie's Path is public already.
     if let Some(policy) = &pool.sticky {
@@ -1083,7 +1087,10 @@ fn tunnel_phase(
         strip_hop_by_hop(&mut parts.headers, true);
         parts.extensions.insert(TunnelSlot::new(pending));
     }
-    Ok((Response::from_parts(parts, error::empty()), None))
+    Ok((
+        Response::from_parts(parts, crate::proxy::empty_body()),
+        None,
+    ))
 }
 
 /// Makes the server's answer point at the public URL: `Location`-like headers and cookies
@@ -1172,7 +1179,7 @@ mod tests {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        builder.body(error::empty()).expect("request")
+        builder.body(crate::proxy::empty_body()).expect("request")
     }
 
     const ROUTED: &str = r#"

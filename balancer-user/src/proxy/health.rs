@@ -36,7 +36,7 @@ use tokio::{net::TcpStream, time::MissedTickBehavior};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, error, pool::Pool, upstream::ServerConnections, upstream_tls::ServerTls};
+use super::{Body, pool::Pool, upstream::ServerConnections, upstream_tls::ServerTls};
 use crate::config::{KeepaliveConfig, PoolHealthConfig, ServerUrl};
 use crate::health::{CheckOutcome, USER_AGENT_VALUE, accepts_2xx_3xx};
 
@@ -121,7 +121,7 @@ pub async fn probe(
             request = request.header(CONNECTION, "close");
         }
         let request: Request<Body> = request
-            .body(error::empty())
+            .body(crate::proxy::empty_body())
             .map_err(|err| format!("invalid check request: {err}"))?;
         let status = match (url, tls) {
             (

@@ -920,7 +920,7 @@ mod tests {
         }
         // An empty body (HEAD, or a server that sent nothing) keeps its headers too.
         let mut parts = parts(&[("content-type", "text/html"), ("content-length", "18")]);
-        let body = rewrite_html_response(&mut parts, crate::proxy::error::empty(), map());
+        let body = rewrite_html_response(&mut parts, crate::proxy::empty_body(), map());
         assert!(collect(body).await.expect("body").is_empty());
         assert_eq!(parts.headers[header::CONTENT_LENGTH], "18");
     }

@@ -36,7 +36,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, combinators::BoxBody};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
@@ -51,6 +51,18 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type of every request and response the proxy builds or forwards.
 pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A body of these bytes, whole.
+pub fn full_body(bytes: Bytes) -> Body {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A body with no bytes.
+pub fn empty_body() -> Body {
+    full_body(Bytes::new())
+}
 
 pub struct Proxy {
     shared: Arc<Shared>,

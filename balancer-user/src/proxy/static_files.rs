@@ -10,9 +10,8 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::{
     Method, Response, StatusCode,
     body::Frame,
@@ -88,7 +87,7 @@ pub async fn serve(
             return Ok(empty_response(StatusCode::MOVED_PERMANENTLY)
                 .header(header::LOCATION, slash_location(public_path)?)
                 .header(header::CONTENT_LENGTH, 0)
-                .body(empty_body())
+                .body(crate::proxy::empty_body())
                 .expect("valid redirect"));
         }
     };
@@ -114,13 +113,13 @@ pub async fn serve(
         conditional::Precondition::NotModified => {
             return Ok(validators
                 .apply(empty_response(StatusCode::NOT_MODIFIED))
-                .body(empty_body())
+                .body(crate::proxy::empty_body())
                 .expect("valid 304"));
         }
         conditional::Precondition::Failed => {
             return Ok(empty_response(StatusCode::PRECONDITION_FAILED)
                 .header(header::CONTENT_LENGTH, 0)
-                .body(empty_body())
+                .body(crate::proxy::empty_body())
                 .expect("valid 412"));
         }
     }
@@ -150,7 +149,7 @@ pub async fn serve(
     response = response.header(header::CONTENT_LENGTH, count);
 
     let body = if head || count == 0 {
-        empty_body()
+        crate::proxy::empty_body()
     } else {
         if start > 0 {
             file.seek(SeekFrom::Start(start))
@@ -162,12 +161,6 @@ pub async fn serve(
         BodyExt::boxed(StreamBody::new(stream))
     };
     Ok(response.body(body).expect("valid static file response"))
-}
-
-fn empty_body() -> Body {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
 }
 
 fn empty_response(status: StatusCode) -> hyper::http::response::Builder {
@@ -388,6 +381,7 @@ fn parse_digits(s: &str) -> Option<u64> {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    use bytes::Bytes;
     use http_body_util::BodyExt;
 
     use super::*;

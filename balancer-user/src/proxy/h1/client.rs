@@ -627,7 +627,7 @@ pub fn into_response(
         buf,
         body_unfinished,
     } = answer;
-    let mut response = Response::new(crate::proxy::error::empty());
+    let mut response = Response::new(crate::proxy::empty_body());
     *response.status_mut() = head.status;
     *response.version_mut() = hyper::Version::HTTP_11;
     *response.headers_mut() = head.headers;
