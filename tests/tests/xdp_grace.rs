@@ -12,27 +12,26 @@
 //! which the next hops here name, so the program answers `XDP_TX` and nothing leaves.
 //! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON): the tests fail, never skip.
 
+mod lb_support;
+
 use std::{net::IpAddr, time::Duration};
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, PerCpuArray},
+    Ebpf,
+    maps::PerCpuArray,
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use balancer::{
     config::Config,
     dataplane::{
-        AdminState, Control, ControlMaps, EBPF_OBJECT,
+        AdminState, Control,
         layout::{self, TableMember},
         nexthop::NextHop,
     },
 };
 use balancer_common::{
-    Action, BACKEND_DOWN, BACKEND_UP, FAMILY_IPV4, FlowEvent, FlowHashKey, FlowKey,
-    GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, IPPROTO_TCP, IPPROTO_UDP, MAP_ACL_V4, MAP_ACL_V6,
-    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOW_HASH_KEY, MAP_FLOW_STATS, MAP_FLOWS, MAP_GRACE,
-    MAP_MAGLEV, MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NO_BACKEND, PROGRAM_LB, flow_maglev_hash,
-    flow_sets, ipv4_in_16,
+    BACKEND_DOWN, BACKEND_UP, FAMILY_IPV4, FlowEvent, FlowKey, IPPROTO_TCP, IPPROTO_UDP,
+    MAP_FLOW_STATS, NO_BACKEND, PROGRAM_LB, flow_maglev_hash, ipv4_in_16,
 };
 use balancer_tests::traffic::internet_checksum;
 
@@ -96,43 +95,12 @@ impl Rig {
     fn new(backends: usize, flow_grace: &str) -> Rig {
         let config = config(backends, flow_grace);
         let xdp = config.xdp.as_ref().expect("[xdp]");
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(MAP_VIPS, MAX_VIPS)
-            .map_max_entries(MAP_VIP_STATS, MAX_VIPS * Action::COUNT)
-            .map_max_entries(MAP_BACKENDS, MAX_VIPS * PER_VIP)
-            .map_max_entries(MAP_BACKEND_STATS, MAX_VIPS * PER_VIP)
-            .map_max_entries(MAP_MAGLEV, MAX_VIPS * 2 * TABLE_SIZE)
-            .map_max_entries(MAP_FLOWS, flow_sets(MAX_CONNECTIONS))
-            .map_max_entries(MAP_GRACE, MAX_VIPS)
-            .override_global(GLOBAL_FLOW_SETS, &flow_sets(MAX_CONNECTIONS), true)
-            .override_global(GLOBAL_TABLE_SIZE, &TABLE_SIZE, true)
-            .load(EBPF_OBJECT)
-            .unwrap_or_else(|err| panic!("loading the eBPF object (root needed): {err:?}"));
-        {
-            let mut key: Array<_, FlowHashKey> =
-                Array::try_from(ebpf.map_mut(MAP_FLOW_HASH_KEY).expect("FLOW_HASH_KEY"))
-                    .expect("an array");
-            key.set(0, FlowHashKey::random(), 0)
-                .expect("writing the flow hash key");
-        }
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_LB)
-            .expect("balancer_lb")
-            .try_into()
-            .expect("an XDP program");
-        program
-            .load()
-            .unwrap_or_else(|err| panic!("loading {PROGRAM_LB} (verifier?): {err:?}"));
-        let mut take = |name: &str| ebpf.take_map(name).unwrap_or_else(|| panic!("no {name}"));
-        let maps = ControlMaps {
-            vips: take(MAP_VIPS).try_into().expect("VIPS"),
-            backends: take(MAP_BACKENDS).try_into().expect("BACKENDS"),
-            maglev: take(MAP_MAGLEV).try_into().expect("MAGLEV"),
-            acl_v4: take(MAP_ACL_V4).try_into().expect("ACL_V4"),
-            acl_v6: take(MAP_ACL_V6).try_into().expect("ACL_V6"),
-            tx_ports: take(MAP_TX_PORTS).try_into().expect("TX_PORTS"),
-            grace: take(MAP_GRACE).try_into().expect("GRACE"),
-        };
+        let (ebpf, maps) = lb_support::load(lb_support::LbSizes {
+            max_vips: MAX_VIPS,
+            per_vip: PER_VIP,
+            table_size: TABLE_SIZE,
+            max_connections: MAX_CONNECTIONS,
+        });
         let hops: Vec<_> = (0..backends)
             .map(|i| {
                 let hop = NextHop {
