@@ -348,6 +348,10 @@ impl AsyncRead for Prefixed {
         if !self.first.is_empty() {
             let take = self.first.len().min(buf.remaining());
             buf.put_slice(&self.first.split_to(take));
+            if self.first.is_empty() {
+                // An empty slice still holds the first read's whole buffer: let it go.
+                self.first = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.stream).poll_read(cx, buf)
