@@ -1140,6 +1140,28 @@ fn file_lines(path: &Path, count: usize) -> Vec<String> {
     }
 }
 
+/// Waits until `balancer_http_requests_total{labels}` reaches `count`.
+fn wait_for_requests(balancer: &BalancerProcess, labels: &str, count: u64) {
+    let series = format!("balancer_http_requests_total{{{labels}}} ");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = balancer.admin_get("/metrics").expect("metrics");
+        let counted = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if counted >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} stayed at {counted}, not {count}:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Checks `line` against nginx's combined format field by field:
 /// `$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
 /// "$http_referer" "$http_user_agent"`, extras allowed only after it.
@@ -1237,6 +1259,9 @@ fn the_access_log_file_is_combined_buffered_reopened_on_sigusr1_and_flushed_on_e
         "third request",
         &balancer,
     );
+    // The line is written just after the response goes out; the request counter moves after
+    // the line, so once it counts route `app`'s second 200 the line is in the buffer.
+    wait_for_requests(&balancer, "route=\"app\",pool=\"app\",code=\"200\"", 2);
     std::fs::rename(&path, &rotated).expect("rotate");
     balancer.signal(libc::SIGUSR1).expect("SIGUSR1");
     let deadline = Instant::now() + Duration::from_secs(5);

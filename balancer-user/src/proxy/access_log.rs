@@ -110,6 +110,25 @@ impl Drop for Completion {
     fn drop(&mut self) {
         let record = &self.record;
         let seconds = record.started.elapsed().as_secs_f64();
+        // The line first, then the counters: once a request shows in the metrics its line is
+        // in the log (or its buffer), which is what a scraper or a rotation check relies on.
+        if self.format != AccessLogFormat::Off {
+            let write = |out: &mut Vec<u8>| match self.format {
+                AccessLogFormat::Json => write_json(out, record, self.bytes, seconds),
+                _ => time_local::with(record.time, |time| {
+                    write_combined(out, record, time, self.bytes, seconds)
+                }),
+            };
+            match &self.file {
+                Some(file) => file.append(write),
+                None => {
+                    let mut line = Vec::with_capacity(256);
+                    write(&mut line);
+                    line.pop();
+                    tracing::info!(target: "access", "{}", String::from_utf8_lossy(&line));
+                }
+            }
+        }
         match &self.route_metrics {
             Some(route) => route.observe(&self.metrics, record.status, seconds),
             None => {
@@ -127,24 +146,6 @@ impl Drop for Completion {
                         route: record.route.clone(),
                     })
                     .observe(seconds);
-            }
-        }
-        if self.format == AccessLogFormat::Off {
-            return;
-        }
-        let write = |out: &mut Vec<u8>| match self.format {
-            AccessLogFormat::Json => write_json(out, record, self.bytes, seconds),
-            _ => time_local::with(record.time, |time| {
-                write_combined(out, record, time, self.bytes, seconds)
-            }),
-        };
-        match &self.file {
-            Some(file) => file.append(write),
-            None => {
-                let mut line = Vec::with_capacity(256);
-                write(&mut line);
-                line.pop();
-                tracing::info!(target: "access", "{}", String::from_utf8_lossy(&line));
             }
         }
     }
