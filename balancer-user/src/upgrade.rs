@@ -44,10 +44,14 @@ pub struct Inherited {
 }
 
 impl Inherited {
-    /// The listener bound to `address`, if the old process had one (taken out).
-    pub fn take(&mut self, address: SocketAddr) -> Option<std::net::TcpListener> {
-        let at = self.listeners.iter().position(|(a, _)| *a == address)?;
-        Some(self.listeners.swap_remove(at).1)
+    /// The listening sockets bound to `address` (one per worker of the old process), taken
+    /// out; none if the old process did not listen there.
+    pub fn take(&mut self, address: SocketAddr) -> Vec<std::net::TcpListener> {
+        let (taken, kept) = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .partition(|(bound, _)| *bound == address);
+        self.listeners = kept;
+        taken.into_iter().map(|(_, socket)| socket).collect()
     }
 }
 
@@ -379,7 +383,10 @@ mod tests {
         let (data, fds) = recv_with_fds(&new).expect("recv");
         let mut inherited = parse_handover(&data, fds).expect("parse");
         assert_eq!(inherited.from_pid, 7);
-        let taken = inherited.take(addresses.1).expect("web");
+        let mut web_sockets = inherited.take(addresses.1);
+        assert_eq!(web_sockets.len(), 1);
+        assert!(inherited.take(addresses.1).is_empty(), "taken out");
+        let taken = web_sockets.pop().expect("web");
         // The passed socket is the same socket: a connection to it is accepted there.
         drop(web);
         let client = std::net::TcpStream::connect(addresses.1).expect("connect");

@@ -437,6 +437,50 @@ servers = [ {{ url = "{}" }} ]
     assert!(b3.stats().expect("b3").requests >= 1);
 }
 
+/// The workers' listening sockets form a `SO_REUSEPORT` group, which any process of the same
+/// user could join and take a share of the connections from. A second balancer started on the
+/// same address must fail as without the group, and leave every connection to the first.
+#[test]
+fn a_second_balancer_on_the_same_address_is_refused_and_takes_no_connection() {
+    let net = L7Net::new("twice").expect("namespace");
+    let _b1 = Backend::start(&net, "b1", &[B1]).expect("b1");
+    let upgrade_socket = |name: &str| {
+        format!(
+            "[proxy]\nworkers = 2\nupgrade_socket = {:?}\n",
+            net.dir().join(name).display().to_string()
+        )
+    };
+    let first = start(
+        &net,
+        &format!("{}{}", upgrade_socket("first.sock"), base_config("")),
+    );
+    let second_config = net.dir().join("second.toml");
+    std::fs::write(
+        &second_config,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:9101\"\n{}{}",
+            upgrade_socket("second.sock"),
+            base_config("")
+        ),
+    )
+    .expect("write the second config");
+    let refused = match BalancerProcess::start(&net, &second_config, "127.0.0.1:9101") {
+        Ok(second) => panic!("a second balancer started on {LISTEN}:\n{}", second.log()),
+        Err(err) => format!("{err:#}"),
+    };
+    assert!(
+        refused.contains(&format!("cannot listen on {LISTEN}")) && refused.contains("in use"),
+        "the second balancer should say the address is in use: {refused}"
+    );
+    // Each request on a new connection: all of them reach the first balancer.
+    for n in 0..40 {
+        let reply = RawConn::connect(&net, LISTEN)
+            .and_then(|mut conn| conn.get("app.test", &format!("/new-{n}")))
+            .unwrap_or_else(|err| panic!("connection {n}: {err:#}\n{}", first.log()));
+        assert_eq!(reply.status, 200, "connection {n}");
+    }
+}
+
 #[test]
 fn a_broken_reload_is_refused_with_the_reason_and_the_old_config_keeps_serving() {
     let net = L7Net::new("badreload").expect("namespace");

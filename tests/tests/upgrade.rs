@@ -2,7 +2,10 @@
 //! load (HTTP/1.1 keep-alive, and a new TLS connection per request), replaced five times in a
 //! row (four times by `balancer upgrade`, once by SIGUSR2 to the running process). wrk must
 //! count no error at all: no refused connection, no read or write error, no timeout, no
-//! non-2xx answer. A new binary that fails leaves the old process serving.
+//! non-2xx answer. Each new process runs another number of workers (2, 3, 1, 2, 1, 2), so the
+//! listening sockets (one per worker, in a `SO_REUSEPORT` group) go over whatever the count:
+//! none is closed, extra workers join the group. A new binary that fails leaves the old
+//! process serving.
 
 mod l7_support;
 
@@ -26,6 +29,7 @@ fn config(net: &L7Net, certs: &Certs) -> String {
     let site = certs.issue("site", &["www.example.test"]).expect("cert");
     format!(
         r#"[proxy]
+workers = 2
 upgrade_socket = "{socket}"
 shutdown_timeout = "5s"
 
@@ -48,6 +52,16 @@ servers = [ {{ url = "http://{B1}" }} ]
         cert = site.cert.display(),
         key = site.key.display(),
     )
+}
+
+/// How many sockets listen on `address` in `netns` (a `SO_REUSEPORT` group shows each).
+fn listening_sockets(netns: &Netns, address: &str) -> usize {
+    let output = Command::new("ip")
+        .args(["netns", "exec", netns.name(), "ss", "-Hltn", "src", address])
+        .output()
+        .expect("ss");
+    assert!(output.status.success(), "ss: {output:?}");
+    String::from_utf8_lossy(&output.stdout).lines().count()
 }
 
 /// wrk in `netns` for `seconds`, with `extra` arguments; returns its output.
@@ -128,8 +142,18 @@ fn five_upgrades_under_load_lose_no_request_and_refuse_no_connection() {
     );
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(listening_sockets(&net, PLAIN), 2, "one socket per worker");
+    // The worker count of the process that round `n` starts: `WORKERS[n - 1]`.
+    const WORKERS: [usize; UPGRADES] = [3, 1, 2, 1, 2];
+    let mut sockets = 2;
     for round in 1..=UPGRADES {
         let mut old = current;
+        let workers = WORKERS[round - 1];
+        std::fs::write(
+            &config,
+            config_text.replace("workers = 2\n", &format!("workers = {workers}\n")),
+        )
+        .expect("write config");
         if round < UPGRADES {
             current = BalancerProcess::start_upgrade(
                 &net,
@@ -162,6 +186,14 @@ fn five_upgrades_under_load_lose_no_request_and_refuse_no_connection() {
             old.log().contains("upgrade: the new process serves"),
             "round {round}: the old process saw the handover:\n{}",
             old.log()
+        );
+        // Every socket went over; a process with more workers added its own.
+        sockets = sockets.max(workers);
+        assert_eq!(
+            listening_sockets(&net, PLAIN),
+            sockets,
+            "round {round}, {workers} workers:\n{}",
+            current.log()
         );
         std::thread::sleep(Duration::from_millis(1000));
     }

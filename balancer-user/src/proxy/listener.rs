@@ -36,19 +36,64 @@ use crate::config::ListenerConfig;
 /// Connections waiting to be accepted: enough for bursts of new TLS connections.
 const BACKLOG: i32 = 4096;
 
-/// Binds a listening socket. IPv6 sockets are IPv6-only so that `0.0.0.0:443` and `[::]:443`
-/// can both be configured.
-pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds the `count` listening sockets of `address`, one per worker, in one `SO_REUSEPORT`
+/// group: the kernel spreads new connections over them, so an idle worker never wakes for a
+/// connection another one takes (one shared socket wakes every worker's reactor).
+///
+/// `SO_REUSEPORT` would also let a second process bind the address and take part of its
+/// connections silently. So the address is first bound without it: anything listening there
+/// already is an error, as it is without the group.
+pub fn bind_group(
+    address: SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if address.port() != 0 {
+        drop(new_socket(address, false)?);
+    }
+    let first = listen(address)?;
+    // Port 0: the others join the port the first one got.
+    let address = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..count.max(1) {
+        sockets.push(listen(address)?);
+    }
+    Ok(sockets)
+}
+
+/// Another socket in the `SO_REUSEPORT` group of `address` (which must exist): for a worker
+/// the sockets taken over from an older process do not cover.
+pub fn join_group(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    listen(address)
+}
+
+/// Whether `socket` was bound with `SO_REUSEPORT`, so that another may join its group (not so
+/// for sockets handed over by a balancer older than the per-worker sockets).
+pub fn reuses_port(socket: &std::net::TcpListener) -> bool {
+    socket2::SockRef::from(socket).reuse_port().unwrap_or(false)
+}
+
+/// A listening socket in the `SO_REUSEPORT` group of `address`.
+fn listen(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = new_socket(address, true)?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// A non-blocking socket bound to `address`. IPv6 sockets are IPv6-only so that `0.0.0.0:443`
+/// and `[::]:443` can both be configured.
+fn new_socket(address: SocketAddr, reuse_port: bool) -> std::io::Result<socket2::Socket> {
     let domain = socket2::Domain::for_address(address);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if address.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
-    socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket)
 }
 
 /// A bound listener and what its accept loop needs.

@@ -79,8 +79,9 @@ struct RunningListener {
     limit: Arc<Semaphore>,
     max_connections: usize,
     stop: watch::Sender<bool>,
-    /// The listening socket (another descriptor of it), for `balancer upgrade` to take.
-    socket: std::net::TcpListener,
+    /// The listening sockets (one per worker; other descriptors of them), for
+    /// `balancer upgrade` to take.
+    sockets: Vec<std::net::TcpListener>,
 }
 
 impl Proxy {
@@ -124,7 +125,13 @@ impl Proxy {
             shutdown,
             handover,
         };
-        let bound = bind_all(config, &proxy.listeners, inherited).map_err(anyhow::Error::msg)?;
+        let bound = bind_all(
+            config,
+            &proxy.listeners,
+            inherited,
+            proxy.sockets_per_listener(),
+        )
+        .map_err(anyhow::Error::msg)?;
         for pool in proxy.shared.state.load().pools.values() {
             pool.activate();
         }
@@ -142,7 +149,7 @@ impl Proxy {
         let mut state = ProxyState::build(config, Some(&previous))?;
         state.access_log_file = open_access_log(config, previous.access_log_file.as_ref())?;
         check_temp_dir(&state.temp_dir)?;
-        let bound = bind_all(config, &self.listeners, None)?;
+        let bound = bind_all(config, &self.listeners, None, self.sockets_per_listener())?;
         self.shared.state.store(Arc::new(state));
 
         let wanted: HashMap<SocketAddr, &crate::config::ListenerConfig> = config
@@ -182,46 +189,54 @@ impl Proxy {
         Ok(())
     }
 
-    fn spawn_listeners(
-        &mut self,
-        bound: Vec<(
-            crate::config::ListenerConfig,
-            tokio::net::TcpListener,
-            std::net::TcpListener,
-        )>,
-    ) {
-        for (config, socket, handle) in bound {
+    /// One listening socket per worker and address: each worker accepts on its own.
+    fn sockets_per_listener(&self) -> usize {
+        self.workers.runtimes().len()
+    }
+
+    fn spawn_listeners(&mut self, bound: Vec<Bound>) {
+        let runtimes = self.workers.runtimes();
+        for Bound { config, sockets } in bound {
             let limit = Arc::new(Semaphore::new(config.max_connections));
             let (stop, stop_rx) = watch::channel(false);
-            tracing::info!(listener = %config.name, bind = %config.bind, tls = config.is_tls(), "listening");
-            // Every worker accepts on the listener, through a descriptor of its own.
-            for runtime in self.workers.runtimes() {
-                let socket = match handle.try_clone() {
-                    Ok(socket) => socket,
-                    Err(err) => {
-                        tracing::error!(listener = %config.name, "cannot share the listening socket with a worker: {err}");
-                        continue;
-                    }
+            tracing::info!(listener = %config.name, bind = %config.bind, tls = config.is_tls(), sockets = sockets.len(), "listening");
+            for (index, runtime) in runtimes.iter().enumerate() {
+                // Each worker accepts on the sockets `index`, `index + workers`, …: more
+                // sockets than workers when an older process with more workers handed them
+                // over. With fewer (sockets that could not join a group), workers share one.
+                let mine: Vec<&std::net::TcpListener> = if sockets.len() > index {
+                    sockets.iter().skip(index).step_by(runtimes.len()).collect()
+                } else {
+                    sockets.get(index % sockets.len()).into_iter().collect()
                 };
-                let accept = AcceptLoop {
-                    bind: config.bind,
-                    limit: limit.clone(),
-                    shared: self.shared.clone(),
-                    tracker: self.tracker.clone(),
-                    stop: stop_rx.clone(),
-                    shutdown: self.shutdown.subscribe(),
-                    handover: self.handover.subscribe(),
-                };
-                runtime.spawn(accept.run(socket));
+                for socket in mine {
+                    // The accept loop owns its descriptor; another one is kept for a handover.
+                    let socket = match socket.try_clone() {
+                        Ok(socket) => socket,
+                        Err(err) => {
+                            tracing::error!(listener = %config.name, "cannot give a worker its listening socket: {err}");
+                            continue;
+                        }
+                    };
+                    let accept = AcceptLoop {
+                        bind: config.bind,
+                        limit: limit.clone(),
+                        shared: self.shared.clone(),
+                        tracker: self.tracker.clone(),
+                        stop: stop_rx.clone(),
+                        shutdown: self.shutdown.subscribe(),
+                        handover: self.handover.subscribe(),
+                    };
+                    runtime.spawn(accept.run(socket));
+                }
             }
-            drop(socket);
             self.listeners.insert(
                 config.bind,
                 RunningListener {
                     limit,
                     max_connections: config.max_connections,
                     stop,
-                    socket: handle,
+                    sockets,
                 },
             );
         }
@@ -238,12 +253,17 @@ impl Proxy {
         }
     }
 
-    /// The listening sockets, by address, for a handover to a new process.
+    /// The listening sockets, by address (one per worker), for a handover to a new process.
     pub fn listener_sockets(&self) -> Vec<(SocketAddr, std::os::fd::RawFd)> {
         use std::os::fd::AsRawFd;
         self.listeners
             .iter()
-            .map(|(address, running)| (*address, running.socket.as_raw_fd()))
+            .flat_map(|(address, running)| {
+                running
+                    .sockets
+                    .iter()
+                    .map(|socket| (*address, socket.as_raw_fd()))
+            })
             .collect()
     }
 
@@ -322,18 +342,19 @@ fn open_access_log(
         .map_err(|err| format!("proxy.access_log_file {}: {err}", path.display()))
 }
 
-type Bound = (
-    crate::config::ListenerConfig,
-    tokio::net::TcpListener,
-    std::net::TcpListener,
-);
+/// A listener to start serving, with its listening sockets.
+struct Bound {
+    config: crate::config::ListenerConfig,
+    sockets: Vec<std::net::TcpListener>,
+}
 
-/// Binds the listeners of `config` whose address is not bound yet, or takes them from
-/// `inherited`. Each comes with a second descriptor of the socket, kept for a handover.
+/// Binds the listeners of `config` whose address is not bound yet (`per_listener` sockets
+/// each, one per worker), or takes their sockets from `inherited`, the process being upgraded.
 fn bind_all(
     config: &L7Config,
     running: &HashMap<SocketAddr, RunningListener>,
     mut inherited: Option<&mut crate::upgrade::Inherited>,
+    per_listener: usize,
 ) -> Result<Vec<Bound>, String> {
     let mut bound = Vec::new();
     for listener in &config.listeners {
@@ -346,15 +367,30 @@ fn bind_all(
                 listener.name, listener.bind
             )
         };
-        let socket = match inherited
+        let mut sockets = inherited
             .as_deref_mut()
-            .and_then(|inherited| inherited.take(listener.bind))
-        {
-            Some(socket) => tokio::net::TcpListener::from_std(socket).map_err(cannot)?,
-            None => listener::bind(listener.bind).map_err(cannot)?,
-        };
-        let handle = duplicate(&socket).map_err(cannot)?;
-        bound.push((listener.clone(), socket, handle));
+            .map(|inherited| inherited.take(listener.bind))
+            .unwrap_or_default();
+        if sockets.is_empty() {
+            sockets = listener::bind_group(listener.bind, per_listener).map_err(cannot)?;
+        } else if sockets.len() < per_listener && listener::reuses_port(&sockets[0]) {
+            // The old process ran fewer workers: the others join its group. Its sockets are
+            // all kept, with the connections queued on them.
+            let address = sockets[0].local_addr().map_err(cannot)?;
+            while sockets.len() < per_listener {
+                match listener::join_group(address) {
+                    Ok(socket) => sockets.push(socket),
+                    Err(err) => {
+                        tracing::warn!(listener = %listener.name, "workers share the sockets taken over: cannot add one: {err}");
+                        break;
+                    }
+                }
+            }
+        }
+        bound.push(Bound {
+            config: listener.clone(),
+            sockets,
+        });
     }
     Ok(bound)
 }
