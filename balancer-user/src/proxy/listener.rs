@@ -104,15 +104,8 @@ pub struct AcceptLoop {
     pub limit: Arc<Semaphore>,
     pub shared: Arc<Shared>,
     pub tracker: TaskTracker,
-    /// Turns true when the listener is removed or the proxy shuts down: stop accepting, and
-    /// close its connections once their requests finish.
-    pub stop: watch::Receiver<bool>,
-    /// Turns true when the proxy shuts down: close connections once their requests finish.
-    pub shutdown: watch::Receiver<bool>,
-    /// Turns true when a new process has taken the listeners over: HTTP/2 connections get
-    /// GOAWAY (their clients open new ones, to the new process); HTTP/1.x ones end after
-    /// their next response (`Shared::draining`).
-    pub handover: watch::Receiver<bool>,
+    /// Set when the listener stops: accept no more, and tell its connections why.
+    pub stop: watch::Receiver<Option<CloseReason>>,
 }
 
 impl AcceptLoop {
@@ -126,14 +119,6 @@ impl AcceptLoop {
             }
         };
         loop {
-            let permit = tokio::select! {
-                permit = self.limit.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-                _ = self.stop.changed() => return,
-                _ = self.handover.changed() => return,
-            };
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -145,37 +130,50 @@ impl AcceptLoop {
                     }
                 },
                 _ = self.stop.changed() => return,
-                _ = self.handover.changed() => return,
+            };
+            // Accepted first, then held until the listener's limit lets it in: each worker
+            // accepts on its own socket, and a permit taken before accepting could sit with a
+            // worker whose socket gets no connection while another's waits. Each accept loop
+            // holds at most one connection beyond the limit; the rest wait in the kernel.
+            let permit = tokio::select! {
+                permit = self.limit.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                _ = self.stop.changed() => return,
             };
             let _ = stream.set_nodelay(true);
             let bind = self.bind;
             let shared = self.shared.clone();
             let closing = Closing {
-                shutdown: self.shutdown.clone(),
-                removed: self.stop.clone(),
-                handover: self.handover.clone(),
+                signal: self.stop.clone(),
             };
-            self.tracker.spawn(async move {
-                serve_connection(shared, bind, stream, peer, closing).await;
-                drop(permit);
-            });
+            // The task is `serve_connection`'s future itself, not a block around it that
+            // would hold a second copy of its arguments for the connection's whole life.
+            self.tracker.spawn(serve_connection(
+                shared, bind, stream, peer, closing, permit,
+            ));
         }
     }
 }
 
 /// What makes a connection close once its requests in flight are answered: the proxy shutting
-/// down, or a reload removing its listener (whose requests would find no routes any more).
+/// down, a reload removing its listener (whose requests would find no routes any more), or a
+/// new process taking the listeners over.
+///
+/// One channel per listener carries all three: every idle connection waits on it, and each
+/// channel waited on costs a connection's task about 130 bytes.
 pub struct Closing {
-    shutdown: watch::Receiver<bool>,
-    removed: watch::Receiver<bool>,
-    handover: watch::Receiver<bool>,
+    signal: watch::Receiver<Option<CloseReason>>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum CloseReason {
     /// Shutdown or a removed listener (or a sender gone, which means the same).
     Close,
-    /// The listeners went to a new process.
+    /// The listeners went to a new process: HTTP/2 connections get GOAWAY (their clients open
+    /// new ones, to the new process); HTTP/1.x ones end after their next response
+    /// (`Shared::draining`).
     Handover,
 }
 
@@ -183,17 +181,18 @@ impl Closing {
     /// Whether the proxy is shutting down or the listener was removed (a connection then
     /// closes after the response in flight).
     pub fn closed_now(&self) -> bool {
-        *self.shutdown.borrow() || *self.removed.borrow()
+        *self.signal.borrow() == Some(CloseReason::Close)
     }
 
+    /// Waits for the listener's next signal: a handover, then possibly a close.
     pub async fn signalled(&mut self) -> CloseReason {
-        tokio::select! {
-            _ = self.shutdown.changed() => CloseReason::Close,
-            _ = self.removed.changed() => CloseReason::Close,
-            changed = self.handover.changed() => match changed {
-                Ok(()) => CloseReason::Handover,
-                Err(_) => CloseReason::Close,
-            },
+        loop {
+            if self.signal.changed().await.is_err() {
+                return CloseReason::Close;
+            }
+            if let Some(reason) = *self.signal.borrow_and_update() {
+                return reason;
+            }
         }
     }
 }
@@ -225,6 +224,8 @@ async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     closing: Closing,
+    // The listener's connection limit: held until the connection ends.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let state = shared.state.load_full();
     let Some(listener) = state.listener_at(bind) else {

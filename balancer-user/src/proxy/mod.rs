@@ -71,14 +71,13 @@ pub struct Proxy {
     /// By bind address: a reload keeps the socket of an address that stays configured.
     listeners: HashMap<SocketAddr, RunningListener>,
     tracker: TaskTracker,
-    shutdown: watch::Sender<bool>,
-    handover: watch::Sender<bool>,
 }
 
 struct RunningListener {
     limit: Arc<Semaphore>,
     max_connections: usize,
-    stop: watch::Sender<bool>,
+    /// Why the listener stopped (none while it serves): removed or shut down, or handed over.
+    stop: watch::Sender<Option<listener::CloseReason>>,
     /// The listening sockets (one per worker; other descriptors of them), for
     /// `balancer upgrade` to take.
     sockets: Vec<std::net::TcpListener>,
@@ -109,8 +108,6 @@ impl Proxy {
                 tracing::info!(file = %path.display(), servers = kept, "operator state of pool servers kept from before the restart");
             }
         }
-        let (shutdown, _) = watch::channel(false);
-        let (handover, _) = watch::channel(false);
         let tracker = TaskTracker::new();
         let mut proxy = Proxy {
             shared: Arc::new(Shared {
@@ -122,8 +119,6 @@ impl Proxy {
             workers,
             listeners: HashMap::new(),
             tracker,
-            shutdown,
-            handover,
         };
         let bound = bind_all(
             config,
@@ -165,7 +160,7 @@ impl Proxy {
                 }
                 None => {
                     tracing::info!(%bind, "listener removed: no longer accepting");
-                    let _ = running.stop.send(true);
+                    let _ = running.stop.send(Some(listener::CloseReason::Close));
                     false
                 }
             });
@@ -198,7 +193,7 @@ impl Proxy {
         let runtimes = self.workers.runtimes();
         for Bound { config, sockets } in bound {
             let limit = Arc::new(Semaphore::new(config.max_connections));
-            let (stop, stop_rx) = watch::channel(false);
+            let (stop, stop_rx) = watch::channel(None);
             tracing::info!(listener = %config.name, bind = %config.bind, tls = config.is_tls(), sockets = sockets.len(), "listening");
             for (index, runtime) in runtimes.iter().enumerate() {
                 // Each worker accepts on the sockets `index`, `index + workers`, …: more
@@ -224,8 +219,6 @@ impl Proxy {
                         shared: self.shared.clone(),
                         tracker: self.tracker.clone(),
                         stop: stop_rx.clone(),
-                        shutdown: self.shutdown.subscribe(),
-                        handover: self.handover.subscribe(),
                     };
                     runtime.spawn(accept.run(socket));
                 }
@@ -276,9 +269,11 @@ impl Proxy {
         self.shared
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        // Stops the accept loops too. Not `RunningListener::stop`: that one also closes
-        // idle HTTP/1.x connections at once (a removed listener), the race this avoids.
-        let _ = self.handover.send(true);
+        // Stops the accept loops too. A handover, not a close: a close also ends idle
+        // HTTP/1.x connections at once, which could race a request the client is sending.
+        for running in self.listeners.values() {
+            let _ = running.stop.send(Some(listener::CloseReason::Handover));
+        }
         self.finish(timeout).await;
     }
 
@@ -288,9 +283,8 @@ impl Proxy {
         // Dropped here, with the descriptor kept for a handover: once the accept loops have
         // dropped theirs too, the sockets close and new connections are refused.
         for (_, running) in std::mem::take(&mut self.listeners) {
-            let _ = running.stop.send(true);
+            let _ = running.stop.send(Some(listener::CloseReason::Close));
         }
-        let _ = self.shutdown.send(true);
         self.finish(timeout).await;
     }
 
