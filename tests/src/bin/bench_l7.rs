@@ -57,7 +57,7 @@ use std::{
     io::Read,
     net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitCode, ExitStatus, Output, Stdio},
+    process::{Command, ExitCode, ExitStatus, Output, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicI32, Ordering},
@@ -66,7 +66,9 @@ use std::{
 };
 
 use anyhow::{Context, anyhow, bail, ensure};
-use balancer_tests::{Netns, cleanup_everything, l4topology::set_sysctls, run_in, unique_suffix};
+use balancer_tests::{
+    Netns, child::ChildGuard, cleanup_everything, l4topology::set_sysctls, run_in, unique_suffix,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -359,7 +361,6 @@ fn main() -> ExitCode {
     };
     if let Err(err) = ctrlc::set_handler(|| {
         eprintln!("\nbench_l7: interrupted, tearing down");
-        stop_all_children();
         cleanup_everything();
         if let Some(dir) = SCRATCH.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = std::fs::remove_dir_all(dir);
@@ -540,50 +541,9 @@ fn run(args: &Args) -> anyhow::Result<Value> {
 // ===========================================================================
 // Processes
 
-/// Pids of running children, for the interrupt handler.
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-/// The scratch directory, for the interrupt handler.
+/// The scratch directory, for the interrupt handler (children and namespaces are recorded by
+/// the harness itself: see `cleanup_everything`).
 static SCRATCH: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-fn track(pid: u32) {
-    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
-}
-
-fn untrack(pid: u32) {
-    CHILDREN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|p| *p != pid);
-}
-
-/// SIGTERM to every running child, SIGKILL to those still there after 3 s.
-fn stop_all_children() {
-    let children: Vec<u32> =
-        std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|e| e.into_inner()));
-    for &pid in &children {
-        // SAFETY: kill(2) on a pid we spawned and have not reaped.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    for pid in children {
-        loop {
-            // SAFETY: waitpid(2) on our own child, non-blocking.
-            let reaped = unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
-            if reaped != 0 {
-                break;
-            }
-            if Instant::now() > deadline {
-                // SAFETY: as above.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGKILL);
-                    libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 /// A scratch directory (certificates, configs, logs) removed on drop.
 struct ScratchDir(PathBuf);
@@ -608,7 +568,7 @@ impl Drop for ScratchDir {
 /// SIGTERM on drop.
 struct Proc {
     name: String,
-    child: Option<Child>,
+    child: ChildGuard,
     pid: u32,
     log: PathBuf,
 }
@@ -640,19 +600,16 @@ impl Proc {
             .spawn()
             .with_context(|| format!("starting {name} ({})", program.display()))?;
         let pid = child.id();
-        track(pid);
         Ok(Proc {
             name: name.to_string(),
-            child: Some(child),
+            child: ChildGuard::new(child, name, Duration::from_secs(10)),
             pid,
             log: log.to_path_buf(),
         })
     }
 
     fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.is_running()
     }
 
     fn log_tail(&self, lines: usize) -> String {
@@ -666,36 +623,17 @@ impl Proc {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// SIGTERM, then up to 10 s before SIGKILL. None if it was already stopped.
+    /// SIGTERM, then up to 10 s before SIGKILL. None if it was already stopped. Drop does the
+    /// same.
     fn stop(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                _ => {
-                    eprintln!(
-                        "bench_l7: {} ignored SIGTERM for 10 s: killing it",
-                        self.name
-                    );
-                    let _ = child.kill();
-                    break child.wait().ok();
-                }
-            }
-        };
-        untrack(self.pid);
-        status
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
+        let exit = self.child.stop().ok()?;
+        if exit.killed {
+            eprintln!(
+                "bench_l7: {} ignored SIGTERM for 10 s: killed it",
+                self.name
+            );
+        }
+        Some(exit.status)
     }
 }
 
@@ -717,10 +655,9 @@ fn run_bounded(
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {program}"))?;
-    let pid = child.id();
-    track(pid);
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
+    let mut child = ChildGuard::new(child, program, Duration::ZERO);
     let out = std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = stdout.read_to_end(&mut buf);
@@ -731,21 +668,12 @@ fn run_bounded(
         let _ = stderr.read_to_end(&mut buf);
         buf
     });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Ok(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break Err(anyhow!("{program} ran longer than {limit:?}: killed"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    untrack(pid);
+    let exit = child.wait_exit(limit)?;
+    if exit.killed {
+        bail!("{program} ran longer than {limit:?}: killed");
+    }
     let output = Output {
-        status: status?,
+        status: exit.status,
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     };
