@@ -69,14 +69,9 @@ use anyhow::{Context, anyhow, bail, ensure};
 use balancer_tests::{
     Netns, child::ChildGuard, cleanup_everything, l4topology::set_sysctls, run_in, unique_suffix,
 };
+use clap::Parser;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const USAGE: &str = "usage: bench_l7 [--quick] [--seconds S] [--rounds N] [--idle-connections N] \
-                     [--targets direct,relay,balancer,nginx,haproxy,balancer_logged,nginx_logged,balancer_default] \
-                     [--cases http1_keepalive,http1_tls_keepalive,h2,tls_new_connections,tls_full_handshakes,\
-                     default_config_c64,default_config_c1000] \
-                     [--nice N] [--skip-memory] [--skip-load]";
 
 /// The CPU the proxy under test runs on, and the one the load generator and backend share.
 const PROXY_CPU: u32 = 1;
@@ -261,6 +256,41 @@ impl Case {
     }
 }
 
+/// The L7 benchmark driver (see the module doc).
+#[derive(Parser)]
+#[command(name = "bench_l7", args_override_self = true)]
+struct Cli {
+    /// Fewer seconds and rounds (the defaults below are the full run's).
+    #[arg(long)]
+    quick: bool,
+    /// Seconds per measurement, 1..=30 [default: 5, 3 with --quick].
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Rounds per measurement, 1..=10 [default: 3, 1 with --quick].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Idle keep-alive connections for the memory measurement, 1..=50000.
+    #[arg(long, default_value_t = 10_000)]
+    idle_connections: usize,
+    /// Only these targets: direct, relay, balancer, nginx, haproxy, balancer_logged,
+    /// nginx_logged, balancer_default (comma-separated).
+    #[arg(long)]
+    targets: Option<String>,
+    /// Only these cases: http1_keepalive, http1_tls_keepalive, h2, tls_new_connections,
+    /// tls_full_handshakes, default_config_c64, default_config_c1000 (comma-separated).
+    #[arg(long)]
+    cases: Option<String>,
+    /// Niceness of everything it starts, -20..=19.
+    #[arg(long, default_value_t = DEFAULT_NICE, allow_negative_numbers = true)]
+    nice: i32,
+    /// Leave out the memory measurement.
+    #[arg(long)]
+    skip_memory: bool,
+    /// Leave out the load measurements.
+    #[arg(long)]
+    skip_load: bool,
+}
+
 struct Args {
     seconds: u64,
     rounds: usize,
@@ -273,65 +303,47 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let quick = argv.iter().any(|a| a == "--quick");
-    let mut args = Args {
-        seconds: if quick { 3 } else { 5 },
-        rounds: if quick { 1 } else { 3 },
-        idle_connections: 10_000,
-        targets: Target::ALL.to_vec(),
-        cases: Case::ALL.to_vec(),
-        nice: DEFAULT_NICE,
-        memory: true,
-        load: true,
-    };
-    let mut it = argv.into_iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--quick" => {}
-            "--seconds" => args.seconds = value()?.parse().context("--seconds")?,
-            "--rounds" => args.rounds = value()?.parse().context("--rounds")?,
-            "--idle-connections" => {
-                args.idle_connections = value()?.parse().context("--idle-connections")?;
-            }
-            "--targets" => {
-                args.targets = value()?
-                    .split(',')
-                    .map(|name| {
-                        Target::ALL
-                            .into_iter()
-                            .find(|t| t.key() == name)
-                            .with_context(|| format!("unknown target {name}\n{USAGE}"))
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-                args.targets.sort();
-                args.targets.dedup();
-            }
-            "--cases" => {
-                args.cases = value()?
-                    .split(',')
-                    .map(|name| {
-                        Case::ALL
-                            .into_iter()
-                            .find(|c| c.key() == name)
-                            .with_context(|| format!("unknown case {name}\n{USAGE}"))
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-            }
-            "--nice" => args.nice = value()?.parse().context("--nice")?,
-            "--skip-memory" => args.memory = false,
-            "--skip-load" => args.load = false,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other}\n{USAGE}"),
+    let cli = Cli::parse();
+    let quick = cli.quick;
+    let targets = match cli.targets {
+        None => Target::ALL.to_vec(),
+        Some(names) => {
+            let mut targets = names
+                .split(',')
+                .map(|name| {
+                    Target::ALL
+                        .into_iter()
+                        .find(|t| t.key() == name)
+                        .with_context(|| format!("unknown target {name}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            targets.sort();
+            targets.dedup();
+            targets
         }
-    }
+    };
+    let cases = match cli.cases {
+        None => Case::ALL.to_vec(),
+        Some(names) => names
+            .split(',')
+            .map(|name| {
+                Case::ALL
+                    .into_iter()
+                    .find(|c| c.key() == name)
+                    .with_context(|| format!("unknown case {name}"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let args = Args {
+        seconds: cli.seconds.unwrap_or(if quick { 3 } else { 5 }),
+        rounds: cli.rounds.unwrap_or(if quick { 1 } else { 3 }),
+        idle_connections: cli.idle_connections,
+        targets,
+        cases,
+        nice: cli.nice,
+        memory: !cli.skip_memory,
+        load: !cli.skip_load,
+    };
     ensure!(
         (1..=30).contains(&args.seconds),
         "--seconds must be in 1..=30: load is bounded"
