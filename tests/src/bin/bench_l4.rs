@@ -1208,12 +1208,13 @@ fn udp_sender(target: SocketAddr, deadline: Instant) -> anyhow::Result<u64> {
         .collect::<anyhow::Result<Vec<_>>>()
         .context("opening the UDP senders' sockets")?;
     let payload = [0x5au8; UDP_PAYLOAD];
-    // SAFETY (zeroed): iovec and mmsghdr are plain C structs; all-zero is valid.
+    // SAFETY: iovec is a plain C struct; all-zero is a valid value.
     let mut iov: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
     for entry in &mut iov {
         entry.iov_base = payload.as_ptr() as *mut libc::c_void;
         entry.iov_len = payload.len();
     }
+    // SAFETY: mmsghdr is a plain C struct; all-zero is a valid value.
     let mut messages: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
     for (message, entry) in messages.iter_mut().zip(iov.iter_mut()) {
         message.msg_hdr.msg_iov = entry;
