@@ -169,12 +169,12 @@ fn transmit(ctx: &XdpContext, backend: &BackendInfo) -> Sent {
     }
 }
 
+/// A VLAN tag as it is on the wire: (TPID, TCI), both big-endian.
+type VlanTag = ([u8; 2], [u8; 2]);
+
 /// The VLAN tag (TPID, TCI) of a tagged frame, kept on the encapsulated one.
 #[inline(always)]
-fn vlan_tag(
-    ctx: &XdpContext,
-    l3_offset: usize,
-) -> Result<Option<([u8; 2], [u8; 2])>, PacketReason> {
+fn vlan_tag(ctx: &XdpContext, l3_offset: usize) -> Result<Option<VlanTag>, PacketReason> {
     if l3_offset == ETH_LEN {
         return Ok(None);
     }
@@ -186,10 +186,7 @@ fn vlan_tag(
 
 /// The second VLAN tag (TPID, TCI) of a frame with two (`l3_offset` 22).
 #[inline(always)]
-fn inner_vlan_tag(
-    ctx: &XdpContext,
-    l3_offset: usize,
-) -> Result<Option<([u8; 2], [u8; 2])>, PacketReason> {
+fn inner_vlan_tag(ctx: &XdpContext, l3_offset: usize) -> Result<Option<VlanTag>, PacketReason> {
     const TWO_TAGS: usize = ETH_LEN + 2 * size_of::<VlanHdr>();
     if l3_offset != TWO_TAGS {
         return Ok(None);
@@ -206,7 +203,7 @@ fn inner_vlan_tag(
 #[inline(always)]
 fn write_inner_tag(
     ctx: &XdpContext,
-    inner: Option<([u8; 2], [u8; 2])>,
+    inner: Option<VlanTag>,
     ether_type: u16,
 ) -> Result<(), PacketReason> {
     let Some((tpid, tci)) = inner else {
@@ -230,7 +227,7 @@ fn write_inner_tag(
 fn write_l2(
     ctx: &XdpContext,
     backend: &BackendInfo,
-    tag: Option<([u8; 2], [u8; 2])>,
+    tag: Option<VlanTag>,
     ether_type: u16,
 ) -> Result<(), PacketReason> {
     let eth = header_mut::<EthHdr>(ctx, 0).ok_or(PacketReason::AdjustFailed)?;
@@ -264,7 +261,9 @@ unsafe fn write_macs(eth: *mut EthHdr, backend: &BackendInfo) {
     const MACS: usize = offset_of!(BackendInfo, dst_mac);
     const {
         assert!(offset_of!(BackendInfo, src_mac) == MACS + 6);
-        assert!(MACS % 4 == 0 && offset_of!(EthHdr, dst) == 0 && offset_of!(EthHdr, src) == 6);
+        assert!(
+            MACS.is_multiple_of(4) && offset_of!(EthHdr, dst) == 0 && offset_of!(EthHdr, src) == 6
+        );
     };
     let from = core::ptr::from_ref(backend)
         .cast::<u8>()

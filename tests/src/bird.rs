@@ -6,16 +6,13 @@
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 
-use crate::{
-    netns::{LIVE_CHILDREN, Netns},
-    process::run_in,
-};
+use crate::{child::ChildGuard, netns::Netns, process::run_in};
 
 /// `packaging/bird.conf`, the snippet the balancer ships.
 pub fn packaged_snippet() -> PathBuf {
@@ -24,7 +21,7 @@ pub fn packaged_snippet() -> PathBuf {
 
 /// A running `bird -f` in a namespace.
 pub struct Bird {
-    child: Option<Child>,
+    child: ChildGuard,
     socket: PathBuf,
     log: PathBuf,
     netns_path: String,
@@ -51,24 +48,17 @@ impl Bird {
             .stderr(log_file)
             .spawn()
             .context("starting bird (Debian package bird2; `cargo xtask setup` installs it)")?;
-        // Recorded for cleanup_everything (Ctrl-C in the demo): nsenter execs bird.
-        LIVE_CHILDREN
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(child.id());
+        // Recorded for cleanup_everything (Ctrl-C in the demo): nsenter execs bird. Drop kills
+        // it (see `kill`), so the guard's own SIGTERM grace is never used.
         let mut bird = Bird {
-            child: Some(child),
+            child: ChildGuard::new(child, format!("bird {name}"), Duration::ZERO),
             socket,
             log,
             netns_path: netns.path(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while bird.birdc(&["show", "status"]).is_err() {
-            if let Some(status) = bird
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = bird.child.exited() {
                 bail!(
                     "bird {name} exited ({status}); its output:\n{}",
                     std::fs::read_to_string(&bird.log).unwrap_or_default()
@@ -114,14 +104,7 @@ impl Bird {
     /// SIGKILL: BIRD sends no BGP notification (the kernel still closes its TCP sessions,
     /// unless the namespace's traffic is dropped, as for a host that died). Reaped.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            LIVE_CHILDREN
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|p| *p != child.id());
-        }
+        self.child.kill();
     }
 }
 

@@ -6,7 +6,7 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -15,13 +15,14 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
 
-use crate::{Netns, l7::TempDir};
+use crate::{Netns, child::ChildGuard, l7::TempDir};
 
 /// Debian's Chromium (`cargo xtask setup` installs it).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// Killed on drop (Chromium keeps no state worth a clean exit).
 pub struct Browser {
-    child: Child,
+    child: ChildGuard,
     socket: WebSocket<TcpStream>,
     next_id: u64,
     _profile: TempDir,
@@ -60,7 +61,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .context("starting chromium")?;
-        let mut browser_child = Some(child);
+        let mut browser_child = Some(ChildGuard::new(child, "chromium", Duration::ZERO));
         let result = (|| {
             let port = debugging_port(profile.path())?;
             // The port file can come before the first page target: ask until it is there.
@@ -104,8 +105,7 @@ impl Browser {
             }),
             Err(err) => {
                 if let Some(mut child) = browser_child {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    child.kill();
                 }
                 Err(err)
             }
@@ -190,8 +190,7 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
     }
 }
 

@@ -27,13 +27,13 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus, Stdio},
     sync::{
         Mutex,
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, bail, ensure};
@@ -41,7 +41,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{
     Family,
-    netns::{LIVE_CHILDREN, Netns, unique_suffix},
+    child::ChildGuard,
+    netns::{Netns, unique_suffix},
     process::{BalancerProcess, balancer_binary},
 };
 
@@ -556,8 +557,9 @@ impl L4Topology {
 impl Drop for L4Topology {
     fn drop(&mut self) {
         // All servers get SIGTERM first, then each is reaped.
-        let servers: Vec<NameServer> = self.servers.iter_mut().filter_map(Option::take).collect();
-        for server in &servers {
+        let mut servers: Vec<NameServer> =
+            self.servers.iter_mut().filter_map(Option::take).collect();
+        for server in &mut servers {
             server.terminate();
         }
         for server in servers {
@@ -685,8 +687,7 @@ impl LongLived {
 /// One `name_server` process in a backend namespace (greets with its name, then echoes);
 /// SIGTERM and reaped on drop.
 pub struct NameServer {
-    child: Option<Child>,
-    name: String,
+    child: ChildGuard,
 }
 
 impl NameServer {
@@ -715,14 +716,9 @@ impl NameServer {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting name_server under nsenter (package util-linux)")?;
-        LIVE_CHILDREN
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(child.id());
         let stdout = child.stdout.take().expect("piped");
         let server = NameServer {
-            child: Some(child),
-            name: name.to_string(),
+            child: ChildGuard::new(child, format!("name server {name}"), Duration::from_secs(5)),
         };
         // The first line is `ready`; the rest is drained until the process ends.
         let (sender, receiver) = mpsc::channel();
@@ -750,53 +746,13 @@ impl NameServer {
         }
     }
 
-    fn terminate(&self) {
-        if let Some(child) = &self.child {
-            // SAFETY: kill(2) on our own, not yet reaped child (nsenter execs name_server).
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        }
+    fn terminate(&mut self) {
+        let _ = self.child.signal(libc::SIGTERM);
     }
 
-    /// SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status.
+    /// SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status. Drop does the same.
     pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
-        self.stop_inner()
-    }
-
-    fn stop_inner(&mut self) -> anyhow::Result<ExitStatus> {
-        let Some(mut child) = self.child.take() else {
-            bail!("name server {} already stopped", self.name)
-        };
-        let pid = child.id();
-        // SAFETY: as in `terminate`.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    break child.wait();
-                }
-                // Reaped by someone else (cleanup_everything): it is gone either way.
-                Err(err) => break Err(err),
-            }
-        };
-        LIVE_CHILDREN
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| *p != pid);
-        status.with_context(|| format!("waiting for name server {}", self.name))
-    }
-}
-
-impl Drop for NameServer {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.stop_inner();
-        }
+        Ok(self.child.stop()?.status)
     }
 }
 

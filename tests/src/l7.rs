@@ -17,7 +17,7 @@ use std::{
     net::{SocketAddr, TcpStream},
     ops::Deref,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus, Stdio},
     sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant},
 };
@@ -43,7 +43,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::{
-    netns::{LIVE_CHILDREN, Netns},
+    child::ChildGuard,
+    netns::Netns,
     process::{BalancerProcess, balancer_binary},
     unique_suffix,
 };
@@ -126,7 +127,7 @@ pub fn write_config(dir: &Path, toml: &str) -> anyhow::Result<PathBuf> {
 /// program's). Its stdout is collected line by line; stderr goes to a file or is inherited.
 /// SIGTERM, then SIGKILL after 5 s, on drop.
 pub struct NetnsProcess {
-    child: Option<Child>,
+    child: ChildGuard,
     label: String,
     stdout: Arc<(Mutex<Vec<String>>, Condvar)>,
     stderr_path: Option<PathBuf>,
@@ -161,10 +162,6 @@ impl NetnsProcess {
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("starting {label} under nsenter (package util-linux)"))?;
-        LIVE_CHILDREN
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(child.id());
         let stdout = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let pipe = child.stdout.take().expect("piped");
         let collected = stdout.clone();
@@ -177,7 +174,7 @@ impl NetnsProcess {
             }
         });
         Ok(NetnsProcess {
-            child: Some(child),
+            child: ChildGuard::new(child, label.clone(), Duration::from_secs(5)),
             label,
             stdout,
             stderr_path: stderr_path.map(Path::to_path_buf),
@@ -185,7 +182,7 @@ impl NetnsProcess {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.pid()
     }
 
     /// Its stdout lines so far.
@@ -227,11 +224,7 @@ impl NetnsProcess {
                 }
                 lines.clone()
             };
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.exited() {
                 bail!(
                     "{} exited ({status}) before it was ready; stdout {lines:?}; stderr:\n{}",
                     self.label,
@@ -250,65 +243,22 @@ impl NetnsProcess {
 
     /// Sends `signal` without waiting; fails if it has exited.
     pub fn signal(&mut self, signal: libc::c_int) -> anyhow::Result<()> {
-        let Some(child) = &mut self.child else {
-            bail!("{} already stopped", self.label)
-        };
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("{} has exited ({status})", self.label);
-        }
-        // SAFETY: kill(2) on our own child, checked above not to be reaped yet.
-        if unsafe { libc::kill(child.id() as i32, signal) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("kill");
-        }
-        Ok(())
+        self.child.signal(signal)
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.is_running()
     }
 
     /// Waits up to `limit` for it to exit by itself, then SIGKILL. Returns the exit status.
     pub fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
-        let Some(mut child) = self.child.take() else {
-            bail!("{} already stopped", self.label)
-        };
-        let pid = child.id();
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    break child.wait();
-                }
-                // Reaped by someone else (cleanup_everything): it is gone either way.
-                Err(err) => break Err(err),
-            }
-        };
-        LIVE_CHILDREN
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| *p != pid);
-        status.with_context(|| format!("waiting for {}", self.label))
+        Ok(self.child.wait_exit(limit)?.status)
     }
 
     /// SIGTERM (unless it has exited), wait up to 5 s, then SIGKILL. Returns the exit status.
+    /// Drop does the same.
     pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
-        let _ = self.signal(libc::SIGTERM);
-        self.wait_exit(Duration::from_secs(5))
-    }
-}
-
-impl Drop for NetnsProcess {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.stop();
-        }
+        Ok(self.child.stop()?.status)
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod bird;
 pub mod browser;
+pub mod child;
 pub mod django;
 pub mod ecmp;
 pub mod l4topology;

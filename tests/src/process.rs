@@ -3,13 +3,13 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 
-use crate::netns::{LIVE_CHILDREN, Netns};
+use crate::{child::ChildGuard, netns::Netns};
 
 /// The `balancer` binary to test: `$BALANCER_BIN` (set by `cargo xtask test`),
 /// else the workspace's debug build.
@@ -20,9 +20,12 @@ pub fn balancer_binary() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/balancer")
 }
 
+/// How long [`BalancerProcess::stop`] (and drop) waits after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// A `balancer run` process inside a namespace; stopped with SIGTERM on drop.
 pub struct BalancerProcess {
-    child: Option<Child>,
+    child: ChildGuard,
     log_path: PathBuf,
     netns_path: String,
     admin: String,
@@ -156,29 +159,18 @@ impl BalancerProcess {
             .stderr(log)
             .spawn()
             .context("starting balancer under nsenter (package util-linux)")?;
-        LIVE_CHILDREN
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(child.id());
         Ok(BalancerProcess {
-            child: Some(child),
+            child: ChildGuard::new(child, "balancer", STOP_GRACE),
             log_path,
             netns_path: netns.path(),
             admin: String::new(),
         })
     }
 
-    /// The exit status if the process has exited; it is then forgotten, so that `Drop` sends
+    /// The exit status if the process has exited; it is then forgotten, so that drop sends
     /// no signal to a pid that may belong to another process by now.
     fn reaped(&mut self) -> Option<std::process::ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
-        if let Some(child) = self.child.take() {
-            LIVE_CHILDREN
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|p| *p != child.id());
-        }
-        Some(status)
+        self.child.reaped()
     }
 
     fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
@@ -221,9 +213,7 @@ impl BalancerProcess {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.is_running()
     }
 
     pub fn log(&self) -> String {
@@ -236,23 +226,16 @@ impl BalancerProcess {
 
     /// The balancer's pid while it has not been reaped.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.pid()
     }
 
     /// Sends `signal` (e.g. `libc::SIGHUP`) without waiting for anything; fails if it has exited.
+    /// nsenter execs the binary, so the signal goes to balancer itself.
     pub fn signal(&mut self, signal: libc::c_int) -> anyhow::Result<()> {
-        let Some(child) = &mut self.child else {
-            bail!("balancer already stopped")
-        };
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = self.child.exited() {
             bail!("balancer has exited ({status}); its log:\n{}", self.log());
         }
-        // SAFETY: kill(2) on our own child, checked above not to be reaped yet. nsenter execs
-        // the binary, so the pid is balancer's.
-        if unsafe { libc::kill(child.id() as i32, signal) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("kill");
-        }
-        Ok(())
+        self.child.signal(signal)
     }
 
     /// SIGHUP: asks the balancer to reload its config file. Returns at once; look for the
@@ -271,64 +254,20 @@ impl BalancerProcess {
     /// Waits for the process to exit by itself (after a signal sent with [`Self::signal`]);
     /// after `limit` it is killed and this fails. Returns the exit status.
     pub fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        let Some(mut child) = self.child.take() else {
-            bail!("balancer already stopped")
-        };
-        let pid = child.id();
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(anyhow::anyhow!(
-                    "balancer did not exit within {limit:?} (killed); its log:\n{}",
-                    self.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        LIVE_CHILDREN
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| *p != pid);
-        status
-    }
-
-    /// SIGTERM, then wait up to 10 s (SIGKILL after that). Returns the exit status.
-    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let Some(mut child) = self.child.take() else {
-            bail!("already stopped")
-        };
-        let pid = child.id();
-        // SAFETY: kill(2) on our own child. nsenter execs the binary, so the pid is balancer's.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break child.wait()?;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        LIVE_CHILDREN
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| *p != pid);
-        Ok(status)
-    }
-}
-
-impl Drop for BalancerProcess {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.stop();
+        let exit = self.child.wait_exit(limit)?;
+        if exit.killed {
+            bail!(
+                "balancer did not exit within {limit:?} (killed); its log:\n{}",
+                self.log()
+            );
         }
+        Ok(exit.status)
+    }
+
+    /// SIGTERM, then wait up to 10 s (SIGKILL after that). Returns the exit status. Drop does
+    /// the same.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(self.child.stop()?.status)
     }
 }
 

@@ -15,6 +15,7 @@
 mod l7_support;
 
 use std::{
+    io::Read,
     path::Path,
     process::{Command, Stdio},
     sync::Arc,
@@ -25,7 +26,7 @@ use std::{
 use anyhow::Context;
 use balancer_tests::{
     Backend, BalancerProcess, Certs, Client, L7Net, Reply, Request, TlsOptions, balancer_binary,
-    curl, https_request, l7::TlsInfo, raw_tcp,
+    child::ChildGuard, curl, https_request, l7::TlsInfo, raw_tcp,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -633,22 +634,17 @@ fn run_balancer(net: &L7Net, args: &[&str]) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start balancer");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().expect("output");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let exit = ChildGuard::new(child, "balancer", Duration::ZERO)
+        .wait_exit(Duration::from_secs(10))
+        .expect("wait for balancer");
+    let mut output = Vec::new();
+    let _ = stdout.read_to_end(&mut output);
+    let _ = stderr.read_to_end(&mut output);
     (
-        output.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
+        exit.status.code(),
+        String::from_utf8_lossy(&output).into_owned(),
     )
 }
 

@@ -11,11 +11,29 @@ use crate::{run_step, setup, workspace_root};
 
 /// Builds the eBPF object; returns its path.
 pub fn ebpf() -> anyhow::Result<PathBuf> {
-    let root = workspace_root();
     let linker_dir = setup::bpf_linker()?;
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![linker_dir];
     paths.extend(std::env::split_paths(&path));
+    let mut command = ebpf_cargo("build");
+    command.env("PATH", std::env::join_paths(paths)?);
+    run_step(&mut command).context("building the eBPF object")?;
+    Ok(ebpf_object())
+}
+
+/// Clippy on the eBPF crate, `-D warnings`, with the toolchain, target and flags it is built
+/// with (its own workspace: the workspace's clippy run does not reach it).
+pub fn ebpf_clippy() -> anyhow::Result<()> {
+    let mut command = ebpf_cargo("clippy");
+    command.args(["--", "-D", "warnings"]);
+    run_step(&mut command).context("clippy in balancer-ebpf")
+}
+
+/// `cargo SUBCOMMAND` in balancer-ebpf as its build runs it: nightly, `-Z build-std=core`,
+/// bpfel-unknown-none, release, its own target directory and rustc flags (the same flags for
+/// every subcommand, so that one does not rebuild what the other built).
+fn ebpf_cargo(subcommand: &str) -> Command {
+    let root = workspace_root();
     // Arguments for rustc, separated by 0x1f as CARGO_ENCODED_RUSTFLAGS wants; BTF for aya.
     // Misaligned access: the verifier allows it on packet and map memory (x86 has efficient
     // unaligned access) and checks stack alignment itself; without it LLVM splits every
@@ -29,8 +47,10 @@ pub fn ebpf() -> anyhow::Result<PathBuf> {
     .join("\x1f");
     let mut command = Command::new("rustup");
     command
-        .args(["run", "nightly", "cargo", "build", "--release", "--locked"])
+        .args(["run", "nightly", "cargo", subcommand])
         .args([
+            "--release",
+            "--locked",
             "-Z",
             "build-std=core",
             "--target",
@@ -39,11 +59,9 @@ pub fn ebpf() -> anyhow::Result<PathBuf> {
         ])
         .arg(root.join("target/ebpf"))
         .current_dir(root.join("balancer-ebpf"))
-        .env("PATH", std::env::join_paths(paths)?)
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
     without_cargo_env(&mut command);
-    run_step(&mut command).context("building the eBPF object")?;
-    Ok(ebpf_object())
+    command
 }
 
 pub fn ebpf_object() -> PathBuf {

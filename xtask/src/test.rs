@@ -1,5 +1,6 @@
-//! `cargo xtask test`: the demo, lints, a bounded fuzzing run of the HTTP/1.1 framing code,
-//! every test of the workspace, the .deb, then one summary line.
+//! `cargo xtask test`: the demo, lints (clippy on the workspace and on balancer-ebpf), a
+//! bounded fuzzing run of the HTTP/1.1 framing code, every test of the workspace, the .deb,
+//! then one summary line.
 
 use std::process::{Command, Stdio};
 
@@ -24,6 +25,7 @@ pub fn run() -> anyhow::Result<()> {
             .env_remove("RUSTUP_TOOLCHAIN"),
     )
     .context("cargo fmt in balancer-ebpf")?;
+    build::ebpf_clippy()?;
     run_step(&mut build::cargo(&[
         "clippy",
         "--locked",

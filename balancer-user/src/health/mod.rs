@@ -203,7 +203,7 @@ mod tests {
     const INTERVAL: Duration = Duration::from_millis(50);
     const BOUND: Duration = Duration::from_secs(10);
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_target_known_up_goes_down_after_fall_failures() {
         // A closed port: every probe fails.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -239,7 +239,7 @@ mod tests {
             .expect("event channel closed")
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn up_then_down_when_the_listener_goes_away() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(rx.recv().await, None);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_target_that_never_passes_sends_nothing() {
         let addr = TcpListener::bind("127.0.0.1:0")
             .await
@@ -316,7 +316,7 @@ mod tests {
         timeout(BOUND, tasks.join_all()).await.unwrap();
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn several_checks_report_their_own_ids() {
         let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let good_addr = good.local_addr().unwrap();
@@ -344,7 +344,7 @@ mod tests {
         drop(good);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn dropping_the_shutdown_sender_stops_the_checks() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -355,7 +355,7 @@ mod tests {
         timeout(BOUND, tasks.join_all()).await.unwrap();
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn shutdown_interrupts_a_slow_probe() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

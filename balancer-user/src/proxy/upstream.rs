@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -122,7 +122,9 @@ pub struct ServerConnections {
 
 struct Idle {
     conn: H1Conn,
-    since: Instant,
+    /// tokio's clock (std's outside tests), so that tests on paused time see idle connections
+    /// age and expire.
+    since: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for ServerConnections {
@@ -341,7 +343,7 @@ impl ServerConnections {
         }
         idle.push_back(Idle {
             conn,
-            since: Instant::now(),
+            since: tokio::time::Instant::now(),
         });
     }
 
@@ -1042,7 +1044,7 @@ mod tests {
         assert_eq!(conns.idle_connections(), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn expired_idle_connection_is_not_reused() {
         let server = tcp_server(Proto::H1 { keep_alive: true }, default_handler()).await;
         let conns = ServerConnections::new(
@@ -1125,7 +1127,7 @@ mod tests {
         true
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn reused_connection_closed_by_server_is_retried_on_a_new_one() {
         let (close, closed) = watch::channel(false);
         let (url, accepted) = closing_server(closed, usize::MAX).await;
@@ -1145,7 +1147,7 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn idle_connection_closed_by_server_is_skipped_at_checkout() {
         let (close, closed) = watch::channel(false);
         let (url, accepted) = closing_server(closed, usize::MAX).await;
@@ -1172,7 +1174,7 @@ mod tests {
             port,
         };
         let conns = ServerConnections::new(url, KeepaliveConfig::default(), CONNECT, false);
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let error = conns.checkout().await.unwrap_err();
         assert!(matches!(error, ConnectError::Refused(_)), "{error:?}");
         assert!(started.elapsed() < Duration::from_secs(1));
@@ -1347,7 +1349,7 @@ mod tests {
         assert_eq!(conns.connections_opened(), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn sweep_task_ends_when_connections_are_dropped() {
         let metrics = tokio::runtime::Handle::current().metrics();
         let before = metrics.num_alive_tasks();
@@ -1363,7 +1365,7 @@ mod tests {
         assert_eq!(metrics.num_alive_tasks(), before);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn retry_that_cannot_connect_is_not_sent() {
         let (close, closed) = watch::channel(false);
         let (url, accepted) = closing_server(closed, 1).await;

@@ -54,10 +54,35 @@ use balancer_tests::{
     BalancerProcess, Family, L4Topology, Netns, cleanup_everything, l4topology::ebpf_object,
     l4topology::set_sysctls, run_in, unique_suffix,
 };
+use clap::Parser;
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: bench_l4 [--quick] [--calls N] [--rounds N] [--seconds S] \
-                     [--skip-xdp] [--skip-e2e] [--cases KEY,KEY]";
+/// The L4 benchmark driver (see the module doc).
+#[derive(Parser)]
+#[command(name = "bench_l4", args_override_self = true)]
+struct Cli {
+    /// Fewer calls, rounds and seconds (the defaults below are the full run's).
+    #[arg(long)]
+    quick: bool,
+    /// `BPF_PROG_TEST_RUN` calls per round [default: 1000000, 100000 with --quick].
+    #[arg(long)]
+    calls: Option<u64>,
+    /// Rounds per case [default: 5, 2 with --quick].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds per end-to-end measurement, at most 5 [default: 5, 2 with --quick].
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Leave out the ns-per-packet part.
+    #[arg(long)]
+    skip_xdp: bool,
+    /// Leave out the end-to-end part.
+    #[arg(long)]
+    skip_e2e: bool,
+    /// Only these `BPF_PROG_TEST_RUN` cases, `KEY,KEY` (for profiling one path).
+    #[arg(long)]
+    cases: Option<String>,
+}
 
 struct Args {
     calls: u64,
@@ -70,47 +95,28 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let quick = argv.iter().any(|a| a == "--quick");
-    let mut args = Args {
-        calls: if quick { 100_000 } else { 1_000_000 },
-        rounds: if quick { 2 } else { 5 },
-        seconds: if quick { 2.0 } else { 5.0 },
-        xdp: true,
-        e2e: true,
-        cases: Case::ALL.to_vec(),
+    let cli = Cli::parse();
+    let quick = cli.quick;
+    let cases = match cli.cases {
+        None => Case::ALL.to_vec(),
+        Some(keys) => keys
+            .split(',')
+            .map(|key| {
+                Case::ALL
+                    .into_iter()
+                    .find(|case| case.key() == key)
+                    .with_context(|| format!("--cases: no case {key:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?,
     };
-    let mut it = argv.into_iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--quick" => {}
-            "--calls" => args.calls = value()?.parse().context("--calls")?,
-            "--rounds" => args.rounds = value()?.parse().context("--rounds")?,
-            "--seconds" => args.seconds = value()?.parse().context("--seconds")?,
-            "--skip-xdp" => args.xdp = false,
-            "--skip-e2e" => args.e2e = false,
-            "--cases" => {
-                args.cases = value()?
-                    .split(',')
-                    .map(|key| {
-                        Case::ALL
-                            .into_iter()
-                            .find(|case| case.key() == key)
-                            .with_context(|| format!("--cases: no case {key:?}\n{USAGE}"))
-                    })
-                    .collect::<anyhow::Result<_>>()?
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other}\n{USAGE}"),
-        }
-    }
+    let args = Args {
+        calls: cli.calls.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
+        rounds: cli.rounds.unwrap_or(if quick { 2 } else { 5 }),
+        seconds: cli.seconds.unwrap_or(if quick { 2.0 } else { 5.0 }),
+        xdp: !cli.skip_xdp,
+        e2e: !cli.skip_e2e,
+        cases,
+    };
     ensure!(
         args.calls > 0 && args.rounds > 0,
         "--calls and --rounds must be > 0"
@@ -1202,12 +1208,13 @@ fn udp_sender(target: SocketAddr, deadline: Instant) -> anyhow::Result<u64> {
         .collect::<anyhow::Result<Vec<_>>>()
         .context("opening the UDP senders' sockets")?;
     let payload = [0x5au8; UDP_PAYLOAD];
-    // SAFETY (zeroed): iovec and mmsghdr are plain C structs; all-zero is valid.
+    // SAFETY: iovec is a plain C struct; all-zero is a valid value.
     let mut iov: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
     for entry in &mut iov {
         entry.iov_base = payload.as_ptr() as *mut libc::c_void;
         entry.iov_len = payload.len();
     }
+    // SAFETY: mmsghdr is a plain C struct; all-zero is a valid value.
     let mut messages: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
     for (message, entry) in messages.iter_mut().zip(iov.iter_mut()) {
         message.msg_hdr.msg_iov = entry;

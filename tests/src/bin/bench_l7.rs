@@ -57,7 +57,7 @@ use std::{
     io::Read,
     net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitCode, ExitStatus, Output, Stdio},
+    process::{Command, ExitCode, ExitStatus, Output, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicI32, Ordering},
@@ -66,15 +66,12 @@ use std::{
 };
 
 use anyhow::{Context, anyhow, bail, ensure};
-use balancer_tests::{Netns, cleanup_everything, l4topology::set_sysctls, run_in, unique_suffix};
+use balancer_tests::{
+    Netns, child::ChildGuard, cleanup_everything, l4topology::set_sysctls, run_in, unique_suffix,
+};
+use clap::Parser;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const USAGE: &str = "usage: bench_l7 [--quick] [--seconds S] [--rounds N] [--idle-connections N] \
-                     [--targets direct,relay,balancer,nginx,haproxy,balancer_logged,nginx_logged,balancer_default] \
-                     [--cases http1_keepalive,http1_tls_keepalive,h2,tls_new_connections,tls_full_handshakes,\
-                     default_config_c64,default_config_c1000] \
-                     [--nice N] [--skip-memory] [--skip-load]";
 
 /// The CPU the proxy under test runs on, and the one the load generator and backend share.
 const PROXY_CPU: u32 = 1;
@@ -259,6 +256,41 @@ impl Case {
     }
 }
 
+/// The L7 benchmark driver (see the module doc).
+#[derive(Parser)]
+#[command(name = "bench_l7", args_override_self = true)]
+struct Cli {
+    /// Fewer seconds and rounds (the defaults below are the full run's).
+    #[arg(long)]
+    quick: bool,
+    /// Seconds per measurement, 1..=30 [default: 5, 3 with --quick].
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Rounds per measurement, 1..=10 [default: 3, 1 with --quick].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Idle keep-alive connections for the memory measurement, 1..=50000.
+    #[arg(long, default_value_t = 10_000)]
+    idle_connections: usize,
+    /// Only these targets: direct, relay, balancer, nginx, haproxy, balancer_logged,
+    /// nginx_logged, balancer_default (comma-separated).
+    #[arg(long)]
+    targets: Option<String>,
+    /// Only these cases: http1_keepalive, http1_tls_keepalive, h2, tls_new_connections,
+    /// tls_full_handshakes, default_config_c64, default_config_c1000 (comma-separated).
+    #[arg(long)]
+    cases: Option<String>,
+    /// Niceness of everything it starts, -20..=19.
+    #[arg(long, default_value_t = DEFAULT_NICE, allow_negative_numbers = true)]
+    nice: i32,
+    /// Leave out the memory measurement.
+    #[arg(long)]
+    skip_memory: bool,
+    /// Leave out the load measurements.
+    #[arg(long)]
+    skip_load: bool,
+}
+
 struct Args {
     seconds: u64,
     rounds: usize,
@@ -271,65 +303,47 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let quick = argv.iter().any(|a| a == "--quick");
-    let mut args = Args {
-        seconds: if quick { 3 } else { 5 },
-        rounds: if quick { 1 } else { 3 },
-        idle_connections: 10_000,
-        targets: Target::ALL.to_vec(),
-        cases: Case::ALL.to_vec(),
-        nice: DEFAULT_NICE,
-        memory: true,
-        load: true,
-    };
-    let mut it = argv.into_iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--quick" => {}
-            "--seconds" => args.seconds = value()?.parse().context("--seconds")?,
-            "--rounds" => args.rounds = value()?.parse().context("--rounds")?,
-            "--idle-connections" => {
-                args.idle_connections = value()?.parse().context("--idle-connections")?;
-            }
-            "--targets" => {
-                args.targets = value()?
-                    .split(',')
-                    .map(|name| {
-                        Target::ALL
-                            .into_iter()
-                            .find(|t| t.key() == name)
-                            .with_context(|| format!("unknown target {name}\n{USAGE}"))
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-                args.targets.sort();
-                args.targets.dedup();
-            }
-            "--cases" => {
-                args.cases = value()?
-                    .split(',')
-                    .map(|name| {
-                        Case::ALL
-                            .into_iter()
-                            .find(|c| c.key() == name)
-                            .with_context(|| format!("unknown case {name}\n{USAGE}"))
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-            }
-            "--nice" => args.nice = value()?.parse().context("--nice")?,
-            "--skip-memory" => args.memory = false,
-            "--skip-load" => args.load = false,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other}\n{USAGE}"),
+    let cli = Cli::parse();
+    let quick = cli.quick;
+    let targets = match cli.targets {
+        None => Target::ALL.to_vec(),
+        Some(names) => {
+            let mut targets = names
+                .split(',')
+                .map(|name| {
+                    Target::ALL
+                        .into_iter()
+                        .find(|t| t.key() == name)
+                        .with_context(|| format!("unknown target {name}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            targets.sort();
+            targets.dedup();
+            targets
         }
-    }
+    };
+    let cases = match cli.cases {
+        None => Case::ALL.to_vec(),
+        Some(names) => names
+            .split(',')
+            .map(|name| {
+                Case::ALL
+                    .into_iter()
+                    .find(|c| c.key() == name)
+                    .with_context(|| format!("unknown case {name}"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let args = Args {
+        seconds: cli.seconds.unwrap_or(if quick { 3 } else { 5 }),
+        rounds: cli.rounds.unwrap_or(if quick { 1 } else { 3 }),
+        idle_connections: cli.idle_connections,
+        targets,
+        cases,
+        nice: cli.nice,
+        memory: !cli.skip_memory,
+        load: !cli.skip_load,
+    };
     ensure!(
         (1..=30).contains(&args.seconds),
         "--seconds must be in 1..=30: load is bounded"
@@ -359,7 +373,6 @@ fn main() -> ExitCode {
     };
     if let Err(err) = ctrlc::set_handler(|| {
         eprintln!("\nbench_l7: interrupted, tearing down");
-        stop_all_children();
         cleanup_everything();
         if let Some(dir) = SCRATCH.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = std::fs::remove_dir_all(dir);
@@ -540,50 +553,9 @@ fn run(args: &Args) -> anyhow::Result<Value> {
 // ===========================================================================
 // Processes
 
-/// Pids of running children, for the interrupt handler.
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-/// The scratch directory, for the interrupt handler.
+/// The scratch directory, for the interrupt handler (children and namespaces are recorded by
+/// the harness itself: see `cleanup_everything`).
 static SCRATCH: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-fn track(pid: u32) {
-    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
-}
-
-fn untrack(pid: u32) {
-    CHILDREN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|p| *p != pid);
-}
-
-/// SIGTERM to every running child, SIGKILL to those still there after 3 s.
-fn stop_all_children() {
-    let children: Vec<u32> =
-        std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|e| e.into_inner()));
-    for &pid in &children {
-        // SAFETY: kill(2) on a pid we spawned and have not reaped.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    for pid in children {
-        loop {
-            // SAFETY: waitpid(2) on our own child, non-blocking.
-            let reaped = unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
-            if reaped != 0 {
-                break;
-            }
-            if Instant::now() > deadline {
-                // SAFETY: as above.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGKILL);
-                    libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 /// A scratch directory (certificates, configs, logs) removed on drop.
 struct ScratchDir(PathBuf);
@@ -608,7 +580,7 @@ impl Drop for ScratchDir {
 /// SIGTERM on drop.
 struct Proc {
     name: String,
-    child: Option<Child>,
+    child: ChildGuard,
     pid: u32,
     log: PathBuf,
 }
@@ -640,19 +612,16 @@ impl Proc {
             .spawn()
             .with_context(|| format!("starting {name} ({})", program.display()))?;
         let pid = child.id();
-        track(pid);
         Ok(Proc {
             name: name.to_string(),
-            child: Some(child),
+            child: ChildGuard::new(child, name, Duration::from_secs(10)),
             pid,
             log: log.to_path_buf(),
         })
     }
 
     fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.is_running()
     }
 
     fn log_tail(&self, lines: usize) -> String {
@@ -666,36 +635,17 @@ impl Proc {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// SIGTERM, then up to 10 s before SIGKILL. None if it was already stopped.
+    /// SIGTERM, then up to 10 s before SIGKILL. None if it was already stopped. Drop does the
+    /// same.
     fn stop(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                _ => {
-                    eprintln!(
-                        "bench_l7: {} ignored SIGTERM for 10 s: killing it",
-                        self.name
-                    );
-                    let _ = child.kill();
-                    break child.wait().ok();
-                }
-            }
-        };
-        untrack(self.pid);
-        status
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
+        let exit = self.child.stop().ok()?;
+        if exit.killed {
+            eprintln!(
+                "bench_l7: {} ignored SIGTERM for 10 s: killed it",
+                self.name
+            );
+        }
+        Some(exit.status)
     }
 }
 
@@ -717,10 +667,9 @@ fn run_bounded(
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {program}"))?;
-    let pid = child.id();
-    track(pid);
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
+    let mut child = ChildGuard::new(child, program, Duration::ZERO);
     let out = std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = stdout.read_to_end(&mut buf);
@@ -731,21 +680,12 @@ fn run_bounded(
         let _ = stderr.read_to_end(&mut buf);
         buf
     });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Ok(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break Err(anyhow!("{program} ran longer than {limit:?}: killed"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    untrack(pid);
+    let exit = child.wait_exit(limit)?;
+    if exit.killed {
+        bail!("{program} ran longer than {limit:?}: killed");
+    }
     let output = Output {
-        status: status?,
+        status: exit.status,
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     };

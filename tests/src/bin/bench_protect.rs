@@ -25,6 +25,7 @@ use balancer_tests::{
     django::{DjangoSite, SiteSettings, Workers},
     slow_clients::{Crowd, slow_upload},
 };
+use clap::Parser;
 use serde_json::{Value, json};
 
 const PUBLIC_HOST: &str = "www.example.test";
@@ -38,8 +39,17 @@ const L7_BACKEND: &str = "198.18.1.1:8002";
 const BODY_BUFFER_KIB: u64 = 64;
 const RESPONSE_BUFFER_KIB: u64 = 256;
 
+/// What protecting the app servers costs and buys (see the module doc).
+#[derive(Parser)]
+#[command(name = "bench_protect", args_override_self = true)]
+struct Args {
+    /// Shorter measurements.
+    #[arg(long)]
+    quick: bool,
+}
+
 fn main() -> ExitCode {
-    let quick = std::env::args().any(|arg| arg == "--quick");
+    let quick = Args::parse().quick;
     match run(quick) {
         Ok(result) => {
             println!(

@@ -48,6 +48,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use hyper::{
@@ -70,71 +71,44 @@ use tokio_tungstenite::{
     tungstenite::{Message, handshake::derive_accept_key, protocol::Role},
 };
 
-const USAGE: &str = "usage: l7_backend --name NAME (--listen ADDR:PORT | --unix PATH) \
-                     [--listen … | --unix …] [--h2c] [--threads N]";
-
 /// Largest `/bytes/{n}` and `/delay/{ms}` accepted (1 GiB, 10 minutes).
 const MAX_BYTES: u64 = 1 << 30;
 const MAX_DELAY_MS: u64 = 600_000;
 
+/// An HTTP server for the L7 tests and benchmark (see the module doc).
+#[derive(Parser)]
+#[command(name = "l7_backend", args_override_self = true)]
 struct Args {
+    /// Its name, in every answer.
+    #[arg(long)]
     name: String,
+    /// A TCP socket, `ADDR:PORT` (IPv6 as `[ADDR]:PORT`); repeatable.
+    #[arg(long)]
     listen: Vec<SocketAddr>,
+    /// A unix socket; repeatable.
+    #[arg(long)]
     unix: Vec<PathBuf>,
+    /// Also HTTP/2 with prior knowledge on the same sockets.
+    #[arg(long)]
     h2c: bool,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 2, value_parser = positive)]
     threads: usize,
 }
 
+fn positive(text: &str) -> Result<usize, String> {
+    text.parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text}: expected a positive number"))
+}
+
 fn parse_args() -> anyhow::Result<Args> {
-    let mut name = None;
-    let mut listen = Vec::new();
-    let mut unix = Vec::new();
-    let mut h2c = false;
-    let mut threads = 2;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--name" => name = Some(value()?),
-            "--listen" => {
-                let text = value()?;
-                listen.push(
-                    text.parse().with_context(|| {
-                        format!("{text} is not ADDR:PORT (IPv6 as [ADDR]:PORT)")
-                    })?,
-                );
-            }
-            "--unix" => unix.push(PathBuf::from(value()?)),
-            "--h2c" => h2c = true,
-            "--threads" => {
-                let text = value()?;
-                threads = text
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .with_context(|| format!("--threads {text}: expected a positive number"))?;
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other}\n{USAGE}"),
-        }
+    let args = Args::parse();
+    if args.listen.is_empty() && args.unix.is_empty() {
+        bail!("nothing to serve: give --listen and/or --unix");
     }
-    let name = name.with_context(|| format!("--name is required\n{USAGE}"))?;
-    if listen.is_empty() && unix.is_empty() {
-        bail!("nothing to serve: give --listen and/or --unix\n{USAGE}");
-    }
-    Ok(Args {
-        name,
-        listen,
-        unix,
-        h2c,
-        threads,
-    })
+    Ok(args)
 }
 
 fn main() -> ExitCode {

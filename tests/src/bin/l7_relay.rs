@@ -13,40 +13,24 @@
 
 use std::{net::SocketAddr, process::ExitCode};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use clap::Parser;
 use tokio::net::{TcpListener, TcpStream};
 
+/// A TCP byte relay (see the module doc).
+#[derive(Parser)]
+#[command(name = "l7_relay", args_override_self = true)]
 struct Args {
+    /// Where to accept, `ADDR:PORT`.
+    #[arg(long)]
     listen: SocketAddr,
+    /// Where to connect for each accepted connection, `ADDR:PORT`.
+    #[arg(long)]
     upstream: SocketAddr,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut listen = None;
-    let mut upstream = None;
-    let mut argv = std::env::args().skip(1);
-    while let Some(flag) = argv.next() {
-        let mut value = || argv.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => listen = Some(value()?.parse().context("--listen")?),
-            "--upstream" => upstream = Some(value()?.parse().context("--upstream")?),
-            other => bail!("unknown argument {other}"),
-        }
-    }
-    Ok(Args {
-        listen: listen.context("--listen is required")?,
-        upstream: upstream.context("--upstream is required")?,
-    })
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("l7_relay: {err:#}\nusage: l7_relay --listen ADDR:PORT --upstream ADDR:PORT");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()

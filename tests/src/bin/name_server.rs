@@ -25,49 +25,31 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use clap::Parser;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::signal::unix::{SignalKind, signal};
 
-const USAGE: &str =
-    "usage: name_server --name NAME --listen ADDR:PORT [--listen ADDR:PORT …] [--udp ADDR:PORT …]";
-
+/// A backend for the L4 end-to-end tests (see the module doc).
+#[derive(Parser)]
+#[command(name = "name_server", args_override_self = true)]
 struct Args {
+    /// The name it greets with.
+    #[arg(long)]
     name: String,
+    /// A TCP socket, `ADDR:PORT` (IPv6 as `[ADDR]:PORT`); repeatable.
+    #[arg(long)]
     listen: Vec<SocketAddr>,
+    /// A UDP socket, `ADDR:PORT`; repeatable.
+    #[arg(long)]
     udp: Vec<SocketAddr>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut name = None;
-    let mut listen = Vec::new();
-    let mut udp = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--name" => name = Some(value()?),
-            "--listen" => listen.push(parse_addr(&value()?)?),
-            "--udp" => udp.push(parse_addr(&value()?)?),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other}\n{USAGE}"),
-        }
+    let args = Args::parse();
+    if args.listen.is_empty() && args.udp.is_empty() {
+        bail!("nothing to serve: give --listen and/or --udp");
     }
-    let name = name.with_context(|| format!("--name is required\n{USAGE}"))?;
-    if listen.is_empty() && udp.is_empty() {
-        bail!("nothing to serve: give --listen and/or --udp\n{USAGE}");
-    }
-    Ok(Args { name, listen, udp })
-}
-
-fn parse_addr(text: &str) -> anyhow::Result<SocketAddr> {
-    text.parse()
-        .with_context(|| format!("{text} is not ADDR:PORT (IPv6 as [ADDR]:PORT)"))
+    Ok(args)
 }
 
 fn main() -> ExitCode {
