@@ -218,14 +218,26 @@ impl ConnLimits {
     }
 }
 
+/// What an accepted connection holds until it closes: its place under the listener's
+/// `max_connections`, and its count in the open-connections gauge.
+pub struct ConnHold {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    open: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for ConnHold {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
 async fn serve_connection(
     shared: Arc<Shared>,
     bind: SocketAddr,
     mut stream: TcpStream,
     peer: SocketAddr,
     closing: Closing,
-    // The listener's connection limit: held until the connection ends.
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let state = shared.state.load_full();
     let Some(listener) = state.listener_at(bind) else {
@@ -245,6 +257,10 @@ async fn serve_connection(
     let open = shared.metrics.connections.get_or_create(&labels).clone();
     drop(labels);
     open.inc();
+    let hold = ConnHold {
+        _permit: permit,
+        open,
+    };
 
     let activity = Activity::new();
     match tls {
@@ -273,15 +289,20 @@ async fn serve_connection(
                     // connection's task would otherwise reserve room for it.
                     Box::pin(serve_h2(shared, limits, info, io, closing)).await;
                 } else {
-                    super::h1::server::serve(
+                    // A task of its own, and this one ends: an idle keep-alive connection then
+                    // costs the HTTP/1.x loop's state alone, not also this function's (its
+                    // arguments, the sniffing, the room for the TLS and HTTP/2 branches).
+                    let tracker = shared.tracker.clone();
+                    tracker.spawn(super::h1::server::serve(
                         shared,
                         Arc::new(info),
                         limits,
                         stream,
                         first,
                         closing,
-                    )
-                    .await;
+                        hold,
+                    ));
+                    return;
                 }
             }
         }
@@ -290,12 +311,11 @@ async fn serve_connection(
         Some(tls) => {
             let io = WatchedIo::new(stream, activity.clone());
             Box::pin(serve_tls(
-                shared, limits, tls, bind, peer, io, activity, closing,
+                shared, limits, tls, bind, peer, io, activity, closing, hold,
             ))
             .await
         }
     }
-    open.dec();
 }
 
 #[expect(
@@ -311,6 +331,7 @@ async fn serve_tls(
     io: WatchedIo<TcpStream>,
     activity: Arc<Activity>,
     closing: Closing,
+    hold: ConnHold,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await;
@@ -334,15 +355,18 @@ async fn serve_tls(
             if info.activity.is_http2() {
                 serve_h2(shared, limits, info, stream, closing).await;
             } else {
-                super::h1::server::serve(
+                // A task of its own, as for plain HTTP/1.x: an idle connection keeps the
+                // loop's state and the TLS stream, not the handshake's room.
+                let tracker = shared.tracker.clone();
+                tracker.spawn(super::h1::server::serve(
                     shared,
                     Arc::new(info),
                     limits,
                     stream,
                     BytesMut::new(),
                     closing,
-                )
-                .await;
+                    hold,
+                ));
             }
         }
         Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),

@@ -38,7 +38,7 @@ use crate::http::connection;
 use crate::proxy::{
     access_log::LoggedBody,
     handler::{self, ConnInfo, Shared},
-    listener::{Closing, ConnLimits},
+    listener::{Closing, ConnHold, ConnLimits},
     tunnel::{self, TunnelSlot},
 };
 
@@ -265,6 +265,8 @@ pub async fn serve<S: ClientStream>(
     mut stream: S,
     first: BytesMut,
     mut closing: Closing,
+    // Held until the connection ends.
+    _hold: ConnHold,
 ) {
     // Bytes read past the last request (pipelining), or the connection's first bytes (read
     // to tell HTTP/2 from HTTP/1.1); no capacity while idle.
