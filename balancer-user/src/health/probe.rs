@@ -1,4 +1,7 @@
-//! One health probe against one target: a TCP connect or an HTTP/1.1 GET.
+//! One health probe against one target: a TCP connect, or an HTTP GET sent on a connection
+//! made for it (HTTP/1.1 over TCP, HTTP/1.1 over TLS, or the proxy's own connector: TCP or a
+//! unix socket, TLS for https:// servers, h2c), so a check sees what a request would, without
+//! borrowing a kept-alive connection.
 
 use std::error::Error as _;
 use std::fmt;
@@ -12,7 +15,13 @@ use http_body_util::Empty;
 use hyper::header::{CONNECTION, HOST, USER_AGENT};
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::{KeepaliveConfig, ServerUrl};
+use crate::proxy::{Body, upstream::ServerConnections, upstream_tls::ServerTls};
 
 /// The `User-Agent` of HTTP probes.
 pub const USER_AGENT_VALUE: &str = concat!("balancer-health-check/", env!("CARGO_PKG_VERSION"));
@@ -20,29 +29,57 @@ pub const USER_AGENT_VALUE: &str = concat!("balancer-health-check/", env!("CARGO
 /// Decides whether an HTTP status code counts as healthy.
 pub type AcceptStatus = Arc<dyn Fn(u16) -> bool + Send + Sync>;
 
-/// What a check does.
+/// What a check does, and to what.
 #[derive(Clone)]
 pub enum Probe {
-    /// Passes when a TCP connection can be opened.
-    Tcp,
-    /// Passes when `GET path` answers with a status `accepts` returns true for.
-    Http {
-        /// Origin-form request target, starting with `/` (may carry a query).
-        path: String,
-        /// The `Host` header; `None` sends the target's `ip:port`.
-        host: Option<String>,
-        accepts: AcceptStatus,
+    /// Passes when a TCP connection to the address can be opened.
+    Tcp(SocketAddr),
+    /// Passes when `GET path` answers with a status its `accepts` returns true for.
+    Http(HttpProbe),
+}
+
+/// An HTTP check: `GET path` with `Host: host`.
+#[derive(Clone)]
+pub struct HttpProbe {
+    pub via: HttpVia,
+    /// Origin-form request target, starting with `/` (may carry a query).
+    pub path: String,
+    /// The `Host` header; `None` sends the target's (`ip:port` over [`HttpVia::Tcp`], the
+    /// url's authority otherwise).
+    pub host: Option<String>,
+    pub accepts: AcceptStatus,
+}
+
+/// How an HTTP check reaches its target.
+#[derive(Clone)]
+pub enum HttpVia {
+    /// HTTP/1.1 on a TCP connection to the address (VIP backends).
+    Tcp(SocketAddr),
+    /// HTTP/1.1 in TLS with `config` to `host`:`port` (a pool's `health.tls`), with SNI = the
+    /// `Host`'s name when it is a DNS name.
+    Tls {
+        host: String,
+        port: u16,
+        config: Arc<ClientConfig>,
+    },
+    /// The proxy's own connector for a pool server: TCP or a unix socket, TLS with `tls` for
+    /// an https:// server, h2c when the pool speaks it.
+    Server {
+        url: ServerUrl,
+        h2c: bool,
+        tls: Option<ServerTls>,
     },
 }
 
 impl Probe {
-    /// An HTTP probe accepting 2xx and 3xx answers.
-    pub fn http(path: impl Into<String>, host: Option<String>) -> Probe {
-        Probe::Http {
+    /// An HTTP/1.1 probe of `target` accepting 2xx and 3xx answers.
+    pub fn http(target: SocketAddr, path: impl Into<String>, host: Option<String>) -> Probe {
+        Probe::Http(HttpProbe {
+            via: HttpVia::Tcp(target),
             path: path.into(),
             host,
             accepts: Arc::new(accepts_2xx_3xx),
-        }
+        })
     }
 }
 
@@ -54,8 +91,8 @@ pub fn accepts_2xx_3xx(status: u16) -> bool {
 impl fmt::Debug for Probe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Probe::Tcp => f.write_str("Tcp"),
-            Probe::Http { path, host, .. } => f
+            Probe::Tcp(target) => f.debug_tuple("Tcp").field(target).finish(),
+            Probe::Http(HttpProbe { path, host, .. }) => f
                 .debug_struct("Http")
                 .field("path", path)
                 .field("host", host)
@@ -87,9 +124,34 @@ impl fmt::Display for CheckOutcome {
     }
 }
 
-/// Runs one probe; `timeout` bounds the whole probe (connect, request and
-/// response head). HTTP probes send `Connection: close` and do not read the body.
-pub async fn probe_once(target: SocketAddr, probe: &Probe, timeout: Duration) -> CheckOutcome {
+/// Runs one probe; `timeout` bounds the whole probe (connect, request and response head).
+/// The body of an answer is not read; the connection ends with the probe.
+pub async fn probe_once(probe: &Probe, timeout: Duration) -> CheckOutcome {
+    let http = match probe {
+        Probe::Tcp(target) => return probe_tcp(*target, None, timeout).await,
+        Probe::Http(http) => http,
+    };
+    match &http.via {
+        HttpVia::Tcp(target) => probe_tcp(*target, Some(http), timeout).await,
+        HttpVia::Tls { host, port, config } => {
+            let url = ServerUrl::Http {
+                host: host.clone(),
+                port: *port,
+            };
+            probe_server(http, &url, Via::Tls(config), timeout).await
+        }
+        HttpVia::Server { url, h2c, tls } => {
+            probe_server(http, url, Via::Connector(*h2c, tls.as_ref()), timeout).await
+        }
+    }
+}
+
+/// A TCP connect to `target`, then `GET` over HTTP/1.1 on it with `Connection: close`.
+async fn probe_tcp(
+    target: SocketAddr,
+    http: Option<&HttpProbe>,
+    timeout: Duration,
+) -> CheckOutcome {
     let mut phase = "connecting";
     let attempt = async {
         let stream = TcpStream::connect(target).await.map_err(|e| {
@@ -99,13 +161,14 @@ pub async fn probe_once(target: SocketAddr, probe: &Probe, timeout: Duration) ->
                 format!("connect failed: {e}")
             }
         })?;
-        match probe {
-            Probe::Tcp => Ok(()),
-            Probe::Http {
+        match http {
+            None => Ok(()),
+            Some(HttpProbe {
                 path,
                 host,
                 accepts,
-            } => {
+                ..
+            }) => {
                 phase = "waiting for the response";
                 let host = host.clone().unwrap_or_else(|| default_host(target));
                 let status = http_get(stream, path, &host).await?;
@@ -177,6 +240,133 @@ fn chain(e: &hyper::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// How [`probe_server`] sends its request.
+enum Via<'a> {
+    Tls(&'a Arc<ClientConfig>),
+    /// h2c, and the TLS of an https:// server.
+    Connector(bool, Option<&'a ServerTls>),
+}
+
+/// `GET path` to the pool server at `url`, in TLS or through the proxy's connector.
+async fn probe_server(
+    http: &HttpProbe,
+    url: &ServerUrl,
+    via: Via<'_>,
+    timeout: Duration,
+) -> CheckOutcome {
+    let attempt = async {
+        let host = http.host.clone().unwrap_or_else(|| url.authority());
+        let mut request = Request::get(http.path.as_str())
+            .header(HOST, &host)
+            .header(USER_AGENT, USER_AGENT_VALUE);
+        // An https:// server may pick h2 when the pool offers it.
+        let may_be_h2 = match via {
+            Via::Tls(_) => false,
+            Via::Connector(h2c, tls) => h2c || tls.is_some_and(|tls| tls.offers_h2),
+        };
+        if !may_be_h2 {
+            // HTTP/2 has no Connection header (RFC 9113 §8.2.2).
+            request = request.header(CONNECTION, "close");
+        }
+        let request: Request<Body> = request
+            .body(crate::proxy::empty_body())
+            .map_err(|err| format!("invalid check request: {err}"))?;
+        let status = match (via, url.host_port()) {
+            (Via::Tls(config), Some((address, port))) => {
+                send_over_tls(
+                    address,
+                    port,
+                    crate::http::authority::bare_host(&host),
+                    config.clone(),
+                    request,
+                )
+                .await?
+            }
+            (Via::Tls(_), None) => return Err("TLS checks need a host and port".to_string()),
+            (Via::Connector(h2c, tls), _) => {
+                send_through_connector(url, h2c, tls, timeout, request).await?
+            }
+        };
+        if (http.accepts)(status) {
+            Ok(())
+        } else {
+            Err(format!("status {status}"))
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(())) => CheckOutcome::Passed,
+        Ok(Err(why)) => CheckOutcome::Failed(why),
+        Err(_) => CheckOutcome::Failed(format!("timeout after {timeout:?}")),
+    }
+}
+
+/// Sends `request` through the proxy's own connector (TCP, TLS with `tls` for an https://
+/// server, or unix socket; h2c if the pool speaks it), on a connection made for it; its status.
+async fn send_through_connector(
+    url: &ServerUrl,
+    h2c: bool,
+    tls: Option<&ServerTls>,
+    timeout: Duration,
+    request: Request<Body>,
+) -> Result<u16, String> {
+    // reuse = false: the connection is made for this check and closed after it.
+    let connections = ServerConnections::with_tls(
+        url.clone(),
+        KeepaliveConfig {
+            reuse: false,
+            idle_timeout: timeout.max(Duration::from_millis(1)),
+            max_idle: 0,
+        },
+        timeout,
+        h2c,
+        tls.cloned(),
+    );
+    let checkout = connections
+        .checkout()
+        .await
+        .map_err(|err| err.to_string())?;
+    let response = checkout
+        .send(&mut request.map(crate::proxy::h1::request_body::BoxedBody::new))
+        .await
+        .map_err(|err| format!("no response: {err}"))?;
+    Ok(response.status().as_u16())
+}
+
+/// Sends `request` over HTTP/1.1 in TLS to `address`:`port`, with SNI `sni` when it is a DNS
+/// name; its status. The connection ends with the returned future (the body is not read).
+async fn send_over_tls(
+    address: &str,
+    port: u16,
+    sni: &str,
+    tls: Arc<ClientConfig>,
+    request: Request<Body>,
+) -> Result<u16, String> {
+    let name = ServerName::try_from(sni.to_string())
+        .map_err(|err| format!("{sni:?} is not a TLS server name: {err}"))?;
+    let tcp = TcpStream::connect((address, port))
+        .await
+        .map_err(|err| format!("connect: {err}"))?;
+    let stream = TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|err| format!("TLS handshake: {err}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|err| format!("HTTP handshake: {err}"))?;
+    let mut response = pin!(sender.send_request(request));
+    let mut connection = pin!(connection);
+    let response = tokio::select! {
+        response = &mut response => response,
+        closed = &mut connection => {
+            // Closed cleanly: the response, if any, was delivered before.
+            closed.map_err(|err| format!("no response: {err}"))?;
+            response.await
+        }
+    };
+    let response = response.map_err(|err| format!("no response: {err}"))?;
+    Ok(response.status().as_u16())
 }
 
 #[cfg(test)]
@@ -253,7 +443,7 @@ mod tests {
     async fn tcp_connect_passes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        assert_eq!(probe_once(addr, &Probe::Tcp, T).await, CheckOutcome::Passed);
+        assert_eq!(probe_once(&Probe::Tcp(addr), T).await, CheckOutcome::Passed);
     }
 
     #[tokio::test]
@@ -263,8 +453,8 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        for probe in [Probe::Tcp, Probe::http("/ok", None)] {
-            match probe_once(addr, &probe, T).await {
+        for probe in [Probe::Tcp(addr), Probe::http(addr, "/ok", None)] {
+            match probe_once(&probe, T).await {
                 CheckOutcome::Failed(why) => assert!(why.contains("refused"), "{why}"),
                 other => panic!("{probe:?}: {other:?}"),
             }
@@ -275,7 +465,7 @@ mod tests {
     async fn http_200_passes_with_default_host() {
         let (addr, mut seen) = http_server().await;
         assert_eq!(
-            probe_once(addr, &Probe::http("/ok", None), T).await,
+            probe_once(&Probe::http(addr, "/ok", None), T).await,
             CheckOutcome::Passed
         );
         let seen = seen.recv().await.unwrap();
@@ -289,8 +479,8 @@ mod tests {
     #[tokio::test]
     async fn http_sends_configured_host_and_query() {
         let (addr, mut seen) = http_server().await;
-        let probe = Probe::http("/ok?full=1", Some("www.example.test".into()));
-        assert_eq!(probe_once(addr, &probe, T).await, CheckOutcome::Passed);
+        let probe = Probe::http(addr, "/ok?full=1", Some("www.example.test".into()));
+        assert_eq!(probe_once(&probe, T).await, CheckOutcome::Passed);
         let seen = seen.recv().await.unwrap();
         assert_eq!(seen.path, "/ok?full=1");
         assert_eq!(seen.host.as_deref(), Some("www.example.test"));
@@ -300,15 +490,15 @@ mod tests {
     async fn http_503_fails_with_status() {
         let (addr, _seen) = http_server().await;
         assert_eq!(
-            probe_once(addr, &Probe::http("/fail", None), T).await,
+            probe_once(&Probe::http(addr, "/fail", None), T).await,
             CheckOutcome::Failed("status 503".into())
         );
         assert_eq!(
-            probe_once(addr, &Probe::http("/nope", None), T).await,
+            probe_once(&Probe::http(addr, "/nope", None), T).await,
             CheckOutcome::Failed("status 404".into())
         );
         assert_eq!(
-            probe_once(addr, &Probe::http("/moved", None), T).await,
+            probe_once(&Probe::http(addr, "/moved", None), T).await,
             CheckOutcome::Passed
         );
     }
@@ -316,19 +506,21 @@ mod tests {
     #[tokio::test]
     async fn http_custom_accepts() {
         let (addr, _seen) = http_server().await;
-        let only_503 = Probe::Http {
+        let only_503 = Probe::Http(HttpProbe {
+            via: HttpVia::Tcp(addr),
             path: "/fail".into(),
             host: None,
             accepts: Arc::new(|status| status == 503),
-        };
-        assert_eq!(probe_once(addr, &only_503, T).await, CheckOutcome::Passed);
-        let only_200 = Probe::Http {
+        });
+        assert_eq!(probe_once(&only_503, T).await, CheckOutcome::Passed);
+        let only_200 = Probe::Http(HttpProbe {
+            via: HttpVia::Tcp(addr),
             path: "/moved".into(),
             host: None,
             accepts: Arc::new(|status| status == 200),
-        };
+        });
         assert_eq!(
-            probe_once(addr, &only_200, T).await,
+            probe_once(&only_200, T).await,
             CheckOutcome::Failed("status 302".into())
         );
     }
@@ -346,7 +538,7 @@ mod tests {
         });
         let timeout = Duration::from_millis(200);
         let started = tokio::time::Instant::now();
-        match probe_once(addr, &Probe::http("/ok", None), timeout).await {
+        match probe_once(&Probe::http(addr, "/ok", None), timeout).await {
             CheckOutcome::Failed(why) => {
                 assert!(why.contains("timeout after 200ms"), "{why}");
                 assert!(why.contains("waiting for the response"), "{why}");
@@ -367,7 +559,7 @@ mod tests {
                 drop(listener.accept().await.unwrap());
             }
         });
-        match probe_once(addr, &Probe::http("/ok", None), T).await {
+        match probe_once(&Probe::http(addr, "/ok", None), T).await {
             CheckOutcome::Failed(why) => assert!(why.starts_with("no HTTP response"), "{why}"),
             other => panic!("{other:?}"),
         }
@@ -376,7 +568,7 @@ mod tests {
     #[tokio::test]
     async fn bad_path_fails_without_panicking() {
         let (addr, _seen) = http_server().await;
-        match probe_once(addr, &Probe::http("healthz", None), T).await {
+        match probe_once(&Probe::http(addr, "healthz", None), T).await {
             CheckOutcome::Failed(why) => assert!(why.contains("invalid path"), "{why}"),
             other => panic!("{other:?}"),
         }
@@ -406,7 +598,10 @@ mod tests {
             "status 503"
         );
         assert_eq!(
-            format!("{:?}", Probe::http("/h", None)),
+            format!(
+                "{:?}",
+                Probe::http("127.0.0.1:80".parse().unwrap(), "/h", None)
+            ),
             r#"Http { path: "/h", host: None, .. }"#
         );
         assert!(accepts_2xx_3xx(200) && accepts_2xx_3xx(399));

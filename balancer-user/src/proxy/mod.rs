@@ -14,7 +14,6 @@ pub mod compress;
 pub mod error;
 pub mod h1;
 pub mod handler;
-pub mod health;
 pub mod html;
 pub mod listener;
 pub mod log_file;
