@@ -135,7 +135,7 @@ async fn serve(
     tracing::info!(listen = %config.admin.listen, "admin API listening");
     if let Some(xdp) = &context.xdp {
         tokio::spawn(crate::linked::sync_health(
-            proxy.shared(),
+            proxy.pool_states(),
             xdp.control.clone(),
             shutdown_rx.clone(),
         ));

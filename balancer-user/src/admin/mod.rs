@@ -271,7 +271,7 @@ fn vip_backend_action(
             let other_vips = crate::linked::operator_to_vips(&xdp.control, address, admin);
             let servers = context.proxy.as_ref().map_or_else(Vec::new, |proxy| {
                 crate::linked::operator_to_pools(
-                    proxy,
+                    &proxy.state.load(),
                     address,
                     admin,
                     &format!("admin API (VIP {vip} backend {address})"),

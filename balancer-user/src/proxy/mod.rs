@@ -43,6 +43,7 @@ use crate::config::L7Config;
 use handler::Shared;
 use listener::AcceptLoop;
 use metrics::HttpMetrics;
+use pool::StateChanges;
 use state::ProxyState;
 
 /// Any error a body or a phase can carry.
@@ -72,6 +73,28 @@ pub struct Proxy {
     tracker: TaskTracker,
     shutdown: watch::Sender<bool>,
     handover: watch::Sender<bool>,
+    /// Every pool activated tells it of its servers' changes.
+    changes: StateChanges,
+}
+
+/// The live pools' servers, for whoever follows their states from outside the proxy (the VIP
+/// backends at the same addresses).
+#[derive(Clone)]
+pub struct PoolStates {
+    shared: Arc<Shared>,
+    changes: StateChanges,
+}
+
+impl PoolStates {
+    /// The live state (its pools).
+    pub fn state(&self) -> Arc<ProxyState> {
+        self.shared.state.load_full()
+    }
+
+    /// Changes on every change of a server's state, every active check result and every reload.
+    pub fn changes(&self) -> watch::Receiver<()> {
+        self.changes.subscribe()
+    }
 }
 
 struct RunningListener {
@@ -122,10 +145,11 @@ impl Proxy {
             tracker,
             shutdown,
             handover,
+            changes: StateChanges::default(),
         };
         let bound = bind_all(config, &proxy.listeners, inherited).map_err(anyhow::Error::msg)?;
         for pool in proxy.shared.state.load().pools.values() {
-            pool.activate();
+            pool.activate(&proxy.changes);
         }
         proxy.spawn_listeners(bound);
         Ok(proxy)
@@ -133,6 +157,14 @@ impl Proxy {
 
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
+    }
+
+    /// The live pools' servers and their changes.
+    pub fn pool_states(&self) -> PoolStates {
+        PoolStates {
+            shared: self.shared.clone(),
+            changes: self.changes.clone(),
+        }
     }
 
     /// Applies `config`: either all of it or, on any error, none of it.
@@ -176,7 +208,7 @@ impl Proxy {
             }
         }
         for pool in current.pools.values() {
-            pool.activate();
+            pool.activate(&self.changes);
         }
         Ok(())
     }
