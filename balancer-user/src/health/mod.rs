@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use check_tls::AnyCertificate;
 pub use check_tls::check_tls_config;
 pub use probe::{
-    AcceptStatus, CheckOutcome, HttpProbe, HttpVia, Probe, USER_AGENT_VALUE, accepts_2xx_3xx,
-    probe_once,
+    AcceptStatus, CheckOutcome, CheckRequest, Connector, HttpProbe, HttpVia, Probe,
+    USER_AGENT_VALUE, accepts_2xx_3xx, probe_once,
 };
 pub use rise_fall::RiseFall;
 

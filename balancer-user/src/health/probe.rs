@@ -5,8 +5,9 @@
 
 use std::error::Error as _;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +21,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{KeepaliveConfig, ServerUrl};
-use crate::proxy::{Body, upstream::ServerConnections, upstream_tls::ServerTls};
+use crate::config::ServerUrl;
 
 /// The `User-Agent` of HTTP probes.
 pub const USER_AGENT_VALUE: &str = concat!("balancer-health-check/", env!("CARGO_PKG_VERSION"));
@@ -62,13 +62,30 @@ pub enum HttpVia {
         port: u16,
         config: Arc<ClientConfig>,
     },
-    /// The proxy's own connector for a pool server: TCP or a unix socket, TLS with `tls` for
-    /// an https:// server, h2c when the pool speaks it.
+    /// The way requests reach the pool server at `url` (the proxy's own connector).
     Server {
         url: ServerUrl,
-        h2c: bool,
-        tls: Option<ServerTls>,
+        connector: Arc<dyn Connector>,
     },
+}
+
+/// The request of an HTTP check.
+pub type CheckRequest = Request<Empty<Bytes>>;
+
+/// Sends a check's request the way requests reach a pool server (the proxy implements it with
+/// its own connector: TCP or a unix socket, TLS for https://, h2c), on a connection made for
+/// that request.
+pub trait Connector: Send + Sync {
+    /// Whether the server may answer in HTTP/2: the request then has no `Connection` header.
+    fn may_be_h2(&self) -> bool;
+
+    /// The status of the answer to `request`, or why there is none; `timeout` bounds the
+    /// connect.
+    fn send(
+        &self,
+        request: CheckRequest,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<u16, String>> + Send + '_>>;
 }
 
 impl Probe {
@@ -140,8 +157,8 @@ pub async fn probe_once(probe: &Probe, timeout: Duration) -> CheckOutcome {
             };
             probe_server(http, &url, Via::Tls(config), timeout).await
         }
-        HttpVia::Server { url, h2c, tls } => {
-            probe_server(http, url, Via::Connector(*h2c, tls.as_ref()), timeout).await
+        HttpVia::Server { url, connector } => {
+            probe_server(http, url, Via::Connector(connector.as_ref()), timeout).await
         }
     }
 }
@@ -245,8 +262,7 @@ fn chain(e: &hyper::Error) -> String {
 /// How [`probe_server`] sends its request.
 enum Via<'a> {
     Tls(&'a Arc<ClientConfig>),
-    /// h2c, and the TLS of an https:// server.
-    Connector(bool, Option<&'a ServerTls>),
+    Connector(&'a dyn Connector),
 }
 
 /// `GET path` to the pool server at `url`, in TLS or through the proxy's connector.
@@ -261,17 +277,16 @@ async fn probe_server(
         let mut request = Request::get(http.path.as_str())
             .header(HOST, &host)
             .header(USER_AGENT, USER_AGENT_VALUE);
-        // An https:// server may pick h2 when the pool offers it.
         let may_be_h2 = match via {
             Via::Tls(_) => false,
-            Via::Connector(h2c, tls) => h2c || tls.is_some_and(|tls| tls.offers_h2),
+            Via::Connector(connector) => connector.may_be_h2(),
         };
         if !may_be_h2 {
             // HTTP/2 has no Connection header (RFC 9113 §8.2.2).
             request = request.header(CONNECTION, "close");
         }
-        let request: Request<Body> = request
-            .body(crate::proxy::empty_body())
+        let request = request
+            .body(Empty::new())
             .map_err(|err| format!("invalid check request: {err}"))?;
         let status = match (via, url.host_port()) {
             (Via::Tls(config), Some((address, port))) => {
@@ -285,9 +300,7 @@ async fn probe_server(
                 .await?
             }
             (Via::Tls(_), None) => return Err("TLS checks need a host and port".to_string()),
-            (Via::Connector(h2c, tls), _) => {
-                send_through_connector(url, h2c, tls, timeout, request).await?
-            }
+            (Via::Connector(connector), _) => connector.send(request, timeout).await?,
         };
         if (http.accepts)(status) {
             Ok(())
@@ -302,38 +315,6 @@ async fn probe_server(
     }
 }
 
-/// Sends `request` through the proxy's own connector (TCP, TLS with `tls` for an https://
-/// server, or unix socket; h2c if the pool speaks it), on a connection made for it; its status.
-async fn send_through_connector(
-    url: &ServerUrl,
-    h2c: bool,
-    tls: Option<&ServerTls>,
-    timeout: Duration,
-    request: Request<Body>,
-) -> Result<u16, String> {
-    // reuse = false: the connection is made for this check and closed after it.
-    let connections = ServerConnections::with_tls(
-        url.clone(),
-        KeepaliveConfig {
-            reuse: false,
-            idle_timeout: timeout.max(Duration::from_millis(1)),
-            max_idle: 0,
-        },
-        timeout,
-        h2c,
-        tls.cloned(),
-    );
-    let checkout = connections
-        .checkout()
-        .await
-        .map_err(|err| err.to_string())?;
-    let response = checkout
-        .send(&mut request.map(crate::proxy::h1::request_body::BoxedBody::new))
-        .await
-        .map_err(|err| format!("no response: {err}"))?;
-    Ok(response.status().as_u16())
-}
-
 /// Sends `request` over HTTP/1.1 in TLS to `address`:`port`, with SNI `sni` when it is a DNS
 /// name; its status. The connection ends with the returned future (the body is not read).
 async fn send_over_tls(
@@ -341,7 +322,7 @@ async fn send_over_tls(
     port: u16,
     sni: &str,
     tls: Arc<ClientConfig>,
-    request: Request<Body>,
+    request: CheckRequest,
 ) -> Result<u16, String> {
     let name = ServerName::try_from(sni.to_string())
         .map_err(|err| format!("{sni:?} is not a TLS server name: {err}"))?;

@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod activity;
 pub mod balance;
 pub mod buffering;
+pub mod checks;
 pub mod compress;
 pub mod error;
 pub mod h1;

@@ -25,10 +25,8 @@ use super::{
     upstream::ServerConnections,
     upstream_tls::{ServerTls, TlsFiles},
 };
-use crate::config::{InitialState, PoolConfig, PoolHealthConfig, ServerConfig, ServerUrl};
-use crate::health::{
-    self, CheckOutcome, CheckSpec, HttpProbe, HttpVia, Probe, Subscriber, accepts_2xx_3xx,
-};
+use crate::config::{InitialState, PoolConfig, ServerConfig};
+use crate::health::{self, Subscriber};
 use crate::sticky::{ServerIdentity, StickyPolicy};
 
 /// How often a queued request looks again for a slot that no release handed to it.
@@ -351,64 +349,11 @@ impl Pool {
         }
         if let Some(check) = &self.config.health {
             let specs = (0..self.servers.len())
-                .map(|index| (index, self.check_spec(index, check)))
+                .map(|index| (index, super::checks::check_spec(self, index, check)))
                 .collect();
             let subscriber: Arc<dyn Subscriber> = Arc::new(Arc::downgrade(self));
             // They end with `deactivate` or when the pool is dropped.
             health::spawn_checks(specs, &subscriber, &self.checks).detach_all();
-        }
-    }
-
-    /// The active check of server `index`: `GET path` on a connection of its own, made by the
-    /// proxy's connector (TCP or unix socket, TLS with the pool's `tls_*` for an https://
-    /// server, h2c when the pool speaks it), so a check sees what a request would. With
-    /// `health.port` it goes to the server's host at that port; with `health.tls` (http://
-    /// servers) it speaks TLS there, verifying against `tls_ca_file` or not at all without it
-    /// (HAProxy `verify none`).
-    fn check_spec(&self, index: usize, check: &PoolHealthConfig) -> CheckSpec {
-        let url = &self.servers[index].config.url;
-        let url = match (url, check.port) {
-            (ServerUrl::Http { host, .. }, Some(port)) => ServerUrl::Http {
-                host: host.clone(),
-                port,
-            },
-            (ServerUrl::Https { host, .. }, Some(port)) => ServerUrl::Https {
-                host: host.clone(),
-                port,
-            },
-            _ => url.clone(),
-        };
-        let via = match (&url, &self.check_tls) {
-            (ServerUrl::Http { host, port }, Some(config)) => HttpVia::Tls {
-                host: host.clone(),
-                port: *port,
-                config: config.clone(),
-            },
-            _ => HttpVia::Server {
-                tls: self
-                    .server_tls
-                    .as_ref()
-                    .and_then(|config| ServerTls::new(&url, &self.config.tls, config)),
-                url,
-                h2c: self.config.h2c,
-            },
-        };
-        let expect = check.expect.clone();
-        CheckSpec {
-            probe: Probe::Http(HttpProbe {
-                via,
-                path: check.path.clone(),
-                host: check.host.clone(),
-                accepts: Arc::new(move |status| {
-                    if expect.is_empty() {
-                        accepts_2xx_3xx(status)
-                    } else {
-                        expect.contains(&status)
-                    }
-                }),
-            }),
-            interval: check.interval,
-            timeout: check.timeout,
         }
     }
 
@@ -752,17 +697,6 @@ impl Pool {
         for server in &self.servers {
             server.connections.close_idle();
         }
-    }
-}
-
-/// A pool's active checks deliver their results to its servers' states, while the pool lives.
-impl Subscriber for std::sync::Weak<Pool> {
-    fn deliver(&self, index: usize, outcome: &CheckOutcome) -> bool {
-        let Some(pool) = self.upgrade() else {
-            return false;
-        };
-        pool.record_check(index, outcome.passed(), &outcome.to_string());
-        true
     }
 }
 
