@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::{
     config::ServerUrl,
     dataplane::{AdminState, LinkedHealth, SharedControl},
-    proxy::{PoolStates, server_state::Operator, state::ProxyState},
+    proxy::{ProxyView, server_state::Operator, state::ProxyState},
 };
 
 /// The IP address a pool server's URL names, if it is a literal (names and unix sockets cannot
@@ -125,15 +125,15 @@ fn pool_verdicts(
 /// Copies the proxy's verdicts into the data plane, at once and after every change of the
 /// pools' servers, until `shutdown`.
 pub async fn sync_health(
-    pools: PoolStates,
+    proxy: ProxyView,
     control: SharedControl,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut changes = pools.changes();
+    let mut changes = proxy.changes();
     loop {
         // Seen before reading: a change while the verdicts are computed wakes the next wait.
         changes.mark_unchanged();
-        let (verdicts, next_end) = pool_verdicts(&pools.state(), Instant::now());
+        let (verdicts, next_end) = pool_verdicts(&proxy.state(), Instant::now());
         apply(&control, verdicts);
         let ejection_over = async {
             match next_end {

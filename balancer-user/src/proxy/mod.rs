@@ -78,18 +78,23 @@ pub struct Proxy {
     changes: StateChanges,
 }
 
-/// The live pools' servers, for whoever follows their states from outside the proxy (the VIP
-/// backends at the same addresses).
+/// What the rest of the process sees of the proxy (the admin API, the VIP backends that follow
+/// the pool servers at their addresses): its live state, its metrics and the changes of its
+/// servers.
 #[derive(Clone)]
-pub struct PoolStates {
+pub struct ProxyView {
     shared: Arc<Shared>,
     changes: StateChanges,
 }
 
-impl PoolStates {
+impl ProxyView {
     /// The live state (its pools).
     pub fn state(&self) -> Arc<ProxyState> {
         self.shared.state.load_full()
+    }
+
+    pub fn metrics(&self) -> &HttpMetrics {
+        &self.shared.metrics
     }
 
     /// Changes on every change of a server's state, every active check result and every reload.
@@ -156,13 +161,9 @@ impl Proxy {
         Ok(proxy)
     }
 
-    pub fn shared(&self) -> Arc<Shared> {
-        self.shared.clone()
-    }
-
-    /// The live pools' servers and their changes.
-    pub fn pool_states(&self) -> PoolStates {
-        PoolStates {
+    /// What the rest of the process sees of the proxy.
+    pub fn view(&self) -> ProxyView {
+        ProxyView {
             shared: self.shared.clone(),
             changes: self.changes.clone(),
         }
