@@ -555,6 +555,101 @@ mod tests {
         }
     }
 
+    /// A connector that answers `status` (never, when `None`) and keeps the request's
+    /// (Host, Connection, User-Agent).
+    struct FakeConnector {
+        h2: bool,
+        status: Option<u16>,
+        seen: std::sync::Mutex<Vec<[Option<String>; 3]>>,
+    }
+
+    impl Connector for FakeConnector {
+        fn may_be_h2(&self) -> bool {
+            self.h2
+        }
+
+        fn send(
+            &self,
+            request: CheckRequest,
+            _timeout: Duration,
+        ) -> Pin<Box<dyn Future<Output = Result<u16, String>> + Send + '_>> {
+            let header = |name| {
+                request
+                    .headers()
+                    .get(name)
+                    .map(|v: &hyper::header::HeaderValue| v.to_str().unwrap().to_owned())
+            };
+            self.seen
+                .lock()
+                .unwrap()
+                .push([header(HOST), header(CONNECTION), header(USER_AGENT)]);
+            Box::pin(async move {
+                match self.status {
+                    Some(status) => Ok(status),
+                    None => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    fn through(connector: &Arc<FakeConnector>, host: Option<String>) -> Probe {
+        Probe::Http(HttpProbe {
+            via: HttpVia::Server {
+                url: ServerUrl::Http {
+                    host: "app.internal".into(),
+                    port: 8000,
+                },
+                connector: connector.clone(),
+            },
+            path: "/healthz".into(),
+            host,
+            accepts: Arc::new(accepts_2xx_3xx),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_server_check_goes_through_its_connector() {
+        let h1 = Arc::new(FakeConnector {
+            h2: false,
+            status: Some(503),
+            seen: Default::default(),
+        });
+        assert_eq!(
+            probe_once(&through(&h1, None), T).await,
+            CheckOutcome::Failed("status 503".into())
+        );
+        let agent = Some(USER_AGENT_VALUE.to_owned());
+        assert_eq!(
+            h1.seen.lock().unwrap()[0],
+            [
+                Some("app.internal:8000".into()),
+                Some("close".into()),
+                agent.clone()
+            ]
+        );
+        // HTTP/2 has no Connection header; a configured Host replaces the url's.
+        let h2 = Arc::new(FakeConnector {
+            h2: true,
+            status: Some(204),
+            seen: Default::default(),
+        });
+        let probe = through(&h2, Some("www.example.test".into()));
+        assert_eq!(probe_once(&probe, T).await, CheckOutcome::Passed);
+        assert_eq!(
+            h2.seen.lock().unwrap()[0],
+            [Some("www.example.test".into()), None, agent]
+        );
+        let silent = Arc::new(FakeConnector {
+            h2: false,
+            status: None,
+            seen: Default::default(),
+        });
+        assert_eq!(
+            probe_once(&through(&silent, None), Duration::from_millis(100)).await,
+            CheckOutcome::Failed("timeout after 100ms".into())
+        );
+    }
+
     #[test]
     fn default_host_forms() {
         assert_eq!(
