@@ -127,7 +127,7 @@ async fn serve(
     let context = Arc::new(AdminContext {
         xdp: xdp_view,
         started: std::time::SystemTime::now(),
-        proxy: Some(proxy.shared()),
+        proxy: Some(proxy.view()),
         reload: Some(reload_tx),
         token: std::sync::RwLock::new(token),
         announce: announcer.clone(),
@@ -135,7 +135,7 @@ async fn serve(
     tracing::info!(listen = %config.admin.listen, "admin API listening");
     if let Some(xdp) = &context.xdp {
         tokio::spawn(crate::linked::sync_health(
-            proxy.shared(),
+            proxy.view(),
             xdp.control.clone(),
             shutdown_rx.clone(),
         ));

@@ -17,8 +17,8 @@ pub fn render(context: &AdminContext) -> Result<String, aya::maps::MapError> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(BuildInfo));
     if let Some(proxy) = &context.proxy {
-        proxy.metrics.register(&mut registry);
-        registry.register_collector(Box::new(PoolServers::read(&proxy.state.load())));
+        proxy.metrics().register(&mut registry);
+        registry.register_collector(Box::new(PoolServers::read(&proxy.state())));
     }
     if let Some(xdp) = &context.xdp {
         let stats = xdp.read()?;

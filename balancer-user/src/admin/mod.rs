@@ -27,7 +27,7 @@ pub struct AdminContext {
     pub xdp: Option<XdpView>,
     pub started: std::time::SystemTime,
     /// The L7 proxy's live state and metrics.
-    pub proxy: Option<Arc<crate::proxy::handler::Shared>>,
+    pub proxy: Option<crate::proxy::ProxyView>,
     /// Where `POST /api/reload` sends its request (to the task that owns the config).
     pub reload: Option<tokio::sync::mpsc::Sender<crate::run::ReloadRequest>>,
     /// The bearer token from `admin.token_file` (replaced on reload); `None`: no token needed.
@@ -271,7 +271,7 @@ fn vip_backend_action(
             let other_vips = crate::linked::operator_to_vips(&xdp.control, address, admin);
             let servers = context.proxy.as_ref().map_or_else(Vec::new, |proxy| {
                 crate::linked::operator_to_pools(
-                    proxy,
+                    &proxy.state(),
                     address,
                     admin,
                     &format!("admin API (VIP {vip} backend {address})"),

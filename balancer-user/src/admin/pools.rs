@@ -45,7 +45,7 @@ pub fn server_action(
     let Some(proxy) = &context.proxy else {
         return error(StatusCode::NOT_FOUND, "the L7 proxy is not running");
     };
-    let state = proxy.state.load();
+    let state = proxy.state();
     let Some(pool) = state.pools.get(&pool_name) else {
         return error(StatusCode::NOT_FOUND, &format!("no pool {pool_name:?}"));
     };
@@ -94,7 +94,7 @@ pub fn healthz(context: &AdminContext) -> Response<Full<Bytes>> {
     let Some(proxy) = &context.proxy else {
         return text(StatusCode::OK, "ok\n");
     };
-    let state = proxy.state.load();
+    let state = proxy.state();
     let now = Instant::now();
     let mut routed: Vec<&String> = state
         .config

@@ -36,7 +36,7 @@ pub fn render(context: &AdminContext) -> Result<String, aya::maps::MapError> {
     let pools = context
         .proxy
         .as_ref()
-        .map_or(serde_json::Value::Null, |proxy| pools(&proxy.state.load()));
+        .map_or(serde_json::Value::Null, |proxy| pools(&proxy.state()));
     let announce = context
         .announce
         .as_ref()

@@ -12,11 +12,12 @@ use tokio::{
     sync::{mpsc, watch},
     task::JoinSet,
 };
+use tokio_util::sync::CancellationToken;
 
 use super::{Control, HopError, nexthop};
 use crate::{
     config::{ForwardMode, HealthCheckConfig, HealthCheckKind, VipConfig},
-    health::{self, CheckSpec, Probe},
+    health::{self, CheckSpec, HttpProbe, HttpVia, Probe, RiseFall, Subscriber, Transitions},
 };
 
 /// Shared by the supervisors and the admin API.
@@ -57,15 +58,33 @@ const ID_STRIDE: usize = 1 << 16;
 /// Starts the health checks and the next-hop resolver; they stop when `shutdown` turns true.
 pub fn spawn(control: SharedControl, shutdown: watch::Receiver<bool>) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
-    let specs = health_specs(&lock(&control));
-    if !specs.is_empty() {
+    let checks = health_checks(&lock(&control));
+    if !checks.is_empty() {
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-        let checks = health::spawn_checks(specs, events_tx, shutdown.clone());
+        let (specs, states): (Vec<_>, Vec<_>) = checks
+            .into_iter()
+            .map(|(id, spec, state)| ((id, spec), (id, state)))
+            .unzip();
+        let transitions: Arc<dyn Subscriber> = Arc::new(Transitions::new(states, events_tx));
+        let stop = CancellationToken::new();
+        let checks = health::spawn_checks(specs, &transitions, &stop);
+        drop(transitions);
         let control = control.clone();
+        let mut shutdown = shutdown.clone();
         tasks.spawn(async move {
-            // Keeps the check tasks alive for as long as events are handled.
+            // Keeps the check tasks alive for as long as events are handled; stops them on
+            // shutdown.
             let _checks = checks;
-            while let Some(event) = events_rx.recv().await {
+            let _stop = stop.drop_guard();
+            loop {
+                let event = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|&stop| stop) => return,
+                    event = events_rx.recv() => match event {
+                        Some(event) => event,
+                        None => return,
+                    },
+                };
                 let (vip, backend) = (event.id / ID_STRIDE, event.id % ID_STRIDE);
                 let mut control = lock(&control);
                 let name = control.vips()[vip].info.name.clone();
@@ -85,43 +104,41 @@ fn lock(control: &SharedControl) -> std::sync::MutexGuard<'_, Control> {
     control.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn health_specs(control: &Control) -> Vec<(usize, CheckSpec)> {
-    let mut specs = Vec::new();
+/// The check of every VIP backend with its rise/fall state, by id.
+fn health_checks(control: &Control) -> Vec<(usize, CheckSpec, RiseFall)> {
+    let mut checks = Vec::new();
     for (v, vip) in control.vips().iter().enumerate() {
         let Some(health) = &vip.health else { continue };
         for (b, backend) in vip.backends.iter().enumerate() {
             let port = health.port.unwrap_or(vip.info.port);
-            let mut spec = check_spec(SocketAddr::new(backend.address, port), health);
+            let spec = check_spec(SocketAddr::new(backend.address, port), health);
             // Known healthy from a previous run (pinned maps): only `fall`
             // failures take it down, so established flows are not moved for nothing.
-            spec.initially_up = backend.healthy;
-            specs.push((v * ID_STRIDE + b, spec));
+            let state = RiseFall::starting(health.rise, health.fall, backend.healthy);
+            checks.push((v * ID_STRIDE + b, spec, state));
         }
     }
-    specs
+    checks
 }
 
 /// A health check as configured, for one target.
 pub fn check_spec(target: SocketAddr, health: &HealthCheckConfig) -> CheckSpec {
     let probe = match &health.kind {
-        HealthCheckKind::Tcp => Probe::Tcp,
+        HealthCheckKind::Tcp => Probe::Tcp(target),
         HealthCheckKind::Http { path, host, .. } => {
             let config = health.clone();
-            Probe::Http {
+            Probe::Http(HttpProbe {
+                via: HttpVia::Tcp(target),
                 path: path.clone(),
                 host: host.clone(),
                 accepts: Arc::new(move |status| config.accepts_status(status)),
-            }
+            })
         }
     };
     CheckSpec {
-        target,
         probe,
         interval: health.interval,
         timeout: health.timeout,
-        rise: health.rise,
-        fall: health.fall,
-        initially_up: false,
     }
 }
 

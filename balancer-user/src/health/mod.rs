@@ -1,43 +1,89 @@
-//! Active health checks, shared by the L4 data plane and the L7 proxy.
+//! Active health checks, one checker for the L4 data plane and the L7 proxy.
 //!
-//! A check probes one target every `interval` ([`probe_once`]) and passes the
-//! result through rise/fall hysteresis ([`RiseFall`]); every up/down
-//! transition becomes a [`HealthEvent`] for the owner of the target, which
-//! decides what "down" means (a BPF map entry, a pool member).
-//! Targets start down: the first event of a healthy target is its transition to up.
+//! A check probes one target every `interval` ([`probe_once`]: a TCP connect, or an HTTP GET
+//! over TCP, TLS, a unix socket or h2c) and delivers every result to its [`Subscriber`], which
+//! passes it through rise/fall ([`RiseFall`]) and decides what "down" means: a pool server's
+//! state (with its passive checks and re-admission), or [`Transitions`], whose up/down
+//! [`HealthEvent`]s go to the VIP maps. Checks stop when their `stop` token is cancelled or
+//! their subscriber is gone.
 
+mod check_tls;
 mod probe;
 mod rise_fall;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 
-pub use probe::{AcceptStatus, CheckOutcome, Probe, USER_AGENT_VALUE, accepts_2xx_3xx, probe_once};
+#[cfg(test)]
+pub(crate) use check_tls::AnyCertificate;
+pub use check_tls::check_tls_config;
+pub use probe::{
+    AcceptStatus, CheckOutcome, CheckRequest, Connector, HttpProbe, HttpVia, Probe,
+    USER_AGENT_VALUE, accepts_2xx_3xx, probe_once,
+};
 pub use rise_fall::RiseFall;
 
-/// One check: what to probe, how often, and how many results flip the state.
+/// One check: what to probe, and how often.
 #[derive(Debug, Clone)]
 pub struct CheckSpec {
-    pub target: SocketAddr,
     pub probe: Probe,
-    /// Time between the starts of two probes (the first one runs at once).
-    /// Zero counts as 1ms.
+    /// Time between the starts of two probes (the first one runs at once: a new target is
+    /// checked as soon as it is configured). Zero counts as 1ms.
     pub interval: Duration,
     /// Bound on one whole probe.
     pub timeout: Duration,
-    /// Consecutive passes that bring a down target up (0 counts as 1).
-    pub rise: u32,
-    /// Consecutive failures that bring an up target down (0 counts as 1).
-    pub fall: u32,
-    /// Start up rather than down: for a target already known healthy (e.g. from
-    /// a previous run), so only `fall` failures take it down.
-    pub initially_up: bool,
+}
+
+/// Who gets the results of checks.
+pub trait Subscriber: Send + Sync + 'static {
+    /// One result of the check the caller numbered `id`. False when nobody follows the check
+    /// any more: it stops.
+    fn deliver(&self, id: usize, outcome: &CheckOutcome) -> bool;
+}
+
+/// Starts one task per spec (must be called inside a tokio runtime), delivering every result
+/// to `subscriber`, until `stop` is cancelled or the subscriber is gone. Dropping the returned
+/// set aborts the checks (`detach_all` lets them run).
+pub fn spawn_checks(
+    specs: Vec<(usize, CheckSpec)>,
+    subscriber: &Arc<dyn Subscriber>,
+    stop: &CancellationToken,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    for (id, spec) in specs {
+        tasks.spawn(run_check(id, spec, subscriber.clone(), stop.clone()));
+    }
+    tasks
+}
+
+/// One check loop.
+async fn run_check(
+    id: usize,
+    spec: CheckSpec,
+    subscriber: Arc<dyn Subscriber>,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(spec.interval.max(Duration::from_millis(1)));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let outcome = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            outcome = async {
+                ticker.tick().await;
+                probe_once(&spec.probe, spec.timeout).await
+            } => outcome,
+        };
+        if !subscriber.deliver(id, &outcome) {
+            return;
+        }
+    }
 }
 
 /// An up/down transition of the check the caller numbered `id`.
@@ -49,143 +95,53 @@ pub struct HealthEvent {
     pub reason: String,
 }
 
-/// The current view of one check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckStatus {
-    pub up: bool,
-    /// The last outcome: `passed`, a failure reason, or `not checked yet`.
-    pub last: String,
-    /// How many checks in a row had the same result as the last one.
-    pub consecutive: u32,
+/// A subscriber that passes each check's results through its own rise/fall and sends every
+/// up/down transition as a [`HealthEvent`]. Results of checks it does not follow are dropped.
+pub struct Transitions {
+    checks: Mutex<HashMap<usize, RiseFall>>,
+    events: mpsc::UnboundedSender<HealthEvent>,
 }
 
-impl CheckStatus {
-    fn initial() -> CheckStatus {
-        CheckStatus {
-            up: false,
-            last: "not checked yet".to_owned(),
-            consecutive: 0,
+impl Transitions {
+    /// Follows the checks numbered as in `checks`, each starting in its state.
+    pub fn new(
+        checks: impl IntoIterator<Item = (usize, RiseFall)>,
+        events: mpsc::UnboundedSender<HealthEvent>,
+    ) -> Transitions {
+        Transitions {
+            checks: Mutex::new(checks.into_iter().collect()),
+            events,
         }
     }
-}
 
-/// The latest [`CheckStatus`] of every check, by the caller's id. Cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub struct StatusBoard(Arc<RwLock<HashMap<usize, CheckStatus>>>);
-
-impl StatusBoard {
-    pub fn get(&self, id: usize) -> Option<CheckStatus> {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .cloned()
-    }
-
-    pub fn snapshot(&self) -> HashMap<usize, CheckStatus> {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn set(&self, id: usize, status: CheckStatus) {
-        self.0
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, status);
-    }
-}
-
-/// Starts one task per spec (must be called inside a tokio runtime). Each
-/// sends a [`HealthEvent`] on every up/down transition and stops when
-/// `shutdown` becomes true or its sender is dropped. Dropping the returned
-/// set aborts the checks. Send errors (receiver gone) are ignored.
-pub fn spawn_checks(
-    specs: Vec<(usize, CheckSpec)>,
-    events: mpsc::UnboundedSender<HealthEvent>,
-    shutdown: watch::Receiver<bool>,
-) -> JoinSet<()> {
-    spawn_checks_with_status(specs, events, shutdown).0
-}
-
-/// [`spawn_checks`], plus a board with the latest status of every check
-/// (filled with "not checked yet" entries before this returns).
-pub fn spawn_checks_with_status(
-    specs: Vec<(usize, CheckSpec)>,
-    events: mpsc::UnboundedSender<HealthEvent>,
-    shutdown: watch::Receiver<bool>,
-) -> (JoinSet<()>, StatusBoard) {
-    let board = StatusBoard::default();
-    let mut tasks = JoinSet::new();
-    for (id, spec) in specs {
-        board.set(
-            id,
-            CheckStatus {
-                up: spec.initially_up,
-                ..CheckStatus::initial()
-            },
-        );
-        tasks.spawn(run_check(
-            id,
-            spec,
-            events.clone(),
-            shutdown.clone(),
-            board.clone(),
-        ));
-    }
-    (tasks, board)
-}
-
-/// One check loop, for callers that manage their own tasks (e.g. adding a
-/// server on reload). Returns when `shutdown` becomes true or its sender is dropped.
-pub async fn run_check(
-    id: usize,
-    spec: CheckSpec,
-    events: mpsc::UnboundedSender<HealthEvent>,
-    mut shutdown: watch::Receiver<bool>,
-    board: StatusBoard,
-) {
-    let mut state = RiseFall::starting(spec.rise, spec.fall, spec.initially_up);
-    let mut ticker = tokio::time::interval(spec.interval.max(Duration::from_millis(1)));
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        let outcome = tokio::select! {
-            biased;
-            () = shutdown_requested(&mut shutdown) => return,
-            outcome = async {
-                ticker.tick().await;
-                probe_once(spec.target, &spec.probe, spec.timeout).await
-            } => outcome,
-        };
-        let passed = outcome.passed();
-        let transition = state.record(passed);
+    /// The event a result of check `id` brings, if any.
+    fn record(&self, id: usize, outcome: &CheckOutcome) -> Option<HealthEvent> {
+        let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = checks.get_mut(&id)?;
+        let up = state.record(outcome.passed())?;
         let consecutive = state.consecutive();
-        board.set(
-            id,
-            CheckStatus {
-                up: state.is_up(),
-                last: outcome.to_string(),
-                consecutive,
-            },
-        );
-        if let Some(up) = transition {
-            let reason = if up {
-                format!("{} passed in a row", checks(consecutive))
-            } else {
-                format!("{} failed in a row, last: {outcome}", checks(consecutive))
-            };
-            let _ = events.send(HealthEvent { id, up, reason });
+        let reason = if up {
+            format!("{} passed in a row", checks_text(consecutive))
+        } else {
+            format!(
+                "{} failed in a row, last: {outcome}",
+                checks_text(consecutive)
+            )
+        };
+        Some(HealthEvent { id, up, reason })
+    }
+}
+
+impl Subscriber for Transitions {
+    fn deliver(&self, id: usize, outcome: &CheckOutcome) -> bool {
+        match self.record(id, outcome) {
+            Some(event) => self.events.send(event).is_ok(),
+            None => !self.events.is_closed(),
         }
     }
 }
 
-/// Resolves once the value is true or the sender is gone.
-async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|&stop| stop).await;
-}
-
-fn checks(n: u32) -> String {
+fn checks_text(n: u32) -> String {
     if n == 1 {
         "1 check".to_owned()
     } else {
@@ -197,38 +153,47 @@ fn checks(n: u32) -> String {
 mod tests {
     use super::*;
 
+    use std::net::SocketAddr;
+
     use tokio::net::TcpListener;
     use tokio::time::{Instant, timeout};
 
     const INTERVAL: Duration = Duration::from_millis(50);
     const BOUND: Duration = Duration::from_secs(10);
 
-    #[tokio::test(start_paused = true)]
-    async fn a_target_known_up_goes_down_after_fall_failures() {
-        // A closed port: every probe fails.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        let spec = CheckSpec {
-            initially_up: true,
-            ..tcp_spec(addr, 1, 2)
-        };
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let _tasks = spawn_checks(vec![(7, spec)], tx, stop_rx);
-        let event = timeout(BOUND, rx.recv()).await.unwrap().unwrap();
-        assert_eq!((event.id, event.up), (7, false), "{event:?}");
-    }
-
-    fn tcp_spec(target: SocketAddr, rise: u32, fall: u32) -> CheckSpec {
+    fn tcp_spec(target: SocketAddr) -> CheckSpec {
         CheckSpec {
-            target,
-            probe: Probe::Tcp,
+            probe: Probe::Tcp(target),
             interval: INTERVAL,
             timeout: Duration::from_millis(500),
-            rise,
-            fall,
-            initially_up: false,
+        }
+    }
+
+    /// Checks of `specs` (id, spec, rise, fall) through [`Transitions`], starting down.
+    fn spawn_with_transitions(
+        specs: Vec<(usize, CheckSpec, u32, u32)>,
+        stop: &CancellationToken,
+    ) -> (JoinSet<()>, mpsc::UnboundedReceiver<HealthEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let states = specs
+            .iter()
+            .map(|(id, _, rise, fall)| (*id, RiseFall::new(*rise, *fall)));
+        let subscriber: Arc<dyn Subscriber> = Arc::new(Transitions::new(states, tx));
+        let specs = specs
+            .into_iter()
+            .map(|(id, spec, _, _)| (id, spec))
+            .collect();
+        (spawn_checks(specs, &subscriber, stop), rx)
+    }
+
+    /// Every result, for the tests that look at them all.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(usize, CheckOutcome)>>);
+
+    impl Subscriber for Recorder {
+        fn deliver(&self, id: usize, outcome: &CheckOutcome) -> bool {
+            self.0.lock().unwrap().push((id, outcome.clone()));
+            true
         }
     }
 
@@ -240,6 +205,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_target_known_up_goes_down_after_fall_failures() {
+        // A closed port: every probe fails.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let subscriber: Arc<dyn Subscriber> =
+            Arc::new(Transitions::new([(7, RiseFall::starting(1, 2, true))], tx));
+        let stop = CancellationToken::new();
+        let _tasks = spawn_checks(vec![(7, tcp_spec(addr))], &subscriber, &stop);
+        let event = timeout(BOUND, rx.recv()).await.unwrap().unwrap();
+        assert_eq!((event.id, event.up), (7, false), "{event:?}");
+        assert_eq!(
+            event.reason, "2 checks failed in a row, last: connect refused",
+            "{event:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn up_then_down_when_the_listener_goes_away() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -248,12 +232,9 @@ mod tests {
                 drop(listener.accept().await.unwrap());
             }
         });
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
         let (rise, fall) = (2, 3);
-        let (tasks, board) =
-            spawn_checks_with_status(vec![(7, tcp_spec(addr, rise, fall))], tx, stop_rx);
-        assert_eq!(board.get(7), Some(CheckStatus::initial()));
+        let (tasks, mut rx) = spawn_with_transitions(vec![(7, tcp_spec(addr), rise, fall)], &stop);
 
         let up = next_event(&mut rx).await;
         assert_eq!(
@@ -264,7 +245,6 @@ mod tests {
                 reason: "2 checks passed in a row".into()
             }
         );
-        assert!(board.get(7).unwrap().up);
 
         // Close the listener: awaiting the aborted task guarantees it is dropped.
         acceptor.abort();
@@ -285,12 +265,7 @@ mod tests {
         let at_least = (INTERVAL - Duration::from_millis(5)) * (fall - 1);
         assert!(elapsed >= at_least, "down after {elapsed:?}");
 
-        let status = board.get(7).unwrap();
-        assert!(!status.up);
-        assert!(status.last.contains("refused"), "{}", status.last);
-        assert!(status.consecutive >= fall);
-
-        stop_tx.send(true).unwrap();
+        stop.cancel();
         timeout(BOUND, tasks.join_all()).await.unwrap();
         // No flapping in between; the channel closes with the tasks.
         assert_eq!(rx.recv().await, None);
@@ -303,17 +278,22 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (tasks, board) = spawn_checks_with_status(vec![(0, tcp_spec(addr, 1, 1))], tx, stop_rx);
+        let stop = CancellationToken::new();
+        let (tasks, mut rx) = spawn_with_transitions(vec![(0, tcp_spec(addr), 1, 1)], &stop);
+        let recorder = Arc::new(Recorder::default());
+        let subscriber: Arc<dyn Subscriber> = recorder.clone();
+        let recorded = spawn_checks(vec![(0, tcp_spec(addr))], &subscriber, &stop);
         tokio::time::sleep(INTERVAL * 4).await;
         assert!(rx.try_recv().is_err());
-        let status = board.get(0).unwrap();
-        assert!(!status.up);
-        assert!(status.last.contains("refused"), "{}", status.last);
-        assert!(status.consecutive >= 2, "{status:?}");
-        stop_tx.send(true).unwrap();
+        let results = recorder.0.lock().unwrap().clone();
+        assert!(results.len() >= 2, "{results:?}");
+        for (id, outcome) in results {
+            assert_eq!(id, 0);
+            assert!(outcome.to_string().contains("refused"), "{outcome}");
+        }
+        stop.cancel();
         timeout(BOUND, tasks.join_all()).await.unwrap();
+        timeout(BOUND, recorded.join_all()).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -325,38 +305,35 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let tasks = spawn_checks(
+        let stop = CancellationToken::new();
+        let (tasks, mut rx) = spawn_with_transitions(
             vec![
-                (1, tcp_spec(bad_addr, 1, 1)),
-                (2, tcp_spec(good_addr, 1, 1)),
+                (1, tcp_spec(bad_addr), 1, 1),
+                (2, tcp_spec(good_addr), 1, 1),
             ],
-            tx,
-            stop_rx,
+            &stop,
         );
         assert_eq!(tasks.len(), 2);
         let event = next_event(&mut rx).await;
         assert_eq!((event.id, event.up), (2, true));
         assert_eq!(event.reason, "1 check passed in a row");
-        stop_tx.send(true).unwrap();
+        stop.cancel();
         timeout(BOUND, tasks.join_all()).await.unwrap();
         drop(good);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn dropping_the_shutdown_sender_stops_the_checks() {
+    async fn a_check_stops_when_its_subscriber_is_gone() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let tasks = spawn_checks(vec![(0, tcp_spec(addr, 1, 1))], tx, stop_rx);
-        drop(stop_tx);
+        let stop = CancellationToken::new();
+        let (tasks, rx) = spawn_with_transitions(vec![(0, tcp_spec(addr), 1, 1)], &stop);
+        drop(rx);
         timeout(BOUND, tasks.join_all()).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
-    async fn shutdown_interrupts_a_slow_probe() {
+    async fn cancelling_interrupts_a_slow_probe() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // Never answers HTTP; the probe would wait for its whole timeout.
@@ -367,15 +344,14 @@ mod tests {
             }
         });
         let spec = CheckSpec {
-            probe: Probe::http("/", None),
+            probe: Probe::http(addr, "/", None),
             timeout: Duration::from_secs(60),
-            ..tcp_spec(addr, 1, 1)
+            ..tcp_spec(addr)
         };
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let tasks = spawn_checks(vec![(0, spec)], tx, stop_rx);
+        let stop = CancellationToken::new();
+        let (tasks, _rx) = spawn_with_transitions(vec![(0, spec, 1, 1)], &stop);
         tokio::time::sleep(INTERVAL).await;
-        stop_tx.send(true).unwrap();
+        stop.cancel();
         timeout(BOUND, tasks.join_all()).await.unwrap();
         holder.abort();
     }

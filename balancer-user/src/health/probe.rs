@@ -1,9 +1,13 @@
-//! One health probe against one target: a TCP connect or an HTTP/1.1 GET.
+//! One health probe against one target: a TCP connect, or an HTTP GET sent on a connection
+//! made for it (HTTP/1.1 over TCP, HTTP/1.1 over TLS, or the proxy's own connector: TCP or a
+//! unix socket, TLS for https:// servers, h2c), so a check sees what a request would, without
+//! borrowing a kept-alive connection.
 
 use std::error::Error as _;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +16,12 @@ use http_body_util::Empty;
 use hyper::header::{CONNECTION, HOST, USER_AGENT};
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::ServerUrl;
 
 /// The `User-Agent` of HTTP probes.
 pub const USER_AGENT_VALUE: &str = concat!("balancer-health-check/", env!("CARGO_PKG_VERSION"));
@@ -20,29 +29,74 @@ pub const USER_AGENT_VALUE: &str = concat!("balancer-health-check/", env!("CARGO
 /// Decides whether an HTTP status code counts as healthy.
 pub type AcceptStatus = Arc<dyn Fn(u16) -> bool + Send + Sync>;
 
-/// What a check does.
+/// What a check does, and to what.
 #[derive(Clone)]
 pub enum Probe {
-    /// Passes when a TCP connection can be opened.
-    Tcp,
-    /// Passes when `GET path` answers with a status `accepts` returns true for.
-    Http {
-        /// Origin-form request target, starting with `/` (may carry a query).
-        path: String,
-        /// The `Host` header; `None` sends the target's `ip:port`.
-        host: Option<String>,
-        accepts: AcceptStatus,
+    /// Passes when a TCP connection to the address can be opened.
+    Tcp(SocketAddr),
+    /// Passes when `GET path` answers with a status its `accepts` returns true for.
+    Http(HttpProbe),
+}
+
+/// An HTTP check: `GET path` with `Host: host`.
+#[derive(Clone)]
+pub struct HttpProbe {
+    pub via: HttpVia,
+    /// Origin-form request target, starting with `/` (may carry a query).
+    pub path: String,
+    /// The `Host` header; `None` sends the target's (`ip:port` over [`HttpVia::Tcp`], the
+    /// url's authority otherwise).
+    pub host: Option<String>,
+    pub accepts: AcceptStatus,
+}
+
+/// How an HTTP check reaches its target.
+#[derive(Clone)]
+pub enum HttpVia {
+    /// HTTP/1.1 on a TCP connection to the address (VIP backends).
+    Tcp(SocketAddr),
+    /// HTTP/1.1 in TLS with `config` to `host`:`port` (a pool's `health.tls`), with SNI = the
+    /// `Host`'s name when it is a DNS name.
+    Tls {
+        host: String,
+        port: u16,
+        config: Arc<ClientConfig>,
+    },
+    /// The way requests reach the pool server at `url` (the proxy's own connector).
+    Server {
+        url: ServerUrl,
+        connector: Arc<dyn Connector>,
     },
 }
 
+/// The request of an HTTP check.
+pub type CheckRequest = Request<Empty<Bytes>>;
+
+/// Sends a check's request the way requests reach a pool server (the proxy implements it with
+/// its own connector: TCP or a unix socket, TLS for https://, h2c), on a connection made for
+/// that request.
+pub trait Connector: Send + Sync {
+    /// Whether the server may answer in HTTP/2: the request then has no `Connection` header.
+    fn may_be_h2(&self) -> bool;
+
+    /// The status of the answer to `request`, or why there is none; `timeout` bounds the
+    /// connect.
+    fn send(
+        &self,
+        request: CheckRequest,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<u16, String>> + Send + '_>>;
+}
+
 impl Probe {
-    /// An HTTP probe accepting 2xx and 3xx answers.
-    pub fn http(path: impl Into<String>, host: Option<String>) -> Probe {
-        Probe::Http {
+    /// An HTTP/1.1 probe of `target` accepting 2xx and 3xx answers.
+    pub fn http(target: SocketAddr, path: impl Into<String>, host: Option<String>) -> Probe {
+        Probe::Http(HttpProbe {
+            via: HttpVia::Tcp(target),
             path: path.into(),
             host,
             accepts: Arc::new(accepts_2xx_3xx),
-        }
+        })
     }
 }
 
@@ -54,8 +108,8 @@ pub fn accepts_2xx_3xx(status: u16) -> bool {
 impl fmt::Debug for Probe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Probe::Tcp => f.write_str("Tcp"),
-            Probe::Http { path, host, .. } => f
+            Probe::Tcp(target) => f.debug_tuple("Tcp").field(target).finish(),
+            Probe::Http(HttpProbe { path, host, .. }) => f
                 .debug_struct("Http")
                 .field("path", path)
                 .field("host", host)
@@ -87,9 +141,34 @@ impl fmt::Display for CheckOutcome {
     }
 }
 
-/// Runs one probe; `timeout` bounds the whole probe (connect, request and
-/// response head). HTTP probes send `Connection: close` and do not read the body.
-pub async fn probe_once(target: SocketAddr, probe: &Probe, timeout: Duration) -> CheckOutcome {
+/// Runs one probe; `timeout` bounds the whole probe (connect, request and response head).
+/// The body of an answer is not read; the connection ends with the probe.
+pub async fn probe_once(probe: &Probe, timeout: Duration) -> CheckOutcome {
+    let http = match probe {
+        Probe::Tcp(target) => return probe_tcp(*target, None, timeout).await,
+        Probe::Http(http) => http,
+    };
+    match &http.via {
+        HttpVia::Tcp(target) => probe_tcp(*target, Some(http), timeout).await,
+        HttpVia::Tls { host, port, config } => {
+            let url = ServerUrl::Http {
+                host: host.clone(),
+                port: *port,
+            };
+            probe_server(http, &url, Via::Tls(config), timeout).await
+        }
+        HttpVia::Server { url, connector } => {
+            probe_server(http, url, Via::Connector(connector.as_ref()), timeout).await
+        }
+    }
+}
+
+/// A TCP connect to `target`, then `GET` over HTTP/1.1 on it with `Connection: close`.
+async fn probe_tcp(
+    target: SocketAddr,
+    http: Option<&HttpProbe>,
+    timeout: Duration,
+) -> CheckOutcome {
     let mut phase = "connecting";
     let attempt = async {
         let stream = TcpStream::connect(target).await.map_err(|e| {
@@ -99,13 +178,14 @@ pub async fn probe_once(target: SocketAddr, probe: &Probe, timeout: Duration) ->
                 format!("connect failed: {e}")
             }
         })?;
-        match probe {
-            Probe::Tcp => Ok(()),
-            Probe::Http {
+        match http {
+            None => Ok(()),
+            Some(HttpProbe {
                 path,
                 host,
                 accepts,
-            } => {
+                ..
+            }) => {
                 phase = "waiting for the response";
                 let host = host.clone().unwrap_or_else(|| default_host(target));
                 let status = http_get(stream, path, &host).await?;
@@ -177,6 +257,97 @@ fn chain(e: &hyper::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// How [`probe_server`] sends its request.
+enum Via<'a> {
+    Tls(&'a Arc<ClientConfig>),
+    Connector(&'a dyn Connector),
+}
+
+/// `GET path` to the pool server at `url`, in TLS or through the proxy's connector.
+async fn probe_server(
+    http: &HttpProbe,
+    url: &ServerUrl,
+    via: Via<'_>,
+    timeout: Duration,
+) -> CheckOutcome {
+    let attempt = async {
+        let host = http.host.clone().unwrap_or_else(|| url.authority());
+        let mut request = Request::get(http.path.as_str())
+            .header(HOST, &host)
+            .header(USER_AGENT, USER_AGENT_VALUE);
+        let may_be_h2 = match via {
+            Via::Tls(_) => false,
+            Via::Connector(connector) => connector.may_be_h2(),
+        };
+        if !may_be_h2 {
+            // HTTP/2 has no Connection header (RFC 9113 §8.2.2).
+            request = request.header(CONNECTION, "close");
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|err| format!("invalid check request: {err}"))?;
+        let status = match (via, url.host_port()) {
+            (Via::Tls(config), Some((address, port))) => {
+                send_over_tls(
+                    address,
+                    port,
+                    crate::http::authority::bare_host(&host),
+                    config.clone(),
+                    request,
+                )
+                .await?
+            }
+            (Via::Tls(_), None) => return Err("TLS checks need a host and port".to_string()),
+            (Via::Connector(connector), _) => connector.send(request, timeout).await?,
+        };
+        if (http.accepts)(status) {
+            Ok(())
+        } else {
+            Err(format!("status {status}"))
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(())) => CheckOutcome::Passed,
+        Ok(Err(why)) => CheckOutcome::Failed(why),
+        Err(_) => CheckOutcome::Failed(format!("timeout after {timeout:?}")),
+    }
+}
+
+/// Sends `request` over HTTP/1.1 in TLS to `address`:`port`, with SNI `sni` when it is a DNS
+/// name; its status. The connection ends with the returned future (the body is not read).
+async fn send_over_tls(
+    address: &str,
+    port: u16,
+    sni: &str,
+    tls: Arc<ClientConfig>,
+    request: CheckRequest,
+) -> Result<u16, String> {
+    let name = ServerName::try_from(sni.to_string())
+        .map_err(|err| format!("{sni:?} is not a TLS server name: {err}"))?;
+    let tcp = TcpStream::connect((address, port))
+        .await
+        .map_err(|err| format!("connect: {err}"))?;
+    let stream = TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|err| format!("TLS handshake: {err}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|err| format!("HTTP handshake: {err}"))?;
+    let mut response = pin!(sender.send_request(request));
+    let mut connection = pin!(connection);
+    let response = tokio::select! {
+        response = &mut response => response,
+        closed = &mut connection => {
+            // Closed cleanly: the response, if any, was delivered before.
+            closed.map_err(|err| format!("no response: {err}"))?;
+            response.await
+        }
+    };
+    let response = response.map_err(|err| format!("no response: {err}"))?;
+    Ok(response.status().as_u16())
 }
 
 #[cfg(test)]
@@ -253,7 +424,7 @@ mod tests {
     async fn tcp_connect_passes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        assert_eq!(probe_once(addr, &Probe::Tcp, T).await, CheckOutcome::Passed);
+        assert_eq!(probe_once(&Probe::Tcp(addr), T).await, CheckOutcome::Passed);
     }
 
     #[tokio::test]
@@ -263,8 +434,8 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        for probe in [Probe::Tcp, Probe::http("/ok", None)] {
-            match probe_once(addr, &probe, T).await {
+        for probe in [Probe::Tcp(addr), Probe::http(addr, "/ok", None)] {
+            match probe_once(&probe, T).await {
                 CheckOutcome::Failed(why) => assert!(why.contains("refused"), "{why}"),
                 other => panic!("{probe:?}: {other:?}"),
             }
@@ -275,7 +446,7 @@ mod tests {
     async fn http_200_passes_with_default_host() {
         let (addr, mut seen) = http_server().await;
         assert_eq!(
-            probe_once(addr, &Probe::http("/ok", None), T).await,
+            probe_once(&Probe::http(addr, "/ok", None), T).await,
             CheckOutcome::Passed
         );
         let seen = seen.recv().await.unwrap();
@@ -289,8 +460,8 @@ mod tests {
     #[tokio::test]
     async fn http_sends_configured_host_and_query() {
         let (addr, mut seen) = http_server().await;
-        let probe = Probe::http("/ok?full=1", Some("www.example.test".into()));
-        assert_eq!(probe_once(addr, &probe, T).await, CheckOutcome::Passed);
+        let probe = Probe::http(addr, "/ok?full=1", Some("www.example.test".into()));
+        assert_eq!(probe_once(&probe, T).await, CheckOutcome::Passed);
         let seen = seen.recv().await.unwrap();
         assert_eq!(seen.path, "/ok?full=1");
         assert_eq!(seen.host.as_deref(), Some("www.example.test"));
@@ -300,15 +471,15 @@ mod tests {
     async fn http_503_fails_with_status() {
         let (addr, _seen) = http_server().await;
         assert_eq!(
-            probe_once(addr, &Probe::http("/fail", None), T).await,
+            probe_once(&Probe::http(addr, "/fail", None), T).await,
             CheckOutcome::Failed("status 503".into())
         );
         assert_eq!(
-            probe_once(addr, &Probe::http("/nope", None), T).await,
+            probe_once(&Probe::http(addr, "/nope", None), T).await,
             CheckOutcome::Failed("status 404".into())
         );
         assert_eq!(
-            probe_once(addr, &Probe::http("/moved", None), T).await,
+            probe_once(&Probe::http(addr, "/moved", None), T).await,
             CheckOutcome::Passed
         );
     }
@@ -316,19 +487,21 @@ mod tests {
     #[tokio::test]
     async fn http_custom_accepts() {
         let (addr, _seen) = http_server().await;
-        let only_503 = Probe::Http {
+        let only_503 = Probe::Http(HttpProbe {
+            via: HttpVia::Tcp(addr),
             path: "/fail".into(),
             host: None,
             accepts: Arc::new(|status| status == 503),
-        };
-        assert_eq!(probe_once(addr, &only_503, T).await, CheckOutcome::Passed);
-        let only_200 = Probe::Http {
+        });
+        assert_eq!(probe_once(&only_503, T).await, CheckOutcome::Passed);
+        let only_200 = Probe::Http(HttpProbe {
+            via: HttpVia::Tcp(addr),
             path: "/moved".into(),
             host: None,
             accepts: Arc::new(|status| status == 200),
-        };
+        });
         assert_eq!(
-            probe_once(addr, &only_200, T).await,
+            probe_once(&only_200, T).await,
             CheckOutcome::Failed("status 302".into())
         );
     }
@@ -346,7 +519,7 @@ mod tests {
         });
         let timeout = Duration::from_millis(200);
         let started = tokio::time::Instant::now();
-        match probe_once(addr, &Probe::http("/ok", None), timeout).await {
+        match probe_once(&Probe::http(addr, "/ok", None), timeout).await {
             CheckOutcome::Failed(why) => {
                 assert!(why.contains("timeout after 200ms"), "{why}");
                 assert!(why.contains("waiting for the response"), "{why}");
@@ -367,7 +540,7 @@ mod tests {
                 drop(listener.accept().await.unwrap());
             }
         });
-        match probe_once(addr, &Probe::http("/ok", None), T).await {
+        match probe_once(&Probe::http(addr, "/ok", None), T).await {
             CheckOutcome::Failed(why) => assert!(why.starts_with("no HTTP response"), "{why}"),
             other => panic!("{other:?}"),
         }
@@ -376,10 +549,105 @@ mod tests {
     #[tokio::test]
     async fn bad_path_fails_without_panicking() {
         let (addr, _seen) = http_server().await;
-        match probe_once(addr, &Probe::http("healthz", None), T).await {
+        match probe_once(&Probe::http(addr, "healthz", None), T).await {
             CheckOutcome::Failed(why) => assert!(why.contains("invalid path"), "{why}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A connector that answers `status` (never, when `None`) and keeps the request's
+    /// (Host, Connection, User-Agent).
+    struct FakeConnector {
+        h2: bool,
+        status: Option<u16>,
+        seen: std::sync::Mutex<Vec<[Option<String>; 3]>>,
+    }
+
+    impl Connector for FakeConnector {
+        fn may_be_h2(&self) -> bool {
+            self.h2
+        }
+
+        fn send(
+            &self,
+            request: CheckRequest,
+            _timeout: Duration,
+        ) -> Pin<Box<dyn Future<Output = Result<u16, String>> + Send + '_>> {
+            let header = |name| {
+                request
+                    .headers()
+                    .get(name)
+                    .map(|v: &hyper::header::HeaderValue| v.to_str().unwrap().to_owned())
+            };
+            self.seen
+                .lock()
+                .unwrap()
+                .push([header(HOST), header(CONNECTION), header(USER_AGENT)]);
+            Box::pin(async move {
+                match self.status {
+                    Some(status) => Ok(status),
+                    None => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    fn through(connector: &Arc<FakeConnector>, host: Option<String>) -> Probe {
+        Probe::Http(HttpProbe {
+            via: HttpVia::Server {
+                url: ServerUrl::Http {
+                    host: "app.internal".into(),
+                    port: 8000,
+                },
+                connector: connector.clone(),
+            },
+            path: "/healthz".into(),
+            host,
+            accepts: Arc::new(accepts_2xx_3xx),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_server_check_goes_through_its_connector() {
+        let h1 = Arc::new(FakeConnector {
+            h2: false,
+            status: Some(503),
+            seen: Default::default(),
+        });
+        assert_eq!(
+            probe_once(&through(&h1, None), T).await,
+            CheckOutcome::Failed("status 503".into())
+        );
+        let agent = Some(USER_AGENT_VALUE.to_owned());
+        assert_eq!(
+            h1.seen.lock().unwrap()[0],
+            [
+                Some("app.internal:8000".into()),
+                Some("close".into()),
+                agent.clone()
+            ]
+        );
+        // HTTP/2 has no Connection header; a configured Host replaces the url's.
+        let h2 = Arc::new(FakeConnector {
+            h2: true,
+            status: Some(204),
+            seen: Default::default(),
+        });
+        let probe = through(&h2, Some("www.example.test".into()));
+        assert_eq!(probe_once(&probe, T).await, CheckOutcome::Passed);
+        assert_eq!(
+            h2.seen.lock().unwrap()[0],
+            [Some("www.example.test".into()), None, agent]
+        );
+        let silent = Arc::new(FakeConnector {
+            h2: false,
+            status: None,
+            seen: Default::default(),
+        });
+        assert_eq!(
+            probe_once(&through(&silent, None), Duration::from_millis(100)).await,
+            CheckOutcome::Failed("timeout after 100ms".into())
+        );
     }
 
     #[test]
@@ -406,7 +674,10 @@ mod tests {
             "status 503"
         );
         assert_eq!(
-            format!("{:?}", Probe::http("/h", None)),
+            format!(
+                "{:?}",
+                Probe::http("127.0.0.1:80".parse().unwrap(), "/h", None)
+            ),
             r#"Http { path: "/h", host: None, .. }"#
         );
         assert!(accepts_2xx_3xx(200) && accepts_2xx_3xx(399));

@@ -302,7 +302,6 @@ async fn serve_connection(
                         closing,
                         hold,
                     ));
-                    return;
                 }
             }
         }

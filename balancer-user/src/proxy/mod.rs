@@ -10,11 +10,11 @@ pub mod access_log;
 pub mod activity;
 pub mod balance;
 pub mod buffering;
+pub mod checks;
 pub mod compress;
 pub mod error;
 pub mod h1;
 pub mod handler;
-pub mod health;
 pub mod html;
 pub mod listener;
 pub mod log_file;
@@ -44,6 +44,7 @@ use crate::config::L7Config;
 use handler::Shared;
 use listener::AcceptLoop;
 use metrics::HttpMetrics;
+use pool::StateChanges;
 use state::ProxyState;
 
 /// Any error a body or a phase can carry.
@@ -71,6 +72,33 @@ pub struct Proxy {
     /// By bind address: a reload keeps the socket of an address that stays configured.
     listeners: HashMap<SocketAddr, RunningListener>,
     tracker: TaskTracker,
+    /// Every pool activated tells it of its servers' changes.
+    changes: StateChanges,
+}
+
+/// What the rest of the process sees of the proxy (the admin API, the VIP backends that follow
+/// the pool servers at their addresses): its live state, its metrics and the changes of its
+/// servers.
+#[derive(Clone)]
+pub struct ProxyView {
+    shared: Arc<Shared>,
+    changes: StateChanges,
+}
+
+impl ProxyView {
+    /// The live state (its pools).
+    pub fn state(&self) -> Arc<ProxyState> {
+        self.shared.state.load_full()
+    }
+
+    pub fn metrics(&self) -> &HttpMetrics {
+        &self.shared.metrics
+    }
+
+    /// Changes on every change of a server's state, every active check result and every reload.
+    pub fn changes(&self) -> watch::Receiver<()> {
+        self.changes.subscribe()
+    }
 }
 
 struct RunningListener {
@@ -119,6 +147,7 @@ impl Proxy {
             workers,
             listeners: HashMap::new(),
             tracker,
+            changes: StateChanges::default(),
         };
         let bound = bind_all(
             config,
@@ -128,14 +157,18 @@ impl Proxy {
         )
         .map_err(anyhow::Error::msg)?;
         for pool in proxy.shared.state.load().pools.values() {
-            pool.activate();
+            pool.activate(&proxy.changes);
         }
         proxy.spawn_listeners(bound);
         Ok(proxy)
     }
 
-    pub fn shared(&self) -> Arc<Shared> {
-        self.shared.clone()
+    /// What the rest of the process sees of the proxy.
+    pub fn view(&self) -> ProxyView {
+        ProxyView {
+            shared: self.shared.clone(),
+            changes: self.changes.clone(),
+        }
     }
 
     /// Applies `config`: either all of it or, on any error, none of it.
@@ -179,7 +212,7 @@ impl Proxy {
             }
         }
         for pool in current.pools.values() {
-            pool.activate();
+            pool.activate(&self.changes);
         }
         Ok(())
     }

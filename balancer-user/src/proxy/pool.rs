@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -26,6 +26,7 @@ use super::{
     upstream_tls::{ServerTls, TlsFiles},
 };
 use crate::config::{InitialState, PoolConfig, ServerConfig};
+use crate::health::{self, Subscriber};
 use crate::sticky::{ServerIdentity, StickyPolicy};
 
 /// How often a queued request looks again for a slot that no release handed to it.
@@ -40,6 +41,8 @@ pub struct Pool {
     /// ends its active checkers.
     checks: CancellationToken,
     activated: AtomicBool,
+    /// Told of every change of its servers' states once the pool is activated.
+    changes: std::sync::OnceLock<StateChanges>,
     /// `sticky`: which server a request is stuck to, and the cookies that say so.
     pub sticky: Option<StickyPolicy>,
     /// The insert-mode key the policy was built with (a reload re-reads its file).
@@ -60,6 +63,29 @@ pub struct Pool {
     pub queue_stats: QueueStats,
     /// `retry.budget`: how many requests that reached a server may go to another.
     pub retry_budget: RetryBudget,
+}
+
+/// Signals every change of the live pools' servers (health, ejection, operator), every active
+/// check result (the reason of a down server can change without a transition) and every
+/// activation of a pool, to whoever follows them (the VIP backends at the same addresses).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct StateChanges(Arc<watch::Sender<()>>);
+
+impl Default for StateChanges {
+    fn default() -> StateChanges {
+        StateChanges(Arc::new(watch::Sender::new(())))
+    }
+}
+
+impl StateChanges {
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.0.subscribe()
+    }
+
+    fn signal(&self) {
+        self.0.send_replace(());
+    }
 }
 
 /// A request in the queue: the slot of a server is handed to it directly when one frees up,
@@ -257,6 +283,7 @@ impl Pool {
             error_pages,
             checks: CancellationToken::new(),
             activated: AtomicBool::new(false),
+            changes: std::sync::OnceLock::new(),
             sticky: None,
             sticky_key: None,
             check_tls: None,
@@ -280,7 +307,7 @@ impl Pool {
     pub fn with_check_tls(mut self, ca: Option<Vec<u8>>) -> Result<Pool, String> {
         if let Some(tls) = self.config.health.as_ref().and_then(|h| h.tls.as_ref()) {
             let ca_file = tls.ca_file.as_deref().zip(ca.as_deref());
-            self.check_tls = Some(super::health::check_tls_config(ca_file)?);
+            self.check_tls = Some(crate::health::check_tls_config(ca_file)?);
         }
         self.check_ca = ca;
         Ok(self)
@@ -306,11 +333,14 @@ impl Pool {
     }
 
     /// The pool starts serving (it is in the live state): applies its health rules to the
-    /// servers it took over and starts its active checkers. Once; needs a tokio runtime.
-    pub fn activate(self: &Arc<Self>) {
+    /// servers it took over, starts its active checkers and tells `changes` of every change of
+    /// its servers from now on. Once; needs a tokio runtime.
+    pub fn activate(self: &Arc<Self>, changes: &StateChanges) {
         if self.activated.swap(true, Ordering::AcqRel) {
             return;
         }
+        let _ = self.changes.set(changes.clone());
+        changes.signal();
         let rules = HealthRules::of(&self.config);
         let now = Instant::now();
         for server in &self.servers {
@@ -318,7 +348,12 @@ impl Pool {
             self.note(server, change);
         }
         if let Some(check) = &self.config.health {
-            super::health::spawn_checks(self, check, &self.checks);
+            let specs = (0..self.servers.len())
+                .map(|index| (index, super::checks::check_spec(self, index, check)))
+                .collect();
+            let subscriber: Arc<dyn Subscriber> = Arc::new(Arc::downgrade(self));
+            // They end with `deactivate` or when the pool is dropped.
+            health::spawn_checks(specs, &subscriber, &self.checks).detach_all();
         }
     }
 
@@ -327,11 +362,18 @@ impl Pool {
         self.checks.cancel();
     }
 
-    /// Logs and counts a change of `server`.
+    fn signal_change(&self) {
+        if let Some(changes) = self.changes.get() {
+            changes.signal();
+        }
+    }
+
+    /// Logs, counts and signals a change of `server`.
     fn note(&self, server: &Server, change: Option<Change>) {
         let Some(change) = change else {
             return;
         };
+        self.signal_change();
         server.health.changes[change.to as usize].fetch_add(1, Ordering::Relaxed);
         if change.to == Transition::Down {
             server.marked_down.notify_waiters();
@@ -612,6 +654,8 @@ impl Pool {
             .lock()
             .record_check(Instant::now(), passed, result);
         self.note(server, change);
+        // Its reason may have changed even without a transition.
+        self.signal_change();
     }
 
     /// Sets the operator state of server `index`; false when it already was.
@@ -836,6 +880,28 @@ mod tests {
         assert!(new.view(0, now).takes_new);
         assert!(!new.view(1, now).health_up);
         assert_eq!(new.view(2, now).operator, Operator::Draining);
+    }
+
+    #[tokio::test]
+    async fn an_activated_pool_signals_every_change_and_check_result() {
+        let pool = pool(THREE);
+        let changes = StateChanges::default();
+        let mut seen = changes.subscribe();
+        pool.set_operator(0, Operator::Draining, "test");
+        assert!(!seen.has_changed().unwrap(), "not activated yet");
+        pool.activate(&changes);
+        assert!(seen.has_changed().unwrap(), "activation");
+        seen.mark_unchanged();
+        // A check result that changes nothing may still change the reason shown.
+        pool.record_check(1, false, "connect refused");
+        assert!(seen.has_changed().unwrap(), "a check result");
+        seen.mark_unchanged();
+        pool.set_operator(2, Operator::Disabled, "test");
+        assert!(seen.has_changed().unwrap(), "an operator change");
+        seen.mark_unchanged();
+        assert!(!pool.set_operator(2, Operator::Disabled, "test"));
+        assert!(!seen.has_changed().unwrap(), "no change");
+        pool.deactivate();
     }
 
     #[test]

@@ -353,7 +353,7 @@ mod tests {
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 
     use super::*;
-    use crate::proxy::health::AnyCertificate;
+    use crate::health::AnyCertificate;
 
     /// A directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);

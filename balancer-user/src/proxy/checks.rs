@@ -1,0 +1,131 @@
+//! How a pool's servers are checked: the check of each server, the connector its HTTP checks
+//! go through (the proxy's own, so a check sees what a request would), and where the results
+//! go (the server's state).
+
+use std::{
+    pin::Pin,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use super::{pool::Pool, upstream::ServerConnections, upstream_tls::ServerTls};
+use crate::config::{KeepaliveConfig, PoolHealthConfig, ServerUrl};
+use crate::health::{
+    CheckOutcome, CheckRequest, CheckSpec, Connector, HttpProbe, HttpVia, Probe, Subscriber,
+    accepts_2xx_3xx,
+};
+
+/// The active check of server `index`: `GET path` on a connection of its own, made by the
+/// proxy's connector (TCP or unix socket, TLS with the pool's `tls_*` for an https://
+/// server, h2c when the pool speaks it), so a check sees what a request would. With
+/// `health.port` it goes to the server's host at that port; with `health.tls` (http://
+/// servers) it speaks TLS there, verifying against `tls_ca_file` or not at all without it
+/// (HAProxy `verify none`).
+pub fn check_spec(pool: &Pool, index: usize, check: &PoolHealthConfig) -> CheckSpec {
+    let url = &pool.servers[index].config.url;
+    let url = match (url, check.port) {
+        (ServerUrl::Http { host, .. }, Some(port)) => ServerUrl::Http {
+            host: host.clone(),
+            port,
+        },
+        (ServerUrl::Https { host, .. }, Some(port)) => ServerUrl::Https {
+            host: host.clone(),
+            port,
+        },
+        _ => url.clone(),
+    };
+    let via = match (&url, &pool.check_tls) {
+        (ServerUrl::Http { host, port }, Some(config)) => HttpVia::Tls {
+            host: host.clone(),
+            port: *port,
+            config: config.clone(),
+        },
+        _ => HttpVia::Server {
+            connector: Arc::new(CheckConnector {
+                tls: pool
+                    .server_tls
+                    .as_ref()
+                    .and_then(|config| ServerTls::new(&url, &pool.config.tls, config)),
+                url: url.clone(),
+                h2c: pool.config.h2c,
+            }),
+            url,
+        },
+    };
+    let expect = check.expect.clone();
+    CheckSpec {
+        probe: Probe::Http(HttpProbe {
+            via,
+            path: check.path.clone(),
+            host: check.host.clone(),
+            accepts: Arc::new(move |status| {
+                if expect.is_empty() {
+                    accepts_2xx_3xx(status)
+                } else {
+                    expect.contains(&status)
+                }
+            }),
+        }),
+        interval: check.interval,
+        timeout: check.timeout,
+    }
+}
+
+/// The proxy's connector for one server's checks: TCP or a unix socket, TLS with `tls` for an
+/// https:// server, h2c when the pool speaks it.
+struct CheckConnector {
+    url: ServerUrl,
+    h2c: bool,
+    tls: Option<ServerTls>,
+}
+
+impl Connector for CheckConnector {
+    fn may_be_h2(&self) -> bool {
+        // An https:// server may pick h2 when the pool offers it.
+        self.h2c || self.tls.as_ref().is_some_and(|tls| tls.offers_h2)
+    }
+
+    fn send(
+        &self,
+        request: CheckRequest,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<u16, String>> + Send + '_>> {
+        Box::pin(async move {
+            // reuse = false: the connection is made for this check and closed after it.
+            let connections = ServerConnections::with_tls(
+                self.url.clone(),
+                KeepaliveConfig {
+                    reuse: false,
+                    idle_timeout: timeout.max(Duration::from_millis(1)),
+                    max_idle: 0,
+                },
+                timeout,
+                self.h2c,
+                self.tls.clone(),
+            );
+            let checkout = connections
+                .checkout()
+                .await
+                .map_err(|err| err.to_string())?;
+            let mut request = request
+                .map(|_| super::empty_body())
+                .map(super::h1::request_body::BoxedBody::new);
+            let response = checkout
+                .send(&mut request)
+                .await
+                .map_err(|err| format!("no response: {err}"))?;
+            Ok(response.status().as_u16())
+        })
+    }
+}
+
+/// A pool's active checks deliver their results to its servers' states, while the pool lives.
+impl Subscriber for Weak<Pool> {
+    fn deliver(&self, index: usize, outcome: &CheckOutcome) -> bool {
+        let Some(pool) = self.upgrade() else {
+            return false;
+        };
+        pool.record_check(index, outcome.passed(), &outcome.to_string());
+        true
+    }
+}
