@@ -263,22 +263,21 @@ pub async fn serve<S: ClientStream>(
     info: Arc<ConnInfo>,
     limits: ConnLimits,
     mut stream: S,
-    first: BytesMut,
+    // Bytes read past the last request (pipelining), or the connection's first bytes (read
+    // to tell HTTP/2 from HTTP/1.1); no capacity while idle.
+    mut buf: BytesMut,
     mut closing: Closing,
     // Held until the connection ends.
     _hold: ConnHold,
 ) {
-    // Bytes read past the last request (pipelining), or the connection's first bytes (read
-    // to tell HTTP/2 from HTTP/1.1); no capacity while idle.
-    let mut buf = first;
     let mut first = true;
     loop {
         // Wait for the next request without a buffer.
         if buf.is_empty() && !stream.has_buffered() {
             let wait = if first {
-                limits.header_read_timeout
+                limits.header_read_timeout()
             } else {
-                limits.keepalive_timeout
+                limits.keepalive_timeout()
             };
             let ready = tokio::select! {
                 ready = tokio::time::timeout(wait, stream.wait_readable()) => ready,
@@ -354,11 +353,11 @@ async fn exchange<S: ClientStream>(
     closing: &Closing,
 ) -> io::Result<Outcome> {
     let head_limits = HeadLimits {
-        max_head_bytes: limits.max_header_bytes,
-        max_headers: limits.max_headers,
-        max_uri_bytes: limits.max_header_bytes.min(MAX_URI),
+        max_head_bytes: limits.max_header_bytes(),
+        max_headers: limits.max_headers(),
+        max_uri_bytes: limits.max_header_bytes().min(MAX_URI),
     };
-    let deadline = Instant::now() + limits.header_read_timeout;
+    let deadline = Instant::now() + limits.header_read_timeout();
     let (request_head, length) = loop {
         match head::parse_request(&conn.buf, &head_limits) {
             Ok(Some(parsed)) => break parsed,
