@@ -18,9 +18,8 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, servi
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::dataplane::{
-    AdminError, AdminState, AttachedMode, SharedControl, StatsReader, XdpStats,
-};
+use crate::dataplane::{AdminError, AttachedMode, SharedControl, StatsReader, XdpStats};
+use crate::operator::Operator;
 
 /// What the admin endpoints report on.
 pub struct AdminContext {
@@ -237,7 +236,7 @@ fn vip_backend_action(
     let [vip, "backends", address, action] = parts.as_slice() else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
-    let Some(admin) = AdminState::parse_action(action) else {
+    let Some(admin) = Operator::parse_action(action) else {
         return text(
             StatusCode::NOT_FOUND,
             &format!("unknown action {action:?}: use drain, enable or disable\n"),

@@ -4,9 +4,10 @@ use std::{sync::atomic::Ordering, time::Instant};
 
 use serde_json::json;
 
+use crate::operator::Operator;
 use crate::proxy::{
     pool::{Pool, Server},
-    server_state::{Operator, StateView, Transition},
+    server_state::{StateView, Transition},
 };
 
 use super::AdminContext;

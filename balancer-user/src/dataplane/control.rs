@@ -24,11 +24,12 @@ use serde::Serialize;
 
 use super::{
     VipInfo,
-    layout::{self, AdminState, LayoutError, TableMember},
+    layout::{self, LayoutError, TableMember},
     loader::vip_key,
     nexthop::{self, NextHop, NextHopError},
 };
 use crate::config::{AclConfig, ForwardMode, HealthCheckConfig, UdpHash, VipConfig, XdpConfig};
+use crate::operator::Operator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -68,7 +69,7 @@ pub struct BackendModel {
     pub healthy: bool,
     /// The last health-check verdict, or why the backend is assumed healthy.
     pub health_reason: String,
-    pub admin: AdminState,
+    pub admin: Operator,
     /// The L7 health of the pool servers at this address (an L7 pool and this VIP share the
     /// host): when one is down, the backend takes no flows either. `None`: no such server.
     pub pool_health: Option<LinkedHealth>,
@@ -407,7 +408,7 @@ impl Control {
                     (Some(_), _) => (false, "waiting for the first health check".to_string()),
                 };
                 let admin = previous
-                    .map(|info| AdminState::from_code(info.admin))
+                    .map(|info| Operator::from_code(info.admin))
                     .unwrap_or_default();
                 let state_code = layout::effective_state(healthy, admin);
                 let pinned = previous.and_then(|info| {
@@ -505,7 +506,7 @@ impl Control {
         &mut self,
         vip_name: &str,
         address: IpAddr,
-        admin: AdminState,
+        admin: Operator,
     ) -> Result<(), AdminError> {
         let vip = self
             .vips
@@ -546,7 +547,7 @@ impl Control {
     pub fn set_admin_at(
         &mut self,
         address: IpAddr,
-        admin: AdminState,
+        admin: Operator,
     ) -> Result<Vec<String>, ControlError> {
         self.update_at(address, |backend| {
             std::mem::replace(&mut backend.admin, admin) != admin

@@ -12,7 +12,6 @@ pub mod supervise;
 pub use control::{
     AdminError, BackendModel, Control, ControlError, ControlMaps, HopError, LinkedHealth, VipModel,
 };
-pub use layout::AdminState;
 pub use loader::{
     AttachedMode, Dataplane, DataplaneError, DecapProgram, PassProgram, if_index, unload,
 };

@@ -19,14 +19,13 @@ use super::{
     balance::{self, Candidate, Selector},
     error::ErrorPages,
     retry_budget::RetryBudget,
-    server_state::{
-        Admission, Change, HealthRules, Operator, Outcome, ServerState, StateView, Transition,
-    },
+    server_state::{Admission, Change, HealthRules, Outcome, ServerState, StateView, Transition},
     upstream::ServerConnections,
     upstream_tls::{ServerTls, TlsFiles},
 };
 use crate::config::{InitialState, PoolConfig, ServerConfig};
 use crate::health::{self, Subscriber};
+use crate::operator::Operator;
 use crate::sticky::{ServerIdentity, StickyPolicy};
 
 /// How often a queued request looks again for a slot that no release handed to it.
