@@ -28,11 +28,17 @@ pub struct AdminContext {
     /// The L7 proxy's live state and metrics.
     pub proxy: Option<crate::proxy::ProxyView>,
     /// Where `POST /api/reload` sends its request (to the task that owns the config).
-    pub reload: Option<tokio::sync::mpsc::Sender<crate::run::ReloadRequest>>,
+    pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
     /// The bearer token from `admin.token_file` (replaced on reload); `None`: no token needed.
     pub token: std::sync::RwLock<Option<String>>,
     /// `[announce]`: the VIP routes this host announces.
     pub announce: Option<Arc<crate::announce::Announcer>>,
+}
+
+/// A request to reload the config file (`POST /api/reload`), answered with a summary or the
+/// reason for refusing; the task that owns the config (`run`) receives it.
+pub struct ReloadRequest {
+    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
 }
 
 pub struct XdpView {
@@ -153,11 +159,7 @@ async fn reload(context: &AdminContext, request: &Request<Incoming>) -> Response
         return text(StatusCode::SERVICE_UNAVAILABLE, "reload is not available\n");
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
-    if sender
-        .send(crate::run::ReloadRequest { reply })
-        .await
-        .is_err()
-    {
+    if sender.send(ReloadRequest { reply }).await.is_err() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
     match answer.await {
