@@ -16,16 +16,16 @@ use aya::maps::{
 use balancer_common::{
     ACL_ALLOW, ACL_DENY, AclKeyV4, AclKeyV6, BACKEND_DOWN, BACKEND_FLAG_HEALTHY,
     BACKEND_FLAG_RESOLVED, BACKEND_UP, BackendInfo, FAMILY_IPV4, FAMILY_IPV6, FORWARD_LOCAL,
-    VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta,
-    acl_key_v4, acl_key_v6, backend_index, maglev_table_base,
+    VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta, acl_key_v4, acl_key_v6, backend_index,
+    maglev_table_base,
 };
 use ipnet::IpNet;
 use serde::Serialize;
 
 use super::{
     VipInfo,
+    keys::{acl_flags, vip_key},
     layout::{self, LayoutError, TableMember},
-    loader::vip_key,
     nexthop::{self, NextHop, NextHopError},
 };
 use crate::config::{AclConfig, ForwardMode, HealthCheckConfig, UdpHash, VipConfig, XdpConfig};
@@ -854,18 +854,6 @@ pub const fn forward_code(mode: ForwardMode) -> u8 {
         ForwardMode::Ipip => balancer_common::FORWARD_IPIP,
         ForwardMode::L2Dsr => balancer_common::FORWARD_L2_DSR,
     }
-}
-
-/// `VIP_FLAG_ACL_*` bits for a scope's rules (the global scope's go into a global).
-pub fn acl_flags(acl: &AclConfig) -> u8 {
-    let mut flags = 0;
-    if !acl.allow.is_empty() || !acl.deny.is_empty() {
-        flags |= VIP_FLAG_ACL_RULES;
-    }
-    if !acl.allow.is_empty() {
-        flags |= VIP_FLAG_ACL_ALLOW_LIST;
-    }
-    flags
 }
 
 /// Makes the ACL tries hold exactly the configured rules: new rules are

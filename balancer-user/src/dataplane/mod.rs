@@ -2,6 +2,7 @@
 //! into its maps, and reading its counters back.
 
 mod control;
+mod keys;
 pub mod layout;
 mod loader;
 pub mod maglev;
