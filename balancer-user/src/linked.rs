@@ -18,7 +18,7 @@ use crate::{
     config::ServerUrl,
     dataplane::{LinkedHealth, SharedControl},
     operator::Operator,
-    proxy::{ProxyView, state::ProxyState},
+    proxy::{ProxyView, proxy_state::ProxyState},
 };
 
 /// The IP address a pool server's URL names, if it is a literal (names and unix sockets cannot
@@ -172,7 +172,7 @@ mod tests {
     use super::*;
 
     use crate::config::Config;
-    use crate::proxy::{pool::Pool, server_state::Outcome};
+    use crate::proxy::{pool::Pool, server_health::Outcome};
 
     /// The L7 state of a config with one pool "app" of `servers`, and `pool` keys.
     fn state(servers: &str, pool: &str) -> ProxyState {

@@ -2,11 +2,11 @@
 //! Loopback by default; with `admin.token_file`, every request but `GET /healthz` must carry
 //! `Authorization: Bearer TOKEN`.
 
+mod api_state;
 mod auth;
 mod manager;
 mod metrics;
 mod pools;
-mod state;
 
 pub use auth::read_token;
 
@@ -138,7 +138,7 @@ fn respond(context: &AdminContext, request: &Request<Incoming>) -> Response<Full
                 &format!("reading counters failed: {err}\n"),
             ),
         },
-        "/api/state" => match state::render(context) {
+        "/api/state" => match api_state::render(context) {
             Ok(body) => with_type(StatusCode::OK, body, "application/json"),
             Err(err) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,

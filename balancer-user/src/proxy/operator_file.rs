@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, io, path::Path};
 
 use serde_json::{Map, Value, json};
 
-use super::state::ProxyState;
+use super::proxy_state::ProxyState;
 use crate::operator::Operator;
 
 /// Pool name → server url → state.
