@@ -18,7 +18,7 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, servi
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::dataplane::{AdminError, AttachedMode, SharedControl, StatsReader, XdpStats};
+use crate::dataplane::{AttachedMode, OperatorRequestError, SharedControl, StatsReader, XdpStats};
 use crate::operator::Operator;
 
 /// What the admin endpoints report on.
@@ -292,7 +292,7 @@ fn vip_backend_action(
                 &format!("{vip} {address}: {action} done{also}\n"),
             )
         }
-        Err(err @ (AdminError::NoVip(_) | AdminError::NoBackend { .. })) => {
+        Err(err @ (OperatorRequestError::NoVip(_) | OperatorRequestError::NoBackend { .. })) => {
             text(StatusCode::NOT_FOUND, &format!("{err}\n"))
         }
         Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err}\n")),

@@ -44,9 +44,9 @@ pub enum ControlError {
     Devmap(String),
 }
 
-/// Why an admin request on a VIP backend was refused.
+/// Why an operator request (admin API: drain, enable or disable) on a VIP backend was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub enum OperatorRequestError {
     #[error("no VIP named {0:?}")]
     NoVip(String),
     #[error("VIP {vip:?} has no backend {address}")]
@@ -507,17 +507,17 @@ impl Control {
         vip_name: &str,
         address: IpAddr,
         admin: Operator,
-    ) -> Result<(), AdminError> {
+    ) -> Result<(), OperatorRequestError> {
         let vip = self
             .vips
             .iter()
             .position(|v| v.info.name == vip_name)
-            .ok_or_else(|| AdminError::NoVip(vip_name.to_string()))?;
+            .ok_or_else(|| OperatorRequestError::NoVip(vip_name.to_string()))?;
         let backend = self.vips[vip]
             .backends
             .iter()
             .position(|b| b.address == address)
-            .ok_or_else(|| AdminError::NoBackend {
+            .ok_or_else(|| OperatorRequestError::NoBackend {
                 vip: vip_name.to_string(),
                 address,
             })?;

@@ -11,7 +11,8 @@ mod stats;
 pub mod supervise;
 
 pub use control::{
-    AdminError, BackendModel, Control, ControlError, ControlMaps, HopError, LinkedHealth, VipModel,
+    BackendModel, Control, ControlError, ControlMaps, HopError, LinkedHealth, OperatorRequestError,
+    VipModel,
 };
 pub use loader::{
     AttachedMode, Dataplane, DataplaneError, DecapProgram, PassProgram, if_index, unload,
