@@ -14,6 +14,7 @@ pub mod http;
 pub mod import;
 pub mod linked;
 pub mod notify;
+pub mod operator;
 pub mod proxy;
 pub mod run;
 pub mod sticky;

@@ -16,8 +16,9 @@ use tokio::sync::watch;
 
 use crate::{
     config::ServerUrl,
-    dataplane::{AdminState, LinkedHealth, SharedControl},
-    proxy::{ProxyView, server_state::Operator, state::ProxyState},
+    dataplane::{LinkedHealth, SharedControl},
+    operator::Operator,
+    proxy::{ProxyView, proxy_state::ProxyState},
 };
 
 /// The IP address a pool server's URL names, if it is a literal (names and unix sockets cannot
@@ -54,7 +55,7 @@ pub fn operator_to_vips(
 pub fn operator_to_pools(
     state: &ProxyState,
     address: IpAddr,
-    admin: AdminState,
+    admin: Operator,
     cause: &str,
 ) -> Vec<String> {
     let mut changed = Vec::new();
@@ -171,7 +172,7 @@ mod tests {
     use super::*;
 
     use crate::config::Config;
-    use crate::proxy::{pool::Pool, server_state::Outcome};
+    use crate::proxy::{pool::Pool, server_health::Outcome};
 
     /// The L7 state of a config with one pool "app" of `servers`, and `pool` keys.
     fn state(servers: &str, pool: &str) -> ProxyState {

@@ -10,11 +10,11 @@ use std::{
 use anyhow::Context;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::{mpsc, oneshot, watch},
+    sync::{mpsc, watch},
 };
 
 use crate::{
-    admin::{self, AdminContext, XdpView},
+    admin::{self, AdminContext, ReloadRequest, XdpView},
     announce::Announcer,
     config::{Config, XdpAttachMode},
     dataplane::{Dataplane, DecapProgram, supervise},
@@ -357,11 +357,6 @@ fn start_new_binary(config_path: &Path) {
             "SIGUSR2: cannot start the new process: {err}"
         ),
     }
-}
-
-/// A request to reload the config file, answered with a summary or the reason for refusing.
-pub struct ReloadRequest {
-    pub reply: oneshot::Sender<Result<String, String>>,
 }
 
 /// Reads the config file again and applies it, all or nothing. Parts that cannot change while

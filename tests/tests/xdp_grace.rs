@@ -24,10 +24,11 @@ use aya::{
 use balancer::{
     config::Config,
     dataplane::{
-        AdminState, Control,
+        Control,
         layout::{self, TableMember},
         nexthop::NextHop,
     },
+    operator::Operator,
 };
 use balancer_common::{
     BACKEND_DOWN, BACKEND_UP, FAMILY_IPV4, FlowEvent, FlowKey, IPPROTO_TCP, IPPROTO_UDP,
@@ -129,15 +130,15 @@ impl Rig {
         self.set_admin(
             i,
             if up {
-                AdminState::Enabled
+                Operator::Enabled
             } else {
-                AdminState::Disabled
+                Operator::Disabled
             },
         );
         self.up[i] = up;
     }
 
-    fn set_admin(&mut self, i: usize, admin: AdminState) {
+    fn set_admin(&mut self, i: usize, admin: Operator) {
         self.control
             .set_admin_at(backend(i), admin)
             .unwrap_or_else(|err| panic!("setting backend {i} {admin:?}: {err}"));
@@ -470,7 +471,7 @@ fn a_draining_previous_backend_keeps_its_flows_and_udp_uses_the_current_table() 
     let mut rig = Rig::new(3, "60s");
     let previous = rig.table(&[true, true, true]);
     // Draining takes C out of the table (no new flows) but keeps its established ones.
-    rig.set_admin(2, AdminState::Draining);
+    rig.set_admin(2, Operator::Draining);
     let current = rig.table(&[true, true, false]);
     let on_c = |p: Option<usize>, _: Option<usize>| p == Some(2);
     let flow = Flows {

@@ -19,10 +19,11 @@ use aya::{
 use balancer::{
     config::Config,
     dataplane::{
-        AdminState, Control,
+        Control,
         layout::{self, TableMember},
         nexthop::NextHop,
     },
+    operator::Operator,
 };
 use balancer_common::{
     BACKEND_DOWN, BACKEND_UP, Counter, FAMILY_IPV4, FlowEvent, FlowKey, IPPROTO_ICMP,
@@ -233,7 +234,7 @@ impl Rig {
         result
     }
 
-    fn set_admin4(&mut self, i: usize, admin: AdminState) {
+    fn set_admin4(&mut self, i: usize, admin: Operator) {
         self.control
             .set_admin_at(IpAddr::from(backend4(i)), admin)
             .unwrap_or_else(|err| panic!("setting backend {i} {admin:?}: {err}"));
@@ -328,7 +329,7 @@ fn icmp_errors_about_a_vip_flow_reach_its_backend() {
     // connection table (the reversed tuple) can send an error to any other.
     let keep = placed[0];
     for i in (0..BACKENDS).filter(|&i| i != keep) {
-        rig.set_admin4(i, AdminState::Draining);
+        rig.set_admin4(i, Operator::Draining);
     }
     assert!(
         placed.iter().any(|&b| b != keep),
@@ -662,9 +663,9 @@ fn slot4(n: u16, port: u16) -> usize {
 #[test]
 fn an_icmp_error_about_an_unknown_flow_follows_the_grace_table() {
     let mut rig = Rig::new();
-    rig.set_admin4(2, AdminState::Disabled);
+    rig.set_admin4(2, Operator::Disabled);
     let previous = table(&[true, true, false]);
-    rig.set_admin4(2, AdminState::Enabled);
+    rig.set_admin4(2, Operator::Enabled);
     let current = table(&[true, true, true]);
     let port = 40_000;
     let n = (1..10_000u16)

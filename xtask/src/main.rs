@@ -1,7 +1,8 @@
-//! `cargo xtask …`: setup, build, build-and-load, demo, test, fuzz, bench.
+//! `cargo xtask …`: setup, build, build-and-load, demo, test, fuzz, bench, cycles.
 
 mod bench;
 mod build;
+mod cycles;
 mod demo;
 mod fuzz;
 mod package;
@@ -64,6 +65,9 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// List the module dependency cycles of balancer-user's library, read from its `use` trees
+    /// and paths: between top-level modules, and between siblings inside one.
+    Cycles,
 }
 
 fn main() -> std::process::ExitCode {
@@ -86,6 +90,7 @@ fn main() -> std::process::ExitCode {
             package::check(&deb)
         }),
         Command::Bench { quick } => setup::run().and_then(|()| bench::run(quick)),
+        Command::Cycles => cycles::run(&workspace_root().join("balancer-user/src")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

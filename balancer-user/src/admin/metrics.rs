@@ -9,7 +9,7 @@ use prometheus_client::{
 
 use super::AdminContext;
 use crate::dataplane::XdpStats;
-use crate::proxy::server_state::Transition;
+use crate::proxy::server_health::Transition;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -218,7 +218,7 @@ struct PoolServers {
 }
 
 impl PoolServers {
-    fn read(state: &crate::proxy::state::ProxyState) -> PoolServers {
+    fn read(state: &crate::proxy::proxy_state::ProxyState) -> PoolServers {
         let now = std::time::Instant::now();
         let mut servers = Vec::new();
         let mut queues = Vec::new();

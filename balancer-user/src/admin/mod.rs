@@ -2,11 +2,11 @@
 //! Loopback by default; with `admin.token_file`, every request but `GET /healthz` must carry
 //! `Authorization: Bearer TOKEN`.
 
+mod api_state;
 mod auth;
 mod manager;
 mod metrics;
 mod pools;
-mod state;
 
 pub use auth::read_token;
 
@@ -18,9 +18,8 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, servi
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::dataplane::{
-    AdminError, AdminState, AttachedMode, SharedControl, StatsReader, XdpStats,
-};
+use crate::dataplane::{AttachedMode, OperatorRequestError, SharedControl, StatsReader, XdpStats};
+use crate::operator::Operator;
 
 /// What the admin endpoints report on.
 pub struct AdminContext {
@@ -29,11 +28,17 @@ pub struct AdminContext {
     /// The L7 proxy's live state and metrics.
     pub proxy: Option<crate::proxy::ProxyView>,
     /// Where `POST /api/reload` sends its request (to the task that owns the config).
-    pub reload: Option<tokio::sync::mpsc::Sender<crate::run::ReloadRequest>>,
+    pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
     /// The bearer token from `admin.token_file` (replaced on reload); `None`: no token needed.
     pub token: std::sync::RwLock<Option<String>>,
     /// `[announce]`: the VIP routes this host announces.
     pub announce: Option<Arc<crate::announce::Announcer>>,
+}
+
+/// A request to reload the config file (`POST /api/reload`), answered with a summary or the
+/// reason for refusing; the task that owns the config (`run`) receives it.
+pub struct ReloadRequest {
+    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
 }
 
 pub struct XdpView {
@@ -133,7 +138,7 @@ fn respond(context: &AdminContext, request: &Request<Incoming>) -> Response<Full
                 &format!("reading counters failed: {err}\n"),
             ),
         },
-        "/api/state" => match state::render(context) {
+        "/api/state" => match api_state::render(context) {
             Ok(body) => with_type(StatusCode::OK, body, "application/json"),
             Err(err) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -154,11 +159,7 @@ async fn reload(context: &AdminContext, request: &Request<Incoming>) -> Response
         return text(StatusCode::SERVICE_UNAVAILABLE, "reload is not available\n");
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
-    if sender
-        .send(crate::run::ReloadRequest { reply })
-        .await
-        .is_err()
-    {
+    if sender.send(ReloadRequest { reply }).await.is_err() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
     match answer.await {
@@ -237,7 +238,7 @@ fn vip_backend_action(
     let [vip, "backends", address, action] = parts.as_slice() else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
-    let Some(admin) = AdminState::parse_action(action) else {
+    let Some(admin) = Operator::parse_action(action) else {
         return text(
             StatusCode::NOT_FOUND,
             &format!("unknown action {action:?}: use drain, enable or disable\n"),
@@ -291,7 +292,7 @@ fn vip_backend_action(
                 &format!("{vip} {address}: {action} done{also}\n"),
             )
         }
-        Err(err @ (AdminError::NoVip(_) | AdminError::NoBackend { .. })) => {
+        Err(err @ (OperatorRequestError::NoVip(_) | OperatorRequestError::NoBackend { .. })) => {
             text(StatusCode::NOT_FOUND, &format!("{err}\n"))
         }
         Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err}\n")),

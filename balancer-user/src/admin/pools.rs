@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{AdminContext, method_not_allowed, text, with_type};
 use crate::config::RouteTarget;
-use crate::proxy::server_state::Operator;
+use crate::operator::Operator;
 
 /// `rest` is the path after `/api/pools/`: `{pool}/servers/{server}/{action}`, where `server` is
 /// the server's `route` or its url, percent-encoded (`http%3A%2F%2F10.0.0.1%3A8000`).

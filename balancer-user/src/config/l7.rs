@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 use ipnet::IpNet;
 
-pub use crate::headers::{TrustedHeader, UnderscorePolicy};
+use super::{TrustedHeader, UnderscorePolicy};
 
 /// `[proxy]`: settings of the proxy process as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 mod de;
 mod error;
 mod l7;
+mod trusted_headers;
 mod validate;
 
 #[cfg(test)]
@@ -25,6 +26,7 @@ use toml::Spanned;
 
 pub use error::ConfigError;
 pub use l7::*;
+pub use trusted_headers::{HeaderGroup, TrustedHeader, UnderscorePolicy};
 
 /// Smallest `xdp.table_size` (a prime): below it Maglev spreads flows too unevenly.
 pub const TABLE_SIZE_MIN: u32 = 251;

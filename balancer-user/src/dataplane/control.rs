@@ -16,19 +16,20 @@ use aya::maps::{
 use balancer_common::{
     ACL_ALLOW, ACL_DENY, AclKeyV4, AclKeyV6, BACKEND_DOWN, BACKEND_FLAG_HEALTHY,
     BACKEND_FLAG_RESOLVED, BACKEND_UP, BackendInfo, FAMILY_IPV4, FAMILY_IPV6, FORWARD_LOCAL,
-    VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta,
-    acl_key_v4, acl_key_v6, backend_index, maglev_table_base,
+    VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta, acl_key_v4, acl_key_v6, backend_index,
+    maglev_table_base,
 };
 use ipnet::IpNet;
 use serde::Serialize;
 
 use super::{
     VipInfo,
-    layout::{self, AdminState, LayoutError, TableMember},
-    loader::vip_key,
+    keys::{acl_flags, vip_key},
+    layout::{self, LayoutError, TableMember},
     nexthop::{self, NextHop, NextHopError},
 };
 use crate::config::{AclConfig, ForwardMode, HealthCheckConfig, UdpHash, VipConfig, XdpConfig};
+use crate::operator::Operator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -43,9 +44,9 @@ pub enum ControlError {
     Devmap(String),
 }
 
-/// Why an admin request on a VIP backend was refused.
+/// Why an operator request (admin API: drain, enable or disable) on a VIP backend was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub enum OperatorRequestError {
     #[error("no VIP named {0:?}")]
     NoVip(String),
     #[error("VIP {vip:?} has no backend {address}")]
@@ -68,7 +69,7 @@ pub struct BackendModel {
     pub healthy: bool,
     /// The last health-check verdict, or why the backend is assumed healthy.
     pub health_reason: String,
-    pub admin: AdminState,
+    pub admin: Operator,
     /// The L7 health of the pool servers at this address (an L7 pool and this VIP share the
     /// host): when one is down, the backend takes no flows either. `None`: no such server.
     pub pool_health: Option<LinkedHealth>,
@@ -407,7 +408,7 @@ impl Control {
                     (Some(_), _) => (false, "waiting for the first health check".to_string()),
                 };
                 let admin = previous
-                    .map(|info| AdminState::from_code(info.admin))
+                    .map(|info| Operator::from_code(info.admin))
                     .unwrap_or_default();
                 let state_code = layout::effective_state(healthy, admin);
                 let pinned = previous.and_then(|info| {
@@ -505,18 +506,18 @@ impl Control {
         &mut self,
         vip_name: &str,
         address: IpAddr,
-        admin: AdminState,
-    ) -> Result<(), AdminError> {
+        admin: Operator,
+    ) -> Result<(), OperatorRequestError> {
         let vip = self
             .vips
             .iter()
             .position(|v| v.info.name == vip_name)
-            .ok_or_else(|| AdminError::NoVip(vip_name.to_string()))?;
+            .ok_or_else(|| OperatorRequestError::NoVip(vip_name.to_string()))?;
         let backend = self.vips[vip]
             .backends
             .iter()
             .position(|b| b.address == address)
-            .ok_or_else(|| AdminError::NoBackend {
+            .ok_or_else(|| OperatorRequestError::NoBackend {
                 vip: vip_name.to_string(),
                 address,
             })?;
@@ -546,7 +547,7 @@ impl Control {
     pub fn set_admin_at(
         &mut self,
         address: IpAddr,
-        admin: AdminState,
+        admin: Operator,
     ) -> Result<Vec<String>, ControlError> {
         self.update_at(address, |backend| {
             std::mem::replace(&mut backend.admin, admin) != admin
@@ -853,18 +854,6 @@ pub const fn forward_code(mode: ForwardMode) -> u8 {
         ForwardMode::Ipip => balancer_common::FORWARD_IPIP,
         ForwardMode::L2Dsr => balancer_common::FORWARD_L2_DSR,
     }
-}
-
-/// `VIP_FLAG_ACL_*` bits for a scope's rules (the global scope's go into a global).
-pub fn acl_flags(acl: &AclConfig) -> u8 {
-    let mut flags = 0;
-    if !acl.allow.is_empty() || !acl.deny.is_empty() {
-        flags |= VIP_FLAG_ACL_RULES;
-    }
-    if !acl.allow.is_empty() {
-        flags |= VIP_FLAG_ACL_ALLOW_LIST;
-    }
-    flags
 }
 
 /// Makes the ACL tries hold exactly the configured rules: new rules are

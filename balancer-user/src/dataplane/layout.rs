@@ -7,12 +7,10 @@
 
 use std::net::IpAddr;
 
-use balancer_common::{
-    ADMIN_DISABLED, ADMIN_DRAINING, ADMIN_ENABLED, BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UP,
-    NO_BACKEND,
-};
+use balancer_common::{BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UP, NO_BACKEND};
 
 use super::maglev::{self, MaglevBackend, MaglevError};
+use crate::operator::Operator;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
@@ -55,61 +53,13 @@ pub fn assign_ids<K: PartialEq>(
         .collect())
 }
 
-/// What an operator asked for a backend (`POST …/drain|enable|disable`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AdminState {
-    #[default]
-    Enabled,
-    Draining,
-    Disabled,
-}
-
-impl AdminState {
-    /// The value kept in `BackendInfo::admin`.
-    pub const fn code(self) -> u8 {
-        match self {
-            AdminState::Enabled => ADMIN_ENABLED,
-            AdminState::Draining => ADMIN_DRAINING,
-            AdminState::Disabled => ADMIN_DISABLED,
-        }
-    }
-
-    pub const fn from_code(code: u8) -> AdminState {
-        match code {
-            ADMIN_DRAINING => AdminState::Draining,
-            ADMIN_DISABLED => AdminState::Disabled,
-            _ => AdminState::Enabled,
-        }
-    }
-
-    /// The state's word in the admin API's answers (`enabled`, `draining`, `disabled`).
-    pub fn label(self) -> &'static str {
-        match self {
-            AdminState::Enabled => "enabled",
-            AdminState::Draining => "draining",
-            AdminState::Disabled => "disabled",
-        }
-    }
-
-    /// The admin API's action word: `drain`, `enable` or `disable`.
-    pub fn parse_action(action: &str) -> Option<AdminState> {
-        match action {
-            "enable" => Some(AdminState::Enabled),
-            "drain" => Some(AdminState::Draining),
-            "disable" => Some(AdminState::Disabled),
-            _ => None,
-        }
-    }
-}
-
 /// The state the data plane sees: down when checks fail or the operator
 /// disabled it, draining when the operator drains it, else up.
-pub fn effective_state(healthy: bool, admin: AdminState) -> u8 {
+pub fn effective_state(healthy: bool, admin: Operator) -> u8 {
     match (healthy, admin) {
-        (false, _) | (_, AdminState::Disabled) => BACKEND_DOWN,
-        (true, AdminState::Draining) => BACKEND_DRAINING,
-        (true, AdminState::Enabled) => BACKEND_UP,
+        (false, _) | (_, Operator::Disabled) => BACKEND_DOWN,
+        (true, Operator::Draining) => BACKEND_DRAINING,
+        (true, Operator::Enabled) => BACKEND_UP,
     }
 }
 
@@ -192,15 +142,15 @@ mod tests {
 
     #[test]
     fn effective_state_table() {
-        use AdminState::*;
+        use Operator::*;
         assert_eq!(effective_state(true, Enabled), BACKEND_UP);
         assert_eq!(effective_state(true, Draining), BACKEND_DRAINING);
         assert_eq!(effective_state(true, Disabled), BACKEND_DOWN);
         assert_eq!(effective_state(false, Enabled), BACKEND_DOWN);
         assert_eq!(effective_state(false, Draining), BACKEND_DOWN);
         assert_eq!(effective_state(false, Disabled), BACKEND_DOWN);
-        assert_eq!(AdminState::parse_action("drain"), Some(Draining));
-        assert_eq!(AdminState::parse_action("restart"), None);
+        assert_eq!(Operator::parse_action("drain"), Some(Draining));
+        assert_eq!(Operator::parse_action("restart"), None);
     }
 
     fn member(last: u8, slot: u32, state: u8) -> TableMember {

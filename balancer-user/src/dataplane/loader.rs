@@ -22,13 +22,14 @@ use balancer_common::{
     MAP_BACKEND_STATS, MAP_BACKENDS, MAP_DECAP_ADDRS, MAP_DECAP_STATS, MAP_FLOW_HASH_KEY,
     MAP_FLOW_STATS, MAP_FLOWS, MAP_GRACE, MAP_MAGLEV, MAP_REASON_STATS, MAP_TX_PORTS,
     MAP_VIP_STATS, MAP_VIPS, MAX_TX_PORTS, PROGRAM_DECAP, PROGRAM_LB, PROGRAM_PASS, PacketReason,
-    VipKey, flow_sets,
+    flow_sets,
 };
 use tokio::io::unix::AsyncFd;
 
 use super::{
     EBPF_OBJECT, StatsReader,
     control::{Control, ControlMaps},
+    keys::acl_flags,
     nexthop::Resolved,
 };
 use crate::config::{VipConfig, XdpAttachMode, XdpConfig};
@@ -152,7 +153,7 @@ impl Dataplane {
             None => Vec::new(),
         };
         let log_level = ebpf_log_level();
-        let acl_global = super::control::acl_flags(&xdp.acl);
+        let acl_global = acl_flags(&xdp.acl);
         let mut loader = EbpfLoader::new();
         for (name, size) in &sizes {
             loader.map_max_entries(name, *size);
@@ -478,15 +479,6 @@ fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DataplaneError> {
     ebpf.take_map(name).ok_or(DataplaneError::Missing(name))
-}
-
-pub fn vip_key(vip: &VipConfig) -> VipKey {
-    let port = *vip.port.get_ref();
-    let protocol = vip.protocol.ip_protocol();
-    match *vip.address.get_ref() {
-        IpAddr::V4(v4) => VipKey::v4(v4.octets(), port, protocol),
-        IpAddr::V6(v6) => VipKey::v6(v6.octets(), port, protocol),
-    }
 }
 
 /// The eBPF side logs only what the `balancer_ebpf` tracing target would show.

@@ -2,6 +2,7 @@
 //! into its maps, and reading its counters back.
 
 mod control;
+mod keys;
 pub mod layout;
 mod loader;
 pub mod maglev;
@@ -10,9 +11,9 @@ mod stats;
 pub mod supervise;
 
 pub use control::{
-    AdminError, BackendModel, Control, ControlError, ControlMaps, HopError, LinkedHealth, VipModel,
+    BackendModel, Control, ControlError, ControlMaps, HopError, LinkedHealth, OperatorRequestError,
+    VipModel,
 };
-pub use layout::AdminState;
 pub use loader::{
     AttachedMode, Dataplane, DataplaneError, DecapProgram, PassProgram, if_index, unload,
 };

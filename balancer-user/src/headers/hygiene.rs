@@ -7,7 +7,7 @@
 
 use hyper::{HeaderMap, header::HeaderName, header::HeaderValue};
 
-use super::{TrustedHeader, UnderscorePolicy};
+use crate::config::{TrustedHeader, UnderscorePolicy};
 
 /// Connection-specific fields (RFC 9110 §7.6.1, RFC 9112 §7.4 for TE/Trailer/Transfer-Encoding)
 /// and the old `Keep-Alive` / `Proxy-Connection`.

@@ -30,11 +30,10 @@ use hyper::{
 };
 use ipnet::IpNet;
 
-use crate::config::ListenerConfig;
+use crate::config::{HeaderGroup, ListenerConfig, TrustedHeader, UnderscorePolicy};
 use crate::http::authority;
 
 use super::{
-    HeaderGroup, TrustedHeader, UnderscorePolicy,
     forwarded::{self, ForwardedElement, Node},
     hygiene::{self, HygieneError, HygieneReport, RequestHygiene},
 };

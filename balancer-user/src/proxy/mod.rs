@@ -21,10 +21,10 @@ pub mod log_file;
 pub mod metrics;
 pub mod operator_file;
 pub mod pool;
+pub mod proxy_state;
 pub mod retry_budget;
 pub mod route;
-pub mod server_state;
-pub mod state;
+pub mod server_health;
 pub mod static_files;
 pub mod tls;
 pub mod tunnel;
@@ -45,7 +45,7 @@ use handler::Shared;
 use listener::AcceptLoop;
 use metrics::HttpMetrics;
 use pool::StateChanges;
-use state::ProxyState;
+use proxy_state::ProxyState;
 
 /// Any error a body or a phase can carry.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -14,7 +14,8 @@ use std::{collections::BTreeMap, io, path::Path};
 
 use serde_json::{Map, Value, json};
 
-use super::{server_state::Operator, state::ProxyState};
+use super::proxy_state::ProxyState;
+use crate::operator::Operator;
 
 /// Pool name → server url → state.
 pub type Snapshot = BTreeMap<String, BTreeMap<String, Operator>>;

@@ -1,5 +1,5 @@
 //! A pool at run time: its servers with their connections, in-flight counts and health state
-//! (server_state.rs), and the selection policy. Kept across reloads while its config is
+//! (server_health.rs), and the selection policy. Kept across reloads while its config is
 //! unchanged, so idle connections and counters survive; when its config changes, the new pool's
 //! servers take over the health state of the old pool's servers with the same url.
 
@@ -19,14 +19,13 @@ use super::{
     balance::{self, Candidate, Selector},
     error::ErrorPages,
     retry_budget::RetryBudget,
-    server_state::{
-        Admission, Change, HealthRules, Operator, Outcome, ServerState, StateView, Transition,
-    },
+    server_health::{Admission, Change, HealthRules, Outcome, ServerState, StateView, Transition},
     upstream::ServerConnections,
     upstream_tls::{ServerTls, TlsFiles},
 };
 use crate::config::{InitialState, PoolConfig, ServerConfig};
 use crate::health::{self, Subscriber};
+use crate::operator::Operator;
 use crate::sticky::{ServerIdentity, StickyPolicy};
 
 /// How often a queued request looks again for a slot that no release handed to it.

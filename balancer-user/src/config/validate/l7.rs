@@ -13,7 +13,6 @@ use std::{
 use ipnet::IpNet;
 use toml::Spanned;
 
-use crate::headers::HeaderGroup;
 use crate::http::authority;
 
 use super::{
@@ -21,8 +20,8 @@ use super::{
     is_valid_name, not_a_name, show,
 };
 use crate::config::{
-    AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HeaderEdits, HealthTls,
-    HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, OnDown,
+    AccessLogFormat, AdminConfig, Balance, CertificatePaths, HashOn, HeaderEdits, HeaderGroup,
+    HealthTls, HostPattern, InitialState, KeepaliveConfig, L7Config, ListenerConfig, OnDown,
     PassiveHealthConfig, PoolConfig, PoolHealthConfig, PoolTimeouts, ProxySettings, RetryConfig,
     RouteConfig, RouteTarget, ServerConfig, ServerTlsConfig, ServerUrl, StickyConfig, StickyKey,
     TlsConfig, TrustedHeader, UnderscorePolicy,

@@ -10,10 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{PassiveHealthConfig, PoolConfig};
 use crate::health::RiseFall;
-
-/// What the operator chose for a server (admin API): the one state a VIP backend and the
-/// pool servers at its address share.
-pub use crate::dataplane::AdminState as Operator;
+use crate::operator::Operator;
 
 /// The transition an operator change is reported as.
 fn transition(operator: Operator) -> Transition {

@@ -4,9 +4,10 @@ use std::{sync::atomic::Ordering, time::Instant};
 
 use serde_json::json;
 
+use crate::operator::Operator;
 use crate::proxy::{
     pool::{Pool, Server},
-    server_state::{Operator, StateView, Transition},
+    server_health::{StateView, Transition},
 };
 
 use super::AdminContext;
@@ -54,7 +55,7 @@ pub fn render(context: &AdminContext) -> Result<String, aya::maps::MapError> {
 }
 
 /// Every pool with its servers' state and live counters.
-fn pools(state: &crate::proxy::state::ProxyState) -> serde_json::Value {
+fn pools(state: &crate::proxy::proxy_state::ProxyState) -> serde_json::Value {
     let now = std::time::Instant::now();
     let mut names: Vec<&String> = state.pools.keys().collect();
     names.sort();
