@@ -16,9 +16,9 @@ use tokio::{
 use crate::{
     admin::{self, AdminContext, XdpView},
     announce::Announcer,
-    config::{Config, XdpAttachMode},
+    config::{Config, ConfigError, XdpAttachMode},
     dataplane::{Dataplane, DecapProgram, supervise},
-    proxy::{Proxy, metrics::HttpMetrics},
+    proxy::{Proxy, ReloadError, metrics::HttpMetrics},
 };
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
@@ -361,7 +361,27 @@ fn start_new_binary(config_path: &Path) {
 
 /// A request to reload the config file, answered with a summary or the reason for refusing.
 pub struct ReloadRequest {
-    pub reply: oneshot::Sender<Result<String, String>>,
+    pub reply: oneshot::Sender<Result<String, ReloadRefused>>,
+}
+
+/// Why a reload was refused (the previous config keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadRefused {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("admin.listen changed: restart balancer to apply it")]
+    AdminListen,
+    #[error(transparent)]
+    Token(#[from] admin::TokenError),
+    #[error("[announce] changed: restart balancer to apply it")]
+    Announce,
+    #[error(
+        "[xdp] or [[vip]] changed: restart balancer to apply (with xdp.pin_path set, \
+         established flows keep their backends across the restart)"
+    )]
+    Dataplane,
+    #[error(transparent)]
+    Proxy(#[from] ReloadError),
 }
 
 /// Reads the config file again and applies it, all or nothing. Parts that cannot change while
@@ -373,7 +393,7 @@ fn reload(
     current: &mut Config,
     proxy: &mut Proxy,
     admin: &AdminContext,
-) -> Result<String, String> {
+) -> Result<String, ReloadRefused> {
     crate::notify::reloading();
     let result = apply_reload(config_path, current, proxy, admin);
     crate::notify::ready(match &result {
@@ -388,21 +408,17 @@ fn apply_reload(
     current: &mut Config,
     proxy: &mut Proxy,
     admin: &AdminContext,
-) -> Result<String, String> {
-    let new = Config::load(config_path).map_err(|err| err.to_string())?;
+) -> Result<String, ReloadRefused> {
+    let new = Config::load(config_path)?;
     if new.admin.listen != current.admin.listen {
-        return Err("admin.listen changed: restart balancer to apply it".into());
+        return Err(ReloadRefused::AdminListen);
     }
     let token = admin_token(&new)?;
     if new.announce != current.announce {
-        return Err("[announce] changed: restart balancer to apply it".into());
+        return Err(ReloadRefused::Announce);
     }
     if new.xdp != current.xdp || new.vips != current.vips {
-        return Err(
-            "[xdp] or [[vip]] changed: restart balancer to apply (with xdp.pin_path set, \
-             established flows keep their backends across the restart)"
-                .into(),
-        );
+        return Err(ReloadRefused::Dataplane);
     }
     proxy.reload(&new.l7)?;
     *admin
@@ -421,7 +437,7 @@ fn apply_reload(
 }
 
 /// The admin API's bearer token, read from `admin.token_file` (each start and reload).
-fn admin_token(config: &Config) -> Result<Option<String>, String> {
+fn admin_token(config: &Config) -> Result<Option<String>, admin::TokenError> {
     config
         .admin
         .token_file

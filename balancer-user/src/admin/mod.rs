@@ -8,7 +8,7 @@ mod metrics;
 mod pools;
 mod state;
 
-pub use auth::read_token;
+pub use auth::{TokenError, read_token};
 
 use std::{convert::Infallible, sync::Arc};
 
