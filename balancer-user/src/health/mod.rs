@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use check_tls::AnyCertificate;
 pub use check_tls::{CheckTlsError, check_tls_config};
 pub use probe::{
-    AcceptStatus, CheckOutcome, CheckRequest, Connector, HttpProbe, HttpVia, Probe,
+    AcceptStatus, CheckOutcome, CheckRequest, Connector, HttpProbe, HttpVia, Probe, ProbeError,
     USER_AGENT_VALUE, accepts_2xx_3xx, probe_once,
 };
 pub use rise_fall::RiseFall;
