@@ -14,7 +14,7 @@ use tokio::{
 };
 
 use crate::{
-    admin::{self, AdminContext, ReloadRequest, XdpView},
+    admin::{self, AdminContext, ReloadRefused, ReloadRequest, XdpView},
     announce::Announcer,
     config::{Config, XdpAttachMode},
     dataplane::{Dataplane, DecapProgram, supervise},
@@ -368,7 +368,7 @@ fn reload(
     current: &mut Config,
     proxy: &mut Proxy,
     admin: &AdminContext,
-) -> Result<String, String> {
+) -> Result<String, ReloadRefused> {
     crate::notify::reloading();
     let result = apply_reload(config_path, current, proxy, admin);
     crate::notify::ready(match &result {
@@ -383,21 +383,17 @@ fn apply_reload(
     current: &mut Config,
     proxy: &mut Proxy,
     admin: &AdminContext,
-) -> Result<String, String> {
-    let new = Config::load(config_path).map_err(|err| err.to_string())?;
+) -> Result<String, ReloadRefused> {
+    let new = Config::load(config_path)?;
     if new.admin.listen != current.admin.listen {
-        return Err("admin.listen changed: restart balancer to apply it".into());
+        return Err(ReloadRefused::AdminListen);
     }
     let token = admin_token(&new)?;
     if new.announce != current.announce {
-        return Err("[announce] changed: restart balancer to apply it".into());
+        return Err(ReloadRefused::Announce);
     }
     if new.xdp != current.xdp || new.vips != current.vips {
-        return Err(
-            "[xdp] or [[vip]] changed: restart balancer to apply (with xdp.pin_path set, \
-             established flows keep their backends across the restart)"
-                .into(),
-        );
+        return Err(ReloadRefused::Dataplane);
     }
     proxy.reload(&new.l7)?;
     *admin
@@ -416,7 +412,7 @@ fn apply_reload(
 }
 
 /// The admin API's bearer token, read from `admin.token_file` (each start and reload).
-fn admin_token(config: &Config) -> Result<Option<String>, String> {
+fn admin_token(config: &Config) -> Result<Option<String>, admin::TokenError> {
     config
         .admin
         .token_file

@@ -1,7 +1,7 @@
 //! The admin API's bearer token: read from `admin.token_file`, required on every request except
 //! `GET /healthz` (which outer balancers probe without credentials).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -10,16 +10,27 @@ use ring::digest;
 
 use super::{AdminContext, text};
 
+/// Why `admin.token_file` gives no token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("admin.token_file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("admin.token_file {}: the file is empty", .0.display())]
+    Empty(PathBuf),
+}
+
 /// The token in `path`, without surrounding whitespace; an empty file is an error.
-pub fn read_token(path: &Path) -> Result<String, String> {
-    let content = std::fs::read_to_string(path)
-        .map_err(|err| format!("admin.token_file {}: {err}", path.display()))?;
+pub fn read_token(path: &Path) -> Result<String, TokenError> {
+    let content = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let token = content.trim();
     if token.is_empty() {
-        return Err(format!(
-            "admin.token_file {}: the file is empty",
-            path.display()
-        ));
+        return Err(TokenError::Empty(path.to_path_buf()));
     }
     Ok(token.to_string())
 }
@@ -104,6 +115,11 @@ mod tests {
                 String::from_utf8_lossy(value)
             );
         }
+    }
+
+    /// The token, or the error's text (what the log and the admin API show).
+    fn read_token(path: &Path) -> Result<String, String> {
+        super::read_token(path).map_err(|err| err.to_string())
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod manager;
 mod metrics;
 mod pools;
 
-pub use auth::read_token;
+pub use auth::{TokenError, read_token};
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -38,7 +38,27 @@ pub struct AdminContext {
 /// A request to reload the config file (`POST /api/reload`), answered with a summary or the
 /// reason for refusing; the task that owns the config (`run`) receives it.
 pub struct ReloadRequest {
-    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    pub reply: tokio::sync::oneshot::Sender<Result<String, ReloadRefused>>,
+}
+
+/// Why a reload was refused (the previous config keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadRefused {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("admin.listen changed: restart balancer to apply it")]
+    AdminListen,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("[announce] changed: restart balancer to apply it")]
+    Announce,
+    #[error(
+        "[xdp] or [[vip]] changed: restart balancer to apply (with xdp.pin_path set, \
+         established flows keep their backends across the restart)"
+    )]
+    Dataplane,
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ReloadError),
 }
 
 pub struct XdpView {

@@ -17,12 +17,22 @@ pub struct CompiledEdits {
     unset: Vec<HeaderName>,
 }
 
+/// A header edit that does not parse, by its header name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditsError {
+    #[error("bad header name {0:?}")]
+    BadName(String),
+    #[error("bad value for header {0:?}")]
+    BadValue(String),
+}
+
 impl CompiledEdits {
     /// Config validation already checked the names and values; one that still does not parse
     /// is an error naming it.
-    pub fn new(edits: &HeaderEdits) -> Result<CompiledEdits, String> {
+    pub fn new(edits: &HeaderEdits) -> Result<CompiledEdits, EditsError> {
         let name = |name: &str| {
-            HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("bad header name {name:?}"))
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| EditsError::BadName(name.to_string()))
         };
         Ok(CompiledEdits {
             set: edits
@@ -30,10 +40,10 @@ impl CompiledEdits {
                 .iter()
                 .map(|(key, value)| {
                     let value = HeaderValue::from_str(value)
-                        .map_err(|_| format!("bad value for header {key:?}"))?;
+                        .map_err(|_| EditsError::BadValue(key.clone()))?;
                     Ok((name(key)?, value))
                 })
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, EditsError>>()?,
             unset: edits
                 .unset
                 .iter()

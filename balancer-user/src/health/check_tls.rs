@@ -1,7 +1,10 @@
 //! The TLS client config of the HTTP checks that speak TLS to a server's health port
 //! (a pool's `health.tls`).
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -16,27 +19,30 @@ use rustls_pki_types::{
 /// The TLS client config of a pool's checks (ring, TLS 1.2 and 1.3, ALPN http/1.1): verifying
 /// the server's certificate against the CA certificates in `ca` (the file's path and content),
 /// or not at all without it. Errors name the file.
-pub fn check_tls_config(ca: Option<(&Path, &[u8])>) -> Result<Arc<ClientConfig>, String> {
+pub fn check_tls_config(ca: Option<(&Path, &[u8])>) -> Result<Arc<ClientConfig>, CheckTlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|err| format!("building the TLS client config: {err}"))?;
+        .map_err(CheckTlsError::Build)?;
     let mut config = match ca {
         Some((path, pem)) => {
-            let bad = |detail: String| format!("{}: {detail}", path.display());
             let certificates = CertificateDer::pem_slice_iter(pem)
                 .collect::<Result<Vec<_>, pem::Error>>()
-                .map_err(|err| bad(format!("malformed PEM: {err}")))?;
+                .map_err(|source| CheckTlsError::MalformedPem {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             if certificates.is_empty() {
-                return Err(bad(
-                    "no certificate found (expected a PEM \"CERTIFICATE\" section)".to_string(),
-                ));
+                return Err(CheckTlsError::NoCertificate(path.to_path_buf()));
             }
             let mut roots = RootCertStore::empty();
             for certificate in certificates {
                 roots
                     .add(certificate)
-                    .map_err(|err| bad(format!("invalid CA certificate: {err}")))?;
+                    .map_err(|source| CheckTlsError::InvalidCa {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
@@ -47,6 +53,22 @@ pub fn check_tls_config(ca: Option<(&Path, &[u8])>) -> Result<Arc<ClientConfig>,
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Why the checks' TLS client config cannot be built; the text names the CA file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckTlsError {
+    #[error("building the TLS client config: {0}")]
+    Build(#[source] rustls::Error),
+    #[error("{}: malformed PEM: {source}", path.display())]
+    MalformedPem { path: PathBuf, source: pem::Error },
+    #[error("{}: no certificate found (expected a PEM \"CERTIFICATE\" section)", .0.display())]
+    NoCertificate(PathBuf),
+    #[error("{}: invalid CA certificate: {source}", path.display())]
+    InvalidCa {
+        path: PathBuf,
+        source: rustls::Error,
+    },
 }
 
 /// Accepts any server certificate (`tls_ca_file` not given), still checking that the server
@@ -120,7 +142,9 @@ mod tests {
                 "/etc/balancer/ca.pem: invalid CA certificate: ",
             ),
         ] {
-            let err = check_tls_config(Some((path, pem))).expect_err("a bad CA file");
+            let err = check_tls_config(Some((path, pem)))
+                .expect_err("a bad CA file")
+                .to_string();
             assert!(err.starts_with(expected), "{err}");
         }
         assert!(check_tls_config(None).is_ok());

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(test)]
 pub(crate) use check_tls::AnyCertificate;
-pub use check_tls::check_tls_config;
+pub use check_tls::{CheckTlsError, check_tls_config};
 pub use probe::{
-    AcceptStatus, CheckOutcome, CheckRequest, Connector, HttpProbe, HttpVia, Probe,
+    AcceptStatus, CheckOutcome, CheckRequest, Connector, HttpProbe, HttpVia, Probe, ProbeError,
     USER_AGENT_VALUE, accepts_2xx_3xx, probe_once,
 };
 pub use rise_fall::RiseFall;

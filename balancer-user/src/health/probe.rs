@@ -85,7 +85,56 @@ pub trait Connector: Send + Sync {
         &self,
         request: CheckRequest,
         timeout: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<u16, String>> + Send + '_>>;
+    ) -> Pin<Box<dyn Future<Output = Result<u16, ProbeError>> + Send + '_>>;
+}
+
+/// Why a check got no acceptable answer: the text of [`CheckOutcome::Failed`].
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("connect refused")]
+    ConnectRefused,
+    #[error("connect failed: {0}")]
+    ConnectFailed(#[source] std::io::Error),
+    #[error("invalid path {0:?}: must start with '/'")]
+    RelativePath(String),
+    #[error("invalid path {path:?}: {source}")]
+    InvalidPath {
+        path: String,
+        source: hyper::http::uri::InvalidUri,
+    },
+    #[error("invalid request (host {host:?}): {source}")]
+    InvalidRequest {
+        host: String,
+        source: hyper::http::Error,
+    },
+    /// `chain`: the error with its sources, `outer: inner: ...`.
+    #[error("http error: {chain}")]
+    Http { chain: String },
+    #[error("no HTTP response: {chain}")]
+    NoHttpResponse { chain: String },
+    #[error("invalid check request: {0}")]
+    InvalidCheckRequest(#[source] hyper::http::Error),
+    #[error("TLS checks need a host and port")]
+    NoHostPort,
+    #[error("{sni:?} is not a TLS server name: {source}")]
+    ServerName {
+        sni: String,
+        source: rustls_pki_types::InvalidDnsNameError,
+    },
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("TLS handshake: {0}")]
+    TlsHandshake(#[source] std::io::Error),
+    #[error("HTTP handshake: {0}")]
+    HttpHandshake(#[source] hyper::Error),
+    /// No response, in the words of the connection that sent the request.
+    #[error("no response: {0}")]
+    NoResponse(String),
+    /// The proxy's connector could not connect, in its own words.
+    #[error("{0}")]
+    Connector(String),
+    #[error("status {0}")]
+    Status(u16),
 }
 
 impl Probe {
@@ -173,9 +222,9 @@ async fn probe_tcp(
     let attempt = async {
         let stream = TcpStream::connect(target).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                "connect refused".to_owned()
+                ProbeError::ConnectRefused
             } else {
-                format!("connect failed: {e}")
+                ProbeError::ConnectFailed(e)
             }
         })?;
         match http {
@@ -192,14 +241,14 @@ async fn probe_tcp(
                 if accepts(status) {
                     Ok(())
                 } else {
-                    Err(format!("status {status}"))
+                    Err(ProbeError::Status(status))
                 }
             }
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(())) => CheckOutcome::Passed,
-        Ok(Err(why)) => CheckOutcome::Failed(why),
+        Ok(Err(why)) => CheckOutcome::Failed(why.to_string()),
         Err(_) => CheckOutcome::Failed(format!("timeout after {timeout:?} ({phase})")),
     }
 }
@@ -213,22 +262,26 @@ fn default_host(target: SocketAddr) -> String {
 }
 
 /// Sends `GET path` and returns the response status.
-async fn http_get(stream: TcpStream, path: &str, host: &str) -> Result<u16, String> {
+async fn http_get(stream: TcpStream, path: &str, host: &str) -> Result<u16, ProbeError> {
     if !path.starts_with('/') {
-        return Err(format!("invalid path {path:?}: must start with '/'"));
+        return Err(ProbeError::RelativePath(path.to_string()));
     }
-    let uri: Uri = path
-        .parse()
-        .map_err(|e| format!("invalid path {path:?}: {e}"))?;
+    let uri: Uri = path.parse().map_err(|source| ProbeError::InvalidPath {
+        path: path.to_string(),
+        source,
+    })?;
     let request = Request::get(uri)
         .header(HOST, host)
         .header(USER_AGENT, USER_AGENT_VALUE)
         .header(CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("invalid request (host {host:?}): {e}"))?;
+        .map_err(|source| ProbeError::InvalidRequest {
+            host: host.to_string(),
+            source,
+        })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("http error: {}", chain(&e)))?;
+        .map_err(|e| ProbeError::Http { chain: chain(&e) })?;
     // Drive the connection and the request together in this task, so nothing
     // outlives the probe.
     let mut conn = pin!(conn);
@@ -237,13 +290,13 @@ async fn http_get(stream: TcpStream, path: &str, host: &str) -> Result<u16, Stri
         biased;
         r = &mut response => r,
         c = &mut conn => match c {
-            Err(e) => return Err(format!("no HTTP response: {}", chain(&e))),
+            Err(e) => return Err(ProbeError::NoHttpResponse { chain: chain(&e) }),
             Ok(()) => response.await,
         },
     };
     match response {
         Ok(response) => Ok(response.status().as_u16()),
-        Err(e) => Err(format!("no HTTP response: {}", chain(&e))),
+        Err(e) => Err(ProbeError::NoHttpResponse { chain: chain(&e) }),
     }
 }
 
@@ -287,7 +340,7 @@ async fn probe_server(
         }
         let request = request
             .body(Empty::new())
-            .map_err(|err| format!("invalid check request: {err}"))?;
+            .map_err(ProbeError::InvalidCheckRequest)?;
         let status = match (via, url.host_port()) {
             (Via::Tls(config), Some((address, port))) => {
                 send_over_tls(
@@ -299,18 +352,18 @@ async fn probe_server(
                 )
                 .await?
             }
-            (Via::Tls(_), None) => return Err("TLS checks need a host and port".to_string()),
+            (Via::Tls(_), None) => return Err(ProbeError::NoHostPort),
             (Via::Connector(connector), _) => connector.send(request, timeout).await?,
         };
         if (http.accepts)(status) {
             Ok(())
         } else {
-            Err(format!("status {status}"))
+            Err(ProbeError::Status(status))
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(())) => CheckOutcome::Passed,
-        Ok(Err(why)) => CheckOutcome::Failed(why),
+        Ok(Err(why)) => CheckOutcome::Failed(why.to_string()),
         Err(_) => CheckOutcome::Failed(format!("timeout after {timeout:?}")),
     }
 }
@@ -323,30 +376,32 @@ async fn send_over_tls(
     sni: &str,
     tls: Arc<ClientConfig>,
     request: CheckRequest,
-) -> Result<u16, String> {
-    let name = ServerName::try_from(sni.to_string())
-        .map_err(|err| format!("{sni:?} is not a TLS server name: {err}"))?;
+) -> Result<u16, ProbeError> {
+    let name = ServerName::try_from(sni.to_string()).map_err(|source| ProbeError::ServerName {
+        sni: sni.to_string(),
+        source,
+    })?;
     let tcp = TcpStream::connect((address, port))
         .await
-        .map_err(|err| format!("connect: {err}"))?;
+        .map_err(ProbeError::Connect)?;
     let stream = TlsConnector::from(tls)
         .connect(name, tcp)
         .await
-        .map_err(|err| format!("TLS handshake: {err}"))?;
+        .map_err(ProbeError::TlsHandshake)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|err| format!("HTTP handshake: {err}"))?;
+        .map_err(ProbeError::HttpHandshake)?;
     let mut response = pin!(sender.send_request(request));
     let mut connection = pin!(connection);
     let response = tokio::select! {
         response = &mut response => response,
         closed = &mut connection => {
             // Closed cleanly: the response, if any, was delivered before.
-            closed.map_err(|err| format!("no response: {err}"))?;
+            closed.map_err(|err| ProbeError::NoResponse(err.to_string()))?;
             response.await
         }
     };
-    let response = response.map_err(|err| format!("no response: {err}"))?;
+    let response = response.map_err(|err| ProbeError::NoResponse(err.to_string()))?;
     Ok(response.status().as_u16())
 }
 
@@ -360,6 +415,36 @@ mod tests {
     use hyper::{Response, service::service_fn};
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
+
+    /// The texts of the probe errors, against the `format!` that made them as strings.
+    #[test]
+    fn probe_error_texts_are_those_of_the_string_errors() {
+        let path = "health";
+        assert_eq!(
+            ProbeError::RelativePath(path.to_string()).to_string(),
+            format!("invalid path {path:?}: must start with '/'")
+        );
+        let sni = "bad name";
+        let source = || ServerName::try_from(sni.to_string()).expect_err("not a name");
+        assert_eq!(
+            ProbeError::ServerName {
+                sni: sni.to_string(),
+                source: source(),
+            }
+            .to_string(),
+            format!("{sni:?} is not a TLS server name: {}", source())
+        );
+        let io = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert_eq!(
+            ProbeError::ConnectFailed(io).to_string(),
+            format!(
+                "connect failed: {}",
+                std::io::Error::from(std::io::ErrorKind::TimedOut)
+            )
+        );
+        assert_eq!(ProbeError::Status(503).to_string(), "status 503");
+        assert_eq!(ProbeError::ConnectRefused.to_string(), "connect refused");
+    }
 
     /// What the test server saw in one request.
     #[derive(Debug)]
@@ -572,7 +657,7 @@ mod tests {
             &self,
             request: CheckRequest,
             _timeout: Duration,
-        ) -> Pin<Box<dyn Future<Output = Result<u16, String>> + Send + '_>> {
+        ) -> Pin<Box<dyn Future<Output = Result<u16, ProbeError>> + Send + '_>> {
             let header = |name| {
                 request
                     .headers()

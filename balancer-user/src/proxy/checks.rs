@@ -11,8 +11,8 @@ use std::{
 use super::{pool::Pool, upstream::ServerConnections, upstream_tls::ServerTls};
 use crate::config::{KeepaliveConfig, PoolHealthConfig, ServerUrl};
 use crate::health::{
-    CheckOutcome, CheckRequest, CheckSpec, Connector, HttpProbe, HttpVia, Probe, Subscriber,
-    accepts_2xx_3xx,
+    CheckOutcome, CheckRequest, CheckSpec, Connector, HttpProbe, HttpVia, Probe, ProbeError,
+    Subscriber, accepts_2xx_3xx,
 };
 
 /// The active check of server `index`: `GET path` on a connection of its own, made by the
@@ -89,7 +89,7 @@ impl Connector for CheckConnector {
         &self,
         request: CheckRequest,
         timeout: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<u16, String>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<u16, ProbeError>> + Send + '_>> {
         Box::pin(async move {
             // reuse = false: the connection is made for this check and closed after it.
             let connections = ServerConnections::with_tls(
@@ -106,14 +106,14 @@ impl Connector for CheckConnector {
             let checkout = connections
                 .checkout()
                 .await
-                .map_err(|err| err.to_string())?;
+                .map_err(|err| ProbeError::Connector(err.to_string()))?;
             let mut request = request
                 .map(|_| super::empty_body())
                 .map(super::h1::request_body::BoxedBody::new);
             let response = checkout
                 .send(&mut request)
                 .await
-                .map_err(|err| format!("no response: {err}"))?;
+                .map_err(|err| ProbeError::NoResponse(err.to_string()))?;
             Ok(response.status().as_u16())
         })
     }

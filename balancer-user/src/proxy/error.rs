@@ -131,28 +131,43 @@ struct ErrorPage {
     content_type: HeaderValue,
 }
 
+/// Why an error page file cannot be used; the text names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorPageError {
+    #[error("error page {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("error page {}: not a regular file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("error page {}: {bytes} bytes, more than the {MAX_ERROR_PAGE_BYTES} allowed", path.display())]
+    TooLarge { path: PathBuf, bytes: u64 },
+}
+
 /// Error pages are read whole into memory; a larger file is a config mistake.
 const MAX_ERROR_PAGE_BYTES: u64 = 1024 * 1024;
 
 impl ErrorPages {
     /// Reads every file; the error names the file that could not be used.
-    pub fn load(files: &BTreeMap<u16, PathBuf>) -> Result<ErrorPages, String> {
+    pub fn load(files: &BTreeMap<u16, PathBuf>) -> Result<ErrorPages, ErrorPageError> {
         let mut pages = BTreeMap::new();
         for (status, path) in files {
-            let metadata = std::fs::metadata(path)
-                .map_err(|err| format!("error page {}: {err}", path.display()))?;
+            let unreadable = |source| ErrorPageError::Read {
+                path: path.clone(),
+                source,
+            };
+            let metadata = std::fs::metadata(path).map_err(unreadable)?;
             if !metadata.is_file() {
-                return Err(format!("error page {}: not a regular file", path.display()));
+                return Err(ErrorPageError::NotAFile(path.clone()));
             }
             if metadata.len() > MAX_ERROR_PAGE_BYTES {
-                return Err(format!(
-                    "error page {}: {} bytes, more than the {MAX_ERROR_PAGE_BYTES} allowed",
-                    path.display(),
-                    metadata.len()
-                ));
+                return Err(ErrorPageError::TooLarge {
+                    path: path.clone(),
+                    bytes: metadata.len(),
+                });
             }
-            let body = std::fs::read(path)
-                .map_err(|err| format!("error page {}: {err}", path.display()))?;
+            let body = std::fs::read(path).map_err(unreadable)?;
             let mime = mime_guess::from_path(path).first_or(mime_guess::mime::TEXT_HTML);
             let content_type = if mime.type_() == mime_guess::mime::TEXT {
                 format!("{mime}; charset=utf-8")
@@ -358,7 +373,8 @@ mod tests {
             502,
             PathBuf::from("/nonexistent/502.html"),
         )]))
-        .expect_err("missing file");
+        .expect_err("missing file")
+        .to_string();
         assert!(error.contains("/nonexistent/502.html"), "{error}");
     }
 }

@@ -12,6 +12,7 @@ pub mod balance;
 pub mod buffering;
 pub mod checks;
 pub mod compress;
+pub mod config_error;
 pub mod error;
 pub mod h1;
 pub mod handler;
@@ -41,6 +42,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::config::L7Config;
+use config_error::ProxyConfigError;
 use handler::Shared;
 use listener::AcceptLoop;
 use metrics::HttpMetrics;
@@ -101,6 +103,34 @@ impl ProxyView {
     }
 }
 
+/// Why the proxy refused a config, at the start or on a reload (nothing of it applied).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ProxyConfigError),
+    #[error("proxy.access_log_file {}: {source}", path.display())]
+    AccessLog {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("proxy.temp_dir: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error("listener {listener}: cannot listen on {bind}: {source}")]
+    Listen {
+        listener: String,
+        bind: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// SIGUSR1 could not open the access-log file anew (the one open before stays in use).
+#[derive(Debug, thiserror::Error)]
+#[error("reopening {}: {source}", path.display())]
+pub struct ReopenError {
+    path: std::path::PathBuf,
+    source: std::io::Error,
+}
+
 struct RunningListener {
     limit: Arc<Semaphore>,
     max_connections: usize,
@@ -114,7 +144,7 @@ struct RunningListener {
 impl Proxy {
     /// Opens every file `config` names (certificates, keys, error pages, static directories)
     /// without binding anything: what `check-config` and a reload verify first.
-    pub fn check(config: &L7Config) -> Result<(), String> {
+    pub fn check(config: &L7Config) -> Result<(), ProxyConfigError> {
         ProxyState::build(config, None).map(|_| ())
     }
 
@@ -172,7 +202,7 @@ impl Proxy {
     }
 
     /// Applies `config`: either all of it or, on any error, none of it.
-    pub fn reload(&mut self, config: &L7Config) -> Result<(), String> {
+    pub fn reload(&mut self, config: &L7Config) -> Result<(), ReloadError> {
         let previous = self.shared.state.load_full();
         let mut state = ProxyState::build(config, Some(&previous))?;
         state.access_log_file = open_access_log(config, previous.access_log_file.as_ref())?;
@@ -270,11 +300,12 @@ impl Proxy {
 
     /// SIGUSR1: writes the access-log lines gathered so far to the file open now, then opens
     /// `proxy.access_log_file` anew (logrotate renamed the old one).
-    pub fn reopen_access_log(&self) -> Result<(), String> {
+    pub fn reopen_access_log(&self) -> Result<(), ReopenError> {
         match &self.shared.state.load().access_log_file {
-            Some(file) => file
-                .reopen()
-                .map_err(|err| format!("reopening {}: {err}", file.path().display())),
+            Some(file) => file.reopen().map_err(|source| ReopenError {
+                path: file.path().to_path_buf(),
+                source,
+            }),
             None => Ok(()),
         }
     }
@@ -345,10 +376,10 @@ impl Proxy {
 
 /// Bodies spill into `proxy.temp_dir`: one that cannot take a file refuses the start or the
 /// reload, rather than failing uploads later.
-fn check_temp_dir(dir: &std::path::Path) -> Result<(), String> {
+fn check_temp_dir(dir: &std::path::Path) -> Result<(), ReloadError> {
     buffering::spool::open_unlinked(dir)
         .map(drop)
-        .map_err(|err| format!("proxy.temp_dir: {err}"))
+        .map_err(ReloadError::TempDir)
 }
 
 /// The access-log file of `config`: the one open now if the path did not change (its pending
@@ -357,7 +388,7 @@ fn check_temp_dir(dir: &std::path::Path) -> Result<(), String> {
 fn open_access_log(
     config: &L7Config,
     current: Option<&Arc<log_file::AccessLogFile>>,
-) -> Result<Option<Arc<log_file::AccessLogFile>>, String> {
+) -> Result<Option<Arc<log_file::AccessLogFile>>, ReloadError> {
     let Some(path) = &config.proxy.access_log_file else {
         return Ok(None);
     };
@@ -366,7 +397,10 @@ fn open_access_log(
     }
     log_file::AccessLogFile::open(path)
         .map(Some)
-        .map_err(|err| format!("proxy.access_log_file {}: {err}", path.display()))
+        .map_err(|source| ReloadError::AccessLog {
+            path: path.clone(),
+            source,
+        })
 }
 
 /// A listener to start serving, with its listening sockets.
@@ -382,17 +416,16 @@ fn bind_all(
     running: &HashMap<SocketAddr, RunningListener>,
     mut inherited: Option<&mut crate::upgrade::Inherited>,
     per_listener: usize,
-) -> Result<Vec<Bound>, String> {
+) -> Result<Vec<Bound>, ReloadError> {
     let mut bound = Vec::new();
     for listener in &config.listeners {
         if running.contains_key(&listener.bind) {
             continue;
         }
-        let cannot = |err: std::io::Error| {
-            format!(
-                "listener {}: cannot listen on {}: {err}",
-                listener.name, listener.bind
-            )
+        let cannot = |source| ReloadError::Listen {
+            listener: listener.name.clone(),
+            bind: listener.bind,
+            source,
         };
         let mut sockets = inherited
             .as_deref_mut()

@@ -303,7 +303,10 @@ impl Pool {
 
     /// Adds the TLS client config of the pool's checks when `health.tls` is set, verifying
     /// with `ca` (the content of `tls_ca_file`).
-    pub fn with_check_tls(mut self, ca: Option<Vec<u8>>) -> Result<Pool, String> {
+    pub fn with_check_tls(
+        mut self,
+        ca: Option<Vec<u8>>,
+    ) -> Result<Pool, crate::health::CheckTlsError> {
         if let Some(tls) = self.config.health.as_ref().and_then(|h| h.tls.as_ref()) {
             let ca_file = tls.ca_file.as_deref().zip(ca.as_deref());
             self.check_tls = Some(crate::health::check_tls_config(ca_file)?);
@@ -317,7 +320,7 @@ impl Pool {
     }
 
     /// Adds the pool's sticky policy (from its config; `key` for insert mode).
-    pub fn with_sticky(mut self, key: Option<Vec<u8>>) -> Result<Pool, String> {
+    pub fn with_sticky(mut self, key: Option<Vec<u8>>) -> Result<Pool, crate::sticky::StickyError> {
         if let Some(config) = &self.config.sticky {
             let servers: Vec<ServerIdentity> =
                 self.config.servers.iter().map(ServerIdentity::of).collect();

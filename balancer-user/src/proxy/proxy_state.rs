@@ -6,6 +6,7 @@
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use super::{
+    config_error::{PoolError, ProxyConfigError},
     error::ErrorPages,
     metrics::RouteMetrics,
     pool::Pool,
@@ -66,14 +67,19 @@ impl ProxyState {
     /// change (their connections and counters carry over); rebuilt pools keep the health and
     /// operator state of their servers, by url. Nothing starts running here (see
     /// `Pool::activate`): a refused reload leaves nothing behind.
-    pub fn build(config: &L7Config, previous: Option<&ProxyState>) -> Result<ProxyState, String> {
+    pub fn build(
+        config: &L7Config,
+        previous: Option<&ProxyState>,
+    ) -> Result<ProxyState, ProxyConfigError> {
         let mut listeners = HashMap::new();
         for listener in &config.listeners {
             let tls = match &listener.tls {
-                Some(tls) => Some(
-                    tls::server_config(tls)
-                        .map_err(|err| format!("listener {}: {err}", listener.name))?,
-                ),
+                Some(tls) => Some(tls::server_config(tls).map_err(|source| {
+                    ProxyConfigError::ListenerTls {
+                        listener: listener.name.clone(),
+                        source: Box::new(source),
+                    }
+                })?),
                 None => None,
             };
             listeners.insert(
@@ -89,9 +95,13 @@ impl ProxyState {
 
         let mut pools = HashMap::new();
         for pool in &config.pools {
-            let sticky_key = sticky_key(pool)?;
-            let check_ca = check_ca(pool)?;
-            let server_tls = upstream_tls::read_files(pool)?;
+            let in_pool = |source: PoolError| ProxyConfigError::Pool {
+                pool: pool.name.clone(),
+                source: Box::new(source),
+            };
+            let sticky_key = sticky_key(pool).map_err(in_pool)?;
+            let check_ca = check_ca(pool).map_err(in_pool)?;
+            let server_tls = upstream_tls::read_files(pool).map_err(|err| in_pool(err.into()))?;
             let reused = previous
                 .and_then(|state| state.pools.get(&pool.name))
                 .filter(|existing| {
@@ -103,46 +113,58 @@ impl ProxyState {
                 .cloned();
             let pool = match reused {
                 Some(existing) => existing,
-                None => Arc::new(new_pool(
-                    pool,
-                    previous.and_then(|state| state.pools.get(&pool.name)),
-                    sticky_key,
-                    check_ca,
-                    server_tls,
-                )?),
+                None => Arc::new(
+                    new_pool(
+                        pool,
+                        previous.and_then(|state| state.pools.get(&pool.name)),
+                        sticky_key,
+                        check_ca,
+                        server_tls,
+                    )
+                    .map_err(in_pool)?,
+                ),
             };
             pools.insert(pool.config.name.clone(), pool);
         }
 
         let mut route_runtime = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
-            let error_pages = Arc::new(
-                ErrorPages::load(&route.error_pages)
-                    .map_err(|err| format!("route {}: {err}", route.name))?,
-            );
+            let error_pages = Arc::new(ErrorPages::load(&route.error_pages).map_err(|source| {
+                ProxyConfigError::RouteErrorPage {
+                    route: route.name.clone(),
+                    source,
+                }
+            })?);
             let target = match &route.target {
-                RouteTarget::Pool(name) => Target::Pool(
-                    pools
-                        .get(name)
-                        .cloned()
-                        .ok_or_else(|| format!("route {}: no pool {name:?}", route.name))?,
-                ),
+                RouteTarget::Pool(name) => {
+                    Target::Pool(pools.get(name).cloned().ok_or_else(|| {
+                        ProxyConfigError::NoPool {
+                            route: route.name.clone(),
+                            pool: name.clone(),
+                        }
+                    })?)
+                }
                 RouteTarget::Static(dir) => {
-                    let metadata = std::fs::metadata(dir).map_err(|err| {
-                        format!("route {}: static_dir {}: {err}", route.name, dir.display())
-                    })?;
+                    let metadata =
+                        std::fs::metadata(dir).map_err(|source| ProxyConfigError::StaticDir {
+                            route: route.name.clone(),
+                            dir: dir.clone(),
+                            source,
+                        })?;
                     if !metadata.is_dir() {
-                        return Err(format!(
-                            "route {}: static_dir {} is not a directory",
-                            route.name,
-                            dir.display()
-                        ));
+                        return Err(ProxyConfigError::NotADirectory {
+                            route: route.name.clone(),
+                            dir: dir.clone(),
+                        });
                     }
                     Target::Static(dir.clone())
                 }
             };
             let edits = |edits| {
-                CompiledEdits::new(edits).map_err(|err| format!("route {}: {err}", route.name))
+                CompiledEdits::new(edits).map_err(|source| ProxyConfigError::HeaderEdits {
+                    route: route.name.clone(),
+                    source,
+                })
             };
             let stripped_prefix = route
                 .strip_prefix
@@ -195,13 +217,11 @@ fn new_pool(
     sticky_key: Option<Vec<u8>>,
     check_ca: Option<Vec<u8>>,
     server_tls: Option<upstream_tls::TlsFiles>,
-) -> Result<Pool, String> {
-    let error_pages = ErrorPages::load(&config.error_pages)
-        .map_err(|err| format!("pool {}: {err}", config.name))?;
+) -> Result<Pool, PoolError> {
+    let error_pages = ErrorPages::load(&config.error_pages)?;
     let server_tls = match server_tls {
         Some(files) => {
-            let client = upstream_tls::client_config(&config.tls, &files, config.h2)
-                .map_err(|err| format!("pool {}: {err}", config.name))?;
+            let client = upstream_tls::client_config(&config.tls, &files, config.h2)?;
             Some((files, client))
         }
         None => None,
@@ -213,14 +233,14 @@ fn new_pool(
         server_tls,
     )
     .with_sticky(sticky_key)
-    .map_err(|err| format!("pool {}: sticky: {err}", config.name))?
+    .map_err(PoolError::Sticky)?
     .with_check_tls(check_ca)
-    .map_err(|err| format!("pool {}: health tls_ca_file {err}", config.name))
+    .map_err(PoolError::CheckTls)
 }
 
 /// The content of a pool's `health.tls_ca_file`, read on every load so a reload picks up a new
 /// CA.
-fn check_ca(pool: &PoolConfig) -> Result<Option<Vec<u8>>, String> {
+fn check_ca(pool: &PoolConfig) -> Result<Option<Vec<u8>>, PoolError> {
     let Some(path) = pool
         .health
         .as_ref()
@@ -229,40 +249,33 @@ fn check_ca(pool: &PoolConfig) -> Result<Option<Vec<u8>>, String> {
     else {
         return Ok(None);
     };
-    std::fs::read(path).map(Some).map_err(|err| {
-        format!(
-            "pool {}: health tls_ca_file {}: {err}",
-            pool.name,
-            path.display()
-        )
-    })
+    std::fs::read(path)
+        .map(Some)
+        .map_err(|source| PoolError::CheckCaRead {
+            path: path.clone(),
+            source,
+        })
 }
 
 /// The HMAC key of an insert-mode sticky pool: as written, or read from its file (trimmed) on
 /// every load, so a reload picks up a new key.
-fn sticky_key(pool: &PoolConfig) -> Result<Option<Vec<u8>>, String> {
+fn sticky_key(pool: &PoolConfig) -> Result<Option<Vec<u8>>, PoolError> {
     let Some(StickyConfig::Insert { key, .. }) = &pool.sticky else {
         return Ok(None);
     };
     let bytes = match key {
         StickyKey::Inline(text) => text.as_bytes().to_vec(),
         StickyKey::File(path) => {
-            let text = std::fs::read(path).map_err(|err| {
-                format!(
-                    "pool {}: sticky key_file {}: {err}",
-                    pool.name,
-                    path.display()
-                )
+            let text = std::fs::read(path).map_err(|source| PoolError::StickyKeyRead {
+                path: path.clone(),
+                source,
             })?;
             let trimmed = text.trim_ascii().to_vec();
             if trimmed.len() < StickyConfig::MIN_KEY_BYTES {
-                return Err(format!(
-                    "pool {}: sticky key_file {}: {} bytes; a signing key needs at least {}",
-                    pool.name,
-                    path.display(),
-                    trimmed.len(),
-                    StickyConfig::MIN_KEY_BYTES
-                ));
+                return Err(PoolError::StickyKeyShort {
+                    path: path.clone(),
+                    bytes: trimmed.len(),
+                });
             }
             trimmed
         }
@@ -312,7 +325,7 @@ mod tests {
     fn build_error(pool_keys: &str) -> String {
         match ProxyState::build(&l7(pool_keys), None) {
             Ok(_) => panic!("{pool_keys:?} should be refused"),
-            Err(err) => err,
+            Err(err) => err.to_string(),
         }
     }
 
@@ -373,6 +386,7 @@ mod tests {
             Ok(state) => assert!(state.pools["app"].server_tls.is_some()),
             // A machine without a CA bundle: the error says what to do.
             Err(err) => {
+                let err = err.to_string();
                 assert!(
                     crate::config::ServerTlsConfig::SYSTEM_CA_BUNDLES
                         .iter()

@@ -32,19 +32,74 @@ pub struct TlsFiles {
     client: Option<(FileContent, FileContent)>,
 }
 
+/// Why a pool's TLS files cannot be read; the text names the key and file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFilesError {
+    #[error("{key} {}: {source}", path.display())]
+    Read {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("system CA bundle {path}: {source}")]
+    SystemBundle {
+        path: &'static str,
+        source: std::io::Error,
+    },
+    #[error(
+        "https:// servers are verified against the system's CA certificates, and none were found (looked for {}); set tls_ca_file",
+        ServerTlsConfig::SYSTEM_CA_BUNDLES.join(", ")
+    )]
+    NoSystemBundle,
+}
+
+/// Why a pool's client config cannot be built from its TLS files.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientTlsError {
+    #[error("building the TLS client config: {0}")]
+    Build(#[source] rustls::Error),
+    /// `key`: the config key of the file (or "system CA bundle").
+    #[error("{key} {}: {problem}", path.display())]
+    File {
+        key: &'static str,
+        path: PathBuf,
+        #[source]
+        problem: TlsFileProblem,
+    },
+}
+
+/// What is wrong with one TLS file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFileProblem {
+    #[error("malformed PEM: {0}")]
+    MalformedPem(#[source] pem::Error),
+    #[error("invalid CA certificate: {0}")]
+    InvalidCa(#[source] rustls::Error),
+    #[error("no certificate found (expected a PEM \"CERTIFICATE\" section)")]
+    NoCertificate,
+    #[error("no usable private key: {0}")]
+    NoKey(#[source] pem::Error),
+    #[error("cannot be used with tls_cert_file: {0}")]
+    KeyMismatch(#[source] rustls::Error),
+}
+
 /// Reads the TLS files of `pool` when it has https:// servers. Errors name the key and file.
-pub fn read_files(pool: &PoolConfig) -> Result<Option<TlsFiles>, String> {
+pub fn read_files(pool: &PoolConfig) -> Result<Option<TlsFiles>, TlsFilesError> {
     if !pool.servers.iter().any(|server| server.url.is_https()) {
         return Ok(None);
     }
-    let read = |key: &str, path: &Path| {
+    let read = |key: &'static str, path: &Path| {
         std::fs::read(path)
             .map(|content| (path.to_path_buf(), content))
-            .map_err(|err| format!("pool {}: {key} {}: {err}", pool.name, path.display()))
+            .map_err(|source| TlsFilesError::Read {
+                key,
+                path: path.to_path_buf(),
+                source,
+            })
     };
     let roots = match &pool.tls.ca_file {
         Some(path) => read("tls_ca_file", path)?,
-        None => system_bundle().map_err(|why| format!("pool {}: {why}", pool.name))?,
+        None => system_bundle()?,
     };
     let client = match &pool.tls.client_cert {
         Some(paths) => Some((
@@ -57,18 +112,15 @@ pub fn read_files(pool: &PoolConfig) -> Result<Option<TlsFiles>, String> {
 }
 
 /// The first system CA bundle that exists.
-fn system_bundle() -> Result<FileContent, String> {
+fn system_bundle() -> Result<FileContent, TlsFilesError> {
     for path in ServerTlsConfig::SYSTEM_CA_BUNDLES {
         match std::fs::read(path) {
             Ok(content) => return Ok((PathBuf::from(path), content)),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(format!("system CA bundle {path}: {err}")),
+            Err(source) => return Err(TlsFilesError::SystemBundle { path, source }),
         }
     }
-    Err(format!(
-        "https:// servers are verified against the system's CA certificates, and none were found (looked for {}); set tls_ca_file",
-        ServerTlsConfig::SYSTEM_CA_BUNDLES.join(", ")
-    ))
+    Err(TlsFilesError::NoSystemBundle)
 }
 
 /// The pool's client config: ring, TLS 1.2 and 1.3, verifying against the roots in `files`,
@@ -78,43 +130,38 @@ pub fn client_config(
     tls: &ServerTlsConfig,
     files: &TlsFiles,
     h2: bool,
-) -> Result<Arc<ClientConfig>, String> {
+) -> Result<Arc<ClientConfig>, ClientTlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|err| format!("building the TLS client config: {err}"))?;
+        .map_err(ClientTlsError::Build)?;
     let (roots_path, roots_pem) = &files.roots;
     let key_name = if tls.ca_file.is_some() {
         "tls_ca_file"
     } else {
         "system CA bundle"
     };
-    let bad =
-        |key: &str, path: &Path, detail: String| format!("{key} {}: {detail}", path.display());
+    let bad = |key: &'static str, path: &Path, problem: TlsFileProblem| ClientTlsError::File {
+        key,
+        path: path.to_path_buf(),
+        problem,
+    };
     let certificates = CertificateDer::pem_slice_iter(roots_pem)
         .collect::<Result<Vec<_>, pem::Error>>()
-        .map_err(|err| bad(key_name, roots_path, format!("malformed PEM: {err}")))?;
+        .map_err(|err| bad(key_name, roots_path, TlsFileProblem::MalformedPem(err)))?;
     let mut roots = RootCertStore::empty();
     if tls.ca_file.is_some() {
         for certificate in certificates {
-            roots.add(certificate).map_err(|err| {
-                bad(
-                    key_name,
-                    roots_path,
-                    format!("invalid CA certificate: {err}"),
-                )
-            })?;
+            roots
+                .add(certificate)
+                .map_err(|err| bad(key_name, roots_path, TlsFileProblem::InvalidCa(err)))?;
         }
     } else {
         // A system bundle may hold certificates webpki cannot use; the others still count.
         roots.add_parsable_certificates(certificates);
     }
     if roots.is_empty() {
-        return Err(bad(
-            key_name,
-            roots_path,
-            "no certificate found (expected a PEM \"CERTIFICATE\" section)".to_string(),
-        ));
+        return Err(bad(key_name, roots_path, TlsFileProblem::NoCertificate));
     }
     let builder = builder.with_root_certificates(roots);
     let mut config = match &files.client {
@@ -122,28 +169,25 @@ pub fn client_config(
         Some(((cert_path, cert_pem), (key_path, key_pem))) => {
             let chain = CertificateDer::pem_slice_iter(cert_pem)
                 .collect::<Result<Vec<_>, pem::Error>>()
-                .map_err(|err| bad("tls_cert_file", cert_path, format!("malformed PEM: {err}")))?;
+                .map_err(|err| {
+                    bad(
+                        "tls_cert_file",
+                        cert_path,
+                        TlsFileProblem::MalformedPem(err),
+                    )
+                })?;
             if chain.is_empty() {
                 return Err(bad(
                     "tls_cert_file",
                     cert_path,
-                    "no certificate found (expected a PEM \"CERTIFICATE\" section)".to_string(),
+                    TlsFileProblem::NoCertificate,
                 ));
             }
-            let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|err| {
-                bad(
-                    "tls_key_file",
-                    key_path,
-                    format!("no usable private key: {err}"),
-                )
-            })?;
-            builder.with_client_auth_cert(chain, key).map_err(|err| {
-                bad(
-                    "tls_key_file",
-                    key_path,
-                    format!("cannot be used with tls_cert_file: {err}"),
-                )
-            })?
+            let key = PrivateKeyDer::from_pem_slice(key_pem)
+                .map_err(|err| bad("tls_key_file", key_path, TlsFileProblem::NoKey(err)))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|err| bad("tls_key_file", key_path, TlsFileProblem::KeyMismatch(err)))?
         }
     };
     config.alpn_protocols = if h2 {
@@ -284,7 +328,9 @@ mod tests {
             if client.is_none() {
                 tls.client_cert = None;
             }
-            let err = client_config(&tls, &files, false).expect_err("a bad file");
+            let err = client_config(&tls, &files, false)
+                .expect_err("a bad file")
+                .to_string();
             assert!(
                 err.starts_with(expected),
                 "{err:?} should start with {expected:?}"

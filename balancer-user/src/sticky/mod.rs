@@ -98,6 +98,26 @@ enum Mode {
     },
 }
 
+/// Why a pool's sticky config cannot make a [`StickyPolicy`] (config validation already rules
+/// these out; the text is a readable sentence).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StickyError {
+    #[error("route-suffix stickiness needs a cookie or a path_param")]
+    NoSessionName,
+    #[error("server {server} (servers[{index}]) has no route, which route-suffix stickiness needs")]
+    NoRoute { server: String, index: usize },
+    #[error("route {0:?} is used by two servers")]
+    SharedRoute(String),
+    #[error("insert stickiness needs a key")]
+    NoKey,
+    #[error("the sticky key has {0} bytes; at least {min} are needed", min = StickyConfig::MIN_KEY_BYTES)]
+    ShortKey(usize),
+    #[error("{0:?} is not a valid cookie or parameter name")]
+    BadName(String),
+    #[error("route {0:?} must be letters, digits, '-' and '_'")]
+    BadRoute(String),
+}
+
 /// What [`StickyPolicy::on_request`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use]
@@ -118,7 +138,7 @@ impl StickyPolicy {
         config: &StickyConfig,
         servers: &[ServerIdentity],
         key: Option<&[u8]>,
-    ) -> Result<StickyPolicy, String> {
+    ) -> Result<StickyPolicy, StickyError> {
         let mode = match config {
             StickyConfig::RouteSuffix {
                 cookie,
@@ -126,7 +146,7 @@ impl StickyPolicy {
                 strip_route,
             } => {
                 if cookie.is_none() && path_param.is_none() {
-                    return Err("route-suffix stickiness needs a cookie or a path_param".into());
+                    return Err(StickyError::NoSessionName);
                 }
                 for name in cookie.iter().chain(path_param) {
                     check_token(name)?;
@@ -134,14 +154,14 @@ impl StickyPolicy {
                 let mut routes: Vec<String> = Vec::with_capacity(servers.len());
                 for (index, server) in servers.iter().enumerate() {
                     let Some(route) = &server.route else {
-                        return Err(format!(
-                            "server {} (servers[{index}]) has no route, which route-suffix stickiness needs",
-                            server.stable_id
-                        ));
+                        return Err(StickyError::NoRoute {
+                            server: server.stable_id.clone(),
+                            index,
+                        });
                     };
                     check_route(route)?;
                     if routes.contains(route) {
-                        return Err(format!("route {route:?} is used by two servers"));
+                        return Err(StickyError::SharedRoute(route.clone()));
                     }
                     routes.push(route.clone());
                 }
@@ -154,13 +174,9 @@ impl StickyPolicy {
             }
             StickyConfig::Insert { cookie, .. } => {
                 check_token(cookie)?;
-                let key = key.ok_or("insert stickiness needs a key")?;
+                let key = key.ok_or(StickyError::NoKey)?;
                 if key.len() < StickyConfig::MIN_KEY_BYTES {
-                    return Err(format!(
-                        "the sticky key has {} bytes; at least {} are needed",
-                        key.len(),
-                        StickyConfig::MIN_KEY_BYTES
-                    ));
+                    return Err(StickyError::ShortKey(key.len()));
                 }
                 for server in servers {
                     if let Some(route) = &server.route {
@@ -369,24 +385,22 @@ fn cookie_path(public_prefix: &str) -> &str {
 }
 
 /// A cookie or parameter name must be an HTTP token (RFC 9110 §5.6.2).
-fn check_token(name: &str) -> Result<(), String> {
+fn check_token(name: &str) -> Result<(), StickyError> {
     let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(tchar) {
-        return Err(format!("{name:?} is not a valid cookie or parameter name"));
+        return Err(StickyError::BadName(name.to_string()));
     }
     Ok(())
 }
 
 /// A route is letters, digits, '-' and '_': never a '.', so it is always the whole suffix.
-fn check_route(route: &str) -> Result<(), String> {
+fn check_route(route: &str) -> Result<(), StickyError> {
     if route.is_empty()
         || !route
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(format!(
-            "route {route:?} must be letters, digits, '-' and '_'"
-        ));
+        return Err(StickyError::BadRoute(route.to_string()));
     }
     Ok(())
 }

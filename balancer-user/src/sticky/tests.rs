@@ -704,3 +704,28 @@ fn arbitrary_input_never_panics() {
         }
     }
 }
+
+/// The texts of the errors that are assembled from parts, against the `format!` that made them
+/// when they were strings.
+#[test]
+fn error_texts_are_those_of_the_string_errors() {
+    assert_eq!(
+        StickyError::NoRoute {
+            server: "http://10.0.0.1:80".to_string(),
+            index: 1,
+        }
+        .to_string(),
+        format!(
+            "server {} (servers[{}]) has no route, which route-suffix stickiness needs",
+            "http://10.0.0.1:80", 1
+        )
+    );
+    assert_eq!(
+        StickyError::ShortKey(5).to_string(),
+        format!(
+            "the sticky key has {} bytes; at least {} are needed",
+            5,
+            StickyConfig::MIN_KEY_BYTES
+        )
+    );
+}
