@@ -971,6 +971,21 @@ pub const VIP6: &str = "2001:2:0:100::1";
 pub const UDP_VIP4: &str = "198.18.100.2";
 
 /// A bpffs pin directory (program, link and maps), removed on drop, also when a test fails.
+/// Beside `balancer run` in an `ipip` test: `balancer decap` on every backend, the pin
+/// directory, and a scratch directory for configs and logs (removed when dropped). Dropped in
+/// field order: the decap processes stop before their pins go.
+pub struct IpipParts {
+    pub decap: Vec<BalancerProcess>,
+    pub pins: PinDir,
+    pub dir: PathBuf,
+}
+
+impl Drop for IpipParts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 pub struct PinDir(pub std::path::PathBuf);
 
 impl PinDir {
@@ -1071,6 +1086,20 @@ impl L4Topology {
                 vip("dns4", UDP_VIP4, "udp", Family::V4, None),
             ],
         )
+    }
+
+    /// The pass program on the lb's bridge port, then [`IpipParts`] for test `tag`: what an
+    /// `ipip` test runs beside `balancer run`.
+    pub fn start_ipip_parts(&self, tag: &str) -> anyhow::Result<IpipParts> {
+        self.attach_pass_on_lb_peer()?;
+        let dir = std::env::temp_dir().join(format!("balancer-{tag}-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir)?;
+        let decap = self.start_decaps(&dir)?;
+        Ok(IpipParts {
+            decap,
+            pins: PinDir::new(tag),
+            dir,
+        })
     }
 
     /// `balancer decap` on every backend's `veth0` (backends of `ipip` VIPs), each logging

@@ -12,15 +12,13 @@
 use std::{
     fs,
     net::{IpAddr, SocketAddr, UdpSocket},
-    path::PathBuf,
     time::Duration,
 };
 
 use anyhow::{Context, ensure};
 use balancer_tests::{
     BalancerProcess, Family, L4Topology,
-    l4topology::{PinDir, TestVip, UDP_VIP4, VIP_ADMIN as ADMIN, VIP_PORT as PORT},
-    unique_suffix,
+    l4topology::{IpipParts, TestVip, UDP_VIP4, VIP_ADMIN as ADMIN, VIP_PORT as PORT},
 };
 
 const UDP_VIP6: &str = "2001:2:0:100::2";
@@ -32,16 +30,8 @@ const DATAGRAMS: usize = 20;
 /// Dropped in field order: the processes stop before their pins and namespaces go.
 struct Setup {
     balancer: BalancerProcess,
-    _decap: Vec<BalancerProcess>,
-    _pins: PinDir,
+    _parts: IpipParts,
     topology: L4Topology,
-    dir: PathBuf,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn setup(tag: &str) -> anyhow::Result<Setup> {
@@ -64,14 +54,10 @@ fn setup(tag: &str) -> anyhow::Result<Setup> {
             .ip(&["link", "set", "veth0", "mtu", INNER_MTU])?;
     }
     topology.start_name_servers(PORT)?;
-    topology.attach_pass_on_lb_peer()?;
-    let dir = std::env::temp_dir().join(format!("balancer-{tag}-{}", unique_suffix()));
-    fs::create_dir_all(&dir)?;
-    let decap = topology.start_decaps(&dir)?;
-    let pins = PinDir::new(tag);
+    let parts = topology.start_ipip_parts(tag)?;
     let config = topology.xdp_config(
         ADMIN,
-        &pins.0,
+        &parts.pins.0,
         &[
             TestVip::new(
                 "dns4",
@@ -89,15 +75,13 @@ fn setup(tag: &str) -> anyhow::Result<Setup> {
             ),
         ],
     );
-    let config_path = dir.join("balancer.toml");
+    let config_path = parts.dir.join("balancer.toml");
     fs::write(&config_path, config)?;
     let balancer = BalancerProcess::start(topology.lb(), &config_path, ADMIN)?;
     Ok(Setup {
         balancer,
-        _decap: decap,
-        _pins: pins,
+        _parts: parts,
         topology,
-        dir,
     })
 }
 

@@ -19,7 +19,6 @@ use std::{
     fs,
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -31,8 +30,8 @@ use std::{
 use anyhow::{Context, ensure};
 use balancer_tests::{
     BalancerProcess, Family, L4Topology, Netns,
-    l4topology::{PinDir, TestVip, VIP_ADMIN as ADMIN, VIP4, VIP6, set_sysctls},
-    run_in, unique_suffix,
+    l4topology::{IpipParts, TestVip, VIP_ADMIN as ADMIN, VIP4, VIP6, set_sysctls},
+    run_in,
 };
 
 const PORT: u16 = 9000;
@@ -45,16 +44,8 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Dropped in field order: the processes stop before their pins and namespaces go.
 struct Setup {
     balancer: BalancerProcess,
-    _decap: Vec<BalancerProcess>,
-    _pins: PinDir,
+    _parts: IpipParts,
     topology: L4Topology,
-    dir: PathBuf,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn router_addr(family: Family) -> IpAddr {
@@ -148,14 +139,10 @@ fn setup(tag: &str) -> anyhow::Result<Setup> {
             &router_v6,
         ])?;
     }
-    topology.attach_pass_on_lb_peer()?;
-    let dir = std::env::temp_dir().join(format!("balancer-{tag}-{}", unique_suffix()));
-    fs::create_dir_all(&dir)?;
-    let decap = topology.start_decaps(&dir)?;
-    let pins = PinDir::new(tag);
+    let parts = topology.start_ipip_parts(tag)?;
     let config = topology.xdp_config(
         ADMIN,
-        &pins.0,
+        &parts.pins.0,
         &[
             TestVip::new(
                 "big4",
@@ -173,15 +160,13 @@ fn setup(tag: &str) -> anyhow::Result<Setup> {
             ),
         ],
     );
-    let config_path = dir.join("balancer.toml");
+    let config_path = parts.dir.join("balancer.toml");
     fs::write(&config_path, config)?;
     let balancer = BalancerProcess::start(topology.lb(), &config_path, ADMIN)?;
     Ok(Setup {
         topology,
         balancer,
-        _decap: decap,
-        _pins: pins,
-        dir,
+        _parts: parts,
     })
 }
 
