@@ -246,11 +246,8 @@ async fn probe_tcp(
             }
         }
     };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(())) => CheckOutcome::Passed,
-        Ok(Err(why)) => CheckOutcome::Failed(why.to_string()),
-        Err(_) => CheckOutcome::Failed(format!("timeout after {timeout:?} ({phase})")),
-    }
+    let result = tokio::time::timeout(timeout, attempt).await;
+    verdict(result.ok(), timeout, Some(phase))
 }
 
 /// `ip:port`, with brackets for IPv6 and without a scope id.
@@ -361,10 +358,22 @@ async fn probe_server(
             Err(ProbeError::Status(status))
         }
     };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(())) => CheckOutcome::Passed,
-        Ok(Err(why)) => CheckOutcome::Failed(why.to_string()),
-        Err(_) => CheckOutcome::Failed(format!("timeout after {timeout:?}")),
+    let result = tokio::time::timeout(timeout, attempt).await;
+    verdict(result.ok(), timeout, None)
+}
+
+/// A probe's result as a check outcome; `None`: it ran out of `timeout` (during `phase`, when
+/// the probe knows it).
+fn verdict(
+    result: Option<Result<(), ProbeError>>,
+    timeout: Duration,
+    phase: Option<&str>,
+) -> CheckOutcome {
+    match (result, phase) {
+        (Some(Ok(())), _) => CheckOutcome::Passed,
+        (Some(Err(why)), _) => CheckOutcome::Failed(why.to_string()),
+        (None, Some(phase)) => CheckOutcome::Failed(format!("timeout after {timeout:?} ({phase})")),
+        (None, None) => CheckOutcome::Failed(format!("timeout after {timeout:?}")),
     }
 }
 
