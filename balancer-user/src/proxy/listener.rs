@@ -135,12 +135,10 @@ impl AcceptLoop {
             // accepts on its own socket, and a permit taken before accepting could sit with a
             // worker whose socket gets no connection while another's waits. Each accept loop
             // holds at most one connection beyond the limit; the rest wait in the kernel.
-            let permit = tokio::select! {
-                permit = self.limit.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-                _ = self.stop.changed() => return,
+            // Not given up when the listener stops: an accepted connection dropped here would
+            // be reset, where after a handover it must still be served by this process.
+            let Ok(permit) = self.limit.clone().acquire_owned().await else {
+                return;
             };
             let _ = stream.set_nodelay(true);
             let bind = self.bind;
