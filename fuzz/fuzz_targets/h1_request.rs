@@ -192,7 +192,7 @@ fn independent_reading(
 
 /// The request-target the proxy sends upstream, derived as the engine does: handler.rs builds
 /// it from `Uri::path` (which is "/" when an absolute-form target has an empty path) and the
-/// query, and client.rs writes that. `Uri::path_and_query` alone would give "?q" for
+/// query, and upstream/client.rs writes that. `Uri::path_and_query` alone would give "?q" for
 /// "http://h?q", which is not a valid origin-form. "*" is the path of the asterisk-form.
 fn forwarded_target(head: &RequestHead) -> String {
     match head.uri.query() {

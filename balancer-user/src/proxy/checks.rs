@@ -1,28 +1,31 @@
-//! How a pool's servers are checked: the check of each server, the connector its HTTP checks
-//! go through (the proxy's own, so a check sees what a request would), and where the results
-//! go (the server's state).
+//! How a pool's servers are checked: the check of each server, and the connector its HTTP
+//! checks go through (the proxy's own, so a check sees what a request would). The results go
+//! to the pool (`pool.rs`, its `Subscriber`).
 
-use std::{
-    pin::Pin,
-    sync::{Arc, Weak},
-    time::Duration,
-};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
-use super::{pool::Pool, upstream::ServerConnections, upstream_tls::ServerTls};
-use crate::config::{KeepaliveConfig, PoolHealthConfig, ServerUrl};
+use super::{upstream::ServerConnections, upstream_tls::ServerTls};
+use crate::config::{KeepaliveConfig, PoolConfig, PoolHealthConfig, ServerUrl};
 use crate::health::{
-    CheckOutcome, CheckRequest, CheckSpec, Connector, HttpProbe, HttpVia, Probe, ProbeError,
-    Subscriber, accepts_2xx_3xx,
+    CheckRequest, CheckSpec, Connector, HttpProbe, HttpVia, Probe, ProbeError, accepts_2xx_3xx,
 };
 
-/// The active check of server `index`: `GET path` on a connection of its own, made by the
+/// What a pool's checks need of it: its config and its TLS client configs.
+pub struct CheckedPool<'a> {
+    pub config: &'a PoolConfig,
+    /// The client config of `health.tls` checks to http:// servers.
+    pub check_tls: Option<&'a Arc<rustls::ClientConfig>>,
+    /// The client config of the pool's https:// servers.
+    pub server_tls: Option<&'a Arc<rustls::ClientConfig>>,
+}
+
+/// The active check of the server at `url`: `GET path` on a connection of its own, made by the
 /// proxy's connector (TCP or unix socket, TLS with the pool's `tls_*` for an https://
 /// server, h2c when the pool speaks it), so a check sees what a request would. With
 /// `health.port` it goes to the server's host at that port; with `health.tls` (http://
 /// servers) it speaks TLS there, verifying against `tls_ca_file` or not at all without it
 /// (HAProxy `verify none`).
-pub fn check_spec(pool: &Pool, index: usize, check: &PoolHealthConfig) -> CheckSpec {
-    let url = &pool.servers[index].config.url;
+pub fn check_spec(pool: &CheckedPool, url: &ServerUrl, check: &PoolHealthConfig) -> CheckSpec {
     let url = match (url, check.port) {
         (ServerUrl::Http { host, .. }, Some(port)) => ServerUrl::Http {
             host: host.clone(),
@@ -34,7 +37,7 @@ pub fn check_spec(pool: &Pool, index: usize, check: &PoolHealthConfig) -> CheckS
         },
         _ => url.clone(),
     };
-    let via = match (&url, &pool.check_tls) {
+    let via = match (&url, pool.check_tls) {
         (ServerUrl::Http { host, port }, Some(config)) => HttpVia::Tls {
             host: host.clone(),
             port: *port,
@@ -44,7 +47,6 @@ pub fn check_spec(pool: &Pool, index: usize, check: &PoolHealthConfig) -> CheckS
             connector: Arc::new(CheckConnector {
                 tls: pool
                     .server_tls
-                    .as_ref()
                     .and_then(|config| ServerTls::new(&url, &pool.config.tls, config)),
                 url: url.clone(),
                 h2c: pool.config.h2c,
@@ -116,16 +118,5 @@ impl Connector for CheckConnector {
                 .map_err(|err| ProbeError::NoResponse(err.to_string()))?;
             Ok(response.status().as_u16())
         })
-    }
-}
-
-/// A pool's active checks deliver their results to its servers' states, while the pool lives.
-impl Subscriber for Weak<Pool> {
-    fn deliver(&self, index: usize, outcome: &CheckOutcome) -> bool {
-        let Some(pool) = self.upgrade() else {
-            return false;
-        };
-        pool.record_check(index, outcome.passed(), &outcome.to_string());
-        true
     }
 }

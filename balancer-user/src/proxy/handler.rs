@@ -26,10 +26,7 @@ use super::{
     buffering::{self, request::ForwardBody},
     compress,
     error::{self, PageSet, ProxyError},
-    h1::{
-        client::UpstreamUpgrade,
-        request_body::{BodyError, RequestBody},
-    },
+    h1::request_body::{BodyError, RequestBody},
     html,
     metrics::{HttpMetrics, PolicyLabels, RewriteLabels, RouteMetrics, ServerLabels},
     pool::{NoPick, Pool, ServerLoad},
@@ -39,7 +36,7 @@ use super::{
     static_files::{self, StaticError},
     tls,
     tunnel::{self, PendingTunnel, TunnelSlot},
-    upstream::{Checkout, SendError},
+    upstream::{Checkout, SendError, client::UpstreamUpgrade},
 };
 use crate::{
     config::{AccessLogFormat, Balance, ListenerConfig, OnDown, ProxySettings, RouteConfig},
@@ -708,7 +705,7 @@ async fn forward<B: RequestBody>(
     let h2_websocket = is_h2_websocket(&request);
     let upgrade = h2_websocket || wants_upgrade(&request);
     // An HTTP/2 client's WebSocket stream is hyper's to hand over; an HTTP/1.1 client's
-    // connection is our engine's (h1/server.rs), which tunnels after writing the 101.
+    // connection is our engine's (h1_server.rs), which tunnels after writing the 101.
     let client_upgrade: Option<OnUpgrade> = h2_websocket.then(|| hyper::upgrade::on(&mut request));
     if h2_websocket {
         h2_websocket_as_upgrade(&mut request);

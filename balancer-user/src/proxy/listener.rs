@@ -1,5 +1,5 @@
 //! Accepting client connections: bind, the per-listener connection limit, the TLS handshake,
-//! then our HTTP/1.x engine (h1/server.rs) or hyper's HTTP/2 server (by ALPN, or the
+//! then our HTTP/1.x engine (h1_server.rs) or hyper's HTTP/2 server (by ALPN, or the
 //! prior-knowledge preface on plain connections), our header-read and keep-alive clocks for
 //! HTTP/2, and graceful close.
 
@@ -27,11 +27,12 @@ use tokio_util::task::TaskTracker;
 use super::{
     BoxError,
     activity::{Activity, WatchedIo},
-    h1::{request_body::BoxedBody, server::ClientStream},
+    client_connection::{CloseReason, Closing, ConnHold, ConnLimits},
+    h1::request_body::BoxedBody,
+    h1_server::ClientStream,
     handler::{self, ConnInfo, Shared},
     metrics::ListenerLabels,
 };
-use crate::config::ListenerConfig;
 
 /// Connections waiting to be accepted: enough for bursts of new TLS connections.
 const BACKLOG: i32 = 4096;
@@ -143,109 +144,13 @@ impl AcceptLoop {
             let _ = stream.set_nodelay(true);
             let bind = self.bind;
             let shared = self.shared.clone();
-            let closing = Closing {
-                signal: self.stop.clone(),
-            };
+            let closing = Closing::new(self.stop.clone());
             // The task is `serve_connection`'s future itself, not a block around it that
             // would hold a second copy of its arguments for the connection's whole life.
             self.tracker.spawn(serve_connection(
                 shared, bind, stream, peer, closing, permit,
             ));
         }
-    }
-}
-
-/// What makes a connection close once its requests in flight are answered: the proxy shutting
-/// down, a reload removing its listener (whose requests would find no routes any more), or a
-/// new process taking the listeners over.
-///
-/// One channel per listener carries all three: every idle connection waits on it, and each
-/// channel waited on costs a connection's task about 130 bytes.
-pub struct Closing {
-    signal: watch::Receiver<Option<CloseReason>>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum CloseReason {
-    /// Shutdown or a removed listener (or a sender gone, which means the same).
-    Close,
-    /// The listeners went to a new process: HTTP/2 connections get GOAWAY (their clients open
-    /// new ones, to the new process); HTTP/1.x ones end after their next response
-    /// (`Shared::draining`).
-    Handover,
-}
-
-impl Closing {
-    /// Whether the proxy is shutting down or the listener was removed (a connection then
-    /// closes after the response in flight).
-    pub fn closed_now(&self) -> bool {
-        *self.signal.borrow() == Some(CloseReason::Close)
-    }
-
-    /// Waits for the listener's next signal: a handover, then possibly a close.
-    pub async fn signalled(&mut self) -> CloseReason {
-        loop {
-            if self.signal.changed().await.is_err() {
-                return CloseReason::Close;
-            }
-            if let Some(reason) = *self.signal.borrow_and_update() {
-                return reason;
-            }
-        }
-    }
-}
-
-/// What a connection's task keeps of its listener's config (a copy of the whole
-/// `ListenerConfig` per idle connection would be memory for nothing), in 16 bytes rather than
-/// 48: every idle connection's task carries it, and its size decides the allocation's size
-/// class (tasks are allocated in multiples of 128 bytes).
-#[derive(Clone, Copy)]
-pub struct ConnLimits {
-    header_read_timeout_ms: u32,
-    keepalive_timeout_ms: u32,
-    max_header_bytes: u32,
-    max_headers: u32,
-}
-
-impl ConnLimits {
-    fn of(config: &ListenerConfig) -> ConnLimits {
-        let millis = |duration: Duration| u32::try_from(duration.as_millis()).unwrap_or(u32::MAX);
-        let count = |value: usize| u32::try_from(value).unwrap_or(u32::MAX);
-        ConnLimits {
-            header_read_timeout_ms: millis(config.header_read_timeout),
-            keepalive_timeout_ms: millis(config.keepalive_timeout),
-            max_header_bytes: count(config.max_header_bytes),
-            max_headers: count(config.max_headers),
-        }
-    }
-
-    pub fn header_read_timeout(&self) -> Duration {
-        Duration::from_millis(self.header_read_timeout_ms.into())
-    }
-
-    pub fn keepalive_timeout(&self) -> Duration {
-        Duration::from_millis(self.keepalive_timeout_ms.into())
-    }
-
-    pub fn max_header_bytes(&self) -> usize {
-        self.max_header_bytes as usize
-    }
-
-    pub fn max_headers(&self) -> usize {
-        self.max_headers as usize
-    }
-}
-
-/// What an accepted connection holds until it closes: its place under the listener's
-/// `max_connections`, and its count in the open-connections gauge.
-pub struct ConnHold {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    open: prometheus_client::metrics::gauge::Gauge,
-}
-
-impl Drop for ConnHold {
-    fn drop(&mut self) {
-        self.open.dec();
     }
 }
 
@@ -275,10 +180,7 @@ async fn serve_connection(
     let open = shared.metrics.connections.get_or_create(&labels).clone();
     drop(labels);
     open.inc();
-    let hold = ConnHold {
-        _permit: permit,
-        open,
-    };
+    let hold = ConnHold::new(permit, open);
 
     let activity = Activity::new();
     match tls {
@@ -311,7 +213,7 @@ async fn serve_connection(
                     // costs the HTTP/1.x loop's state alone, not also this function's (its
                     // arguments, the sniffing, the room for the TLS and HTTP/2 branches).
                     let tracker = shared.tracker.clone();
-                    tracker.spawn(super::h1::server::serve(
+                    tracker.spawn(super::h1_server::serve(
                         shared,
                         Arc::new(info),
                         limits,
@@ -375,7 +277,7 @@ async fn serve_tls(
                 // A task of its own, as for plain HTTP/1.x: an idle connection keeps the
                 // loop's state and the TLS stream, not the handshake's room.
                 let tracker = shared.tracker.clone();
-                tracker.spawn(super::h1::server::serve(
+                tracker.spawn(super::h1_server::serve(
                     shared,
                     Arc::new(info),
                     limits,

@@ -11,10 +11,12 @@ pub mod activity;
 pub mod balance;
 pub mod buffering;
 pub mod checks;
+pub mod client_connection;
 pub mod compress;
 pub mod config_error;
 pub mod error;
 pub mod h1;
+pub mod h1_server;
 pub mod handler;
 pub mod html;
 pub mod listener;
@@ -135,7 +137,7 @@ struct RunningListener {
     limit: Arc<Semaphore>,
     max_connections: usize,
     /// Why the listener stopped (none while it serves): removed or shut down, or handed over.
-    stop: watch::Sender<Option<listener::CloseReason>>,
+    stop: watch::Sender<Option<client_connection::CloseReason>>,
     /// The listening sockets (one per worker; other descriptors of them), for
     /// `balancer upgrade` to take.
     sockets: Vec<std::net::TcpListener>,
@@ -223,7 +225,9 @@ impl Proxy {
                 }
                 None => {
                     tracing::info!(%bind, "listener removed: no longer accepting");
-                    let _ = running.stop.send(Some(listener::CloseReason::Close));
+                    let _ = running
+                        .stop
+                        .send(Some(client_connection::CloseReason::Close));
                     false
                 }
             });
@@ -336,7 +340,9 @@ impl Proxy {
         // Stops the accept loops too. A handover, not a close: a close also ends idle
         // HTTP/1.x connections at once, which could race a request the client is sending.
         for running in self.listeners.values() {
-            let _ = running.stop.send(Some(listener::CloseReason::Handover));
+            let _ = running
+                .stop
+                .send(Some(client_connection::CloseReason::Handover));
         }
         self.finish(timeout).await;
     }
@@ -347,7 +353,9 @@ impl Proxy {
         // Dropped here, with the descriptor kept for a handover: once the accept loops have
         // dropped theirs too, the sockets close and new connections are refused.
         for (_, running) in std::mem::take(&mut self.listeners) {
-            let _ = running.stop.send(Some(listener::CloseReason::Close));
+            let _ = running
+                .stop
+                .send(Some(client_connection::CloseReason::Close));
         }
         self.finish(timeout).await;
     }

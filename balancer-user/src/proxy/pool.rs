@@ -6,7 +6,7 @@
 use std::{
     collections::VecDeque,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
         atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     balance::{self, Candidate, Selector},
+    checks::{CheckedPool, check_spec},
     error::ErrorPages,
     retry_budget::RetryBudget,
     server_health::{Admission, Change, HealthRules, Outcome, ServerState, StateView, Transition},
@@ -24,7 +25,7 @@ use super::{
     upstream_tls::{ServerTls, TlsFiles},
 };
 use crate::config::{InitialState, PoolConfig, ServerConfig};
-use crate::health::{self, Subscriber};
+use crate::health::{self, CheckOutcome, Subscriber};
 use crate::operator::Operator;
 use crate::sticky::{ServerIdentity, StickyPolicy};
 
@@ -350,8 +351,16 @@ impl Pool {
             self.note(server, change);
         }
         if let Some(check) = &self.config.health {
-            let specs = (0..self.servers.len())
-                .map(|index| (index, super::checks::check_spec(self, index, check)))
+            let checked = CheckedPool {
+                config: &self.config,
+                check_tls: self.check_tls.as_ref(),
+                server_tls: self.server_tls.as_ref(),
+            };
+            let specs = self
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(index, server)| (index, check_spec(&checked, &server.config.url, check)))
                 .collect();
             let subscriber: Arc<dyn Subscriber> = Arc::new(Arc::downgrade(self));
             // They end with `deactivate` or when the pool is dropped.
@@ -704,6 +713,17 @@ impl Pool {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A pool's active checks deliver their results to its servers' states, while the pool lives.
+impl Subscriber for Weak<Pool> {
+    fn deliver(&self, index: usize, outcome: &CheckOutcome) -> bool {
+        let Some(pool) = self.upgrade() else {
+            return false;
+        };
+        pool.record_check(index, outcome.passed(), &outcome.to_string());
+        true
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! An upgraded connection (WebSocket) tunnelled byte for byte between the client and the
 //! server, closed when either side ends or nothing moves for `idle`. The server side is always
 //! our own HTTP/1.1 connection after its 101; the client side is our HTTP/1.1 connection
-//! (h1/server.rs) or an HTTP/2 stream (RFC 8441) through hyper.
+//! (h1_server.rs) or an HTTP/2 stream (RFC 8441) through hyper.
 
 use std::{
     io,
@@ -18,7 +18,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::{h1::client::Stream, pool::ServerLoad};
+use super::{pool::ServerLoad, upstream::client::Stream};
 
 /// A server's 101, waiting for the client side to write its own 101 and start the tunnel.
 pub type TunnelSlot = super::h1::TakeOnce<PendingTunnel>;

@@ -1,5 +1,7 @@
-//! Our own HTTP/1.1, on both sides of the proxy: the client connection (server.rs) and the
-//! connection to a server (client.rs), with pure, strict framing rules (head.rs, chunked.rs).
+//! Our own HTTP/1.1: the pure, strict framing rules (head.rs, chunked.rs) and the request body
+//! abstraction (request_body.rs) both sides use. The connections that drive them are the
+//! client's (`proxy::h1_server`) and the server's (`proxy::upstream::client`); this module
+//! depends on neither, so the protocol rules stay a leaf the rest of the proxy builds on.
 //!
 //! Why not hyper here (it stays for HTTP/2): a client connection is one task that drives its
 //! upstream exchange itself, reads a body only as fast as the server takes it, holds no buffer
@@ -8,10 +10,8 @@
 //! is refused, never forwarded.
 
 pub mod chunked;
-pub mod client;
 pub mod head;
 pub mod request_body;
-pub mod server;
 
 /// A value handed from one phase to another through response extensions, which must be
 /// `Clone`: shared, and taken once (a server's connection after its 101, a pending tunnel).

@@ -29,16 +29,16 @@ use hyper::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{
+use crate::http::connection;
+use crate::proxy::h1::{
     chunked::{self, ChunkedDecoder},
     head::{self, Framing, HeadLimits},
     request_body::{BodyError, BodyLength, RequestBody},
 };
-use crate::http::connection;
 use crate::proxy::{
     access_log::LoggedBody,
+    client_connection::{CloseReason, Closing, ConnHold, ConnLimits},
     handler::{self, ConnInfo, Shared},
-    listener::{Closing, ConnHold, ConnLimits},
     tunnel::{self, TunnelSlot},
 };
 
@@ -408,8 +408,6 @@ async fn exchange<S: ClientStream>(
 
 /// Request targets longer than this get 414 (nginx's large_client_header_buffers: 8 KiB).
 const MAX_URI: usize = 8 * 1024;
-
-use crate::proxy::listener::CloseReason;
 
 /// How a request left the connection.
 #[derive(PartialEq, Eq)]

@@ -29,12 +29,14 @@ use tokio::{
 };
 use tokio_rustls::client::TlsStream;
 
-use super::{
+use super::ServerConnections;
+use crate::proxy::BoxError;
+use crate::proxy::h1::{
+    TakeOnce,
     chunked::{self, ChunkedDecoder},
     head::{self, Framing, HeadLimits, ResponseHead},
     request_body::{BodyError, BodyLength, RequestBody},
 };
-use crate::proxy::{BoxError, upstream::ServerConnections};
 
 /// Response heads larger than this are refused (502): nginx's default proxy buffer is 4–8 KiB;
 /// we allow more, as apps set many cookies.
@@ -379,7 +381,7 @@ pub struct H1Conn {
 
 /// The server's switch to another protocol (101): the connection, with whatever the server
 /// sent after its 101 head, for the client side to tunnel.
-pub type UpstreamUpgrade = super::TakeOnce<(Stream, Bytes)>;
+pub type UpstreamUpgrade = TakeOnce<(Stream, Bytes)>;
 
 /// How an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -620,7 +622,7 @@ fn is_reset(err: &io::Error) -> bool {
 pub fn into_response(
     answer: Answer,
     pool: Option<Weak<ServerConnections>>,
-) -> Response<super::super::Body> {
+) -> Response<crate::proxy::Body> {
     let Answer {
         head,
         conn,

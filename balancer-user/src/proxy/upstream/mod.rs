@@ -1,5 +1,5 @@
 //! Client connections to ONE server of a pool: connect (TCP, TLS over TCP for https://, or unix
-//! socket), HTTP/1.1 keep-alive on our own engine (h1/client.rs) with an idle list, or one
+//! socket), HTTP/1.1 keep-alive on our own engine (upstream/client.rs) with an idle list, or one
 //! shared HTTP/2 connection through hyper: prior knowledge (h2c), or an https:// server that
 //! picked `h2` by ALPN (the pool's `h2 = true`).
 //!
@@ -37,11 +37,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tracing::debug;
 
-use super::h1::client::{self as h1, ExchangeError, H1Conn, Stream};
+pub mod client;
+
 use super::h1::request_body::{BodyError, RequestBody};
 use super::upstream_tls::ServerTls;
 use super::{Body, BoxError};
 use crate::config::{KeepaliveConfig, ServerUrl};
+use client::{self as h1, ExchangeError, H1Conn, Stream};
 
 /// How long an idle connection is trusted without a liveness check at checkout.
 const FRESH: Duration = Duration::from_millis(250);
@@ -762,7 +764,8 @@ mod tests {
     use hyper::header::CONNECTION;
     use hyper::service::service_fn;
 
-    use crate::proxy::h1::{client::UpstreamUpgrade, request_body::BoxedBody};
+    use crate::proxy::h1::request_body::BoxedBody;
+    use client::UpstreamUpgrade;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, UnixListener};
     use tokio::sync::{Barrier, watch};
