@@ -4,7 +4,8 @@
 //! (`crate::admin` <-> `crate::proxy`), and cycles between siblings inside one top-level module
 //! (`dataplane::control` <-> `dataplane::loader`). A parent's `mod.rs` and its children use each
 //! other by design, so edges to or from the parent itself are left out of the second view.
-//! Test code (`#[cfg(test)] mod tests`, inline or in its own file) is not counted.
+//! Test code (`#[cfg(test)] mod tests`, inline or in its own file) is not counted. Any cycle
+//! fails the command, and `cargo xtask test` runs it.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -31,7 +32,13 @@ pub fn run(src: &Path) -> anyhow::Result<()> {
             edges.push((module.clone(), target, relative.clone(), line));
         }
     }
-    print!("{}", report(&edges));
+    let report = report(&edges);
+    print!("{report}");
+    // A cycle is a failure, so `cargo xtask test` keeps the graph acyclic.
+    anyhow::ensure!(
+        report.matches("  none\n").count() == 2,
+        "the module graph has cycles (above): break them before landing"
+    );
     Ok(())
 }
 

@@ -66,7 +66,8 @@ enum Command {
         quick: bool,
     },
     /// List the module dependency cycles of balancer-user's library, read from its `use` trees
-    /// and paths: between top-level modules, and between siblings inside one.
+    /// and paths: between top-level modules, and between siblings inside one. Fails when there
+    /// is one (`cargo xtask test` runs it).
     Cycles,
 }
 

@@ -1,6 +1,6 @@
-//! `cargo xtask test`: the demo, lints (clippy on the workspace and on balancer-ebpf), a
-//! bounded fuzzing run of the HTTP/1.1 framing code, every test of the workspace, the .deb,
-//! then one summary line.
+//! `cargo xtask test`: the demo, lints (clippy on the workspace and on balancer-ebpf, no
+//! module cycles), a bounded fuzzing run of the HTTP/1.1 framing code, every test of the
+//! workspace, the .deb, then one summary line.
 
 use std::process::{Command, Stdio};
 
@@ -26,6 +26,8 @@ pub fn run() -> anyhow::Result<()> {
     )
     .context("cargo fmt in balancer-ebpf")?;
     build::ebpf_clippy()?;
+    crate::cycles::run(&workspace_root().join("balancer-user/src"))
+        .context("module cycles (`cargo xtask cycles`)")?;
     run_step(&mut build::cargo(&[
         "clippy",
         "--locked",
