@@ -4,18 +4,18 @@
 //! `config` (parse and validate), `dataplane` (the XDP program and its maps),
 //! `admin` (metrics, state, health), and `run` (wiring them together).
 
-pub mod admin;
-pub mod announce;
+pub(crate) mod admin;
+pub(crate) mod announce;
 pub mod config;
 pub mod dataplane;
-pub mod headers;
-pub mod health;
-pub mod http;
+pub(crate) mod headers;
+pub(crate) mod health;
+pub(crate) mod http;
 pub mod import;
-pub mod linked;
-pub mod notify;
+pub(crate) mod linked;
+pub(crate) mod notify;
 pub mod operator;
-pub mod proxy;
+pub(crate) mod proxy;
 pub mod run;
-pub mod sticky;
-pub mod upgrade;
+pub(crate) mod sticky;
+pub(crate) mod upgrade;

@@ -109,7 +109,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(parsed) => match balancer::proxy::Proxy::check(&parsed.l7) {
+            Ok(parsed) => match balancer::run::check_l7(&parsed.l7) {
                 Ok(()) => {
                     println!(
                         "{}: ok ({} VIPs, {} listeners, {} routes, {} pools)",

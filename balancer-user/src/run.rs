@@ -21,6 +21,12 @@ use crate::{
     proxy::{Proxy, metrics::HttpMetrics},
 };
 
+/// What `check-config` verifies beyond parsing: every file the L7 config names (certificates,
+/// keys, error pages, static directories) opens, without binding anything.
+pub fn check_l7(config: &crate::config::L7Config) -> anyhow::Result<()> {
+    Ok(crate::proxy::Proxy::check(config)?)
+}
+
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     serve(config_path, Config::load(config_path)?, None).await
 }

@@ -30,8 +30,8 @@ use std::{
 use serde::Serialize;
 use tokio::sync::watch;
 
-pub use decide::{Host, Verdict, VipHealth};
-pub use routes::{PROTOCOL, RouteError, RouteTable};
+pub use decide::{Host, Verdict};
+pub use routes::{PROTOCOL, RouteTable};
 
 use crate::{config::AnnounceConfig, dataplane::SharedControl};
 

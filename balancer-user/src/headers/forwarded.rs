@@ -295,6 +295,7 @@ fn parse_node(value: &str) -> Result<Node, ForwardedError> {
 }
 
 /// A parameter value: bare when it is a token, else a quoted string with '"' and '\' escaped.
+#[cfg(test)]
 pub fn format_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     write_value(&mut out, value);
@@ -346,6 +347,7 @@ fn node_text(node: &Node) -> String {
 }
 
 /// Appends one element: `for=…;by=…;proto=…;host=…`, the parameters it has, in that order.
+#[cfg(test)]
 pub fn write_element(out: &mut String, element: &ForwardedElement) {
     let mut separator = "";
     if let Some(node) = &element.for_node {
@@ -373,6 +375,7 @@ pub fn write_element(out: &mut String, element: &ForwardedElement) {
 }
 
 /// One element: `for=…;by=…;proto=…;host=…`, the parameters it has, in that order.
+#[cfg(test)]
 pub fn format_element(element: &ForwardedElement) -> String {
     let mut out = String::new();
     write_element(&mut out, element);

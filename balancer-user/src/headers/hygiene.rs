@@ -77,6 +77,7 @@ pub struct HygieneReport {
 }
 
 impl HygieneReport {
+    #[cfg(test)]
     pub fn count(&self, reason: RemovalReason) -> usize {
         self.removed.iter().filter(|(_, r)| *r == reason).count()
     }

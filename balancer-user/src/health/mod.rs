@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use check_tls::AnyCertificate;
 pub use check_tls::{CheckTlsError, check_tls_config};
 pub use probe::{
-    AcceptStatus, CheckOutcome, CheckRequest, Connector, HttpProbe, HttpVia, Probe, ProbeError,
-    USER_AGENT_VALUE, accepts_2xx_3xx, probe_once,
+    CheckOutcome, CheckRequest, Connector, HttpProbe, HttpVia, Probe, ProbeError, accepts_2xx_3xx,
+    probe_once,
 };
 pub use rise_fall::RiseFall;
 

@@ -64,6 +64,7 @@ impl RiseFall {
     }
 
     /// The last result recorded, `None` before any check.
+    #[cfg(test)]
     pub fn last_passed(&self) -> Option<bool> {
         (self.streak > 0).then_some(self.last_passed)
     }

@@ -148,11 +148,6 @@ impl ListenerRoutes {
 }
 
 impl RouteTable {
-    /// The routes as given to [`RouteTable::new`].
-    pub fn routes(&self) -> &[RouteConfig] {
-        &self.routes
-    }
-
     /// `host`: the request's Host / :authority (may carry ":port", may be an IPv6 literal in
     /// brackets, any case, maybe a trailing dot); `path`: the raw (percent-encoded) path, no
     /// query. `None`: no route of the listener matches (or no such listener, or a path not

@@ -48,6 +48,7 @@ pub enum StaticError {
 }
 
 impl StaticError {
+    #[cfg(test)]
     pub fn status(&self) -> StatusCode {
         match self {
             StaticError::NotFound => StatusCode::NOT_FOUND,

@@ -91,6 +91,7 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
 
 /// The DNS names each certificate is chosen for, in config order (lowercase, no trailing dot;
 /// wildcards as `*.suffix`). Loads and checks the files like `server_config`.
+#[cfg(test)]
 pub fn certificate_names(tls: &TlsConfig) -> Result<Vec<Vec<String>>, TlsError> {
     let provider = rustls::crypto::ring::default_provider();
     Ok(load_all(tls, &provider)?

@@ -84,11 +84,13 @@ impl<B: RequestBody> ForwardBody<B> {
     }
 
     /// Bytes held for the server (memory and file).
+    #[cfg(test)]
     pub fn buffered(&self) -> u64 {
         self.spool.len()
     }
 
     /// Whether part of the body is in a temporary file.
+    #[cfg(test)]
     pub fn spilled(&self) -> bool {
         self.spool.spilled()
     }

@@ -50,16 +50,13 @@ impl Spool {
         self.in_memory as u64 + self.file_len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Bytes held in memory.
     pub fn in_memory(&self) -> usize {
         self.in_memory
     }
 
     /// Whether a temporary file holds part of it.
+    #[cfg(test)]
     pub fn spilled(&self) -> bool {
         self.file.is_some()
     }

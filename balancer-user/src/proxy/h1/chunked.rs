@@ -154,6 +154,13 @@ impl ChunkedDecoder {
         }
     }
 
+    #[cfg_attr(
+        not(any(test, fuzzing)),
+        expect(
+            dead_code,
+            reason = "the fuzz targets use it (fuzz/src/lib.rs compiles this file)"
+        )
+    )]
     /// The whole body, trailers and final CRLF have been consumed.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
@@ -355,6 +362,13 @@ fn is_field_vchar_or_ws(b: u8) -> bool {
     matches!(b, b'\t' | b' '..=0x7E | 0x80..=0xFF)
 }
 
+#[cfg_attr(
+    not(any(test, fuzzing)),
+    expect(
+        dead_code,
+        reason = "the fuzz targets use it (fuzz/src/lib.rs compiles this file)"
+    )
+)]
 /// Writes one chunk: `{len:x}\r\n{data}\r\n` (nothing when data is empty: an empty chunk
 /// would be the last-chunk, RFC 9112 §7.1).
 pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {

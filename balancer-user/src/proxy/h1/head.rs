@@ -104,6 +104,13 @@ pub struct ResponseHead {
     /// 100..=999 (the received reason phrase is not kept).
     pub status: StatusCode,
     /// HTTP_10 or HTTP_11.
+    #[cfg_attr(
+        not(any(test, fuzzing)),
+        expect(
+            dead_code,
+            reason = "the fuzz targets read it (fuzz/src/lib.rs compiles this file)"
+        )
+    )]
     pub version: Version,
     /// Every field as received, names lowercased, values byte-exact.
     pub headers: HeaderMap,

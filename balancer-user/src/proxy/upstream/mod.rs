@@ -143,6 +143,7 @@ impl std::fmt::Debug for ServerConnections {
 impl ServerConnections {
     /// Connections to `url`. Called inside a tokio runtime, this starts a light sweep task
     /// dropping expired idle connections; it ends when the `ServerConnections` is dropped.
+    #[cfg(test)]
     pub fn new(
         url: ServerUrl,
         keepalive: KeepaliveConfig,
@@ -183,10 +184,6 @@ impl ServerConnections {
             runtime.spawn(sweep_idle(Arc::downgrade(&this), every));
         }
         this
-    }
-
-    pub fn url(&self) -> &ServerUrl {
-        &self.url
     }
 
     /// Connections made since start (TCP or unix connect succeeded; h2c: and its handshake).
@@ -531,6 +528,7 @@ impl std::fmt::Debug for Checkout {
 
 impl Checkout {
     /// Whether the connection already carried requests (h2c: the shared connection existed).
+    #[cfg(test)]
     pub fn reused(&self) -> bool {
         self.reused
     }
