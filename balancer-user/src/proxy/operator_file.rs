@@ -96,17 +96,12 @@ pub fn decode(text: &str) -> Result<Snapshot, OperatorFileError> {
             return Err(OperatorFileError::NotAnObject { pool: pool.clone() });
         };
         for (url, state) in servers {
-            let operator = match state.as_str() {
-                Some("enabled") => Operator::Enabled,
-                Some("draining") => Operator::Draining,
-                Some("disabled") => Operator::Disabled,
-                _ => {
-                    return Err(OperatorFileError::UnknownState {
-                        pool: pool.clone(),
-                        url: url.clone(),
-                        state: state.clone(),
-                    });
-                }
+            let Some(operator) = state.as_str().and_then(Operator::from_label) else {
+                return Err(OperatorFileError::UnknownState {
+                    pool: pool.clone(),
+                    url: url.clone(),
+                    state: state.clone(),
+                });
             };
             snapshot
                 .entry(pool.clone())
