@@ -201,7 +201,7 @@ async fn serve(
                     result
                 })
                 .await
-                .map_err(|err| crate::upgrade::HandOverError::Failed(err.to_string()))
+                .map_err(|err| crate::upgrade::HandOverError::Failed(err.into()))
                 .and_then(|result| result);
                 match result {
                     Ok(()) => break Ending::HandedOver,

@@ -15,30 +15,29 @@
 //!
 //! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON): the tests fail, never skip.
 
+mod lb_support;
+
 use balancer_tests::traffic::internet_checksum;
 use std::{collections::BTreeSet, fmt::Write as _};
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{
-        Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray,
+        Array, DevMapHash, HashMap, Map, MapData, MapError,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::{TestRun, TestRunOptions, Xdp},
 };
-use balancer::dataplane::EBPF_OBJECT;
 use balancer_common::{
     ACL_ALLOW, ACL_DENY, ACL_SCOPE_GLOBAL, ADMIN_ENABLED, Action, AddrKey, BACKEND_DOWN,
     BACKEND_DRAINING, BACKEND_FLAG_HEALTHY, BACKEND_FLAG_RESOLVED, BACKEND_UP, BackendInfo,
     Counter, DecapReason, FAMILY_IPV4, FAMILY_IPV6, FLOW_WAYS, FORWARD_IPIP, FORWARD_L2_DSR,
-    FORWARD_LOCAL, FlowEntry, FlowEvent, FlowHashKey, FlowKey, FlowSet, FlowTable,
-    GLOBAL_ACL_FLAGS, GLOBAL_FLOW_SETS, GLOBAL_TABLE_SIZE, IPPROTO_ICMP, IPPROTO_ICMPV6,
-    IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAP_ACL_V4, MAP_ACL_V6,
+    FORWARD_LOCAL, FlowEntry, FlowEvent, FlowHashKey, FlowKey, FlowSet, FlowTable, IPPROTO_ICMP,
+    IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAP_ACL_V4, MAP_ACL_V6,
     MAP_BACKEND_STATS, MAP_BACKENDS, MAP_DECAP_ADDRS, MAP_DECAP_STATS, MAP_FLOW_HASH_KEY,
-    MAP_FLOW_STATS, MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS, MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS,
-    NO_BACKEND, PROGRAM_DECAP, PROGRAM_LB, PacketReason, VIP_FLAG_ACL_ALLOW_LIST,
-    VIP_FLAG_ACL_RULES, VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta, acl_key_v4, acl_key_v6,
-    backend_index, flow_set_index, flow_sets, flow_table_hash, flow_tag, maglev_table_base,
+    MAP_FLOWS, MAP_MAGLEV, MAP_REASON_STATS, MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NO_BACKEND,
+    PROGRAM_DECAP, PROGRAM_LB, PacketReason, VIP_FLAG_ACL_ALLOW_LIST, VIP_FLAG_ACL_RULES,
+    VIP_FLAG_UDP_HASH_SOURCE, VipKey, VipMeta, acl_key_v4, acl_key_v6, backend_index,
+    flow_set_index, flow_sets, flow_table_hash, flow_tag, maglev_table_base,
 };
 use balancer_tests::{
     Netns,
@@ -260,30 +259,19 @@ fn load() -> Lb {
 /// Loads the object with small maps and `acl_flags` as the global ACL scope's
 /// `VIP_FLAG_ACL_*` bits, and loads both XDP programs into the kernel.
 fn load_with_global_acl(acl_flags: u8) -> Lb {
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(MAP_VIPS, MAX_VIPS)
-        .map_max_entries(MAP_VIP_STATS, MAX_VIPS * Action::COUNT)
-        .map_max_entries(MAP_BACKENDS, MAX_VIPS * PER_VIP)
-        .map_max_entries(MAP_BACKEND_STATS, MAX_VIPS * PER_VIP)
-        .map_max_entries(MAP_MAGLEV, MAX_VIPS * 2 * TABLE_SIZE)
-        .map_max_entries(MAP_FLOWS, flow_sets(MAX_FLOWS))
-        .override_global(GLOBAL_FLOW_SETS, &flow_sets(MAX_FLOWS), true)
-        .map_max_entries(MAP_ACL_V4, MAX_ACL_RULES)
-        .map_max_entries(MAP_ACL_V6, MAX_ACL_RULES)
-        .override_global(GLOBAL_TABLE_SIZE, &TABLE_SIZE, true)
-        .override_global(GLOBAL_ACL_FLAGS, &acl_flags, true)
-        .load(EBPF_OBJECT)
-        .unwrap_or_else(|err| panic!("loading the eBPF object (root needed): {err:?}"));
-    for name in [PROGRAM_LB, PROGRAM_DECAP] {
-        let program: &mut Xdp = ebpf
-            .program_mut(name)
-            .unwrap_or_else(|| panic!("no program {name}"))
-            .try_into()
-            .expect("an XDP program");
-        program
-            .load()
-            .unwrap_or_else(|err| panic!("loading {name} (verifier?): {err:?}"));
-    }
+    let ebpf = lb_support::load_object(
+        lb_support::LbSizes {
+            max_vips: MAX_VIPS,
+            per_vip: PER_VIP,
+            table_size: TABLE_SIZE,
+            max_connections: MAX_FLOWS,
+        },
+        lb_support::LbOptions {
+            acl_rules: Some(MAX_ACL_RULES),
+            global_acl_flags: acl_flags,
+            decap: true,
+        },
+    );
     let mut lb = Lb {
         ebpf,
         secret: FlowHashKey::default(),
@@ -402,61 +390,28 @@ impl Lb {
     }
 
     fn counters(&self, name: &str, count: u32) -> Vec<Counter> {
-        let map: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.ebpf.map(name).expect("stats map")).expect("per-CPU array");
-        (0..count)
-            .map(|index| {
-                let mut total = Counter::default();
-                for value in map.get(&index, 0).expect("reading a counter").iter() {
-                    total.add(value);
-                }
-                total
-            })
-            .collect()
+        lb_support::counters(&self.ebpf, name, count)
     }
 
     fn stats(&self) -> Stats {
-        let flows: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_FLOW_STATS).expect("FLOW_STATS"))
-                .expect("per-CPU array");
         Stats {
             reasons: self.counters(MAP_REASON_STATS, PacketReason::COUNT),
             vips: self.counters(MAP_VIP_STATS, MAX_VIPS * Action::COUNT),
             backends: self.counters(MAP_BACKEND_STATS, MAX_VIPS * PER_VIP),
-            flows: (0..FlowEvent::COUNT)
-                .map(|index| {
-                    let values = flows.get(&index, 0).expect("reading FLOW_STATS");
-                    values.iter().sum()
-                })
-                .collect(),
+            flows: lb_support::flow_events(&self.ebpf),
             decap: self.counters(MAP_DECAP_STATS, DecapReason::COUNT),
         }
     }
 
     /// Runs `program` once on `frame` (no `ctx_in`: ingress is the loopback).
     fn run(&self, program: &str, name: &str, frame: &[u8]) -> Sent {
-        let program: &Xdp = self
-            .ebpf
-            .program(program)
-            .expect("program")
-            .try_into()
-            .expect("XDP");
         let before = self.stats();
-        let mut data_out = vec![0u8; frame.len() + 256];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut data_out),
-                repeat: 1,
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|err| panic!("{name}: BPF_PROG_TEST_RUN failed: {err:?}"));
-        data_out.truncate(result.data_size_out as usize);
+        let ran = lb_support::run_once(&self.ebpf, program, name, frame);
         Sent {
             name: name.to_string(),
             input: frame.to_vec(),
-            verdict: result.return_value,
-            output: data_out,
+            verdict: ran.verdict,
+            output: ran.out,
             delta: self.stats().since(&before),
         }
     }

@@ -16,11 +16,7 @@ mod lb_support;
 
 use std::{net::IpAddr, time::Duration};
 
-use aya::{
-    Ebpf,
-    maps::PerCpuArray,
-    programs::{TestRun, TestRunOptions, Xdp},
-};
+use aya::Ebpf;
 use balancer::{
     config::Config,
     dataplane::{
@@ -32,7 +28,7 @@ use balancer::{
 };
 use balancer_common::{
     BACKEND_DOWN, BACKEND_UP, FAMILY_IPV4, FlowEvent, FlowKey, IPPROTO_TCP, IPPROTO_UDP,
-    MAP_FLOW_STATS, NO_BACKEND, PROGRAM_LB, flow_maglev_hash, ipv4_in_16,
+    NO_BACKEND, PROGRAM_LB, flow_maglev_hash, ipv4_in_16,
 };
 use balancer_tests::traffic::internet_checksum;
 
@@ -172,39 +168,22 @@ impl Rig {
     /// As `send`, with the run's duration as the kernel reports it.
     fn send_timed(&self, flow: Flow, flags: u8) -> (usize, Duration) {
         let frame = flow.frame(flags);
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_LB)
-            .expect("program")
-            .try_into()
-            .expect("XDP");
-        let mut out = vec![0u8; frame.len() + 64];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN failed: {err:?}"));
+        let result = lb_support::run_once(&self.ebpf, PROGRAM_LB, &format!("{flow:?}"), &frame);
         assert_eq!(
-            result.return_value, XDP_TX,
+            result.verdict, XDP_TX,
             "{flow:?} flags {flags:#04x}: expected XDP_TX towards a backend"
         );
         let backend = (0..self.up.len())
-            .find(|&i| out[..6] == backend_mac(i))
-            .unwrap_or_else(|| panic!("{flow:?}: sent to an unknown MAC {:02x?}", &out[..6]));
+            .find(|&i| result.out[..6] == backend_mac(i))
+            .unwrap_or_else(|| {
+                panic!("{flow:?}: sent to an unknown MAC {:02x?}", &result.out[..6])
+            });
         (backend, result.duration)
     }
 
     /// The `FlowEvent` counters summed over CPUs.
     fn events(&self) -> Vec<u64> {
-        let map: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_FLOW_STATS).expect("FLOW_STATS"))
-                .expect("a per-CPU array");
-        (0..FlowEvent::COUNT)
-            .map(|event| map.get(&event, 0).expect("reading FLOW_STATS").iter().sum())
-            .collect()
+        lb_support::flow_events(&self.ebpf)
     }
 
     fn grace_hits(&self) -> u64 {

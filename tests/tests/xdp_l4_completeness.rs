@@ -11,11 +11,7 @@ mod lb_support;
 
 use std::net::IpAddr;
 
-use aya::{
-    Ebpf,
-    maps::PerCpuArray,
-    programs::{TestRun, TestRunOptions, Xdp},
-};
+use aya::Ebpf;
 use balancer::{
     config::Config,
     dataplane::{
@@ -26,9 +22,9 @@ use balancer::{
     operator::Operator,
 };
 use balancer_common::{
-    BACKEND_DOWN, BACKEND_UP, Counter, FAMILY_IPV4, FlowEvent, FlowKey, IPPROTO_ICMP,
-    IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAP_FLOW_STATS,
-    MAP_REASON_STATS, NO_BACKEND, PROGRAM_LB, PacketReason, flow_maglev_hash, ipv4_in_16,
+    BACKEND_DOWN, BACKEND_UP, FAMILY_IPV4, FlowEvent, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAP_REASON_STATS, NO_BACKEND, PROGRAM_LB,
+    PacketReason, flow_maglev_hash, ipv4_in_16,
 };
 use balancer_tests::packets::{
     ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, Frame, IPV6_DEST_OPTIONS, IPV6_FRAGMENT,
@@ -166,25 +162,10 @@ impl Rig {
     }
 
     fn run(&self, frame: &[u8]) -> Run {
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_LB)
-            .expect("program")
-            .try_into()
-            .expect("XDP");
-        let mut out = vec![0u8; frame.len() + 128];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN failed: {err:?}"));
-        out.truncate(result.data_size_out as usize);
+        let ran = lb_support::run_once(&self.ebpf, PROGRAM_LB, "balancer_lb", frame);
         Run {
-            verdict: result.return_value,
-            out,
+            verdict: ran.verdict,
+            out: ran.out,
         }
     }
 
@@ -202,17 +183,9 @@ impl Rig {
 
     /// The per-reason packet counters, summed over CPUs.
     fn reasons(&self) -> Vec<u64> {
-        let map: PerCpuArray<_, Counter> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_REASON_STATS).expect("REASON_STATS"))
-                .expect("a per-CPU array");
-        (0..PacketReason::COUNT)
-            .map(|reason| {
-                map.get(&reason, 0)
-                    .expect("reading REASON_STATS")
-                    .iter()
-                    .map(|counter| counter.packets)
-                    .sum()
-            })
+        lb_support::counters(&self.ebpf, MAP_REASON_STATS, PacketReason::COUNT)
+            .iter()
+            .map(|counter| counter.packets)
             .collect()
     }
 
@@ -674,15 +647,7 @@ fn an_icmp_error_about_an_unknown_flow_follows_the_grace_table() {
                 && previous[slot4(n, port)] != current[slot4(n, port)]
         })
         .expect("a flow the change moved");
-    let grace_hits = || -> u64 {
-        let map: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(rig.ebpf.map(MAP_FLOW_STATS).expect("FLOW_STATS"))
-                .expect("a per-CPU array");
-        map.get(&(FlowEvent::GraceHit as u32), 0)
-            .expect("reading FLOW_STATS")
-            .iter()
-            .sum()
-    };
+    let grace_hits = || lb_support::flow_events(&rig.ebpf)[FlowEvent::GraceHit as usize];
     let before = grace_hits();
     let (got, _) = rig.counted(PacketReason::IcmpErrorForwarded, || {
         rig.forwarded(

@@ -122,6 +122,25 @@ mod tests {
         super::read_token(path).map_err(|err| err.to_string())
     }
 
+    /// Each text against the `format!` that made it when these errors were strings.
+    #[test]
+    fn texts_are_those_of_the_string_errors() {
+        let path = Path::new("/etc/balancer/admin.token");
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(
+            TokenError::Read {
+                path: path.to_path_buf(),
+                source: io(),
+            }
+            .to_string(),
+            format!("admin.token_file {}: {}", path.display(), io())
+        );
+        assert_eq!(
+            TokenError::Empty(path.to_path_buf()).to_string(),
+            format!("admin.token_file {}: the file is empty", path.display())
+        );
+    }
+
     #[test]
     fn token_file() {
         let dir = std::env::temp_dir().join(format!("balancer-token-{}", std::process::id()));

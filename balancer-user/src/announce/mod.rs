@@ -74,6 +74,16 @@ struct Installed {
     addresses: BTreeSet<IpAddr>,
 }
 
+/// Why the announcer cannot start (the start reports it after "[announce]: ").
+#[derive(Debug, thiserror::Error)]
+pub enum AnnounceStartError {
+    /// The routing table or the XDP interface cannot be reached, or the flush failed.
+    #[error(transparent)]
+    Routes(#[from] routes::RouteError),
+    #[error("announce.state_file {0}")]
+    StateFile(#[source] withdrawn::WithdrawnLoadError),
+}
+
 impl Announcer {
     /// Flushes the routes a previous run left (a crash leaves them, and they would attract
     /// traffic this process may not want), reads the operator's withdraw, and announces what
@@ -82,10 +92,10 @@ impl Announcer {
         config: &AnnounceConfig,
         control: SharedControl,
         interface: &str,
-    ) -> Result<std::sync::Arc<Self>, String> {
-        let table = RouteTable::open(config.table).map_err(|err| err.to_string())?;
-        let link = link::XdpLink::open(interface).map_err(|err| err.to_string())?;
-        let removed = table.flush().await.map_err(|err| err.to_string())?;
+    ) -> Result<std::sync::Arc<Self>, AnnounceStartError> {
+        let table = RouteTable::open(config.table)?;
+        let link = link::XdpLink::open(interface)?;
+        let removed = table.flush().await?;
         if !removed.is_empty() {
             tracing::info!(
                 table = config.table,
@@ -93,8 +103,8 @@ impl Announcer {
                 "announce: removed routes left by a previous run"
             );
         }
-        let withdrawn = withdrawn::load(&config.state_file)
-            .map_err(|err| format!("announce.state_file {err}"))?;
+        let withdrawn =
+            withdrawn::load(&config.state_file).map_err(AnnounceStartError::StateFile)?;
         if withdrawn {
             tracing::warn!(
                 state_file = %config.state_file.display(),
@@ -298,4 +308,35 @@ async fn apply(installed: &mut Installed, wanted: &BTreeSet<IpAddr>) -> Option<S
         }
     }
     error
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// Each text against the `format!` / `to_string` that made it when these errors were
+    /// strings.
+    #[test]
+    fn start_error_texts_are_those_of_the_string_errors() {
+        let io = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            AnnounceStartError::from(routes::RouteError::Socket(io())).to_string(),
+            routes::RouteError::Socket(io()).to_string()
+        );
+        let path = Path::new("/var/lib/balancer/announce.json");
+        let load = || withdrawn::WithdrawnLoadError::Read {
+            path: path.to_path_buf(),
+            source: io(),
+        };
+        assert_eq!(
+            AnnounceStartError::StateFile(load()).to_string(),
+            format!("announce.state_file {}", load())
+        );
+        assert_eq!(
+            AnnounceStartError::StateFile(load()).to_string(),
+            format!("announce.state_file {}: {}", path.display(), io())
+        );
+    }
 }

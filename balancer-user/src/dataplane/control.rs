@@ -410,7 +410,7 @@ impl Control {
                 let admin = previous
                     .map(|info| Operator::from_code(info.admin))
                     .unwrap_or_default();
-                let state_code = layout::effective_state(healthy, admin);
+                let service = admin.service(healthy);
                 let pinned = previous.and_then(|info| {
                     NextHopView::from_slot(&info, |ifindex| {
                         nexthop::interface_name(ifindex)
@@ -434,8 +434,8 @@ impl Control {
                     health_reason: reason,
                     admin,
                     pool_health: None,
-                    state: layout::state_label(state_code),
-                    state_code,
+                    state: service.label(),
+                    state_code: service.code(),
                     next_hop,
                     next_hop_error,
                 }
@@ -654,9 +654,9 @@ impl Control {
     /// Recomputes a VIP's backend states and table and writes what changed.
     fn apply(&mut self, vip: usize) -> Result<(), ControlError> {
         for backend in &mut self.vips[vip].backends {
-            backend.state_code =
-                layout::effective_state(backend.healthy_everywhere(), backend.admin);
-            backend.state = layout::state_label(backend.state_code);
+            let service = backend.admin.service(backend.healthy_everywhere());
+            backend.state_code = service.code();
+            backend.state = service.label();
         }
         if !self.vips[vip].forwards() {
             return self.write_meta(vip);

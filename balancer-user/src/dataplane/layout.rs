@@ -1,5 +1,6 @@
-//! Where each VIP and backend lives in the BPF arrays, which state each backend
-//! shows the data plane, and what a VIP's next Maglev table is. Pure: no I/O.
+//! Where each VIP and backend lives in the BPF arrays and what a VIP's next
+//! Maglev table is (the state each backend shows the data plane is
+//! `Operator::service`'s). Pure: no I/O.
 //!
 //! Slots must survive a restart: the connection table (pinned) stores backend
 //! slot numbers, so a restarted balancer reuses the ids and slots it finds in
@@ -7,10 +8,9 @@
 
 use std::net::IpAddr;
 
-use balancer_common::{BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UP, NO_BACKEND};
+use balancer_common::{BACKEND_UP, NO_BACKEND};
 
 use super::maglev::{self, MaglevBackend, MaglevError};
-use crate::operator::Operator;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
@@ -51,24 +51,6 @@ pub fn assign_ids<K: PartialEq>(
         .into_iter()
         .map(|slot| slot.expect("filled"))
         .collect())
-}
-
-/// The state the data plane sees: down when checks fail or the operator
-/// disabled it, draining when the operator drains it, else up.
-pub fn effective_state(healthy: bool, admin: Operator) -> u8 {
-    match (healthy, admin) {
-        (false, _) | (_, Operator::Disabled) => BACKEND_DOWN,
-        (true, Operator::Draining) => BACKEND_DRAINING,
-        (true, Operator::Enabled) => BACKEND_UP,
-    }
-}
-
-pub fn state_label(state: u8) -> &'static str {
-    match state {
-        BACKEND_UP => "up",
-        BACKEND_DRAINING => "draining",
-        _ => "down",
-    }
 }
 
 /// A backend as the table builder sees it.
@@ -124,6 +106,7 @@ pub fn changed_slots<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use balancer_common::{BACKEND_DOWN, BACKEND_DRAINING};
 
     #[test]
     fn existing_ids_are_kept_and_new_ones_fill_gaps() {
@@ -138,19 +121,6 @@ mod tests {
         // An existing id beyond a (smaller) capacity is not reused.
         let ids = assign_ids(&["a"], &[("a", 9)], 4).unwrap();
         assert_eq!(ids, vec![(0, false)]);
-    }
-
-    #[test]
-    fn effective_state_table() {
-        use Operator::*;
-        assert_eq!(effective_state(true, Enabled), BACKEND_UP);
-        assert_eq!(effective_state(true, Draining), BACKEND_DRAINING);
-        assert_eq!(effective_state(true, Disabled), BACKEND_DOWN);
-        assert_eq!(effective_state(false, Enabled), BACKEND_DOWN);
-        assert_eq!(effective_state(false, Draining), BACKEND_DOWN);
-        assert_eq!(effective_state(false, Disabled), BACKEND_DOWN);
-        assert_eq!(Operator::parse_action("drain"), Some(Draining));
-        assert_eq!(Operator::parse_action("restart"), None);
     }
 
     fn member(last: u8, slot: u32, state: u8) -> TableMember {

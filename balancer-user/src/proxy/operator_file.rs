@@ -10,12 +10,49 @@
 //! Written whole on each change (a temporary file renamed over the old one, so a crash never
 //! leaves half a file) and read at start.
 
-use std::{collections::BTreeMap, io, path::Path};
+use std::{
+    collections::BTreeMap,
+    io,
+    path::{Path, PathBuf},
+};
 
 use serde_json::{Map, Value, json};
 
 use super::proxy_state::ProxyState;
 use crate::operator::Operator;
+
+/// Why the text of `proxy.state_file` says nothing usable.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorFileError {
+    #[error("not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("expected {{\"pools\": {{POOL: {{URL: STATE}}}}}}")]
+    NoPools,
+    #[error("pools.{pool}: expected an object of URL: STATE")]
+    NotAnObject { pool: String },
+    /// `state` is the JSON value as the file has it (a string keeps its quotes).
+    #[error("pools.{pool}.{url}: {state} is not \"enabled\", \"draining\" or \"disabled\"")]
+    UnknownState {
+        pool: String,
+        url: String,
+        state: Value,
+    },
+}
+
+/// Why [`restore`] applied nothing: the start stops with this text.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("proxy.state_file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "proxy.state_file {}: {source} (fix it, or remove it to start every server enabled)",
+        path.display()
+    )]
+    Decode {
+        path: PathBuf,
+        source: OperatorFileError,
+    },
+}
 
 /// Pool name → server url → state.
 pub type Snapshot = BTreeMap<String, BTreeMap<String, Operator>>;
@@ -48,26 +85,23 @@ pub fn encode(snapshot: &Snapshot) -> String {
     format!("{}\n", json!({ "pools": pools }))
 }
 
-pub fn decode(text: &str) -> Result<Snapshot, String> {
-    let value: Value = serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
+pub fn decode(text: &str) -> Result<Snapshot, OperatorFileError> {
+    let value: Value = serde_json::from_str(text).map_err(OperatorFileError::NotJson)?;
     let Some(pools) = value.get("pools").and_then(Value::as_object) else {
-        return Err("expected {\"pools\": {POOL: {URL: STATE}}}".to_string());
+        return Err(OperatorFileError::NoPools);
     };
     let mut snapshot = Snapshot::new();
     for (pool, servers) in pools {
         let Some(servers) = servers.as_object() else {
-            return Err(format!("pools.{pool}: expected an object of URL: STATE"));
+            return Err(OperatorFileError::NotAnObject { pool: pool.clone() });
         };
         for (url, state) in servers {
-            let operator = match state.as_str() {
-                Some("enabled") => Operator::Enabled,
-                Some("draining") => Operator::Draining,
-                Some("disabled") => Operator::Disabled,
-                _ => {
-                    return Err(format!(
-                        "pools.{pool}.{url}: {state} is not \"enabled\", \"draining\" or \"disabled\""
-                    ));
-                }
+            let Some(operator) = state.as_str().and_then(Operator::from_label) else {
+                return Err(OperatorFileError::UnknownState {
+                    pool: pool.clone(),
+                    url: url.clone(),
+                    state: state.clone(),
+                });
             };
             snapshot
                 .entry(pool.clone())
@@ -101,17 +135,20 @@ pub fn save_configured(state: &ProxyState) {
 
 /// Applies the states in `path` to the servers of `state` that are still configured; returns
 /// how many were applied. No file yet is no error.
-pub fn restore(path: &Path, state: &ProxyState) -> Result<usize, String> {
+pub fn restore(path: &Path, state: &ProxyState) -> Result<usize, RestoreError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(err) => return Err(format!("proxy.state_file {}: {err}", path.display())),
+        Err(source) => {
+            return Err(RestoreError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
-    let snapshot = decode(&text).map_err(|err| {
-        format!(
-            "proxy.state_file {}: {err} (fix it, or remove it to start every server enabled)",
-            path.display()
-        )
+    let snapshot = decode(&text).map_err(|source| RestoreError::Decode {
+        path: path.to_path_buf(),
+        source,
     })?;
     let mut applied = 0;
     for (pool_name, servers) in &snapshot {
@@ -131,6 +168,68 @@ pub fn restore(path: &Path, state: &ProxyState) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The snapshot, or the error's text (what the start reports).
+    fn decode(text: &str) -> Result<Snapshot, String> {
+        super::decode(text).map_err(|err| err.to_string())
+    }
+
+    /// Each text against the `format!` that made it when these errors were strings.
+    #[test]
+    fn texts_are_those_of_the_string_errors() {
+        let json = || serde_json::from_str::<Value>("{").expect_err("not JSON");
+        assert_eq!(
+            OperatorFileError::NotJson(json()).to_string(),
+            format!("not JSON: {}", json())
+        );
+        assert_eq!(
+            OperatorFileError::NoPools.to_string(),
+            "expected {\"pools\": {POOL: {URL: STATE}}}"
+        );
+        let (pool, url) = ("app", "http://198.18.0.11:8000");
+        assert_eq!(
+            OperatorFileError::NotAnObject {
+                pool: pool.to_string()
+            }
+            .to_string(),
+            format!("pools.{pool}: expected an object of URL: STATE")
+        );
+        for state in [json!("asleep"), json!(3), json!(null), json!({"a": 1})] {
+            assert_eq!(
+                OperatorFileError::UnknownState {
+                    pool: pool.to_string(),
+                    url: url.to_string(),
+                    state: state.clone(),
+                }
+                .to_string(),
+                format!(
+                    "pools.{pool}.{url}: {state} is not \"enabled\", \"draining\" or \"disabled\""
+                )
+            );
+        }
+        let path = Path::new("/var/lib/balancer/operator.json");
+        let io = || io::Error::from(io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            RestoreError::Read {
+                path: path.to_path_buf(),
+                source: io(),
+            }
+            .to_string(),
+            format!("proxy.state_file {}: {}", path.display(), io())
+        );
+        assert_eq!(
+            RestoreError::Decode {
+                path: path.to_path_buf(),
+                source: OperatorFileError::NoPools,
+            }
+            .to_string(),
+            format!(
+                "proxy.state_file {}: {} (fix it, or remove it to start every server enabled)",
+                path.display(),
+                "expected {\"pools\": {POOL: {URL: STATE}}}"
+            )
+        );
+    }
 
     #[test]
     fn a_snapshot_survives_encode_and_decode() {

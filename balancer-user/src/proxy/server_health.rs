@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{PassiveHealthConfig, PoolConfig};
 use crate::health::RiseFall;
-use crate::operator::Operator;
+use crate::operator::{Operator, Service};
 
 /// The transition an operator change is reported as.
 fn transition(operator: Operator) -> Transition {
@@ -148,6 +148,9 @@ pub struct StateView {
     pub health_reason: String,
     pub last_check: Option<String>,
     pub operator: Operator,
+    /// Health up and not ejected, whatever the operator chose: the verdict the VIP backends
+    /// at the server's address follow.
+    pub in_service: bool,
     pub ejected: bool,
     /// Time left of a passive ejection (zero: waiting for a passing check).
     pub ejected_for: Option<Duration>,
@@ -233,14 +236,21 @@ impl ServerState {
         self.health_up() && !self.ejected(now)
     }
 
+    /// What the health, the passive checks (in service, not inside the skip after a failed
+    /// connect) and the operator add up to: the rule the VIP backends follow too.
+    fn service(&self, now: Instant) -> Service {
+        self.operator
+            .service(self.in_service(now) && !self.failing(now))
+    }
+
     /// Whether a new session (a request without stickiness) may go to the server.
     pub fn takes_new(&self, now: Instant) -> bool {
-        self.operator == Operator::Enabled && self.in_service(now) && !self.failing(now)
+        self.service(now).takes_new()
     }
 
     /// Whether a request sticky to the server may go to it.
     pub fn takes_sticky(&self, now: Instant) -> bool {
-        self.operator != Operator::Disabled && self.in_service(now) && !self.failing(now)
+        self.service(now).takes_existing()
     }
 
     /// The change from "in service" `before` to now, if any, with `cause`; starts the
@@ -408,6 +418,7 @@ impl ServerState {
             health_reason: self.health_reason.clone(),
             last_check: self.last_check.clone(),
             operator: self.operator,
+            in_service: self.in_service(now),
             ejected,
             ejected_for: self
                 .ejected_until

@@ -67,7 +67,8 @@ use std::{
 
 use anyhow::{Context, anyhow, bail, ensure};
 use balancer_tests::{
-    Netns, child::ChildGuard, cleanup_everything, l4topology::set_sysctls, run_in, unique_suffix,
+    Netns, child::ChildGuard, cleanup_everything, l4topology::set_sysctls, l7::AnyCertificate,
+    run_in, unique_suffix,
 };
 use clap::Parser;
 use serde_json::{Value, json};
@@ -1404,56 +1405,6 @@ fn resumption_checks(netns: &Netns, targets: &[Target]) -> Value {
 // ===========================================================================
 // Full TLS handshakes: a rustls client without resumption
 
-/// Accepts any certificate (like wrk and curl -k) but checks the handshake signatures, as
-/// every TLS client must (OpenSSL with `SSL_VERIFY_NONE` does too).
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// Pins the calling thread to one CPU, at the measured processes' priority.
 fn pin_thread(cpu: u32) -> anyhow::Result<()> {
     let nice = NICE.load(Ordering::Relaxed);
@@ -1485,7 +1436,7 @@ fn tls_connector() -> anyhow::Result<tokio_rustls::TlsConnector> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate::new(provider)))
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
