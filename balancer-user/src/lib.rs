@@ -16,6 +16,7 @@ pub(crate) mod linked;
 pub(crate) mod notify;
 pub mod operator;
 pub(crate) mod proxy;
+pub(crate) mod replace_file;
 pub mod run;
 pub(crate) mod sticky;
 pub(crate) mod upgrade;

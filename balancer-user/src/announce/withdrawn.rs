@@ -65,10 +65,7 @@ pub fn load(path: &Path) -> Result<bool, WithdrawnLoadError> {
 
 /// Writes `withdrawn` to `path`: into `path.tmp`, then renamed over `path`.
 pub fn save(path: &Path, withdrawn: bool) -> io::Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    std::fs::write(&temporary, encode(withdrawn))?;
-    std::fs::rename(&temporary, path)
+    crate::replace_file::replace_file(path, encode(withdrawn).as_bytes())
 }
 
 #[cfg(test)]

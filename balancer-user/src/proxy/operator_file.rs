@@ -114,10 +114,7 @@ pub fn decode(text: &str) -> Result<Snapshot, OperatorFileError> {
 
 /// Writes `state`'s operator states to `path`: into `path.tmp`, then renamed over `path`.
 pub fn save(path: &Path, state: &ProxyState) -> io::Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    std::fs::write(&temporary, encode(&snapshot(state)))?;
-    std::fs::rename(&temporary, path)
+    crate::replace_file::replace_file(path, encode(&snapshot(state)).as_bytes())
 }
 
 /// [`save`] to `proxy.state_file` when it is set; a failure is logged (the change itself
