@@ -1,8 +1,9 @@
-//! Frame builders for the XDP packet tests: Ethernet (802.1Q and QinQ tags), IPv4 (options,
-//! fragments), IPv6 (extension headers, fragments), TCP, UDP and ICMP / ICMPv6, with lengths
-//! and the IPv4 and ICMP checksums computed (TCP/UDP checksums are left zero: the XDP
+//! Frame builders for the XDP packet tests: Ethernet (802.1Q and QinQ tags), ARP, IPv4
+//! (options, fragments), IPv6 (extension headers, fragments), TCP, UDP and ICMP / ICMPv6, with
+//! lengths and the IPv4 and ICMP checksums computed (TCP/UDP checksums are left zero: the XDP
 //! programs never read them). Expected frames are assembled with the same builders,
-//! independently of the eBPF code.
+//! independently of the eBPF code. Malformed headers are built by overriding one computed
+//! field (`V4::with_version`, `with_ihl`, `with_total_len`, `V6::with_payload_len`, …).
 
 use balancer_common::IPPROTO_ICMPV6;
 
@@ -12,6 +13,8 @@ pub type Mac = [u8; 6];
 
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_LLDP: u16 = 0x88cc;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const IPV4_DF: u16 = 0x4000;
@@ -20,6 +23,7 @@ pub const IPV4_MF: u16 = 0x2000;
 pub const IPV6_HOP_BY_HOP: u8 = 0;
 pub const IPV6_ROUTING: u8 = 43;
 pub const IPV6_FRAGMENT: u8 = 44;
+pub const IPV6_AUTH: u8 = 51;
 pub const IPV6_DEST_OPTIONS: u8 = 60;
 
 /// An Ethernet header: MACs, an optional 802.1Q tag, then EtherType and payload.
@@ -49,6 +53,13 @@ impl Frame {
             tci: Some(tci),
             ..self
         }
+    }
+
+    /// The tags (TPID, TCI), outermost first, that come before the 802.1Q one set by
+    /// `tagged` (or stand alone without it): a stack of any TPIDs, e.g. an 802.1ad tag alone,
+    /// or two 802.1ad tags.
+    pub const fn stacked(self, outer_tags: &'static [(u16, u16)]) -> Frame {
+        Frame { outer_tags, ..self }
     }
 
     pub fn with(&self, ether_type: u16, payload: &[u8]) -> Vec<u8> {
@@ -89,6 +100,12 @@ pub struct V4 {
     pub frag_off: u16,
     pub ttl: u8,
     pub options: Vec<u8>,
+    /// The version field, 4 unless a test wants a bad header.
+    pub version: u8,
+    /// Overrides the IHL computed from the options.
+    pub ihl: Option<u8>,
+    /// Overrides the total length computed from header + payload.
+    pub total_len: Option<u16>,
 }
 
 impl V4 {
@@ -102,6 +119,9 @@ impl V4 {
             frag_off: IPV4_DF,
             ttl: 61,
             options: Vec::new(),
+            version: 4,
+            ihl: None,
+            total_len: None,
         }
     }
 
@@ -116,11 +136,60 @@ impl V4 {
         }
     }
 
+    pub fn with_ttl(self, ttl: u8) -> V4 {
+        V4 { ttl, ..self }
+    }
+
+    /// Flags (`IPV4_DF`, `IPV4_MF`) and fragment offset (8-byte units), as one field.
+    pub fn with_frag_off(self, frag_off: u16) -> V4 {
+        V4 { frag_off, ..self }
+    }
+
+    /// Options that make the header `ihl` 32-bit words long (5..=15): a Router Alert option
+    /// (RFC 2113), then NOPs, the last byte an End of Options List.
+    pub fn with_options_to_ihl(self, ihl: u8) -> V4 {
+        assert!((5..=15).contains(&ihl));
+        let len = (usize::from(ihl) - 5) * 4;
+        let mut options = Vec::with_capacity(len);
+        if len >= 4 {
+            options.extend_from_slice(&[0x94, 0x04, 0, 0]);
+        }
+        options.resize(len, 0x01);
+        if let Some(last) = options.last_mut() {
+            *last = 0x00;
+        }
+        V4 { options, ..self }
+    }
+
+    /// Writes `version` instead of 4.
+    pub fn with_version(self, version: u8) -> V4 {
+        V4 { version, ..self }
+    }
+
+    /// Writes `ihl` (low 4 bits) instead of the header's length: the options stay.
+    pub fn with_ihl(self, ihl: u8) -> V4 {
+        V4 {
+            ihl: Some(ihl),
+            ..self
+        }
+    }
+
+    /// Writes `total_len` instead of header + payload length.
+    pub fn with_total_len(self, total_len: u16) -> V4 {
+        V4 {
+            total_len: Some(total_len),
+            ..self
+        }
+    }
+
     pub fn packet(&self, payload: &[u8]) -> Vec<u8> {
         assert!(self.options.len().is_multiple_of(4) && self.options.len() <= 40);
         let header_len = 20 + self.options.len();
-        let total_len = u16::try_from(header_len + payload.len()).expect("fits");
-        let mut packet = vec![0x40 | (header_len / 4) as u8, self.tos];
+        let ihl = self.ihl.unwrap_or((header_len / 4) as u8);
+        let total_len = self
+            .total_len
+            .unwrap_or_else(|| u16::try_from(header_len + payload.len()).expect("fits"));
+        let mut packet = vec![(self.version << 4) | (ihl & 0x0f), self.tos];
         packet.extend_from_slice(&total_len.to_be_bytes());
         packet.extend_from_slice(&self.id.to_be_bytes());
         packet.extend_from_slice(&self.frag_off.to_be_bytes());
@@ -144,6 +213,10 @@ pub struct V6 {
     pub class: u8,
     pub label: u32,
     pub hop_limit: u8,
+    /// The version field, 6 unless a test wants a bad header.
+    pub version: u8,
+    /// Overrides the payload length computed from the payload.
+    pub payload_len: Option<u16>,
 }
 
 impl V6 {
@@ -155,14 +228,37 @@ impl V6 {
             class: 0,
             label: 0x1_2345,
             hop_limit: 61,
+            version: 6,
+            payload_len: None,
+        }
+    }
+
+    pub fn with_hop_limit(self, hop_limit: u8) -> V6 {
+        V6 { hop_limit, ..self }
+    }
+
+    /// Writes `version` (low 4 bits) instead of 6.
+    pub fn with_version(self, version: u8) -> V6 {
+        V6 { version, ..self }
+    }
+
+    /// Writes `payload_len` instead of the payload's length.
+    pub fn with_payload_len(self, payload_len: u16) -> V6 {
+        V6 {
+            payload_len: Some(payload_len),
+            ..self
         }
     }
 
     pub fn packet(&self, payload: &[u8]) -> Vec<u8> {
         assert!(self.label <= 0xf_ffff);
-        let first = (6u32 << 28) | (u32::from(self.class) << 20) | self.label;
+        let first =
+            (u32::from(self.version & 0x0f) << 28) | (u32::from(self.class) << 20) | self.label;
         let mut packet = first.to_be_bytes().to_vec();
-        packet.extend_from_slice(&u16::try_from(payload.len()).expect("fits").to_be_bytes());
+        let payload_len = self
+            .payload_len
+            .unwrap_or_else(|| u16::try_from(payload.len()).expect("fits"));
+        packet.extend_from_slice(&payload_len.to_be_bytes());
         packet.extend_from_slice(&[self.next_header, self.hop_limit]);
         packet.extend_from_slice(&self.src);
         packet.extend_from_slice(&self.dst);
@@ -204,6 +300,25 @@ pub fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + 3) as u8).collect()
 }
 
+/// Ethernet's minimum frame (without FCS) is 60 bytes: shorter frames arrive zero-padded.
+pub fn pad_to_60(mut frame: Vec<u8>) -> Vec<u8> {
+    if frame.len() < 60 {
+        frame.resize(60, 0);
+    }
+    frame
+}
+
+/// An ARP request (RFC 826, Ethernet + IPv4): who has `target_ip`, tell `sender_mac` /
+/// `sender_ip`.
+pub fn arp_request(sender_mac: Mac, sender_ip: [u8; 4], target_ip: [u8; 4]) -> Vec<u8> {
+    let mut arp = vec![0, 1, 0x08, 0x00, 6, 4, 0, 1];
+    arp.extend_from_slice(&sender_mac);
+    arp.extend_from_slice(&sender_ip);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&target_ip);
+    arp
+}
+
 /// An ICMP (`pseudo` None) or ICMPv6 (`pseudo` = source, destination) message,
 /// checksum over the message, for ICMPv6 behind the RFC 8200 pseudo-header.
 pub fn icmp(
@@ -243,6 +358,14 @@ pub fn ipv6_fragment(next_header: u8, offset: u16, more: bool, id: u32) -> Vec<u
     let mut header = vec![next_header, 0];
     header.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
     header.extend_from_slice(&id.to_be_bytes());
+    header
+}
+
+/// An IPv6 Authentication Header (RFC 4302) of 8 bytes, payload length 0 (no sequence
+/// number, no ICV), followed by `next_header`.
+pub fn ipv6_auth(next_header: u8, spi: u32) -> Vec<u8> {
+    let mut header = vec![next_header, 0, 0, 0];
+    header.extend_from_slice(&spi.to_be_bytes());
     header
 }
 

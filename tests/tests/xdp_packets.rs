@@ -25,7 +25,14 @@
 //! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON) and a kernel with BPF: the
 //! tests fail, never skip, without them.
 
-use balancer_tests::traffic::internet_checksum;
+use balancer_tests::{
+    packets::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_LLDP, Frame, IPV6_AUTH, IPV6_FRAGMENT, Mac, V4,
+        V6, arp_request, icmp, ipv6_auth, ipv6_fragment, ipv6_options, pad_to_60, payload, tcp,
+        udp,
+    },
+    traffic::internet_checksum,
+};
 use std::fmt::Write as _;
 
 use aya::{
@@ -47,13 +54,6 @@ const META_LEN: usize = 16;
 /// VIP capacity the test loads the object with: keeps the per-VIP stats array
 /// small enough to compare whole after every case.
 const MAX_VIPS: u32 = 8;
-
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_LLDP: u16 = 0x88cc;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_GRE: u8 = 47;
@@ -106,202 +106,41 @@ fn vips() -> [(VipKey, VipMeta); 4] {
 }
 
 // ---------------------------------------------------------------------------
-// Packet builders. Lengths are always computed; checksums only where the
-// program could care (IPv4 header), TCP/UDP checksums are left zero.
+// Frames, built with `balancer_tests::packets`: the client's side of every packet.
 
-const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const DST_MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
+const SRC_MAC: Mac = [0x02, 0, 0, 0, 0, 0x02];
+const ETH: Frame = Frame::new(DST_MAC, SRC_MAC);
+/// One 802.1Q tag, VLAN 100.
+const DOT1Q: Frame = ETH.tagged(100);
+/// QinQ: an 802.1ad tag (VLAN 100), then an 802.1Q one (VLAN 101).
+const QINQ: Frame = ETH.stacked(&[(ETH_P_8021AD, 100)]).tagged(101);
+const TCP_SYN: u8 = 0x02;
 
-/// Ethernet frame with the given VLAN tags (TPIDs, outermost first), EtherType and payload.
-fn ethernet(tags: &[u16], ether_type: u16, payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(ETH_HLEN + 4 * tags.len() + payload.len());
-    frame.extend_from_slice(&DST_MAC);
-    frame.extend_from_slice(&SRC_MAC);
-    for (i, tpid) in tags.iter().enumerate() {
-        frame.extend_from_slice(&tpid.to_be_bytes());
-        // TCI: priority 0, VLAN id 100, 101, …
-        frame.extend_from_slice(&(100 + i as u16).to_be_bytes());
-    }
-    frame.extend_from_slice(&ether_type.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
+/// An IPv4 header from the client, TTL 64.
+fn v4(dst: [u8; 4], protocol: u8) -> V4 {
+    V4::new(CLIENT4, dst, protocol).with_ttl(64)
 }
 
-#[derive(Clone)]
-struct Ipv4 {
-    dst: [u8; 4],
-    protocol: u8,
-    /// Options bytes (multiple of 4, at most 40): IHL follows from them.
-    options: Vec<u8>,
-    /// Flags + fragment offset field.
-    frag_off: u16,
-    version: u8,
-    /// Overrides the IHL computed from the options.
-    ihl: Option<u8>,
-    /// Overrides the total length computed from header + payload.
-    total_len: Option<u16>,
+/// An IPv6 header from the client, hop limit 64.
+fn v6(dst: [u8; 16], next_header: u8) -> V6 {
+    V6::new(CLIENT6, dst, next_header).with_hop_limit(64)
 }
 
-impl Ipv4 {
-    fn new(dst: [u8; 4], protocol: u8) -> Self {
-        Self {
-            dst,
-            protocol,
-            options: Vec::new(),
-            frag_off: 0x4000, // DF, not a fragment
-            version: 4,
-            ihl: None,
-            total_len: None,
-        }
-    }
-
-    /// Options filling IHL `ihl` (6..=15): a Router Alert option, then NOPs, then EOL.
-    fn with_ihl(mut self, ihl: u8) -> Self {
-        assert!((5..=15).contains(&ihl));
-        let len = (usize::from(ihl) - 5) * 4;
-        let mut options = Vec::with_capacity(len);
-        if len >= 4 {
-            options.extend_from_slice(&[0x94, 0x04, 0, 0]);
-        }
-        options.resize(len, 0x01);
-        if let Some(last) = options.last_mut() {
-            *last = 0x00;
-        }
-        self.options = options;
-        self
-    }
-
-    fn build(&self, payload: &[u8]) -> Vec<u8> {
-        assert!(self.options.len().is_multiple_of(4) && self.options.len() <= 40);
-        let header_len = 20 + self.options.len();
-        let ihl = self.ihl.unwrap_or((header_len / 4) as u8);
-        let total_len = self
-            .total_len
-            .unwrap_or_else(|| u16::try_from(header_len + payload.len()).expect("fits"));
-        let mut packet = Vec::with_capacity(header_len + payload.len());
-        packet.push((self.version << 4) | (ihl & 0x0f));
-        packet.push(0); // TOS
-        packet.extend_from_slice(&total_len.to_be_bytes());
-        packet.extend_from_slice(&0x1234u16.to_be_bytes()); // id
-        packet.extend_from_slice(&self.frag_off.to_be_bytes());
-        packet.push(64); // TTL
-        packet.push(self.protocol);
-        packet.extend_from_slice(&[0, 0]); // checksum, below
-        packet.extend_from_slice(&CLIENT4);
-        packet.extend_from_slice(&self.dst);
-        packet.extend_from_slice(&self.options);
-        let check = internet_checksum(&packet);
-        packet[10..12].copy_from_slice(&check.to_be_bytes());
-        packet.extend_from_slice(payload);
-        packet
-    }
+/// A TCP SYN from the client's port.
+fn syn_to(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    tcp(CLIENT_PORT, dst_port, TCP_SYN, payload)
 }
 
-#[derive(Clone)]
-struct Ipv6 {
-    dst: [u8; 16],
-    next_header: u8,
-    version: u8,
-    /// Overrides the payload length computed from the payload.
-    payload_len: Option<u16>,
+/// A UDP datagram from the client's port.
+fn udp_to(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    udp(CLIENT_PORT, dst_port, payload)
 }
 
-impl Ipv6 {
-    fn new(dst: [u8; 16], next_header: u8) -> Self {
-        Self {
-            dst,
-            next_header,
-            version: 6,
-            payload_len: None,
-        }
-    }
-
-    fn build(&self, payload: &[u8]) -> Vec<u8> {
-        let payload_len = self
-            .payload_len
-            .unwrap_or_else(|| u16::try_from(payload.len()).expect("fits"));
-        let mut packet = Vec::with_capacity(40 + payload.len());
-        // Version, traffic class 0, flow label 0x12345.
-        packet.extend_from_slice(&[self.version << 4, 0x01, 0x23, 0x45]);
-        packet.extend_from_slice(&payload_len.to_be_bytes());
-        packet.push(self.next_header);
-        packet.push(64); // hop limit
-        packet.extend_from_slice(&CLIENT6);
-        packet.extend_from_slice(&self.dst);
-        packet.extend_from_slice(payload);
-        packet
-    }
-}
-
-/// TCP segment: 20-byte header (SYN), checksum left zero.
-fn tcp(dst_port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut segment = Vec::with_capacity(20 + payload.len());
-    segment.extend_from_slice(&CLIENT_PORT.to_be_bytes());
-    segment.extend_from_slice(&dst_port.to_be_bytes());
-    segment.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
-    segment.extend_from_slice(&0u32.to_be_bytes()); // ack
-    segment.extend_from_slice(&((5u16 << 12) | 0x002).to_be_bytes()); // doff 5, SYN
-    segment.extend_from_slice(&0xffffu16.to_be_bytes()); // window
-    segment.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
-    segment.extend_from_slice(payload);
-    segment
-}
-
-/// UDP datagram with its length field set, checksum left zero.
-fn udp(dst_port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut datagram = Vec::with_capacity(8 + payload.len());
-    datagram.extend_from_slice(&CLIENT_PORT.to_be_bytes());
-    datagram.extend_from_slice(&dst_port.to_be_bytes());
-    datagram.extend_from_slice(
-        &u16::try_from(8 + payload.len())
-            .expect("fits")
-            .to_be_bytes(),
-    );
-    datagram.extend_from_slice(&[0, 0]);
-    datagram.extend_from_slice(payload);
-    datagram
-}
-
-/// ICMP (or ICMPv6, with `kind` 128) echo request.
-fn icmp_echo(kind: u8) -> Vec<u8> {
-    let mut message = vec![kind, 0, 0, 0, 0x12, 0x34, 0, 1];
-    message.extend_from_slice(b"ping");
-    let check = internet_checksum(&message);
-    message[2..4].copy_from_slice(&check.to_be_bytes());
-    message
-}
-
-/// An 8-byte IPv6 extension header of type `kind` followed by `next_header`.
-fn ipv6_extension(kind: u8, next_header: u8) -> Vec<u8> {
-    match kind {
-        // Fragment header: offset 0, M flag set, identification.
-        44 => vec![next_header, 0, 0x00, 0x01, 0xde, 0xad, 0xbe, 0xef],
-        // AH: payload length in 4-byte units minus 2 → 0 means 8 bytes.
-        51 => vec![next_header, 0, 0, 0, 0, 0, 0x10, 0x01],
-        // Hop-by-hop, routing, destination options, …: length 0 (8 bytes), PadN.
-        _ => vec![next_header, 0, 1, 4, 0, 0, 0, 0],
-    }
-}
-
-fn arp_request() -> Vec<u8> {
-    let mut arp = vec![0, 1, 0x08, 0x00, 6, 4, 0, 1];
-    arp.extend_from_slice(&SRC_MAC);
-    arp.extend_from_slice(&CLIENT4);
-    arp.extend_from_slice(&[0; 6]);
-    arp.extend_from_slice(&VIP4);
-    arp
-}
-
-fn payload(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + 3) as u8).collect()
-}
-
-/// Ethernet's minimum frame (without FCS) is 60 bytes: shorter frames arrive zero-padded.
-fn pad_to_60(mut frame: Vec<u8>) -> Vec<u8> {
-    if frame.len() < 60 {
-        frame.resize(60, 0);
-    }
-    frame
+/// An ICMP (`kind` 8) or ICMPv6 (`kind` 128) echo request, checksummed without the
+/// ICMPv6 pseudo-header (the program never reads it).
+fn echo_request(kind: u8) -> Vec<u8> {
+    icmp(kind, 0, [0x12, 0x34, 0, 1], b"ping", None)
 }
 
 // ---------------------------------------------------------------------------
@@ -338,41 +177,41 @@ fn case(name: impl Into<String>, frame: Vec<u8>, reason: PacketReason, vip: Opti
 }
 
 fn v4_tcp_vip() -> Vec<u8> {
-    ethernet(
-        &[],
-        ETH_P_IPV4,
-        &Ipv4::new(VIP4, IPPROTO_TCP).build(&tcp(V4_TCP_PORT, &payload(16))),
+    v4_frame(
+        ETH,
+        &v4(VIP4, IPPROTO_TCP),
+        &syn_to(V4_TCP_PORT, &payload(16)),
     )
 }
 
 fn v4_udp_vip() -> Vec<u8> {
-    ethernet(
-        &[],
-        ETH_P_IPV4,
-        &Ipv4::new(VIP4, IPPROTO_UDP).build(&udp(V4_UDP_PORT, &payload(16))),
+    v4_frame(
+        ETH,
+        &v4(VIP4, IPPROTO_UDP),
+        &udp_to(V4_UDP_PORT, &payload(16)),
     )
 }
 
-fn v6_frame(tags: &[u16], ip: &Ipv6, l4: &[u8]) -> Vec<u8> {
-    ethernet(tags, ETH_P_IPV6, &ip.build(l4))
+fn v6_frame(eth: Frame, ip: &V6, l4: &[u8]) -> Vec<u8> {
+    eth.ipv6(&ip.packet(l4))
 }
 
-fn v4_frame(tags: &[u16], ip: &Ipv4, l4: &[u8]) -> Vec<u8> {
-    ethernet(tags, ETH_P_IPV4, &ip.build(l4))
+fn v4_frame(eth: Frame, ip: &V4, l4: &[u8]) -> Vec<u8> {
+    eth.ipv4(&ip.packet(l4))
 }
 
 fn fixture_cases() -> Vec<Case> {
     use PacketReason::*;
-    let tcp_v4 = Ipv4::new(VIP4, IPPROTO_TCP);
-    let udp_v4 = Ipv4::new(VIP4, IPPROTO_UDP);
-    let tcp_v6 = Ipv6::new(VIP6, IPPROTO_TCP);
-    let udp_v6 = Ipv6::new(VIP6, IPPROTO_UDP);
+    let tcp_v4 = v4(VIP4, IPPROTO_TCP);
+    let udp_v4 = v4(VIP4, IPPROTO_UDP);
+    let tcp_v6 = v6(VIP6, IPPROTO_TCP);
+    let udp_v6 = v6(VIP6, IPPROTO_UDP);
     let data = payload(16);
-    let tcp80 = tcp(V4_TCP_PORT, &data);
-    let udp53 = udp(V4_UDP_PORT, &data);
-    let tcp443 = tcp(V6_TCP_PORT, &data);
-    let udp5353 = udp(V6_UDP_PORT, &data);
-    let q = [ETH_P_8021Q];
+    let tcp80 = syn_to(V4_TCP_PORT, &data);
+    let udp53 = udp_to(V4_UDP_PORT, &data);
+    let tcp443 = syn_to(V6_TCP_PORT, &data);
+    let udp5353 = udp_to(V6_UDP_PORT, &data);
+    let arp = arp_request(SRC_MAC, CLIENT4, VIP4);
 
     let mut cases = vec![
         // To a VIP.
@@ -380,217 +219,210 @@ fn fixture_cases() -> Vec<Case> {
         case("v4 udp to vip", v4_udp_vip(), VipLocal, Some(ID_V4_UDP)),
         case(
             "v6 tcp to vip",
-            v6_frame(&[], &tcp_v6, &tcp443),
+            v6_frame(ETH, &tcp_v6, &tcp443),
             VipLocal,
             Some(ID_V6_TCP),
         ),
         case(
             "v6 udp to vip",
-            v6_frame(&[], &udp_v6, &udp5353),
+            v6_frame(ETH, &udp_v6, &udp5353),
             VipLocal,
             Some(ID_V6_UDP),
         ),
         case(
             "v4 tcp to vip, no payload, padded to 60",
-            pad_to_60(v4_frame(&[], &tcp_v4, &tcp(V4_TCP_PORT, &[]))),
+            pad_to_60(v4_frame(ETH, &tcp_v4, &syn_to(V4_TCP_PORT, &[]))),
             VipLocal,
             Some(ID_V4_TCP),
         ),
         case(
             "v4 udp to vip, no payload, padded to 60",
-            pad_to_60(v4_frame(&[], &udp_v4, &udp(V4_UDP_PORT, &[]))),
+            pad_to_60(v4_frame(ETH, &udp_v4, &udp_to(V4_UDP_PORT, &[]))),
             VipLocal,
             Some(ID_V4_UDP),
         ),
         case(
             "v4 tcp to vip, 1400-byte payload",
-            v4_frame(&[], &tcp_v4, &tcp(V4_TCP_PORT, &payload(1400))),
+            v4_frame(ETH, &tcp_v4, &syn_to(V4_TCP_PORT, &payload(1400))),
             VipLocal,
             Some(ID_V4_TCP),
         ),
         case(
             "v6 udp to vip, 1200-byte payload",
-            v6_frame(&[], &udp_v6, &udp(V6_UDP_PORT, &payload(1200))),
+            v6_frame(ETH, &udp_v6, &udp_to(V6_UDP_PORT, &payload(1200))),
             VipLocal,
             Some(ID_V6_UDP),
         ),
         case(
             "v4 tcp to vip, DF set (not a fragment)",
-            v4_frame(&[], &tcp_v4, &tcp80),
+            v4_frame(ETH, &tcp_v4, &tcp80),
             VipLocal,
             Some(ID_V4_TCP),
         ),
         case(
             "v4 tcp to vip, no flags",
-            v4_frame(
-                &[],
-                &Ipv4 {
-                    frag_off: 0,
-                    ..tcp_v4.clone()
-                },
-                &tcp80,
-            ),
+            v4_frame(ETH, &tcp_v4.clone().with_frag_off(0), &tcp80),
             VipLocal,
             Some(ID_V4_TCP),
         ),
         // VIP address, but not a VIP's port or protocol.
         case(
             "v4 tcp to vip address, wrong port",
-            v4_frame(&[], &tcp_v4, &tcp(81, &data)),
+            v4_frame(ETH, &tcp_v4, &syn_to(81, &data)),
             NotVip,
             None,
         ),
         case(
             "v4 udp to vip address, wrong port",
-            v4_frame(&[], &udp_v4, &udp(54, &data)),
+            v4_frame(ETH, &udp_v4, &udp_to(54, &data)),
             NotVip,
             None,
         ),
         case(
             "v6 tcp to vip address, wrong port",
-            v6_frame(&[], &tcp_v6, &tcp(444, &data)),
+            v6_frame(ETH, &tcp_v6, &syn_to(444, &data)),
             NotVip,
             None,
         ),
         case(
             "v6 udp to vip address, wrong port",
-            v6_frame(&[], &udp_v6, &udp(5354, &data)),
+            v6_frame(ETH, &udp_v6, &udp_to(5354, &data)),
             NotVip,
             None,
         ),
         case(
             "v4 tcp to the udp vip's port",
-            v4_frame(&[], &tcp_v4, &tcp(V4_UDP_PORT, &data)),
+            v4_frame(ETH, &tcp_v4, &syn_to(V4_UDP_PORT, &data)),
             NotVip,
             None,
         ),
         case(
             "v4 udp to the tcp vip's port",
-            v4_frame(&[], &udp_v4, &udp(V4_TCP_PORT, &data)),
+            v4_frame(ETH, &udp_v4, &udp_to(V4_TCP_PORT, &data)),
             NotVip,
             None,
         ),
         case(
             "v6 tcp to the udp vip's port",
-            v6_frame(&[], &tcp_v6, &tcp(V6_UDP_PORT, &data)),
+            v6_frame(ETH, &tcp_v6, &syn_to(V6_UDP_PORT, &data)),
             NotVip,
             None,
         ),
         case(
             "v6 udp to the tcp vip's port",
-            v6_frame(&[], &udp_v6, &udp(V6_TCP_PORT, &data)),
+            v6_frame(ETH, &udp_v6, &udp_to(V6_TCP_PORT, &data)),
             NotVip,
             None,
         ),
         // Not a VIP address.
         case(
             "v4 tcp to non-vip address",
-            v4_frame(&[], &Ipv4::new(OTHER4, IPPROTO_TCP), &tcp80),
+            v4_frame(ETH, &v4(OTHER4, IPPROTO_TCP), &tcp80),
             NotVip,
             None,
         ),
         case(
             "v4 udp to non-vip address",
-            v4_frame(&[], &Ipv4::new(OTHER4, IPPROTO_UDP), &udp53),
+            v4_frame(ETH, &v4(OTHER4, IPPROTO_UDP), &udp53),
             NotVip,
             None,
         ),
         case(
             "v6 tcp to non-vip address",
-            v6_frame(&[], &Ipv6::new(OTHER6, IPPROTO_TCP), &tcp443),
+            v6_frame(ETH, &v6(OTHER6, IPPROTO_TCP), &tcp443),
             NotVip,
             None,
         ),
         case(
             "v6 udp to non-vip address",
-            v6_frame(&[], &Ipv6::new(OTHER6, IPPROTO_UDP), &udp5353),
+            v6_frame(ETH, &v6(OTHER6, IPPROTO_UDP), &udp5353),
             NotVip,
             None,
         ),
         case(
             "v6 tcp to the v4 vip's key bytes (family differs)",
-            v6_frame(&[], &Ipv6::new(VIP4_AS_V6, IPPROTO_TCP), &tcp80),
+            v6_frame(ETH, &v6(VIP4_AS_V6, IPPROTO_TCP), &tcp80),
             NotVip,
             None,
         ),
         // Not IP.
-        case(
-            "arp request",
-            ethernet(&[], ETH_P_ARP, &arp_request()),
-            NotIp,
-            None,
-        ),
-        case("lldp", ethernet(&[], ETH_P_LLDP, &payload(40)), NotIp, None),
+        case("arp request", ETH.with(ETH_P_ARP, &arp), NotIp, None),
+        case("lldp", ETH.with(ETH_P_LLDP, &payload(40)), NotIp, None),
         case(
             "802.1q-tagged arp",
-            ethernet(&q, ETH_P_ARP, &arp_request()),
+            DOT1Q.with(ETH_P_ARP, &arp),
             NotIp,
             None,
         ),
         case(
             "ethernet header only, arp type",
-            ethernet(&[], ETH_P_ARP, &[]),
+            ETH.with(ETH_P_ARP, &[]),
             NotIp,
             None,
         ),
         // VLAN.
         case(
             "802.1q v4 tcp to vip",
-            v4_frame(&q, &tcp_v4, &tcp80),
+            v4_frame(DOT1Q, &tcp_v4, &tcp80),
             VipLocal,
             Some(ID_V4_TCP),
         ),
         case(
             "802.1q v4 udp to vip",
-            v4_frame(&q, &udp_v4, &udp53),
+            v4_frame(DOT1Q, &udp_v4, &udp53),
             VipLocal,
             Some(ID_V4_UDP),
         ),
         case(
             "802.1q v6 tcp to vip",
-            v6_frame(&q, &tcp_v6, &tcp443),
+            v6_frame(DOT1Q, &tcp_v6, &tcp443),
             VipLocal,
             Some(ID_V6_TCP),
         ),
         case(
             "802.1q v6 udp to vip",
-            v6_frame(&q, &udp_v6, &udp5353),
+            v6_frame(DOT1Q, &udp_v6, &udp5353),
             VipLocal,
             Some(ID_V6_UDP),
         ),
         case(
             "single 802.1ad tag, v4 udp to vip",
-            v4_frame(&[ETH_P_8021AD], &udp_v4, &udp53),
+            v4_frame(ETH.stacked(&[(ETH_P_8021AD, 100)]), &udp_v4, &udp53),
             VipLocal,
             Some(ID_V4_UDP),
         ),
         case(
             "802.1q v4 tcp to non-vip",
-            v4_frame(&q, &Ipv4::new(OTHER4, IPPROTO_TCP), &tcp80),
+            v4_frame(DOT1Q, &v4(OTHER4, IPPROTO_TCP), &tcp80),
             NotVip,
             None,
         ),
         case(
             "qinq 802.1ad+802.1q v4 tcp to vip",
-            v4_frame(&[ETH_P_8021AD, ETH_P_8021Q], &tcp_v4, &tcp80),
+            v4_frame(QINQ, &tcp_v4, &tcp80),
             VipLocal,
             Some(ID_V4_TCP),
         ),
         case(
             "qinq 802.1q+802.1q v6 udp to vip",
-            v6_frame(&[ETH_P_8021Q, ETH_P_8021Q], &udp_v6, &udp5353),
+            v6_frame(
+                ETH.stacked(&[(ETH_P_8021Q, 100)]).tagged(101),
+                &udp_v6,
+                &udp5353,
+            ),
             VipLocal,
             Some(ID_V6_UDP),
         ),
         case(
             "qinq 802.1ad+802.1ad arp",
-            ethernet(&[ETH_P_8021AD, ETH_P_8021AD], ETH_P_ARP, &arp_request()),
+            ETH.stacked(&[(ETH_P_8021AD, 100), (ETH_P_8021AD, 101)])
+                .with(ETH_P_ARP, &arp),
             NotIp,
             None,
         ),
         case(
             "qinq tags only (18 bytes)",
-            ethernet(&[ETH_P_8021AD], ETH_P_8021Q, &[]),
+            ETH.stacked(&[(ETH_P_8021AD, 100)]).with(ETH_P_8021Q, &[]),
             TruncatedVlan,
             None,
         ),
@@ -600,13 +432,13 @@ fn fixture_cases() -> Vec<Case> {
     for ihl in 6..=15 {
         cases.push(case(
             format!("v4 tcp to vip, ihl {ihl}"),
-            v4_frame(&[], &tcp_v4.clone().with_ihl(ihl), &tcp80),
+            v4_frame(ETH, &tcp_v4.clone().with_options_to_ihl(ihl), &tcp80),
             VipLocal,
             Some(ID_V4_TCP),
         ));
         cases.push(case(
             format!("802.1q v4 udp to vip, ihl {ihl}"),
-            v4_frame(&q, &udp_v4.clone().with_ihl(ihl), &udp53),
+            v4_frame(DOT1Q, &udp_v4.clone().with_options_to_ihl(ihl), &udp53),
             VipLocal,
             Some(ID_V4_UDP),
         ));
@@ -616,14 +448,7 @@ fn fixture_cases() -> Vec<Case> {
     for ihl in 0..=4 {
         cases.push(case(
             format!("v4 ihl {ihl} (< 5)"),
-            v4_frame(
-                &[],
-                &Ipv4 {
-                    ihl: Some(ihl),
-                    ..tcp_v4.clone()
-                },
-                &tcp80,
-            ),
+            v4_frame(ETH, &tcp_v4.clone().with_ihl(ihl), &tcp80),
             BadIpHeader,
             None,
         ));
@@ -631,14 +456,7 @@ fn fixture_cases() -> Vec<Case> {
     for version in [0, 5, 6, 15] {
         cases.push(case(
             format!("ipv4 ethertype, version {version}"),
-            v4_frame(
-                &[],
-                &Ipv4 {
-                    version,
-                    ..tcp_v4.clone()
-                },
-                &tcp80,
-            ),
+            v4_frame(ETH, &tcp_v4.clone().with_version(version), &tcp80),
             BadIpHeader,
             None,
         ));
@@ -646,49 +464,27 @@ fn fixture_cases() -> Vec<Case> {
     for version in [0, 4, 7, 15] {
         cases.push(case(
             format!("ipv6 ethertype, version {version}"),
-            v6_frame(
-                &[],
-                &Ipv6 {
-                    version,
-                    ..tcp_v6.clone()
-                },
-                &tcp443,
-            ),
+            v6_frame(ETH, &tcp_v6.clone().with_version(version), &tcp443),
             BadIpHeader,
             None,
         ));
     }
     for (name, ip) in [
-        (
-            "v4 total length 0",
-            Ipv4 {
-                total_len: Some(0),
-                ..tcp_v4.clone()
-            },
-        ),
+        ("v4 total length 0", tcp_v4.clone().with_total_len(0)),
         (
             "v4 total length 19 (< 20)",
-            Ipv4 {
-                total_len: Some(19),
-                ..tcp_v4.clone()
-            },
+            tcp_v4.clone().with_total_len(19),
         ),
         (
             "v4 ihl 6, total length 20 (< 24)",
-            Ipv4 {
-                total_len: Some(20),
-                ..tcp_v4.clone().with_ihl(6)
-            },
+            tcp_v4.clone().with_options_to_ihl(6).with_total_len(20),
         ),
         (
             "v4 ihl 15, total length 59 (< 60)",
-            Ipv4 {
-                total_len: Some(59),
-                ..tcp_v4.clone().with_ihl(15)
-            },
+            tcp_v4.clone().with_options_to_ihl(15).with_total_len(59),
         ),
     ] {
-        cases.push(case(name, v4_frame(&[], &ip, &tcp80), BadIpHeader, None));
+        cases.push(case(name, v4_frame(ETH, &ip, &tcp80), BadIpHeader, None));
     }
 
     // IPv4 total length vs the frame.
@@ -699,40 +495,26 @@ fn fixture_cases() -> Vec<Case> {
     ] {
         cases.push(case(
             name,
-            v4_frame(
-                &[],
-                &Ipv4 {
-                    total_len: Some(total_len),
-                    ..tcp_v4.clone()
-                },
-                &tcp80,
-            ),
+            v4_frame(ETH, &tcp_v4.clone().with_total_len(total_len), &tcp80),
             TruncatedIpv4,
             None,
         ));
     }
     cases.push(case(
         "v4 total length shorter than the frame (trailing bytes)",
-        v4_frame(
-            &[],
-            &Ipv4 {
-                total_len: Some(full_v4 - 10),
-                ..tcp_v4.clone()
-            },
-            &tcp80,
-        ),
+        v4_frame(ETH, &tcp_v4.clone().with_total_len(full_v4 - 10), &tcp80),
         VipLocal,
         Some(ID_V4_TCP),
     ));
     cases.push(case(
         "v4 total length = header length, tcp (no l4 bytes)",
-        v4_frame(&[], &tcp_v4, &[]),
+        v4_frame(ETH, &tcp_v4, &[]),
         TruncatedL4,
         None,
     ));
     cases.push(case(
         "v4 udp header only 7 bytes",
-        v4_frame(&[], &udp_v4, &udp53[..7]),
+        v4_frame(ETH, &udp_v4, &udp53[..7]),
         TruncatedL4,
         None,
     ));
@@ -743,45 +525,33 @@ fn fixture_cases() -> Vec<Case> {
         (
             "v4 tcp to vip, total length covers 4 tcp bytes, rest of header after it",
             v4_frame(
-                &[],
-                &Ipv4 {
-                    total_len: Some(24),
-                    ..tcp_v4.clone()
-                },
-                &tcp(V4_TCP_PORT, &[]),
+                ETH,
+                &tcp_v4.clone().with_total_len(24),
+                &syn_to(V4_TCP_PORT, &[]),
             ),
         ),
         (
             "v4 udp to vip, total length covers 4 udp bytes, padded to 60",
             pad_to_60(v4_frame(
-                &[],
-                &Ipv4 {
-                    total_len: Some(24),
-                    ..udp_v4.clone()
-                },
-                &udp(V4_UDP_PORT, &[]),
+                ETH,
+                &udp_v4.clone().with_total_len(24),
+                &udp_to(V4_UDP_PORT, &[]),
             )),
         ),
         (
             "v6 tcp to vip, payload length 4, rest of tcp header after it",
             v6_frame(
-                &[],
-                &Ipv6 {
-                    payload_len: Some(4),
-                    ..tcp_v6.clone()
-                },
-                &tcp(V6_TCP_PORT, &[]),
+                ETH,
+                &tcp_v6.clone().with_payload_len(4),
+                &syn_to(V6_TCP_PORT, &[]),
             ),
         ),
         (
             "v6 udp to vip, payload length 0, udp header after it",
             v6_frame(
-                &[],
-                &Ipv6 {
-                    payload_len: Some(0),
-                    ..udp_v6.clone()
-                },
-                &udp(V6_UDP_PORT, &[]),
+                ETH,
+                &udp_v6.clone().with_payload_len(0),
+                &udp_to(V6_UDP_PORT, &[]),
             ),
         ),
     ] {
@@ -801,39 +571,22 @@ fn fixture_cases() -> Vec<Case> {
     ] {
         cases.push(case(
             name,
-            v4_frame(
-                &[],
-                &Ipv4 {
-                    frag_off,
-                    ..tcp_v4.clone()
-                },
-                &tcp80,
-            ),
+            v4_frame(ETH, &tcp_v4.clone().with_frag_off(frag_off), &tcp80),
             Fragment,
             vip,
         ));
     }
     cases.push(case(
         "802.1q v4 udp first fragment to vip",
-        v4_frame(
-            &q,
-            &Ipv4 {
-                frag_off: 0x2000,
-                ..udp_v4.clone()
-            },
-            &udp53,
-        ),
+        v4_frame(DOT1Q, &udp_v4.clone().with_frag_off(0x2000), &udp53),
         Fragment,
         Some(ID_V4_UDP),
     ));
     cases.push(case(
         "v4 fragment with options",
         v4_frame(
-            &[],
-            &Ipv4 {
-                frag_off: 0x2000,
-                ..udp_v4.clone().with_ihl(9)
-            },
+            ETH,
+            &udp_v4.clone().with_options_to_ihl(9).with_frag_off(0x2000),
             &udp53,
         ),
         Fragment,
@@ -844,7 +597,13 @@ fn fixture_cases() -> Vec<Case> {
     // destination options are parsed past, a fragment header (here offset 0: a first
     // fragment) too; the others pass unparsed.
     for kind in [0u8, 43, 44, 51, 60, 135, 139, 140, 253, 254] {
-        let mut l4 = ipv6_extension(kind, IPPROTO_TCP);
+        let mut l4 = match kind {
+            // Offset 0, M flag set.
+            IPV6_FRAGMENT => ipv6_fragment(IPPROTO_TCP, 0, true, 0xdead_beef),
+            IPV6_AUTH => ipv6_auth(IPPROTO_TCP, 0x1001),
+            // Hop-by-hop, routing, destination options, …: 8 bytes of PadN.
+            _ => ipv6_options(IPPROTO_TCP, 0),
+        };
         l4.extend_from_slice(&tcp443);
         let (reason, vip) = match kind {
             0 | 43 | 60 => (VipLocal, Some(ID_V6_TCP)),
@@ -853,16 +612,16 @@ fn fixture_cases() -> Vec<Case> {
         };
         cases.push(case(
             format!("v6 extension header {kind} then tcp to vip"),
-            v6_frame(&[], &Ipv6::new(VIP6, kind), &l4),
+            v6_frame(ETH, &v6(VIP6, kind), &l4),
             reason,
             vip,
         ));
     }
-    let mut frag_udp = ipv6_extension(44, IPPROTO_UDP);
+    let mut frag_udp = ipv6_fragment(IPPROTO_UDP, 0, true, 0xdead_beef);
     frag_udp.extend_from_slice(&udp5353);
     cases.push(case(
         "802.1q v6 fragment header then udp to vip",
-        v6_frame(&q, &Ipv6::new(VIP6, 44), &frag_udp),
+        v6_frame(DOT1Q, &v6(VIP6, 44), &frag_udp),
         Fragment,
         Some(ID_V6_UDP),
     ));
@@ -870,31 +629,31 @@ fn fixture_cases() -> Vec<Case> {
     // Other L4.
     cases.push(case(
         "v4 icmp echo to vip address",
-        v4_frame(&[], &Ipv4::new(VIP4, IPPROTO_ICMP), &icmp_echo(8)),
+        v4_frame(ETH, &v4(VIP4, IPPROTO_ICMP), &echo_request(8)),
         OtherL4,
         None,
     ));
     cases.push(case(
         "v4 gre to vip address",
-        v4_frame(&[], &Ipv4::new(VIP4, IPPROTO_GRE), &payload(24)),
+        v4_frame(ETH, &v4(VIP4, IPPROTO_GRE), &payload(24)),
         OtherL4,
         None,
     ));
     cases.push(case(
         "v6 icmpv6 echo to vip address",
-        v6_frame(&[], &Ipv6::new(VIP6, IPPROTO_ICMPV6), &icmp_echo(128)),
+        v6_frame(ETH, &v6(VIP6, IPPROTO_ICMPV6), &echo_request(128)),
         OtherL4,
         None,
     ));
     cases.push(case(
         "v6 no next header",
-        v6_frame(&[], &Ipv6::new(VIP6, IPPROTO_NONE), &[]),
+        v6_frame(ETH, &v6(VIP6, IPPROTO_NONE), &[]),
         OtherL4,
         None,
     ));
     cases.push(case(
         "802.1q v4 icmp to non-vip",
-        v4_frame(&q, &Ipv4::new(OTHER4, IPPROTO_ICMP), &icmp_echo(8)),
+        v4_frame(DOT1Q, &v4(OTHER4, IPPROTO_ICMP), &echo_request(8)),
         OtherL4,
         None,
     ));
@@ -909,34 +668,20 @@ fn fixture_cases() -> Vec<Case> {
     ] {
         cases.push(case(
             name,
-            v6_frame(
-                &[],
-                &Ipv6 {
-                    payload_len: Some(payload_len),
-                    ..tcp_v6.clone()
-                },
-                &tcp443,
-            ),
+            v6_frame(ETH, &tcp_v6.clone().with_payload_len(payload_len), &tcp443),
             TruncatedIpv6,
             None,
         ));
     }
     cases.push(case(
         "v6 payload length 0, tcp (no l4 bytes)",
-        v6_frame(&[], &tcp_v6, &[]),
+        v6_frame(ETH, &tcp_v6, &[]),
         TruncatedL4,
         None,
     ));
     cases.push(case(
         "v6 payload length shorter than the frame (trailing bytes)",
-        v6_frame(
-            &[],
-            &Ipv6 {
-                payload_len: Some(20),
-                ..tcp_v6.clone()
-            },
-            &tcp443,
-        ),
+        v6_frame(ETH, &tcp_v6.clone().with_payload_len(20), &tcp443),
         VipLocal,
         Some(ID_V6_TCP),
     ));
@@ -1065,8 +810,7 @@ fn consistent_sweep(name: &str, frame: &[u8], layout: Layout) -> Vec<Case> {
 fn sweep_frames() -> Vec<(&'static str, Vec<u8>, Layout)> {
     use PacketReason::*;
     let data = payload(16);
-    let q = [ETH_P_8021Q];
-    let v4 = |frame: Vec<u8>, tags: usize, header_len: usize, l4_header: usize, complete| {
+    let v4_layout = |frame: Vec<u8>, tags: usize, header_len: usize, l4_header: usize, complete| {
         let layout = Layout {
             tags,
             l3: L3::V4 {
@@ -1078,7 +822,7 @@ fn sweep_frames() -> Vec<(&'static str, Vec<u8>, Layout)> {
         };
         (frame, layout)
     };
-    let v6 = |frame: Vec<u8>, tags: usize, l4_header: usize, complete| {
+    let v6_layout = |frame: Vec<u8>, tags: usize, l4_header: usize, complete| {
         let layout = Layout {
             tags,
             l3: L3::V6 {
@@ -1093,16 +837,16 @@ fn sweep_frames() -> Vec<(&'static str, Vec<u8>, Layout)> {
     vec![
         named(
             "v4 tcp to vip",
-            v4(v4_tcp_vip(), 0, 20, 20, (VipLocal, Some(ID_V4_TCP))),
+            v4_layout(v4_tcp_vip(), 0, 20, 20, (VipLocal, Some(ID_V4_TCP))),
         ),
         named(
             "v4 udp to vip",
-            v4(v4_udp_vip(), 0, 20, 8, (VipLocal, Some(ID_V4_UDP))),
+            v4_layout(v4_udp_vip(), 0, 20, 8, (VipLocal, Some(ID_V4_UDP))),
         ),
         named(
             "802.1q v6 tcp to vip",
-            v6(
-                v6_frame(&q, &Ipv6::new(VIP6, IPPROTO_TCP), &tcp(V6_TCP_PORT, &data)),
+            v6_layout(
+                v6_frame(DOT1Q, &v6(VIP6, IPPROTO_TCP), &syn_to(V6_TCP_PORT, &data)),
                 1,
                 20,
                 (VipLocal, Some(ID_V6_TCP)),
@@ -1110,8 +854,8 @@ fn sweep_frames() -> Vec<(&'static str, Vec<u8>, Layout)> {
         ),
         named(
             "v6 udp to vip",
-            v6(
-                v6_frame(&[], &Ipv6::new(VIP6, IPPROTO_UDP), &udp(V6_UDP_PORT, &data)),
+            v6_layout(
+                v6_frame(ETH, &v6(VIP6, IPPROTO_UDP), &udp_to(V6_UDP_PORT, &data)),
                 0,
                 8,
                 (VipLocal, Some(ID_V6_UDP)),
@@ -1119,11 +863,11 @@ fn sweep_frames() -> Vec<(&'static str, Vec<u8>, Layout)> {
         ),
         named(
             "802.1q v4 udp to vip, ihl 7",
-            v4(
+            v4_layout(
                 v4_frame(
-                    &q,
-                    &Ipv4::new(VIP4, IPPROTO_UDP).with_ihl(7),
-                    &udp(V4_UDP_PORT, &data),
+                    DOT1Q,
+                    &v4(VIP4, IPPROTO_UDP).with_options_to_ihl(7),
+                    &udp_to(V4_UDP_PORT, &data),
                 ),
                 1,
                 28,
@@ -1133,11 +877,11 @@ fn sweep_frames() -> Vec<(&'static str, Vec<u8>, Layout)> {
         ),
         named(
             "v4 tcp to non-vip, ihl 15",
-            v4(
+            v4_layout(
                 v4_frame(
-                    &[],
-                    &Ipv4::new(OTHER4, IPPROTO_TCP).with_ihl(15),
-                    &tcp(V4_TCP_PORT, &data),
+                    ETH,
+                    &v4(OTHER4, IPPROTO_TCP).with_options_to_ihl(15),
+                    &syn_to(V4_TCP_PORT, &data),
                 ),
                 0,
                 60,
@@ -1147,12 +891,8 @@ fn sweep_frames() -> Vec<(&'static str, Vec<u8>, Layout)> {
         ),
         named(
             "qinq v4 tcp to vip",
-            v4(
-                v4_frame(
-                    &[ETH_P_8021AD, ETH_P_8021Q],
-                    &Ipv4::new(VIP4, IPPROTO_TCP),
-                    &tcp(V4_TCP_PORT, &data),
-                ),
+            v4_layout(
+                v4_frame(QINQ, &v4(VIP4, IPPROTO_TCP), &syn_to(V4_TCP_PORT, &data)),
                 2,
                 20,
                 20,
@@ -1498,9 +1238,9 @@ fn packet_builders_are_well_formed() {
     assert_eq!(internet_checksum(&header), 0xb861);
 
     for ihl in 5..=15u8 {
-        let packet = Ipv4::new(VIP4, IPPROTO_UDP)
-            .with_ihl(ihl)
-            .build(&udp(53, &[1, 2, 3]));
+        let packet = v4(VIP4, IPPROTO_UDP)
+            .with_options_to_ihl(ihl)
+            .packet(&udp_to(53, &[1, 2, 3]));
         let header_len = usize::from(ihl) * 4;
         assert_eq!(packet[0], 0x40 | ihl);
         assert_eq!(packet.len(), header_len + 11);
@@ -1519,13 +1259,13 @@ fn packet_builders_are_well_formed() {
             11
         );
     }
-    let packet = Ipv6::new(VIP6, IPPROTO_TCP).build(&tcp(443, &[0; 5]));
+    let packet = v6(VIP6, IPPROTO_TCP).packet(&syn_to(443, &[0; 5]));
     assert_eq!(packet.len(), 65);
     assert_eq!(u16::from_be_bytes([packet[4], packet[5]]), 25);
     assert_eq!(&packet[24..40], &VIP6);
     assert_eq!(u16::from_be_bytes([packet[42], packet[43]]), 443);
 
-    let frame = ethernet(&[ETH_P_8021AD, ETH_P_8021Q], ETH_P_IPV4, &[]);
+    let frame = QINQ.ipv4(&[]);
     assert_eq!(
         &frame[12..],
         &[0x88, 0xa8, 0, 100, 0x81, 0x00, 0, 101, 0x08, 0x00]
