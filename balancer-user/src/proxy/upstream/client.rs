@@ -687,7 +687,9 @@ impl UpstreamBody {
             && let Some(pool) = pool.upgrade()
             && let Some(conn) = self.conn.take()
         {
-            pool.release(conn);
+            // What the pool does not keep is closed with the body, after the client has its
+            // response: a close here would come before the response is written.
+            self.conn = pool.release(conn);
         }
         self.buf = BytesMut::new();
     }

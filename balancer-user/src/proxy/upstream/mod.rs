@@ -330,20 +330,24 @@ impl ServerConnections {
         }
     }
 
-    /// Puts a connection whose response has been read to its end back on the idle list.
-    pub(crate) fn release(&self, conn: H1Conn) {
+    /// Puts a connection whose response has been read to its end back on the idle list. Gives
+    /// back what it does not keep (this connection when reuse is off, else the oldest idle
+    /// one past `max_idle`), for the caller to close where the close keeps nobody waiting.
+    pub(crate) fn release(&self, conn: H1Conn) -> Option<H1Conn> {
         if !self.keeps_idle() {
-            return;
+            return Some(conn);
         }
         let mut idle = lock(self.own_idle());
         self.prune_expired(&mut idle);
+        let mut evicted = None;
         while idle.len() >= self.keepalive.max_idle {
-            idle.pop_front();
+            evicted = idle.pop_front().map(|idle| idle.conn);
         }
         idle.push_back(Idle {
             conn,
             since: tokio::time::Instant::now(),
         });
+        evicted
     }
 
     /// The shared HTTP/2 connection, made if there is none open; `true` when it already
