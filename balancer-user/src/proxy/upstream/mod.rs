@@ -990,6 +990,40 @@ mod tests {
         conns
     }
 
+    /// What `release` does not keep comes back to the caller, which closes it after the
+    /// client's response (a close inside `release` came before the response was written).
+    #[tokio::test]
+    async fn release_hands_back_what_the_pool_does_not_keep() {
+        let server = tcp_server(Proto::H1 { keep_alive: true }, default_handler()).await;
+        let ServerUrl::Http { host, port } = &server.url else {
+            panic!("a TCP server");
+        };
+        let address = format!("{host}:{port}");
+        let connect = || async {
+            H1Conn {
+                stream: Stream::Tcp(TcpStream::connect(&address).await.expect("connect")),
+            }
+        };
+
+        let no_reuse = ServerConnections::new(
+            server.url.clone(),
+            keepalive(false, 32, LONG),
+            CONNECT,
+            false,
+        );
+        assert!(no_reuse.release(connect().await).is_some(), "reuse off");
+        assert_eq!(no_reuse.idle_connections(), 0);
+
+        let one =
+            ServerConnections::new(server.url.clone(), keepalive(true, 1, LONG), CONNECT, false);
+        assert!(one.release(connect().await).is_none(), "kept");
+        assert!(
+            one.release(connect().await).is_some(),
+            "the oldest idle one, past max_idle"
+        );
+        assert_eq!(one.idle_connections(), 1);
+    }
+
     #[tokio::test]
     async fn sequential_requests_reuse_one_connection() {
         let server = tcp_server(Proto::H1 { keep_alive: true }, default_handler()).await;
