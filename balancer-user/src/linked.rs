@@ -93,7 +93,7 @@ fn pool_verdicts(
             if let Some(left) = view.ejected_for.filter(|left| !left.is_zero()) {
                 next_end = Some(next_end.map_or(left, |next| next.min(left)));
             }
-            let up = view.in_service;
+            let up = view.in_service();
             let entry = verdicts.entry(address).or_insert_with(|| LinkedHealth {
                 up: true,
                 reason: String::new(),

@@ -148,9 +148,6 @@ pub struct StateView {
     pub health_reason: String,
     pub last_check: Option<String>,
     pub operator: Operator,
-    /// Health up and not ejected, whatever the operator chose: the verdict the VIP backends
-    /// at the server's address follow.
-    pub in_service: bool,
     pub ejected: bool,
     /// Time left of a passive ejection (zero: waiting for a passing check).
     pub ejected_for: Option<Duration>,
@@ -161,6 +158,14 @@ pub struct StateView {
     pub takes_new: bool,
     pub takes_sticky: bool,
     pub weight_permille: u32,
+}
+
+impl StateView {
+    /// Health up and not ejected, whatever the operator chose: the verdict the VIP backends
+    /// at the server's address follow (`ServerState::in_service` at the view's instant).
+    pub fn in_service(&self) -> bool {
+        self.health_up && !self.ejected
+    }
 }
 
 /// Whether a server takes requests now, and its slow-start share of its weight.
@@ -418,7 +423,6 @@ impl ServerState {
             health_reason: self.health_reason.clone(),
             last_check: self.last_check.clone(),
             operator: self.operator,
-            in_service: self.in_service(now),
             ejected,
             ejected_for: self
                 .ejected_until
