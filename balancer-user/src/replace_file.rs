@@ -1,5 +1,6 @@
-//! Replacing a small state file whole (the operator states, the withdraw flag): a reader, or
-//! the next start after a crash, finds either the old content or the new, never a part.
+//! Small state files (the operator states, the withdraw flag): replaced whole, so that a
+//! reader, or the next start after a crash, finds either the old content or the new, never a
+//! part; and read back, where no file yet means nothing was saved.
 
 use std::{fs, io, io::Write as _, path::Path};
 
@@ -23,6 +24,15 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The file's text, or `None` when there is no file yet (nothing saved: not an error).
+pub fn read_if_present(path: &Path) -> io::Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,6 +50,21 @@ mod tests {
             .map(|entry| entry.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["state.json"]);
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn a_missing_file_reads_as_none() {
+        let path = std::env::temp_dir().join("replace-file-never-written.json");
+        assert_eq!(read_if_present(&path).expect("read"), None);
+        let dir = std::env::temp_dir().join(format!("replace-file-read-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("state.json");
+        replace_file(&path, b"saved").expect("write");
+        assert_eq!(
+            read_if_present(&path).expect("read").as_deref(),
+            Some("saved")
+        );
         fs::remove_dir_all(&dir).expect("clean up");
     }
 

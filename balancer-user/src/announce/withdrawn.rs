@@ -50,12 +50,12 @@ pub fn decode(text: &str) -> Result<bool, WithdrawnFileError> {
 
 /// The operator's last word: `false` when the file does not exist (never withdrawn).
 pub fn load(path: &Path) -> Result<bool, WithdrawnLoadError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => decode(&text).map_err(|source| WithdrawnLoadError::Decode {
+    match crate::replace_file::read_if_present(path) {
+        Ok(Some(text)) => decode(&text).map_err(|source| WithdrawnLoadError::Decode {
             path: path.to_path_buf(),
             source,
         }),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Ok(None) => Ok(false),
         Err(source) => Err(WithdrawnLoadError::Read {
             path: path.to_path_buf(),
             source,
@@ -63,7 +63,7 @@ pub fn load(path: &Path) -> Result<bool, WithdrawnLoadError> {
     }
 }
 
-/// Writes `withdrawn` to `path`: into `path.tmp`, then renamed over `path`.
+/// Writes `withdrawn` to `path`, replacing it whole (`replace_file`).
 pub fn save(path: &Path, withdrawn: bool) -> io::Result<()> {
     crate::replace_file::replace_file(path, encode(withdrawn).as_bytes())
 }

@@ -112,7 +112,7 @@ pub fn decode(text: &str) -> Result<Snapshot, OperatorFileError> {
     Ok(snapshot)
 }
 
-/// Writes `state`'s operator states to `path`: into `path.tmp`, then renamed over `path`.
+/// Writes `state`'s operator states to `path`, replacing it whole (`replace_file`).
 pub fn save(path: &Path, state: &ProxyState) -> io::Result<()> {
     crate::replace_file::replace_file(path, encode(&snapshot(state)).as_bytes())
 }
@@ -133,15 +133,12 @@ pub fn save_configured(state: &ProxyState) {
 /// Applies the states in `path` to the servers of `state` that are still configured; returns
 /// how many were applied. No file yet is no error.
 pub fn restore(path: &Path, state: &ProxyState) -> Result<usize, RestoreError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(source) => {
-            return Err(RestoreError::Read {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
+    let read = crate::replace_file::read_if_present(path).map_err(|source| RestoreError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let Some(text) = read else {
+        return Ok(0);
     };
     let snapshot = decode(&text).map_err(|source| RestoreError::Decode {
         path: path.to_path_buf(),
