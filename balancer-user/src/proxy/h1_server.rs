@@ -39,6 +39,7 @@ use crate::proxy::{
     access_log::LoggedBody,
     client_connection::{CloseReason, Closing, ConnHold, ConnLimits},
     handler::{self, ConnInfo, Shared},
+    read_buffers,
     tunnel::{self, TunnelSlot},
 };
 
@@ -109,7 +110,9 @@ enum ReadFraming {
 impl<S: ClientStream> ClientConn<S> {
     /// Reads more bytes into the buffer; 0 at the end of the stream.
     async fn read_more(&mut self) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
+        if self.buf.capacity() == 0 {
+            self.buf = read_buffers::take(READ_CHUNK);
+        } else if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_CHUNK);
         }
         self.stream.read_buf(&mut self.buf).await
@@ -301,12 +304,14 @@ pub async fn serve<S: ClientStream>(
         })
         .await;
         if outcome == Written::Close {
+            read_buffers::give_back(buf, READ_CHUNK);
             let _ = stream.shutdown().await;
             return;
         }
         if buf.is_empty() {
-            // Idle from here: no buffer held while waiting.
-            buf = BytesMut::new();
+            // Idle from here: no buffer held while waiting (the next request on this thread,
+            // this connection's or another's, takes it).
+            read_buffers::give_back(std::mem::take(&mut buf), READ_CHUNK);
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod operator_file;
 pub mod pool;
 pub mod proxy_state;
+pub mod read_buffers;
 pub mod retry_budget;
 pub mod route;
 pub mod server_health;

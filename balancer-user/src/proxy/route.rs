@@ -726,6 +726,10 @@ pub fn has_hidden_separator(path: &str) -> bool {
 /// Tomcat and Jetty drop the parameters and read `..`, so `/public/..;/admin` is `/admin` to
 /// them while dot-segment resolution here keeps it inside `/public/`. Always refused.
 pub fn has_parameter_dot_segment(path: &str) -> bool {
+    // Most paths have no parameter at all: one scan for ';' answers them.
+    if !path.as_bytes().contains(&b';') {
+        return false;
+    }
     path.split('/').any(|segment| {
         segment.split_once(';').is_some_and(|(head, _)| {
             [".", "..", "%2e", "%2e.", ".%2e", "%2e%2e"]
@@ -748,6 +752,10 @@ pub fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
         ["..", "%2e.", ".%2e", "%2e%2e"]
             .iter()
             .any(|form| segment.eq_ignore_ascii_case(form))
+    }
+    // A dot segment needs a '.' or a '%': paths with neither are answered by one scan.
+    if !path.bytes().any(|byte| byte == b'.' || byte == b'%') {
+        return Some(std::borrow::Cow::Borrowed(path));
     }
     let segments = path.split('/').skip(1);
     if !segments

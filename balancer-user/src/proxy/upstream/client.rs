@@ -37,6 +37,7 @@ use crate::proxy::h1::{
     head::{self, Framing, HeadLimits, ResponseHead},
     request_body::{BodyError, BodyLength, RequestBody},
 };
+use crate::proxy::read_buffers;
 
 /// Response heads larger than this are refused (502): nginx's default proxy buffer is 4–8 KiB;
 /// we allow more, as apps set many cookies.
@@ -44,6 +45,8 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_RESPONSE_HEADERS: usize = 200;
 /// How much a read asks the kernel for at most.
 const READ_CHUNK: usize = 16 * 1024;
+/// Body pieces up to this size are copied out of the read buffer rather than shared with it.
+const COPY_OUT_MAX: usize = 4 * 1024;
 
 /// A connected socket to a server.
 #[derive(Debug)]
@@ -601,7 +604,9 @@ async fn write_body<B: RequestBody>(
 }
 
 async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < 1024 {
+    if buf.capacity() == 0 {
+        *buf = read_buffers::take(READ_CHUNK);
+    } else if buf.capacity() - buf.len() < 1024 {
         buf.reserve(READ_CHUNK);
     }
     poll_fn(|cx| stream.poll_read_buf(cx, buf)).await
@@ -691,7 +696,8 @@ impl UpstreamBody {
             // response: a close here would come before the response is written.
             self.conn = pool.release(conn);
         }
-        self.buf = BytesMut::new();
+        // Kept for the thread's next response unless a body chunk handed on still shares it.
+        read_buffers::give_back(std::mem::take(&mut self.buf), READ_CHUNK);
     }
 
     /// The next data from what is buffered, if any; advances the framing.
@@ -704,7 +710,16 @@ impl UpstreamBody {
                 let take = usize::try_from(*remaining)
                     .unwrap_or(usize::MAX)
                     .min(self.buf.len());
-                let data = self.buf.split_to(take).freeze();
+                // A small piece is copied out, so that the read buffer stays unshared and is
+                // kept for the thread's next response (`read_buffers`); a large one is handed
+                // on without a copy.
+                let data = if take <= COPY_OUT_MAX {
+                    let data = Bytes::copy_from_slice(&self.buf[..take]);
+                    self.buf.advance(take);
+                    data
+                } else {
+                    self.buf.split_to(take).freeze()
+                };
                 *remaining -= take as u64;
                 if *remaining == 0 {
                     self.finish();

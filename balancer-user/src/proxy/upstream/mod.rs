@@ -297,10 +297,12 @@ impl ServerConnections {
 
     /// The newest usable idle connection of one worker's list.
     fn take_idle_from(&self, slot: usize) -> Option<H1Conn> {
+        // One clock read for the whole checkout: it runs for every request.
+        let now = tokio::time::Instant::now();
         loop {
             let entry = {
                 let mut idle = lock(&self.idle[slot]);
-                self.prune_expired(&mut idle);
+                self.prune_expired(&mut idle, now);
                 idle.pop_back()?
             };
             // A connection back for less than `FRESH` is not checked: servers close idle
@@ -308,7 +310,7 @@ impl ServerConnections {
             // and under load a connection is idle for microseconds; the check is a system call
             // per request. A server that closes one anyway (a restart) costs the one retry of
             // `Checkout::send`.
-            if entry.since.elapsed() < FRESH || entry.conn.stream.idle_usable() {
+            if now.duration_since(entry.since) < FRESH || entry.conn.stream.idle_usable() {
                 return Some(entry.conn);
             }
             debug!(server = %self.url, "idle connection closed by the server");
@@ -317,15 +319,18 @@ impl ServerConnections {
 
     /// Drops expired (from the front: oldest first) and closed idle connections.
     fn prune(&self, idle: &mut VecDeque<Idle>) {
-        self.prune_expired(idle);
+        self.prune_expired(idle, tokio::time::Instant::now());
         idle.retain(|e| e.conn.stream.idle_usable());
     }
 
     /// Drops expired idle connections only: what a checkout or a release can afford (closed
     /// ones are skipped when taken, and swept in the background).
-    fn prune_expired(&self, idle: &mut VecDeque<Idle>) {
+    fn prune_expired(&self, idle: &mut VecDeque<Idle>, now: tokio::time::Instant) {
         let timeout = self.keepalive.idle_timeout;
-        while idle.front().is_some_and(|e| e.since.elapsed() >= timeout) {
+        while idle
+            .front()
+            .is_some_and(|e| now.duration_since(e.since) >= timeout)
+        {
             idle.pop_front();
         }
     }
@@ -337,16 +342,14 @@ impl ServerConnections {
         if !self.keeps_idle() {
             return Some(conn);
         }
+        let now = tokio::time::Instant::now();
         let mut idle = lock(self.own_idle());
-        self.prune_expired(&mut idle);
+        self.prune_expired(&mut idle, now);
         let mut evicted = None;
         while idle.len() >= self.keepalive.max_idle {
             evicted = idle.pop_front().map(|idle| idle.conn);
         }
-        idle.push_back(Idle {
-            conn,
-            since: tokio::time::Instant::now(),
-        });
+        idle.push_back(Idle { conn, since: now });
         evicted
     }
 
