@@ -409,17 +409,51 @@ pub fn parse_response(
     request_method: &Method,
     limits: &HeadLimits,
 ) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+    // Stack slots first: the heap slots for a limit above them (the proxy's is 200) are an
+    // allocation per response, and nearly every response has far fewer fields.
+    let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+    let on_stack = limits.max_headers.min(STACK_HEADERS);
+    match parse_response_in(buf, request_method, limits, &mut stack[..on_stack]) {
+        Err(SlotsOr::TooFew) => {
+            let mut heap: Vec<httparse::Header<'_>> = Vec::with_capacity(limits.max_headers);
+            let slots = &mut heap.spare_capacity_mut()[..limits.max_headers];
+            parse_response_in(buf, request_method, limits, slots).map_err(SlotsOr::into_error)
+        }
+        other => other.map_err(SlotsOr::into_error),
+    }
+}
+
+/// A head error, or: the slots given were fewer than the limit allows and the head has more
+/// fields (try again with more).
+enum SlotsOr {
+    TooFew,
+    Error(HeadError),
+}
+
+impl SlotsOr {
+    fn into_error(self) -> HeadError {
+        match self {
+            SlotsOr::TooFew => err(502, "too many header fields in response"),
+            SlotsOr::Error(error) => error,
+        }
+    }
+}
+
+impl From<HeadError> for SlotsOr {
+    fn from(error: HeadError) -> SlotsOr {
+        SlotsOr::Error(error)
+    }
+}
+
+fn parse_response_in<'b>(
+    buf: &'b [u8],
+    request_method: &Method,
+    limits: &HeadLimits,
+    slots: &mut Slots<'b>,
+) -> Result<Option<(ResponseHead, usize)>, SlotsOr> {
     let window = &buf[..buf.len().min(limits.max_head_bytes)];
     let full = window.len() >= limits.max_head_bytes;
-
-    let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADERS];
-    let mut heap: Vec<httparse::Header<'_>>;
-    let slots: &mut Slots<'_> = if limits.max_headers <= STACK_HEADERS {
-        &mut stack[..limits.max_headers]
-    } else {
-        heap = Vec::with_capacity(limits.max_headers);
-        &mut heap.spare_capacity_mut()[..limits.max_headers]
-    };
+    let few_slots = slots.len() < limits.max_headers;
 
     let mut res = httparse::Response::new(&mut []);
     // Default config: strict (no space before colon, no obs-fold, invalid lines are errors).
@@ -429,13 +463,14 @@ pub fn parse_response(
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if full => {
-            return Err(err(502, "response head too large"));
+            return Err(err(502, "response head too large").into());
         }
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(response_syntax_error(e)),
+        Err(httparse::Error::TooManyHeaders) if few_slots => return Err(SlotsOr::TooFew),
+        Err(e) => return Err(response_syntax_error(e).into()),
     };
     let (Some(minor), Some(code)) = (res.version, res.code) else {
-        return Err(err(502, "incomplete status line"));
+        return Err(err(502, "incomplete status line").into());
     };
     let version = if minor == 0 {
         Version::HTTP_10
@@ -867,6 +902,33 @@ mod tests {
     }
 
     // ---- request line and target (RFC 9112 §3) ----
+
+    /// More fields than fit on the stack are parsed on the heap, up to the limit exactly.
+    #[test]
+    fn responses_with_more_fields_than_the_stack_slots_parse_up_to_the_limit() {
+        let limits = HeadLimits {
+            max_head_bytes: 64 * 1024,
+            max_headers: STACK_HEADERS + 72,
+            max_uri_bytes: 8 * 1024,
+        };
+        let head = |fields: usize| {
+            let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n".to_vec();
+            for index in 1..fields {
+                head.extend_from_slice(format!("x-field-{index}: {index}\r\n").as_bytes());
+            }
+            head.extend_from_slice(b"\r\n");
+            head
+        };
+        for fields in [STACK_HEADERS, STACK_HEADERS + 1, limits.max_headers] {
+            let (parsed, _) = parse_response(&head(fields), &Method::GET, &limits)
+                .expect("within the limit")
+                .expect("complete");
+            assert_eq!(parsed.headers.len(), fields);
+            assert_eq!(parsed.headers["x-field-1"], "1");
+        }
+        let over = parse_response(&head(limits.max_headers + 1), &Method::GET, &limits);
+        assert_eq!(over.unwrap_err().status, 502);
+    }
 
     #[test]
     fn simple_get_origin_form_rfc9112_3_2_1() {
