@@ -39,7 +39,7 @@ use crate::proxy::{
     access_log::LoggedBody,
     client_connection::{CloseReason, Closing, ConnHold, ConnLimits},
     handler::{self, ConnInfo, Shared},
-    read_buffers,
+    in_place, read_buffers,
     tunnel::{self, TunnelSlot},
 };
 
@@ -299,7 +299,7 @@ pub async fn serve<S: ClientStream>(
             }
         }
         first = false;
-        let outcome = boxed_in_place(|| {
+        let outcome = in_place::boxed(|| {
             one_request(&shared, &info, &limits, &mut stream, &mut buf, &closing)
         })
         .await;
@@ -314,18 +314,6 @@ pub async fn serve<S: ClientStream>(
             read_buffers::give_back(std::mem::take(&mut buf), READ_CHUNK);
         }
     }
-}
-
-/// Boxes the future `make` returns, built in the box. `Box::pin(one_request(..))` builds the
-/// request's future on the stack and then copies all of it to the heap: 5.8 KB per request,
-/// a few percent of the proxy's user CPU under keep-alive load (perf). Written into the
-/// box's uninitialized memory, it is built in place.
-#[inline(always)]
-fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
-    let mut slot = Box::<F>::new_uninit();
-    slot.write(make());
-    // SAFETY: `write` has just initialized the box's value.
-    Box::into_pin(unsafe { slot.assume_init() })
 }
 
 /// One request: its head, the handler (which drives the server exchange), the response, and

@@ -31,6 +31,7 @@ use super::{
     h1::request_body::BoxedBody,
     h1_server::ClientStream,
     handler::{self, ConnInfo, Shared},
+    in_place,
     metrics::ListenerLabels,
 };
 
@@ -393,7 +394,7 @@ async fn serve_h2<I>(
         move |request: hyper::Request<hyper::body::Incoming>| -> HandlerFuture {
             let shared = shared.clone();
             let info = info.clone();
-            Box::pin(async move {
+            in_place::boxed(|| async move {
                 let request =
                     request.map(|body| BoxedBody::new(body.map_err(BoxError::from).boxed()));
                 Ok(handler::handle(&shared, &info, request).await)

@@ -19,6 +19,7 @@ pub mod h1;
 pub mod h1_server;
 pub mod handler;
 pub mod html;
+pub mod in_place;
 pub mod listener;
 pub mod log_file;
 pub mod metrics;
