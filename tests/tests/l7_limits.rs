@@ -17,7 +17,7 @@ mod l7_support;
 
 use std::{
     io::{Read, Write},
-    net::TcpStream,
+    net::{Shutdown, TcpStream},
     path::Path,
     time::{Duration, Instant},
 };
@@ -720,6 +720,76 @@ fn read_response(stream: &mut TcpStream, limit: Duration) -> String {
         }
     }
     String::from_utf8_lossy(&received).into_owned()
+}
+
+/// RFC 9112 §9.6: a connection that ends after a response is closed in stages, the write side
+/// first, then what the client still sends is read and discarded until it stops. A client still
+/// uploading when its request is refused then reads the 413; closed at once, the socket would
+/// answer the rest of the upload with a reset, which on many stacks discards the unread 413.
+#[test]
+fn a_client_still_uploading_after_a_413_is_read_until_it_stops() {
+    let net = L7Net::new("linger").expect("namespace");
+    let backend = Backend::start(&net, "b1", &[B1]).expect("backend");
+    let balancer = start(
+        &net,
+        &format!(
+            r#"
+[[listener]]
+name = "web"
+bind = "{WEB}"
+
+[[route]]
+listener = "web"
+pool = "app"
+max_body_size = "1KiB"
+
+[pool.app]
+servers = [ {{ url = "http://{B1}" }} ]
+"#
+        ),
+    );
+    let mut stream = net
+        .run(|| TcpStream::connect(WEB))
+        .expect("namespace")
+        .expect("connect");
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: linger.test\r\nContent-Length: 4000000\r\n\r\n")
+        .expect("write the head");
+    let response = read_response(&mut stream, Duration::from_secs(5));
+    assert!(
+        response.starts_with("HTTP/1.1 413") && response.contains("connection: close"),
+        "a declared 4 MB body over 1 KiB is refused at once: {response:?}\nbalancer log:\n{}",
+        balancer.log()
+    );
+    // The client sends its body anyway, as a browser uploading a file does. Each write after a
+    // reset would fail (EPIPE, ECONNRESET).
+    let piece = vec![b'u'; 64 * 1024];
+    for sent in 0..32 {
+        if let Err(err) = stream.write_all(&piece) {
+            panic!(
+                "the proxy reset the connection after {sent} of 32 pieces of 64 KiB: {err}\n\
+                 balancer log:\n{}",
+                balancer.log()
+            );
+        }
+    }
+    // Once the client stops and closes its side, the proxy's end follows: nothing more.
+    stream
+        .shutdown(Shutdown::Write)
+        .expect("shut down the write side");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("the end of the connection, not a reset");
+    assert!(rest.is_empty(), "nothing after the 413: {rest:?}");
+    assert_eq!(
+        backend.stats().expect("stats").requests,
+        0,
+        "the server never sees the refused upload"
+    );
 }
 
 #[test]

@@ -306,6 +306,10 @@ pub async fn serve<S: ClientStream>(
         if outcome == Written::Close {
             read_buffers::give_back(buf, READ_CHUNK);
             let _ = stream.shutdown().await;
+            if !closing.closed_now() {
+                // Boxed: its read state would otherwise be part of every idle connection's task.
+                in_place::boxed(|| linger(&mut stream, &mut closing)).await;
+            }
             return;
         }
         if buf.is_empty() {
@@ -314,6 +318,41 @@ pub async fn serve<S: ClientStream>(
             read_buffers::give_back(std::mem::take(&mut buf), READ_CHUNK);
         }
     }
+}
+
+/// The longest a closing connection keeps reading what the client still sends, and the
+/// longest gap between two reads (nginx: `lingering_time` 30 s, `lingering_timeout` 5 s).
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_GAP: Duration = Duration::from_secs(2);
+
+/// The second half of a staged close (RFC 9112 §9.6), after the write side is shut down:
+/// reads and discards what the client still sends until it closes, goes quiet for
+/// [`LINGER_GAP`], [`LINGER_TIME`] is up, or the listener closes. Closing with unread bytes
+/// in the socket sends a reset, and a client that is still sending (an upload refused with
+/// 413, a request refused mid-body, pipelined requests after `Connection: close`) may then
+/// lose the response it has not read yet: the reset discards it on many stacks. A client
+/// that has closed already ends this at once (the first read sees its end).
+async fn linger<S: ClientStream>(stream: &mut S, closing: &mut Closing) {
+    let until = tokio::time::Instant::now() + LINGER_TIME;
+    let mut scratch = read_buffers::take(READ_CHUNK);
+    loop {
+        scratch.clear();
+        let gap_ends = (tokio::time::Instant::now() + LINGER_GAP).min(until);
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(gap_ends, stream.read_buf(&mut scratch)) => read,
+            reason = closing.signalled() => {
+                if reason == CloseReason::Close {
+                    break;
+                }
+                continue;
+            }
+        };
+        if !matches!(read, Ok(Ok(read)) if read > 0) {
+            break;
+        }
+    }
+    scratch.clear();
+    read_buffers::give_back(scratch, READ_CHUNK);
 }
 
 /// One request: its head, the handler (which drives the server exchange), the response, and
