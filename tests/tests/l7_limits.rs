@@ -474,11 +474,9 @@ pool = "app"
 // ---------------------------------------------------------------------------------------------
 // Size limits
 
-#[test]
-fn a_body_over_max_body_size_gets_413_with_or_without_content_length() {
-    let net = L7Net::new("body").expect("namespace");
-    let backend = Backend::start(&net, "b1", &[B1]).expect("backend");
-    let toml = format!(
+/// A listener whose default route takes bodies up to 1 KiB; `/big/` has the default limit.
+fn max_body_config() -> String {
+    format!(
         r#"
 [[listener]]
 name = "web"
@@ -498,8 +496,24 @@ pool = "app"
 [pool.app]
 servers = [ {{ url = "http://{B1}" }} ]
 "#
-    );
-    let balancer = start(&net, &toml);
+    )
+}
+
+/// A plain TCP connection to the listener, from inside the namespace.
+fn connect(net: &L7Net) -> TcpStream {
+    let stream = net
+        .run(|| TcpStream::connect(WEB))
+        .expect("namespace")
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+#[test]
+fn a_body_over_max_body_size_gets_413_with_or_without_content_length() {
+    let net = L7Net::new("body").expect("namespace");
+    let backend = Backend::start(&net, "b1", &[B1]).expect("backend");
+    let balancer = start(&net, &max_body_config());
     let client = Client::tcp(&net, WEB);
     let post = |uri: &str, size: usize| -> Reply {
         let body: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
@@ -730,28 +744,8 @@ fn read_response(stream: &mut TcpStream, limit: Duration) -> String {
 fn a_client_still_uploading_after_a_413_is_read_until_it_stops() {
     let net = L7Net::new("linger").expect("namespace");
     let backend = Backend::start(&net, "b1", &[B1]).expect("backend");
-    let balancer = start(
-        &net,
-        &format!(
-            r#"
-[[listener]]
-name = "web"
-bind = "{WEB}"
-
-[[route]]
-listener = "web"
-pool = "app"
-max_body_size = "1KiB"
-
-[pool.app]
-servers = [ {{ url = "http://{B1}" }} ]
-"#
-        ),
-    );
-    let mut stream = net
-        .run(|| TcpStream::connect(WEB))
-        .expect("namespace")
-        .expect("connect");
+    let balancer = start(&net, &max_body_config());
+    let mut stream = connect(&net);
     stream
         .write_all(b"POST /echo HTTP/1.1\r\nHost: linger.test\r\nContent-Length: 4000000\r\n\r\n")
         .expect("write the head");
@@ -797,18 +791,10 @@ fn max_connections_holds_a_third_connection_until_one_closes() {
     let net = L7Net::new("maxconn").expect("namespace");
     let _backend = Backend::start(&net, "b1", &[B1]).expect("backend");
     let balancer = start(&net, &web_config("max_connections = 2"));
-    let connect = || -> TcpStream {
-        let stream = net
-            .run(|| TcpStream::connect(WEB))
-            .expect("namespace")
-            .expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        stream
-    };
     let request = |name: &str| format!("GET /{name} HTTP/1.1\r\nHost: conn.test\r\n\r\n");
 
-    let mut first = connect();
-    let mut second = connect();
+    let mut first = connect(&net);
+    let mut second = connect(&net);
     for (stream, name) in [(&mut first, "first"), (&mut second, "second")] {
         stream
             .write_all(request(name).as_bytes())
@@ -821,7 +807,7 @@ fn max_connections_holds_a_third_connection_until_one_closes() {
         );
     }
     // Both stay open (keep-alive). The kernel accepts a third; the proxy does not take it.
-    let mut third = connect();
+    let mut third = connect(&net);
     third
         .write_all(request("third").as_bytes())
         .expect("write request");
