@@ -110,11 +110,7 @@ enum ReadFraming {
 impl<S: ClientStream> ClientConn<S> {
     /// Reads more bytes into the buffer; 0 at the end of the stream.
     async fn read_more(&mut self) -> io::Result<usize> {
-        if self.buf.capacity() == 0 {
-            self.buf = read_buffers::take(READ_CHUNK);
-        } else if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_CHUNK);
-        }
+        read_buffers::make_room(&mut self.buf, READ_CHUNK);
         self.stream.read_buf(&mut self.buf).await
     }
 

@@ -33,6 +33,16 @@ pub fn take(capacity: usize) -> BytesMut {
         .unwrap_or_else(|| BytesMut::with_capacity(capacity))
 }
 
+/// Makes room in `buf` for the next read: a kept buffer of `chunk` bytes when it has none
+/// (between messages), else `chunk` more when less than 1 KiB is left.
+pub fn make_room(buf: &mut BytesMut, chunk: usize) {
+    if buf.capacity() == 0 {
+        *buf = take(chunk);
+    } else if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(chunk);
+    }
+}
+
 /// Hands back a buffer whose bytes have all been consumed, for the next [`take`] on this
 /// thread. A buffer still shared with data handed out, or smaller than `capacity`, is freed.
 pub fn give_back(mut buf: BytesMut, capacity: usize) {

@@ -604,11 +604,7 @@ async fn write_body<B: RequestBody>(
 }
 
 async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
-    if buf.capacity() == 0 {
-        *buf = read_buffers::take(READ_CHUNK);
-    } else if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_CHUNK);
-    }
+    read_buffers::make_room(buf, READ_CHUNK);
     poll_fn(|cx| stream.poll_read_buf(cx, buf)).await
 }
 
