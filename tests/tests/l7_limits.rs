@@ -83,6 +83,83 @@ fn count_responses(text: &str, status_line: &str) -> usize {
 // ---------------------------------------------------------------------------------------------
 // Clocks
 
+/// `timeouts.response` is also the longest a response body may go without data (nginx's
+/// `proxy_read_timeout`): a server that stops in the middle of a body no longer holds the
+/// client (and the server's connection) until the client gives up. Buffered and streamed
+/// responses alike. A slow body whose pauses are each shorter passes whole.
+#[test]
+fn a_server_that_stops_mid_body_is_cut_after_the_response_timeout() {
+    let net = L7Net::new("bodygap").expect("namespace");
+    let _backend = Backend::start(&net, "b1", &[B1]).expect("backend");
+    let toml = format!(
+        r#"
+[[listener]]
+name = "web"
+bind = "{WEB}"
+
+[[route]]
+listener = "web"
+path = "/streamed/"
+strip_prefix = true
+response_buffering = false
+pool = "app"
+
+[[route]]
+listener = "web"
+pool = "app"
+
+[pool.app]
+servers = [ {{ url = "http://{B1}" }} ]
+timeouts = {{ response = "1s" }}
+"#
+    );
+    let balancer = start(&net, &toml);
+    for path in ["/drip/10/30000", "/streamed/drip/10/30000"] {
+        // The server sends its head and one byte of ten, then nothing for 30 s.
+        let request = format!("GET {path} HTTP/1.1\r\nHost: gap.test\r\n\r\n");
+        let outcome = raw_tcp(
+            &net,
+            WEB,
+            &[request.as_bytes()],
+            Duration::ZERO,
+            Duration::from_secs(8),
+        )
+        .expect("raw connection");
+        let text = outcome.text();
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.ends_with("\r\n\r\nx"),
+            "{path}: the head and the one byte the server sent, then nothing: {text:?}"
+        );
+        assert_closed_between(
+            &outcome,
+            Duration::from_millis(900),
+            Duration::from_secs(4),
+            path,
+            &balancer,
+        );
+    }
+    let log = balancer.log();
+    assert!(
+        log.contains("the server sent nothing for 1s in the middle of a response body"),
+        "the cut is logged, naming the timeout:\n{log}"
+    );
+
+    // Six bytes 400 ms apart: 2 s in all, twice the timeout, but never 1 s without data.
+    let client = Client::tcp(&net, WEB).timeout(Duration::from_secs(10));
+    for path in ["/drip/6/400", "/streamed/drip/6/400"] {
+        let reply = ok(
+            client.send(&Request::get(path).host("gap.test")),
+            path,
+            &balancer,
+        );
+        assert_eq!(
+            (reply.status, reply.text()),
+            (200, "xxxxxx".to_string()),
+            "{path}"
+        );
+    }
+}
+
 #[test]
 fn a_slow_request_head_is_cut_at_header_read_timeout_even_while_bytes_arrive() {
     let net = L7Net::new("slowloris").expect("namespace");

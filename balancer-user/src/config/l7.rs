@@ -679,7 +679,7 @@ pub struct PoolTimeouts {
     /// TLS handshake of an https:// server (and the HTTP/2 handshake of h2c or ALPN h2).
     pub connect: Duration,
     /// `response` (default 60s, above 0 and at most 1h): from the request sent until the
-    /// response header arrives.
+    /// response header arrives, and the longest pause between two reads of the response body.
     pub response: Duration,
     /// `websocket_idle` (default 300s, above 0 and at most 24h): an upgraded tunnel with no
     /// bytes either way is closed.

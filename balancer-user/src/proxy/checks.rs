@@ -4,7 +4,10 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use super::{upstream::ServerConnections, upstream_tls::ServerTls};
+use super::{
+    upstream::{ConnTimeouts, ServerConnections},
+    upstream_tls::ServerTls,
+};
 use crate::config::{KeepaliveConfig, PoolConfig, PoolHealthConfig, ServerUrl};
 use crate::health::{
     CheckRequest, CheckSpec, Connector, HttpProbe, HttpVia, Probe, ProbeError, accepts_2xx_3xx,
@@ -101,7 +104,11 @@ impl Connector for CheckConnector {
                     idle_timeout: timeout.max(Duration::from_millis(1)),
                     max_idle: 0,
                 },
-                timeout,
+                // The check's timeout covers the answer's head; its body is not read.
+                ConnTimeouts {
+                    connect: timeout,
+                    body_gap: timeout,
+                },
                 self.h2c,
                 self.tls.clone(),
             );

@@ -21,7 +21,7 @@ use super::{
     error::ErrorPages,
     retry_budget::RetryBudget,
     server_health::{Admission, Change, HealthRules, Outcome, ServerState, StateView, Transition},
-    upstream::ServerConnections,
+    upstream::{ConnTimeouts, ServerConnections},
     upstream_tls::{ServerTls, TlsFiles},
 };
 use crate::config::{InitialState, PoolConfig, ServerConfig};
@@ -176,7 +176,10 @@ impl Server {
             connections: ServerConnections::with_tls(
                 config.url.clone(),
                 pool.keepalive,
-                pool.timeouts.connect,
+                ConnTimeouts {
+                    connect: pool.timeouts.connect,
+                    body_gap: pool.timeouts.response,
+                },
                 pool.h2c,
                 tls,
             ),

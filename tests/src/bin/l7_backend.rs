@@ -14,6 +14,8 @@
 //! - `/delay/{ms}`: waits, then the default answer.
 //! - `/status/{code}`: the default answer with that status.
 //! - `/bytes/{n}`: n bytes, `abc…xyzabc…` (byte i is `b'a' + i % 26`).
+//! - `/drip/{n}/{ms}`: `Content-Length: n` and n bytes `x`, the first at once and each next
+//!   one `ms` later (a slow server, or with a long `ms` one that stops mid-body).
 //! - `/echo`: the request body back (`Content-Type` copied from the request).
 //! - `/close`: the default answer with `Connection: close`.
 //! - `/redirect`: 302 to `http://LISTEN-ADDR/target` (`localhost` for unix) with
@@ -337,6 +339,19 @@ async fn handle(
             _ => text_response(StatusCode::BAD_REQUEST, "bad /bytes/{n}\n"),
         });
     }
+    if let Some(spec) = path.strip_prefix("/drip/") {
+        let parsed = spec
+            .split_once('/')
+            .and_then(|(n, ms)| Some((n.parse::<u64>().ok()?, ms.parse::<u64>().ok()?)));
+        return Ok(match parsed {
+            Some((n, ms)) if n <= MAX_BYTES && ms <= MAX_DELAY_MS => Response::new(Payload::Drip {
+                left: n,
+                every: Duration::from_millis(ms),
+                wait: None,
+            }),
+            _ => text_response(StatusCode::BAD_REQUEST, "bad /drip/{n}/{ms}\n"),
+        });
+    }
     if path == "/echo" {
         let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
         return Ok(match request.into_body().collect().await {
@@ -562,10 +577,20 @@ const fn pattern() -> [u8; CHUNK + 26] {
     bytes
 }
 
-/// A response body: one buffer, or the `/bytes/{n}` pattern streamed in chunks.
+/// A response body: one buffer, the `/bytes/{n}` pattern streamed in chunks, or the bytes of
+/// `/drip/{n}/{ms}`, one at a time.
 enum Payload {
     Bytes(Option<Bytes>),
-    Pattern { sent: u64, total: u64 },
+    Pattern {
+        sent: u64,
+        total: u64,
+    },
+    Drip {
+        left: u64,
+        every: Duration,
+        /// Before each byte but the first.
+        wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    },
 }
 
 impl Payload {
@@ -580,7 +605,7 @@ impl Body for Payload {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _: &mut TaskContext<'_>,
+        cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             Payload::Bytes(bytes) => Poll::Ready(
@@ -600,6 +625,17 @@ impl Body for Payload {
                     &PATTERN[offset..offset + length],
                 )))))
             }
+            Payload::Drip { left, every, wait } => {
+                if *left == 0 {
+                    return Poll::Ready(None);
+                }
+                if let Some(timer) = wait {
+                    std::task::ready!(timer.as_mut().poll(cx));
+                }
+                *left -= 1;
+                *wait = Some(Box::pin(tokio::time::sleep(*every)));
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+            }
         }
     }
 
@@ -607,6 +643,7 @@ impl Body for Payload {
         match self {
             Payload::Bytes(bytes) => bytes.as_ref().is_none_or(|b| b.is_empty()),
             Payload::Pattern { sent, total } => sent == total,
+            Payload::Drip { left, .. } => *left == 0,
         }
     }
 
@@ -616,6 +653,7 @@ impl Body for Payload {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             Payload::Pattern { sent, total } => SizeHint::with_exact(total - sent),
+            Payload::Drip { left, .. } => SizeHint::with_exact(*left),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::{
     pin::Pin,
     sync::Weak,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -618,11 +619,13 @@ fn is_reset(err: &io::Error) -> bool {
 }
 
 /// Turns an answer into the response the proxy passes on: a 101 carries the connection for the
-/// tunnel (`UpstreamUpgrade`), anything else a body that reads the connection and gives it
-/// back to `pool` when `keep` and read to its end.
+/// tunnel (`UpstreamUpgrade`), anything else a body that reads the connection (waiting at most
+/// the server's `body_gap` for each read) and gives it back to `server`'s pool when `keep` and
+/// read to its end.
 pub fn into_response(
     answer: Answer,
-    pool: Option<Weak<ServerConnections>>,
+    server: Option<Weak<ServerConnections>>,
+    keep: bool,
 ) -> Response<crate::proxy::Body> {
     let Answer {
         head,
@@ -639,18 +642,26 @@ pub fn into_response(
         response.extensions_mut().insert(upgrade);
         return response;
     }
-    let keep = head.keep_alive && !body_unfinished;
+    let keep = keep && head.keep_alive && !body_unfinished;
     let state = match head.framing {
         Framing::Empty | Framing::Length(0) => BodyState::Done,
         Framing::Length(length) => BodyState::Length(length),
         Framing::Chunked => BodyState::Chunked(ChunkedDecoder::new()),
         Framing::CloseDelimited => BodyState::UntilClose,
     };
+    let gap = server
+        .as_ref()
+        .and_then(Weak::upgrade)
+        .map_or(DEFAULT_BODY_GAP, |server| server.timeouts.body_gap);
     let mut body = UpstreamBody {
         conn: Some(conn),
         buf,
         state,
-        back_to: if keep { pool } else { None },
+        server,
+        keep,
+        gap,
+        quiet: None,
+        data_since_quiet: None,
     };
     if matches!(body.state, BodyState::Done) {
         body.finish();
@@ -667,12 +678,26 @@ enum BodyState {
     Done,
 }
 
+/// The body gap of a response whose server is not known (tests): the default
+/// `timeouts.response`.
+const DEFAULT_BODY_GAP: Duration = Duration::from_secs(60);
+
 /// A server's response body, read from its connection as the client side asks for it.
 pub struct UpstreamBody {
     conn: Option<H1Conn>,
     buf: BytesMut,
     state: BodyState,
-    back_to: Option<Weak<ServerConnections>>,
+    /// Where the connection goes back to (when `keep`), and who is named when it stalls.
+    server: Option<Weak<ServerConnections>>,
+    keep: bool,
+    /// The longest wait for the next data (`ConnTimeouts::body_gap`).
+    gap: Duration,
+    /// Armed at the first read that has to wait, not before: most bodies come with their head
+    /// and never need a timer.
+    quiet: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When data last came after `quiet` was armed: the deadline moves when the timer fires,
+    /// rather than at each read.
+    data_since_quiet: Option<tokio::time::Instant>,
 }
 
 impl UpstreamBody {
@@ -682,7 +707,9 @@ impl UpstreamBody {
     /// way of the client's response.
     fn finish(&mut self) {
         self.state = BodyState::Done;
-        if let (Some(conn), Some(pool)) = (self.conn.as_mut(), self.back_to.take())
+        self.quiet = None;
+        if let (Some(conn), Some(pool)) = (self.conn.as_mut(), self.server.as_ref())
+            && std::mem::take(&mut self.keep)
             && self.buf.is_empty()
             && conn.stream.nothing_pending()
             && let Some(pool) = pool.upgrade()
@@ -744,6 +771,39 @@ impl UpstreamBody {
             BodyState::Done => Ok(None),
         }
     }
+
+    /// Ready when the server has sent nothing for `gap` (since the first wait, or since the
+    /// last data after it).
+    fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let gap = self.gap;
+        let timer = self
+            .quiet
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+        loop {
+            std::task::ready!(timer.as_mut().poll(cx));
+            match self.data_since_quiet.take() {
+                Some(at) if at + gap > tokio::time::Instant::now() => {
+                    timer.as_mut().reset(at + gap);
+                }
+                _ => return Poll::Ready(()),
+            }
+        }
+    }
+
+    /// The body's error for a server quiet for longer than `gap`, logged with its name.
+    fn stalled(&mut self) -> BoxError {
+        let gap = humantime::format_duration(self.gap);
+        let server = self.server.as_ref().and_then(Weak::upgrade);
+        tracing::warn!(
+            server = %server.as_ref().map_or(String::new(), |s| s.url.to_string()),
+            "the server sent nothing for {gap} in the middle of a response body \
+             (timeouts.response); the response is cut and the connection closed"
+        );
+        self.conn = None;
+        self.state = BodyState::Done;
+        self.quiet = None;
+        format!("the server sent nothing for {gap} in the response body").into()
+    }
 }
 
 impl hyper::body::Body for UpstreamBody {
@@ -780,7 +840,16 @@ impl hyper::body::Body for UpstreamBody {
             if this.buf.capacity() - this.buf.len() < want.min(1024) {
                 this.buf.reserve(want);
             }
-            match std::task::ready!(conn.stream.poll_read_buf(cx, &mut this.buf)) {
+            let read = match conn.stream.poll_read_buf(cx, &mut this.buf) {
+                Poll::Ready(read) => read,
+                Poll::Pending => {
+                    if this.poll_quiet(cx).is_ready() {
+                        return Poll::Ready(Some(Err(this.stalled())));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match read {
                 Ok(0) => {
                     let state = std::mem::replace(&mut this.state, BodyState::Done);
                     this.conn = None;
@@ -791,7 +860,11 @@ impl hyper::body::Body for UpstreamBody {
                         )),
                     });
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    if this.quiet.is_some() {
+                        this.data_since_quiet = Some(tokio::time::Instant::now());
+                    }
+                }
                 Err(err) => {
                     this.conn = None;
                     this.state = BodyState::Done;

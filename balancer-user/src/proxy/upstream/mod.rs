@@ -99,11 +99,25 @@ pub enum SendError {
     Body(BodyError),
 }
 
+/// How long a server may take: to be connected to, and to go on with a response body.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnTimeouts {
+    /// TCP or unix connect, with the TLS handshake of an https:// server and the HTTP/2
+    /// handshake of h2c or ALPN h2 (`timeouts.connect`).
+    pub connect: Duration,
+    /// The longest a response body may go without data from the server (`timeouts.response`,
+    /// as nginx's `proxy_read_timeout` and HAProxy's `timeout server` are also the gap between
+    /// two reads): past it the body ends in an error, so that a server that stops in the
+    /// middle of a body does not hold the client, the connection and the server's request
+    /// slot for ever.
+    pub body_gap: Duration,
+}
+
 /// The connections to one server. Shared as `Arc`; one per server of a pool.
 pub struct ServerConnections {
     url: ServerUrl,
     keepalive: KeepaliveConfig,
-    connect_timeout: Duration,
+    timeouts: ConnTimeouts,
     h2c: bool,
     /// https:// servers: the pool's TLS client config and the name to verify.
     tls: Option<ServerTls>,
@@ -143,6 +157,7 @@ impl std::fmt::Debug for ServerConnections {
 impl ServerConnections {
     /// Connections to `url`. Called inside a tokio runtime, this starts a light sweep task
     /// dropping expired idle connections; it ends when the `ServerConnections` is dropped.
+    /// Bodies may pause for up to 60 s (the default `timeouts.response`).
     #[cfg(test)]
     pub fn new(
         url: ServerUrl,
@@ -150,7 +165,11 @@ impl ServerConnections {
         connect_timeout: Duration,
         h2c: bool,
     ) -> Arc<Self> {
-        Self::with_tls(url, keepalive, connect_timeout, h2c, None)
+        let timeouts = ConnTimeouts {
+            connect: connect_timeout,
+            body_gap: Duration::from_secs(60),
+        };
+        Self::with_tls(url, keepalive, timeouts, h2c, None)
     }
 
     /// As [`ServerConnections::new`]; `tls` for an https:// server (without it, connecting to
@@ -158,14 +177,14 @@ impl ServerConnections {
     pub fn with_tls(
         url: ServerUrl,
         keepalive: KeepaliveConfig,
-        connect_timeout: Duration,
+        timeouts: ConnTimeouts,
         h2c: bool,
         tls: Option<ServerTls>,
     ) -> Arc<Self> {
         let this = Arc::new(Self {
             url,
             keepalive,
-            connect_timeout,
+            timeouts,
             h2c,
             tls,
             alpn_h2: AtomicBool::new(false),
@@ -394,7 +413,7 @@ impl ServerConnections {
     /// A new connection: HTTP/2 for h2c or an https:// server that picked `h2` by ALPN (its
     /// handshake made), else HTTP/1.1.
     async fn open(&self) -> Result<Conn, ConnectError> {
-        let conn = tokio::time::timeout(self.connect_timeout, async {
+        let conn = tokio::time::timeout(self.timeouts.connect, async {
             let stream = self.connect().await?;
             if !self.h2c && !stream.alpn_h2() {
                 return Ok(Conn::H1(H1Conn { stream }));
@@ -569,9 +588,9 @@ impl Checkout {
         loop {
             match h1::exchange(conn, request).await {
                 Ok(answer) => {
-                    let pool =
-                        (request.method() != Method::CONNECT).then(|| Arc::downgrade(&server));
-                    return Ok(h1::into_response(answer, pool));
+                    let keep = request.method() != Method::CONNECT;
+                    let server = Arc::downgrade(&server);
+                    return Ok(h1::into_response(answer, Some(server), keep));
                 }
                 Err(ExchangeError::Closed(error))
                     if reused
@@ -1453,6 +1472,82 @@ mod tests {
         assert!(matches!(error, SendError::NoResponse(_)), "{error:?}");
     }
 
+    /// A server that answers every request with a 10-byte body, one byte every `every`
+    /// after the head; after `stop_after` bytes it goes quiet (keeping the connection open).
+    async fn dripping_server(every: Duration, stop_after: usize) -> ServerUrl {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    read_request_head(&mut stream).await;
+                    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n";
+                    stream.write_all(head).await.unwrap();
+                    for byte in b"0123456789".iter().take(stop_after) {
+                        tokio::time::sleep(every).await;
+                        if stream.write_all(&[*byte]).await.is_err() {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                });
+            }
+        });
+        ServerUrl::Http {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    fn with_body_gap(url: ServerUrl, body_gap: Duration) -> Arc<ServerConnections> {
+        let timeouts = ConnTimeouts {
+            connect: CONNECT,
+            body_gap,
+        };
+        ServerConnections::with_tls(url, keepalive(true, 32, LONG), timeouts, false, None)
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_coming_ends_in_an_error_after_the_gap() {
+        let conns = with_body_gap(dripping_server(Duration::ZERO, 4).await, GAP);
+        let response = conns.checkout().await.unwrap().send(&mut get("/")).await;
+        let mut body = response.unwrap().into_body();
+        let started = std::time::Instant::now();
+        let mut got = Vec::new();
+        let error = loop {
+            match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
+                Ok(Some(Ok(frame))) => got.extend_from_slice(&frame.into_data().unwrap()),
+                Ok(Some(Err(error))) => break error,
+                Ok(None) => panic!("a cut body must not end as if whole"),
+                Err(_) => panic!("still waiting after 5 s: the gap is {GAP:?}"),
+            }
+        };
+        assert_eq!(got, b"0123");
+        assert!(
+            error.to_string().contains("sent nothing for 300ms"),
+            "{error}"
+        );
+        assert!(started.elapsed() >= GAP, "{:?}", started.elapsed());
+        assert_eq!(conns.idle_connections(), 0, "a cut connection is not kept");
+    }
+
+    #[tokio::test]
+    async fn a_slow_body_with_gaps_shorter_than_the_limit_is_read_whole() {
+        // 10 × 100 ms: a second in all, over three times the gap, but never 300 ms quiet.
+        let every = Duration::from_millis(100);
+        let conns = with_body_gap(dripping_server(every, 10).await, GAP);
+        let response = conns.checkout().await.unwrap().send(&mut get("/")).await;
+        let body = response.unwrap().into_body().collect().await;
+        assert_eq!(&body.unwrap().to_bytes()[..], b"0123456789");
+        assert_eq!(conns.idle_connections(), 1, "read whole: back in the pool");
+    }
+
+    const GAP: Duration = Duration::from_millis(300);
+    const TIMEOUTS: ConnTimeouts = ConnTimeouts {
+        connect: CONNECT,
+        body_gap: Duration::from_secs(60),
+    };
+
     // ---- https:// servers ----------------------------------------------------------------
 
     /// A TLS server on 127.0.0.1 with a self-signed certificate for "localhost" and
@@ -1573,7 +1668,7 @@ mod tests {
         let conns = ServerConnections::with_tls(
             server.url.clone(),
             keepalive(true, 32, LONG),
-            CONNECT,
+            TIMEOUTS,
             false,
             Some(server_tls(&ca, "127.0.0.1", false)),
         );
@@ -1623,7 +1718,7 @@ mod tests {
             let conns = ServerConnections::with_tls(
                 server.url.clone(),
                 KeepaliveConfig::default(),
-                CONNECT,
+                TIMEOUTS,
                 false,
                 Some(server_tls(ca, name, false)),
             );
@@ -1655,7 +1750,7 @@ mod tests {
         let conns = ServerConnections::with_tls(
             h2_server.url.clone(),
             keepalive(true, 32, LONG),
-            CONNECT,
+            TIMEOUTS,
             false,
             Some(server_tls(&ca, "localhost", true)),
         );
@@ -1696,7 +1791,7 @@ mod tests {
         let conns = ServerConnections::with_tls(
             h1_server.url.clone(),
             keepalive(true, 32, LONG),
-            CONNECT,
+            TIMEOUTS,
             false,
             Some(server_tls(&ca, "localhost", true)),
         );
@@ -1777,7 +1872,7 @@ mod tests {
                 port,
             },
             keepalive(true, 32, LONG),
-            CONNECT,
+            TIMEOUTS,
             false,
             Some(server_tls(&cert.pem(), "127.0.0.1", false)),
         );
@@ -1821,7 +1916,7 @@ mod tests {
             let conns = ServerConnections::with_tls(
                 server.url.clone(),
                 keepalive(true, 32, LONG),
-                CONNECT,
+                TIMEOUTS,
                 false,
                 Some(server_tls(&ca, "127.0.0.1", false)),
             );
@@ -1839,7 +1934,7 @@ mod tests {
             let answer = h1::exchange(H1Conn { stream }, &mut request)
                 .await
                 .expect("answered on the moved connection");
-            let response = h1::into_response(answer, None);
+            let response = h1::into_response(answer, None, false);
             response.into_body().collect().await.unwrap().to_bytes()
         });
         assert_eq!(&body[..], b"hello");
