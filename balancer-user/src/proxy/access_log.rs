@@ -106,6 +106,11 @@ pub struct Completion {
     pub _server: Option<ServerLoad>,
 }
 
+thread_local! {
+    /// The line being formatted for the process log: one buffer per thread, not one per line.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Drop for Completion {
     fn drop(&mut self) {
         let record = &self.record;
@@ -121,12 +126,13 @@ impl Drop for Completion {
             };
             match &self.file {
                 Some(file) => file.append(write),
-                None => {
-                    let mut line = Vec::with_capacity(256);
+                None => LINE.with(|line| {
+                    let mut line = line.borrow_mut();
+                    line.clear();
                     write(&mut line);
                     line.pop();
-                    tracing::info!(target: "access", "{}", String::from_utf8_lossy(&line));
-                }
+                    super::process_log::write_access_line(&line);
+                }),
             }
         }
         match &self.route_metrics {

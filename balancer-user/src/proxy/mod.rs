@@ -25,6 +25,7 @@ pub mod log_file;
 pub mod metrics;
 pub mod operator_file;
 pub mod pool;
+pub mod process_log;
 pub mod proxy_state;
 pub mod read_buffers;
 pub mod retry_budget;
