@@ -51,6 +51,11 @@ servers = [ {{ url = "http://{B1}" }} ]
     )
 }
 
+/// A plain listener "web" on [`WEB`], then `rest` (routes and pools).
+fn web_listener_then(rest: &str) -> String {
+    format!("[[listener]]\nname = \"web\"\nbind = \"{WEB}\"\n{rest}")
+}
+
 /// Asserts that the connection was closed between `low` and `high` after it was opened.
 fn assert_closed_between(
     outcome: &RawOutcome,
@@ -91,12 +96,8 @@ fn count_responses(text: &str, status_line: &str) -> usize {
 fn a_server_that_stops_mid_body_is_cut_after_the_response_timeout() {
     let net = L7Net::new("bodygap").expect("namespace");
     let _backend = Backend::start(&net, "b1", &[B1]).expect("backend");
-    let toml = format!(
+    let toml = web_listener_then(&format!(
         r#"
-[[listener]]
-name = "web"
-bind = "{WEB}"
-
 [[route]]
 listener = "web"
 path = "/streamed/"
@@ -112,7 +113,7 @@ pool = "app"
 servers = [ {{ url = "http://{B1}" }} ]
 timeouts = {{ response = "1s" }}
 "#
-    );
+    ));
     let balancer = start(&net, &toml);
     for path in ["/drip/10/30000", "/streamed/drip/10/30000"] {
         // The server sends its head and one byte of ten, then nothing for 30 s.
@@ -930,12 +931,8 @@ fn assert_no_address(reply: &Reply, what: &str) {
 fn upstream_failures_give_504_502_and_503_without_naming_the_server() {
     let net = L7Net::new("upstream").expect("namespace");
     let _backend = Backend::start(&net, "b1", &[B1]).expect("backend");
-    let toml = format!(
+    let toml = web_listener_then(&format!(
         r#"
-[[listener]]
-name = "web"
-bind = "{WEB}"
-
 [[route]]
 listener = "web"
 host = "slow.test"
@@ -962,7 +959,7 @@ retry = {{ after_failure = "0s" }}
 [pool.down]
 servers = [ {{ url = "http://{DOWN}" }} ]
 "#
-    );
+    ));
     let balancer = start(&net, &toml);
     let client = Client::tcp(&net, WEB);
     let get = |host: &str, uri: &str| -> Reply {

@@ -1444,21 +1444,34 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test]
-    async fn server_closing_after_reading_the_request_is_no_response_after_sending() {
+    /// A raw server on 127.0.0.1 that reads each connection's request head and then runs
+    /// `answer` on the connection.
+    async fn raw_server<F, A>(answer: F) -> ServerUrl
+    where
+        F: Fn(TcpStream) -> A + Send + Sync + 'static,
+        A: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let answer = Arc::new(answer);
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
+                let answer = Arc::clone(&answer);
                 tokio::spawn(async move {
                     read_request_head(&mut stream).await;
+                    answer(stream).await;
                 });
             }
         });
-        let url = ServerUrl::Http {
+        ServerUrl::Http {
             host: "127.0.0.1".into(),
             port,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn server_closing_after_reading_the_request_is_no_response_after_sending() {
+        let url = raw_server(|_closed| async {}).await;
         let conns = ServerConnections::new(url, keepalive(true, 32, LONG), CONNECT, false);
         let error = conns
             .checkout()
@@ -1475,28 +1488,18 @@ mod tests {
     /// A server that answers every request with a 10-byte body, one byte every `every`
     /// after the head; after `stop_after` bytes it goes quiet (keeping the connection open).
     async fn dripping_server(every: Duration, stop_after: usize) -> ServerUrl {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    read_request_head(&mut stream).await;
-                    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n";
-                    stream.write_all(head).await.unwrap();
-                    for byte in b"0123456789".iter().take(stop_after) {
-                        tokio::time::sleep(every).await;
-                        if stream.write_all(&[*byte]).await.is_err() {
-                            return;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                });
+        raw_server(move |mut stream| async move {
+            let head = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n";
+            stream.write_all(head).await.unwrap();
+            for byte in b"0123456789".iter().take(stop_after) {
+                tokio::time::sleep(every).await;
+                if stream.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
             }
-        });
-        ServerUrl::Http {
-            host: "127.0.0.1".into(),
-            port,
-        }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        })
+        .await
     }
 
     fn with_body_gap(url: ServerUrl, body_gap: Duration) -> Arc<ServerConnections> {
