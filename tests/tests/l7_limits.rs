@@ -91,11 +91,14 @@ fn count_responses(text: &str, status_line: &str) -> usize {
 /// `timeouts.response` is also the longest a response body may go without data (nginx's
 /// `proxy_read_timeout`): a server that stops in the middle of a body no longer holds the
 /// client (and the server's connection) until the client gives up. Buffered and streamed
-/// responses alike. A slow body whose pauses are each shorter passes whole.
+/// responses alike, from HTTP/1.1 and from h2c servers. A slow body whose pauses are each
+/// shorter passes whole.
 #[test]
 fn a_server_that_stops_mid_body_is_cut_after_the_response_timeout() {
+    const H2C: &str = "127.0.0.1:8083";
     let net = L7Net::new("bodygap").expect("namespace");
     let _backend = Backend::start(&net, "b1", &[B1]).expect("backend");
+    let _h2c = Backend::start_h2c(&net, "h2c", &[H2C]).expect("h2c backend");
     let toml = web_listener_then(&format!(
         r#"
 [[route]]
@@ -107,6 +110,17 @@ pool = "app"
 
 [[route]]
 listener = "web"
+path = "/h2c/"
+strip_prefix = true
+pool = "h2c"
+
+[pool.h2c]
+servers = [ {{ url = "http://{H2C}" }} ]
+h2c = true
+timeouts = {{ response = "1s" }}
+
+[[route]]
+listener = "web"
 pool = "app"
 
 [pool.app]
@@ -115,7 +129,11 @@ timeouts = {{ response = "1s" }}
 "#
     ));
     let balancer = start(&net, &toml);
-    for path in ["/drip/10/30000", "/streamed/drip/10/30000"] {
+    for path in [
+        "/drip/10/30000",
+        "/streamed/drip/10/30000",
+        "/h2c/drip/10/30000",
+    ] {
         // The server sends its head and one byte of ten, then nothing for 30 s.
         let request = format!("GET {path} HTTP/1.1\r\nHost: gap.test\r\n\r\n");
         let outcome = raw_tcp(
@@ -147,7 +165,7 @@ timeouts = {{ response = "1s" }}
 
     // Six bytes 400 ms apart: 2 s in all, twice the timeout, but never 1 s without data.
     let client = Client::tcp(&net, WEB).timeout(Duration::from_secs(10));
-    for path in ["/drip/6/400", "/streamed/drip/6/400"] {
+    for path in ["/drip/6/400", "/streamed/drip/6/400", "/h2c/drip/6/400"] {
         let reply = ok(
             client.send(&Request::get(path).host("gap.test")),
             path,

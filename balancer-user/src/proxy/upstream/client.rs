@@ -30,7 +30,7 @@ use tokio::{
 };
 use tokio_rustls::client::TlsStream;
 
-use super::ServerConnections;
+use super::{ServerConnections, quiet::QuietTimer};
 use crate::proxy::BoxError;
 use crate::proxy::h1::{
     TakeOnce,
@@ -659,9 +659,7 @@ pub fn into_response(
         state,
         server,
         keep,
-        gap,
-        quiet: None,
-        data_since_quiet: None,
+        quiet: QuietTimer::new(gap),
     };
     if matches!(body.state, BodyState::Done) {
         body.finish();
@@ -691,13 +689,7 @@ pub struct UpstreamBody {
     server: Option<Weak<ServerConnections>>,
     keep: bool,
     /// The longest wait for the next data (`ConnTimeouts::body_gap`).
-    gap: Duration,
-    /// Armed at the first read that has to wait, not before: most bodies come with their head
-    /// and never need a timer.
-    quiet: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// When data last came after `quiet` was armed: the deadline moves when the timer fires,
-    /// rather than at each read.
-    data_since_quiet: Option<tokio::time::Instant>,
+    quiet: QuietTimer,
 }
 
 impl UpstreamBody {
@@ -707,7 +699,7 @@ impl UpstreamBody {
     /// way of the client's response.
     fn finish(&mut self) {
         self.state = BodyState::Done;
-        self.quiet = None;
+        self.quiet.stop();
         if let (Some(conn), Some(pool)) = (self.conn.as_mut(), self.server.as_ref())
             && std::mem::take(&mut self.keep)
             && self.buf.is_empty()
@@ -772,37 +764,13 @@ impl UpstreamBody {
         }
     }
 
-    /// Ready when the server has sent nothing for `gap` (since the first wait, or since the
-    /// last data after it).
-    fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let gap = self.gap;
-        let timer = self
-            .quiet
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
-        loop {
-            std::task::ready!(timer.as_mut().poll(cx));
-            match self.data_since_quiet.take() {
-                Some(at) if at + gap > tokio::time::Instant::now() => {
-                    timer.as_mut().reset(at + gap);
-                }
-                _ => return Poll::Ready(()),
-            }
-        }
-    }
-
-    /// The body's error for a server quiet for longer than `gap`, logged with its name.
+    /// The body's error for a server quiet for longer than the gap.
     fn stalled(&mut self) -> BoxError {
-        let gap = humantime::format_duration(self.gap);
         let server = self.server.as_ref().and_then(Weak::upgrade);
-        tracing::warn!(
-            server = %server.as_ref().map_or(String::new(), |s| s.url.to_string()),
-            "the server sent nothing for {gap} in the middle of a response body \
-             (timeouts.response); the response is cut and the connection closed"
-        );
+        let name = server.as_ref().map_or(String::new(), |s| s.url.to_string());
         self.conn = None;
         self.state = BodyState::Done;
-        self.quiet = None;
-        format!("the server sent nothing for {gap} in the response body").into()
+        self.quiet.expired(&name)
     }
 }
 
@@ -843,7 +811,7 @@ impl hyper::body::Body for UpstreamBody {
             let read = match conn.stream.poll_read_buf(cx, &mut this.buf) {
                 Poll::Ready(read) => read,
                 Poll::Pending => {
-                    if this.poll_quiet(cx).is_ready() {
+                    if this.quiet.poll_expired(cx).is_ready() {
                         return Poll::Ready(Some(Err(this.stalled())));
                     }
                     return Poll::Pending;
@@ -860,11 +828,7 @@ impl hyper::body::Body for UpstreamBody {
                         )),
                     });
                 }
-                Ok(_) => {
-                    if this.quiet.is_some() {
-                        this.data_since_quiet = Some(tokio::time::Instant::now());
-                    }
-                }
+                Ok(_) => this.quiet.saw_data(),
                 Err(err) => {
                     this.conn = None;
                     this.state = BodyState::Done;

@@ -38,6 +38,9 @@ use tokio::net::{TcpStream, UnixStream};
 use tracing::debug;
 
 pub mod client;
+mod quiet;
+
+use quiet::QuietTimer;
 
 use super::h1::request_body::{BodyError, RequestBody};
 use super::upstream_tls::ServerTls;
@@ -580,7 +583,7 @@ impl Checkout {
         let mut conn = match conn {
             Conn::H2(sender) => {
                 absolute_form(request, &server.url);
-                return Box::pin(send_h2(sender, request)).await;
+                return Box::pin(send_h2(sender, request, &server)).await;
             }
             Conn::H1(conn) => conn,
         };
@@ -611,7 +614,7 @@ impl Checkout {
                         Conn::H2(sender) => {
                             server.share_h2(&sender);
                             absolute_form(request, &server.url);
-                            return Box::pin(send_h2(sender, request)).await;
+                            return Box::pin(send_h2(sender, request, &server)).await;
                         }
                     }
                     reused = false;
@@ -630,6 +633,7 @@ impl Checkout {
 async fn send_h2<B: RequestBody>(
     mut sender: http2::SendRequest<Body>,
     request: &mut Request<B>,
+    server: &ServerConnections,
 ) -> Result<Response<Body>, SendError> {
     let mut parts = Request::new(()).into_parts().0;
     parts.method = request.method().clone();
@@ -689,7 +693,13 @@ async fn send_h2<B: RequestBody>(
         tokio::select! {
             response = &mut send => {
                 let response = response?;
-                return Ok(response.map(|incoming| BoxBody::new(http_body_util::BodyExt::map_err(incoming, BoxError::from))));
+                return Ok(response.map(|incoming| {
+                    BoxBody::new(H2Body {
+                        incoming,
+                        quiet: QuietTimer::new(server.timeouts.body_gap),
+                        server: server.url.to_string(),
+                    })
+                }));
             }
             result = &mut pump, if !pumped => {
                 pumped = true;
@@ -698,6 +708,52 @@ async fn send_h2<B: RequestBody>(
                 }
             }
         }
+    }
+}
+
+/// A server's HTTP/2 response body, with the same longest pause as an HTTP/1.1 one.
+struct H2Body {
+    incoming: hyper::body::Incoming,
+    quiet: QuietTimer,
+    /// Named in the log when the body stalls.
+    server: String,
+}
+
+impl hyper::body::Body for H2Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.quiet.saw_data();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                this.quiet.stop();
+                Poll::Ready(Some(Err(err.into())))
+            }
+            Poll::Ready(None) => {
+                this.quiet.stop();
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.quiet.poll_expired(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(this.quiet.expired(&this.server)))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
     }
 }
 
