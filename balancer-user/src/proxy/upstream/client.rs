@@ -620,12 +620,13 @@ fn is_reset(err: &io::Error) -> bool {
 
 /// Turns an answer into the response the proxy passes on: a 101 carries the connection for the
 /// tunnel (`UpstreamUpgrade`), anything else a body that reads the connection (waiting at most
-/// the server's `body_gap` for each read) and gives it back to `server`'s pool when `keep` and
-/// read to its end.
+/// `gap`, the server's `body_gap`, for each read) and gives it back to `server`'s pool when
+/// `keep` and read to its end.
 pub fn into_response(
     answer: Answer,
     server: Option<Weak<ServerConnections>>,
     keep: bool,
+    gap: Duration,
 ) -> Response<crate::proxy::Body> {
     let Answer {
         head,
@@ -649,10 +650,6 @@ pub fn into_response(
         Framing::Chunked => BodyState::Chunked(ChunkedDecoder::new()),
         Framing::CloseDelimited => BodyState::UntilClose,
     };
-    let gap = server
-        .as_ref()
-        .and_then(Weak::upgrade)
-        .map_or(DEFAULT_BODY_GAP, |server| server.timeouts.body_gap);
     let mut body = UpstreamBody {
         conn: Some(conn),
         buf,
@@ -675,10 +672,6 @@ enum BodyState {
     UntilClose,
     Done,
 }
-
-/// The body gap of a response whose server is not known (tests): the default
-/// `timeouts.response`.
-const DEFAULT_BODY_GAP: Duration = Duration::from_secs(60);
 
 /// A server's response body, read from its connection as the client side asks for it.
 pub struct UpstreamBody {

@@ -592,8 +592,9 @@ impl Checkout {
             match h1::exchange(conn, request).await {
                 Ok(answer) => {
                     let keep = request.method() != Method::CONNECT;
+                    let gap = server.timeouts.body_gap;
                     let server = Arc::downgrade(&server);
-                    return Ok(h1::into_response(answer, Some(server), keep));
+                    return Ok(h1::into_response(answer, Some(server), keep, gap));
                 }
                 Err(ExchangeError::Closed(error))
                     if reused
@@ -633,7 +634,7 @@ impl Checkout {
 async fn send_h2<B: RequestBody>(
     mut sender: http2::SendRequest<Body>,
     request: &mut Request<B>,
-    server: &ServerConnections,
+    server: &Arc<ServerConnections>,
 ) -> Result<Response<Body>, SendError> {
     let mut parts = Request::new(()).into_parts().0;
     parts.method = request.method().clone();
@@ -697,7 +698,7 @@ async fn send_h2<B: RequestBody>(
                     BoxBody::new(H2Body {
                         incoming,
                         quiet: QuietTimer::new(server.timeouts.body_gap),
-                        server: server.url.to_string(),
+                        server: Arc::downgrade(server),
                     })
                 }));
             }
@@ -715,8 +716,8 @@ async fn send_h2<B: RequestBody>(
 struct H2Body {
     incoming: hyper::body::Incoming,
     quiet: QuietTimer,
-    /// Named in the log when the body stalls.
-    server: String,
+    /// Named in the log when the body stalls (no name per response on the way).
+    server: Weak<ServerConnections>,
 }
 
 impl hyper::body::Body for H2Body {
@@ -742,7 +743,10 @@ impl hyper::body::Body for H2Body {
                 Poll::Ready(None)
             }
             Poll::Pending => match this.quiet.poll_expired(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(this.quiet.expired(&this.server)))),
+                Poll::Ready(()) => {
+                    let name = this.server.upgrade().map(|server| server.url.to_string());
+                    Poll::Ready(Some(Err(this.quiet.expired(&name.unwrap_or_default()))))
+                }
                 Poll::Pending => Poll::Pending,
             },
         }
@@ -1993,7 +1997,7 @@ mod tests {
             let answer = h1::exchange(H1Conn { stream }, &mut request)
                 .await
                 .expect("answered on the moved connection");
-            let response = h1::into_response(answer, None, false);
+            let response = h1::into_response(answer, None, false, Duration::from_secs(60));
             response.into_body().collect().await.unwrap().to_bytes()
         });
         assert_eq!(&body[..], b"hello");
