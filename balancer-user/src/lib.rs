@@ -6,6 +6,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod announce;
+pub(crate) mod clock;
 pub mod config;
 pub mod dataplane;
 pub(crate) mod headers;

@@ -3,7 +3,7 @@
 //! hygiene leaves the field alone, the handler asks [`decide`] and then sets the value it
 //! returns on the request to the server, on the response and in the access log.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use hyper::{
@@ -72,7 +72,7 @@ pub fn resolve(headers: &HeaderMap, trusted_peer: bool) -> HeaderValue {
 /// the text and the reference count (`Bytes::from_owner`), so that the copies for the server,
 /// the response and the log line are counts, not allocations.
 pub fn generate() -> HeaderValue {
-    let since_epoch = SystemTime::now()
+    let since_epoch = crate::clock::wall_now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let text = uuid_v7(

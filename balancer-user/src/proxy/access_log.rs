@@ -3,6 +3,7 @@
 //! (buffered, see log_file.rs) or through tracing with target `access`.
 //! The same moment updates the request metrics and releases the request's in-flight counts.
 
+use crate::clock;
 use std::{
     net::SocketAddr,
     pin::Pin,
@@ -60,11 +61,11 @@ impl AccessRecord {
         AccessRecord {
             logged,
             time: if logged {
-                SystemTime::now()
+                clock::wall_now()
             } else {
                 SystemTime::UNIX_EPOCH
             },
-            started: Instant::now(),
+            started: clock::now(),
             client,
             remote_user: String::new(),
             listener: String::new(),
@@ -114,7 +115,9 @@ thread_local! {
 impl Drop for Completion {
     fn drop(&mut self) {
         let record = &self.record;
-        let seconds = record.started.elapsed().as_secs_f64();
+        let seconds = clock::now()
+            .saturating_duration_since(record.started)
+            .as_secs_f64();
         // The line first, then the counters: once a request shows in the metrics its line is
         // in the log (or its buffer), which is what a scraper or a rotation check relies on.
         if self.format != AccessLogFormat::Off {

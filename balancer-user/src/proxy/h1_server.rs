@@ -13,12 +13,13 @@
 //! - **Clocks.** `header_read_timeout` runs from the first byte of a head (or the accept) to
 //!   its end; `keepalive_timeout` is the wait for the next request's first byte.
 
+use crate::clock;
 use std::{
     io,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, Waker},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -279,7 +280,7 @@ pub async fn serve<S: ClientStream>(
                 limits.keepalive_timeout()
             };
             let ready = tokio::select! {
-                ready = tokio::time::timeout(wait, stream.wait_readable()) => ready,
+                ready = tokio::time::timeout_at(clock::tokio_now() + wait, stream.wait_readable()) => ready,
                 reason = closing.signalled() => {
                     if reason == CloseReason::Close {
                         return;
@@ -392,7 +393,7 @@ async fn exchange<S: ClientStream>(
         max_headers: limits.max_headers(),
         max_uri_bytes: limits.max_header_bytes().min(MAX_URI),
     };
-    let deadline = Instant::now() + limits.header_read_timeout();
+    let deadline = clock::now() + limits.header_read_timeout();
     let (request_head, length) = loop {
         match head::parse_request(&conn.buf, &head_limits) {
             Ok(Some(parsed)) => break parsed,
@@ -707,7 +708,7 @@ fn insert_date(headers: &mut HeaderMap) {
         static CACHED: std::cell::RefCell<(u64, Option<HeaderValue>)> =
             const { std::cell::RefCell::new((0, None)) };
     }
-    let now = std::time::SystemTime::now();
+    let now = clock::wall_now();
     let second = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());

@@ -8,6 +8,7 @@
 //! route's response edits → log (the response body's completion, access_log.rs). The filter,
 //! route and header phases need no I/O: unit tests drive them.
 
+use crate::clock;
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use arc_swap::ArcSwap;
@@ -985,7 +986,7 @@ async fn send_phase<B: RequestBody>(
     server_label: &str,
 ) -> Result<Response<Body>, SendFailure> {
     let timeout = pool.config.timeouts.response;
-    let send = tokio::time::timeout(timeout, checkout.send(request));
+    let send = tokio::time::timeout_at(clock::tokio_now() + timeout, checkout.send(request));
     let sent = if pool.config.on_down == OnDown::Abort {
         let marked_down = load.server().marked_down.notified();
         tokio::select! {

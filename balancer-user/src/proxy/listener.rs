@@ -24,6 +24,8 @@ use tokio::{
 };
 use tokio_util::task::TaskTracker;
 
+use crate::clock;
+
 use super::{
     BoxError,
     activity::{Activity, WatchedIo},
@@ -148,9 +150,9 @@ impl AcceptLoop {
             let closing = Closing::new(self.stop.clone());
             // The task is `serve_connection`'s future itself, not a block around it that
             // would hold a second copy of its arguments for the connection's whole life.
-            self.tracker.spawn(serve_connection(
+            self.tracker.spawn(clock::per_poll(serve_connection(
                 shared, bind, stream, peer, closing, permit,
-            ));
+            )));
         }
     }
 }
@@ -214,7 +216,7 @@ async fn serve_connection(
                     // costs the HTTP/1.x loop's state alone, not also this function's (its
                     // arguments, the sniffing, the room for the TLS and HTTP/2 branches).
                     let tracker = shared.tracker.clone();
-                    tracker.spawn(super::h1_server::serve(
+                    tracker.spawn(clock::per_poll(super::h1_server::serve(
                         shared,
                         Arc::new(info),
                         limits,
@@ -222,7 +224,7 @@ async fn serve_connection(
                         first,
                         closing,
                         hold,
-                    ));
+                    )));
                 }
             }
         }
@@ -278,7 +280,7 @@ async fn serve_tls(
                 // A task of its own, as for plain HTTP/1.x: an idle connection keeps the
                 // loop's state and the TLS stream, not the handshake's room.
                 let tracker = shared.tracker.clone();
-                tracker.spawn(super::h1_server::serve(
+                tracker.spawn(clock::per_poll(super::h1_server::serve(
                     shared,
                     Arc::new(info),
                     limits,
@@ -286,7 +288,7 @@ async fn serve_tls(
                     BytesMut::new(),
                     closing,
                     hold,
-                ));
+                )));
             }
         }
         Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),

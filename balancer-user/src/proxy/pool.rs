@@ -3,6 +3,7 @@
 //! unchanged, so idle connections and counters survive; when its config changes, the new pool's
 //! servers take over the health state of the old pool's servers with the same url.
 
+use crate::clock;
 use std::{
     collections::VecDeque,
     sync::{
@@ -432,7 +433,7 @@ impl Pool {
         exclude: Option<usize>,
         preferred: Option<usize>,
     ) -> Result<ServerLoad, NoPick> {
-        let now = Instant::now();
+        let now = clock::now();
         let sticky = preferred.filter(|&index| {
             Some(index) != exclude
                 && index < self.servers.len()
@@ -597,7 +598,7 @@ impl Pool {
         if server.config.max_conns == 0 || self.queued.load(Ordering::SeqCst) == 0 {
             return;
         }
-        let now = Instant::now();
+        let now = clock::now();
         let admission = self.admission(index, now);
         let mut queue = lock(&self.queue);
         queue.retain(|waiter| !waiter.handoff.is_closed());
@@ -640,7 +641,7 @@ impl Pool {
     /// What the request on `load` told about its server (passive health checks).
     pub fn report_outcome(&self, load: &ServerLoad, outcome: Outcome) {
         let server = &self.servers[load.index];
-        let change = server.health.lock().record_outcome(Instant::now(), outcome);
+        let change = server.health.lock().record_outcome(clock::now(), outcome);
         self.note(server, change);
     }
 

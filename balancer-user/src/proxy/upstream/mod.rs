@@ -17,6 +17,7 @@
 //! it elsewhere when that is safe); [`SendError::Failed`] that it may have reached the server;
 //! [`SendError::Body`] that the client's body failed.
 
+use crate::clock;
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
@@ -319,8 +320,7 @@ impl ServerConnections {
 
     /// The newest usable idle connection of one worker's list.
     fn take_idle_from(&self, slot: usize) -> Option<H1Conn> {
-        // One clock read for the whole checkout: it runs for every request.
-        let now = tokio::time::Instant::now();
+        let now = clock::tokio_now();
         loop {
             let entry = {
                 let mut idle = lock(&self.idle[slot]);
@@ -364,7 +364,7 @@ impl ServerConnections {
         if !self.keeps_idle() {
             return Some(conn);
         }
-        let now = tokio::time::Instant::now();
+        let now = clock::tokio_now();
         let mut idle = lock(self.own_idle());
         self.prune_expired(&mut idle, now);
         let mut evicted = None;
