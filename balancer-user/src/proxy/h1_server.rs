@@ -296,7 +296,7 @@ pub async fn serve<S: ClientStream>(
             }
         }
         first = false;
-        let outcome = in_place::boxed(|| {
+        let outcome = in_place::recycled(|| {
             one_request(&shared, &info, &limits, &mut stream, &mut buf, &closing)
         })
         .await;
