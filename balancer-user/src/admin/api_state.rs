@@ -95,7 +95,7 @@ fn server_json(pool: &Pool, index: usize, server: &Server, now: Instant) -> serd
         .collect();
     let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     json!({
-        "url": server.label,
+        "url": &*server.label,
         "route": server.config.route,
         "weight": server.config.weight,
         "backup": server.config.backup,

@@ -252,7 +252,7 @@ impl PoolServers {
                 let up = pool.view(index, now).takes_new;
                 servers.push((
                     name.clone(),
-                    server.label.clone(),
+                    server.label.to_string(),
                     up,
                     changes,
                     server.in_flight(),

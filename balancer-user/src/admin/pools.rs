@@ -79,7 +79,7 @@ pub fn server_action(
     }
     let body = json!({
         "pool": pool_name,
-        "server": server.label,
+        "server": &*server.label,
         "route": server.config.route,
         "operator": operator.label(),
         "changed": changed,

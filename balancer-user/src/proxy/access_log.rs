@@ -3,10 +3,10 @@
 //! (buffered, see log_file.rs) or through tracing with target `access`.
 //! The same moment updates the request metrics and releases the request's in-flight counts.
 
-use crate::clock;
 use std::{
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::{Instant, SystemTime},
 };
@@ -24,6 +24,7 @@ use super::{
     metrics::{HttpMetrics, RequestLabels, RouteLabels, RouteMetrics},
     pool::ServerLoad,
 };
+use crate::clock;
 use crate::config::AccessLogFormat;
 
 /// What is known about a request, filled in as it passes the phases. With `access_log = "off"`
@@ -44,15 +45,22 @@ pub struct AccessRecord {
     pub target: String,
     pub version: &'static str,
     pub host: String,
-    pub route: String,
-    pub pool: String,
-    pub upstream: String,
+    /// The route, pool and server names: shared with the config's, not copied (they are
+    /// filled for every request, logged or not, for metrics and warnings).
+    pub route: Option<Arc<str>>,
+    pub pool: Option<Arc<str>>,
+    pub upstream: Option<Arc<str>>,
     pub status: u16,
     pub referer: String,
     pub user_agent: String,
     /// The request's `X-Request-ID` (`proxy.request_id`); `None` when that is off, or for a
     /// request refused before its listener was known. A shared value, not a copy.
     pub request_id: Option<HeaderValue>,
+}
+
+/// A route, pool or server name of a record ("" when there is none).
+pub fn name(name: &Option<Arc<str>>) -> &str {
+    name.as_deref().unwrap_or_default()
 }
 
 impl AccessRecord {
@@ -73,9 +81,9 @@ impl AccessRecord {
             target: String::new(),
             version,
             host: String::new(),
-            route: String::new(),
-            pool: String::new(),
-            upstream: String::new(),
+            route: None,
+            pool: None,
+            upstream: None,
             status: 0,
             referer: String::new(),
             user_agent: String::new(),
@@ -144,15 +152,15 @@ impl Drop for Completion {
                 self.metrics
                     .requests
                     .get_or_create(&RequestLabels {
-                        route: record.route.clone(),
-                        pool: record.pool.clone(),
+                        route: name(&record.route).to_string(),
+                        pool: name(&record.pool).to_string(),
                         code: record.status,
                     })
                     .inc();
                 self.metrics
                     .duration
                     .get_or_create(&RouteLabels {
-                        route: record.route.clone(),
+                        route: name(&record.route).to_string(),
                     })
                     .observe(seconds);
             }
@@ -206,9 +214,9 @@ pub fn write_combined(
     out.extend_from_slice(b"\" host=");
     push_escaped(out, &record.host);
     out.extend_from_slice(b" route=");
-    push_escaped(out, &record.route);
+    push_escaped(out, name(&record.route));
     out.extend_from_slice(b" upstream=");
-    push_escaped(out, &record.upstream);
+    push_escaped(out, name(&record.upstream));
     let _ = write!(out, " duration={seconds:.6}");
     if record.request_id.is_some() {
         out.extend_from_slice(b" request_id=");
@@ -231,9 +239,9 @@ pub fn write_json(out: &mut Vec<u8>, record: &AccessRecord, bytes: u64, seconds:
         "status": record.status,
         "bytes": bytes,
         "duration": seconds,
-        "route": record.route,
-        "pool": record.pool,
-        "upstream": record.upstream,
+        "route": name(&record.route),
+        "pool": name(&record.pool),
+        "upstream": name(&record.upstream),
         "referer": record.referer,
         "user_agent": record.user_agent,
         "request_id": record.request_id.is_some().then(|| record.request_id_text()),
@@ -332,9 +340,9 @@ mod tests {
             target: "/a?b=\"c\"".into(),
             version: "HTTP/2.0",
             host: "www.example.test".into(),
-            route: "app".into(),
-            pool: "django".into(),
-            upstream: "http://198.18.1.2:8000".into(),
+            route: Some("app".into()),
+            pool: Some("django".into()),
+            upstream: Some("http://198.18.1.2:8000".into()),
             status: 200,
             referer: String::new(),
             user_agent: "curl/8".into(),

@@ -192,14 +192,15 @@ impl ErrorPages {
     }
 }
 
-/// The error pages that apply to a request, most specific first (route, then pool).
+/// The error pages that apply to a request, most specific first: the route's, then its
+/// pool's, held inline (no allocation per request).
 #[derive(Clone, Default)]
-pub struct PageSet(pub Vec<Arc<ErrorPages>>);
+pub struct PageSet(pub [Option<Arc<ErrorPages>>; 2]);
 
 /// The response for `error`: an error page for its status if one applies, else a short default.
 pub fn respond(error: &ProxyError, pages: &PageSet) -> Response<Body> {
     let status = error.status();
-    let page = pages.0.iter().find_map(|set| set.get(status));
+    let page = pages.0.iter().flatten().find_map(|set| set.get(status));
     let (body, content_type) = match page {
         Some(page) => (page.body.clone(), page.content_type.clone()),
         None => (
@@ -350,7 +351,7 @@ mod tests {
             (503, pool_page),
         ]))
         .expect("load");
-        let pages = PageSet(vec![Arc::new(route), Arc::new(pool)]);
+        let pages = PageSet([Some(Arc::new(route)), Some(Arc::new(pool))]);
         let bad_gateway = ProxyError::Upstream {
             server: "s".into(),
             reason: "r".into(),

@@ -13,7 +13,6 @@
 //! - **Clocks.** `header_read_timeout` runs from the first byte of a head (or the accept) to
 //!   its end; `keepalive_timeout` is the wait for the next request's first byte.
 
-use crate::clock;
 use std::{
     io,
     pin::Pin,
@@ -30,6 +29,7 @@ use hyper::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::clock;
 use crate::http::connection;
 use crate::proxy::h1::{
     chunked::{self, ChunkedDecoder},

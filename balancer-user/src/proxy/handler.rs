@@ -8,7 +8,6 @@
 //! route's response edits → log (the response body's completion, access_log.rs). The filter,
 //! route and header phases need no I/O: unit tests drive them.
 
-use crate::clock;
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use arc_swap::ArcSwap;
@@ -21,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{
     Body,
-    access_log::{AccessRecord, Completion, LoggedBody},
+    access_log::{self, AccessRecord, Completion, LoggedBody},
     activity::Activity,
     balance,
     buffering::{self, request::ForwardBody},
@@ -39,6 +38,7 @@ use super::{
     tunnel::{self, PendingTunnel, TunnelSlot},
     upstream::{Checkout, SendError, client::UpstreamUpgrade},
 };
+use crate::clock;
 use crate::{
     config::{AccessLogFormat, Balance, ListenerConfig, OnDown, ProxySettings, RouteConfig},
     headers::{
@@ -145,7 +145,11 @@ pub async fn handle<B: RequestBody>(
         Ok(answer) => answer,
         Err(err) => {
             if err.side() != error::Side::Downstream {
-                tracing::warn!(route = %ctx.record.route, upstream = %ctx.record.upstream, "{err}");
+                tracing::warn!(
+                    route = access_log::name(&ctx.record.route),
+                    upstream = access_log::name(&ctx.record.upstream),
+                    "{err}"
+                );
             } else {
                 tracing::debug!("{err}");
             }
@@ -291,12 +295,12 @@ impl<'a> RequestCtx<'a> {
             return Err(ProxyError::NotFound);
         }
         let runtime = &state.route_runtime[found.index];
-        self.record.route.clone_from(&route.name);
+        self.record.route = Some(runtime.name.clone());
         self.route_metrics = Some(runtime.metrics.clone());
-        self.pages.0.push(runtime.error_pages.clone());
+        self.pages.0[0] = Some(runtime.error_pages.clone());
         if let Target::Pool(pool) = &runtime.target {
-            self.record.pool.clone_from(&pool.config.name);
-            self.pages.0.push(pool.error_pages.clone());
+            self.record.pool = Some(pool.name.clone());
+            self.pages.0[1] = Some(pool.error_pages.clone());
         }
         let upstream_path = match found.action {
             RouteAction::AddSlash { location_path } => {
@@ -782,7 +786,7 @@ async fn forward<B: RequestBody>(
             }
             Err(Unsent(err)) => {
                 return Err(ProxyError::Connect {
-                    server: label,
+                    server: label.to_string(),
                     reason: err.to_string(),
                 });
             }
@@ -805,9 +809,9 @@ async fn forward<B: RequestBody>(
             Err(Sent(err)) => return Err(err),
         }
     };
-    let server_label = load.server().label.clone();
     let server_authority = load.server().authority.as_str();
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let server_label = load.server().label.to_string();
         return tunnel_phase(
             shared,
             pool,
@@ -890,14 +894,14 @@ async fn pick_phase(
                         pool: pool.config.name.clone(),
                     },
                     Some(_) => ProxyError::Connect {
-                        server: record.upstream.clone(),
+                        server: access_log::name(&record.upstream).to_string(),
                         reason: "no other server to retry on".into(),
                     },
                 });
             }
         };
         let server = load.server();
-        record.upstream.clone_from(&server.label);
+        record.upstream = Some(server.label.clone());
         match server.connections.checkout().await {
             Ok(checkout) => break (load, checkout),
             Err(err) => {
@@ -907,13 +911,13 @@ async fn pick_phase(
                     .upstream_connect_failures
                     .get_or_create(&ServerLabels {
                         pool: pool.config.name.clone(),
-                        server: server.label.clone(),
+                        server: server.label.to_string(),
                     })
                     .inc();
                 tracing::warn!(pool = %pool.config.name, server = %server.label, "connect failed: {err}");
                 if excluded.is_some() {
                     return Err(ProxyError::Connect {
-                        server: server.label.clone(),
+                        server: server.label.to_string(),
                         reason: err.to_string(),
                     });
                 }
@@ -1260,10 +1264,14 @@ servers = [ { url = "http://127.0.0.1:18081" } ]
         assert_eq!(routed.route.path, "/app/");
         assert_eq!(routed.upstream_path, "/x");
         assert_eq!(routed.host, "www.example.test");
-        assert_eq!(ctx.record.route, routed.route.name);
-        assert_eq!(ctx.record.pool, "app");
+        assert_eq!(access_log::name(&ctx.record.route), routed.route.name);
+        assert_eq!(access_log::name(&ctx.record.pool), "app");
         assert!(ctx.route_metrics.is_some());
-        assert_eq!(ctx.pages.0.len(), 2, "the route's pages, then the pool's");
+        assert_eq!(
+            ctx.pages.0.iter().flatten().count(),
+            2,
+            "the route's pages, then the pool's"
+        );
 
         let id = HeaderValue::from_static("0192e7a8-1c3b-7f00-8a1b-2c3d4e5f6a7b");
         request

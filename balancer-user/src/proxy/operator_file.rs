@@ -65,7 +65,7 @@ pub fn snapshot(state: &ProxyState) -> Snapshot {
             pools
                 .entry(name.clone())
                 .or_default()
-                .insert(server.label.clone(), server.health.operator());
+                .insert(server.label.to_string(), server.health.operator());
         }
     }
     pools
@@ -150,7 +150,7 @@ pub fn restore(path: &Path, state: &ProxyState) -> Result<usize, RestoreError> {
             continue;
         };
         for (url, operator) in servers {
-            if let Some(index) = pool.servers.iter().position(|s| &s.label == url) {
+            if let Some(index) = pool.servers.iter().position(|s| *s.label == **url) {
                 pool.set_operator(index, *operator, "kept from before the restart");
                 applied += 1;
             }

@@ -3,7 +3,6 @@
 //! unchanged, so idle connections and counters survive; when its config changes, the new pool's
 //! servers take over the health state of the old pool's servers with the same url.
 
-use crate::clock;
 use std::{
     collections::VecDeque,
     sync::{
@@ -25,6 +24,7 @@ use super::{
     upstream::{ConnTimeouts, ServerConnections},
     upstream_tls::{ServerTls, TlsFiles},
 };
+use crate::clock;
 use crate::config::{InitialState, PoolConfig, ServerConfig};
 use crate::health::{self, CheckOutcome, Subscriber};
 use crate::operator::Operator;
@@ -35,6 +35,8 @@ const QUEUE_RECHECK: Duration = Duration::from_millis(500);
 
 pub struct Pool {
     pub config: PoolConfig,
+    /// `config.name`, shared with the access records of its requests.
+    pub name: Arc<str>,
     pub servers: Vec<Server>,
     selector: Box<dyn Selector>,
     pub error_pages: Arc<ErrorPages>,
@@ -117,8 +119,8 @@ pub enum NoPick {
 
 pub struct Server {
     pub config: ServerConfig,
-    /// `url` as text, for logs and metrics.
-    pub label: String,
+    /// `url` as text, for logs, metrics and access records (shared, not copied, per request).
+    pub label: Arc<str>,
     /// The `Host` sent without `preserve_host` (`ServerUrl::authority`, built once).
     pub authority: String,
     pub connections: Arc<ServerConnections>,
@@ -171,7 +173,7 @@ impl Server {
         health: Arc<ServerHealth>,
         tls: Option<&Arc<rustls::ClientConfig>>,
     ) -> Server {
-        let label = config.url.to_string();
+        let label = Arc::from(config.url.to_string());
         let tls = tls.and_then(|tls| ServerTls::new(&config.url, &pool.tls, tls));
         Server {
             connections: ServerConnections::with_tls(
@@ -283,6 +285,7 @@ impl Pool {
                 })
                 .collect(),
             selector: balance::selector(&config.balance),
+            name: Arc::from(config.name.as_str()),
             config: config.clone(),
             error_pages,
             checks: CancellationToken::new(),
@@ -692,7 +695,7 @@ impl Pool {
     /// The index of the server named `id` in the admin API: its `route`, or its url.
     pub fn find_server(&self, id: &str) -> Option<usize> {
         self.route_index(id)
-            .or_else(|| self.servers.iter().position(|server| server.label == id))
+            .or_else(|| self.servers.iter().position(|server| *server.label == *id))
     }
 
     /// Whether at least one server takes new sessions or sticky requests now.

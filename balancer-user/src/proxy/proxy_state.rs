@@ -31,6 +31,8 @@ pub struct ProxyState {
 }
 
 pub struct RouteRuntime {
+    /// The route's name, shared with the access records of its requests.
+    pub name: Arc<str>,
     pub target: Target,
     pub error_pages: Arc<ErrorPages>,
     pub request_edits: CompiledEdits,
@@ -177,6 +179,7 @@ impl ProxyState {
             };
             let metrics = Arc::new(RouteMetrics::new(&route.name, pool_name));
             route_runtime.push(RouteRuntime {
+                name: Arc::from(route.name.as_str()),
                 metrics,
                 target,
                 error_pages,

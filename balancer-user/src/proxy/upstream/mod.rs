@@ -17,7 +17,6 @@
 //! it elsewhere when that is safe); [`SendError::Failed`] that it may have reached the server;
 //! [`SendError::Body`] that the client's body failed.
 
-use crate::clock;
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
@@ -46,6 +45,7 @@ use quiet::QuietTimer;
 use super::h1::request_body::{BodyError, RequestBody};
 use super::upstream_tls::ServerTls;
 use super::{Body, BoxError};
+use crate::clock;
 use crate::config::{KeepaliveConfig, ServerUrl};
 use client::{self as h1, ExchangeError, H1Conn, Stream};
 
