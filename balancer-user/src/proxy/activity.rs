@@ -63,7 +63,12 @@ impl Activity {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(
+            crate::clock::now()
+                .saturating_duration_since(self.epoch)
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX)
     }
 
     /// A request began: no timeout of ours applies until it is finished.

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 
 use http_body_util::BodyExt;
 use hyper::{server::conn::http2, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -414,8 +414,23 @@ async fn serve_h2<I>(
     .await;
 }
 
-fn http2_builder(limits: &ConnLimits) -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+/// Spawns the tasks hyper's HTTP/2 server runs a stream's request in, each with the time
+/// cached per poll as a connection's task has it (clock.rs).
+#[derive(Clone, Copy)]
+struct StreamExecutor;
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        tokio::spawn(clock::per_poll(stream));
+    }
+}
+
+fn http2_builder(limits: &ConnLimits) -> http2::Builder<StreamExecutor> {
+    let mut builder = http2::Builder::new(StreamExecutor);
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes()).unwrap_or(u32::MAX))
