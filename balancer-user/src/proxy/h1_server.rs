@@ -558,7 +558,7 @@ async fn write_response<S: ClientStream>(
     } else if version == Version::HTTP_10 {
         headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     }
-    let mut out = Vec::with_capacity(1024);
+    let mut out = read_buffers::WriteBuf::take();
     head::write_response_head(&mut out, Version::HTTP_11, status, headers);
     drop(parts);
 

@@ -1,4 +1,5 @@
-//! Read buffers kept per worker thread between messages.
+//! Read buffers (and the write buffers of message heads, [`WriteBuf`]) kept per worker thread
+//! between messages.
 //!
 //! A keep-alive connection holds no buffer while it waits (see `h1_server`): under load that
 //! meant one allocation and one free of a read buffer per request, on memory that was cold in
@@ -57,9 +58,82 @@ pub fn give_back(mut buf: BytesMut, capacity: usize) {
     });
 }
 
+/// What a new [`WriteBuf`] holds: a message head and a small body.
+const WRITE_CAPACITY: usize = 1024;
+/// Larger write buffers (a response coalesced up to 64 KiB) are freed, not kept: an idle
+/// proxy holds at most [`KEPT`] buffers of this size per thread.
+const WRITE_KEPT_MAX: usize = 16 * 1024;
+
+thread_local! {
+    static FREE_WRITE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The bytes of an outgoing message head (and what is coalesced with it): taken from the
+/// thread's kept buffers, and handed back when dropped, so that writing a request's or a
+/// response's head allocates nothing under load.
+pub struct WriteBuf(Vec<u8>);
+
+impl WriteBuf {
+    pub fn take() -> WriteBuf {
+        WriteBuf(
+            FREE_WRITE
+                .with_borrow_mut(Vec::pop)
+                .unwrap_or_else(|| Vec::with_capacity(WRITE_CAPACITY)),
+        )
+    }
+}
+
+impl std::ops::Deref for WriteBuf {
+    type Target = Vec<u8>;
+
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WriteBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Drop for WriteBuf {
+    fn drop(&mut self) {
+        if self.0.capacity() > WRITE_KEPT_MAX {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.0);
+        buf.clear();
+        // `try_with`: a buffer dropped while the thread exits is simply freed.
+        let _ = FREE_WRITE.try_with(|free| {
+            let mut free = free.borrow_mut();
+            if free.len() < KEPT {
+                free.push(buf);
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_buffer_is_taken_again_empty_and_a_large_one_is_not_kept() {
+        let mut first = WriteBuf::take();
+        first.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+        let storage = first.as_ptr();
+        drop(first);
+        let again = WriteBuf::take();
+        assert!(again.is_empty());
+        assert_eq!(again.as_ptr(), storage);
+        drop(again);
+        let mut large = WriteBuf::take();
+        large.extend_from_slice(&[b'x'; WRITE_KEPT_MAX + 1]);
+        drop(large);
+        // Not kept: the next one is new, at the small size.
+        assert_eq!(WriteBuf::take().capacity(), WRITE_CAPACITY);
+    }
 
     #[test]
     fn a_consumed_buffer_is_taken_again_without_a_new_allocation() {

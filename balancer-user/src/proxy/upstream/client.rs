@@ -422,7 +422,7 @@ pub async fn exchange<B: RequestBody>(
     mut conn: H1Conn,
     request: &mut Request<B>,
 ) -> Result<Answer, ExchangeError> {
-    let mut head = Vec::with_capacity(512);
+    let mut head = read_buffers::WriteBuf::take();
     let length = request.body().length();
     let chunked = frame_request(request.headers_mut(), length);
     // An empty path is `/` in origin-form (RFC 9112 §3.2.1), also before a query.
@@ -448,7 +448,7 @@ pub async fn exchange<B: RequestBody>(
     // A chunked body (length unknown) is never pulled here: the first data goes unframed.
     let first_data = first.as_deref().unwrap_or_default();
     let head_written = stream
-        .write_all_watching(&mut [&head, first_data], None)
+        .write_all_watching(&mut [&head[..], first_data], None)
         .await
         .map_err(ExchangeError::Closed)?;
     debug_assert!(head_written);
