@@ -8,7 +8,7 @@
 //! route's response edits → log (the response body's completion, access_log.rs). The filter,
 //! route and header phases need no I/O: unit tests drive them.
 
-use std::{net::SocketAddr, path::Path, sync::Arc};
+use std::{borrow::Cow, net::SocketAddr, path::Path, sync::Arc};
 
 use arc_swap::ArcSwap;
 use hyper::{
@@ -29,7 +29,7 @@ use super::{
     h1::request_body::{BodyError, RequestBody},
     html,
     metrics::{HttpMetrics, PolicyLabels, RewriteLabels, RouteMetrics, ServerLabels},
-    pool::{NoPick, Pool, ServerLoad},
+    pool::{NoPick, Pool, Server, ServerLoad},
     proxy_state::{ListenerRuntime, ProxyState, RouteRuntime, Target},
     route::{self, RouteAction},
     server_health::Outcome,
@@ -564,6 +564,15 @@ fn redirect_phase(listener: &ListenerConfig, host: &str, uri: &Uri) -> Option<Re
     Some(error::redirect(&format!("https://{name}{port}{path}")))
 }
 
+/// The target the server gets: `path` with the client's query; borrowed from `uri` when the
+/// path is the client's own.
+fn upstream_target<'u>(path: &str, uri: &'u Uri) -> Cow<'u, str> {
+    match uri.path_and_query() {
+        Some(current) if current.path() == path => Cow::Borrowed(current.as_str()),
+        _ => Cow::Owned(with_query(path, uri)),
+    }
+}
+
 fn with_query(path: &str, uri: &Uri) -> String {
     match uri.query() {
         Some(query) => format!("{path}?{query}"),
@@ -644,7 +653,7 @@ fn wants_upgrade<B>(request: &Request<B>) -> bool {
 pub fn upstream_request<B>(
     mut request: Request<B>,
     target: &str,
-    host: &str,
+    host: HeaderValue,
 ) -> Result<Request<B>, ProxyError> {
     // An origin-form request the route does not change keeps its parsed target.
     let unchanged = request.uri().scheme().is_none()
@@ -671,11 +680,7 @@ pub fn upstream_request<B>(
             headers.insert(header::COOKIE, value);
         }
     }
-    // An HTTP/1.0 request without a host still gets a Host towards the server, empty: the
-    // server is spoken to in HTTP/1.1 (RFC 9112 §3.2).
-    let value =
-        HeaderValue::from_str(host).map_err(|_| ProxyError::BadRequest("malformed Host"))?;
-    headers.insert(header::HOST, value);
+    headers.insert(header::HOST, host);
     Ok(request)
 }
 
@@ -731,10 +736,13 @@ async fn forward<B: RequestBody>(
         _ => None,
     };
     let method_is_head = request.method() == Method::HEAD;
+    // The client's target as it is when the route leaves it so (most requests): a count on
+    // its bytes, not a copy.
+    let client_uri = request.uri().clone();
     let mut target = if forwarding.asterisk {
-        "*".to_string()
+        Cow::Borrowed("*")
     } else {
-        with_query(forwarding.upstream_path, request.uri())
+        upstream_target(forwarding.upstream_path, &client_uri)
     };
     // Sticky sessions: the server the request is stuck to (tried first unless it cannot take
     // it), and the app's own session id without our route suffix.
@@ -744,7 +752,7 @@ async fn forward<B: RequestBody>(
         .map(|policy| policy.on_request(request.headers_mut(), &target))
         .unwrap_or_default();
     if let Some(stripped) = &stuck.target {
-        target.clone_from(stripped);
+        target = Cow::Owned(stripped.clone());
     }
 
     let mut excluded = None;
@@ -759,14 +767,7 @@ async fn forward<B: RequestBody>(
         record,
     )
     .await?;
-    let mut request = upstream_request_phase(
-        conn,
-        request,
-        forwarding,
-        &load.server().label,
-        &load.server().authority,
-        &target,
-    )?;
+    let mut request = upstream_request_phase(conn, request, forwarding, load.server(), &target)?;
     let response = loop {
         let label = load.server().label.clone();
         match send_phase(pool, &load, checkout, &mut request, &label).await {
@@ -778,9 +779,8 @@ async fn forward<B: RequestBody>(
                 excluded = Some(Pool::index_of(&load));
                 (load, checkout) =
                     pick_phase(shared, pool, key.as_deref(), None, &mut excluded, record).await?;
-                if !forwarding.route.preserve_host
-                    && let Ok(host) = HeaderValue::from_str(&load.server().authority)
-                {
+                if !forwarding.route.preserve_host {
+                    let host = load.server().host.clone();
                     request.headers_mut().insert(header::HOST, host);
                 }
             }
@@ -798,9 +798,8 @@ async fn forward<B: RequestBody>(
                 request.body_mut().rewind();
                 (load, checkout) =
                     pick_phase(shared, pool, key.as_deref(), None, &mut excluded, record).await?;
-                if !forwarding.route.preserve_host
-                    && let Ok(host) = HeaderValue::from_str(&load.server().authority)
-                {
+                if !forwarding.route.preserve_host {
+                    let host = load.server().host.clone();
                     request.headers_mut().insert(header::HOST, host);
                 }
             }
@@ -937,15 +936,18 @@ fn upstream_request_phase<B>(
     conn: &ConnInfo,
     request: Request<B>,
     forwarding: &Forwarding<'_>,
-    server_label: &str,
-    server_authority: &str,
+    server: &Server,
     target: &str,
 ) -> Result<Request<B>, ProxyError> {
     let route = forwarding.route;
+    let server_label = &*server.label;
+    // An HTTP/1.0 request without a host still gets a Host towards the server, empty: the
+    // server is spoken to in HTTP/1.1 (RFC 9112 §3.2).
     let host = if route.preserve_host {
-        forwarding.client_host
+        HeaderValue::from_str(forwarding.client_host)
+            .map_err(|_| ProxyError::BadRequest("malformed Host"))?
     } else {
-        server_authority
+        server.host.clone()
     };
     let mut request = upstream_request(request, target, host)?;
     let stripped_prefix = forwarding.runtime.stripped_prefix.as_deref();
@@ -1373,7 +1375,12 @@ servers = [ { url = "http://127.0.0.1:18081" } ]
             ],
             "https://www.example.test/webapps/x?y=1",
         );
-        let upstream = upstream_request(original, "/x?y=1", "www.example.test").expect("ok");
+        let upstream = upstream_request(
+            original,
+            "/x?y=1",
+            HeaderValue::from_static("www.example.test"),
+        )
+        .expect("ok");
         assert_eq!(upstream.uri(), "/x?y=1");
         assert_eq!(upstream.version(), Version::HTTP_11);
         assert_eq!(upstream.headers()["host"], "www.example.test");

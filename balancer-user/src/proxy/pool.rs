@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hyper::header::HeaderValue;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -123,6 +124,8 @@ pub struct Server {
     pub label: Arc<str>,
     /// The `Host` sent without `preserve_host` (`ServerUrl::authority`, built once).
     pub authority: String,
+    /// `authority` as the header value, shared by every request's Host.
+    pub host: HeaderValue,
     pub connections: Arc<ServerConnections>,
     /// Stable identity for consistent hashing: a fixed-key hash of the URL.
     id: u64,
@@ -189,6 +192,9 @@ impl Server {
             id: balance::server_id(&config.url),
             label,
             authority: config.url.authority(),
+            // A URL's authority is always a valid field value (host, or [IPv6], and port).
+            host: HeaderValue::from_str(&config.url.authority())
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
             config: config.clone(),
             in_flight: AtomicU32::new(0),
             health,
