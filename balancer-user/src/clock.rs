@@ -40,30 +40,24 @@ thread_local! {
 
 /// The monotonic time as of this poll (the system's, outside a [`PerPoll`]).
 pub fn now() -> Instant {
-    CACHED.with(|cell| {
-        let mut cached = cell.get();
-        if let Some(now) = cached.monotonic {
-            return now;
-        }
-        let now = Instant::now();
-        if cached.polling {
-            cached.monotonic = Some(now);
-            cell.set(cached);
-        }
-        now
-    })
+    cached(|cached| &mut cached.monotonic, Instant::now)
 }
 
 /// The wall-clock time as of this poll (the system's, outside a [`PerPoll`]).
 pub fn wall_now() -> SystemTime {
+    cached(|cached| &mut cached.wall, SystemTime::now)
+}
+
+/// The reading in `slot` when this poll has one; else `read()`, kept in `slot` inside a poll.
+fn cached<T: Copy>(slot: fn(&mut Cached) -> &mut Option<T>, read: fn() -> T) -> T {
     CACHED.with(|cell| {
         let mut cached = cell.get();
-        if let Some(now) = cached.wall {
+        if let Some(now) = *slot(&mut cached) {
             return now;
         }
-        let now = SystemTime::now();
+        let now = read();
         if cached.polling {
-            cached.wall = Some(now);
+            *slot(&mut cached) = Some(now);
             cell.set(cached);
         }
         now
