@@ -8,6 +8,10 @@
 //! Everything one poll does happens within microseconds, so one reading serves them all, as
 //! nginx reads the time once per turn of its event loop (`ngx_time_update`).
 //!
+//! What is timed this way is timed to the start of a poll: a request's logged duration ends
+//! when the poll that finishes it began, microseconds before its last write, and a timer set
+//! during a long poll (HTML rewriting of a large page) starts that much early.
+//!
 //! The cache holds only while [`PerPoll`] polls the task: any other code on the thread (a
 //! health checker, the admin API, a test) reads the system clock, so no caller outside a
 //! connection's task can see a time from an earlier poll.
