@@ -68,6 +68,16 @@ pub fn resolve(headers: &HeaderMap, trusted_peer: bool) -> HeaderValue {
     }
 }
 
+/// The ID as the response carries it: the same value, marked never to be indexed by HPACK
+/// (RFC 7541 §7.1.3). A value unique to each response would only churn an HTTP/2
+/// connection's header table, at a search and an insertion per response (perf under h2load:
+/// the encoder's `memcmp` fell from 2.4 % to 0.9 % of the proxy's user samples).
+pub fn echoed(id: &HeaderValue) -> HeaderValue {
+    let mut echoed = id.clone();
+    echoed.set_sensitive(true);
+    echoed
+}
+
 /// A new UUIDv7 from the clock and the thread's random generator: one allocation, which holds
 /// the text and the reference count (`Bytes::from_owner`), so that the copies for the server,
 /// the response and the log line are counts, not allocations.
@@ -209,6 +219,18 @@ mod tests {
             &uuid_v7(0, 999_999, 0)[15..18],
             b"fff",
             "the fraction fills 12 bits"
+        );
+    }
+
+    #[test]
+    fn the_echoed_id_is_the_same_value_never_indexed() {
+        let id = generate();
+        let echoed = echoed(&id);
+        assert_eq!(echoed, id);
+        assert!(echoed.is_sensitive());
+        assert!(
+            !id.is_sensitive(),
+            "the server's copy and the log's are not marked"
         );
     }
 

@@ -165,7 +165,9 @@ pub async fn handle<B: RequestBody>(
     record.status = response.status().as_u16();
     let mut response = response;
     if let Some(id) = request_id {
-        response.headers_mut().insert(X_REQUEST_ID, id.clone());
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, request_id::echoed(&id));
         record.request_id = Some(id);
     }
     if http1
