@@ -29,7 +29,8 @@ pub fn write_access_line(line: &[u8]) {
     OUT.with(|out| {
         let mut out = out.borrow_mut();
         out.clear();
-        event_line(&mut out, SystemTime::now(), line);
+        // The poll's time: the one the request's duration ended at (clock.rs).
+        event_line(&mut out, crate::clock::wall_now(), line);
         // As tracing's writer: a failed write to stderr has nowhere to be reported.
         let _ = std::io::stderr().write_all(&out);
     });
@@ -66,43 +67,14 @@ pub fn event_line(out: &mut Vec<u8>, time: SystemTime, line: &[u8]) {
     out.push(b'\n');
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` of `second` since the epoch (UTC), by the civil-from-days algorithm
-/// (Howard Hinnant's `civil_from_days`).
+/// `YYYY-MM-DDTHH:MM:SS` of `second` since the epoch (UTC): humantime's RFC 3339 form
+/// without its `Z`, formatted once per second (see `SECOND`).
 fn utc_second(second: u64) -> [u8; 19] {
-    let days = i64::try_from(second / 86_400).unwrap_or(i64::MAX);
-    let in_day = second % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    let mut text = [0u8; 19];
-    let mut put = |at: usize, value: u64, digits: usize| {
-        let mut value = value;
-        for i in (0..digits).rev() {
-            text[at + i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    put(0, u64::try_from(year).unwrap_or(0), 4);
-    put(5, u64::try_from(month).unwrap_or(0), 2);
-    put(8, u64::try_from(day).unwrap_or(0), 2);
-    put(11, in_day / 3_600, 2);
-    put(14, in_day / 60 % 60, 2);
-    put(17, in_day % 60, 2);
-    for (at, separator) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
-        text[at] = separator;
-    }
-    text
+    let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(second);
+    let text = humantime::format_rfc3339_seconds(time).to_string();
+    let mut out = [0u8; 19];
+    out.copy_from_slice(&text.as_bytes()[..19]);
+    out
 }
 
 #[cfg(test)]
