@@ -7,7 +7,9 @@ use std::{
     time::Duration,
 };
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
+
+use crate::clock;
 
 use crate::proxy::BoxError;
 
@@ -17,7 +19,7 @@ use crate::proxy::BoxError;
 pub struct QuietTimer {
     gap: Duration,
     timer: Option<Pin<Box<Sleep>>>,
-    data_since_armed: Option<Instant>,
+    data_since_armed: Option<tokio::time::Instant>,
 }
 
 impl QuietTimer {
@@ -32,7 +34,7 @@ impl QuietTimer {
     /// A read returned data.
     pub fn saw_data(&mut self) {
         if self.timer.is_some() {
-            self.data_since_armed = Some(Instant::now());
+            self.data_since_armed = Some(clock::tokio_now());
         }
     }
 
@@ -46,7 +48,7 @@ impl QuietTimer {
         loop {
             std::task::ready!(timer.as_mut().poll(cx));
             match self.data_since_armed.take() {
-                Some(at) if at + gap > Instant::now() => timer.as_mut().reset(at + gap),
+                Some(at) if at + gap > clock::tokio_now() => timer.as_mut().reset(at + gap),
                 _ => return Poll::Ready(()),
             }
         }
