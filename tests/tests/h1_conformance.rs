@@ -1054,6 +1054,19 @@ fn connection_cases() -> Vec<Case> {
         .closed()
         .forwards(vec![get_x("/1")]),
         case(
+            "Connection: close with bytes behind it closes in stages, not with a reset",
+            "RFC 9112 §9.6",
+            // More than one read takes: unread bytes at the close would make it a reset.
+            format!(
+                "{}{}",
+                get("/1", "Connection: close\r\n"),
+                get("/2", &format!("X-Pad: {}\r\n", "a".repeat(4000))).repeat(50)
+            ),
+        )
+        .answers(&[200])
+        .closed()
+        .forwards(vec![get_x("/1")]),
+        case(
             "HTTP/1.0 closes after the response by default",
             "RFC 9112 §9.3",
             "GET / HTTP/1.0\r\nHost: x\r\n\r\n",
@@ -1383,6 +1396,11 @@ fn run_case(net: &L7Net, server: &Recorder, case: &Case) -> Result<(), String> {
         (Close::Open, true) => problems.push("the connection was closed".to_string()),
         _ => {}
     }
+    if outcome.reset {
+        // RFC 9112 §9.6: a server closes in stages so that a reset cannot destroy the
+        // response the client has not read yet. Every case here gets an orderly close.
+        problems.push("the connection was reset, not closed in stages".to_string());
+    }
     if let Some(bodies) = &case.bodies {
         let got: Vec<&[u8]> = outcome.responses.iter().map(|r| &r.body[..]).collect();
         if got != *bodies {
@@ -1530,14 +1548,29 @@ fn connect(net: &L7Net) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
+/// How the peer ended the connection, as far as the client has read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    No,
+    /// An orderly close: the end of the stream (FIN).
+    Eof,
+    /// A reset, or another read error.
+    Reset,
+}
+
 /// Reads into `received`; returns true once the peer closed (EOF or reset).
 fn pump(stream: &mut TcpStream, received: &mut Vec<u8>) -> bool {
+    pump_end(stream, received) != Ended::No
+}
+
+/// Reads into `received`; how the peer ended the connection, if it did.
+fn pump_end(stream: &mut TcpStream, received: &mut Vec<u8>) -> Ended {
     let mut buffer = [0u8; 16 * 1024];
     match stream.read(&mut buffer) {
-        Ok(0) => true,
+        Ok(0) => Ended::Eof,
         Ok(n) => {
             received.extend_from_slice(&buffer[..n]);
-            false
+            Ended::No
         }
         Err(err)
             if matches!(
@@ -1545,9 +1578,9 @@ fn pump(stream: &mut TcpStream, received: &mut Vec<u8>) -> bool {
                 ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
             ) =>
         {
-            false
+            Ended::No
         }
-        Err(_) => true,
+        Err(_) => Ended::Reset,
     }
 }
 
@@ -1567,6 +1600,8 @@ fn read_until(stream: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
 struct Outcome {
     received: Vec<u8>,
     closed: bool,
+    /// The close was a reset, not an orderly end of the stream.
+    reset: bool,
     responses: Vec<Response>,
     /// Bytes after the last complete response (none when the framing was respected).
     rest: Vec<u8>,
@@ -1585,6 +1620,7 @@ fn exchange(net: &L7Net, case: &Case) -> Outcome {
             return Outcome {
                 received: Vec::new(),
                 closed: true,
+                reset: false,
                 responses: Vec::new(),
                 rest: Vec::new(),
                 error: Some(err),
@@ -1592,14 +1628,15 @@ fn exchange(net: &L7Net, case: &Case) -> Outcome {
         }
     };
     let mut received = Vec::new();
-    let mut closed = false;
+    let mut ended = Ended::No;
     for (index, chunk) in case.send.iter().enumerate() {
         if index > 0 {
             let until = Instant::now() + case.gap;
-            while !closed && Instant::now() < until {
-                closed = pump(&mut stream, &mut received);
+            while ended == Ended::No && Instant::now() < until {
+                ended = pump_end(&mut stream, &mut received);
             }
         }
+        let closed = ended != Ended::No;
         // A proxy that refuses early may close before everything is written; what it answered
         // is still read below.
         if closed || stream.write_all(chunk).is_err() {
@@ -1613,8 +1650,8 @@ fn exchange(net: &L7Net, case: &Case) -> Outcome {
         .count();
     let deadline = Instant::now() + RESPONSE_WAIT;
     let mut settle: Option<Instant> = None;
-    while !closed && Instant::now() < deadline {
-        closed = pump(&mut stream, &mut received);
+    while ended == Ended::No && Instant::now() < deadline {
+        ended = pump_end(&mut stream, &mut received);
         if settle.is_none() {
             let parsed = parse_responses(&received, case.head_first, false);
             if parsed.finals >= finals || parsed.error.is_some() {
@@ -1630,6 +1667,7 @@ fn exchange(net: &L7Net, case: &Case) -> Outcome {
             break;
         }
     }
+    let closed = ended != Ended::No;
     let parsed = parse_responses(&received, case.head_first, closed);
     Outcome {
         rest: received[parsed.consumed..].to_vec(),
@@ -1637,6 +1675,7 @@ fn exchange(net: &L7Net, case: &Case) -> Outcome {
         error: parsed.error,
         received,
         closed,
+        reset: ended == Ended::Reset,
     }
 }
 

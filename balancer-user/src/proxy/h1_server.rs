@@ -62,6 +62,9 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
     fn has_buffered(&mut self) -> bool {
         false
     }
+    /// Whether closing sends something of its own first (TLS's close_notify): then an
+    /// orderly close shuts the stream down before dropping it.
+    const CLOSE_NOTIFY: bool = false;
 }
 
 /// A borrowed stream is a stream: a request's future borrows the connection's.
@@ -73,6 +76,7 @@ impl<T: ClientStream> ClientStream for &mut T {
     fn has_buffered(&mut self) -> bool {
         (**self).has_buffered()
     }
+    const CLOSE_NOTIFY: bool = T::CLOSE_NOTIFY;
 }
 
 /// The connection as a request in flight sees it: its stream, its read buffer and the state
@@ -300,7 +304,18 @@ pub async fn serve<S: ClientStream>(
             one_request(&shared, &info, &limits, &mut stream, &mut buf, &closing)
         })
         .await;
-        if outcome == Written::Close {
+        if outcome == Written::Finished && buf.is_empty() && !stream.has_buffered() {
+            // The client said this was its last request and all of it was read: it sends
+            // nothing more, so closing leaves no unread bytes to turn the close into a reset,
+            // and lingering would only cost a wake-up and a read per connection (nginx
+            // lingers only when bytes may still come, too).
+            read_buffers::give_back(buf, READ_CHUNK);
+            if S::CLOSE_NOTIFY {
+                let _ = stream.shutdown().await;
+            }
+            return;
+        }
+        if outcome != Written::KeepAlive {
             read_buffers::give_back(buf, READ_CHUNK);
             let _ = stream.shutdown().await;
             if !closing.closed_now() {
@@ -372,6 +387,7 @@ async fn one_request<S: ClientStream>(
     let written = match written {
         Ok(Outcome::KeepAlive) => Written::KeepAlive,
         Ok(Outcome::Close) | Err(_) => Written::Close,
+        Ok(Outcome::Finished) => Written::Finished,
         Ok(Outcome::Tunnel(slot)) => {
             run_tunnel(conn, slot).await;
             return Written::Close;
@@ -439,7 +455,12 @@ async fn exchange<S: ClientStream>(
     let response = handler::handle(shared, info, request).await;
 
     let keep = keep_alive && conn.body_finished() && !closing.closed_now();
-    write_response(conn, response, version, is_head, keep).await
+    let outcome = write_response(conn, response, version, is_head, keep).await?;
+    Ok(match outcome {
+        // The client asked for the close (RFC 9112 §9.6) and sent nothing past its request.
+        Outcome::Close if !keep_alive && conn.body_finished() => Outcome::Finished,
+        outcome => outcome,
+    })
 }
 
 /// Request targets longer than this get 414 (nginx's large_client_header_buffers: 8 KiB).
@@ -450,12 +471,16 @@ const MAX_URI: usize = 8 * 1024;
 enum Written {
     KeepAlive,
     Close,
+    /// Closing because the client asked to, with its whole request read.
+    Finished,
 }
 
 /// How a response left the connection.
 enum Outcome {
     KeepAlive,
     Close,
+    /// Closing because the client asked to, with its whole request read.
+    Finished,
     Tunnel(TunnelSlot),
 }
 
