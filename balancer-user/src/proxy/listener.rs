@@ -30,6 +30,7 @@ use super::{
     BoxError,
     activity::{Activity, WatchedIo},
     client_connection::{CloseReason, Closing, ConnHold, ConnLimits},
+    coalesce::Coalesced,
     h1::request_body::BoxedBody,
     h1_server::ClientStream,
     handler::{self, ConnInfo, Shared},
@@ -413,7 +414,8 @@ async fn serve_h2<I>(
             })
         },
     );
-    let connection = http2_builder(&limits).serve_connection(TokioIo::new(io), service);
+    let connection =
+        http2_builder(&limits).serve_connection(TokioIo::new(Coalesced::new(io)), service);
     drive(
         connection,
         |c| c.graceful_shutdown(),

@@ -12,6 +12,7 @@ pub mod balance;
 pub mod buffering;
 pub mod checks;
 pub mod client_connection;
+pub mod coalesce;
 pub mod compress;
 pub mod config_error;
 pub mod error;
