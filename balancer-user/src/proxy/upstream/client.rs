@@ -126,20 +126,13 @@ impl Stream {
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
-        loop {
-            let read = match self {
-                Stream::Tcp(s) => s.try_read_buf(buf),
-                Stream::Unix(s) => s.try_read_buf(buf),
-                Stream::Tls(s) => return tokio_util::io::poll_read_buf(Pin::new(s), cx, buf),
-            };
-            match read {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => match self {
-                    Stream::Tcp(s) => std::task::ready!(s.poll_read_ready(cx))?,
-                    Stream::Unix(s) => std::task::ready!(s.poll_read_ready(cx))?,
-                    Stream::Tls(_) => unreachable!("TLS reads returned above"),
-                },
-                other => return Poll::Ready(other),
-            }
+        // Through `AsyncRead` rather than `try_read_buf`: a short read then clears the
+        // socket's readiness, so the read after the next request waits for the server instead
+        // of first failing with `EAGAIN` (one system call per request fewer).
+        match self {
+            Stream::Tcp(s) => tokio_util::io::poll_read_buf(Pin::new(s), cx, buf),
+            Stream::Unix(s) => tokio_util::io::poll_read_buf(Pin::new(s), cx, buf),
+            Stream::Tls(s) => tokio_util::io::poll_read_buf(Pin::new(s), cx, buf),
         }
     }
 
