@@ -9,7 +9,9 @@
 //! [`Coalesced`] says it takes no vectored writes (h2 then copies payloads under 1 KiB into
 //! its own buffer, so frames batch), and gathers what is written between two flushes into one
 //! buffer, written out at the flush. The buffer is taken from the thread's kept write buffers
-//! for as long as there is something to write, so an idle connection holds none.
+//! for as long as there is something to write, so an idle connection holds none (tokio's
+//! `BufWriter` keeps its buffer for the connection's whole life, and reports vectored writes,
+//! which would keep h2 chaining).
 
 use std::{
     io,

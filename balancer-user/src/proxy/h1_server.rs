@@ -304,21 +304,18 @@ pub async fn serve<S: ClientStream>(
             one_request(&shared, &info, &limits, &mut stream, &mut buf, &closing)
         })
         .await;
-        if outcome == Written::Finished && buf.is_empty() && !stream.has_buffered() {
-            // The client said this was its last request and all of it was read: it sends
-            // nothing more, so closing leaves no unread bytes to turn the close into a reset,
-            // and lingering would only cost a wake-up and a read per connection (nginx
-            // lingers only when bytes may still come, too).
+        if outcome != Written::KeepAlive {
+            // A client that said this was its last request, all of it read, sends nothing
+            // more: closing leaves no unread bytes to turn the close into a reset, and
+            // lingering would only cost a wake-up and a read per connection (nginx lingers
+            // only when bytes may still come, too).
+            let staged =
+                !(outcome == Written::Finished && buf.is_empty() && !stream.has_buffered());
             read_buffers::give_back(buf, READ_CHUNK);
-            if S::CLOSE_NOTIFY {
+            if staged || S::CLOSE_NOTIFY {
                 let _ = stream.shutdown().await;
             }
-            return;
-        }
-        if outcome != Written::KeepAlive {
-            read_buffers::give_back(buf, READ_CHUNK);
-            let _ = stream.shutdown().await;
-            if !closing.closed_now() {
+            if staged && !closing.closed_now() {
                 // Boxed: its read state would otherwise be part of every idle connection's task.
                 in_place::boxed(|| linger(&mut stream, &mut closing)).await;
             }

@@ -178,6 +178,10 @@ impl Server {
     ) -> Server {
         let label = Arc::from(config.url.to_string());
         let tls = tls.and_then(|tls| ServerTls::new(&config.url, &pool.tls, tls));
+        let authority = config.url.authority();
+        // A URL's authority is always a valid field value (host, or [IPv6], and port).
+        let host =
+            HeaderValue::from_str(&authority).unwrap_or_else(|_| HeaderValue::from_static(""));
         Server {
             connections: ServerConnections::with_tls(
                 config.url.clone(),
@@ -191,10 +195,8 @@ impl Server {
             ),
             id: balance::server_id(&config.url),
             label,
-            authority: config.url.authority(),
-            // A URL's authority is always a valid field value (host, or [IPv6], and port).
-            host: HeaderValue::from_str(&config.url.authority())
-                .unwrap_or_else(|_| HeaderValue::from_static("")),
+            authority,
+            host,
             config: config.clone(),
             in_flight: AtomicU32::new(0),
             health,
