@@ -310,12 +310,17 @@ pub fn write_value(out: &mut String, value: &str) {
     }
     out.reserve(value.len() + 2);
     out.push('"');
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
+    // Runs between the characters to escape are copied whole ('"' and '\\' are ASCII, so
+    // every cut is on a character boundary): a host such as "example.com:8443" is one copy,
+    // where a push per character cost hundreds of instructions per request (callgrind).
+    let mut rest = value;
+    while let Some(at) = rest.bytes().position(|b| b == b'"' || b == b'\\') {
+        out.push_str(&rest[..at]);
+        out.push('\\');
+        out.push_str(&rest[at..=at]);
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
     out.push('"');
 }
 
@@ -329,6 +334,25 @@ pub fn write_ip(out: &mut String, ip: IpAddr) {
         IpAddr::V6(ip) => {
             let _ = write!(out, "{ip}");
         }
+    }
+}
+
+/// Appends a port in decimal, by hand for the same reason as [`write_ip`]'s IPv4: every
+/// request writes one into `X-Forwarded-Port`.
+pub fn write_port(out: &mut String, port: u16) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    let mut rest = port;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
     }
 }
 
@@ -595,6 +619,30 @@ mod tests {
         for (name, value, expected) in cases {
             assert_eq!(parse_one(value), Err(expected), "case {name:?}: {value:?}");
         }
+    }
+
+    #[test]
+    fn ports_are_written_as_display_writes_them() {
+        for port in [0, 1, 9, 10, 80, 443, 8080, 9999, 10000, 65535] {
+            let mut out = String::from("p=");
+            write_port(&mut out, port);
+            assert_eq!(out, format!("p={port}"));
+        }
+    }
+
+    #[test]
+    fn values_are_tokens_or_quoted_strings_with_escapes_rfc7239_4() {
+        let written = |value: &str| {
+            let mut out = String::from("x=");
+            write_value(&mut out, value);
+            out
+        };
+        assert_eq!(written("https"), "x=https");
+        assert_eq!(written("example.com:8443"), "x=\"example.com:8443\"");
+        assert_eq!(written(""), "x=\"\"");
+        assert_eq!(written("a\"b\\c"), "x=\"a\\\"b\\\\c\"");
+        assert_eq!(written("\"\""), "x=\"\\\"\\\"\"");
+        assert_eq!(written("é:1"), "x=\"é:1\"");
     }
 
     #[test]

@@ -105,14 +105,16 @@ pub fn uuid_v7(unix_ms: u64, nanos_in_ms: u32, random: u64) -> [u8; 36] {
     let value = (u128::from(high) << 64) | u128::from(low);
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [b'-'; 36];
-    let mut nibble = 0;
-    for (index, out) in text.iter_mut().enumerate() {
-        if matches!(index, 8 | 13 | 18 | 23) {
-            continue;
+    // Two digits per byte, and a '-' before bytes 4, 6, 8 and 10 (8-4-4-4-12 digits): a
+    // shift of the 128-bit value per digit cost about 500 instructions per request.
+    let mut at = 0;
+    for (index, byte) in value.to_be_bytes().into_iter().enumerate() {
+        if matches!(index, 4 | 6 | 8 | 10) {
+            at += 1;
         }
-        let shift = 124 - 4 * nibble;
-        *out = HEX[((value >> shift) & 0xF) as usize];
-        nibble += 1;
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0xF)];
+        at += 2;
     }
     text
 }
@@ -206,6 +208,9 @@ mod tests {
         assert_eq!(groups, [8, 4, 4, 4, 12]);
         let zero = uuid_v7(0, 0, 0);
         assert_eq!(&zero, b"00000000-0000-7000-8000-000000000000");
+        // Every digit in its place: random 0x0123456789ABCDEF >> 2 under the variant bits.
+        let digits = uuid_v7(0x0123_4567_89AB, 0, 0x0123_4567_89AB_CDEF);
+        assert_eq!(&digits, b"01234567-89ab-7000-8048-d159e26af37b");
     }
 
     #[test]

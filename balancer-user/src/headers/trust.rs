@@ -442,7 +442,6 @@ impl TrustPolicy {
     /// the route's stripped prefix, omitted when both are absent), `Forwarded` (one element per
     /// chain entry, the first also carrying proto and host) and X-Real-IP, as configured.
     pub fn emit(&self, view: &ClientView, stripped_prefix: Option<&str>, headers: &mut HeaderMap) {
-        use std::fmt::Write;
         // This runs for every request. The values are written one after the other into one
         // buffer and each split off it, so that they share one allocation instead of one each;
         // `text` is the scratch the writers below take. Room for the fields first, so that
@@ -478,7 +477,7 @@ impl TrustPolicy {
             append(X_FORWARDED_HOST, &view.host);
         }
         text.clear();
-        let _ = write!(text, "{}", view.port);
+        forwarded::write_port(&mut text, view.port);
         append(X_FORWARDED_PORT, &text);
         if let Some(prefix) = public_prefix(view.prefix.as_deref(), stripped_prefix) {
             append(X_FORWARDED_PREFIX, &prefix);
