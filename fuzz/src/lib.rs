@@ -7,6 +7,15 @@ pub mod head;
 #[path = "../../balancer-user/src/proxy/h1/chunked.rs"]
 pub mod chunked;
 
+/// The one pure helper the framing modules take from balancer-user's `http` module, at the
+/// same path (`crate::http::token`) as there.
+pub mod http {
+    pub use super::token;
+}
+
+#[path = "../../balancer-user/src/http/token.rs"]
+pub mod token;
+
 use head::HeadLimits;
 
 /// Head limits chosen by a byte of the fuzz input, so the limit checks run as often as the

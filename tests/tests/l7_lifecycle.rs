@@ -437,6 +437,65 @@ servers = [ {{ url = "{}" }} ]
     assert!(b3.stats().expect("b3").requests >= 1);
 }
 
+/// The connection metrics are counted by listener, with handles the accept loop keeps while its
+/// listener keeps its name: a reload that renames the listener of an address counts the new
+/// connections under the new name, and each connection leaves the open gauge it entered.
+#[test]
+fn connection_metrics_follow_the_listener_through_a_rename() {
+    let net = L7Net::new("connmetrics").expect("namespace");
+    let _b1 = Backend::start(&net, "b1", &[B1]).expect("b1");
+    let balancer = start(&net, &base_config(""));
+    let series = |name: &str, listener: &str| -> f64 {
+        let metrics = l7_support::metrics(&balancer);
+        l7_support::sample(&metrics, &format!("{name}{{listener=\"{listener}\"}}")).unwrap_or(0.0)
+    };
+    let accepted = |listener: &str| series("balancer_http_connections_accepted_total", listener);
+    let open = |listener: &str| series("balancer_http_connections", listener);
+    let answered = |conn: &mut RawConn| {
+        let reply = conn.get("app.test", "/").expect("GET on the connection");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    };
+
+    let mut first = RawConn::connect(&net, LISTEN).expect("first connection");
+    let mut second = RawConn::connect(&net, LISTEN).expect("second connection");
+    answered(&mut first);
+    answered(&mut second);
+    assert_eq!(accepted("web"), 2.0);
+    assert_eq!(open("web"), 2.0);
+    drop(second);
+    eventually(
+        Duration::from_secs(3),
+        "the closed connection left the gauge",
+        || (open("web") == 1.0).then_some(()),
+    );
+
+    // The same address, renamed: "web" becomes "edge".
+    net.write_config(&base_config("").replace("\"web\"", "\"edge\""))
+        .expect("config");
+    let (status, body) = reload_api(&balancer);
+    assert_eq!(status, 200, "reload: {body}\nlog:\n{}", balancer.log());
+    let mut third = RawConn::connect(&net, LISTEN).expect("connection after the rename");
+    answered(&mut third);
+    answered(&mut first);
+    assert_eq!(
+        accepted("edge"),
+        1.0,
+        "new connections count under the new name"
+    );
+    assert_eq!(accepted("web"), 2.0, "the old name's count stays as it was");
+    assert_eq!(open("edge"), 1.0);
+    assert_eq!(
+        open("web"),
+        1.0,
+        "the kept connection still counts where it entered"
+    );
+    drop(first);
+    drop(third);
+    eventually(Duration::from_secs(3), "both gauges back to zero", || {
+        (open("web") == 0.0 && open("edge") == 0.0).then_some(())
+    });
+}
+
 /// The workers' listening sockets form a `SO_REUSEPORT` group, which any process of the same
 /// user could join and take a share of the connections from. A second balancer started on the
 /// same address must fail as without the group, and leave every connection to the first.

@@ -9,6 +9,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::http::token::is_tchar;
+
 /// The name part of a node (RFC 7239 §6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeName {
@@ -233,9 +235,6 @@ impl Parser<'_> {
 }
 
 /// RFC 9110 §5.6.2.
-fn is_tchar(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
-}
 
 /// RFC 3986 §3.1: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`, returned lowercase.
 fn parse_proto(value: &str) -> Result<String, ForwardedError> {

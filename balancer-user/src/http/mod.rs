@@ -8,3 +8,4 @@ pub mod connection;
 pub mod date;
 pub mod percent;
 pub mod set_cookie;
+pub mod token;

@@ -134,6 +134,7 @@ impl AcceptLoop {
                 return;
             }
         };
+        let mut counters: Option<ListenerCounters> = None;
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -156,46 +157,87 @@ impl AcceptLoop {
             let Ok(permit) = self.limit.clone().acquire_owned().await else {
                 return;
             };
-            let bind = self.bind;
+            // What the connection needs from the current state, read here (a borrow, not a
+            // count on the state): its limits, its TLS config and its listener's counters.
+            let state = self.shared.state.load();
+            let Some(listener) = state.listener_at(self.bind) else {
+                continue;
+            };
+            let counters = match &mut counters {
+                Some(counters) if counters.name == listener.config.name => counters,
+                slot => slot.insert(ListenerCounters::of(&self.shared, &listener.config.name)),
+            };
+            counters.accepted.inc();
+            let open = counters.open.clone();
+            open.inc();
+            let accepted = Accepted {
+                bind: self.bind,
+                peer,
+                limits: ConnLimits::of(&listener.config),
+                tls: listener.tls.clone(),
+                hold: ConnHold::new(permit, open),
+            };
+            drop(state);
             let shared = self.shared.clone();
             let closing = Closing::new(self.stop.clone());
             // The task is `serve_connection`'s future itself, not a block around it that
             // would hold a second copy of its arguments for the connection's whole life.
             self.tracker.spawn(clock::per_poll(serve_connection(
-                shared, bind, stream, peer, closing, permit,
+                shared, stream, accepted, closing,
             )));
         }
     }
 }
 
+/// A listener's connection metrics, looked up once and kept by its accept loop for as long as
+/// the listener keeps its name: a lookup by label costs a copy of the name, a hash and a lock
+/// per connection.
+struct ListenerCounters {
+    name: String,
+    accepted: prometheus_client::metrics::counter::Counter,
+    open: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl ListenerCounters {
+    fn of(shared: &Shared, name: &str) -> ListenerCounters {
+        let labels = ListenerLabels {
+            listener: name.to_string(),
+        };
+        ListenerCounters {
+            accepted: shared
+                .metrics
+                .connections_accepted
+                .get_or_create(&labels)
+                .clone(),
+            open: shared.metrics.connections.get_or_create(&labels).clone(),
+            name: labels.listener,
+        }
+    }
+}
+
+/// An accepted connection as its task gets it from the accept loop.
+struct Accepted {
+    bind: SocketAddr,
+    peer: SocketAddr,
+    limits: ConnLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// Counted in the listener's open connections and its limit until the connection ends.
+    hold: ConnHold,
+}
+
 async fn serve_connection(
     shared: Arc<Shared>,
-    bind: SocketAddr,
     mut stream: TcpStream,
-    peer: SocketAddr,
+    accepted: Accepted,
     closing: Closing,
-    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let state = shared.state.load_full();
-    let Some(listener) = state.listener_at(bind) else {
-        return;
-    };
-    let limits = ConnLimits::of(&listener.config);
-    let tls = listener.tls.clone();
-    let labels = ListenerLabels {
-        listener: listener.config.name.clone(),
-    };
-    drop(state);
-    shared
-        .metrics
-        .connections_accepted
-        .get_or_create(&labels)
-        .inc();
-    let open = shared.metrics.connections.get_or_create(&labels).clone();
-    drop(labels);
-    open.inc();
-    let hold = ConnHold::new(permit, open);
-
+    let Accepted {
+        bind,
+        peer,
+        limits,
+        tls,
+        hold,
+    } = accepted;
     let activity = Activity::new();
     match tls {
         None => {

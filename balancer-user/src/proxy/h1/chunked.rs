@@ -20,6 +20,8 @@
 
 use std::ops::{Deref, Range};
 
+use crate::http::token::is_tchar;
+
 /// More hex digits than this cannot be a u64 chunk size (leading zeros included: a 17-digit
 /// size line is never legitimate).
 const MAX_SIZE_DIGITS: u8 = 16;
@@ -348,9 +350,6 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 /// tchar (RFC 9110 §5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
 
 /// qdtext (RFC 9110 §5.6.4): HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text.
 fn is_qdtext(b: u8) -> bool {

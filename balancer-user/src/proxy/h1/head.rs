@@ -33,6 +33,8 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
+use crate::http::token::is_tchar;
+
 /// Limits on a request head (from the listener config).
 #[derive(Clone, Copy, Debug)]
 pub struct HeadLimits {
@@ -770,9 +772,6 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 }
 
 /// tchar (RFC 9110 §5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
 
 /// Writes `METHOD target HTTP/1.1\r\n`, each header `name: value\r\n` (HeaderMap iteration
 /// order, every value of a repeated name), then `\r\n`. Adds nothing.
