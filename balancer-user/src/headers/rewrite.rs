@@ -81,12 +81,13 @@ const LOCATION_HEADERS: [HeaderName; 4] = [
 
 /// Whether `response_headers` has anything to look at in `headers` (without building a map:
 /// most answers carry none of these).
+/// One walk over the names, not a lookup per name: a response has a handful of fields, and
+/// comparing a standard name is one integer comparison where a lookup hashes and probes.
 pub fn has_rewritable_headers(headers: &HeaderMap, location: bool, cookies: bool) -> bool {
-    (location
-        && LOCATION_HEADERS
-            .iter()
-            .any(|name| headers.contains_key(name)))
-        || (cookies && headers.contains_key(header::SET_COOKIE))
+    (location || cookies)
+        && headers.keys().any(|name| {
+            (location && LOCATION_HEADERS.contains(name)) || (cookies && name == header::SET_COOKIE)
+        })
 }
 
 impl ReverseMap {
@@ -489,6 +490,32 @@ mod tests {
                 authorities: authorities.iter().map(|a| a.to_string()).collect(),
             },
         )
+    }
+
+    #[test]
+    fn rewritable_headers_are_found_only_when_their_rewrite_is_on() {
+        let with = |names: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for name in names {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_static("/x"),
+                );
+            }
+            headers
+        };
+        let plain = with(&["content-type", "content-length", "date"]);
+        assert!(!has_rewritable_headers(&plain, true, true));
+        for name in ["location", "content-location", "uri", "refresh"] {
+            let headers = with(&["content-type", name]);
+            assert!(has_rewritable_headers(&headers, true, false), "{name}");
+            assert!(has_rewritable_headers(&headers, true, true), "{name}");
+            assert!(!has_rewritable_headers(&headers, false, true), "{name}");
+        }
+        let cookie = with(&["set-cookie", "content-type"]);
+        assert!(has_rewritable_headers(&cookie, false, true));
+        assert!(!has_rewritable_headers(&cookie, true, false));
+        assert!(!has_rewritable_headers(&cookie, false, false));
     }
 
     /// The usual deployment: https://www.example.test/webapps/ → http://198.18.1.2:8000/.

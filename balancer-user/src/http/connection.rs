@@ -1,15 +1,20 @@
 //! The `Connection` field's tokens (RFC 9110 §7.6.1): the one place they are read, for the
 //! hop-by-hop rules (headers/hygiene.rs), `close` (proxy/h1) and `upgrade` (proxy/handler.rs).
 
-use hyper::header::{CONNECTION, HeaderMap};
+use hyper::header::{CONNECTION, HeaderMap, HeaderValue};
 
 /// The tokens of every Connection field, trimmed, as written (compare them ignoring case).
 /// A field that is not text lists nothing.
 pub fn tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
+    headers.get_all(CONNECTION).iter().flat_map(value_tokens)
+}
+
+/// The tokens of one Connection field line.
+pub fn value_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .ok()
+        .into_iter()
         .flat_map(|value| value.split(','))
         .map(str::trim)
         .filter(|token| !token.is_empty())
@@ -20,10 +25,15 @@ pub fn lists(headers: &HeaderMap, option: &str) -> bool {
     tokens(headers).any(|token| token.eq_ignore_ascii_case(option))
 }
 
+/// Whether one Connection field line lists `option`, for a caller that already walks the
+/// fields.
+pub fn value_lists(value: &HeaderValue, option: &str) -> bool {
+    value_tokens(value).any(|token| token.eq_ignore_ascii_case(option))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::HeaderValue;
 
     /// RFC 9110 §7.6.1: `Connection = #connection-option`, over any number of field lines.
     #[test]
@@ -38,5 +48,11 @@ mod tests {
         );
         assert!(lists(&headers, "upgrade"));
         assert!(!lists(&headers, "close"));
+        let values: Vec<bool> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .map(|value| value_lists(value, "x-foo"))
+            .collect();
+        assert_eq!(values, [true, false, false]);
     }
 }

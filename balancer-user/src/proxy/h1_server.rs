@@ -520,22 +520,44 @@ async fn write_response<S: ClientStream>(
 ) -> io::Result<Outcome> {
     let (mut parts, body) = response.into_parts();
     let status = parts.status;
-    let headers = &mut parts.headers;
-    if connection::lists(headers, "close") {
-        keep = false;
+    // One walk over the fields instead of a lookup, removal or insertion per framing field:
+    // `Connection` and `Transfer-Encoding` are ours to write, so they are skipped when the
+    // head is written, and what we add goes after the rest (as an insertion would).
+    let mut has_date = false;
+    let mut content_length: Option<Option<u64>> = None;
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION {
+            if connection::value_lists(value, "close") {
+                keep = false;
+            }
+        } else if name == header::DATE {
+            has_date = true;
+        } else if name == header::CONTENT_LENGTH && content_length.is_none() {
+            // The first value, as `HeaderMap::get` gives it.
+            content_length = Some(value.to_str().ok().and_then(|text| text.parse().ok()));
+        }
     }
-    headers.remove(header::CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    if !headers.contains_key(header::DATE) {
-        insert_date(headers);
+    let mut extra = AddedFields::new();
+    let ours =
+        |name: &header::HeaderName| name == header::CONNECTION || name == header::TRANSFER_ENCODING;
+    if !has_date && let Some(date) = current_date() {
+        extra.push(header::DATE, date);
     }
 
     if status == StatusCode::SWITCHING_PROTOCOLS
         && let Some(slot) = parts.extensions.remove::<TunnelSlot>()
     {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        extra.push(header::CONNECTION, HeaderValue::from_static("upgrade"));
         let mut out = Vec::with_capacity(512);
-        head::write_response_head(&mut out, Version::HTTP_11, status, headers);
+        head::write_response_head_with(
+            &mut out,
+            Version::HTTP_11,
+            status,
+            &parts.headers,
+            ours,
+            extra.as_slice(),
+        );
+        drop(extra);
         conn.stream.write_all(&out).await?;
         conn.stream.flush().await?;
         drop(body);
@@ -554,17 +576,20 @@ async fn write_response<S: ClientStream>(
     }
     let framing = if no_body {
         Out::None
-    } else if let Some(length) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.parse::<u64>().ok())
-    {
+    } else if let Some(Some(length)) = content_length {
         Out::Length(length)
     } else if let Some(length) = body.size_hint().exact() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        // A Content-Length the map had but that is not a number is replaced in its place.
+        if content_length.is_some() {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        } else {
+            extra.push(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
         Out::Length(length)
     } else if version == Version::HTTP_11 {
-        headers.insert(
+        extra.push(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
         );
@@ -575,13 +600,21 @@ async fn write_response<S: ClientStream>(
     };
     if !keep {
         if version == Version::HTTP_11 {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            extra.push(header::CONNECTION, HeaderValue::from_static("close"));
         }
     } else if version == Version::HTTP_10 {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        extra.push(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     }
     let mut out = read_buffers::WriteBuf::take();
-    head::write_response_head(&mut out, Version::HTTP_11, status, headers);
+    head::write_response_head_with(
+        &mut out,
+        Version::HTTP_11,
+        status,
+        &parts.headers,
+        ours,
+        extra.as_slice(),
+    );
+    drop(extra);
     drop(parts);
 
     let mut body = std::pin::pin!(body);
@@ -724,8 +757,15 @@ async fn run_tunnel<S: ClientStream>(conn: ClientConn<S>, slot: TunnelSlot) {
     drop(pending.load);
 }
 
-/// `Date` (RFC 9110 §6.6.1), formatted once per second per thread.
+/// Sets `Date` (RFC 9110 §6.6.1).
 fn insert_date(headers: &mut HeaderMap) {
+    if let Some(value) = current_date() {
+        headers.insert(header::DATE, value);
+    }
+}
+
+/// The `Date` value (RFC 9110 §6.6.1), formatted once per second per thread.
+fn current_date() -> Option<HeaderValue> {
     thread_local! {
         static CACHED: std::cell::RefCell<(u64, Option<HeaderValue>)> =
             const { std::cell::RefCell::new((0, None)) };
@@ -734,7 +774,7 @@ fn insert_date(headers: &mut HeaderMap) {
     let second = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
-    let value = CACHED.with(|cached| {
+    CACHED.with(|cached| {
         let mut cached = cached.borrow_mut();
         if cached.0 != second || cached.1.is_none() {
             let text = httpdate::fmt_http_date(now);
@@ -742,8 +782,33 @@ fn insert_date(headers: &mut HeaderMap) {
             cached.0 = second;
         }
         cached.1.clone()
-    });
-    if let Some(value) = value {
-        headers.insert(header::DATE, value);
+    })
+}
+
+/// The fields the engine adds to a response head (`Date`, framing, `Connection`): at most
+/// three, kept inline rather than in a vector allocated per response.
+struct AddedFields {
+    fields: [(header::HeaderName, HeaderValue); 3],
+    len: usize,
+}
+
+impl AddedFields {
+    fn new() -> AddedFields {
+        AddedFields {
+            fields: [const { (header::DATE, HeaderValue::from_static("")) }; 3],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, name: header::HeaderName, value: HeaderValue) {
+        debug_assert!(self.len < self.fields.len(), "more added fields than room");
+        if let Some(slot) = self.fields.get_mut(self.len) {
+            *slot = (name, value);
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[(header::HeaderName, HeaderValue)] {
+        &self.fields[..self.len]
     }
 }

@@ -48,10 +48,10 @@ pub struct Limits {
 /// never an event stream (each event must reach the client when it is sent) nor one the
 /// server marks `X-Accel-Buffering: no`. The marker is the proxy's, and is removed here.
 pub fn wanted(headers: &mut HeaderMap) -> bool {
+    // One lookup: `remove` hands back the first value, as `get` would.
     let opted_out = headers
-        .get(&X_ACCEL_BUFFERING)
+        .remove(&X_ACCEL_BUFFERING)
         .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"no"));
-    headers.remove(&X_ACCEL_BUFFERING);
     let event_stream = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())

@@ -797,8 +797,33 @@ pub fn write_response_head(
     status: StatusCode,
     headers: &HeaderMap,
 ) {
+    write_response_head_with(out, version, status, headers, |_| false, &[]);
+}
+
+/// [`write_response_head`] without the fields `skip` names, and with `extra` after the map's
+/// own: what the map would give after removing and inserting those fields (an inserted name
+/// goes last), without the hashing and moving those edits cost on every response.
+pub fn write_response_head_with(
+    out: &mut Vec<u8>,
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+    skip: impl Fn(&HeaderName) -> bool,
+    extra: &[(HeaderName, HeaderValue)],
+) {
     let reason = status.canonical_reason().unwrap_or("");
-    out.reserve(13 + reason.len() + 2 + fields_len(headers) + 2);
+    let line =
+        |(name, value): (&HeaderName, &HeaderValue)| name.as_str().len() + 2 + value.len() + 2;
+    let fields: usize = headers
+        .iter()
+        .filter(|(name, _)| !skip(name))
+        .map(line)
+        .sum::<usize>()
+        + extra
+            .iter()
+            .map(|(name, value)| line((name, value)))
+            .sum::<usize>();
+    out.reserve(13 + reason.len() + 2 + fields + 2);
     out.extend_from_slice(if version == Version::HTTP_10 {
         b"HTTP/1.0 "
     } else {
@@ -808,7 +833,13 @@ pub fn write_response_head(
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_fields(out, headers);
+    for (name, value) in headers.iter().filter(|(name, _)| !skip(name)) {
+        write_field(out, name, value);
+    }
+    for (name, value) in extra {
+        write_field(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Exact size of the field lines, so a head is written with at most one reallocation.
@@ -821,11 +852,15 @@ fn fields_len(headers: &HeaderMap) -> usize {
 
 fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, name, value);
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -1793,6 +1828,40 @@ mod tests {
             &HeaderMap::new(),
         );
         assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    #[test]
+    fn skipped_fields_are_left_out_in_order_and_added_ones_come_last() {
+        let mut headers = HeaderMap::new();
+        headers.append("connection", HeaderValue::from_static("keep-alive"));
+        headers.append("x-a", HeaderValue::from_static("1"));
+        headers.append("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.append("x-a", HeaderValue::from_static("2"));
+        headers.append("x-b", HeaderValue::from_static("3"));
+        let extra = [
+            (
+                http::header::DATE,
+                HeaderValue::from_static("Mon, 07 Dec 2026 19:00:00 GMT"),
+            ),
+            (CONTENT_LENGTH, HeaderValue::from_static("5")),
+            (CONNECTION, HeaderValue::from_static("close")),
+        ];
+        let mut written = Vec::new();
+        write_response_head_with(
+            &mut written,
+            Version::HTTP_11,
+            StatusCode::OK,
+            &headers,
+            |name| name == CONNECTION || name == TRANSFER_ENCODING,
+            &extra,
+        );
+        // The rest keep their order (`HeaderMap::remove` would have moved the last field into
+        // the removed one's place), and the added fields come last, in the order given.
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            "HTTP/1.1 200 OK\r\nx-a: 1\r\nx-a: 2\r\nx-b: 3\r\n\
+             date: Mon, 07 Dec 2026 19:00:00 GMT\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
+        );
     }
 
     #[test]
