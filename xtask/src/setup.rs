@@ -29,6 +29,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nghttp2-client", "h2load"),
     ("haproxy", "haproxy"),
     ("openssl", "openssl"),
+    // Its instruction counts per request (callgrind, callgrind_control).
+    ("valgrind", "valgrind"),
     // `systemd-analyze verify` on packaging/balancer.service (tests/tests/systemd.rs), and
     // `setpriv` (util-linux, above) to run balancer with exactly the unit's capabilities.
     ("systemd", "systemd-analyze"),

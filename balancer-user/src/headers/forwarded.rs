@@ -234,8 +234,6 @@ impl Parser<'_> {
     }
 }
 
-/// RFC 9110 §5.6.2.
-
 /// RFC 3986 §3.1: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`, returned lowercase.
 fn parse_proto(value: &str) -> Result<String, ForwardedError> {
     let mut bytes = value.bytes();

@@ -4,7 +4,7 @@
 //! bench_l7 [--quick] [--seconds S] [--rounds N] [--idle-connections N]
 //!          [--targets direct,relay,balancer,nginx,haproxy,balancer_logged,nginx_logged,balancer_default]
 //!          [--cases http1_keepalive,http1_tls_keepalive,h2,tls_new_connections,tls_full_handshakes,default_config_c64,default_config_c1000]
-//!          [--nice N] [--skip-memory] [--skip-load]
+//!          [--nice N] [--skip-memory] [--skip-load] [--skip-instructions]
 //! ```
 //!
 //! In one fresh network namespace (loopback only, 127.0.0.1) it starts one `l7_backend`
@@ -40,6 +40,12 @@
 //!    one request and keeps the connection), then after closing them and with N again; the
 //!    backend's too, for reference. Then N idle connections to its HTTPS port the same way
 //!    (a full TLS 1.3 handshake, one HTTP/1.1 request, the connection kept open).
+//!
+//! 7. Instructions: the user-space instructions balancer and nginx execute per HTTP/1.1
+//!    keep-alive request, counted by callgrind in an instance of each started for it (the same
+//!    config on another port, nginx as one process): `h2load --h1 -c10`, a fixed number of
+//!    requests after as many to warm up. A count does not move with the machine's load as CPU
+//!    time does, so it shows small changes that the timed runs cannot.
 //!
 //! Every load run also reads the proxy's CPU time (user and kernel) from `/proc`.
 //! The load cases run in rounds (every case through every target per round, so that a
@@ -290,6 +296,9 @@ struct Cli {
     /// Leave out the load measurements.
     #[arg(long)]
     skip_load: bool,
+    /// Leave out the instruction counts (callgrind).
+    #[arg(long)]
+    skip_instructions: bool,
 }
 
 struct Args {
@@ -301,6 +310,7 @@ struct Args {
     nice: i32,
     memory: bool,
     load: bool,
+    instructions: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -344,6 +354,7 @@ fn parse_args() -> anyhow::Result<Args> {
         nice: cli.nice,
         memory: !cli.skip_memory,
         load: !cli.skip_load,
+        instructions: !cli.skip_instructions,
     };
     ensure!(
         (1..=30).contains(&args.seconds),
@@ -498,6 +509,23 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         cases = measure_load(args, &netns, &dir.0, &live, &mut proxies, &mut failures);
     }
 
+    // After the load runs, which it would disturb: the proxies measured are instances of
+    // their own, beside the idle ones.
+    let mut instructions = serde_json::Map::new();
+    if args.instructions {
+        for target in [Target::Balancer, Target::Nginx]
+            .into_iter()
+            .filter(|target| live.contains(target))
+        {
+            let result = measure_instructions(&netns, &dir.0, target, max_connections, nofile)
+                .unwrap_or_else(|err| {
+                    eprintln!("bench_l7:   {}: instructions: {err:#}", target.key());
+                    json!({ "error": format!("{err:#}") })
+                });
+            instructions.insert(target.key().into(), result);
+        }
+    }
+
     // Processes the proxies logged about (errors, warnings), and any that died.
     let mut logs = serde_json::Map::new();
     for (target, process) in &mut proxies {
@@ -547,6 +575,9 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         "tls_resumption": resumption,
         "cases": cases,
         "memory": memory,
+        "instructions": instructions,
+        "instruction_requests": INSTRUCTION_REQUESTS,
+        "instruction_connections": INSTRUCTION_CONNECTIONS,
         "logs": logs,
     }))
 }
@@ -733,6 +764,8 @@ fn tool_versions() -> anyhow::Result<Value> {
         ("curl", &["--version"][..], "curl"),
         ("openssl", &["version"][..], "openssl"),
         ("ss", &["-V"][..], "iproute2"),
+        ("valgrind", &["--version"][..], "valgrind"),
+        ("callgrind_control", &["--version"][..], "valgrind"),
     ] {
         match Command::new(tool).args(args).stdin(Stdio::null()).output() {
             Ok(output) => {
@@ -753,6 +786,173 @@ fn tool_versions() -> anyhow::Result<Value> {
         missing.join(", ")
     );
     Ok(Value::Object(versions))
+}
+
+/// HTTP/1.1 keep-alive requests whose user-space instructions are counted (callgrind), after
+/// as many again to warm up. Counts, not durations: valgrind runs a proxy some 50 times
+/// slower, and an instruction count is the same on every run, where CPU time moves by
+/// ±10 % with whatever else the machine does.
+const INSTRUCTION_REQUESTS: u32 = 5_000;
+/// `h2load --h1` connections that send them.
+const INSTRUCTION_CONNECTIONS: u32 = 10;
+
+/// The user-space instructions `target` executes per HTTP/1.1 keep-alive request: an instance
+/// of its own under callgrind (one worker, its bench config on a port of its own), warmed up,
+/// its counters zeroed, then [`INSTRUCTION_REQUESTS`] requests through it and a dump.
+fn measure_instructions(
+    netns: &Netns,
+    dir: &Path,
+    target: Target,
+    max_connections: usize,
+    nofile: u64,
+) -> anyhow::Result<Value> {
+    let name = format!("{}-callgrind", target.key());
+    let (port, program, args, env): (u16, PathBuf, Vec<String>, &[(&str, &str)]) = match target {
+        Target::Balancer => {
+            let port = 8190;
+            let config = dir.join(format!("{name}.toml"));
+            std::fs::write(
+                &config,
+                balancer_toml(
+                    "127.0.0.1:9108",
+                    "access_log = \"off\"",
+                    max_connections,
+                    &[("plain", port, String::new())],
+                ),
+            )?;
+            let args = vec![
+                "run".into(),
+                "--config".into(),
+                config.to_string_lossy().into_owned(),
+            ];
+            (
+                port,
+                balancer_binary()?,
+                args,
+                &[("TOKIO_WORKER_THREADS", "1"), ("RUST_LOG", "warn")],
+            )
+        }
+        Target::Nginx => {
+            let port = 8191;
+            // One process: the worker is the process valgrind runs.
+            let text = nginx_http_config(
+                dir,
+                &name,
+                max_connections,
+                nofile,
+                "off",
+                &[format!("127.0.0.1:{port}")],
+            )
+            .replacen("daemon off;", "daemon off;\nmaster_process off;", 1);
+            ensure!(
+                text.contains("master_process off;"),
+                "nginx config: no daemon line"
+            );
+            let config = dir.join(format!("{name}.conf"));
+            std::fs::write(&config, text)?;
+            let error_log = dir.join(format!("{name}-error.log"));
+            let args = vec![
+                "-p".into(),
+                format!("{}/", dir.display()),
+                "-e".into(),
+                error_log.to_string_lossy().into_owned(),
+                "-c".into(),
+                config.to_string_lossy().into_owned(),
+            ];
+            (port, PathBuf::from("nginx"), args, &[])
+        }
+        _ => bail!("no instruction count for {}", target.key()),
+    };
+    let out = dir.join(format!("{name}.out"));
+    let mut valgrind_args = vec![
+        "--tool=callgrind".to_string(),
+        format!("--callgrind-out-file={}", out.display()),
+        program.to_string_lossy().into_owned(),
+    ];
+    valgrind_args.extend(args);
+    let valgrind_args: Vec<&str> = valgrind_args.iter().map(String::as_str).collect();
+    let log = dir.join(format!("{name}.log"));
+    let mut process = Proc::spawn(
+        netns,
+        &name,
+        PROXY_CPU,
+        Path::new("valgrind"),
+        &valgrind_args,
+        env,
+        &log,
+    )?;
+    let url = format!("http://127.0.0.1:{port}/bench");
+    let requests = |count: u32| -> anyhow::Result<()> {
+        let args = [
+            "--h1".to_string(),
+            "-n".into(),
+            count.to_string(),
+            // h2load refuses fewer requests than connections.
+            "-c".into(),
+            INSTRUCTION_CONNECTIONS.min(count).to_string(),
+            url.clone(),
+        ];
+        let output = run_bounded(netns, LOAD_CPU, "h2load", &args, Duration::from_secs(120))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let succeeded = text
+            .lines()
+            .find_map(|line| line.strip_prefix("requests: "))
+            .and_then(|line| {
+                line.split(", ")
+                    .find_map(|part| part.strip_suffix(" succeeded"))
+            })
+            .and_then(|n| n.trim().parse::<u32>().ok());
+        ensure!(
+            succeeded == Some(count),
+            "h2load: {succeeded:?} of {count} requests succeeded:\n{text}"
+        );
+        Ok(())
+    };
+    // Started under valgrind, it takes seconds to listen.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while requests(1).is_err() {
+        ensure!(
+            process.alive() && Instant::now() < deadline,
+            "{name} did not answer within 60 s; its log:\n{}",
+            process.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    requests(INSTRUCTION_REQUESTS)?;
+    let control = |command: &str| -> anyhow::Result<()> {
+        let output = Command::new("callgrind_control")
+            .args([command, &process.pid.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .context("callgrind_control")?;
+        ensure!(
+            output.status.success(),
+            "callgrind_control {command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    };
+    control("-z")?;
+    requests(INSTRUCTION_REQUESTS)?;
+    control("-d")?;
+    let _ = process.stop();
+    // The explicit dump is the file's first part (".1"); the one at exit is the file itself.
+    let dump = PathBuf::from(format!("{}.1", out.display()));
+    let text = std::fs::read_to_string(&dump).with_context(|| format!("{}", dump.display()))?;
+    let total: u64 = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("totals: ")
+                .or_else(|| line.strip_prefix("summary: "))
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no totals in {}", dump.display()))?;
+    let per_request = total as f64 / f64::from(INSTRUCTION_REQUESTS);
+    eprintln!(
+        "bench_l7:   {}: {per_request:.0} user-space instructions per keep-alive request",
+        target.key()
+    );
+    Ok(json!({ "instructions": total, "per_request": per_request }))
 }
 
 /// Resident set of a process and its descendants (nginx: master and worker), in KiB.

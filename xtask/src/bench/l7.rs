@@ -146,6 +146,7 @@ pub fn render(md: &mut String, raw: &Value) -> anyhow::Result<()> {
          the whole connection, from connect to the end of the response.",
     );
     render_default_config(md, raw);
+    render_instructions(md, raw);
     render_memory(md, raw);
     render_targets(md, raw);
     render_engine_targets(md, raw);
@@ -533,6 +534,37 @@ fn render_logging(md: &mut String, rows: &Value) {
          flushed every second, the same for both): {}.",
         lines.join("; ")
     );
+}
+
+/// The callgrind counts: user-space instructions per HTTP/1.1 keep-alive request, beside
+/// nginx's. Unlike the CPU times above they do not move with the machine's load.
+fn render_instructions(md: &mut String, raw: &Value) {
+    let Some(counts) = raw["instructions"].as_object().filter(|c| !c.is_empty()) else {
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "\n### User-space instructions per request (callgrind)\n\n\
+         HTTP/1.1 keep-alive, `h2load --h1 -c{}`: {} requests counted after as many to warm \
+         up, in an instance of each proxy started for it (its bench config on another port; \
+         nginx as one process). A count is the same on every run, where CPU time moves with \
+         the machine's load; it leaves out the kernel's share and what cache misses cost.\n\n\
+         | proxy | instructions per request | vs nginx |\n|---|---:|---:|",
+        raw["instruction_connections"], raw["instruction_requests"]
+    );
+    let nginx = &counts.get("nginx").cloned().unwrap_or(Value::Null)["per_request"];
+    for (target, row) in counts {
+        let cell = match (row["per_request"].as_f64(), row["error"].as_str()) {
+            (Some(count), _) => format!("{count:.0}"),
+            (None, Some(error)) => format!("error: {}", one_line(&Value::from(error))),
+            (None, None) => "–".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {target} | {cell} | {} |",
+            ratio(&row["per_request"], nginx)
+        );
+    }
 }
 
 fn one_line(value: &Value) -> String {
@@ -1153,9 +1185,18 @@ mod tests {
             }},
             "memory": {"balancer": {"connections": 9850, "failed": 0, "rss_before_kib": 10000,
                 "rss_after_kib": 60000, "kib_per_connection": 5.07, "rss_after_close_kib": 20000}},
+            "instruction_requests": 5000, "instruction_connections": 10,
+            "instructions": {"balancer": {"instructions": 164_150_000u64, "per_request": 32830.0},
+                "nginx": {"instructions": 88_830_000u64, "per_request": 17766.0}},
         });
         let mut md = String::new();
         render(&mut md, &raw).unwrap();
+        assert!(
+            md.contains("`h2load --h1 -c10`: 5000 requests counted"),
+            "{md}"
+        );
+        assert!(md.contains("| balancer | 32830 | 1.85× |"), "{md}");
+        assert!(md.contains("| nginx | 17766 | 1.00× |"), "{md}");
         assert!(md.contains("| **balancer / nginx** | **1.20×** |"), "{md}");
         assert!(
             md.contains("| balancer | 30 000 | 500 µs | 1.50 ms | 0 | 33.3 µs | 4.0 / 29.3 µs |"),

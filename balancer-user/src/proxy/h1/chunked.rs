@@ -349,8 +349,6 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
-/// tchar (RFC 9110 §5.6.2).
-
 /// qdtext (RFC 9110 §5.6.4): HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text.
 fn is_qdtext(b: u8) -> bool {
     matches!(b, b'\t' | b' ' | 0x21 | 0x23..=0x5B | 0x5D..=0x7E | 0x80..=0xFF)

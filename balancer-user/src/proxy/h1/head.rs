@@ -771,8 +771,6 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// tchar (RFC 9110 §5.6.2).
-
 /// Writes `METHOD target HTTP/1.1\r\n`, each header `name: value\r\n` (HeaderMap iteration
 /// order, every value of a repeated name), then `\r\n`. Adds nothing.
 ///
