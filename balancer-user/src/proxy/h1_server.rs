@@ -538,8 +538,6 @@ async fn write_response<S: ClientStream>(
         }
     }
     let mut extra = AddedFields::new();
-    let ours =
-        |name: &header::HeaderName| name == header::CONNECTION || name == header::TRANSFER_ENCODING;
     if !has_date && let Some(date) = current_date() {
         extra.push(header::DATE, date);
     }
@@ -549,15 +547,7 @@ async fn write_response<S: ClientStream>(
     {
         extra.push(header::CONNECTION, HeaderValue::from_static("upgrade"));
         let mut out = Vec::with_capacity(512);
-        head::write_response_head_with(
-            &mut out,
-            Version::HTTP_11,
-            status,
-            &parts.headers,
-            ours,
-            extra.as_slice(),
-        );
-        drop(extra);
+        extra.write_head(&mut out, status, &parts.headers);
         conn.stream.write_all(&out).await?;
         conn.stream.flush().await?;
         drop(body);
@@ -606,15 +596,7 @@ async fn write_response<S: ClientStream>(
         extra.push(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     }
     let mut out = read_buffers::WriteBuf::take();
-    head::write_response_head_with(
-        &mut out,
-        Version::HTTP_11,
-        status,
-        &parts.headers,
-        ours,
-        extra.as_slice(),
-    );
-    drop(extra);
+    extra.write_head(&mut out, status, &parts.headers);
     drop(parts);
 
     let mut body = std::pin::pin!(body);
@@ -808,7 +790,20 @@ impl AddedFields {
         }
     }
 
-    fn as_slice(&self) -> &[(header::HeaderName, HeaderValue)] {
-        &self.fields[..self.len]
+    /// Writes the response head: `headers` without the fields the engine writes itself
+    /// (`Connection`, `Transfer-Encoding`), then these. Consumed, so that none of it is held
+    /// while the head is sent.
+    fn write_head(self, out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
+        let ours = |name: &header::HeaderName| {
+            name == header::CONNECTION || name == header::TRANSFER_ENCODING
+        };
+        head::write_response_head_with(
+            out,
+            Version::HTTP_11,
+            status,
+            headers,
+            ours,
+            &self.fields[..self.len],
+        );
     }
 }
