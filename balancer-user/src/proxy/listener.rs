@@ -35,7 +35,6 @@ use super::{
     h1_server::ClientStream,
     handler::{self, ConnInfo, Shared},
     in_place,
-    metrics::ListenerLabels,
 };
 
 /// Connections waiting to be accepted: enough for bursts of new TLS connections.
@@ -134,7 +133,6 @@ impl AcceptLoop {
                 return;
             }
         };
-        let mut counters: Option<ListenerCounters> = None;
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -158,17 +156,15 @@ impl AcceptLoop {
                 return;
             };
             // What the connection needs from the current state, read here (a borrow, not a
-            // count on the state): its limits, its TLS config and its listener's counters.
+            // count on the state): its limits, its TLS config and its listener's counters (kept
+            // by the listener's state, not looked up by label per connection).
             let state = self.shared.state.load();
             let Some(listener) = state.listener_at(self.bind) else {
                 continue;
             };
-            let counters = match &mut counters {
-                Some(counters) if counters.name == listener.config.name => counters,
-                slot => slot.insert(ListenerCounters::of(&self.shared, &listener.config.name)),
-            };
-            counters.accepted.inc();
-            let open = counters.open.clone();
+            let metrics = &self.shared.metrics;
+            listener.metrics.accepted(metrics).inc();
+            let open = listener.metrics.open(metrics).clone();
             open.inc();
             let accepted = Accepted {
                 bind: self.bind,
@@ -185,32 +181,6 @@ impl AcceptLoop {
             self.tracker.spawn(clock::per_poll(serve_connection(
                 shared, stream, accepted, closing,
             )));
-        }
-    }
-}
-
-/// A listener's connection metrics, looked up once and kept by its accept loop for as long as
-/// the listener keeps its name: a lookup by label costs a copy of the name, a hash and a lock
-/// per connection.
-struct ListenerCounters {
-    name: String,
-    accepted: prometheus_client::metrics::counter::Counter,
-    open: prometheus_client::metrics::gauge::Gauge,
-}
-
-impl ListenerCounters {
-    fn of(shared: &Shared, name: &str) -> ListenerCounters {
-        let labels = ListenerLabels {
-            listener: name.to_string(),
-        };
-        ListenerCounters {
-            accepted: shared
-                .metrics
-                .connections_accepted
-                .get_or_create(&labels)
-                .clone(),
-            open: shared.metrics.connections.get_or_create(&labels).clone(),
-            name: labels.listener,
         }
     }
 }

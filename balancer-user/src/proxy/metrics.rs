@@ -1,7 +1,8 @@
 //! The proxy's Prometheus metrics, updated per request and registered by the admin endpoint.
 //!
 //! A family lookup hashes and clones its labels under a lock; the per-request series are
-//! therefore looked up once per route and config generation (`RouteMetrics`) and kept.
+//! therefore looked up once per route and config generation (`RouteMetrics`) and kept, and the
+//! per-connection ones once per listener and generation (`ListenerMetrics`).
 
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -208,5 +209,45 @@ impl RouteMetrics {
                     .clone()
             })
             .observe(seconds);
+    }
+}
+
+/// One listener's connection series, looked up on first use and kept for the life of the
+/// config generation, as [`RouteMetrics`]: every accepted connection counts in both.
+#[derive(Default)]
+pub struct ListenerMetrics {
+    listener: String,
+    accepted: OnceLock<Counter>,
+    open: OnceLock<Gauge>,
+}
+
+impl ListenerMetrics {
+    pub fn new(listener: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            listener: listener.to_owned(),
+            ..ListenerMetrics::default()
+        }
+    }
+
+    fn labels(&self) -> ListenerLabels {
+        ListenerLabels {
+            listener: self.listener.clone(),
+        }
+    }
+
+    /// `balancer_http_connections_accepted_total` of this listener.
+    pub fn accepted(&self, metrics: &HttpMetrics) -> &Counter {
+        self.accepted.get_or_init(|| {
+            metrics
+                .connections_accepted
+                .get_or_create(&self.labels())
+                .clone()
+        })
+    }
+
+    /// `balancer_http_connections` of this listener.
+    pub fn open(&self, metrics: &HttpMetrics) -> &Gauge {
+        self.open
+            .get_or_init(|| metrics.connections.get_or_create(&self.labels()).clone())
     }
 }

@@ -8,7 +8,7 @@ use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
 use super::{
     config_error::{PoolError, ProxyConfigError},
     error::ErrorPages,
-    metrics::RouteMetrics,
+    metrics::{ListenerMetrics, RouteMetrics},
     pool::Pool,
     route::{AllowedHosts, RouteTable},
     tls, upstream_tls,
@@ -54,6 +54,7 @@ pub struct ListenerRuntime {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub allowed_hosts: AllowedHosts,
     pub trust: TrustPolicy,
+    pub metrics: ListenerMetrics,
 }
 
 impl ProxyState {
@@ -91,6 +92,7 @@ impl ProxyState {
                     tls,
                     allowed_hosts: AllowedHosts::new(&listener.allowed_hosts),
                     trust: TrustPolicy::from_listener(listener),
+                    metrics: ListenerMetrics::new(&listener.name),
                 },
             );
         }
