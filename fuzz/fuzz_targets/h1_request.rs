@@ -241,7 +241,7 @@ fn forward_with_length(head: &RequestHead, target: &str, body: &[u8]) {
     let mut fields = forwarded_fields(head);
     fields.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     let mut out = Vec::new();
-    head::write_request_head(&mut out, &head.method, target, &fields);
+    head::write_request_head(&mut out, &head.method, target, &fields, &[]);
     out.extend_from_slice(body);
     read_back(&out, head, target, &fields, body);
 }
@@ -254,7 +254,7 @@ fn forward_chunked(head: &RequestHead, target: &str, pieces: &[&[u8]], body: &[u
         HeaderValue::from_static("chunked"),
     );
     let mut out = Vec::new();
-    head::write_request_head(&mut out, &head.method, target, &fields);
+    head::write_request_head(&mut out, &head.method, target, &fields, &[]);
     for piece in pieces {
         chunked::encode_chunk(&mut out, piece);
     }

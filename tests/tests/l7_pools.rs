@@ -744,6 +744,25 @@ fn h2c_pools_speak_http2_to_the_server_on_one_shared_connection() {
         );
         assert_eq!(json["uri"], format!("/h2/{i}?x=1"));
         assert_eq!(json["authority"], "app.test", "the :authority is the Host");
+        // Our forwarded fields reach an HTTP/2 server as fields of its request too, once each.
+        let received = |name: &str| -> Vec<String> {
+            json["headers"]
+                .as_array()
+                .expect("headers")
+                .iter()
+                .filter(|pair| pair[0] == name)
+                .map(|pair| pair[1].as_str().expect("value").to_string())
+                .collect()
+        };
+        assert_eq!(received("x-forwarded-for"), ["127.0.0.1"], "{json}");
+        assert_eq!(received("x-forwarded-proto"), ["http"], "{json}");
+        assert_eq!(received("x-forwarded-host"), ["app.test"], "{json}");
+        assert_eq!(received("x-forwarded-port"), ["8080"], "{json}");
+        assert_eq!(
+            received("forwarded"),
+            ["for=127.0.0.1;proto=http;host=app.test"],
+            "{json}"
+        );
         connections.insert(json["connection"].as_u64().unwrap());
     }
     // Concurrent requests are streams of the same connection.

@@ -52,7 +52,6 @@ impl CompiledEdits {
         })
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.unset.is_empty()
     }

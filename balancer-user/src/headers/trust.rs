@@ -436,18 +436,33 @@ impl TrustPolicy {
         hygiene::clean_request(headers, &self.hygiene(keep_upgrade))
     }
 
-    /// Appends our forwarded headers to `headers` (already cleaned, so none of them is there):
-    /// X-Forwarded-For (the chain, IPv6 without brackets), X-Forwarded-Proto, X-Forwarded-Host
-    /// (unless the host is empty), X-Forwarded-Port, X-Forwarded-Prefix (the trusted prefix then
-    /// the route's stripped prefix, omitted when both are absent), `Forwarded` (one element per
-    /// chain entry, the first also carrying proto and host) and X-Real-IP, as configured.
+    /// Appends our forwarded headers to `headers` (already cleaned, so none of them is there);
+    /// see [`TrustPolicy::emit_to`].
     pub fn emit(&self, view: &ClientView, stripped_prefix: Option<&str>, headers: &mut HeaderMap) {
-        // This runs for every request. The values are written one after the other into one
-        // buffer and each split off it, so that they share one allocation instead of one each;
-        // `text` is the scratch the writers below take. Room for the fields first, so that
-        // appending them does not grow the map several times.
-        headers.reserve(7);
-        let mut values = BytesMut::with_capacity(192);
+        let mut sink = MapSink {
+            // Room for the fields first, so that appending them does not grow the map several
+            // times.
+            headers: {
+                headers.reserve(7);
+                headers
+            },
+            values: BytesMut::with_capacity(192),
+        };
+        self.emit_to(view, stripped_prefix, &mut sink);
+    }
+
+    /// Gives `sink` our forwarded fields, in this order: X-Forwarded-For (the chain, IPv6
+    /// without brackets), X-Forwarded-Proto, X-Forwarded-Host (unless the host is empty),
+    /// X-Forwarded-Port, X-Forwarded-Prefix (the trusted prefix then the route's stripped
+    /// prefix, omitted when both are absent), `Forwarded` (one element per chain entry, the
+    /// first also carrying proto and host) and X-Real-IP, as configured.
+    pub fn emit_to(
+        &self,
+        view: &ClientView,
+        stripped_prefix: Option<&str>,
+        sink: &mut impl FieldSink,
+    ) {
+        // This runs for every request: `text` is the one scratch the writers below take.
         let mut text = String::with_capacity(64);
         // Names as constants: `from_static` at run time would parse each name every request.
         const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -457,30 +472,22 @@ impl TrustPolicy {
         const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
         const FORWARDED_NAME: HeaderName = HeaderName::from_static(FORWARDED);
         const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-        let mut append = |name: HeaderName, value: &str| {
-            values.extend_from_slice(value.as_bytes());
-            // Every value is checked or built by us; a host that still cannot be a field value
-            // is left out rather than sent mangled.
-            if let Ok(value) = HeaderValue::from_maybe_shared(values.split().freeze()) {
-                headers.append(name, value);
-            }
-        };
         for (index, ip) in view.chain.iter().enumerate() {
             if index > 0 {
                 text.push_str(", ");
             }
             forwarded::write_ip(&mut text, *ip);
         }
-        append(X_FORWARDED_FOR, &text);
-        append(X_FORWARDED_PROTO, view.scheme.as_str());
+        sink.field(X_FORWARDED_FOR, &text);
+        sink.field(X_FORWARDED_PROTO, view.scheme.as_str());
         if !view.host.is_empty() {
-            append(X_FORWARDED_HOST, &view.host);
+            sink.field(X_FORWARDED_HOST, &view.host);
         }
         text.clear();
         forwarded::write_port(&mut text, view.port);
-        append(X_FORWARDED_PORT, &text);
+        sink.field(X_FORWARDED_PORT, &text);
         if let Some(prefix) = public_prefix(view.prefix.as_deref(), stripped_prefix) {
-            append(X_FORWARDED_PREFIX, &prefix);
+            sink.field(X_FORWARDED_PREFIX, &prefix);
         }
         if self.emit_forwarded {
             // One element per chain entry, the first also carrying proto and host.
@@ -500,12 +507,37 @@ impl TrustPolicy {
                     }
                 }
             }
-            append(FORWARDED_NAME, &text);
+            sink.field(FORWARDED_NAME, &text);
         }
         if self.emit_x_real_ip {
             text.clear();
             forwarded::write_ip(&mut text, view.client);
-            append(X_REAL_IP, &text);
+            sink.field(X_REAL_IP, &text);
+        }
+    }
+}
+
+/// Where [`TrustPolicy::emit_to`] puts the fields it writes: a header map, or the upstream
+/// head's bytes (proxy/h1/head.rs).
+pub trait FieldSink {
+    /// One field, appended after those already there. Every value is checked or built by us;
+    /// a sink leaves out one that still cannot be a field value (a host) rather than send it
+    /// mangled.
+    fn field(&mut self, name: HeaderName, value: &str);
+}
+
+/// Appends to a header map. The values are written one after the other into one buffer and
+/// each split off it, so that they share one allocation instead of one each.
+struct MapSink<'h> {
+    headers: &'h mut HeaderMap,
+    values: BytesMut,
+}
+
+impl FieldSink for MapSink<'_> {
+    fn field(&mut self, name: HeaderName, value: &str) {
+        self.values.extend_from_slice(value.as_bytes());
+        if let Ok(value) = HeaderValue::from_maybe_shared(self.values.split().freeze()) {
+            self.headers.append(name, value);
         }
     }
 }

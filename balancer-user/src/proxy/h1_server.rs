@@ -42,6 +42,7 @@ use crate::proxy::{
     handler::{self, ConnInfo, Shared},
     in_place, read_buffers,
     tunnel::{self, TunnelSlot},
+    wait_timer::WaitTimer,
 };
 
 /// How much one read asks for while a message is in flight.
@@ -275,6 +276,9 @@ pub async fn serve<S: ClientStream>(
     _hold: ConnHold,
 ) {
     let mut first = true;
+    // Every wait of this connection's own (the next request, the rest of a head, the server's
+    // answer) runs on this one timer.
+    let mut timer = std::pin::pin!(WaitTimer::new());
     loop {
         // Wait for the next request without a buffer.
         if buf.is_empty() && !stream.has_buffered() {
@@ -284,7 +288,7 @@ pub async fn serve<S: ClientStream>(
                 limits.keepalive_timeout()
             };
             let ready = tokio::select! {
-                ready = tokio::time::timeout_at(clock::tokio_now() + wait, stream.wait_readable()) => ready,
+                ready = timer.as_mut().run(clock::tokio_now() + wait, stream.wait_readable()) => ready,
                 reason = closing.signalled() => {
                     if reason == CloseReason::Close {
                         return;
@@ -301,7 +305,15 @@ pub async fn serve<S: ClientStream>(
         }
         first = false;
         let outcome = in_place::recycled(|| {
-            one_request(&shared, &info, &limits, &mut stream, &mut buf, &closing)
+            one_request(
+                &shared,
+                &info,
+                &limits,
+                &mut stream,
+                &mut buf,
+                &closing,
+                timer.as_mut(),
+            )
         })
         .await;
         if outcome != Written::KeepAlive {
@@ -373,6 +385,7 @@ async fn one_request<S: ClientStream>(
     stream: &mut S,
     buf: &mut BytesMut,
     closing: &Closing,
+    timer: Pin<&mut WaitTimer>,
 ) -> Written {
     let mut conn = ClientConn {
         stream,
@@ -380,7 +393,7 @@ async fn one_request<S: ClientStream>(
         body: BodyReader::default(),
         version: Version::HTTP_11,
     };
-    let written = exchange(shared, info, limits, &mut conn, closing).await;
+    let written = exchange(shared, info, limits, &mut conn, closing, timer).await;
     let written = match written {
         Ok(Outcome::KeepAlive) => Written::KeepAlive,
         Ok(Outcome::Close) | Err(_) => Written::Close,
@@ -400,6 +413,7 @@ async fn exchange<S: ClientStream>(
     limits: &ConnLimits,
     conn: &mut ClientConn<S>,
     closing: &Closing,
+    mut timer: Pin<&mut WaitTimer>,
 ) -> io::Result<Outcome> {
     let head_limits = HeadLimits {
         max_head_bytes: limits.max_header_bytes(),
@@ -416,7 +430,7 @@ async fn exchange<S: ClientStream>(
                 return Ok(Outcome::Close);
             }
         }
-        match tokio::time::timeout_at(deadline.into(), conn.read_more()).await {
+        match timer.as_mut().run(deadline.into(), conn.read_more()).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(Outcome::Close),
             Ok(Ok(_)) => {}
         }
@@ -449,7 +463,7 @@ async fn exchange<S: ClientStream>(
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    let response = handler::handle(shared, info, request).await;
+    let response = handler::handle(shared, info, request, timer).await;
 
     let keep = keep_alive && conn.body_finished() && !closing.closed_now();
     let outcome = write_response(conn, response, version, is_head, keep).await?;

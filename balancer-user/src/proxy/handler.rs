@@ -8,7 +8,7 @@
 //! route's response edits → log (the response body's completion, access_log.rs). The filter,
 //! route and header phases need no I/O: unit tests drive them.
 
-use std::{borrow::Cow, net::SocketAddr, path::Path, sync::Arc};
+use std::{borrow::Cow, net::SocketAddr, path::Path, pin::Pin, sync::Arc};
 
 use arc_swap::ArcSwap;
 use hyper::{
@@ -36,7 +36,8 @@ use super::{
     static_files::{self, StaticError},
     tls,
     tunnel::{self, PendingTunnel, TunnelSlot},
-    upstream::{Checkout, SendError, client::UpstreamUpgrade},
+    upstream::{Checkout, SendError, client::UpstreamUpgrade, raw_fields::RawFields},
+    wait_timer::WaitTimer,
 };
 use crate::clock;
 use crate::{
@@ -103,6 +104,7 @@ pub async fn handle<B: RequestBody>(
     shared: &Arc<Shared>,
     conn: &Arc<ConnInfo>,
     request: Request<B>,
+    timer: Pin<&mut WaitTimer>,
 ) -> Response<LoggedBody> {
     let in_flight = conn.activity.request_started();
     let http1 = request.version() < Version::HTTP_2;
@@ -141,7 +143,7 @@ pub async fn handle<B: RequestBody>(
         route_metrics: None,
         request_id,
     };
-    let (response, server) = match process(&mut ctx, request).await {
+    let (response, server) = match process(&mut ctx, request, timer).await {
         Ok(answer) => answer,
         Err(err) => {
             if err.side() != error::Side::Downstream {
@@ -329,6 +331,7 @@ impl<'a> RequestCtx<'a> {
 async fn process<B: RequestBody>(
     ctx: &mut RequestCtx<'_>,
     mut request: Request<B>,
+    timer: Pin<&mut WaitTimer>,
 ) -> Result<Answer, ProxyError> {
     let routed = match ctx.route_phase(&request)? {
         Routing::Answered(response) => return Ok((response, None)),
@@ -407,7 +410,15 @@ async fn process<B: RequestBody>(
                 proxy: &ctx.state.config.proxy,
                 temp_dir: &ctx.state.temp_dir,
             };
-            forward(ctx.shared, ctx.conn, request, &forwarding, &mut ctx.record).await?
+            forward(
+                ctx.shared,
+                ctx.conn,
+                request,
+                &forwarding,
+                &mut ctx.record,
+                timer,
+            )
+            .await?
         }
     };
     // After HTML rewriting (which decodes the server's gzip), before the route's own edits.
@@ -711,6 +722,7 @@ async fn forward<B: RequestBody>(
     request: Request<B>,
     forwarding: &Forwarding<'_>,
     record: &mut AccessRecord,
+    mut timer: Pin<&mut WaitTimer>,
 ) -> Result<Answer, ProxyError> {
     let pool = forwarding.pool;
     let mut request = request.map(ForwardBody::new);
@@ -769,10 +781,20 @@ async fn forward<B: RequestBody>(
         record,
     )
     .await?;
-    let mut request = upstream_request_phase(conn, request, forwarding, load.server(), &target)?;
+    let (mut request, added) =
+        upstream_request_phase(conn, request, forwarding, load.server(), &target)?;
     let response = loop {
         let label = load.server().label.clone();
-        match send_phase(pool, &load, checkout, &mut request, &label).await {
+        let sent = send_phase(
+            pool,
+            &load,
+            checkout,
+            &mut request,
+            &added,
+            &label,
+            timer.as_mut(),
+        );
+        match sent.await {
             // Nothing was sent (a reused connection was closed and the server refuses new
             // ones): the request goes to another server, once, as after a failed connect.
             Err(Unsent(err)) if excluded.is_none() => {
@@ -933,14 +955,16 @@ async fn pick_phase(
 }
 
 /// The request as the chosen server gets it: the route's target, the Host `preserve_host`
-/// chooses, our forwarded headers and the route's edits.
+/// chooses, our forwarded headers and the route's edits. The forwarded headers come back as
+/// head lines to send after the request's own (raw_fields.rs), unless the route's edits or
+/// `debug_headers` have to see them in the map.
 fn upstream_request_phase<B>(
     conn: &ConnInfo,
     request: Request<B>,
     forwarding: &Forwarding<'_>,
     server: &Server,
     target: &str,
-) -> Result<Request<B>, ProxyError> {
+) -> Result<(Request<B>, RawFields), ProxyError> {
     let route = forwarding.route;
     let server_label = &*server.label;
     // An HTTP/1.0 request without a host still gets a Host towards the server, empty: the
@@ -953,13 +977,19 @@ fn upstream_request_phase<B>(
     };
     let mut request = upstream_request(request, target, host)?;
     let stripped_prefix = forwarding.runtime.stripped_prefix.as_deref();
-    forwarding
-        .policy
-        .emit(forwarding.view, stripped_prefix, request.headers_mut());
-    forwarding
-        .runtime
-        .request_edits
-        .apply(request.headers_mut());
+    let edits = &forwarding.runtime.request_edits;
+    let mut added = RawFields::default();
+    if edits.is_empty() && forwarding.received.is_none() {
+        added = RawFields::with_capacity(256);
+        forwarding
+            .policy
+            .emit_to(forwarding.view, stripped_prefix, &mut added);
+    } else {
+        forwarding
+            .policy
+            .emit(forwarding.view, stripped_prefix, request.headers_mut());
+        edits.apply(request.headers_mut());
+    }
     if let Some(received) = &forwarding.received {
         tracing::info!(
             target: "debug_headers",
@@ -970,7 +1000,7 @@ fn upstream_request_phase<B>(
             crate::headers::edits::redacted(request.headers())
         );
     }
-    Ok(request)
+    Ok((request, added))
 }
 
 /// How a send failed: before anything reached the server (it may go to another), after it
@@ -991,10 +1021,15 @@ async fn send_phase<B: RequestBody>(
     load: &ServerLoad,
     checkout: Checkout,
     request: &mut Request<B>,
+    added: &RawFields,
     server_label: &str,
+    timer: Pin<&mut WaitTimer>,
 ) -> Result<Response<Body>, SendFailure> {
     let timeout = pool.config.timeouts.response;
-    let send = tokio::time::timeout_at(clock::tokio_now() + timeout, checkout.send(request));
+    let send = timer.run(
+        clock::tokio_now() + timeout,
+        checkout.send_with(request, added),
+    );
     let sent = if pool.config.on_down == OnDown::Abort {
         let marked_down = load.server().marked_down.notified();
         tokio::select! {

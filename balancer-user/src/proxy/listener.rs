@@ -35,6 +35,7 @@ use super::{
     h1_server::ClientStream,
     handler::{self, ConnInfo, Shared},
     in_place,
+    wait_timer::WaitTimer,
 };
 
 /// Connections waiting to be accepted: enough for bursts of new TLS connections.
@@ -498,7 +499,9 @@ async fn serve_h2<I>(
             in_place::boxed(|| async move {
                 let request =
                     request.map(|body| BoxedBody::new(body.map_err(BoxError::from).boxed()));
-                Ok(handler::handle(&shared, &info, request).await)
+                // Each stream is a task of its own: a timer of its own for its one request.
+                let timer = std::pin::pin!(WaitTimer::new());
+                Ok(handler::handle(&shared, &info, request, timer).await)
             })
         },
     );

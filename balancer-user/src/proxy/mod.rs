@@ -37,6 +37,7 @@ pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 pub mod upstream_tls;
+pub mod wait_timer;
 pub mod workers;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};

@@ -772,18 +772,32 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 }
 
 /// Writes `METHOD target HTTP/1.1\r\n`, each header `name: value\r\n` (HeaderMap iteration
-/// order, every value of a repeated name), then `\r\n`. Adds nothing.
+/// order, every value of a repeated name), then each of `added` (complete field lines, written
+/// as they are), then `\r\n`. Adds nothing else.
 ///
 /// `target` is written as given: it must be a valid request-target (e.g. from a `Uri`).
 /// Always CRLF (RFC 9112 §2.1), whatever line endings the received head used.
-pub fn write_request_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap) {
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    added: &[&[u8]],
+) {
     let method = method.as_str();
-    out.reserve(method.len() + 1 + target.len() + 11 + fields_len(headers) + 2);
+    let added_len: usize = added.iter().map(|lines| lines.len()).sum();
+    out.reserve(method.len() + 1 + target.len() + 11 + fields_len(headers) + added_len + 2);
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_fields(out, headers);
+    for (name, value) in headers {
+        write_field(out, name, value);
+    }
+    for lines in added {
+        out.extend_from_slice(lines);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes `HTTP/1.1 {code} {canonical reason}\r\n` (HTTP/1.0 when version is HTTP_10), the
@@ -846,13 +860,6 @@ fn fields_len(headers: &HeaderMap) -> usize {
         .iter()
         .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
         .sum()
-}
-
-fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
-    for (name, value) in headers {
-        write_field(out, name, value);
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
@@ -1264,7 +1271,7 @@ mod tests {
         assert_eq!(h.headers["host"], "h");
         assert_eq!(h.headers["x-a"], "1");
         let mut out = Vec::new();
-        write_request_head(&mut out, &h.method, "/x", &h.headers);
+        write_request_head(&mut out, &h.method, "/x", &h.headers, &[]);
         assert_eq!(out, b"GET /x HTTP/1.1\r\nhost: h\r\nx-a: 1\r\n\r\n");
     }
 
@@ -1784,13 +1791,28 @@ mod tests {
         headers.insert("accept", HeaderValue::from_static("*/*"));
         headers.append("x-dup", HeaderValue::from_static("2"));
         let mut out = b"prefix|".to_vec();
-        write_request_head(&mut out, &Method::POST, "/a?b=c", &headers);
+        write_request_head(&mut out, &Method::POST, "/a?b=c", &headers, &[]);
         assert_eq!(
             out,
             b"prefix|POST /a?b=c HTTP/1.1\r\nhost: example.com\r\nx-dup: 1\r\nx-dup: 2\r\naccept: */*\r\n\r\n"
         );
+        // Added lines go after the map's fields, before the blank line.
         let mut out = Vec::new();
-        write_request_head(&mut out, &Method::OPTIONS, "*", &HeaderMap::new());
+        let added = b"x-forwarded-for: 198.18.0.1\r\nx-forwarded-proto: http\r\n";
+        write_request_head(
+            &mut out,
+            &Method::GET,
+            "/",
+            &headers,
+            &[added, b"content-length: 0\r\n"],
+        );
+        assert_eq!(
+            out,
+            b"GET / HTTP/1.1\r\nhost: example.com\r\nx-dup: 1\r\nx-dup: 2\r\naccept: */*\r\n\
+              x-forwarded-for: 198.18.0.1\r\nx-forwarded-proto: http\r\ncontent-length: 0\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        write_request_head(&mut out, &Method::OPTIONS, "*", &HeaderMap::new(), &[]);
         assert_eq!(out, b"OPTIONS * HTTP/1.1\r\n\r\n");
     }
 
@@ -1867,7 +1889,7 @@ mod tests {
         let buf = b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nX-A: 1\r\nX-A: 2\r\n\r\n";
         let (h, _) = ok(buf);
         let mut out = Vec::new();
-        write_request_head(&mut out, &h.method, h.uri.path(), &h.headers);
+        write_request_head(&mut out, &h.method, h.uri.path(), &h.headers, &[]);
         assert_eq!(
             out,
             b"PUT /x HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\nx-a: 1\r\nx-a: 2\r\n\r\n"

@@ -410,21 +410,28 @@ pub struct Answer {
 
 /// Sends one request on `conn` and reads the response head. The request target is the URI's
 /// path and query; `headers` are sent as they are, with the framing headers set here from the
-/// body's length.
+/// body's length, then `added` (complete field lines, raw_fields.rs).
 pub async fn exchange<B: RequestBody>(
     mut conn: H1Conn,
     request: &mut Request<B>,
+    added: &[u8],
 ) -> Result<Answer, ExchangeError> {
     let mut head = read_buffers::WriteBuf::take();
     let length = request.body().length();
-    let chunked = frame_request(request.headers_mut(), length);
+    let (chunked, framing) = frame_request(request.headers_mut(), length);
     // An empty path is `/` in origin-form (RFC 9112 §3.2.1), also before a query.
     let target = match request.uri().path_and_query().map(|target| target.as_str()) {
         Some(target) if target.starts_with('?') => std::borrow::Cow::Owned(format!("/{target}")),
         Some(target) if !target.is_empty() => std::borrow::Cow::Borrowed(target),
         _ => std::borrow::Cow::Borrowed("/"),
     };
-    head::write_request_head(&mut head, request.method(), &target, request.headers());
+    head::write_request_head(
+        &mut head,
+        request.method(),
+        &target,
+        request.headers(),
+        &[added, framing.as_deref().unwrap_or_default()],
+    );
     let body = request.body_mut();
 
     let stream = &mut conn.stream;
@@ -507,28 +514,32 @@ pub async fn exchange<B: RequestBody>(
 
 /// Sets the request's framing headers from the body length (RFC 9112 §6): `Content-Length`
 /// when known (an empty body keeps the client's own `Content-Length: 0`, and gets none
-/// otherwise, as the client sent it), else `Transfer-Encoding: chunked`. Whether the body goes
-/// chunked.
-fn frame_request(headers: &mut HeaderMap, length: BodyLength) -> bool {
+/// otherwise, as the client sent it), else `Transfer-Encoding: chunked`. A `Content-Length` the
+/// request has keeps its place; a framing field it did not have comes back as a head line, to
+/// go last, after the fields the proxy adds (as a field appended to the map last would).
+/// Whether the body goes chunked.
+fn frame_request(headers: &mut HeaderMap, length: BodyLength) -> (bool, Option<Vec<u8>>) {
     headers.remove(header::TRANSFER_ENCODING);
     match length {
         BodyLength::Exact(0) => {
             if headers.contains_key(header::CONTENT_LENGTH) {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
             }
-            false
+            (false, None)
         }
         BodyLength::Exact(length) => {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-            false
+            if headers.contains_key(header::CONTENT_LENGTH) {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+                return (false, None);
+            }
+            (
+                false,
+                Some(format!("content-length: {length}\r\n").into_bytes()),
+            )
         }
         BodyLength::Unknown => {
             headers.remove(header::CONTENT_LENGTH);
-            headers.append(
-                header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
-            true
+            (true, Some(b"transfer-encoding: chunked\r\n".to_vec()))
         }
     }
 }

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Frame, SizeHint};
 use hyper::client::conn::http2;
-use hyper::header::HOST;
+use hyper::header::{HOST, HeaderName, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -39,6 +39,9 @@ use tracing::debug;
 
 pub mod client;
 mod quiet;
+pub mod raw_fields;
+
+use raw_fields::RawFields;
 
 use quiet::QuietTimer;
 
@@ -575,6 +578,15 @@ impl Checkout {
         self,
         request: &mut Request<B>,
     ) -> Result<Response<Body>, SendError> {
+        self.send_with(request, &RawFields::default()).await
+    }
+
+    /// [`Checkout::send`] with `added` after the request's own fields.
+    pub async fn send_with<B: RequestBody>(
+        self,
+        request: &mut Request<B>,
+        added: &RawFields,
+    ) -> Result<Response<Body>, SendError> {
         let Checkout {
             server,
             conn,
@@ -583,13 +595,13 @@ impl Checkout {
         let mut conn = match conn {
             Conn::H2(sender) => {
                 absolute_form(request, &server.url);
-                return Box::pin(send_h2(sender, request, &server)).await;
+                return Box::pin(send_h2(sender, request, added, &server)).await;
             }
             Conn::H1(conn) => conn,
         };
         let mut reused = reused;
         loop {
-            match h1::exchange(conn, request).await {
+            match h1::exchange(conn, request, added.as_bytes()).await {
                 Ok(answer) => {
                     let keep = request.method() != Method::CONNECT;
                     let gap = server.timeouts.body_gap;
@@ -615,7 +627,7 @@ impl Checkout {
                         Conn::H2(sender) => {
                             server.share_h2(&sender);
                             absolute_form(request, &server.url);
-                            return Box::pin(send_h2(sender, request, &server)).await;
+                            return Box::pin(send_h2(sender, request, added, &server)).await;
                         }
                     }
                     reused = false;
@@ -634,6 +646,7 @@ impl Checkout {
 async fn send_h2<B: RequestBody>(
     mut sender: http2::SendRequest<Body>,
     request: &mut Request<B>,
+    added: &RawFields,
     server: &Arc<ServerConnections>,
 ) -> Result<Response<Body>, SendError> {
     let mut parts = Request::new(()).into_parts().0;
@@ -641,6 +654,14 @@ async fn send_h2<B: RequestBody>(
     parts.uri = request.uri().clone();
     parts.version = request.version();
     parts.headers = request.headers().clone();
+    for (name, value) in added.fields() {
+        // Our own names and checked values (raw_fields.rs): both always parse.
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
+            parts.headers.append(name, value);
+        }
+    }
     // The authority travels as :authority (`absolute_form` took it from Host): a Host beside
     // it is one that servers such as nginx refuse as a duplicate (RFC 9113 §8.3.1).
     if parts.uri.authority().is_some() {
@@ -1994,7 +2015,7 @@ mod tests {
             let stream = conn.stream.into_current_runtime().expect("moved");
             assert!(stream.idle_usable());
             let mut request = get("/");
-            let answer = h1::exchange(H1Conn { stream }, &mut request)
+            let answer = h1::exchange(H1Conn { stream }, &mut request, &[])
                 .await
                 .expect("answered on the moved connection");
             let response = h1::into_response(answer, None, false, Duration::from_secs(60));
