@@ -21,6 +21,32 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
 ];
 
+/// The lengths of the [`HOP_BY_HOP`] names.
+const HOP_BY_HOP_LENGTHS: u64 = length_mask(&HOP_BY_HOP);
+
+/// The lengths of `names`, one bit each (names of 63 bytes and more share the top bit). A name
+/// whose length has no bit is none of them, found without comparing a byte: this runs for each
+/// field of each request, and most (Host, Accept, User-Agent) are none of the names removed.
+const fn length_mask(names: &[&str]) -> u64 {
+    let mut mask = 0;
+    let mut index = 0;
+    while index < names.len() {
+        mask |= length_bit(names[index]);
+        index += 1;
+    }
+    mask
+}
+
+const fn length_bit(name: &str) -> u64 {
+    let length = if name.len() < 63 { name.len() } else { 63 };
+    1 << length
+}
+
+/// Whether `name` may be one of the names `mask` was made from.
+fn may_be_in(mask: u64, name: &str) -> bool {
+    mask & length_bit(name) != 0
+}
+
 /// Fields a client may not remove by listing them in Connection: the server needs them to route
 /// and frame the request.
 const NOT_REMOVABLE_BY_CONNECTION: [&str; 2] = ["host", "content-length"];
@@ -120,11 +146,14 @@ pub fn clean_request(
     }
     let listed = connection_listed(&headers);
     let group_names = TrustedHeader::header_names();
+    static GROUP_LENGTHS: std::sync::LazyLock<u64> =
+        std::sync::LazyLock::new(|| length_mask(TrustedHeader::header_names()));
+    let group_lengths = *GROUP_LENGTHS;
     let base = |name: &str| -> Option<RemovalReason> {
         base_removal(name, &listed, rules.keep_upgrade).or_else(|| {
             if rules.identity_headers.iter().any(|id| id.as_str() == name) {
                 Some(RemovalReason::Identity)
-            } else if group_names.binary_search(&name).is_ok() {
+            } else if may_be_in(group_lengths, name) && group_names.binary_search(&name).is_ok() {
                 Some(RemovalReason::ForwardedGroup)
             } else {
                 None
@@ -208,7 +237,7 @@ fn base_removal(name: &str, listed: &[String], keep_upgrade: bool) -> Option<Rem
     if kept_upgrade {
         return None;
     }
-    if HOP_BY_HOP.contains(&name)
+    if (may_be_in(HOP_BY_HOP_LENGTHS, name) && HOP_BY_HOP.contains(&name))
         || (listed.iter().any(|token| token == name)
             && !NOT_REMOVABLE_BY_CONNECTION.contains(&name))
     {
@@ -267,6 +296,26 @@ fn rebuild(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_length_mask_passes_its_own_names_and_stops_other_lengths() {
+        let long = "x".repeat(70);
+        let longer = "y".repeat(90);
+        let mask = length_mask(&["te", "upgrade", &long]);
+        for name in ["te", "upgrade", "xy", "abcdefg", &long, &longer] {
+            assert!(may_be_in(mask, name), "{name:?}");
+        }
+        for name in ["", "host", "accept", "user-agent", &"z".repeat(62)] {
+            assert!(!may_be_in(mask, name), "{name:?}");
+        }
+        for name in HOP_BY_HOP {
+            assert!(may_be_in(HOP_BY_HOP_LENGTHS, name), "{name}");
+        }
+        let groups = length_mask(TrustedHeader::header_names());
+        for name in TrustedHeader::header_names() {
+            assert!(may_be_in(groups, name), "{name}");
+        }
+    }
 
     fn map(fields: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
