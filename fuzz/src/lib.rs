@@ -7,6 +7,9 @@ pub mod head;
 #[path = "../../balancer-user/src/proxy/h1/chunked.rs"]
 pub mod chunked;
 
+#[path = "../../balancer-user/src/proxy/h1/spare_maps.rs"]
+pub mod spare_maps;
+
 /// The one pure helper the framing modules take from balancer-user's `http` module, at the
 /// same path (`crate::http::token`) as there.
 pub mod http {

@@ -249,8 +249,9 @@ fn base_removal(name: &str, listed: &[String], keep_upgrade: bool) -> Option<Rem
     None
 }
 
-/// Fields the proxy adds to a cleaned map (see `rebuild`).
-const ROOM_FOR_ADDED_FIELDS: usize = 10;
+/// Fields the proxy adds to a cleaned map (see `rebuild`): as head.rs's room for a parsed
+/// head.
+const ROOM_FOR_ADDED_FIELDS: usize = 4;
 
 /// Copies the fields `decide` keeps into a new map, in order, and reports the others. With
 /// `keep_upgrade`, `Connection: upgrade` takes the place of the first Connection field (or
@@ -260,8 +261,8 @@ fn rebuild(
     keep_upgrade: bool,
     mut decide: impl FnMut(&HeaderName) -> Option<RemovalReason>,
 ) -> (HeaderMap, HygieneReport) {
-    // With the room the proxy's own fields take afterwards (the forwarded fields, the request
-    // ID, `Connection`, framing), as the parsed head's map has: an exact fit grew and rehashed
+    // With the room the proxy's own fields take afterwards (the request ID, `Host`), as the
+    // parsed head's map has: an exact fit grew and rehashed
     // the new map on the first of them, for every request with `Connection: close` (callgrind).
     let mut cleaned = HeaderMap::with_capacity(headers.len() + ROOM_FOR_ADDED_FIELDS);
     let mut report = HygieneReport::default();

@@ -35,6 +35,7 @@ use crate::proxy::h1::{
     chunked::{self, ChunkedDecoder},
     head::{self, Framing, HeadLimits},
     request_body::{BodyError, BodyLength, RequestBody},
+    spare_maps,
 };
 use crate::proxy::{
     access_log::LoggedBody,
@@ -615,7 +616,7 @@ async fn write_response<S: ClientStream>(
     }
     let mut out = read_buffers::WriteBuf::take();
     extra.write_head(&mut out, status, &parts.headers);
-    drop(parts);
+    spare_maps::give_back(parts.headers);
 
     let mut body = std::pin::pin!(body);
     let mut sent: u64 = 0;

@@ -832,6 +832,8 @@ async fn forward<B: RequestBody>(
             Err(Sent(err)) => return Err(err),
         }
     };
+    // Sent: the request's map is done with (h1/spare_maps.rs).
+    super::h1::spare_maps::give_back(std::mem::take(request.headers_mut()));
     let server_authority = load.server().authority.as_str();
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let server_label = load.server().label.to_string();

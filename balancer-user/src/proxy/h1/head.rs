@@ -79,10 +79,13 @@ pub enum Framing {
     CloseDelimited,
 }
 
-/// Room the proxy's own fields need in a parsed head's map (the forwarded fields and the
-/// request ID on the way in; the request ID, `Connection` and framing on the way out), so
-/// adding them does not grow the map, a reallocation and rehash per request (perf).
-const ROOM_FOR_ADDED_FIELDS: usize = 10;
+/// Room the proxy's own fields need in a parsed head's map (the request ID and `Host` on the
+/// way in; the request ID, a sticky cookie and a coding's fields on the way out), so adding
+/// them does not grow the map, a reallocation and rehash per request (perf). The forwarded
+/// fields are not among them: they go into the upstream head as lines of their own
+/// (upstream/raw_fields.rs), and so do the engine's `Date`, `Content-Length` and `Connection`
+/// (h1_server.rs). No more than that either: a map's room is a table to fill per request.
+const ROOM_FOR_ADDED_FIELDS: usize = 4;
 
 /// A parsed, validated request head.
 #[derive(Clone, Debug)]
@@ -204,7 +207,9 @@ pub fn parse_request(
     let shared = Bytes::copy_from_slice(&window[..len]);
     let uri = request_target(&method, target, &shared, window)?;
 
-    let mut headers = HeaderMap::try_with_capacity(req.headers.len() + ROOM_FOR_ADDED_FIELDS)
+    let mut headers = super::spare_maps::take();
+    headers
+        .try_reserve(req.headers.len() + ROOM_FOR_ADDED_FIELDS)
         .map_err(|_| err(431, "too many header fields"))?;
     let mut scan = FieldScan::default();
     for h in req.headers.iter() {
@@ -484,7 +489,9 @@ fn parse_response_in<'b>(
     let status = StatusCode::from_u16(code).map_err(|_| err(502, "invalid status code"))?;
 
     let shared = Bytes::copy_from_slice(&window[..len]);
-    let mut headers = HeaderMap::try_with_capacity(res.headers.len() + ROOM_FOR_ADDED_FIELDS)
+    let mut headers = super::spare_maps::take();
+    headers
+        .try_reserve(res.headers.len() + ROOM_FOR_ADDED_FIELDS)
         .map_err(|_| err(502, "too many header fields in response"))?;
     let mut scan = FieldScan::default();
     for h in res.headers.iter() {

@@ -12,6 +12,7 @@
 pub mod chunked;
 pub mod head;
 pub mod request_body;
+pub mod spare_maps;
 
 /// A value handed from one phase to another through response extensions, which must be
 /// `Clone`: shared, and taken once (a server's connection after its 101, a pending tunnel).
