@@ -435,11 +435,16 @@ fn run(args: &Args) -> anyhow::Result<Value> {
     }
     let dir = ScratchDir::new()?;
     let netns = Netns::new(format!("bl-bench-l7-{}", unique_suffix()))?;
-    // 10 000 idle connections per proxy, one proxy after the other, plus the load runs.
+    // 10 000 idle connections per proxy, one proxy after the other, plus the load runs. The
+    // ports the bench listens on (backend, proxies, admin APIs, the callgrind instances) are
+    // kept out of that wide range: a connection's local port could otherwise take one of them
+    // first, and the proxy started after it could not listen there (it happened to the
+    // callgrind instance's admin port, 9108, after the 1 000-connection runs).
     set_sysctls(
         &netns,
         &[
             ("net.ipv4.ip_local_port_range", "1024 65535"),
+            ("net.ipv4.ip_local_reserved_ports", "8000-9199"),
             ("net.core.somaxconn", "65535"),
         ],
     )?;
