@@ -39,24 +39,6 @@ impl Closing {
         *self.signal.borrow() == Some(CloseReason::Close)
     }
 
-    /// A second handle on the same signal, which has seen what this one has: one can wait for
-    /// the connection's whole life ([`Closing::into_signalled`]) while the other answers
-    /// [`Closing::closed_now`].
-    pub fn watcher(&self) -> Closing {
-        Closing {
-            signal: self.signal.clone(),
-        }
-    }
-
-    /// [`Closing::signalled`], owning the handle and giving it back with the signal, for a wait
-    /// that lasts across a connection's requests: it joins the channel's waiters once, not
-    /// once per wait (joining and leaving cost two locks, about 350 instructions per
-    /// keep-alive request).
-    pub async fn into_signalled(mut self) -> (CloseReason, Closing) {
-        let reason = self.signalled().await;
-        (reason, self)
-    }
-
     /// Waits for the listener's next signal: a handover, then possibly a close.
     pub async fn signalled(&mut self) -> CloseReason {
         loop {

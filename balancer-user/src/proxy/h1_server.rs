@@ -280,9 +280,6 @@ pub async fn serve<S: ClientStream>(
     // Every wait of this connection's own (the next request, the rest of a head, the server's
     // answer) runs on this one timer.
     let mut timer = std::pin::pin!(WaitTimer::new());
-    // The listener's signal, waited for across requests (a wait per request joined and left
-    // the channel's waiters each time); `closing` answers whether it has come meanwhile.
-    let mut signalled = std::pin::pin!(closing.watcher().into_signalled());
     loop {
         // Wait for the next request without a buffer.
         if buf.is_empty() && !stream.has_buffered() {
@@ -293,14 +290,13 @@ pub async fn serve<S: ClientStream>(
             };
             let ready = tokio::select! {
                 ready = timer.as_mut().run(clock::tokio_now() + wait, stream.wait_readable()) => ready,
-                (reason, watcher) = &mut signalled => {
+                reason = closing.signalled() => {
                     if reason == CloseReason::Close {
                         return;
                     }
                     // A handover: this connection ends after its next response (the
                     // handler says `Connection: close` while draining); closing it idle
-                    // could race a request the client is sending. A close may follow.
-                    signalled.set(watcher.into_signalled());
+                    // could race a request the client is sending.
                     continue;
                 }
             };
