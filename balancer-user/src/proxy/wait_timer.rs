@@ -86,11 +86,21 @@ impl<F: Future> Future for Run<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let had_budget = tokio::task::coop::has_budget_remaining();
         if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Ok(output));
         }
+        // As tokio's own `Timeout` does: when the future spent the task's budget, the timer is
+        // still looked at (outside the budget), or a future that always has work to do (a
+        // fast upload streaming to the server) would hide the deadline for as long as it runs.
+        let unbudgeted = had_budget && !tokio::task::coop::has_budget_remaining();
         loop {
-            std::task::ready!(this.sleep.as_mut().poll(cx));
+            let fired = if unbudgeted {
+                Pin::new(&mut tokio::task::coop::unconstrained(this.sleep.as_mut())).poll(cx)
+            } else {
+                this.sleep.as_mut().poll(cx)
+            };
+            std::task::ready!(fired);
             // Filed for an earlier wait: this one's deadline is still ahead.
             if this.sleep.deadline() < *this.deadline {
                 this.sleep.as_mut().reset(*this.deadline);
@@ -162,6 +172,26 @@ mod tests {
             .await;
         assert_eq!(late, Err(TimedOut));
         assert_eq!(Instant::now(), now + Duration::from_secs(40));
+    }
+
+    /// A future that spends the task's whole budget on every poll and is never ready: the
+    /// deadline still ends the wait (tokio's timer counts against the same budget).
+    #[tokio::test]
+    async fn a_future_that_spends_the_budget_cannot_hide_the_deadline() {
+        let mut timer = std::pin::pin!(WaitTimer::new());
+        let busy = async {
+            loop {
+                tokio::task::coop::consume_budget().await;
+            }
+        };
+        let started = std::time::Instant::now();
+        let wait = timer
+            .as_mut()
+            .run(Instant::now() + Duration::from_millis(50), busy);
+        // tokio's own timeout, which handles the budget, as the backstop of a broken one.
+        let outcome = tokio::time::timeout(Duration::from_secs(10), wait).await;
+        assert_eq!(outcome, Ok(Err(TimedOut)), "the wait outlived its deadline");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test(start_paused = true)]
