@@ -6,6 +6,7 @@ pub mod authority;
 pub mod conditional;
 pub mod connection;
 pub mod date;
+pub mod field_value;
 pub mod percent;
 pub mod set_cookie;
 pub mod token;

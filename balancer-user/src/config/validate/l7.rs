@@ -399,7 +399,7 @@ fn header_edits(key: &str, table: &HeaderEditsTable) -> Result<HeaderEdits, Inva
         let entry = format!("{key}.set");
         let name = editable(&entry, value, header_name_at(&entry, name, value)?)?;
         let text = value.get_ref();
-        if text.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        if !crate::http::field_value::is_field_value(text.as_bytes()) {
             return Err(Invalid::at(
                 format!("{entry}.{name}"),
                 value,
