@@ -439,13 +439,10 @@ impl TrustPolicy {
     /// Appends our forwarded headers to `headers` (already cleaned, so none of them is there);
     /// see [`TrustPolicy::emit_to`].
     pub fn emit(&self, view: &ClientView, stripped_prefix: Option<&str>, headers: &mut HeaderMap) {
+        // Room for the fields first, so that appending them does not grow the map several times.
+        headers.reserve(7);
         let mut sink = MapSink {
-            // Room for the fields first, so that appending them does not grow the map several
-            // times.
-            headers: {
-                headers.reserve(7);
-                headers
-            },
+            headers,
             values: BytesMut::with_capacity(192),
         };
         self.emit_to(view, stripped_prefix, &mut sink);

@@ -980,18 +980,19 @@ fn upstream_request_phase<B>(
     let mut request = upstream_request(request, target, host)?;
     let stripped_prefix = forwarding.runtime.stripped_prefix.as_deref();
     let edits = &forwarding.runtime.request_edits;
-    let mut added = RawFields::default();
-    if edits.is_empty() && forwarding.received.is_none() {
-        added = RawFields::with_capacity(256);
+    let added = if edits.is_empty() && forwarding.received.is_none() {
+        let mut added = RawFields::with_capacity(256);
         forwarding
             .policy
             .emit_to(forwarding.view, stripped_prefix, &mut added);
+        added
     } else {
         forwarding
             .policy
             .emit(forwarding.view, stripped_prefix, request.headers_mut());
         edits.apply(request.headers_mut());
-    }
+        RawFields::default()
+    };
     if let Some(received) = &forwarding.received {
         tracing::info!(
             target: "debug_headers",

@@ -46,7 +46,8 @@ impl WaitTimer {
     /// A timer that is not in tokio's wheel until the first wait.
     pub fn new() -> WaitTimer {
         WaitTimer {
-            sleep: tokio::time::sleep_until(Instant::now() + UNSET),
+            // The time as of this poll (clock.rs): an HTTP/2 stream makes a timer per request.
+            sleep: tokio::time::sleep_until(crate::clock::tokio_now() + UNSET),
         }
     }
 

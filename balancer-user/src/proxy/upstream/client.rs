@@ -518,7 +518,10 @@ pub async fn exchange<B: RequestBody>(
 /// request has keeps its place; a framing field it did not have comes back as a head line, to
 /// go last, after the fields the proxy adds (as a field appended to the map last would).
 /// Whether the body goes chunked.
-fn frame_request(headers: &mut HeaderMap, length: BodyLength) -> (bool, Option<Vec<u8>>) {
+fn frame_request(
+    headers: &mut HeaderMap,
+    length: BodyLength,
+) -> (bool, Option<std::borrow::Cow<'static, [u8]>>) {
     headers.remove(header::TRANSFER_ENCODING);
     match length {
         BodyLength::Exact(0) => {
@@ -534,12 +537,12 @@ fn frame_request(headers: &mut HeaderMap, length: BodyLength) -> (bool, Option<V
             }
             (
                 false,
-                Some(format!("content-length: {length}\r\n").into_bytes()),
+                Some(format!("content-length: {length}\r\n").into_bytes().into()),
             )
         }
         BodyLength::Unknown => {
             headers.remove(header::CONTENT_LENGTH);
-            (true, Some(b"transfer-encoding: chunked\r\n".to_vec()))
+            (true, Some((&b"transfer-encoding: chunked\r\n"[..]).into()))
         }
     }
 }
