@@ -164,9 +164,9 @@ fn render_setup(md: &mut String, raw: &Value) {
          measured): **balancer** (`TOKIO_WORKER_THREADS=1`), **nginx** (`worker_processes 1`) \
          and **HAProxy** (`nbthread 1`), each listening for plain HTTP on one port and HTTPS on \
          another (TLS 1.3, one self-signed ECDSA P-256 certificate, ALPN h2 and http/1.1), \
-         routing `/` to the backend over HTTP/1.1 with upstream keep-alive (balancer \
-         `keepalive.max_idle = 64`, nginx `keepalive 64`, HAProxy `http-reuse always`), no \
-         access log.\n\n\
+         routing `/` to the backend over HTTP/1.1 with upstream keep-alive (balancer's default \
+         pool, nginx `keepalive 1024`, HAProxy `http-reuse always`: none of them closes an \
+         idle upstream connection below the runs' peak concurrency of 1000), no access log.\n\n\
          **Per core**: each proxy is pinned to CPU {proxy_cpu} (`taskset -c {proxy_cpu}`); the \
          load generator and the backend share CPU {load_cpu}, so the \"direct\" rows (backend \
          and load generator on one core) are also the most CPU {load_cpu} can drive: a proxy \
@@ -826,9 +826,8 @@ fn render_default_config(md: &mut String, raw: &Value) {
          balancer as a new user starts it: the config below (a listener, a route, a pool of \
          one server; no keep-alive table, no limits, so its access log is on and goes to \
          stderr, here a file) and no environment but `RUST_LOG`'s default (`info`), beside \
-         balancer, nginx and HAProxy with their bench configs (upstream keep-alive: balancer \
-         `keepalive.max_idle = 64`, nginx `keepalive 64`, HAProxy `http-reuse always`; no \
-         access log). Only `[admin] listen` differs from what a new user writes: the other \
+         balancer, nginx and HAProxy with their bench configs (upstream keep-alive: balancer's \
+         default pool, nginx `keepalive 1024`, HAProxy `http-reuse always`; no access log). Only `[admin] listen` differs from what a new user writes: the other \
          balancer holds the default address. Each run follows a warm-up of {} s at the same \
          number of connections, so the upstream connections that concurrency needs are \
          already open; \"new upstream connections\" are the ones the backend accepted during \
