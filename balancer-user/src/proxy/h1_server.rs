@@ -533,7 +533,7 @@ async fn write_response<S: ClientStream>(
     is_head: bool,
     mut keep: bool,
 ) -> io::Result<Outcome> {
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
     let status = parts.status;
     // One walk over the fields instead of a lookup, removal or insertion per framing field:
     // `Connection` and `Transfer-Encoding` are ours to write, so they are skipped when the
@@ -614,7 +614,9 @@ async fn write_response<S: ClientStream>(
     extra.write_head(&mut out, status, &parts.headers);
     spare_maps::give_back(parts.headers);
 
-    let mut body = std::pin::pin!(body);
+    // Polled where it lies (it is `Unpin`): pinning it in a local of its own copied its few
+    // hundred bytes once more per response.
+    let mut body = Pin::new(&mut body);
     let mut sent: u64 = 0;
     let expected = match framing {
         Out::Length(length) => Some(length),

@@ -660,14 +660,14 @@ fn wants_upgrade<B>(request: &Request<B>) -> bool {
         && crate::http::connection::lists(request.headers(), "upgrade")
 }
 
-/// The request as the server gets it: origin-form `target` (the route's path and the query),
+/// Makes `request` what the server gets: origin-form `target` (the route's path and the query),
 /// the Host chosen by `preserve_host`, and HTTP/2 cookie fields joined (RFC 9113 §8.2.3)
 /// since the server speaks HTTP/1.1. Hop-by-hop headers are already gone (`header_phase`).
 pub fn upstream_request<B>(
-    mut request: Request<B>,
+    request: &mut Request<B>,
     target: &str,
     host: HeaderValue,
-) -> Result<Request<B>, ProxyError> {
+) -> Result<(), ProxyError> {
     // An origin-form request the route does not change keeps its parsed target.
     let unchanged = request.uri().scheme().is_none()
         && request.uri().authority().is_none()
@@ -694,7 +694,7 @@ pub fn upstream_request<B>(
         }
     }
     headers.insert(header::HOST, host);
-    Ok(request)
+    Ok(())
 }
 
 /// What `forward` needs besides the request: where it goes and what the server is told.
@@ -781,8 +781,7 @@ async fn forward<B: RequestBody>(
         record,
     )
     .await?;
-    let (mut request, added) =
-        upstream_request_phase(conn, request, forwarding, load.server(), &target)?;
+    let added = upstream_request_phase(conn, &mut request, forwarding, load.server(), &target)?;
     let response = loop {
         let label = load.server().label.clone();
         let sent = send_phase(
@@ -962,11 +961,11 @@ async fn pick_phase(
 /// `debug_headers` have to see them in the map.
 fn upstream_request_phase<B>(
     conn: &ConnInfo,
-    request: Request<B>,
+    request: &mut Request<B>,
     forwarding: &Forwarding<'_>,
     server: &Server,
     target: &str,
-) -> Result<(Request<B>, RawFields), ProxyError> {
+) -> Result<RawFields, ProxyError> {
     let route = forwarding.route;
     let server_label = &*server.label;
     // An HTTP/1.0 request without a host still gets a Host towards the server, empty: the
@@ -977,7 +976,7 @@ fn upstream_request_phase<B>(
     } else {
         server.host.clone()
     };
-    let mut request = upstream_request(request, target, host)?;
+    upstream_request(request, target, host)?;
     let stripped_prefix = forwarding.runtime.stripped_prefix.as_deref();
     let edits = &forwarding.runtime.request_edits;
     let added = if edits.is_empty() && forwarding.received.is_none() {
@@ -1003,7 +1002,7 @@ fn upstream_request_phase<B>(
             crate::headers::edits::redacted(request.headers())
         );
     }
-    Ok((request, added))
+    Ok(added)
 }
 
 /// How a send failed: before anything reached the server (it may go to another), after it
@@ -1415,8 +1414,9 @@ servers = [ { url = "http://127.0.0.1:18081" } ]
             ],
             "https://www.example.test/webapps/x?y=1",
         );
-        let upstream = upstream_request(
-            original,
+        let mut upstream = original;
+        upstream_request(
+            &mut upstream,
             "/x?y=1",
             HeaderValue::from_static("www.example.test"),
         )
