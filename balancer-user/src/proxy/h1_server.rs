@@ -464,10 +464,12 @@ async fn exchange<S: ClientStream>(
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    let response = handler::handle(shared, info, request, timer).await;
+    let mut response = handler::handle(shared, info, request, timer).await;
 
     let keep = keep_alive && conn.body_finished() && !closing.closed_now();
-    let outcome = write_response(conn, response, version, is_head, keep).await?;
+    // Written from where it lies; dropped (its log line, its counts) when this returns, before
+    // any tunnel runs.
+    let outcome = write_response(conn, &mut response, version, is_head, keep).await?;
     Ok(match outcome {
         // The client asked for the close (RFC 9112 §9.6) and sent nothing past its request.
         Outcome::Close if !keep_alive && conn.body_finished() => Outcome::Finished,
@@ -528,19 +530,18 @@ async fn refuse<S: ClientStream>(
 /// Whether the connection may carry another request.
 async fn write_response<S: ClientStream>(
     conn: &mut ClientConn<S>,
-    response: Response<LoggedBody>,
+    response: &mut Response<LoggedBody>,
     version: Version,
     is_head: bool,
     mut keep: bool,
 ) -> io::Result<Outcome> {
-    let (mut parts, mut body) = response.into_parts();
-    let status = parts.status;
+    let status = response.status();
     // One walk over the fields instead of a lookup, removal or insertion per framing field:
     // `Connection` and `Transfer-Encoding` are ours to write, so they are skipped when the
     // head is written, and what we add goes after the rest (as an insertion would).
     let mut has_date = false;
     let mut content_length: Option<Option<u64>> = None;
-    for (name, value) in &parts.headers {
+    for (name, value) in response.headers() {
         if name == header::CONNECTION {
             if connection::value_lists(value, "close") {
                 keep = false;
@@ -558,14 +559,13 @@ async fn write_response<S: ClientStream>(
     }
 
     if status == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(slot) = parts.extensions.remove::<TunnelSlot>()
+        && let Some(slot) = response.extensions_mut().remove::<TunnelSlot>()
     {
         extra.push(header::CONNECTION, HeaderValue::from_static("upgrade"));
         let mut out = Vec::with_capacity(512);
-        extra.write_head(&mut out, status, &parts.headers);
+        extra.write_head(&mut out, status, response.headers());
         conn.stream.write_all(&out).await?;
         conn.stream.flush().await?;
-        drop(body);
         return Ok(Outcome::Tunnel(slot));
     }
 
@@ -583,11 +583,11 @@ async fn write_response<S: ClientStream>(
         Out::None
     } else if let Some(Some(length)) = content_length {
         Out::Length(length)
-    } else if let Some(length) = body.size_hint().exact() {
+    } else if let Some(length) = response.body().size_hint().exact() {
         // A Content-Length the map had but that is not a number is replaced in its place.
         if content_length.is_some() {
-            parts
-                .headers
+            response
+                .headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         } else {
             extra.push(header::CONTENT_LENGTH, HeaderValue::from(length));
@@ -611,12 +611,12 @@ async fn write_response<S: ClientStream>(
         extra.push(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     }
     let mut out = read_buffers::WriteBuf::take();
-    extra.write_head(&mut out, status, &parts.headers);
-    spare_maps::give_back(parts.headers);
+    extra.write_head(&mut out, status, response.headers());
+    spare_maps::give_back(std::mem::take(response.headers_mut()));
 
-    // Polled where it lies (it is `Unpin`): pinning it in a local of its own copied its few
+    // Polled where it lies (it is `Unpin`): moving it into a local of its own copied its few
     // hundred bytes once more per response.
-    let mut body = Pin::new(&mut body);
+    let mut body = Pin::new(response.body_mut());
     let mut sent: u64 = 0;
     let expected = match framing {
         Out::Length(length) => Some(length),
