@@ -39,6 +39,7 @@ use crate::proxy::h1::{
 };
 use crate::proxy::{
     access_log::LoggedBody,
+    buffering::request::ForwardBody,
     client_connection::{CloseReason, Closing, ConnHold, ConnLimits},
     handler::{self, ConnInfo, Shared},
     in_place, read_buffers,
@@ -459,12 +460,13 @@ async fn exchange<S: ClientStream>(
         ..BodyReader::default()
     };
     let is_head = method == Method::HEAD;
-    let mut request = Request::new(ClientBody { conn: &mut *conn });
+    let mut request = Request::new(ForwardBody::new(ClientBody { conn: &mut *conn }));
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    let mut response = handler::handle(shared, info, request, timer).await;
+    let mut response = handler::handle(shared, info, &mut request, timer).await;
+    drop(request);
 
     let keep = keep_alive && conn.body_finished() && !closing.closed_now();
     // Written from where it lies; dropped (its log line, its counts) when this returns, before

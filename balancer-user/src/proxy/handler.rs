@@ -99,11 +99,14 @@ impl Shared {
 /// (`request_buffering = false`): most bodies fit, and arrive at the server whole and checked.
 const READ_AHEAD: usize = 64 * 1024;
 
-/// One request, start to end: never fails; every error becomes a response here.
+/// One request, start to end: never fails; every error becomes a response here. The request
+/// stays where its connection built it (its body already wrapped for forwarding): each phase
+/// borrows it, where passing it on by value copied its few hundred bytes into every phase's
+/// future.
 pub async fn handle<B: RequestBody>(
     shared: &Arc<Shared>,
     conn: &Arc<ConnInfo>,
-    request: Request<B>,
+    request: &mut Request<ForwardBody<B>>,
     timer: Pin<&mut WaitTimer>,
 ) -> Response<LoggedBody> {
     let in_flight = conn.activity.request_started();
@@ -330,10 +333,10 @@ impl<'a> RequestCtx<'a> {
 /// phase is the response body's completion (access_log.rs).
 async fn process<B: RequestBody>(
     ctx: &mut RequestCtx<'_>,
-    mut request: Request<B>,
+    request: &mut Request<ForwardBody<B>>,
     timer: Pin<&mut WaitTimer>,
 ) -> Result<Answer, ProxyError> {
-    let routed = match ctx.route_phase(&request)? {
+    let routed = match ctx.route_phase(request)? {
         Routing::Answered(response) => return Ok((response, None)),
         Routing::Routed(routed) => routed,
     };
@@ -359,7 +362,7 @@ async fn process<B: RequestBody>(
         ctx.conn,
         &host,
         ctx.request_id.as_ref(),
-        &mut request,
+        &mut *request,
     )?;
 
     let mut answer = match &runtime.target {
@@ -719,20 +722,19 @@ struct Forwarding<'a> {
 async fn forward<B: RequestBody>(
     shared: &Shared,
     conn: &ConnInfo,
-    request: Request<B>,
+    request: &mut Request<ForwardBody<B>>,
     forwarding: &Forwarding<'_>,
     record: &mut AccessRecord,
     mut timer: Pin<&mut WaitTimer>,
 ) -> Result<Answer, ProxyError> {
     let pool = forwarding.pool;
-    let mut request = request.map(ForwardBody::new);
-    let h2_websocket = is_h2_websocket(&request);
-    let upgrade = h2_websocket || wants_upgrade(&request);
+    let h2_websocket = is_h2_websocket(request);
+    let upgrade = h2_websocket || wants_upgrade(request);
     // An HTTP/2 client's WebSocket stream is hyper's to hand over; an HTTP/1.1 client's
     // connection is our engine's (h1_server.rs), which tunnels after writing the 101.
-    let client_upgrade: Option<OnUpgrade> = h2_websocket.then(|| hyper::upgrade::on(&mut request));
+    let client_upgrade: Option<OnUpgrade> = h2_websocket.then(|| hyper::upgrade::on(&mut *request));
     if h2_websocket {
-        h2_websocket_as_upgrade(&mut request);
+        h2_websocket_as_upgrade(&mut *request);
     }
     // Read before a server is chosen, whole (`request_buffering`) or its first part: a
     // malformed body is refused before any server sees a byte of it, a slow upload holds no
@@ -781,14 +783,14 @@ async fn forward<B: RequestBody>(
         record,
     )
     .await?;
-    let added = upstream_request_phase(conn, &mut request, forwarding, load.server(), &target)?;
+    let added = upstream_request_phase(conn, &mut *request, forwarding, load.server(), &target)?;
     let response = loop {
         let label = load.server().label.clone();
         let sent = send_phase(
             pool,
             &load,
             checkout,
-            &mut request,
+            &mut *request,
             &added,
             &label,
             timer.as_mut(),
@@ -815,7 +817,7 @@ async fn forward<B: RequestBody>(
             }
             // It reached the server, which ended without a byte of answer (or was marked
             // down while it waited): another server gets it, once, when that is safe.
-            Err(Unanswered(err)) if excluded.is_none() && may_retry(pool, &request) => {
+            Err(Unanswered(err)) if excluded.is_none() && may_retry(pool, request) => {
                 tracing::warn!(pool = %pool.config.name, server = %label, "{err}; retrying on another server");
                 excluded = Some(Pool::index_of(&load));
                 request.body_mut().rewind();

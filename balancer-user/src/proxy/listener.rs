@@ -29,6 +29,7 @@ use crate::clock;
 use super::{
     BoxError,
     activity::{Activity, WatchedIo},
+    buffering::request::ForwardBody,
     client_connection::{CloseReason, Closing, ConnHold, ConnLimits},
     coalesce::Coalesced,
     h1::request_body::BoxedBody,
@@ -497,11 +498,12 @@ async fn serve_h2<I>(
             let shared = shared.clone();
             let info = info.clone();
             in_place::boxed(|| async move {
-                let request =
-                    request.map(|body| BoxedBody::new(body.map_err(BoxError::from).boxed()));
+                let mut request = request.map(|body| {
+                    ForwardBody::new(BoxedBody::new(body.map_err(BoxError::from).boxed()))
+                });
                 // Each stream is a task of its own: a timer of its own for its one request.
                 let timer = std::pin::pin!(WaitTimer::new());
-                Ok(handler::handle(&shared, &info, request, timer).await)
+                Ok(handler::handle(&shared, &info, &mut request, timer).await)
             })
         },
     );
