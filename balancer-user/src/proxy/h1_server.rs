@@ -460,13 +460,15 @@ async fn exchange<S: ClientStream>(
         ..BodyReader::default()
     };
     let is_head = method == Method::HEAD;
-    let mut request = Request::new(ForwardBody::new(ClientBody { conn: &mut *conn }));
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    *request.headers_mut() = headers;
-    let mut response = handler::handle(shared, info, &mut request, timer).await;
-    drop(request);
+    // Dropped in place at the end of the block (`drop(request)` moved it first).
+    let mut response = {
+        let mut request = Request::new(ForwardBody::new(ClientBody { conn: &mut *conn }));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = version;
+        *request.headers_mut() = headers;
+        handler::handle(shared, info, &mut request, timer).await
+    };
 
     let keep = keep_alive && conn.body_finished() && !closing.closed_now();
     // Written from where it lies; dropped (its log line, its counts) when this returns, before

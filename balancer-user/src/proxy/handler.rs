@@ -114,7 +114,6 @@ pub async fn handle<B: RequestBody>(
     let state = shared.state.load_full();
     let format = state.config.proxy.access_log;
     let logged = format != AccessLogFormat::Off;
-    let mut record = AccessRecord::new(logged, conn.peer, version_label(request.version()));
     let listener = state.listener_at(conn.bind);
     // Decided first, so that every answer carries it, the proxy's own refusals too.
     let request_id = state.config.proxy.request_id.then(|| {
@@ -122,6 +121,17 @@ pub async fn handle<B: RequestBody>(
             listener.is_some_and(|listener| listener.trust.is_trusted(conn.peer.ip()));
         request_id::resolve(request.headers(), trusted_peer)
     });
+    // The record is built in the context, not moved into it (a copy of a few hundred bytes).
+    let mut ctx = RequestCtx {
+        shared,
+        state: &state,
+        conn,
+        record: AccessRecord::new(logged, conn.peer, version_label(request.version())),
+        pages: PageSet::default(),
+        route_metrics: None,
+        request_id,
+    };
+    let record = &mut ctx.record;
     if logged {
         record.listener = listener
             .map(|listener| listener.config.name.clone())
@@ -137,15 +147,6 @@ pub async fn handle<B: RequestBody>(
             record.remote_user = super::access_log::basic_user(authorization.as_bytes());
         }
     }
-    let mut ctx = RequestCtx {
-        shared,
-        state: &state,
-        conn,
-        record,
-        pages: PageSet::default(),
-        route_metrics: None,
-        request_id,
-    };
     let (response, server) = match process(&mut ctx, request, timer).await {
         Ok(answer) => answer,
         Err(err) => {
