@@ -363,7 +363,7 @@ async fn process<B: RequestBody>(
         ctx.conn,
         &host,
         ctx.request_id.as_ref(),
-        &mut *request,
+        request,
     )?;
 
     let mut answer = match &runtime.target {
@@ -735,7 +735,7 @@ async fn forward<B: RequestBody>(
     // connection is our engine's (h1_server.rs), which tunnels after writing the 101.
     let client_upgrade: Option<OnUpgrade> = h2_websocket.then(|| hyper::upgrade::on(&mut *request));
     if h2_websocket {
-        h2_websocket_as_upgrade(&mut *request);
+        h2_websocket_as_upgrade(request);
     }
     // Read before a server is chosen, whole (`request_buffering`) or its first part: a
     // malformed body is refused before any server sees a byte of it, a slow upload holds no
@@ -784,14 +784,14 @@ async fn forward<B: RequestBody>(
         record,
     )
     .await?;
-    let added = upstream_request_phase(conn, &mut *request, forwarding, load.server(), &target)?;
+    let added = upstream_request_phase(conn, request, forwarding, load.server(), &target)?;
     let response = loop {
         let label = load.server().label.clone();
         let sent = send_phase(
             pool,
             &load,
             checkout,
-            &mut *request,
+            request,
             &added,
             &label,
             timer.as_mut(),
