@@ -228,6 +228,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// not a copy) with where its first tokens are; only tokens past those are copied. Most
 /// requests from browsers carry `Connection: keep-alive`, and a list of lowercased copies was
 /// two allocations and about 900 instructions per request (callgrind).
+#[derive(Default)]
 struct Listed {
     line: Option<HeaderValue>,
     /// Byte ranges of the first tokens of `line`.
@@ -242,33 +243,70 @@ struct Listed {
 const LISTED_SPANS: usize = 4;
 
 fn connection_listed(headers: &HeaderMap) -> Listed {
-    let mut listed = Listed {
+    let mut listed = Listed::default();
+    for value in headers.get_all(hyper::header::CONNECTION) {
+        listed.add(value);
+    }
+    listed
+}
+
+/// What the Connection fields of a message list (RFC 9110 §7.6.1), gathered field by field,
+/// to tell which of its fields are hop-by-hop before they go into a map: the HTTP/1.x reader
+/// leaves those out as it builds a response's map (see [`is_hop_by_hop`]).
+#[derive(Default)]
+pub struct ConnectionOptions(Listed);
+
+impl ConnectionOptions {
+    /// Adds the options of one Connection field line.
+    pub fn add(&mut self, value: &HeaderValue) {
+        self.0.add(value);
+    }
+}
+
+/// A filter on a field's name as it came (any case) before [`is_hop_by_hop`]: `false` means
+/// that is `false` too. By length and first letter, so that the usual fields cost a few
+/// instructions each.
+pub fn may_be_hop_by_hop(raw_name: &[u8], connection: Option<&ConnectionOptions>) -> bool {
+    let lengths = HOP_BY_HOP_LENGTHS | connection.map_or(0, |options| options.0.lengths);
+    let length = raw_name.len().min(63);
+    lengths & (1 << length) != 0
+        || raw_name
+            .first()
+            .is_some_and(|b| b.eq_ignore_ascii_case(&b'p'))
+}
+
+/// Whether [`strip_hop_by_hop`] (without `keep_upgrade`) removes a field named `name` from a
+/// message whose Connection fields are `connection` (`None`: it has none).
+pub fn is_hop_by_hop(name: &HeaderName, connection: Option<&ConnectionOptions>) -> bool {
+    static NOTHING_LISTED: Listed = Listed {
         line: None,
         spans: [(0, 0); LISTED_SPANS],
         spanned: 0,
         more: Vec::new(),
         lengths: 0,
     };
-    for value in headers.get_all(hyper::header::CONNECTION) {
-        let first_line = listed.line.is_none();
-        for token in crate::http::connection::value_tokens(value) {
-            listed.lengths |= length_bit(token);
-            if first_line && listed.spanned < LISTED_SPANS {
-                let start = token.as_ptr() as usize - value.as_bytes().as_ptr() as usize;
-                listed.spans[listed.spanned] = (start, start + token.len());
-                listed.spanned += 1;
-            } else {
-                listed.more.push(token.to_ascii_lowercase());
-            }
-        }
-        if first_line {
-            listed.line = Some(value.clone());
-        }
-    }
-    listed
+    let listed = connection.map_or(&NOTHING_LISTED, |options| &options.0);
+    base_removal(name.as_str(), listed, false).is_some()
 }
 
 impl Listed {
+    fn add(&mut self, value: &HeaderValue) {
+        let first_line = self.line.is_none();
+        for token in crate::http::connection::value_tokens(value) {
+            self.lengths |= length_bit(token);
+            if first_line && self.spanned < LISTED_SPANS {
+                let start = token.as_ptr() as usize - value.as_bytes().as_ptr() as usize;
+                self.spans[self.spanned] = (start, start + token.len());
+                self.spanned += 1;
+            } else {
+                self.more.push(token.to_ascii_lowercase());
+            }
+        }
+        if first_line {
+            self.line = Some(value.clone());
+        }
+    }
+
     /// Whether a Connection field lists `name` (lowercase; tokens compare ignoring case).
     fn contains(&self, name: &str) -> bool {
         if !may_be_in(self.lengths, name) {

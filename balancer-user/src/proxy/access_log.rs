@@ -174,18 +174,56 @@ fn push_escaped(out: &mut Vec<u8>, value: &str) {
         out.push(b'-');
         return;
     }
-    for &byte in value.as_bytes() {
-        if byte == b'"' || byte == b'\\' || !(0x20..0x7f).contains(&byte) {
-            out.extend_from_slice(&[
-                b'\\',
-                b'x',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 0xf)],
-            ]);
-        } else {
-            out.push(byte);
+    let needs_escape = |byte: &u8| *byte == b'"' || *byte == b'\\' || !(0x20..0x7f).contains(byte);
+    // Runs without a byte to escape (nearly every value) are copied whole: pushing byte by
+    // byte was a fifth of the line's cost (callgrind).
+    let mut rest = value.as_bytes();
+    while let Some(at) = rest.iter().position(needs_escape) {
+        out.extend_from_slice(&rest[..at]);
+        let byte = rest[at];
+        out.extend_from_slice(&[
+            b'\\',
+            b'x',
+            HEX[usize::from(byte >> 4)],
+            HEX[usize::from(byte & 0xf)],
+        ]);
+        rest = &rest[at + 1..];
+    }
+    out.extend_from_slice(rest);
+}
+
+fn push_decimal(out: &mut Vec<u8>, number: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
+}
+
+/// An IPv4 address in dotted decimal without the formatting machinery (a line's dearest field
+/// through `Display`); IPv6 as `Display` writes it.
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u64::from(octet));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write;
+            let _ = write!(out, "{v6}");
         }
     }
+}
+
+/// `seconds` with six decimals, as `{:.6}` writes it, from whole microseconds.
+fn push_seconds(out: &mut Vec<u8>, seconds: f64) {
+    let micros = (seconds * 1e6).round() as u64;
+    push_decimal(out, micros / 1_000_000);
+    out.push(b'.');
+    let fraction = micros % 1_000_000;
+    let digits = itoa::Buffer::new().format(fraction).len();
+    out.extend(std::iter::repeat_n(b'0', 6 - digits));
+    push_decimal(out, fraction);
 }
 
 /// nginx's `combined` format exactly:
@@ -200,14 +238,22 @@ pub fn write_combined(
     bytes: u64,
     seconds: f64,
 ) {
-    use std::io::Write;
-    let _ = write!(out, "{} - ", record.client.ip());
+    push_ip(out, record.client.ip());
+    out.extend_from_slice(b" - ");
     push_escaped(out, &record.remote_user);
-    let _ = write!(out, " [{time_local}] \"");
+    out.extend_from_slice(b" [");
+    out.extend_from_slice(time_local.as_bytes());
+    out.extend_from_slice(b"] \"");
     push_escaped(out, &record.method);
     out.push(b' ');
     push_escaped(out, &record.target);
-    let _ = write!(out, " {}\" {} {bytes} \"", record.version, record.status);
+    out.push(b' ');
+    out.extend_from_slice(record.version.as_bytes());
+    out.extend_from_slice(b"\" ");
+    push_decimal(out, u64::from(record.status));
+    out.push(b' ');
+    push_decimal(out, bytes);
+    out.extend_from_slice(b" \"");
     push_escaped(out, &record.referer);
     out.extend_from_slice(b"\" \"");
     push_escaped(out, &record.user_agent);
@@ -217,7 +263,8 @@ pub fn write_combined(
     push_escaped(out, name(&record.route));
     out.extend_from_slice(b" upstream=");
     push_escaped(out, name(&record.upstream));
-    let _ = write!(out, " duration={seconds:.6}");
+    out.extend_from_slice(b" duration=");
+    push_seconds(out, seconds);
     if record.request_id.is_some() {
         out.extend_from_slice(b" request_id=");
         push_escaped(out, record.request_id_text());
@@ -358,6 +405,39 @@ mod tests {
             String::from_utf8(line).expect("ascii"),
             "198.18.0.1 - - [01/Jan/1970:00:00:00 +0000] \"GET /a?b=\\x22c\\x22 HTTP/2.0\" 200 12 \"-\" \"curl/8\" host=www.example.test route=app upstream=http://198.18.1.2:8000 duration=0.500000\n"
         );
+    }
+
+    #[test]
+    fn escaping_keeps_clean_runs_and_escapes_each_byte_between_them() {
+        let mut out = Vec::new();
+        push_escaped(&mut out, "a\"b\\c\u{7f}d\té");
+        assert_eq!(out, b"a\\x22b\\x5Cc\\x7Fd\\x09\\xC3\\xA9");
+        out.clear();
+        push_escaped(&mut out, "");
+        assert_eq!(out, b"-");
+    }
+
+    #[test]
+    fn addresses_and_durations_are_written_as_display_and_six_decimals_write_them() {
+        for ip in [
+            "0.0.0.0",
+            "198.18.0.1",
+            "255.255.255.255",
+            "2001:2::1",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().as_bytes());
+        }
+        for seconds in [
+            0.0, 0.000001, 0.0015, 0.5, 0.123456, 1.0, 59.999999, 3600.25,
+        ] {
+            let mut out = Vec::new();
+            push_seconds(&mut out, seconds);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{seconds:.6}"));
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
+use crate::headers::hygiene::{self, ConnectionOptions};
 use crate::http::token::is_tchar;
 
 /// Limits on a request head (from the listener config).
@@ -493,13 +494,40 @@ fn parse_response_in<'b>(
     headers
         .try_reserve(res.headers.len() + ROOM_FOR_ADDED_FIELDS)
         .map_err(|_| err(502, "too many header fields in response"))?;
+    // Hop-by-hop fields (RFC 9110 §7.6.1) never cross the proxy, so they stay out of the map
+    // (by the rule the handler's hygiene applies) instead of being removed after it is built:
+    // that removal rebuilt the map to keep the order, about 4 500 instructions for gunicorn's
+    // `Connection: close`, Apache's `Keep-Alive` or a chunked response (callgrind). A 101's
+    // Connection and Upgrade belong to the tunnel, which the handler's hygiene handles.
+    // Usually no field can be hop-by-hop (by length and first letter), and nothing more is done.
+    let strip = status != StatusCode::SWITCHING_PROTOCOLS
+        && res
+            .headers
+            .iter()
+            .any(|h| hygiene::may_be_hop_by_hop(h.name.as_bytes(), None));
     let mut scan = FieldScan::default();
-    for h in res.headers.iter() {
-        let (name, value) = field(h, &shared, window, 502, 502)?;
-        scan.observe(&name, h.value);
-        headers
-            .try_append(name, value)
-            .map_err(|_| err(502, "too many header fields in response"))?;
+    if strip {
+        let connection = connection_options(res.headers, &shared, window);
+        append_fields(
+            res.headers,
+            &shared,
+            window,
+            &mut headers,
+            &mut scan,
+            |raw, name| {
+                hygiene::may_be_hop_by_hop(raw, connection.as_ref())
+                    && hygiene::is_hop_by_hop(name, connection.as_ref())
+            },
+        )?;
+    } else {
+        append_fields(
+            res.headers,
+            &shared,
+            window,
+            &mut headers,
+            &mut scan,
+            |_, _| false,
+        )?;
     }
 
     let framing = scan.response_framing(version, status, request_method)?;
@@ -514,6 +542,48 @@ fn parse_response_in<'b>(
         },
         len,
     )))
+}
+
+/// The options a response's Connection fields list; `None` when it has none.
+fn connection_options(
+    fields: &[httparse::Header<'_>],
+    shared: &Bytes,
+    window: &[u8],
+) -> Option<ConnectionOptions> {
+    let mut connection: Option<ConnectionOptions> = None;
+    for h in fields {
+        if h.name.eq_ignore_ascii_case("connection") {
+            // A value that is not a field value fails when the fields are appended.
+            if let Ok((_, value)) = field(h, shared, window, 502, 502) {
+                connection.get_or_insert_default().add(&value);
+            }
+        }
+    }
+    connection
+}
+
+/// Appends a response's fields to `headers`, but those `leave_out` names (given the name as
+/// it came and as a `HeaderName`), after `scan` has seen every one. Generic, so that the usual
+/// call, which leaves nothing out, checks nothing per field.
+fn append_fields(
+    fields: &[httparse::Header<'_>],
+    shared: &Bytes,
+    window: &[u8],
+    headers: &mut HeaderMap,
+    scan: &mut FieldScan,
+    leave_out: impl Fn(&[u8], &HeaderName) -> bool,
+) -> Result<(), HeadError> {
+    for h in fields {
+        let (name, value) = field(h, shared, window, 502, 502)?;
+        scan.observe(&name, h.value);
+        if leave_out(h.name.as_bytes(), &name) {
+            continue;
+        }
+        headers
+            .try_append(name, value)
+            .map_err(|_| err(502, "too many header fields in response"))?;
+    }
+    Ok(())
 }
 
 fn response_syntax_error(e: httparse::Error) -> HeadError {
@@ -1716,6 +1786,35 @@ mod tests {
         // Close-delimited never keeps the connection, whatever Connection says.
         let cd = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n";
         assert!(!resp_ok(cd, m).keep_alive);
+    }
+
+    /// RFC 9110 §7.6.1: a proxy removes the Connection field, the fields it lists, and the
+    /// other connection-specific ones before forwarding; the reader leaves them out of the
+    /// map, after their framing and keep-alive meaning is taken, and keeps the rest in order.
+    #[test]
+    fn response_hop_by_hop_fields_stay_out_of_the_map_rfc9110_7_6_1() {
+        let buf = b"HTTP/1.1 200 OK\r\nX-A: 1\r\nConnection: close, X-Private\r\n\
+                    Keep-Alive: timeout=5\r\nX-Private: secret\r\nTransfer-Encoding: chunked\r\n\
+                    Proxy-Connection: keep-alive\r\nContent-Type: text/plain\r\nX-A: 2\r\n\r\n";
+        let h = resp_ok(buf, &Method::GET);
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(!h.keep_alive);
+        let fields: Vec<(&str, &str)> = h
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            fields,
+            [("x-a", "1"), ("x-a", "2"), ("content-type", "text/plain")]
+        );
+        // A 101's Connection and Upgrade are the tunnel's: the handler decides on them.
+        let h = resp_ok(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            &Method::GET,
+        );
+        assert_eq!(h.headers["connection"], "Upgrade");
+        assert_eq!(h.headers["upgrade"], "websocket");
     }
 
     #[test]
