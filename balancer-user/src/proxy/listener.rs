@@ -407,9 +407,12 @@ const FIRST_READ: usize = 8 * 1024;
 
 /// The first bytes of a plain connection, and whether they are the HTTP/2 preface. They are
 /// read, not peeked (one system call fewer per connection), and handed to the protocol's
-/// engine. Empty when the client closed before sending anything.
+/// engine. Empty when the client closed before sending anything. The buffer is one of the
+/// thread's kept read buffers: the HTTP/1.x engine reads on in it and hands it back between
+/// requests, so a new buffer per connection was a new allocation (and, one connection at a
+/// time, a fresh allocator page) for every connection.
 async fn first_bytes(stream: &mut TcpStream) -> std::io::Result<(BytesMut, bool)> {
-    let mut first = BytesMut::with_capacity(FIRST_READ);
+    let mut first = super::read_buffers::take(FIRST_READ);
     loop {
         // Through `AsyncRead`, not `try_read_buf`: a short read then clears the socket's
         // readiness, so the engine's wait for the next request does not wake at once.
