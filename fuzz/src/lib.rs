@@ -10,11 +10,17 @@ pub mod chunked;
 #[path = "../../balancer-user/src/proxy/h1/spare_maps.rs"]
 pub mod spare_maps;
 
-/// The one pure helper the framing modules take from balancer-user's `http` module, at the
-/// same path (`crate::http::token`) as there.
+/// The pure helpers the framing modules take from balancer-user's `http` module, at the same
+/// paths (`crate::http::…`) as there: tokens, and which response fields are hop-by-hop.
 pub mod http {
-    pub use super::token;
+    pub use super::{connection, hop_by_hop, token};
 }
+
+#[path = "../../balancer-user/src/http/connection.rs"]
+pub mod connection;
+
+#[path = "../../balancer-user/src/http/hop_by_hop.rs"]
+pub mod hop_by_hop;
 
 #[path = "../../balancer-user/src/http/token.rs"]
 pub mod token;

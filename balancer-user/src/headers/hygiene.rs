@@ -8,48 +8,7 @@
 use hyper::{HeaderMap, header::HeaderName, header::HeaderValue};
 
 use crate::config::{TrustedHeader, UnderscorePolicy};
-
-/// Connection-specific fields (RFC 9110 §7.6.1, RFC 9112 §7.4 for TE/Trailer/Transfer-Encoding)
-/// and the old `Keep-Alive` / `Proxy-Connection`.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// The lengths of the [`HOP_BY_HOP`] names.
-const HOP_BY_HOP_LENGTHS: u64 = length_mask(&HOP_BY_HOP);
-
-/// The lengths of `names`, one bit each (names of 63 bytes and more share the top bit). A name
-/// whose length has no bit is none of them, found without comparing a byte: this runs for each
-/// field of each request, and most (Host, Accept, User-Agent) are none of the names removed.
-const fn length_mask(names: &[&str]) -> u64 {
-    let mut mask = 0;
-    let mut index = 0;
-    while index < names.len() {
-        mask |= length_bit(names[index]);
-        index += 1;
-    }
-    mask
-}
-
-const fn length_bit(name: &str) -> u64 {
-    let length = if name.len() < 63 { name.len() } else { 63 };
-    1 << length
-}
-
-/// Whether `name` may be one of the names `mask` was made from.
-fn may_be_in(mask: u64, name: &str) -> bool {
-    mask & length_bit(name) != 0
-}
-
-/// Fields a client may not remove by listing them in Connection: the server needs them to route
-/// and frame the request.
-const NOT_REMOVABLE_BY_CONNECTION: [&str; 2] = ["host", "content-length"];
+use crate::http::hop_by_hop::{self, ConnectionOptions, length_mask, may_be_in};
 
 /// What to remove from a request on its way to the server.
 #[derive(Debug, Clone, Copy)]
@@ -144,7 +103,7 @@ pub fn clean_request(
     {
         return Err(HygieneError::Underscore(name.clone()));
     }
-    let listed = connection_listed(&headers);
+    let listed = ConnectionOptions::of(&headers);
     let group_names = TrustedHeader::header_names();
     static GROUP_LENGTHS: std::sync::LazyLock<u64> =
         std::sync::LazyLock::new(|| length_mask(TrustedHeader::header_names()));
@@ -209,7 +168,7 @@ pub fn clean_request(
 /// `Proxy-*`) in place, keeping the order of the rest; for responses, where no other request
 /// rule applies. An upgrade keeps `Upgrade` and `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let listed = connection_listed(headers);
+    let listed = ConnectionOptions::of(headers);
     if !keep_upgrade
         && headers
             .keys()
@@ -224,117 +183,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     *headers = cleaned;
 }
 
-/// The names the Connection fields list. The first field line is kept (a count on its bytes,
-/// not a copy) with where its first tokens are; only tokens past those are copied. Most
-/// requests from browsers carry `Connection: keep-alive`, and a list of lowercased copies was
-/// two allocations and about 900 instructions per request (callgrind).
-#[derive(Default)]
-struct Listed {
-    line: Option<HeaderValue>,
-    /// Byte ranges of the first tokens of `line`.
-    spans: [(usize, usize); LISTED_SPANS],
-    spanned: usize,
-    /// Tokens past those, lowercased.
-    more: Vec<String>,
-    /// The lengths of every token: a name of another length is none of them.
-    lengths: u64,
-}
-
-const LISTED_SPANS: usize = 4;
-
-fn connection_listed(headers: &HeaderMap) -> Listed {
-    let mut listed = Listed::default();
-    for value in headers.get_all(hyper::header::CONNECTION) {
-        listed.add(value);
-    }
-    listed
-}
-
-/// What the Connection fields of a message list (RFC 9110 §7.6.1), gathered field by field,
-/// to tell which of its fields are hop-by-hop before they go into a map: the HTTP/1.x reader
-/// leaves those out as it builds a response's map (see [`is_hop_by_hop`]).
-#[derive(Default)]
-pub struct ConnectionOptions(Listed);
-
-impl ConnectionOptions {
-    /// Adds the options of one Connection field line.
-    pub fn add(&mut self, value: &HeaderValue) {
-        self.0.add(value);
-    }
-}
-
-/// A filter on a field's name as it came (any case) before [`is_hop_by_hop`]: `false` means
-/// that is `false` too. By length and first letter, so that the usual fields cost a few
-/// instructions each.
-pub fn may_be_hop_by_hop(raw_name: &[u8], connection: Option<&ConnectionOptions>) -> bool {
-    let lengths = HOP_BY_HOP_LENGTHS | connection.map_or(0, |options| options.0.lengths);
-    let length = raw_name.len().min(63);
-    lengths & (1 << length) != 0
-        || raw_name
-            .first()
-            .is_some_and(|b| b.eq_ignore_ascii_case(&b'p'))
-}
-
-/// Whether [`strip_hop_by_hop`] (without `keep_upgrade`) removes a field named `name` from a
-/// message whose Connection fields are `connection` (`None`: it has none).
-pub fn is_hop_by_hop(name: &HeaderName, connection: Option<&ConnectionOptions>) -> bool {
-    static NOTHING_LISTED: Listed = Listed {
-        line: None,
-        spans: [(0, 0); LISTED_SPANS],
-        spanned: 0,
-        more: Vec::new(),
-        lengths: 0,
-    };
-    let listed = connection.map_or(&NOTHING_LISTED, |options| &options.0);
-    base_removal(name.as_str(), listed, false).is_some()
-}
-
-impl Listed {
-    fn add(&mut self, value: &HeaderValue) {
-        let first_line = self.line.is_none();
-        for token in crate::http::connection::value_tokens(value) {
-            self.lengths |= length_bit(token);
-            if first_line && self.spanned < LISTED_SPANS {
-                let start = token.as_ptr() as usize - value.as_bytes().as_ptr() as usize;
-                self.spans[self.spanned] = (start, start + token.len());
-                self.spanned += 1;
-            } else {
-                self.more.push(token.to_ascii_lowercase());
-            }
-        }
-        if first_line {
-            self.line = Some(value.clone());
-        }
-    }
-
-    /// Whether a Connection field lists `name` (lowercase; tokens compare ignoring case).
-    fn contains(&self, name: &str) -> bool {
-        if !may_be_in(self.lengths, name) {
-            return false;
-        }
-        let line = self.line.as_ref().map_or(&[][..], HeaderValue::as_bytes);
-        self.spans[..self.spanned]
-            .iter()
-            .any(|&(start, end)| line[start..end].eq_ignore_ascii_case(name.as_bytes()))
-            || self.more.iter().any(|token| token == name)
-    }
-}
-
-/// The rules requests and responses share.
-fn base_removal(name: &str, listed: &Listed, keep_upgrade: bool) -> Option<RemovalReason> {
-    let kept_upgrade = keep_upgrade && name == "upgrade";
-    if kept_upgrade {
-        return None;
-    }
-    if (may_be_in(HOP_BY_HOP_LENGTHS, name) && HOP_BY_HOP.contains(&name))
-        || (listed.contains(name) && !NOT_REMOVABLE_BY_CONNECTION.contains(&name))
-    {
-        return Some(RemovalReason::HopByHop);
-    }
-    if name == "proxy" || name.starts_with("proxy-") {
-        return Some(RemovalReason::ProxyHeader);
-    }
-    None
+/// The rules requests and responses share ([`hop_by_hop::removal`]), as a report's reason.
+fn base_removal(
+    name: &str,
+    listed: &ConnectionOptions,
+    keep_upgrade: bool,
+) -> Option<RemovalReason> {
+    hop_by_hop::removal(name, listed, keep_upgrade).map(|removal| match removal {
+        hop_by_hop::Removal::HopByHop => RemovalReason::HopByHop,
+        hop_by_hop::Removal::ProxyHeader => RemovalReason::ProxyHeader,
+    })
 }
 
 /// Fields the proxy adds to a cleaned map (see `rebuild`): as head.rs's room for a parsed
@@ -387,19 +245,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_length_mask_passes_its_own_names_and_stops_other_lengths() {
-        let long = "x".repeat(70);
-        let longer = "y".repeat(90);
-        let mask = length_mask(&["te", "upgrade", &long]);
-        for name in ["te", "upgrade", "xy", "abcdefg", &long, &longer] {
-            assert!(may_be_in(mask, name), "{name:?}");
-        }
-        for name in ["", "host", "accept", "user-agent", &"z".repeat(62)] {
-            assert!(!may_be_in(mask, name), "{name:?}");
-        }
-        for name in HOP_BY_HOP {
-            assert!(may_be_in(HOP_BY_HOP_LENGTHS, name), "{name}");
-        }
+    fn the_trusted_header_groups_length_mask_passes_their_names() {
         let groups = length_mask(TrustedHeader::header_names());
         for name in TrustedHeader::header_names() {
             assert!(may_be_in(groups, name), "{name}");

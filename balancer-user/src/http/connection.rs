@@ -1,7 +1,7 @@
 //! The `Connection` field's tokens (RFC 9110 §7.6.1): the one place they are read, for the
 //! hop-by-hop rules (headers/hygiene.rs), `close` (proxy/h1) and `upgrade` (proxy/handler.rs).
 
-use hyper::header::{CONNECTION, HeaderMap, HeaderValue};
+use http::header::{CONNECTION, HeaderMap, HeaderValue};
 
 /// The tokens of every Connection field, trimmed, as written (compare them ignoring case).
 /// A field that is not text lists nothing.

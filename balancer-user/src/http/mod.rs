@@ -7,6 +7,7 @@ pub mod conditional;
 pub mod connection;
 pub mod date;
 pub mod field_value;
+pub mod hop_by_hop;
 pub mod percent;
 pub mod set_cookie;
 pub mod token;

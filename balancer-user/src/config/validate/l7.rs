@@ -13,7 +13,7 @@ use std::{
 use ipnet::IpNet;
 use toml::Spanned;
 
-use crate::http::authority;
+use crate::http::{authority, hop_by_hop};
 
 use super::{
     check_expect, check_host, check_interval_and_timeout, check_path, is_valid_host_name,
@@ -365,22 +365,14 @@ fn header_name_at<T>(key: &str, name: &str, written: &Spanned<T>) -> Result<Stri
 }
 
 /// Headers that describe the connection or the framing: the proxy sets them itself, so
-/// `request_headers` / `response_headers` may not.
-const NOT_EDITABLE: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "host",
-];
+/// `request_headers` / `response_headers` may not. Besides these, the hop-by-hop ones
+/// ([`hop_by_hop::HOP_BY_HOP`]).
+const NOT_EDITABLE: &[&str] = &["content-length", "host"];
 
 fn header_edits(key: &str, table: &HeaderEditsTable) -> Result<HeaderEdits, Invalid> {
     let editable = |key: &str, written: &Spanned<String>, name: String| {
-        if NOT_EDITABLE.contains(&name.as_str()) {
+        if NOT_EDITABLE.contains(&name.as_str()) || hop_by_hop::HOP_BY_HOP.contains(&name.as_str())
+        {
             let hint = if name == "host" {
                 " (use preserve_host)"
             } else {

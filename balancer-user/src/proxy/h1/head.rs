@@ -33,7 +33,7 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
-use crate::headers::hygiene::{self, ConnectionOptions};
+use crate::http::hop_by_hop::{self, ConnectionOptions};
 use crate::http::token::is_tchar;
 
 /// Limits on a request head (from the listener config).
@@ -504,30 +504,24 @@ fn parse_response_in<'b>(
         && res
             .headers
             .iter()
-            .any(|h| hygiene::may_be_hop_by_hop(h.name.as_bytes(), None));
+            .any(|h| hop_by_hop::may_be_hop_by_hop(h.name.as_bytes(), None));
+    let fields = Fields {
+        parsed: res.headers,
+        shared: &shared,
+        window,
+    };
     let mut scan = FieldScan::default();
+    // Two calls of the generic append: the usual one, which leaves nothing out, checks nothing
+    // per field (one call with the check behind `strip` cost about 60 instructions more per
+    // response, callgrind).
     if strip {
-        let connection = connection_options(res.headers, &shared, window);
-        append_fields(
-            res.headers,
-            &shared,
-            window,
-            &mut headers,
-            &mut scan,
-            |raw, name| {
-                hygiene::may_be_hop_by_hop(raw, connection.as_ref())
-                    && hygiene::is_hop_by_hop(name, connection.as_ref())
-            },
-        )?;
+        let connection = connection_options(&fields);
+        fields.append_to(&mut headers, &mut scan, |raw, name| {
+            hop_by_hop::may_be_hop_by_hop(raw, connection.as_ref())
+                && hop_by_hop::is_hop_by_hop(name, connection.as_ref())
+        })?;
     } else {
-        append_fields(
-            res.headers,
-            &shared,
-            window,
-            &mut headers,
-            &mut scan,
-            |_, _| false,
-        )?;
+        fields.append_to(&mut headers, &mut scan, |_, _| false)?;
     }
 
     let framing = scan.response_framing(version, status, request_method)?;
@@ -544,46 +538,50 @@ fn parse_response_in<'b>(
     )))
 }
 
+/// A parsed head's fields, with the bytes their values are slices of.
+struct Fields<'h, 'b> {
+    parsed: &'h [httparse::Header<'b>],
+    /// The head, shared by the values.
+    shared: &'h Bytes,
+    /// What was parsed (`shared`'s bytes, where httparse's slices point).
+    window: &'h [u8],
+}
+
+impl Fields<'_, '_> {
+    /// Appends the fields to `headers`, but those `leave_out` names (given the name as it came
+    /// and as a `HeaderName`), after `scan` has seen every one.
+    fn append_to(
+        &self,
+        headers: &mut HeaderMap,
+        scan: &mut FieldScan,
+        leave_out: impl Fn(&[u8], &HeaderName) -> bool,
+    ) -> Result<(), HeadError> {
+        for h in self.parsed {
+            let (name, value) = field(h, self.shared, self.window, 502, 502)?;
+            scan.observe(&name, h.value);
+            if leave_out(h.name.as_bytes(), &name) {
+                continue;
+            }
+            headers
+                .try_append(name, value)
+                .map_err(|_| err(502, "too many header fields in response"))?;
+        }
+        Ok(())
+    }
+}
+
 /// The options a response's Connection fields list; `None` when it has none.
-fn connection_options(
-    fields: &[httparse::Header<'_>],
-    shared: &Bytes,
-    window: &[u8],
-) -> Option<ConnectionOptions> {
+fn connection_options(fields: &Fields<'_, '_>) -> Option<ConnectionOptions> {
     let mut connection: Option<ConnectionOptions> = None;
-    for h in fields {
+    for h in fields.parsed {
         if h.name.eq_ignore_ascii_case("connection") {
             // A value that is not a field value fails when the fields are appended.
-            if let Ok((_, value)) = field(h, shared, window, 502, 502) {
+            if let Ok((_, value)) = field(h, fields.shared, fields.window, 502, 502) {
                 connection.get_or_insert_default().add(&value);
             }
         }
     }
     connection
-}
-
-/// Appends a response's fields to `headers`, but those `leave_out` names (given the name as
-/// it came and as a `HeaderName`), after `scan` has seen every one. Generic, so that the usual
-/// call, which leaves nothing out, checks nothing per field.
-fn append_fields(
-    fields: &[httparse::Header<'_>],
-    shared: &Bytes,
-    window: &[u8],
-    headers: &mut HeaderMap,
-    scan: &mut FieldScan,
-    leave_out: impl Fn(&[u8], &HeaderName) -> bool,
-) -> Result<(), HeadError> {
-    for h in fields {
-        let (name, value) = field(h, shared, window, 502, 502)?;
-        scan.observe(&name, h.value);
-        if leave_out(h.name.as_bytes(), &name) {
-            continue;
-        }
-        headers
-            .try_append(name, value)
-            .map_err(|_| err(502, "too many header fields in response"))?;
-    }
-    Ok(())
 }
 
 fn response_syntax_error(e: httparse::Error) -> HeadError {
