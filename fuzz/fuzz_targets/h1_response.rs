@@ -8,6 +8,7 @@
 #![no_main]
 
 use balancer_fuzz::head::{self, Framing, HeadLimits, ResponseHead};
+use balancer_fuzz::hop_by_hop::HOP_BY_HOP;
 use http::{HeaderMap, Method, StatusCode, Version, header};
 use libfuzzer_sys::fuzz_target;
 
@@ -66,16 +67,9 @@ fn end_to_end(response: &ResponseHead, received: &HeaderMap) {
         .collect();
     let hop_by_hop = |name: &header::HeaderName| {
         let name = name.as_str();
-        [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-        ]
-        .contains(&name)
+        // The names are the spec's (RFC 9110 §7.6.1, RFC 9112 §7.4); the decision is made
+        // here, apart from the reader's.
+        HOP_BY_HOP.contains(&name)
             || name == "proxy"
             || name.starts_with("proxy-")
             || (name != "host"

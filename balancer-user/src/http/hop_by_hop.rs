@@ -17,7 +17,7 @@ pub const HOP_BY_HOP: [&str; 7] = [
 ];
 
 /// The lengths of the [`HOP_BY_HOP`] names.
-pub const HOP_BY_HOP_LENGTHS: u64 = length_mask(&HOP_BY_HOP);
+const HOP_BY_HOP_LENGTHS: u64 = length_mask(&HOP_BY_HOP);
 
 /// The lengths of `names`, one bit each (names of 63 bytes and more share the top bit). A name
 /// whose length has no bit is none of them, found without comparing a byte: this runs for each
@@ -32,9 +32,13 @@ pub const fn length_mask(names: &[&str]) -> u64 {
     mask
 }
 
-pub const fn length_bit(name: &str) -> u64 {
-    let length = if name.len() < 63 { name.len() } else { 63 };
-    1 << length
+const fn length_bit(name: &str) -> u64 {
+    length_bit_of(name.len())
+}
+
+/// The bit of a name of `length` bytes.
+const fn length_bit_of(length: usize) -> u64 {
+    1 << if length < 63 { length } else { 63 }
 }
 
 /// Whether `name` may be one of the names `mask` was made from.
@@ -70,8 +74,7 @@ const LISTED_SPANS: usize = 4;
 /// instructions each.
 pub fn may_be_hop_by_hop(raw_name: &[u8], connection: Option<&ConnectionOptions>) -> bool {
     let lengths = HOP_BY_HOP_LENGTHS | connection.map_or(0, |options| options.lengths);
-    let length = raw_name.len().min(63);
-    lengths & (1 << length) != 0
+    lengths & length_bit_of(raw_name.len()) != 0
         || raw_name
             .first()
             .is_some_and(|b| b.eq_ignore_ascii_case(&b'p'))

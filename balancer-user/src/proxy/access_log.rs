@@ -220,10 +220,10 @@ fn push_seconds(out: &mut Vec<u8>, seconds: f64) {
     let micros = (seconds * 1e6).round() as u64;
     push_decimal(out, micros / 1_000_000);
     out.push(b'.');
-    let fraction = micros % 1_000_000;
-    let digits = itoa::Buffer::new().format(fraction).len();
-    out.extend(std::iter::repeat_n(b'0', 6 - digits));
-    push_decimal(out, fraction);
+    let mut buffer = itoa::Buffer::new();
+    let fraction = buffer.format(micros % 1_000_000).as_bytes();
+    out.extend(std::iter::repeat_n(b'0', 6 - fraction.len()));
+    out.extend_from_slice(fraction);
 }
 
 /// nginx's `combined` format exactly:
